@@ -1,0 +1,397 @@
+"""Settings: one frozen tree, built from defaults < TOML file < ``OTA_GATEWAY_*`` env < command line.
+
+Every section is a frozen dataclass whose fields carry their defaults and, in ``metadata``, what a
+valid value looks like. :func:`load` walks the TOML document against that tree, so a typo in a key
+or a wrong type stops start-up with one line naming the file, the key and the expectation
+(``ConfigError``), and nothing downstream ever sees a half-valid value.
+
+Environment overrides use ``OTA_GATEWAY_<SECTION>__<KEY>`` (double underscore between section and
+key, e.g. ``OTA_GATEWAY_MIRROR__UPSTREAM``); top-level keys are ``OTA_GATEWAY_<KEY>``
+(``OTA_GATEWAY_SITE``). Values are parsed as TOML values when they parse, as strings otherwise.
+
+This module knows nothing about what the settings mean; each component reads its own section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError
+
+ENV_PREFIX = "OTA_GATEWAY_"
+
+_HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]*):(\d{1,5})$")
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port); raises ValueError."""
+    m = _HOSTPORT.match(value)
+    if not m or not 0 <= int(m.group(2)) <= 65535:
+        raise ValueError(value)
+    host = m.group(1).strip("[]") or "0.0.0.0"
+    return host, int(m.group(2))
+
+
+def _check(expect: str, ok: Callable[[Any], bool]) -> dict[str, Any]:
+    return {"expect": expect, "ok": ok}
+
+
+def _hostport_ok(v: Any) -> bool:
+    if v == "":
+        return True
+    try:
+        parse_hostport(v)
+    except ValueError:
+        return False
+    return True
+
+
+HOSTPORT = _check("HOST:PORT such as 0.0.0.0:8080, or empty to disable", _hostport_ok)
+POSITIVE = _check("a number greater than 0", lambda v: v > 0)
+NON_NEGATIVE = _check("a number of at least 0", lambda v: v >= 0)
+FRACTION = _check("a number from 0 to 1", lambda v: 0 <= v <= 1)
+URL_OR_EMPTY = _check(
+    "an http:// or https:// URL, or empty", lambda v: v == "" or re.match(r"^https?://", v) is not None
+)
+
+
+def choice(*options: str) -> dict[str, Any]:
+    return _check("one of " + ", ".join(repr(o) for o in options), lambda v: v in options)
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The device-facing HTTP(S) server."""
+
+    listen: str = field(default="0.0.0.0:8080", metadata=HOSTPORT)
+    tls_cert: str = ""  # PEM certificate chain; with tls_key, serves HTTPS
+    tls_key: str = ""
+    client_ca: str = ""  # PEM CA that signs device certificates (mTLS)
+    public_url: str = field(default="", metadata=URL_OR_EMPTY)  # how devices reach us
+    max_body_bytes: int = field(default=1 << 20, metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    """Which cloud keys we believe, and how far we trust our own clock."""
+
+    trusted_keys: tuple[str, ...] = ()  # PEM public key files
+    # A time the gateway knows has passed (it was built after it): a clock reading earlier than
+    # this is plainly wrong. The persisted high-water mark of signed index times raises it further.
+    min_valid_time: str = "2026-01-01T00:00:00Z"
+
+
+@dataclass(frozen=True)
+class MirrorSettings:
+    """Where the cloud registry is and how politely we fetch from it."""
+
+    upstream: str = "registry"  # URL (http/https/file) or a folder path
+    poll_interval_s: float = field(default=60.0, metadata=POSITIVE)
+    poll_jitter: float = field(default=0.2, metadata=FRACTION)
+    bandwidth_bytes_per_s: int = field(default=0, metadata=NON_NEGATIVE)  # 0: no cap
+    ca_bundle: str = ""  # PEM bundle; default: the system CA store
+    connect_timeout_s: float = field(default=10.0, metadata=POSITIVE)
+    read_timeout_s: float = field(default=30.0, metadata=POSITIVE)
+    retry_initial_s: float = field(default=1.0, metadata=POSITIVE)
+    retry_max_s: float = field(default=300.0, metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """The verified blob store."""
+
+    quota_bytes: int = field(default=0, metadata=NON_NEGATIVE)  # 0: only the disk limits us
+    min_free_bytes: int = field(default=256 << 20, metadata=NON_NEGATIVE)
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """The device API: polls, access control, inventory."""
+
+    poll_interval_s: float = field(default=300.0, metadata=POSITIVE)
+    poll_jitter: float = field(default=0.25, metadata=FRACTION)
+    max_wait_s: float = field(default=300.0, metadata=POSITIVE)
+    access: str = field(default="open", metadata=choice("open", "token", "mtls"))
+    site_token: str = ""
+    tokens_file: str = ""  # JSON {device_id: token}
+    allow_unknown: bool = True
+    inventory_file: str = ""  # site inventory (JSON), see config/inventory.example.json
+    compat_matrix: str = ""  # firmware/model matrix (JSON), see config/compat_matrix.example.json
+    max_devices: int = field(default=100_000, metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """The embedded broker."""
+
+    listen: str = field(default="0.0.0.0:1883", metadata=HOSTPORT)
+    tls_listen: str = field(default="", metadata=HOSTPORT)
+    lab_mode: bool = False  # allow anonymous clients; never on a production site
+    max_packet_bytes: int = field(default=64 << 10, metadata=POSITIVE)
+    max_connections: int = field(default=10_000, metadata=POSITIVE)
+    max_queued_messages: int = field(default=100, metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """Metrics aggregation."""
+
+    window_s: float = field(default=60.0, metadata=POSITIVE)
+    cohort_attribute: str = "hw"
+
+
+@dataclass(frozen=True)
+class UplinkSettings:
+    """Reports to the cloud."""
+
+    ingest_url: str = field(default="", metadata=URL_OR_EMPTY)
+    ingest_token: str = ""
+    mqtt_url: str = ""  # mqtt://user:pass@host:port or mqtts://...
+    report_interval_s: float = field(default=60.0, metadata=POSITIVE)
+    outbox_max_bytes: int = field(default=256 << 20, metadata=POSITIVE)
+    outbox_max_age_s: float = field(default=7 * 86400.0, metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """Site canary gates: site overrides that may only tighten the cloud's limits."""
+
+    waves: tuple[float, ...] = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0)
+    min_devices_per_wave: int = field(default=1, metadata=POSITIVE)
+    soak_s: float = field(default=900.0, metadata=NON_NEGATIVE)
+    wave_order: str = ""  # attribute to order waves by, e.g. "hw" or "line"
+    max_temperature_c: float = field(default=85.0, metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """The operator API and dashboard."""
+
+    listen: str = field(default="127.0.0.1:8081", metadata=HOSTPORT)
+    token: str = ""  # required when listen is not loopback
+
+
+@dataclass(frozen=True)
+class DiscoverySettings:
+    """mDNS advertise and browse."""
+
+    enabled: bool = True
+    interfaces: tuple[str, ...] = ()  # addresses or interface names; empty: all non-loopback
+    max_devices: int = field(default=10_000, metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration tree."""
+
+    site: str = field(
+        default="default",
+        metadata=_check(
+            "a site name of letters, digits, '-', '_' or '.'",
+            lambda v: re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", v) is not None,
+        ),
+    )
+    data_dir: str = "data"
+    log_level: str = field(default="info", metadata=choice("debug", "info", "warning", "error"))
+    http: HttpSettings = HttpSettings()
+    trust: TrustSettings = TrustSettings()
+    mirror: MirrorSettings = MirrorSettings()
+    store: StoreSettings = StoreSettings()
+    devices: DeviceSettings = DeviceSettings()
+    mqtt: MqttSettings = MqttSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    uplink: UplinkSettings = UplinkSettings()
+    gates: GateSettings = GateSettings()
+    operator: OperatorSettings = OperatorSettings()
+    discovery: DiscoverySettings = DiscoverySettings()
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+def _type_name(tp: Any) -> str:
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "a whole number"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if typing.get_origin(tp) is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+    return str(tp)
+
+
+def _coerce(source: str, key: str, tp: Any, value: Any) -> Any:
+    """Check ``value`` against the annotated type ``tp``; TOML already gives us typed values."""
+    bad = ConfigError(source, key, _type_name(tp))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if typing.get_origin(tp) is tuple:
+        if not isinstance(value, list | tuple):
+            raise bad
+        inner = typing.get_args(tp)[0]
+        return tuple(_coerce(source, f"{key}[{i}]", inner, v) for i, v in enumerate(value))
+    raise TypeError(f"unsupported setting type {tp!r}")  # a programming error, not a config one
+
+
+def _build(cls: type[Any], data: Mapping[str, Any], source: str, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(source, prefix + key, f"a known key (one of: {known})")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        tp = hints[name]
+        value = data[name]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            if not isinstance(value, Mapping):
+                raise ConfigError(source, prefix + name, f"a [{prefix + name}] table")
+            kwargs[name] = _build(tp, value, source, f"{prefix}{name}.")
+            continue
+        value = _coerce(source, prefix + name, tp, value)
+        ok = f.metadata.get("ok")
+        if ok is not None and not ok(value):
+            raise ConfigError(source, prefix + name, f.metadata["expect"])
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``OTA_GATEWAY_*`` variables as a nested dict shaped like the TOML file."""
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _env_value(raw)
+    return out
+
+
+def merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``over`` into a copy of ``base``."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML config file; a syntax error is a ConfigError naming file and line."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(path), "(file)", "an existing, readable TOML file") from exc
+    except OSError as exc:
+        raise ConfigError(str(path), "(file)", f"a readable file ({exc.strerror})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "(syntax)", f"valid TOML ({exc})") from exc
+
+
+def load(
+    config_file: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings tree; raises ConfigError with the source that holds the bad value.
+
+    ``overrides`` are the command line's values, shaped like the TOML file.
+    """
+    environ = os.environ if environ is None else environ
+    if config_file is None and environ.get(ENV_PREFIX + "CONFIG"):
+        config_file = Path(environ[ENV_PREFIX + "CONFIG"])
+    settings = Settings()
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    if config_file is not None:
+        layers.append((str(config_file), read_toml(config_file)))
+    env = env_overrides(environ)
+    if env:
+        layers.append(("environment (OTA_GATEWAY_*)", env))
+    if overrides:
+        layers.append(("command line", overrides))
+    # Validate each layer on its own so the error names the source that holds the bad value,
+    # then merge them in order of precedence.
+    merged: dict[str, Any] = {}
+    for source, layer in layers:
+        _build(Settings, layer, source, "")
+        merged = merge(merged, layer)
+    if merged:
+        settings = _build(Settings, merged, "configuration", "")
+    _cross_check(settings, str(config_file) if config_file else "configuration")
+    return settings
+
+
+def _cross_check(s: Settings, source: str) -> None:
+    """Rules that span keys."""
+    if bool(s.http.tls_cert) != bool(s.http.tls_key):
+        raise ConfigError(source, "http.tls_cert/http.tls_key", "both set (HTTPS) or both empty")
+    if s.devices.access == "mtls" and not (s.http.tls_cert and s.http.client_ca):
+        raise ConfigError(source, "devices.access", "'mtls' only with http.tls_cert and http.client_ca")
+    if s.devices.access == "token" and not (s.devices.site_token or s.devices.tokens_file):
+        raise ConfigError(
+            source, "devices.access", "'token' only with devices.site_token or devices.tokens_file"
+        )
+    if s.operator.listen:
+        host, _ = parse_hostport(s.operator.listen)
+        if host not in ("127.0.0.1", "::1", "localhost") and not s.operator.token:
+            raise ConfigError(source, "operator.token", "a token when operator.listen is not loopback")
+    waves = s.gates.waves
+    if (
+        not waves
+        or any(not 0 < w <= 100 for w in waves)
+        or list(waves) != sorted(set(waves))
+        or waves[-1] != 100
+    ):
+        raise ConfigError(source, "gates.waves", "increasing percentages in (0, 100] ending at 100")
+
+
+def as_dict(settings: Any) -> Any:
+    """The settings tree as plain values (for ``ota-gateway status`` and the dashboard)."""
+    if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
+        return {f.name: as_dict(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
+    if isinstance(settings, tuple):
+        return list(settings)
+    return settings

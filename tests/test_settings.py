@@ -1,0 +1,81 @@
+"""Settings: defaults, file < env < command line, and one clear line for every bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway import settings as S
+from gateway.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "gateway.toml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_need_no_file() -> None:
+    s = S.load(None, environ={})
+    assert s.site == "default"
+    assert s.http.listen == "0.0.0.0:8080"
+    assert s.gates.waves[-1] == 100
+
+
+def test_precedence_file_env_cli(tmp_path: Path) -> None:
+    f = write(tmp_path, 'site = "file"\n[mirror]\npoll_interval_s = 5\nupstream = "http://a/"\n')
+    s = S.load(f, environ={"OTA_GATEWAY_SITE": "env", "OTA_GATEWAY_MIRROR__POLL_INTERVAL_S": "7"})
+    assert (s.site, s.mirror.poll_interval_s, s.mirror.upstream) == ("env", 7.0, "http://a/")
+    s = S.load(f, environ={"OTA_GATEWAY_SITE": "env"}, overrides={"site": "cli"})
+    assert s.site == "cli"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "expect"),
+    [
+        ("[mirror]\npoll_interval_s = -1\n", "mirror.poll_interval_s", "greater than 0"),
+        ('[mirror]\npoll_interval_s = "x"\n', "mirror.poll_interval_s", "a number"),
+        ("[mirorr]\n", "mirorr", "a known key"),
+        ('[http]\nlisten = "nope"\n', "http.listen", "HOST:PORT"),
+        ('[devices]\naccess = "maybe"\n', "devices.access", "one of"),
+        ("[trust]\ntrusted_keys = [1]\n", "trust.trusted_keys[0]", "a string"),
+        ("site = \n", "(syntax)", "valid TOML"),
+        ('[operator]\nlisten = "0.0.0.0:8081"\n', "operator.token", "loopback"),
+        ("[gates]\nwaves = [5, 1, 100]\n", "gates.waves", "increasing"),
+        ('[devices]\naccess = "token"\n', "devices.access", "site_token"),
+        ("mirror = 3\n", "mirror", "table"),
+    ],
+)
+def test_bad_file_names_file_key_and_expectation(tmp_path: Path, text: str, key: str, expect: str) -> None:
+    f = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        S.load(f, environ={})
+    line = str(err.value)
+    assert "\n" not in line
+    assert str(f) in line or "configuration" in line
+    assert key in line and expect in line
+
+
+def test_bad_env_names_the_environment(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"environment.*mirror.poll_interval_s"):
+        S.load(None, environ={"OTA_GATEWAY_MIRROR__POLL_INTERVAL_S": "0"})
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="existing, readable TOML file"):
+        S.load(tmp_path / "nope.toml", environ={})
+
+
+def test_reference_config_is_valid_and_complete() -> None:
+    """config/gateway.toml documents every key, and loads as-is."""
+    ref = Path(__file__).parent.parent / "config" / "gateway.toml"
+    s = S.load(ref, environ={})
+    text = ref.read_text()
+    for section, values in S.as_dict(s).items():
+        if isinstance(values, dict):
+            assert f"[{section}]" in text, section
+            for key in values:
+                assert f"{key} =" in text or f"# {key} =" in text, f"{section}.{key}"
+        else:
+            assert f"{section} =" in text, section
