@@ -1,0 +1,1 @@
+"""The HTTP side: device API, artifact downloads, operator API."""

@@ -1,0 +1,30 @@
+"""What the artifact handler asks the store: is this URL a verified file, pending, or nothing?"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A verified file ready to serve. ``sha256`` is of exactly these bytes (strong ETag)."""
+
+    path: Path
+    size: int
+    sha256: str
+    mtime: float
+    content_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Named by a deployment in effect but not yet mirrored and verified."""
+
+    retry_after_s: int
+
+
+class ArtifactLookup(Protocol):
+    def lookup(self, model_id: str, version: str, filename: str) -> Verified | Pending | None:
+        """``filename`` may end in ``.sig`` (the detached signature). Never does blocking I/O."""

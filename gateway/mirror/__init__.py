@@ -1,0 +1,1 @@
+"""Fetching from the cloud registry: index polling, artifact transfer, resume, bandwidth cap."""

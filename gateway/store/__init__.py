@@ -1,0 +1,1 @@
+"""Verified, content-addressed artifact storage on disk."""

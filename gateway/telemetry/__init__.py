@@ -1,0 +1,1 @@
+"""Device metrics: validation, aggregation into windows, and what the gates and the cloud read."""

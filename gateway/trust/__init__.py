@@ -1,0 +1,1 @@
+"""Verification of what the cloud signed: keys, the signed site index, artifacts."""
