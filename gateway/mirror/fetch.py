@@ -1,0 +1,219 @@
+"""Fetching one artifact: resumable, single-flight, capped, verified before it is published.
+
+However many devices ask for the same missing artifact, one transfer crosses the uplink: tasks
+are keyed by sha256. A transfer resumes from the bytes already on disk (also after a restart or a
+``kill -9``), with ``Range`` and ``If-Range`` so a changed upstream file restarts from zero instead
+of splicing two files. Bytes beyond the manifest's ``length`` abort the transfer (endless-data
+attack); at the end the sha256 and the detached signature are checked, and only then is the blob
+published. Transport failures retry with exponential backoff and full jitter; a bad file is
+dropped, counted, and tried again later in case the registry fixes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from gateway.errors import (
+    DigestMismatchError,
+    LengthMismatchError,
+    RemoteDataError,
+    StorageError,
+    TransportError,
+    UntrustedError,
+)
+from gateway.manifest import Deployment
+from gateway.mirror.pacing import Progress, TokenBucket, backoff_s
+from gateway.mirror.upstream import Upstream
+from gateway.settings import MirrorSettings
+from gateway.stats import Stats
+from gateway.store.artifacts import ArtifactStore
+from gateway.tasks import TaskGroup
+from gateway.trust.keys import MAX_SIGNATURE_BYTES, PublicKey, verify_file
+
+log = logging.getLogger(__name__)
+
+WRITE_BATCH_BYTES = 1 << 20
+BAD_DATA_RETRY_S = 300.0
+
+
+class Fetcher:
+    def __init__(
+        self,
+        store: ArtifactStore,
+        upstream: Upstream,
+        keys: Callable[[], Mapping[str, PublicKey]],
+        settings: MirrorSettings,
+        stats: Stats,
+        *,
+        min_free_bytes: int = 0,
+    ) -> None:
+        self.store = store
+        self.upstream = upstream
+        self.keys = keys
+        self.settings = settings
+        self.stats = stats
+        self.min_free_bytes = min_free_bytes
+        self.bucket = TokenBucket(float(settings.bandwidth_bytes_per_s))
+        self.progress: dict[str, Progress] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._group = TaskGroup()
+        self._slots = asyncio.Semaphore(2)  # two transfers at once share the uplink
+
+    def ensure(self, dep: Deployment) -> asyncio.Task[None] | None:
+        """Start (once) the transfer of ``dep``'s artifact unless it is already verified here."""
+        if self.store.is_verified(dep.sha256):
+            return None
+        task = self._tasks.get(dep.sha256)
+        if task is None or task.done():
+            task = self._group.spawn(self._run(dep), name=f"fetch {dep.key}")
+            self._tasks[dep.sha256] = task
+        return task
+
+    def cancel_except(self, keep: set[str]) -> None:
+        for sha, task in list(self._tasks.items()):
+            if sha not in keep:
+                task.cancel()
+                self._tasks.pop(sha, None)
+
+    async def close(self) -> None:
+        await self._group.close()
+
+    async def _run(self, dep: Deployment) -> None:
+        attempt = 0
+        while not self.store.is_verified(dep.sha256):
+            try:
+                async with self._slots:
+                    await self._transfer(dep)
+                return
+            except TransportError as exc:
+                self.stats.error("mirror.transport_errors", f"{dep.key}: {exc}")
+                delay = backoff_s(
+                    attempt,
+                    initial_s=self.settings.retry_initial_s,
+                    max_s=self.settings.retry_max_s,
+                    rand=random.random(),
+                )
+                log.warning("fetch %s failed (%s); retrying in %.1fs", dep.key, exc, delay)
+            except RemoteDataError as exc:
+                self.stats.error("mirror.rejected_artifacts", f"{dep.key}: {exc}")
+                delay = BAD_DATA_RETRY_S * (0.5 + random.random())
+                log.error("rejected artifact %s: %s; the last good state keeps serving", dep.key, exc)
+            except StorageError as exc:
+                self.stats.error("mirror.storage_errors", f"{dep.key}: {exc}")
+                delay = backoff_s(
+                    attempt, initial_s=5.0, max_s=self.settings.retry_max_s, rand=random.random()
+                )
+                log.error("cannot store %s: %s; retrying in %.1fs", dep.key, exc, delay)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def _transfer(self, dep: Deployment) -> None:
+        store = self.store.blobs
+        if not await self.store.make_room(dep.length):
+            raise StorageError(
+                f"{dep.key}: {dep.length} bytes do not fit the quota without evicting protected artifacts"
+            )
+        free = await asyncio.to_thread(store.free_bytes)
+        offset, meta = await asyncio.to_thread(store.partial_state, dep.sha256)
+        if free - (dep.length - offset) < self.min_free_bytes:
+            raise StorageError(f"{dep.key}: disk full ({free} bytes free, {dep.length - offset} needed)")
+        if offset > dep.length or (meta.get("url") not in (None, dep.artifact_url)):
+            offset, meta = 0, {}
+        hasher = hashlib.sha256()
+        if offset:
+            hasher = await asyncio.to_thread(_hash_prefix, store.partial_path(dep.sha256), offset)
+        progress = self.progress.setdefault(dep.sha256, Progress(total=dep.length))
+        progress.update(offset, time.monotonic())
+        if offset < dep.length:
+            offset, hasher = await self._download(dep, offset, meta.get("etag"), hasher, progress)
+        if offset != dep.length:
+            raise LengthMismatchError(f"{dep.key}: got {offset} bytes, the manifest says {dep.length}")
+        if hasher.hexdigest() != dep.sha256:
+            await asyncio.to_thread(store.drop_partial, dep.sha256)
+            raise DigestMismatchError(
+                f"{dep.key}: sha256 {hasher.hexdigest()} is not the manifest's {dep.sha256}"
+            )
+        sig = (await self.upstream.get(dep.signature_url, max_bytes=MAX_SIGNATURE_BYTES)).body
+        try:
+            kid = await asyncio.to_thread(
+                verify_file, self.keys(), sig, store.partial_path(dep.sha256), dep.sha256
+            )
+        except UntrustedError as exc:
+            raise UntrustedError(f"{dep.key}: {exc}") from exc
+        await self.store.publish(dep.sha256, sig)
+        self.progress.pop(dep.sha256, None)
+        self.stats.inc("mirror.artifacts_verified")
+        log.info("mirrored and verified %s (%d bytes, signed by %s…)", dep.key, dep.length, kid[:12])
+
+    async def _download(
+        self, dep: Deployment, offset: int, etag: str | None, hasher: hashlib._Hash, progress: Progress
+    ) -> tuple[int, hashlib._Hash]:
+        store = self.store.blobs
+        stream = await self.upstream.stream(dep.artifact_url, offset=offset, if_range=etag)
+        try:
+            if stream.start != offset:  # the upstream sent the whole file (changed, or no ranges)
+                offset, hasher = 0, hashlib.sha256()
+            if stream.total is not None and stream.total != dep.length:
+                raise LengthMismatchError(
+                    f"{dep.key}: upstream has {stream.total} bytes, the manifest says {dep.length}"
+                )
+            await asyncio.to_thread(
+                store.save_partial_meta,
+                dep.sha256,
+                {"url": dep.artifact_url, "etag": stream.etag, "length": dep.length},
+            )
+            f = await asyncio.to_thread(store.open_partial, dep.sha256, offset)
+            try:
+                buf = bytearray()
+                async for chunk in stream.chunks():
+                    if offset + len(buf) + len(chunk) > dep.length:
+                        raise LengthMismatchError(f"{dep.key}: upstream sent more than {dep.length} bytes")
+                    delay = self.bucket.delay_for(len(chunk), time.monotonic())
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    buf += chunk
+                    if len(buf) >= WRITE_BATCH_BYTES:
+                        offset = await self._flush(f, buf, hasher, offset)
+                        buf = bytearray()
+                        progress.update(offset, time.monotonic())
+                if buf:
+                    offset = await self._flush(f, buf, hasher, offset)
+                    progress.update(offset, time.monotonic())
+            except BaseException:
+                if buf:
+                    offset = await self._flush(f, buf, hasher, offset)
+                raise
+            finally:
+                await asyncio.to_thread(f.close)
+        except LengthMismatchError:
+            await asyncio.to_thread(store.drop_partial, dep.sha256)
+            raise
+        finally:
+            await stream.close()
+        return offset, hasher
+
+    async def _flush(self, f: object, buf: bytearray, hasher: hashlib._Hash, offset: int) -> int:
+        data = bytes(buf)
+        await asyncio.to_thread(self.store.blobs.append, f, data)
+        hasher.update(data)
+        return offset + len(data)
+
+
+def _hash_prefix(path: Path, length: int) -> hashlib._Hash:
+    """The running hash of a partial's first ``length`` bytes, to continue a resumed transfer."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        remaining = length
+        while remaining:
+            chunk = f.read(min(1 << 20, remaining))
+            if not chunk:
+                break
+            h.update(chunk)
+            remaining -= len(chunk)
+    return h

@@ -1,0 +1,198 @@
+"""The mirror: poll the signed index, believe only what verifies, prefetch what it names.
+
+One conditional GET per interval (ETag / Last-Modified), however many devices poll us: the device
+API reads the index this module holds and never causes an upstream request of its own. The site
+index (``sites/<site>/index.json``) is tried first, then the fleet index (``index.json``). A
+rejected index is logged with its reason and counted, and the last good one keeps serving.
+
+Prefetch: every artifact of a deployment in effect (not yet past its ``end_time``) is fetched
+before any device asks for it, by :class:`gateway.mirror.fetch.Fetcher`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.errors import NotModified, RemoteDataError, StorageError, TransportError
+from gateway.manifest import Deployment
+from gateway.mirror.fetch import Fetcher
+from gateway.mirror.pacing import backoff_s, jittered, retry_after_s
+from gateway.mirror.upstream import Upstream
+from gateway.settings import Settings
+from gateway.stats import Stats
+from gateway.store.artifacts import ArtifactStore
+from gateway.trust.index import MAX_INDEX_BYTES, SiteIndex
+from gateway.trust.state import TrustState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Validators:
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+def in_effect(index: SiteIndex | None, now: float) -> list[Deployment]:
+    """Deployments whose window has not ended (future ones included: fetch them early)."""
+    if index is None:
+        return []
+    return [d for d in index.deployments if d.end_time is None or d.end_time > now]
+
+
+class Mirror:
+    def __init__(
+        self,
+        settings: Settings,
+        upstream: Upstream,
+        trust: TrustState,
+        store: ArtifactStore,
+        stats: Stats,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.upstream = upstream
+        self.trust = trust
+        self.store = store
+        self.stats = stats
+        self.clock = clock
+        self.fetcher = Fetcher(
+            store,
+            upstream,
+            trust.trusted.signing_keys,
+            settings.mirror,
+            stats,
+            min_free_bytes=settings.store.min_free_bytes,
+        )
+        self.index: SiteIndex | None = None
+        self.changed = asyncio.Event()  # set on every newly accepted index
+        self.listeners: list[Callable[[SiteIndex], None]] = []
+        self._validators: dict[str, _Validators] = {}
+        self._index_rel = f"sites/{settings.site}/index.json"
+        self.last_poll_ok: float | None = None
+        self.last_error: str | None = None
+        store.pending_hint = lambda sha: retry_after_s(self.fetcher.progress.get(sha), random.random())
+        store.on_miss = self._on_miss
+
+    async def open(self) -> None:
+        """Re-verify the index held before a restart, and resume its transfers."""
+        self.index = await asyncio.to_thread(self.trust.load, self.clock())
+        if self.index is not None:
+            log.info("holding site index version %d from before the restart", self.index.version)
+            self._apply(self.index)
+
+    def _on_miss(self, sha256: str) -> None:
+        """A device asked for an artifact still in transit: make sure its transfer is running."""
+        for d in in_effect(self.index, self.clock()):
+            if d.sha256 == sha256:
+                self.fetcher.ensure(d)
+
+    def _apply(self, index: SiteIndex) -> None:
+        now = self.trust.clock(self.clock()).now
+        live = in_effect(index, now)
+        self.store.learn(live, now)
+        keep = {d.sha256 for d in live}
+        self.fetcher.cancel_except(keep)
+        for d in live:
+            self.fetcher.ensure(d)
+        for listener in self.listeners:
+            try:
+                listener(index)
+            except Exception:
+                log.exception("index listener failed")
+
+    async def _get(self, rel: str) -> bytes | None:
+        """Conditional GET; None when unchanged."""
+        v = self._validators.setdefault(rel, _Validators())
+        try:
+            fetched = await self.upstream.get(
+                rel, etag=v.etag, last_modified=v.last_modified, max_bytes=MAX_INDEX_BYTES
+            )
+        except NotModified:
+            return None
+        self._validators[rel] = _Validators(fetched.etag, fetched.last_modified)
+        return fetched.body
+
+    async def poll_once(self) -> bool:
+        """One round: key list, then index. Returns True when a new index was accepted."""
+        self.stats.inc("mirror.index_polls")
+        try:
+            keys = await self._get("keys.json")
+            if keys is not None:
+                await asyncio.to_thread(self.trust.accept_key_list, keys, self.clock())
+        except TransportError as exc:
+            if exc.status != 404:
+                raise
+        except RemoteDataError as exc:
+            self._validators.pop("keys.json", None)
+            self.stats.error("mirror.rejected_key_lists", str(exc))
+            log.error("rejected key list: %s", exc)
+        try:
+            raw = await self._get(self._index_rel)
+        except TransportError as exc:
+            if exc.status != 404:
+                raise
+            raw = await self._get("index.json")
+        if raw is None:
+            self.stats.inc("mirror.index_not_modified")
+            return False
+        try:
+            index = await asyncio.to_thread(self.trust.verify, raw, self.clock())
+        except RemoteDataError as exc:
+            # Forget the validators so the next poll fetches again rather than 304 on the bad file.
+            self._validators.clear()
+            self.stats.error("mirror.rejected_indexes", str(exc))
+            log.error("rejected site index: %s; the last good state keeps serving", exc)
+            return False
+        if self.index is not None and index.version == self.index.version:
+            return False
+        for what, why in index.rejected:
+            self.stats.error("mirror.rejected_deployments", f"{what}: {why}")
+            log.error("rejected %s in index version %d: %s", what, index.version, why)
+        await asyncio.to_thread(self.trust.accept, index)
+        self.index = index
+        self.stats.inc("mirror.indexes_accepted")
+        log.info("accepted site index version %d (%d deployments)", index.version, len(index.deployments))
+        self._apply(index)
+        self.changed.set()
+        self.changed = asyncio.Event()
+        return True
+
+    async def run(self) -> None:
+        """Poll forever: jittered interval when healthy, backoff with jitter when the uplink fails."""
+        failures = 0
+        while True:
+            try:
+                await self.poll_once()
+                self.last_poll_ok = self.clock()
+                self.last_error = None
+                failures = 0
+                delay = jittered(
+                    self.settings.mirror.poll_interval_s, self.settings.mirror.poll_jitter, random.random()
+                )
+            except (TransportError, StorageError) as exc:
+                self.stats.error("mirror.index_poll_errors", str(exc))
+                self.last_error = str(exc)
+                delay = min(
+                    self.settings.mirror.poll_interval_s,
+                    backoff_s(
+                        failures,
+                        initial_s=self.settings.mirror.retry_initial_s,
+                        max_s=self.settings.mirror.retry_max_s,
+                        rand=random.random(),
+                    ),
+                )
+                failures += 1
+                log.warning("index poll failed (%s); next try in %.1fs", exc, delay)
+            await self.store.flush()
+            await asyncio.sleep(delay)
+
+    async def close(self) -> None:
+        await self.fetcher.close()
+        await self.upstream.close()

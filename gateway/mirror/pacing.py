@@ -1,0 +1,73 @@
+"""Pure arithmetic of transfers: a bandwidth cap, backoff with jitter, and the Retry-After hint.
+
+No clock reads and no sleeping here: callers pass ``now`` and a random number, and act on the
+delays returned (timers as values, the mitmproxy way), so the rules are tested exhaustively.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TokenBucket:
+    """Bytes per second with a one-second burst; ``rate <= 0`` means no cap."""
+
+    rate: float
+    tokens: float = 0.0
+    last: float | None = None
+
+    def delay_for(self, nbytes: int, now: float) -> float:
+        """Take ``nbytes``; return how long to wait before sending them."""
+        if self.rate <= 0:
+            return 0.0
+        if self.last is None:
+            self.last = now
+            self.tokens = self.rate
+        self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        self.tokens -= nbytes
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+def backoff_s(attempt: int, *, initial_s: float, max_s: float, rand: float) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(max, initial * 2^attempt)]."""
+    return rand * min(max_s, initial_s * (2 ** min(attempt, 30)))
+
+
+def jittered(interval_s: float, jitter: float, rand: float) -> float:
+    """``interval`` spread by +/- ``jitter`` (a fraction), ``rand`` uniform in [0, 1)."""
+    return max(0.0, interval_s * (1.0 + jitter * (2.0 * rand - 1.0)))
+
+
+@dataclass
+class Progress:
+    """A transfer's progress and its smoothed rate, for the devices waiting on it."""
+
+    total: int
+    done: int = 0
+    rate_bps: float = 0.0
+    _last: float | None = field(default=None, repr=False)
+    _last_done: int = field(default=0, repr=False)
+
+    def update(self, done: int, now: float) -> None:
+        if self._last is None:
+            self._last, self._last_done = now, done
+        elif now - self._last >= 0.5:
+            inst = (done - self._last_done) / (now - self._last)
+            self.rate_bps = inst if self.rate_bps == 0 else 0.7 * self.rate_bps + 0.3 * inst
+            self._last, self._last_done = now, done
+        self.done = done
+
+
+def retry_after_s(progress: Progress | None, rand: float, *, floor_s: int = 1, cap_s: int = 120) -> int:
+    """When a device waiting for this artifact should come back.
+
+    The estimate of the fill's remaining time, stretched by up to 25% of random jitter so the
+    devices come back spread over the moments after it is ready rather than in one storm. With no
+    rate known yet: a short, jittered wait.
+    """
+    if progress is None or progress.rate_bps <= 0 or progress.total <= 0:
+        return floor_s + int(rand * 5)
+    remaining = max(0, progress.total - progress.done) / progress.rate_bps
+    return int(min(cap_s, max(floor_s, remaining * (1.0 + 0.25 * rand) + rand)))

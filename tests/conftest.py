@@ -1,0 +1,67 @@
+"""Fixtures shared across the suite: keys and a registry folder made by the real registry tool."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway import registry
+
+
+@dataclass
+class Registry:
+    """A registry folder and the cloud's key, driven through the real ``gateway.registry`` code."""
+
+    root: Path
+    key_dir: Path
+    site: str | None = "test-site"
+
+    @property
+    def private_key(self) -> Path:
+        return self.key_dir / "private.pem"
+
+    @property
+    def public_key(self) -> Path:
+        return self.key_dir / "public.pem"
+
+    def publish(
+        self, model: bytes | Path, *, model_id: str = "detector", version: str = "1.0.0", **kw: Any
+    ) -> dict[str, Any]:
+        if isinstance(model, bytes):
+            path = self.key_dir.parent / f"{model_id}-{version}.bin"
+            path.write_bytes(model)
+        else:
+            path = model
+        kw.setdefault("site", self.site)
+        return registry.publish(self.root, path, self.private_key, model_id=model_id, version=version, **kw)
+
+    def index_bytes(self) -> bytes:
+        return registry.index_path(self.root, self.site).read_bytes()
+
+
+@pytest.fixture
+def make_registry(tmp_path: Path) -> Callable[..., Registry]:
+    def make(
+        name: str = "registry", algorithm: str = "ecdsa-p256", site: str | None = "test-site"
+    ) -> Registry:
+        key_dir = tmp_path / f"{name}-keys"
+        registry.keygen(key_dir, algorithm)
+        root = tmp_path / name
+        root.mkdir()
+        return Registry(root, key_dir, site)
+
+    return make
+
+
+@pytest.fixture
+def reg(make_registry: Callable[..., Registry]) -> Registry:
+    return make_registry()
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
