@@ -1,0 +1,238 @@
+"""The inventory: every device the site knows, merged from polls, the site file, mDNS, metrics, events.
+
+Attributes merge per key, newest write wins, with one exception: a key the installer set in the site
+inventory file is the installer's word and is not overridden by what a device or mDNS claims (a
+device cannot talk itself into another cohort). The store is bounded (``devices.max_devices``; the
+longest-unseen device goes first), kept in memory, and persisted to ``inventory.json`` atomically
+from a worker thread when it changed (at most once per ``flush_interval_s``). Changes and events are
+also queued, bounded, for the next site report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gateway import atomic
+from gateway.errors import ConfigError
+from gateway.inventory.records import DeviceRecord
+from gateway.manifest import valid_id
+
+log = logging.getLogger(__name__)
+
+MAX_ATTRS = 32
+MAX_ATTR_CHARS = 128
+MAX_CHANGES = 10_000
+EVENTS = ("downloaded", "verified", "activated", "healthy", "rolled_back", "failed")
+
+
+def clean_attrs(attrs: Mapping[str, Any]) -> dict[str, str]:
+    """Bounded string attributes; anything else is dropped (the caller validated what it must)."""
+    out: dict[str, str] = {}
+    for k, v in attrs.items():
+        if len(out) >= MAX_ATTRS:
+            break
+        if isinstance(k, str) and isinstance(v, str | int | float) and not isinstance(v, bool):
+            k, v = k[:MAX_ATTR_CHARS], str(v)[:MAX_ATTR_CHARS]
+            if k:
+                out[k] = v
+    return out
+
+
+def load_inventory_file(path: Path) -> dict[str, dict[str, str]]:
+    """``{"devices": {"<id>": {"hw": "rev2", "region": "eu-west", ...}}}``; ConfigError names the entry."""
+    source = str(path)
+    try:
+        doc = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(source, "(file)", f"a readable JSON inventory ({exc.strerror})") from exc
+    except ValueError as exc:
+        raise ConfigError(source, "(syntax)", f"valid JSON ({exc})") from exc
+    devices = doc.get("devices") if isinstance(doc, dict) else None
+    if not isinstance(devices, dict):
+        raise ConfigError(source, "devices", 'an object {"<device id>": {attributes}}')
+    out: dict[str, dict[str, str]] = {}
+    for device_id, attrs in devices.items():
+        if not valid_id(device_id):
+            raise ConfigError(
+                source, f"devices.{device_id}", "a device id of letters, digits, '.', '_' or '-'"
+            )
+        if not isinstance(attrs, dict) or not all(isinstance(v, str) for v in attrs.values()):
+            raise ConfigError(source, f"devices.{device_id}", "an object of string attributes")
+        out[device_id] = clean_attrs(attrs)
+    return out
+
+
+class Inventory:
+    """Implements :class:`gateway.inventory.records.DeviceSink` and the rest of the device facts."""
+
+    def __init__(
+        self, path: Path | None, *, max_devices: int = 100_000, flush_interval_s: float = 30.0
+    ) -> None:
+        self.path = path
+        self.max_devices = max_devices
+        self.flush_interval_s = flush_interval_s
+        self.devices: dict[str, DeviceRecord] = {}
+        self.pinned: dict[str, dict[str, str]] = {}  # from the site inventory file
+        self.changes: deque[dict[str, Any]] = deque(maxlen=MAX_CHANGES)
+        self.changes_dropped = 0
+        self.version = 0  # bumps on every change (long polls and waves watch it)
+        self._dirty = False
+        self._last_flush = 0.0
+
+    # -- loading ----------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Blocking: read what was persisted (call before the loop serves, or in a thread)."""
+        if self.path is None:
+            return
+        doc = atomic.read_json(self.path, {}) or {}
+        for item in doc.get("devices", []):
+            try:
+                rec = DeviceRecord(
+                    device_id=item["device_id"],
+                    attrs=clean_attrs(item.get("attrs", {})),
+                    sources=frozenset(item.get("sources", [])),
+                    first_seen=float(item.get("first_seen", 0)),
+                    last_seen=float(item.get("last_seen", 0)),
+                    model_id=item.get("model_id"),
+                    model_version=item.get("model_version"),
+                    last_event=item.get("last_event"),
+                    last_event_at=item.get("last_event_at"),
+                    gone=bool(item.get("gone", False)),
+                    blocked_by_firmware=item.get("blocked_by_firmware"),
+                )
+            except (KeyError, TypeError, ValueError):
+                continue
+            self.devices[rec.device_id] = rec
+
+    def apply_file(self, entries: Mapping[str, Mapping[str, str]], now: float) -> None:
+        self.pinned = {k: dict(v) for k, v in entries.items()}
+        for device_id, attrs in entries.items():
+            self._merge(device_id, dict(attrs), "file", now, touch=False)
+
+    # -- DeviceSink ---------------------------------------------------------------------------------
+
+    def upsert(self, device_id: str, attrs: Mapping[str, str], *, source: str, now: float) -> None:
+        self._merge(device_id, clean_attrs(attrs), source, now, touch=True)
+
+    def gone(self, device_id: str, *, source: str, now: float) -> None:
+        rec = self.devices.get(device_id)
+        if rec is None:
+            return
+        sources = rec.sources - {source}
+        live = bool(sources - {"file"})
+        self._put(
+            dataclasses.replace(rec, sources=sources, gone=not live),
+            {"change": "gone", "source": source},
+            now,
+        )
+
+    # -- facts from the device API ------------------------------------------------------------------
+
+    def event(
+        self, device_id: str, event: str, *, model_id: str | None, version: str | None, now: float
+    ) -> None:
+        rec = self.devices.get(device_id) or DeviceRecord(device_id=device_id, first_seen=now)
+        changes: dict[str, Any] = {"last_event": event, "last_event_at": now, "last_seen": now, "gone": False}
+        if event in ("activated", "healthy") and version:
+            changes.update(model_version=version, model_id=model_id or rec.model_id)
+        if event == "rolled_back":
+            changes.update(model_version=None)  # the device reports its version again on its next poll
+        new = dataclasses.replace(rec, sources=rec.sources | {"event"}, **changes)
+        self._put(new, {"change": "event", "event": event, "model_id": model_id, "version": version}, now)
+
+    def set_blocked(self, device_id: str, blocked_by: str | None, now: float) -> None:
+        rec = self.devices.get(device_id)
+        if rec is not None and rec.blocked_by_firmware != blocked_by:
+            self._put(
+                dataclasses.replace(rec, blocked_by_firmware=blocked_by),
+                {"change": "blocked_by_firmware", "version": blocked_by},
+                now,
+            )
+
+    def get(self, device_id: str) -> DeviceRecord | None:
+        return self.devices.get(device_id)
+
+    def live(self) -> list[DeviceRecord]:
+        return [r for r in self.devices.values() if not r.gone]
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _merge(self, device_id: str, attrs: dict[str, str], source: str, now: float, *, touch: bool) -> None:
+        rec = self.devices.get(device_id)
+        if rec is None:
+            rec = DeviceRecord(device_id=device_id, first_seen=now)
+        pinned = self.pinned.get(device_id, {})
+        merged = dict(rec.attrs)
+        for k, v in attrs.items():
+            if source == "file" or k not in pinned:
+                merged[k] = v
+        model_id = merged.pop("model_id", None) or merged.pop("model", None) or rec.model_id
+        model_version = merged.pop("model_version", None) or rec.model_version
+        new = dataclasses.replace(
+            rec,
+            attrs=merged,
+            sources=rec.sources | {source},
+            last_seen=now if touch else rec.last_seen,
+            model_id=model_id,
+            model_version=model_version,
+            gone=False if source != "file" else rec.gone,
+        )
+        if new == rec:
+            return
+        diff: dict[str, str | None] = {k: v for k, v in merged.items() if rec.attrs.get(k) != v}
+        if model_version != rec.model_version:
+            diff["model_version"] = model_version
+        if not diff and rec.device_id in self.devices and rec.sources >= new.sources and not rec.gone:
+            self.devices[device_id] = new  # only last_seen moved: no change to report
+            self._dirty = True
+            return
+        self._put(new, {"change": "attrs", "source": source, "attrs": diff}, now)
+
+    def _put(self, rec: DeviceRecord, change: dict[str, Any], now: float) -> None:
+        if rec.device_id not in self.devices and len(self.devices) >= self.max_devices:
+            oldest = min(self.devices.values(), key=lambda r: r.last_seen)
+            del self.devices[oldest.device_id]
+            log.warning(
+                "inventory full (%d devices): forgot %s, unseen the longest",
+                self.max_devices,
+                oldest.device_id,
+            )
+        self.devices[rec.device_id] = rec
+        if len(self.changes) == self.changes.maxlen:
+            self.changes_dropped += 1
+        self.changes.append({"device_id": rec.device_id, "at": now, **change})
+        self.version += 1
+        self._dirty = True
+
+    def drain_changes(self) -> tuple[list[dict[str, Any]], int]:
+        """Changes since the last report, and how many were dropped for the bound."""
+        out, dropped = list(self.changes), self.changes_dropped
+        self.changes.clear()
+        self.changes_dropped = 0
+        return out, dropped
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "devices": [
+                {**dataclasses.asdict(r), "sources": sorted(r.sources)} for r in self.devices.values()
+            ]
+        }
+
+    async def flush(self, now: float, *, force: bool = False) -> None:
+        if (
+            self.path is None
+            or not self._dirty
+            or (not force and now - self._last_flush < self.flush_interval_s)
+        ):
+            return
+        self._dirty = False
+        self._last_flush = now
+        await asyncio.to_thread(atomic.write_json, self.path, self.to_json())

@@ -1,0 +1,87 @@
+"""Inventory merging, bounds, persistence and the installer's pinned attributes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.inventory.store import Inventory, load_inventory_file
+
+
+def test_sources_merge_and_file_wins_for_its_keys(tmp_path: Path) -> None:
+    inv = Inventory(None)
+    inv.apply_file({"cam-1": {"region": "eu-west", "line": "3"}}, now=1)
+    inv.upsert("cam-1", {"region": "us-east", "hw": "rev2", "model_version": "1.0.0"}, source="poll", now=2)
+    rec = inv.get("cam-1")
+    assert rec is not None
+    assert rec.attrs == {"region": "eu-west", "line": "3", "hw": "rev2"}
+    assert rec.model_version == "1.0.0" and rec.sources == {"file", "poll"} and rec.last_seen == 2
+
+
+def test_mdns_gone_marks_gone_only_without_other_live_source() -> None:
+    inv = Inventory(None)
+    inv.upsert("a", {"hw": "x"}, source="mdns", now=1)
+    inv.upsert("b", {"hw": "x"}, source="mdns", now=1)
+    inv.upsert("b", {}, source="poll", now=2)
+    inv.gone("a", source="mdns", now=3)
+    inv.gone("b", source="mdns", now=3)
+    assert inv.get("a").gone and not inv.get("b").gone
+    assert [r.device_id for r in inv.live()] == ["b"]
+
+
+def test_events_update_version_and_are_reported() -> None:
+    inv = Inventory(None)
+    inv.event("a", "activated", model_id="det", version="2.0.0", now=5)
+    assert inv.get("a").model_version == "2.0.0" and inv.get("a").last_event == "activated"
+    changes, dropped = inv.drain_changes()
+    assert changes[-1]["event"] == "activated" and dropped == 0
+    assert inv.drain_changes() == ([], 0)
+
+
+def test_bounded_forgets_longest_unseen() -> None:
+    inv = Inventory(None, max_devices=3)
+    for i in range(5):
+        inv.upsert(f"d{i}", {}, source="poll", now=i)
+    assert sorted(inv.devices) == ["d2", "d3", "d4"]
+
+
+def test_attrs_bounded() -> None:
+    inv = Inventory(None)
+    inv.upsert("a", {f"k{i}": "v" * 1000 for i in range(100)}, source="poll", now=1)
+    rec = inv.get("a")
+    assert len(rec.attrs) <= 32 and all(len(v) <= 128 for v in rec.attrs.values())
+
+
+async def test_persisted_across_restart(tmp_path: Path) -> None:
+    inv = Inventory(tmp_path / "inventory.json")
+    inv.upsert("a", {"hw": "rev1", "model_version": "1.0"}, source="poll", now=1)
+    await inv.flush(now=100, force=True)
+    again = Inventory(tmp_path / "inventory.json")
+    again.load()
+    assert again.get("a").attrs == {"hw": "rev1"} and again.get("a").model_version == "1.0"
+
+
+@pytest.mark.parametrize(
+    ("doc", "key"),
+    [
+        ("{", "(syntax)"),
+        ('{"devices": []}', "devices"),
+        ('{"devices": {"../x": {}}}', "devices.../x"),
+        ('{"devices": {"a": {"hw": 2}}}', "devices.a"),
+    ],
+)
+def test_bad_inventory_file_names_the_entry(tmp_path: Path, doc: str, key: str) -> None:
+    p = tmp_path / "inv.json"
+    p.write_text(doc)
+    with pytest.raises(ConfigError) as err:
+        load_inventory_file(p)
+    assert str(p) in str(err.value) and key in str(err.value)
+
+
+def test_example_inventory_file_loads() -> None:
+    ex = Path(__file__).parent.parent.parent / "config" / "inventory.example.json"
+    assert load_inventory_file(ex)
+    json.loads(ex.read_text())
