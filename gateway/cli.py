@@ -16,7 +16,12 @@ from collections.abc import Sequence
 from gateway import __version__
 from gateway.errors import ConfigError, GatewayError
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "gateway.commands.serve",
+    "gateway.commands.status",
+    "gateway.commands.registry",
+    "gateway.commands.cache",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -77,6 +77,7 @@ class Mirror:
         self._index_rel = f"sites/{settings.site}/index.json"
         self.last_poll_ok: float | None = None
         self.last_error: str | None = None
+        self._told_empty = False
         store.pending_hint = lambda sha: retry_after_s(self.fetcher.progress.get(sha), random.random())
         store.on_miss = self._on_miss
 
@@ -91,6 +92,13 @@ class Mirror:
         """A device asked for an artifact still in transit: make sure its transfer is running."""
         for d in in_effect(self.index, self.clock()):
             if d.sha256 == sha256:
+                self.fetcher.ensure(d)
+
+    def prefetch(self) -> None:
+        """Make sure every artifact in effect is verified here or on its way (a blob found corrupt
+        and removed, or a transfer that gave up, is fetched again on the next poll)."""
+        for d in in_effect(self.index, self.trust.clock(self.clock()).now):
+            if not self.store.is_verified(d.sha256):
                 self.fetcher.ensure(d)
 
     def _apply(self, index: SiteIndex) -> None:
@@ -138,7 +146,16 @@ class Mirror:
         except TransportError as exc:
             if exc.status != 404:
                 raise
-            raw = await self._get("index.json")
+            try:
+                raw = await self._get("index.json")
+            except TransportError as again:
+                if again.status != 404:
+                    raise
+                # Normal on a fresh local registry: say it once, keep polling at the usual pace.
+                if not self._told_empty:
+                    log.info("no index published upstream yet (%s); polling", self.upstream.description)
+                    self._told_empty = True
+                return False
         if raw is None:
             self.stats.inc("mirror.index_not_modified")
             return False
@@ -170,6 +187,7 @@ class Mirror:
         while True:
             try:
                 await self.poll_once()
+                self.prefetch()
                 self.last_poll_ok = self.clock()
                 self.last_error = None
                 failures = 0

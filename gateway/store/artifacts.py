@@ -166,6 +166,18 @@ class ArtifactStore:
             await self.flush(force=True)
         return choice.fits
 
+    async def prune_unprotected(self) -> list[str]:
+        """Remove every verified blob that no deployment in effect or rollback path needs."""
+        keep = self.protected()
+        removed = [sha for sha in self.verified if sha not in keep]
+        for sha in removed:
+            self.verified.pop(sha, None)
+            await asyncio.to_thread(self.blobs.remove, sha)
+        if removed:
+            self._dirty = True
+            await self.flush(force=True)
+        return removed
+
     async def recheck(self, sha256: str) -> bool:
         """Re-hash one blob (``cache verify``); drops it when corrupt."""
         info = await asyncio.to_thread(self.blobs.check, sha256)

@@ -16,11 +16,11 @@ import logging
 from pathlib import Path
 
 from gateway import atomic
-from gateway.errors import RemoteDataError
+from gateway.errors import FormatError, RemoteDataError
 from gateway.manifest import parse_time
 from gateway.trust.clock import ClockReading, judge_clock
 from gateway.trust.index import SiteIndex, TrustedIndex
-from gateway.trust.keys import PublicKey
+from gateway.trust.keys import PublicKey, keyid, parse_public_key
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +29,34 @@ class TrustState:
     """Owns the :class:`TrustedIndex` and its persistence. Blocking: use from a worker thread."""
 
     def __init__(
-        self, directory: Path, root_keys: dict[str, PublicKey], site: str, min_valid_time: str
+        self,
+        directory: Path,
+        root_keys: dict[str, PublicKey],
+        site: str,
+        min_valid_time: str,
+        *,
+        key_dir: Path | None = None,
     ) -> None:
         self.dir = directory
+        self.configured_keys = dict(root_keys)
+        self.key_dir = key_dir
         self.min_valid_time = parse_time(min_valid_time, "trust.min_valid_time")
         state = atomic.read_json(directory / "state.json", {}) or {}
         self.highest_issued = float(state.get("highest_issued", 0.0))
         self.trusted = TrustedIndex(root_keys, site, highest_version=int(state.get("highest_version", 0)))
+
+    def refresh_keys(self) -> None:
+        """Root keys = configured ones + PEM files dropped into ``key_dir`` (no restart needed)."""
+        keys = dict(self.configured_keys)
+        if self.key_dir is not None and self.key_dir.is_dir():
+            for path in sorted(self.key_dir.glob("*.pem")):
+                try:
+                    key = parse_public_key(path.read_bytes(), str(path))
+                except (OSError, FormatError) as exc:
+                    log.error("ignoring trusted key file %s: %s", path, exc)
+                    continue
+                keys[keyid(key)] = key
+        self.trusted.root_keys = keys
 
     @property
     def floor(self) -> float:
@@ -46,6 +67,7 @@ class TrustState:
 
     def load(self, system_now: float) -> SiteIndex | None:
         """Re-verify what we held before a restart; a held index that no longer verifies is dropped."""
+        self.refresh_keys()
         now = self.clock(system_now).now
         keys_path, index_path = self.dir / "keys.json", self.dir / "index.json"
         if keys_path.exists():
@@ -68,6 +90,7 @@ class TrustState:
         atomic.write_bytes(self.dir / "keys.json", raw)
 
     def verify(self, raw: bytes, system_now: float) -> SiteIndex:
+        self.refresh_keys()
         return self.trusted.verify_index(raw, self.clock(system_now).now)
 
     def accept(self, index: SiteIndex) -> None:

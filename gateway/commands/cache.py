@@ -1,0 +1,109 @@
+"""``ota-gateway cache ls | verify | prune``: look after the artifact store.
+
+``ls`` reads the data folder directly. ``verify`` and ``prune`` change it: while a gateway runs on
+that folder they go through its operator API (so its view stays right); when none runs, they work on
+the folder directly under the same lock the gateway takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+from gateway import atomic
+from gateway.commands import operator_client
+from gateway.commands.serve import add_common, load_settings
+from gateway.manifest import parse_deployment
+from gateway.service import data_dir_in_use, lock_data_dir
+from gateway.settings import Settings
+from gateway.store.artifacts import ArtifactStore
+from gateway.store.blobs import BlobStore
+
+
+def _held_deployments(settings: Settings) -> list[Any]:
+    raw = atomic.read_json(settings.data_path / "trust" / "index.json", None)
+    out = []
+    for item in (raw or {}).get("signed", {}).get("deployments", []):
+        try:
+            out.append(parse_deployment(item))
+        except Exception:
+            continue
+    return out
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    blobs = BlobStore(settings.data_path)
+    catalog = atomic.read_json(settings.data_path / "catalog.json", {}) or {}
+    names: dict[str, list[str]] = {}
+    for e in catalog.get("entries", []):
+        names.setdefault(e["sha256"], []).append(f"{e['model_id']}/{e['version']}/{e['filename']}")
+    live = {d.sha256 for d in _held_deployments(settings)}
+    rows: list[dict[str, Any]] = []
+    for sha in blobs.list_blobs():
+        info = blobs.info(sha)
+        last = catalog.get("last_access", {}).get(sha)
+        rows.append(
+            {
+                "sha256": sha,
+                "bytes": info.size if info else None,
+                "names": names.get(sha, []),
+                "in_effect": sha in live,
+                "last_access": time.strftime("%Y-%m-%d %H:%M", time.gmtime(last)) if last else "-",
+            }
+        )
+    partials: list[dict[str, Any]] = [
+        {"sha256": sha, "bytes": blobs.partial_state(sha)[0]} for sha in blobs.list_partials()
+    ]
+    if args.json:
+        print(json.dumps({"blobs": rows, "partials": partials}, indent=2))
+        return 0
+    print(f"{'SHA256':14} {'BYTES':>12} {'IN EFFECT':9} {'LAST USED':16} NAMES")
+    for r in rows:
+        print(
+            f"{r['sha256'][:12]}.. {r['bytes']:>12} {'yes' if r['in_effect'] else 'no':9} {r['last_access']:16} {', '.join(r['names'])}"
+        )
+    for p in partials:
+        print(f"{p['sha256'][:12]}.. {p['bytes']:>12} (partial transfer)")
+    return 0
+
+
+async def _offline(settings: Settings, action: str) -> dict[str, Any]:
+    lock = lock_data_dir(settings.data_path)
+    try:
+        store = ArtifactStore(settings.data_path, quota_bytes=settings.store.quota_bytes)
+        await store.open()  # re-hashes every blob: corrupt ones are removed here
+        if action == "verify":
+            return {"checked": len(store.blobs.list_blobs()), "verified": sorted(store.verified)}
+        store.learn(_held_deployments(settings), time.time())
+        return {"removed": await store.prune_unprotected()}
+    finally:
+        lock.close()
+
+
+def _maintain(args: argparse.Namespace, action: str) -> int:
+    settings = load_settings(args)
+    if data_dir_in_use(settings.data_path):
+        result = operator_client.call(settings, "POST", f"/cache/{action}")
+    else:
+        result = asyncio.run(_offline(settings, action))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("cache", help="list, verify or prune the artifact store")
+    cs = p.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    ls = cs.add_parser("ls", help="list verified blobs and partial transfers")
+    add_common(ls)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_ls)
+    v = cs.add_parser("verify", help="re-hash every blob; corrupt ones are removed and fetched again")
+    add_common(v)
+    v.set_defaults(func=lambda a: _maintain(a, "verify"))
+    pr = cs.add_parser("prune", help="remove blobs no deployment in effect or rollback path needs")
+    add_common(pr)
+    pr.set_defaults(func=lambda a: _maintain(a, "prune"))

@@ -1,0 +1,64 @@
+"""The device-facing aiohttp application: downloads, polls, metrics, events, and tier endpoints.
+
+This module only assembles routes; each concern has its own module. It also serves the verified
+index and key list as it holds them (``/index.json``, ``/sites/<site>/index.json``, ``/keys.json``)
+so that another gateway can use this one as its upstream (tiers) with the cloud's own signatures.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from gateway.http.artifacts import add_artifact_routes
+
+if TYPE_CHECKING:
+    from gateway.service import Gateway
+
+GATEWAY: web.AppKey[Any] = web.AppKey("gateway", object)
+
+
+def gateway_of(request: web.Request) -> Gateway:
+    gw: Gateway = request.app[GATEWAY]
+    return gw
+
+
+async def healthz(request: web.Request) -> web.Response:
+    gw = gateway_of(request)
+    index = gw.mirror.index
+    return web.json_response(
+        {"ok": True, "site": gw.settings.site, "index_version": index.version if index else None}
+    )
+
+
+async def held_index(request: web.Request) -> web.Response:
+    gw = gateway_of(request)
+    site = request.match_info.get("site")
+    index = gw.mirror.index
+    if index is None or (site is not None and site != gw.settings.site):
+        raise web.HTTPNotFound(text="no index held for that site\n")
+    return web.Response(
+        body=index.raw, content_type="application/json", headers={"Cache-Control": "no-cache"}
+    )
+
+
+async def held_keys(request: web.Request) -> web.Response:
+    gw = gateway_of(request)
+    key_list = gw.trust.trusted.key_list
+    if key_list is None:
+        raise web.HTTPNotFound(text="no key list held\n")
+    return web.Response(
+        body=key_list.raw, content_type="application/json", headers={"Cache-Control": "no-cache"}
+    )
+
+
+def build_device_app(gw: Gateway) -> web.Application:
+    app = web.Application(client_max_size=gw.settings.http.max_body_bytes)
+    app[GATEWAY] = gw
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/index.json", held_index)
+    app.router.add_get("/sites/{site}/index.json", held_index)
+    app.router.add_get("/keys.json", held_keys)
+    add_artifact_routes(app, gw.store)
+    return app

@@ -1,0 +1,196 @@
+"""Downloads: ``GET``/``HEAD /artifacts/{model_id}/{version}/{file}`` and the same path plus ``.sig``.
+
+The URL names a (model, version, file) triple; the store maps it, in memory, to a verified blob.
+The URL never becomes a file path: any part that is not a plain id or file name is a 404 that says
+nothing more, so ``..``, ``%2e%2e``, absolute paths, odd encodings and symlinks reach no file.
+Blobs are opened with ``O_NOFOLLOW`` and checked to be regular files of the verified size.
+
+Conditional and range logic is :mod:`gateway.http.ranges` (pure); this shell only opens the file
+(one executor call), writes headers, and hands the bytes to ``loop.sendfile``. aiohttp's own
+``FileResponse`` is not used: it answers 206 to an ``If-Range`` whose tag no longer matches and
+416 to an unknown range unit.
+
+While an artifact of a deployment in effect is not yet mirrored and verified: 503 with a
+``Retry-After`` that follows the fill's progress (the store computes it), so the waiting devices
+come back when it should be ready instead of in a storm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import secrets
+import stat
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+from typing import IO
+
+from aiohttp import web
+
+from gateway.http.lookup import ArtifactLookup, Pending, Verified
+from gateway.http.ranges import ByteRange, plan
+from gateway.manifest import valid_id
+
+log = logging.getLogger(__name__)
+
+_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$")
+CHUNK = 1 << 20
+
+Authorizer = Callable[[web.Request], Awaitable[None]]
+
+
+def _not_found() -> web.HTTPNotFound:
+    return web.HTTPNotFound(text="no such artifact\n")
+
+
+def _valid_parts(model_id: str, version: str, filename: str) -> bool:
+    return (
+        valid_id(model_id)
+        and valid_id(version)
+        and _FILENAME.match(filename) is not None
+        and ".." not in filename
+    )
+
+
+def _open_verified(found: Verified) -> IO[bytes] | None:
+    """Open the blob without following links; None unless it is a regular file of the right size."""
+    try:
+        fd = os.open(found.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    f = os.fdopen(fd, "rb")
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size != found.size:
+        f.close()
+        return None
+    return f
+
+
+class ArtifactHandler:
+    def __init__(self, store: ArtifactLookup, authorize: Authorizer | None = None) -> None:
+        self.store = store
+        self.authorize = authorize
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        m = request.match_info
+        model_id, version, filename = m["model_id"], m["version"], m["filename"]
+        if not _valid_parts(model_id, version, filename):
+            raise _not_found()
+        if self.authorize is not None:
+            await self.authorize(request)
+        found = self.store.lookup(model_id, version, filename)
+        if found is None:
+            raise _not_found()
+        if isinstance(found, Pending):
+            raise web.HTTPServiceUnavailable(
+                text="artifact is being mirrored and verified; retry later\n",
+                headers={"Retry-After": str(found.retry_after_s)},
+            )
+        f = await asyncio.get_running_loop().run_in_executor(None, _open_verified, found)
+        if f is None:
+            # Evicted or damaged since the lookup: the store's recheck will sort it out.
+            log.warning("verified blob %s could not be opened as a regular file of its size", found.path)
+            raise web.HTTPServiceUnavailable(
+                text="artifact temporarily unavailable\n", headers={"Retry-After": "30"}
+            )
+        try:
+            return await self._answer(request, found, f)
+        finally:
+            f.close()
+
+    async def _answer(self, request: web.Request, found: Verified, f: IO[bytes]) -> web.StreamResponse:
+        decided = plan(
+            request.method, request.headers, size=found.size, etag=found.sha256, last_modified=found.mtime
+        )
+        headers = {
+            "ETag": f'"{found.sha256}"',
+            "Last-Modified": formatdate(int(found.mtime), usegmt=True),
+            "Accept-Ranges": "bytes",
+            "Cache-Control": "private, no-transform",
+        }
+        if decided.status in (304, 412):
+            return web.Response(status=decided.status, headers=headers)
+        if decided.status == 416:
+            headers["Content-Range"] = f"bytes */{found.size}"
+            return web.Response(status=416, headers=headers, text="range not satisfiable\n")
+        resp = web.StreamResponse(status=decided.status, headers=headers)
+        if decided.status == 200:
+            resp.content_type = found.content_type
+            resp.content_length = found.size
+            return await self._send(request, resp, f, [(b"", ByteRange(0, found.size - 1))])
+        if len(decided.ranges) == 1:
+            (only,) = decided.ranges
+            resp.content_type = found.content_type
+            resp.headers["Content-Range"] = only.content_range(found.size)
+            resp.content_length = only.length
+            return await self._send(request, resp, f, [(b"", only)])
+        # multipart/byteranges (RFC 9110 14.6): each part is a header block then the bytes.
+        boundary = secrets.token_hex(16)
+        parts = [
+            (
+                (
+                    f"\r\n--{boundary}\r\nContent-Type: {found.content_type}\r\n"
+                    f"Content-Range: {r.content_range(found.size)}\r\n\r\n"
+                ).encode(),
+                r,
+            )
+            for r in decided.ranges
+        ]
+        closing = f"\r\n--{boundary}--\r\n".encode()
+        resp.content_type = "multipart/byteranges"
+        resp.headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
+        resp.content_length = sum(len(h) + r.length for h, r in parts) + len(closing)
+        return await self._send(request, resp, f, parts, closing)
+
+    async def _send(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        f: IO[bytes],
+        parts: list[tuple[bytes, ByteRange]],
+        closing: bytes = b"",
+    ) -> web.StreamResponse:
+        writer = await resp.prepare(request)
+        if request.method == "HEAD" or writer is None:
+            await resp.write_eof()
+            return resp
+        loop = asyncio.get_running_loop()
+        for head, r in parts:
+            if r.length <= 0:
+                continue
+            if head:
+                await resp.write(head)
+            await writer.drain()
+            transport = request.transport
+            if transport is None:
+                raise ConnectionResetError("connection lost")
+            try:
+                await loop.sendfile(transport, f, r.first, r.length)
+            except NotImplementedError:  # a transport without sendfile (e.g. some TLS set-ups)
+                await self._copy(resp, f, r)
+        if closing:
+            await resp.write(closing)
+        await resp.write_eof()
+        return resp
+
+    @staticmethod
+    async def _copy(resp: web.StreamResponse, f: IO[bytes], r: ByteRange) -> None:
+        loop = asyncio.get_running_loop()
+        offset, left = r.first, r.length
+        while left > 0:
+            chunk = await loop.run_in_executor(None, os.pread, f.fileno(), min(CHUNK, left), offset)
+            if not chunk:
+                raise ConnectionResetError("blob shorter than verified")
+            await resp.write(chunk)
+            offset += len(chunk)
+            left -= len(chunk)
+
+
+def add_artifact_routes(
+    app: web.Application, store: ArtifactLookup, authorize: Authorizer | None = None
+) -> None:
+    handler = ArtifactHandler(store, authorize)
+    # {filename:.+} would let a slash through to our validation; a plain segment never matches one.
+    app.router.add_get("/artifacts/{model_id}/{version}/{filename}", handler.handle)

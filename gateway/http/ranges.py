@@ -1,0 +1,189 @@
+"""HTTP conditional and range request evaluation (RFC 9110 sections 13 and 14), as pure logic.
+
+Values in, a :class:`Plan` out: which status to answer and which byte ranges to send. No I/O, so
+every hostile header can be tested directly. Decisions where the RFC leaves a choice:
+
+* A ``Range`` whose unit is not ``bytes`` is ignored (14.2: an origin server MUST ignore a unit it
+  does not understand): 200 with the whole representation.
+* A syntactically invalid ranges-specifier is ignored (14.2: MAY ignore or reject): 200. Numbers
+  are ASCII digits only (``str.isdigit`` would accept other scripts' digits).
+* More than :data:`MAX_RANGES` ranges, or more than two overlapping ones, is ignored (14.2 allows
+  it; it is the classic amplification attack): 200, so the body is never multiplied.
+* Satisfiable ranges are sorted and coalesced where they overlap or touch; one left means a plain
+  206, several mean ``multipart/byteranges``.
+* No satisfiable range at all: 416 with ``Content-Range: bytes */LENGTH`` (15.5.17).
+* ``If-Range`` (13.1.5): an entity tag must match the strong ETag by strong comparison (a weak tag
+  never matches); a date must equal ``Last-Modified`` exactly. Otherwise the Range is ignored and
+  the whole new representation is sent, so a device resuming across a version change never splices
+  two models.
+* Preconditions in the order of 13.2.2: If-Match, If-Unmodified-Since, If-None-Match,
+  If-Modified-Since, then If-Range.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+MAX_RANGES = 16
+MAX_DIGITS = 18  # beyond 10**18 bytes nothing is satisfiable; also bounds int() work
+
+_ASCII_DIGITS = re.compile(r"^[0-9]+$")
+_ETAG = re.compile(r'^(W/)?"([\x21\x23-\x7e\x80-\xff]*)"$')
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    first: int  # inclusive
+    last: int  # inclusive
+
+    @property
+    def length(self) -> int:
+        return self.last - self.first + 1
+
+    def content_range(self, size: int) -> str:
+        return f"bytes {self.first}-{self.last}/{size}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    status: int  # 200, 206, 304, 412 or 416
+    ranges: tuple[ByteRange, ...] = ()  # for 206: one, or several for multipart/byteranges
+    why: str = ""  # for logs and tests: which rule decided
+
+
+def _number(text: str) -> int | None:
+    text = text.strip(" \t")
+    if not _ASCII_DIGITS.match(text):
+        return None
+    if len(text.lstrip("0")) > MAX_DIGITS:
+        return 10**MAX_DIGITS
+    return int(text)
+
+
+def parse_byte_ranges(value: str, size: int) -> list[ByteRange] | str:
+    """The satisfiable ranges of a ``Range`` value, or a string saying why it is ignored.
+
+    An empty list means "valid but nothing satisfiable" (416).
+    """
+    unit, sep, spec = value.partition("=")
+    if not sep or unit.strip(" \t").lower() != "bytes":
+        return "not a bytes range"
+    parts = [p for p in spec.split(",") if p.strip(" \t")]  # empty list elements are allowed (5.6.1)
+    if not parts:
+        return "empty ranges-specifier"
+    if len(parts) > MAX_RANGES:
+        return f"more than {MAX_RANGES} ranges"
+    wanted: list[ByteRange] = []
+    for part in parts:
+        first_s, dash, last_s = part.strip(" \t").partition("-")
+        if not dash:
+            return "range without '-'"
+        if first_s == "":
+            suffix = _number(last_s)
+            if suffix is None:
+                return "bad suffix length"
+            if suffix > 0 and size > 0:
+                wanted.append(ByteRange(max(0, size - suffix), size - 1))
+            continue
+        first = _number(first_s)
+        if first is None:
+            return "bad first-pos"
+        if last_s.strip(" \t") == "":
+            last = size - 1
+        else:
+            parsed = _number(last_s)
+            if parsed is None:
+                return "bad last-pos"
+            if parsed < first:
+                return "last-pos before first-pos"
+            last = min(parsed, size - 1)
+        if first < size:
+            wanted.append(ByteRange(first, last))
+    wanted.sort(key=lambda r: r.first)
+    overlaps, reach = 0, -1
+    for r in wanted:  # a range overlaps when it starts before everything earlier has ended
+        overlaps += r.first <= reach
+        reach = max(reach, r.last)
+    if overlaps > 2:
+        return "more than two overlapping ranges"
+    merged: list[ByteRange] = []
+    for r in wanted:
+        if merged and r.first <= merged[-1].last + 1:
+            merged[-1] = ByteRange(merged[-1].first, max(merged[-1].last, r.last))
+        else:
+            merged.append(r)
+    return merged
+
+
+def _etags(value: str) -> list[tuple[bool, str]] | None:
+    """``(weak, opaque)`` pairs of an If-Match/If-None-Match list; None for ``*``."""
+    if value.strip() == "*":
+        return None
+    out = []
+    for item in value.split(","):
+        m = _ETAG.match(item.strip())
+        if m:
+            out.append((m.group(1) is not None, m.group(2)))
+    return out
+
+
+def _http_date(value: str) -> float | None:
+    try:
+        dt = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if dt is None or dt.tzinfo is None:
+        return None
+    return dt.timestamp()
+
+
+def plan(
+    method: str,
+    headers: Mapping[str, str],
+    *,
+    size: int,
+    etag: str,
+    last_modified: float,
+) -> Plan:
+    """Decide the answer for a GET or HEAD of a representation of ``size`` bytes.
+
+    ``etag`` is the opaque strong tag without quotes; ``last_modified`` is POSIX seconds.
+    """
+    lm = int(last_modified)
+    if (value := headers.get("If-Match")) is not None:
+        tags = _etags(value)
+        if tags is not None and not any(not weak and tag == etag for weak, tag in tags):
+            return Plan(412, why="If-Match")
+    elif (value := headers.get("If-Unmodified-Since")) is not None:
+        when = _http_date(value)
+        if when is not None and lm > when:
+            return Plan(412, why="If-Unmodified-Since")
+    if (value := headers.get("If-None-Match")) is not None:
+        tags = _etags(value)
+        if tags is None or any(tag == etag for _weak, tag in tags):  # weak comparison (13.1.2)
+            return Plan(304, why="If-None-Match")
+    elif (value := headers.get("If-Modified-Since")) is not None:
+        when = _http_date(value)
+        if when is not None and lm <= when:
+            return Plan(304, why="If-Modified-Since")
+
+    range_value = headers.get("Range")
+    if range_value is None:
+        return Plan(200, why="no Range")
+    if (validator := headers.get("If-Range")) is not None:
+        validator = validator.strip()
+        m = _ETAG.match(validator)
+        if m:
+            if m.group(1) is not None or m.group(2) != etag:
+                return Plan(200, why="If-Range tag does not match")
+        elif _http_date(validator) != float(lm):
+            return Plan(200, why="If-Range date does not match")
+    ranges = parse_byte_ranges(range_value, size)
+    if isinstance(ranges, str):
+        return Plan(200, why=f"Range ignored: {ranges}")
+    if not ranges:
+        return Plan(416, why="no satisfiable range")
+    return Plan(206, tuple(ranges), why="Range")

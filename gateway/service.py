@@ -1,0 +1,231 @@
+"""The supervisor: builds every component from the settings, starts them in order, stops them in reverse.
+
+One process, one event loop: the device HTTP server and the operator server through aiohttp's
+``AppRunner``/``TCPSite``, the mirror's poll loop, and (as they land) the broker, the uplink and
+mDNS. The data folder is locked (``flock``) so two gateways, or a ``cache prune`` run by hand, never
+write it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import IO, Any
+
+from aiohttp import web
+
+from gateway import __version__
+from gateway.errors import ConfigError, StorageError
+from gateway.http.app import build_device_app
+from gateway.http.operator import build_operator_app
+from gateway.mirror.mirror import Mirror
+from gateway.mirror.upstream import upstream_from
+from gateway.settings import Settings, parse_hostport
+from gateway.stats import Stats
+from gateway.store.artifacts import ArtifactStore
+from gateway.tasks import TaskGroup
+from gateway.trust.keys import load_trusted_keys
+from gateway.trust.state import TrustState
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".lock"
+
+
+def lock_data_dir(data: Path) -> IO[str]:
+    """Hold an exclusive lock on the data folder for the life of the process."""
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        f = (data / LOCK_NAME).open("a+")
+    except OSError as exc:
+        raise ConfigError("configuration", "data_dir", f"a writable folder ({data}: {exc.strerror})") from exc
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        f.close()
+        raise StorageError(f"{data} is in use by another gateway process", path=str(data)) from exc
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def data_dir_in_use(data: Path) -> bool:
+    try:
+        with (data / LOCK_NAME).open("a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except FileNotFoundError:
+        return False
+    except BlockingIOError:
+        return True
+    return False
+
+
+def _server_tls(settings: Settings) -> ssl.SSLContext | None:
+    s = settings.http
+    if not s.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(s.tls_cert, s.tls_key)
+        if s.client_ca:
+            ctx.load_verify_locations(s.client_ca)
+            ctx.verify_mode = ssl.CERT_OPTIONAL if settings.devices.access != "mtls" else ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            "configuration", "http.tls_cert", f"a readable PEM certificate and key ({exc})"
+        ) from exc
+    return ctx
+
+
+class Gateway:
+    """Everything the ``serve`` command runs, started and stopped in one place."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.started_at = clock()
+        self.data = settings.data_path
+        self.stats = Stats()
+        self.tasks = TaskGroup()
+        self._lock: IO[str] | None = None
+        self._runners: list[web.AppRunner] = []
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+        self.http_addresses: list[Any] = []
+        self.operator_addresses: list[Any] = []
+        self.key_dir = self.data / "trusted-keys"
+        keys = load_trusted_keys([Path(p) for p in settings.trust.trusted_keys], "configuration")
+        self.trust = TrustState(
+            self.data / "trust", keys, settings.site, settings.trust.min_valid_time, key_dir=self.key_dir
+        )
+        self.store = ArtifactStore(self.data, quota_bytes=settings.store.quota_bytes)
+        self.mirror = Mirror(
+            settings, upstream_from(settings.mirror), self.trust, self.store, self.stats, clock=clock
+        )
+
+    async def start(self) -> None:
+        self._lock = lock_data_dir(self.data)
+        self.key_dir.mkdir(exist_ok=True)
+        await self.store.open()
+        await self.mirror.open()
+        self._closers.append(self.mirror.close)
+
+        device_app = build_device_app(self)
+        host, port = parse_hostport(self.settings.http.listen)
+        self.http_addresses = await self._serve(device_app, host, port, _server_tls(self.settings))
+        if self.settings.operator.listen:
+            host, port = parse_hostport(self.settings.operator.listen)
+            self.operator_addresses = await self._serve(build_operator_app(self), host, port, None)
+        self.tasks.spawn(self.mirror.run(), name="mirror poll")
+
+    async def _serve(
+        self, app: web.Application, host: str, port: int, tls: ssl.SSLContext | None
+    ) -> list[Any]:
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, host, port, ssl_context=tls, backlog=1024, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(
+                "configuration", f"listen {host}:{port}", f"a free address ({exc.strerror})"
+            ) from exc
+        return list(runner.addresses)
+
+    async def stop(self) -> None:
+        """Reverse order: background loops, servers, then the components they used."""
+        await self.tasks.close()
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        for close in reversed(self._closers):
+            try:
+                await close()
+            except Exception:
+                log.exception("error while stopping")
+        await self.store.flush(force=True)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def status(self) -> dict[str, Any]:
+        """What ``ota-gateway status`` and the dashboard show."""
+        reading = self.trust.clock(self.clock())
+        index = self.mirror.index
+        deployments = []
+        for d in index.deployments if index else ():
+            progress = self.mirror.fetcher.progress.get(d.sha256)
+            deployments.append(
+                {
+                    "model_id": d.model_id,
+                    "version": d.version,
+                    "sha256": d.sha256,
+                    "length": d.length,
+                    "mirrored": self.store.is_verified(d.sha256),
+                    "progress_bytes": progress.done if progress else None,
+                    "target_cohort": d.target_cohort,
+                    "rollout_percentage": d.rollout_percentage,
+                }
+            )
+        return {
+            "gateway": {
+                "version": __version__,
+                "site": self.settings.site,
+                "uptime_s": round(self.clock() - self.started_at),
+            },
+            "clock": {
+                "trusted": reading.trusted,
+                "system": reading.system,
+                "floor": reading.floor,
+                "note": None
+                if reading.trusted
+                else "system clock is before the newest signed time seen: judging expiry at the floor",
+            },
+            "upstream": {
+                "url": self.mirror.upstream.description,
+                "last_poll_ok": self.mirror.last_poll_ok,
+                "last_error": self.mirror.last_error,
+            },
+            "index": None
+            if index is None
+            else {
+                "version": index.version,
+                "expires": index.expires,
+                "expired": index.expires <= reading.now,
+                "rejected_deployments": [list(r) for r in index.rejected],
+                "commands": dict(index.commands),
+            },
+            "trusted_keys": sorted(self.trust.trusted.signing_keys()),
+            "deployments": deployments,
+            "store": {
+                "verified_blobs": len(self.store.verified),
+                "used_bytes": sum(i.size for i in self.store.verified.values()),
+                "quota_bytes": self.settings.store.quota_bytes,
+            },
+            "counters": self.stats.snapshot(),
+            "last_errors": dict(self.stats.last_error),
+        }
+
+
+async def run_until_signalled(gateway: Gateway, on_started: Callable[[Gateway], None] | None = None) -> None:
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await gateway.start()
+    try:
+        if on_started is not None:
+            on_started(gateway)
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        await gateway.stop()

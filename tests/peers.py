@@ -1,0 +1,131 @@
+"""Real peers from Debian for the tests and benchmarks: nginx as a static upstream, ports, processes.
+
+Each peer runs on an ephemeral port with its own prefix folder, is waited for by polling its port
+(never by sleeping), and is stopped in ``finally``/fixture teardown.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout_s: float = 10.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s} s") from None
+            time.sleep(0.02)  # polling a condition with a deadline, not synchronising by sleep
+
+
+def need(binary: str) -> str:
+    path = shutil.which(binary) or (f"/usr/sbin/{binary}" if os.path.exists(f"/usr/sbin/{binary}") else None)
+    if path is None:
+        pytest.skip(f"{binary} is not installed (.ci/run installs it)")
+    return path
+
+
+@dataclass
+class Nginx:
+    port: int
+    prefix: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def access_log(self) -> list[str]:
+        path = self.prefix / "access.log"
+        return path.read_text().splitlines() if path.exists() else []
+
+
+NGINX_CONF = """
+worker_processes {workers};
+{user}
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    log_format combined_range '$request "$http_range" $status $body_bytes_sent';
+    access_log {prefix}/access.log combined_range;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+    default_type application/octet-stream;
+    {extra_http}
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        {server}
+    }}
+}}
+"""
+
+
+@contextmanager
+def nginx(
+    root: Path | None = None,
+    *,
+    limit_rate: str = "",
+    server: str = "",
+    extra_http: str = "",
+    workers: int = 1,
+) -> Iterator[Nginx]:
+    """nginx serving ``root`` as static files (or the given ``server`` block body)."""
+    binary = need("nginx")
+    port = free_port()
+    prefix = Path(
+        subprocess.run(
+            ["mktemp", "-d", "/tmp/nginx-test.XXXXXX"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    )
+    os.chmod(prefix, 0o755)
+    body = server or f"location / {{ root {root}; {f'limit_rate {limit_rate};' if limit_rate else ''} }}"
+    conf = NGINX_CONF.format(
+        workers=workers,
+        user="user root;" if os.geteuid() == 0 else "",
+        prefix=prefix,
+        port=port,
+        server=body,
+        extra_http=extra_http,
+    )
+    (prefix / "nginx.conf").write_text(conf)
+    proc = subprocess.Popen(
+        [binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port)
+        yield Nginx(port, prefix, proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(prefix, ignore_errors=True)

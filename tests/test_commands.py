@@ -1,0 +1,85 @@
+"""The installer's commands against a running gateway (through its operator API) and offline."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway import cli
+from gateway.service import Gateway
+from tests.conftest import Registry
+from tests.gw import gateway_settings, running, until
+
+MODEL = os.urandom(100_000)
+SHA = hashlib.sha256(MODEL).hexdigest()
+
+
+def write_config(gw: Gateway, path: Path, token: str = "") -> Path:
+    host, port = gw.operator_addresses[0][:2]
+    path.write_text(
+        f'data_dir = "{gw.settings.data_dir}"\nsite = "{gw.settings.site}"\n'
+        f'[operator]\nlisten = "{host}:{port}"\ntoken = "{token}"\n'
+    )
+    return path
+
+
+async def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = await asyncio.to_thread(cli.main, list(argv))
+    return code, capsys.readouterr().out
+
+
+async def test_status_and_cache_through_the_running_gateway(
+    reg: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reg.publish(MODEL)
+    async with running(gateway_settings(reg, tmp_path / "data")) as gw:
+        await until(lambda: gw.store.is_verified(SHA), what="mirrored")
+        config = write_config(gw, tmp_path / "gw.toml")
+        code, out = await run_cli(capsys, "status", "--config", str(config))
+        status = json.loads(out)
+        assert code == 0 and status["index"]["version"] == 1 and status["deployments"][0]["mirrored"]
+        code, out = await run_cli(capsys, "cache", "ls", "--config", str(config), "--json")
+        assert code == 0 and json.loads(out)["blobs"][0]["sha256"] == SHA
+        # Corrupt the blob behind the gateway's back: verify finds and removes it.
+        blob = gw.store.blobs.blob_path(SHA)
+        blob.chmod(0o644)
+        with blob.open("r+b") as f:
+            f.write(b"\0" * 16)
+        code, out = await run_cli(capsys, "cache", "verify", "--config", str(config))
+        assert code == 0 and json.loads(out)["corrupt_removed"] == [SHA]
+        code, out = await run_cli(capsys, "cache", "prune", "--config", str(config))
+        assert code == 0 and json.loads(out) == {"removed": []}  # in effect: never pruned
+        await until(lambda: gw.store.is_verified(SHA), what="fetched again after corruption")
+
+
+async def test_operator_api_off_loopback_needs_the_token(reg: Registry, tmp_path: Path) -> None:
+    settings = gateway_settings(reg, tmp_path / "data", operator={"token": "s3cret-token"})
+    async with running(settings) as gw:
+        host, port = gw.operator_addresses[0][:2]
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://{host}:{port}/status") as r:
+                assert r.status == 401
+            async with s.get(
+                f"http://{host}:{port}/status", headers={"Authorization": "Bearer s3cret-token"}
+            ) as r:
+                assert r.status == 200
+
+
+async def test_offline_cache_ls_and_prune(
+    reg: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reg.publish(MODEL)
+    settings = gateway_settings(reg, tmp_path / "data")
+    async with running(settings) as gw:
+        await until(lambda: gw.store.is_verified(SHA), what="mirrored")
+        config = write_config(gw, tmp_path / "gw.toml")
+    code, out = await run_cli(capsys, "cache", "ls", "--config", str(config))
+    assert code == 0 and SHA[:12] in out and "detector/1.0.0" in out
+    code, out = await run_cli(capsys, "cache", "prune", "--config", str(config))
+    assert code == 0 and json.loads(out) == {"removed": []}
