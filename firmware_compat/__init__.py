@@ -1,5 +1,28 @@
-"""Firmware compatibility: version ordering, firmware ranges, the firmware/model matrix.
+"""Firmware compatibility, a small pure library for device agents, the cloud and the gateway.
 
-A small pure library (no I/O beyond parsing text it is handed) that device agents and the cloud
-can import on their own.
+- :mod:`firmware_compat.version`: parse and order versions (``1.8.0``, ``fw_1.8.0``, ``v2.1``).
+- :mod:`firmware_compat.ranges`: ``min_firmware``/``max_firmware``, inclusive.
+- :mod:`firmware_compat.matrix`: the firmware -> supported model versions table.
+- :mod:`firmware_compat.choose`: the "update firmware first" rule.
+
+No I/O but :func:`firmware_compat.matrix.load_matrix`; nothing here imports the gateway.
 """
+
+from firmware_compat.choose import Choice, Offer, choose
+from firmware_compat.matrix import CompatMatrix, MatrixError, load_matrix
+from firmware_compat.ranges import FirmwareRange
+from firmware_compat.version import Version, VersionError, parse_version, try_version
+
+__all__ = [
+    "Choice",
+    "CompatMatrix",
+    "FirmwareRange",
+    "MatrixError",
+    "Offer",
+    "Version",
+    "VersionError",
+    "choose",
+    "load_matrix",
+    "parse_version",
+    "try_version",
+]

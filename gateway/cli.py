@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.status",
     "gateway.commands.registry",
     "gateway.commands.cache",
+    "gateway.commands.devices",
 )
 
 

@@ -20,12 +20,17 @@ from typing import IO, Any
 
 from aiohttp import web
 
+from firmware_compat.matrix import load_matrix
 from gateway import __version__
+from gateway.access import Credentials
 from gateway.errors import ConfigError, StorageError
 from gateway.http.app import build_device_app
 from gateway.http.operator import build_operator_app
-from gateway.mirror.mirror import Mirror
+from gateway.inventory.store import Inventory, load_inventory_file
+from gateway.mirror.mirror import Mirror, in_effect
 from gateway.mirror.upstream import upstream_from
+from gateway.notify import Changes
+from gateway.rollout import policy
 from gateway.settings import Settings, parse_hostport
 from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
@@ -109,11 +114,24 @@ class Gateway:
         self.mirror = Mirror(
             settings, upstream_from(settings.mirror), self.trust, self.store, self.stats, clock=clock
         )
+        devices = settings.devices
+        self.inventory = Inventory(self.data / "inventory.json", max_devices=devices.max_devices)
+        self.site_inventory = (
+            load_inventory_file(Path(devices.inventory_file)) if devices.inventory_file else {}
+        )
+        self.credentials = Credentials(devices, self.site_inventory)
+        self.matrix = load_matrix(Path(devices.compat_matrix)) if devices.compat_matrix else None
+        self.changes = Changes()  # long polls wait on it
+        self.render_cache: dict[Any, tuple[bytes, str]] = {}  # see gateway.http.devices.render
+        self.mirror.listeners.append(lambda _index: self.changes.notify())
+        self.store.on_verified = lambda _sha: self.changes.notify()
 
     async def start(self) -> None:
         self._lock = lock_data_dir(self.data)
         self.key_dir.mkdir(exist_ok=True)
         await self.store.open()
+        await asyncio.to_thread(self.inventory.load)
+        self.inventory.apply_file(self.site_inventory, self.clock())
         await self.mirror.open()
         self._closers.append(self.mirror.close)
 
@@ -151,9 +169,37 @@ class Gateway:
             except Exception:
                 log.exception("error while stopping")
         await self.store.flush(force=True)
+        await self.inventory.flush(self.clock(), force=True)
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+    # -- the device API's decisions (memory only, no I/O) -------------------------------------------
+
+    def answer_for(self, device_id: str) -> policy.PollAnswer:
+        """What this device may install now (see :mod:`gateway.rollout.policy`)."""
+        device = self.inventory.get(device_id)
+        if device is None:
+            return policy.PollAnswer(None, "unknown_device")
+        index = self.mirror.index
+        reading = self.trust.clock(self.clock())
+        return policy.answer(
+            deployments=in_effect(index, reading.now),
+            commands=index.commands if index else {},
+            device=device,
+            now=reading.now,
+            clock_trusted=reading.trusted,
+            verified=self.store.is_verified,
+            matrix=self.matrix,
+            gates=None,
+        )
+
+    def on_device_event(
+        self, device_id: str, event: str, model_id: str | None, version: str | None, reason: str | None
+    ) -> None:
+        self.inventory.event(device_id, event, model_id=model_id, version=version, now=self.clock())
+        if reason:
+            log.info("device %s: %s %s@%s: %s", device_id, event, model_id, version, reason)
 
     def status(self) -> dict[str, Any]:
         """What ``ota-gateway status`` and the dashboard show."""

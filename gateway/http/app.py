@@ -7,21 +7,16 @@ so that another gateway can use this one as its upstream (tiers) with the cloud'
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from gateway.http import devices
 from gateway.http.artifacts import add_artifact_routes
+from gateway.http.context import GATEWAY, gateway_of
 
 if TYPE_CHECKING:
     from gateway.service import Gateway
-
-GATEWAY: web.AppKey[Any] = web.AppKey("gateway", object)
-
-
-def gateway_of(request: web.Request) -> Gateway:
-    gw: Gateway = request.app[GATEWAY]
-    return gw
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -60,5 +55,11 @@ def build_device_app(gw: Gateway) -> web.Application:
     app.router.add_get("/index.json", held_index)
     app.router.add_get("/sites/{site}/index.json", held_index)
     app.router.add_get("/keys.json", held_keys)
-    add_artifact_routes(app, gw.store)
+    app.router.add_get("/devices/{device_id}/updates", devices.poll)
+    app.router.add_post("/devices/{device_id}/events", devices.event)
+
+    async def authorize_download(request: web.Request) -> None:
+        devices.authorize_any(gw, request)
+
+    add_artifact_routes(app, gw.store, authorize_download)
     return app

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from gateway.http.app import GATEWAY, gateway_of
+from gateway.http.context import GATEWAY, gateway_of
 
 if TYPE_CHECKING:
     from gateway.service import Gateway
@@ -55,6 +55,10 @@ def token_middleware(token: str) -> Middleware:
 
 async def status(request: web.Request) -> web.Response:
     return web.json_response(gateway_of(request).status(), dumps=lambda v: json.dumps(v, indent=2))
+
+
+async def devices(request: web.Request) -> web.Response:
+    return web.json_response(gateway_of(request).inventory.to_json())
 
 
 async def cache_verify(request: web.Request) -> web.Response:
@@ -114,6 +118,7 @@ def build_operator_app(gw: Gateway) -> web.Application:
     app[GATEWAY] = gw
     app.router.add_get("/", dashboard)
     app.router.add_get("/status", status)
+    app.router.add_get("/devices", devices)
     app.router.add_post("/cache/verify", cache_verify)
     app.router.add_post("/cache/prune", cache_prune)
     return app

@@ -51,6 +51,7 @@ class ArtifactStore:
         self.pinned: set[str] = set()  # sha256 pinned by the gates (previous stable on a halt)
         self.pending_hint: Callable[[str], int] = lambda sha: 5
         self.on_miss: Callable[[str], None] = lambda sha: None
+        self.on_verified: Callable[[str], None] = lambda sha: None  # long polls wake on it
         self._dirty = False
         self._last_flush = 0.0
 
@@ -149,6 +150,7 @@ class ArtifactStore:
         self.last_access[sha256] = time.time()
         self._dirty = True
         await self.flush(force=True)
+        self.on_verified(sha256)
         return info
 
     async def make_room(self, incoming_bytes: int) -> bool:

@@ -1,0 +1,246 @@
+"""The device API: update polls (with long poll), events and metrics, answered from memory.
+
+``GET /devices/{id}/updates`` answers 200 with the manifest this device may install (the cloud's
+fields untouched, its ``artifact_url``/``signature_url`` pointing here), 204 when there is none
+(``X-OTA-Reason`` says why), 304 when ``If-None-Match`` matches. Every answer carries a jittered
+``Retry-After`` so a site that lost power does not come back as one herd. ``?wait=SECONDS`` holds
+the request until the answer for *this* device changes, or the wait ends.
+
+No device request ever causes an upstream request: the answer comes from the index the mirror
+holds, the inventory and the gates, all in memory. Bad input gets a 400 naming the problem;
+access failures 401/403 with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from gateway.http.context import gateway_of
+from gateway.inventory.store import EVENTS
+from gateway.manifest import valid_id
+from gateway.mirror.pacing import jittered
+from gateway.rollout.policy import PollAnswer
+
+if TYPE_CHECKING:
+    from gateway.service import Gateway
+
+log = logging.getLogger(__name__)
+
+MAX_QUERY_PARAMS = 32
+MAX_VALUE_CHARS = 128
+_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+RESERVED = {"wait"}
+
+
+def bad_request(reason: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=reason + "\n")
+
+
+def device_id_of(request: web.Request) -> str:
+    device_id = request.match_info["device_id"]
+    if not valid_id(device_id):
+        raise bad_request("device id: letters, digits, '.', '_' or '-', at most 128, not starting with '.'")
+    return device_id
+
+
+def authorize(gw: Gateway, request: web.Request, device_id: str) -> None:
+    refusal = gw.credentials.check(device_id, bearer=bearer_of(request), cert_cn=cert_cn_of(request))
+    if refusal is not None:
+        gw.stats.inc(f"devices.refused_{refusal.status}")
+        cls = web.HTTPUnauthorized if refusal.status == 401 else web.HTTPForbidden
+        raise cls(text=refusal.reason + "\n")
+
+
+def authorize_any(gw: Gateway, request: web.Request) -> None:
+    """Downloads: any valid device credential (model files are company property)."""
+    refusal = gw.credentials.check_any(bearer=bearer_of(request), cert_cn=cert_cn_of(request))
+    if refusal is not None:
+        gw.stats.inc(f"downloads.refused_{refusal.status}")
+        cls = web.HTTPUnauthorized if refusal.status == 401 else web.HTTPForbidden
+        raise cls(text=refusal.reason + "\n")
+
+
+def bearer_of(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def cert_cn_of(request: web.Request) -> str | None:
+    transport = request.transport
+    ssl_obj = transport.get_extra_info("ssl_object") if transport is not None else None
+    cert = ssl_obj.getpeercert() if ssl_obj is not None else None
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+def poll_attributes(query: Mapping[str, str]) -> dict[str, str]:
+    """Query parameters -> device attributes; 400 on anything odd or unbounded."""
+    if len(query) > MAX_QUERY_PARAMS:
+        raise bad_request(f"at most {MAX_QUERY_PARAMS} query parameters")
+    attrs: dict[str, str] = {}
+    for key, value in query.items():
+        if key in RESERVED:
+            continue
+        if not _KEY.match(key):
+            raise bad_request(f"query parameter {key[:40]!r}: a name of letters, digits, '_', '.', '-'")
+        if len(value) > MAX_VALUE_CHARS or not value.isprintable():
+            raise bad_request(
+                f"query parameter {key}: a printable value of at most {MAX_VALUE_CHARS} characters"
+            )
+        if key in attrs:
+            raise bad_request(f"query parameter {key}: given twice")
+        attrs[key] = value
+    for key in ("model_id", "model_version"):
+        if key in attrs and not valid_id(attrs[key]):
+            raise bad_request(f"query parameter {key}: letters, digits, '.', '_' or '-'")
+    return attrs
+
+
+def wait_of(request: web.Request, max_wait_s: float) -> float:
+    raw = request.query.get("wait")
+    if raw is None:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise bad_request("wait: a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise bad_request("wait: a number of seconds of at least 0")
+    return min(value, max_wait_s)
+
+
+def base_url(gw: Gateway, request: web.Request) -> str:
+    if gw.settings.http.public_url:
+        return gw.settings.http.public_url.rstrip("/")
+    return f"{request.scheme}://{request.host}"
+
+
+RENDER_CACHE_MAX = 256
+
+
+def render(gw: Gateway, request: web.Request, answer: PollAnswer) -> tuple[bytes, str] | None:
+    """The manifest body and its ETag; the same few answers go to thousands of devices, so the
+    rendering is memoised per (deployment, base URL, rollback)."""
+    d = answer.deployment
+    if d is None:
+        return None
+    base = base_url(gw, request)
+    key = (d, base, answer.rollback)
+    cache = gw.render_cache
+    if (hit := cache.get(key)) is not None:
+        return hit
+    url = f"{base}/artifacts/{d.model_id}/{d.version}/{d.filename}"
+    body = d.to_device(url, url + ".sig")
+    if answer.rollback:
+        body["rollback"] = True
+    raw = json.dumps(body, sort_keys=True).encode()
+    rendered = raw, '"' + hashlib.sha256(raw).hexdigest()[:32] + '"'
+    if len(cache) >= RENDER_CACHE_MAX:
+        cache.clear()
+    cache[key] = rendered
+    return rendered
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    return any(t.strip().removeprefix("W/") == etag for t in header.split(","))
+
+
+async def poll(request: web.Request) -> web.Response:
+    gw = gateway_of(request)
+    device_id = device_id_of(request)
+    authorize(gw, request, device_id)
+    attrs = poll_attributes(request.query)
+    wait_s = wait_of(request, gw.settings.devices.max_wait_s)
+    gw.stats.inc("devices.polls")
+    gw.inventory.upsert(device_id, attrs, source="poll", now=gw.clock())
+    if_none_match = request.headers.get("If-None-Match")
+    answer = gw.answer_for(device_id)
+    rendered = render(gw, request, answer)
+    if wait_s > 0 and (rendered is None or _etag_matches(if_none_match, rendered[1])):
+        # Long poll: nothing new for this device yet; wait until its answer changes.
+        held = rendered[1] if rendered else None
+        deadline = gw.clock() + wait_s
+        while (remaining := deadline - gw.clock()) > 0:
+            await gw.changes.wait(remaining)
+            answer = gw.answer_for(device_id)
+            rendered = render(gw, request, answer)
+            if (rendered[1] if rendered else None) != held:
+                break
+    gw.inventory.set_blocked(device_id, answer.blocked_by_firmware, gw.clock())
+    headers = {
+        "Retry-After": str(
+            max(
+                1,
+                round(
+                    jittered(
+                        gw.settings.devices.poll_interval_s, gw.settings.devices.poll_jitter, random.random()
+                    )
+                ),
+            )
+        ),
+        "Cache-Control": "no-store",
+        "X-OTA-Reason": answer.reason,
+    }
+    if answer.blocked_by_firmware:
+        headers["X-OTA-Blocked-By-Firmware"] = answer.blocked_by_firmware
+    if rendered is None:
+        return web.Response(status=204, headers=headers)
+    raw, etag = rendered
+    headers["ETag"] = etag
+    if _etag_matches(if_none_match, etag):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=raw, status=200, content_type="application/json", headers=headers)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > request.app._client_max_size:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=request.app._client_max_size, actual_size=request.content_length, text="body too large\n"
+        )
+    try:
+        doc = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("body: expected a JSON object") from None
+    if not isinstance(doc, dict):
+        raise bad_request("body: expected a JSON object")
+    return doc
+
+
+async def event(request: web.Request) -> web.Response:
+    gw = gateway_of(request)
+    device_id = device_id_of(request)
+    authorize(gw, request, device_id)
+    doc = await _json_body(request)
+    name = doc.get("event")
+    if name not in EVENTS:
+        raise bad_request("event: one of " + ", ".join(EVENTS))
+    model_id, version, reason = doc.get("model_id"), doc.get("version"), doc.get("reason")
+    for key, value in (("model_id", model_id), ("version", version)):
+        if value is not None and not (isinstance(value, str) and valid_id(value)):
+            raise bad_request(f"{key}: letters, digits, '.', '_' or '-'")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 1024):
+        raise bad_request("reason: a string of at most 1024 characters")
+    gw.stats.inc(f"devices.events.{name}")
+    gw.on_device_event(device_id, name, model_id, version, reason)
+    return web.Response(status=204)
+
+
+def add_device_routes(app: web.Application) -> None:
+    app.router.add_get("/devices/{device_id}/updates", poll)
+    app.router.add_post("/devices/{device_id}/events", event)
