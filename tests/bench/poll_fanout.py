@@ -1,0 +1,263 @@
+"""Benchmark: thousands of devices polling one gateway; long-poll wake-up when a deployment lands.
+
+Run: ``python tests/bench/poll_fanout.py [--devices 10000] [--seconds 20]``
+
+What it measures, all in one run on this machine (figures are only comparable within a run):
+
+1. Upstream cost: the registry is served by nginx; the gateway polls it every ``--interval`` s. At a
+   realistic rate (each device every 60 s) and at 10x, the script counts the index requests nginx
+   saw per interval (goal: 1) and the artifact requests (goal: 0 after the first mirror).
+2. Saturation: ``wrk`` (64 connections, random device ids) against the gateway's poll, against a
+   bare aiohttp handler returning the same JSON, and against nginx returning it as a static file.
+3. p99 poll latency at 10x the realistic rate (from the Python load generator) and the gateway RSS.
+4. Long poll: ``--long-pollers`` devices hold ``?wait=60``; a new version is published; time until
+   the last one is answered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from gateway import registry  # noqa: E402
+from tests.peers import free_port, nginx, wait_port  # noqa: E402
+
+WRK_LUA = """
+math.randomseed(os.time())
+request = function()
+  return wrk.format("GET", "/devices/dev-" .. math.random(1, %d) .. "/updates?fw=1.2.0&hw=rev2")
+end
+"""
+
+BARE_APP = """
+import sys
+from aiohttp import web
+body = open(sys.argv[2], "rb").read()
+async def h(request):
+    return web.Response(body=body, content_type="application/json", headers={"Retry-After": "300"})
+app = web.Application()
+app.router.add_get("/devices/{id}/updates", h)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+
+def wrk(url: str, lua: Path, seconds: int) -> float:
+    out = subprocess.run(
+        ["wrk", "-t", "2", "-c", "64", "-d", f"{seconds}s", "-s", str(lua), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for line in out.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    raise RuntimeError(out)
+
+
+async def paced_load(base: str, devices: int, rate_per_s: float, seconds: float) -> list[float]:
+    """Poll random devices at ``rate_per_s`` for ``seconds``; return latencies in ms."""
+    latencies: list[float] = []
+    conn = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=conn) as s:
+
+        async def one() -> None:
+            dev = random.randint(1, devices)
+            t0 = time.perf_counter()
+            async with s.get(f"{base}/devices/dev-{dev}/updates?fw=1.2.0&hw=rev2") as r:
+                await r.read()
+            latencies.append((time.perf_counter() - t0) * 1000)
+
+        tasks = set()
+        start = time.perf_counter()
+        n = 0
+        while (elapsed := time.perf_counter() - start) < seconds:
+            due = int(elapsed * rate_per_s) - n
+            for _ in range(due):
+                t = asyncio.create_task(one())
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+            n += max(due, 0)
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*tasks)
+    return latencies
+
+
+async def long_poll(base: str, count: int, publish: object) -> float:
+    conn = aiohttp.TCPConnector(limit=0)
+    done: list[float] = []
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=120)) as s:
+
+        async def waiter(i: int) -> None:
+            url = f"{base}/devices/lp-{i}/updates?fw=1.2.0&model_id=detector&model_version=1.0.0&wait=60"
+            async with s.get(url) as r:
+                await r.read()
+                if r.status == 200:
+                    done.append(time.perf_counter())
+
+        tasks = [asyncio.create_task(waiter(i)) for i in range(count)]
+        await asyncio.sleep(3)  # let every waiter connect (a benchmark, not a test)
+        t0 = time.perf_counter()
+        await asyncio.to_thread(publish)  # type: ignore[arg-type]
+        await asyncio.gather(*tasks)
+    return (max(done) - t0) if len(done) == count else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--devices", type=int, default=10_000)
+    ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument("--interval", type=float, default=5.0, help="gateway upstream poll interval")
+    ap.add_argument("--long-pollers", type=int, default=2000)
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="poll-bench-"))
+    os.chmod(work, 0o755)
+    keys, reg = work / "keys", work / "registry"
+    registry.keygen(keys, "ecdsa-p256")
+    reg.mkdir()
+    (work / "m1.bin").write_bytes(os.urandom(1 << 20))
+    registry.publish(
+        reg, work / "m1.bin", keys / "private.pem", model_id="detector", version="1.0.0", site="bench"
+    )
+
+    import resource
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    with nginx(reg, workers=1) as upstream:
+        port = free_port()
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "OTA_GATEWAY_MIRROR__POLL_INTERVAL_S": str(args.interval),
+            "OTA_GATEWAY_MIRROR__POLL_JITTER": "0",
+            "OTA_GATEWAY_DISCOVERY__ENABLED": "false",
+            "OTA_GATEWAY_LOG_LEVEL": "warning",
+        }
+        gw = subprocess.Popen(
+            [
+                sys.executable, "-m", "gateway", "serve", "--data", str(work / "data"), "--site", "bench",
+                "--http", f"127.0.0.1:{port}", "--operator", f"127.0.0.1:{free_port()}",
+                "--mqtt", f"127.0.0.1:{free_port()}", "--upstream", upstream.url,
+                "--trusted-key", str(keys / "public.pem"),
+            ],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_port(port, 30)
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                status = subprocess.run(
+                    [
+                        "curl",
+                        "-s",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}",
+                        f"{base}/devices/dev-1/updates?fw=1.2.0",
+                    ],
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                if status == "200":
+                    break
+                time.sleep(0.2)
+            proc = psutil.Process(gw.pid)
+            print(
+                f"devices: {args.devices}, gateway upstream poll interval {args.interval} s, same 2-core box"
+            )
+
+            for label, rate in (
+                ("realistic (1/60 s per device)", args.devices / 60),
+                ("10x", args.devices / 6),
+            ):
+                before = upstream.access_log()
+                t0 = time.monotonic()
+                lat = asyncio.run(paced_load(base, args.devices, rate, args.seconds))
+                elapsed = time.monotonic() - t0
+                new = upstream.access_log()[len(before) :]
+                index_reqs = sum("index.json" in line for line in new)
+                artifact_reqs = sum("/artifacts/" in line for line in new)
+                lat.sort()
+                p99 = lat[int(len(lat) * 0.99) - 1] if lat else float("nan")
+                print(
+                    f"{label}: {len(lat)} polls in {elapsed:.1f} s ({len(lat) / elapsed:.0f}/s); upstream index "
+                    f"requests per interval {index_reqs / (elapsed / args.interval):.2f}, artifact requests "
+                    f"{artifact_reqs}; p50 {lat[len(lat) // 2]:.1f} ms, p99 {p99:.1f} ms; gateway RSS "
+                    f"{proc.memory_info().rss / 2**20:.0f} MiB"
+                )
+
+            lua = work / "poll.lua"
+            lua.write_text(WRK_LUA % args.devices)
+            ours = wrk(base + "/", lua, 8)
+            sample = subprocess.run(
+                ["curl", "-s", f"{base}/devices/dev-1/updates?fw=1.2.0"], capture_output=True
+            ).stdout
+            (work / "answer.json").write_bytes(sample)
+            bare_port = free_port()
+            bare = subprocess.Popen(
+                [sys.executable, "-c", BARE_APP, str(bare_port), str(work / "answer.json")]
+            )
+            try:
+                wait_port(bare_port)
+                bare_rps = wrk(f"http://127.0.0.1:{bare_port}/", lua, 8)
+            finally:
+                bare.terminate()
+                bare.wait()
+            static = work / "static"
+            static.mkdir()
+            os.chmod(static, 0o755)
+            with nginx(
+                server=f"location / {{ default_type application/json; alias {work / 'answer.json'}; }}"
+            ) as ng:
+                nginx_rps = wrk(ng.url + "/", lua, 8)
+            print(
+                f"saturation (wrk, 64 connections): gateway {ours:.0f} polls/s; bare aiohttp same JSON "
+                f"{bare_rps:.0f}/s (ratio {ours / bare_rps:.2f}); nginx static file {nginx_rps:.0f}/s "
+                f"(ratio {ours / nginx_rps:.3f})"
+            )
+            print(f"gateway RSS after {args.devices} devices: {proc.memory_info().rss / 2**20:.0f} MiB")
+
+            def publish() -> None:
+                (work / "m2.bin").write_bytes(os.urandom(1 << 20))
+                registry.publish(
+                    reg,
+                    work / "m2.bin",
+                    keys / "private.pem",
+                    model_id="detector",
+                    version="1.1.0",
+                    site="bench",
+                )
+
+            took = asyncio.run(long_poll(base, args.long_pollers, publish))
+            print(
+                f"long poll: {args.long_pollers} devices waiting; new deployment published; last answered after "
+                f"{took:.2f} s (includes up to one upstream poll interval, {args.interval} s, and the 1 MiB mirror)"
+            )
+        finally:
+            gw.send_signal(signal.SIGTERM)
+            try:
+                gw.wait(10)
+            except subprocess.TimeoutExpired:
+                gw.kill()
+
+
+if __name__ == "__main__":
+    main()
