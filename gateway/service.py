@@ -23,20 +23,28 @@ from aiohttp import web
 from firmware_compat.matrix import load_matrix
 from gateway import __version__
 from gateway.access import Credentials
+from gateway.broker.server import Broker
 from gateway.errors import ConfigError, StorageError
+from gateway.health import probe
 from gateway.http.app import build_device_app
 from gateway.http.operator import build_operator_app
 from gateway.inventory.store import Inventory, load_inventory_file
+from gateway.manifest import valid_id
 from gateway.mirror.mirror import Mirror, in_effect
 from gateway.mirror.upstream import upstream_from
 from gateway.notify import Changes
+from gateway.report import SiteReport
 from gateway.rollout import policy
 from gateway.settings import Settings, parse_hostport
 from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
 from gateway.tasks import TaskGroup
+from gateway.telemetry.ingest import Telemetry
 from gateway.trust.keys import load_trusted_keys
 from gateway.trust.state import TrustState
+from gateway.uplink.forwarder import Forwarder
+from gateway.uplink.outbox import Outbox
+from gateway.uplink.sinks import HttpSink, MqttBridge, Sink
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +131,42 @@ class Gateway:
         self.matrix = load_matrix(Path(devices.compat_matrix)) if devices.compat_matrix else None
         self.changes = Changes()  # long polls wait on it
         self.render_cache: dict[Any, tuple[bytes, str]] = {}  # see gateway.http.devices.render
+        self._last_report = 0.0
         self.mirror.listeners.append(lambda _index: self.changes.notify())
         self.store.on_verified = lambda _sha: self.changes.notify()
+
+        up = settings.uplink
+        self.sinks: list[Sink] = []
+        if up.ingest_url:
+            self.sinks.append(
+                HttpSink(up.ingest_url, up.ingest_token, settings.site, ca_bundle=settings.mirror.ca_bundle)
+            )
+        if up.mqtt_url:
+            try:
+                self.sinks.append(MqttBridge(up.mqtt_url, settings.site, ca_bundle=settings.mirror.ca_bundle))
+            except ValueError as exc:
+                raise ConfigError(
+                    "configuration", "uplink.mqtt_url", "mqtt://user:pass@host:port or mqtts://..."
+                ) from exc
+        self.outbox = Outbox(
+            self.data / "outbox.sqlite",
+            max_bytes=up.outbox_max_bytes,
+            max_age_s=up.outbox_max_age_s,
+            sinks=[s.name for s in self.sinks] or ["none"],
+        )
+        self.forwarder = Forwarder(
+            self.outbox,
+            self.sinks,
+            self.stats,
+            retry_initial_s=settings.mirror.retry_initial_s,
+            retry_max_s=settings.mirror.retry_max_s,
+            idle_s=up.report_interval_s,
+            clock=clock,
+        )
+        self.telemetry = Telemetry(
+            settings.telemetry, self.inventory, self.outbox, self.stats, on_event=self.on_device_event
+        )
+        self.broker: Broker | None = None  # amqtt needs the running loop: made in start()
 
     async def start(self) -> None:
         self._lock = lock_data_dir(self.data)
@@ -141,7 +183,21 @@ class Gateway:
         if self.settings.operator.listen:
             host, port = parse_hostport(self.settings.operator.listen)
             self.operator_addresses = await self._serve(build_operator_app(self), host, port, None)
+        self.broker = Broker(
+            self.settings.mqtt,
+            authenticate=self.mqtt_authenticate,
+            on_publish=lambda device, topic, payload: self.telemetry.mqtt_message(
+                device, topic, payload, self.clock()
+            ),
+            count=self.stats.inc,
+            tls=_server_tls(self.settings) if self.settings.mqtt.tls_listen else None,
+        )
+        await self.broker.start()
+        self._closers.append(self.broker.stop)
         self.tasks.spawn(self.mirror.run(), name="mirror poll")
+        self.tasks.spawn(self._report_loop(), name="site report")
+        if self.sinks:
+            self.tasks.spawn(self.forwarder.run(), name="uplink")
 
     async def _serve(
         self, app: web.Application, host: str, port: int, tls: ssl.SSLContext | None
@@ -168,8 +224,10 @@ class Gateway:
                 await close()
             except Exception:
                 log.exception("error while stopping")
+        await self.forwarder.close()
         await self.store.flush(force=True)
         await self.inventory.flush(self.clock(), force=True)
+        await asyncio.to_thread(self.outbox.close)
         if self._lock is not None:
             self._lock.close()
             self._lock = None
@@ -193,6 +251,55 @@ class Gateway:
             matrix=self.matrix,
             gates=None,
         )
+
+    def mqtt_authenticate(self, user: str | None, password: str | None, cert_cn: str | None) -> bool:
+        """The broker's identity check, from the same device credentials as HTTP."""
+        if self.settings.mqtt.lab_mode:
+            return True
+        if user is None or not valid_id(user):
+            return False
+        creds = self.credentials
+        if creds.mode == "mtls":
+            return cert_cn == user and creds.check(user, bearer=None, cert_cn=cert_cn) is None
+        if creds.mode == "token":
+            return password is not None and creds.check(user, bearer=password, cert_cn=None) is None
+        log.warning(
+            "MQTT client %r refused: devices.access is 'open'; set mqtt.lab_mode = true for a lab", user
+        )
+        return False
+
+    async def _report_loop(self) -> None:
+        """Once per interval: close metric windows, and put one site report in the outbox."""
+        interval = self.settings.uplink.report_interval_s
+        window = self.settings.telemetry.window_s
+        while True:
+            await asyncio.sleep(min(interval, window, 5.0))
+            now = self.clock()
+            await self.telemetry.close_windows(now)
+            if now - self._last_report < interval:
+                continue
+            self._last_report = now
+            await self.report(now)
+            await self.inventory.flush(now)
+
+    async def report(self, now: float) -> None:
+        changes, dropped = self.inventory.drain_changes()
+        live = self.inventory.live()
+        report = SiteReport(
+            site=self.settings.site,
+            at=now,
+            inventory_changes=changes,
+            inventory_changes_dropped=dropped,
+            health=await asyncio.to_thread(probe, self.data),
+            devices={
+                "known": len(self.inventory.devices),
+                "live": len(live),
+                "blocked_by_firmware": sum(1 for r in live if r.blocked_by_firmware),
+            },
+        )
+        for kind, body in report.records():
+            await self.outbox.append(kind, body, now)
+        self.forwarder.wake.set()
 
     def on_device_event(
         self, device_id: str, event: str, model_id: str | None, version: str | None, reason: str | None
@@ -254,6 +361,15 @@ class Gateway:
                 "verified_blobs": len(self.store.verified),
                 "used_bytes": sum(i.size for i in self.store.verified.values()),
                 "quota_bytes": self.settings.store.quota_bytes,
+            },
+            "health": probe(self.data),
+            "mqtt": {
+                "listen": [f"{h}:{p}" for h, p in self.broker.addresses] if self.broker else [],
+                **(self.broker.stats() if self.broker else {}),
+            },
+            "uplink": {
+                "sinks": {s.name: {"up": self.forwarder.link_up.get(s.name)} for s in self.sinks},
+                "outbox": self.outbox.stats(),
             },
             "counters": self.stats.snapshot(),
             "last_errors": dict(self.stats.last_error),

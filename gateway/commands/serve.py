@@ -40,11 +40,18 @@ def banner(gw: Gateway) -> str:
     data = s.data_path.resolve()
     http = ", ".join(f"{a[0]}:{a[1]}" for a in gw.http_addresses if isinstance(a, tuple))
     op = ", ".join(f"{a[0]}:{a[1]}" for a in gw.operator_addresses if isinstance(a, tuple))
+    mqtt = ", ".join(f"{a[0]}:{a[1]}" for a in (gw.broker.addresses if gw.broker else []))
     upstream = s.mirror.upstream
     lines = [
         f"OTA Gateway for site {s.site!r}",
         f"  device API and downloads: http://{http}/  (OTA_SERVICE_URL for devices)",
         f"  operator dashboard:       http://{op}/" if op else "  operator dashboard:       off",
+        f"  MQTT broker (metrics):    {mqtt}"
+        + (
+            ""
+            if s.mqtt.lab_mode or s.devices.access != "open"
+            else "  (refuses clients: set devices.access, or mqtt.lab_mode for a lab)"
+        ),
         f"  data folder:              {data}",
         f"  upstream registry:        {upstream}",
         f"  trusted keys:             {len(gw.trust.trusted.signing_keys())} (config trust.trusted_keys, or PEM files in {gw.key_dir})",

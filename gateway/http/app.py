@@ -57,6 +57,7 @@ def build_device_app(gw: Gateway) -> web.Application:
     app.router.add_get("/keys.json", held_keys)
     app.router.add_get("/devices/{device_id}/updates", devices.poll)
     app.router.add_post("/devices/{device_id}/events", devices.event)
+    app.router.add_post("/devices/{device_id}/metrics", devices.metrics)
 
     async def authorize_download(request: web.Request) -> None:
         devices.authorize_any(gw, request)

@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway.errors import FormatError
 from gateway.http.context import gateway_of
-from gateway.inventory.store import EVENTS
 from gateway.manifest import valid_id
 from gateway.mirror.pacing import jittered
 from gateway.rollout.policy import PollAnswer
+from gateway.telemetry.ingest import parse_event
 
 if TYPE_CHECKING:
     from gateway.service import Gateway
@@ -227,20 +228,23 @@ async def event(request: web.Request) -> web.Response:
     device_id = device_id_of(request)
     authorize(gw, request, device_id)
     doc = await _json_body(request)
-    name = doc.get("event")
-    if name not in EVENTS:
-        raise bad_request("event: one of " + ", ".join(EVENTS))
-    model_id, version, reason = doc.get("model_id"), doc.get("version"), doc.get("reason")
-    for key, value in (("model_id", model_id), ("version", version)):
-        if value is not None and not (isinstance(value, str) and valid_id(value)):
-            raise bad_request(f"{key}: letters, digits, '.', '_' or '-'")
-    if reason is not None and (not isinstance(reason, str) or len(reason) > 1024):
-        raise bad_request("reason: a string of at most 1024 characters")
+    try:
+        name, model_id, version, reason = parse_event(doc)
+    except FormatError as exc:
+        raise bad_request(str(exc)) from None
     gw.stats.inc(f"devices.events.{name}")
     gw.on_device_event(device_id, name, model_id, version, reason)
     return web.Response(status=204)
 
 
-def add_device_routes(app: web.Application) -> None:
-    app.router.add_get("/devices/{device_id}/updates", poll)
-    app.router.add_post("/devices/{device_id}/events", event)
+async def metrics(request: web.Request) -> web.Response:
+    """The reference metrics JSON over HTTP: 204 once it is durable in the outbox."""
+    gw = gateway_of(request)
+    device_id = device_id_of(request)
+    authorize(gw, request, device_id)
+    doc = await _json_body(request)
+    try:
+        await gw.telemetry.metrics(device_id, doc, gw.clock())
+    except FormatError as exc:
+        raise bad_request(str(exc)) from None
+    return web.Response(status=204)

@@ -1,0 +1,268 @@
+"""The embedded MQTT broker: amqtt in the gateway's own event loop, with the site's bounds.
+
+What we add around amqtt 0.12 (through its documented extension points where it has them):
+
+* identity and topics: only our two plugins (:mod:`gateway.broker.plugins`), no anonymous plugin;
+* a maximum packet size enforced before a PUBLISH payload is buffered: :class:`FramingGuard`
+  cuts the connection as soon as a longer packet is announced;
+* a maximum number of connections that *refuses* the extra ones (amqtt's own limit queues them);
+* offline queues (persistent sessions, QoS 1) bounded to ``mqtt.max_queued_messages``, oldest first
+  out;
+* ingest: ``devices/{id}/metrics`` and ``devices/{id}/events`` are handed to the gateway's hook in
+  process (no loopback subscriber), *before* the PUBACK goes out, so a message acknowledged to a
+  device is already durable in the outbox; they are not re-broadcast: they are for the gateway only.
+* a client that sends something amqtt cannot handle is disconnected; the broker stays up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
+from amqtt.broker import Broker as AmqttBroker
+from amqtt.broker import RetainedApplicationMessage
+from amqtt.contexts import Action
+from amqtt.session import Session
+
+from gateway.broker.plugins import PEER_CN, Authenticate, Hooks, topic_allowed
+from gateway.errors import ConfigError
+from gateway.settings import MqttSettings, parse_hostport
+
+log = logging.getLogger(__name__)
+
+INGEST_KINDS = frozenset({"metrics", "events"})
+OnPublish = Callable[[str, str, bytes], Awaitable[None]]
+
+
+class PacketTooLarge(Exception):
+    """Raised inside amqtt's reader: its reader loop treats it as fatal for that connection only."""
+
+
+class FramingGuard(StreamReaderAdapter):
+    """Follows MQTT framing over the bytes amqtt reads, and cuts a packet that is too long.
+
+    A packet is one byte of type and flags, a remaining length of one to four bytes (MQTT 3.1.1
+    section 2.2.3), then that many bytes. The guard decodes each remaining length as it goes by and
+    raises :class:`PacketTooLarge` the moment one above ``max_packet_bytes`` (or a fifth length
+    byte) is announced, before amqtt asks for the body; any single read above the limit is refused
+    too. amqtt treats the exception as fatal for that connection only.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, max_packet_bytes: int) -> None:
+        super().__init__(reader)
+        self.max_packet_bytes = max_packet_bytes
+        self._in_length = False
+        self._length = 0
+        self._multiplier = 1
+        self._left = 0  # body bytes of the current packet not yet read
+
+    async def read(self, n: int = -1) -> bytes:
+        if n < 0 or n > self.max_packet_bytes:
+            raise PacketTooLarge(
+                f"a read of {n} bytes exceeds mqtt.max_packet_bytes ({self.max_packet_bytes})"
+            )
+        data = await super().read(n)
+        self._observe(data)
+        return data
+
+    def _observe(self, data: bytes) -> None:
+        i = 0
+        while i < len(data):
+            if self._left > 0:
+                take = min(self._left, len(data) - i)
+                self._left -= take
+                i += take
+                continue
+            b = data[i]
+            i += 1
+            if not self._in_length:  # the type byte of a new packet
+                self._in_length, self._length, self._multiplier = True, 0, 1
+                continue
+            self._length += (b & 0x7F) * self._multiplier
+            if b & 0x80:
+                self._multiplier *= 128
+                if self._multiplier > 128**3:
+                    raise PacketTooLarge("malformed remaining length (a fifth length byte)")
+                continue
+            if self._length > self.max_packet_bytes:
+                raise PacketTooLarge(
+                    f"packet of {self._length} bytes announced; mqtt.max_packet_bytes is {self.max_packet_bytes}"
+                )
+            self._in_length, self._left = False, self._length
+
+
+class Broker(AmqttBroker):
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        authenticate: Authenticate,
+        on_publish: OnPublish,
+        count: Callable[[str], None] = lambda name: None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        hooks = Hooks(authenticate=authenticate, count=count)
+        listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": None}}
+        if settings.listen:
+            listeners["plain"] = {"type": "tcp", "bind": settings.listen}
+        super().__init__(
+            {
+                "listeners": listeners,
+                "plugins": {
+                    "gateway.broker.plugins.DeviceAuthPlugin": {"hooks": hooks},
+                    "gateway.broker.plugins.DeviceTopicPlugin": {
+                        "hooks": hooks,
+                        "lab_mode": settings.lab_mode,
+                    },
+                },
+            },
+            plugin_namespace="gateway.broker",
+        )
+        self.settings = settings
+        self.on_publish = on_publish
+        self.count = count
+        self.tls = tls
+        self.active = 0
+        self._tls_server: asyncio.Server | None = None
+        self.addresses: list[tuple[str, int]] = []
+
+    async def start(self) -> None:
+        try:
+            await super().start()
+        except Exception as exc:
+            raise ConfigError("configuration", "mqtt.listen", f"a free address ({exc})") from exc
+        for server in self._servers.values():
+            for sock in getattr(server.instance, "sockets", None) or ():
+                self.addresses.append(sock.getsockname()[:2])
+        if self.settings.tls_listen and self.tls is not None:
+            host, port = parse_hostport(self.settings.tls_listen)
+            self._tls_server = await asyncio.start_server(
+                partial(self.stream_connected, listener_name="plain"),
+                host,
+                port,
+                ssl=self.tls,
+                reuse_address=True,
+            )
+            self.addresses += [s.getsockname()[:2] for s in self._tls_server.sockets]
+
+    async def stop(self) -> None:
+        if self._tls_server is not None:
+            self._tls_server.close()
+        await self.shutdown()
+
+    # -- connections ------------------------------------------------------------------------------
+
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        if self.active >= self.settings.max_connections:
+            self.count("mqtt.refused_max_connections")
+            writer.close()
+            return
+        self.active += 1
+        PEER_CN.set(_peer_cn(writer))
+        try:
+            await self._client_connected(
+                listener_name,
+                FramingGuard(reader, self.settings.max_packet_bytes),
+                StreamWriterAdapter(writer),
+            )
+        except PacketTooLarge as exc:
+            self.count("mqtt.dropped_malformed")
+            log.warning("MQTT client dropped before CONNECT completed: %s", exc)
+        except Exception as exc:  # whatever a client sends, the broker stays up
+            self.count("mqtt.dropped_malformed")
+            log.warning("MQTT client dropped: %r", exc)
+        finally:
+            self.active -= 1
+            writer.close()
+
+    # -- messages -----------------------------------------------------------------------------------
+
+    async def _handle_client_session(
+        self,
+        reader: Any,
+        writer: Any,
+        client_session: Session,
+        handler: Any,
+        server: Any,
+        listener_name: str,
+    ) -> None:
+        # Ingest before acknowledging: wrap this connection's PUBLISH handling (amqtt sends the
+        # PUBACK inside handle_publish, after queueing the message for delivery).
+        original = handler.handle_publish
+
+        async def handle_publish(packet: Any) -> None:
+            topic = packet.topic_name
+            device = client_session.username or (client_session.client_id if self.settings.lab_mode else None)
+            kind = _ingest_kind(topic)
+            if kind is not None and device and topic_allowed(device, topic, Action.PUBLISH):
+                self.count(f"mqtt.ingest_{kind}")
+                try:
+                    await self.on_publish(device, topic, bytes(packet.data or b""))
+                except Exception:
+                    log.exception("ingest failed for %s; the message is not acknowledged", topic)
+                    raise
+            await original(packet)
+
+        handler.handle_publish = handle_publish
+        await super()._handle_client_session(reader, writer, client_session, handler, server, listener_name)
+
+    async def _broadcast_message(
+        self,
+        session: Session | None,
+        topic: str | None,
+        data: bytes | bytearray | None,
+        force_qos: int | None = None,
+    ) -> None:
+        if session is not None and _ingest_kind(topic) is not None:
+            return  # already ingested before the PUBACK; for the gateway only, never fanned out
+        await super()._broadcast_message(session, topic, data, force_qos)
+
+    async def _retain_broadcast_message(
+        self, broadcast: dict[str, Any], qos: int, target_session: Session
+    ) -> None:
+        queue = target_session.retained_messages
+        while queue.qsize() >= self.settings.max_queued_messages:
+            queue.get_nowait()  # bounded: the oldest goes first
+            self.count("mqtt.offline_dropped")
+        queue.put_nowait(
+            RetainedApplicationMessage(broadcast["session"], broadcast["topic"], broadcast["data"], qos)
+        )
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """The gateway telling devices something (``devices/{id}/updates``)."""
+        await self.internal_message_broadcast(topic, payload, qos)
+
+    def connected(self, device_id: str) -> bool:
+        for session, _handler in self._sessions.values():
+            if session.username == device_id and session.transitions.state == "connected":
+                return True
+        return False
+
+    def stats(self) -> dict[str, int]:
+        return {"connections": self.active, "sessions": len(self._sessions)}
+
+
+def _ingest_kind(topic: str | None) -> str | None:
+    if not topic:
+        return None
+    parts = topic.split("/")
+    if len(parts) == 3 and parts[0] == "devices" and parts[2] in INGEST_KINDS:
+        return parts[2]
+    return None
+
+
+def _peer_cn(writer: asyncio.StreamWriter) -> str | None:
+    ssl_obj = writer.get_extra_info("ssl_object")
+    cert = ssl_obj.getpeercert() if ssl_obj is not None else None
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None

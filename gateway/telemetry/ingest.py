@@ -1,0 +1,131 @@
+"""Metrics and events in (MQTT hook or HTTP POST), validated, journaled, aggregated.
+
+Each valid metrics message is first made durable in the outbox as a ``sample`` record (so what was
+acknowledged to a device survives a crash and reaches the cloud), then added to the current window
+and to the inventory (current version, last seen). An invalid one is counted and dropped with a log
+line naming the device and the field. Closed windows go to the listeners (the canary gates) and to
+the outbox as ``aggregate`` records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from gateway.errors import FormatError
+from gateway.inventory.store import EVENTS, Inventory
+from gateway.manifest import valid_id
+from gateway.settings import TelemetrySettings
+from gateway.stats import Stats
+from gateway.telemetry.aggregate import Aggregator
+from gateway.telemetry.schema import parse_metrics
+from gateway.telemetry.window import WindowStats
+from gateway.uplink.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+MAX_EVENT_BYTES = 8 << 10
+
+
+def parse_event(doc: Any) -> tuple[str, str | None, str | None, str | None]:
+    """A device event (HTTP body or MQTT payload) -> (event, model_id, version, reason)."""
+    if not isinstance(doc, Mapping):
+        raise FormatError("body: expected a JSON object")
+    name = doc.get("event")
+    if name not in EVENTS:
+        raise FormatError("event: one of " + ", ".join(EVENTS))
+    model_id, version, reason = doc.get("model_id"), doc.get("version"), doc.get("reason")
+    for key, value in (("model_id", model_id), ("version", version)):
+        if value is not None and not (isinstance(value, str) and valid_id(value)):
+            raise FormatError(f"{key}: letters, digits, '.', '_' or '-'")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 1024):
+        raise FormatError("reason: a string of at most 1024 characters")
+    return name, model_id, version, reason
+
+
+class Telemetry:
+    def __init__(
+        self,
+        settings: TelemetrySettings,
+        inventory: Inventory,
+        outbox: Outbox,
+        stats: Stats,
+        *,
+        on_event: Callable[[str, str, str | None, str | None, str | None], None],
+    ) -> None:
+        self.aggregator = Aggregator(settings.window_s, settings.cohort_attribute)
+        self.inventory = inventory
+        self.outbox = outbox
+        self.stats = stats
+        self.on_event = on_event
+        self.recent: deque[WindowStats] = deque(maxlen=5000)
+        self.listeners: list[Callable[[list[WindowStats], float], None]] = []
+
+    async def metrics(self, device_id: str, payload: bytes | Mapping[str, Any], now: float) -> None:
+        """Raises :class:`FormatError` (counted, logged) for an invalid message."""
+        rec = self.inventory.get(device_id)
+        try:
+            sample = parse_metrics(device_id, payload, now, model_id=rec.model_id if rec else None)
+        except FormatError as exc:
+            self.stats.error("telemetry.invalid", str(exc))
+            log.warning("dropped %s", exc)
+            raise
+        body = {
+            "device_id": device_id,
+            "model_id": sample.model_id,
+            "model_version": sample.model_version,
+            "inferences": sample.inferences,
+            "errors": sample.errors,
+            "latency_ms": sample.latency_ms,
+            "cpu_percent": sample.cpu_percent,
+            "ram_percent": sample.ram_percent,
+            "temperature_c": sample.temperature_c,
+            "class_counts": dict(sample.class_counts),
+            "mean_confidence": sample.mean_confidence,
+            "unknown_rate": sample.unknown_rate,
+            "shadow": sample.shadow,
+        }
+        await self.outbox.append("sample", body, now)
+        self.stats.inc("telemetry.samples")
+        update = {"model_version": sample.model_version}
+        if sample.model_id:
+            update["model_id"] = sample.model_id
+        if not sample.shadow:
+            self.inventory.upsert(device_id, update, source="metrics", now=now)
+        attrs = rec.attrs if rec else {}
+        self.aggregator.add(sample, attrs)
+
+    async def mqtt_message(self, device_id: str, topic: str, payload: bytes, now: float) -> None:
+        """The broker's ingest hook: ``devices/{id}/metrics`` or ``devices/{id}/events``."""
+        if topic.endswith("/metrics"):
+            try:
+                await self.metrics(device_id, payload, now)
+            except FormatError:
+                pass  # counted and logged; the client stays connected
+            return
+        try:
+            if len(payload) > MAX_EVENT_BYTES:
+                raise FormatError(f"event of {len(payload)} bytes")
+            name, model_id, version, reason = parse_event(json.loads(payload))
+        except (FormatError, ValueError, UnicodeDecodeError) as exc:
+            self.stats.error("telemetry.invalid_events", f"{device_id}: {exc}")
+            log.warning("dropped an event from %s: %s", device_id, exc)
+            return
+        self.on_event(device_id, name, model_id, version, reason)
+
+    async def close_windows(self, now: float) -> list[WindowStats]:
+        windows = self.aggregator.close_due(now)
+        if not windows:
+            return []
+        self.recent.extend(windows)
+        for listener in self.listeners:
+            try:
+                listener(windows, now)
+            except Exception:
+                log.exception("window listener failed")
+        await self.outbox.append("aggregate", {"windows": [w.to_json() for w in windows]}, now)
+        self.stats.inc("telemetry.windows", len(windows))
+        return windows

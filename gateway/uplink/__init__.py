@@ -1,0 +1,1 @@
+"""The uplink: a durable outbox of site reports and the sinks that carry them to the cloud."""

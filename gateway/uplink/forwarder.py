@@ -1,0 +1,103 @@
+"""Drains the outbox into each configured sink, at least once, with backoff and jitter.
+
+Each sink keeps its own cursor in the outbox (a record is deleted once every sink has it), so a
+cloud broker that is down does not hold back the HTTP ingest, and the reverse. After an outage the
+drop counters (what the outbox had to shed) go upstream as one ``drops`` record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+
+from gateway.errors import TransportError
+from gateway.mirror.pacing import backoff_s
+from gateway.stats import Stats
+from gateway.uplink.outbox import Outbox
+from gateway.uplink.sinks import Rejected, Sink
+
+log = logging.getLogger(__name__)
+
+
+class Forwarder:
+    def __init__(
+        self,
+        outbox: Outbox,
+        sinks: Sequence[Sink],
+        stats: Stats,
+        *,
+        retry_initial_s: float = 1.0,
+        retry_max_s: float = 300.0,
+        idle_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.outbox = outbox
+        self.sinks = list(sinks)
+        self.stats = stats
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self.idle_s = idle_s
+        self.clock = clock
+        self.wake = asyncio.Event()
+        self.link_up: dict[str, bool] = {s.name: True for s in self.sinks}
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self._drain(s) for s in self.sinks))
+
+    async def _drain(self, sink: Sink) -> None:
+        failures = 0
+        while True:
+            batch = await asyncio.to_thread(self.outbox.peek, sink.name)
+            if not batch:
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), self.idle_s)
+                except TimeoutError:
+                    pass
+                continue
+            try:
+                await sink.deliver(batch)
+            except Rejected as exc:
+                log.error("%s refused %d records for good (%s); skipping them", sink.name, len(batch), exc)
+                self.stats.error(f"uplink.{sink.name}.rejected", str(exc))
+            except TransportError as exc:
+                delay = getattr(exc, "retry_after_s", None) or backoff_s(
+                    failures, initial_s=self.retry_initial_s, max_s=self.retry_max_s, rand=random.random()
+                )
+                failures += 1
+                if self.link_up[sink.name]:
+                    log.warning("uplink %s down (%s); retrying with backoff", sink.name, exc)
+                self.link_up[sink.name] = False
+                self.stats.error(f"uplink.{sink.name}.errors", str(exc))
+                await asyncio.sleep(delay)
+                continue
+            await asyncio.to_thread(self.outbox.ack, sink.name, batch[-1].seq)
+            self.stats.inc(f"uplink.{sink.name}.records", len(batch))
+            failures = 0
+            if not self.link_up[sink.name]:
+                log.info("uplink %s is back", sink.name)
+                self.link_up[sink.name] = True
+                await self.report_drops()
+
+    async def report_drops(self) -> None:
+        drops = await asyncio.to_thread(self.outbox.take_drops)
+        if drops:
+            log.warning("the outbox shed records while the uplink was down: %s", drops)
+            await self.outbox.append("drops", {"dropped": drops}, self.clock())
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait until every sink has everything appended so far (tests, shutdown)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(not self.outbox.peek(s.name, max_records=1) for s in self.sinks):
+                return True
+            self.wake.set()
+            await asyncio.sleep(0.05)
+        return False
+
+    async def close(self) -> None:
+        for s in self.sinks:
+            await s.close()

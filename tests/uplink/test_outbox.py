@@ -1,0 +1,82 @@
+"""The durable outbox on real files: numbering across restarts, cursors, overflow policy, kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from gateway.uplink.outbox import Outbox
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_sequence_numbers_survive_restarts_and_cursors_are_per_sink(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", max_bytes=1 << 20, max_age_s=3600, sinks=["http", "mqtt"])
+    seqs = [await box.append("aggregate", {"n": i}, 100.0) for i in range(5)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5
+    box.ack("http", seqs[2])
+    assert [r.body["n"] for r in box.peek("http")] == [3, 4]
+    assert [r.body["n"] for r in box.peek("mqtt")] == [0, 1, 2, 3, 4]
+    box.close()
+    box = Outbox(tmp_path / "o.sqlite", max_bytes=1 << 20, max_age_s=3600, sinks=["http", "mqtt"])
+    assert [r.body["n"] for r in box.peek("http")] == [3, 4]  # cursors persisted
+    box.ack("mqtt", seqs[4])
+    box.ack("http", seqs[4])
+    assert box.stats()["pending_bytes"] == 0  # every sink has them: deleted
+    later = await box.append("aggregate", {"n": 5}, 100.0)
+    assert later > seqs[-1]  # never reused, even after the table emptied
+    box.close()
+
+
+async def test_overflow_sheds_samples_first_then_aggregates_and_counts_it(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", max_bytes=4000, max_age_s=3600, sinks=["http"])
+    for i in range(20):
+        await box.append("decision", {"i": i, "pad": "d" * 20}, 1.0)
+    for i in range(40):
+        await box.append("sample", {"i": i, "pad": "s" * 60}, 1.0)
+    for i in range(20):
+        await box.append("aggregate", {"i": i, "pad": "a" * 60}, 1.0)
+    kinds = [r.kind for r in box.peek("http", max_records=10_000, max_bytes=1 << 30)]
+    assert kinds.count("decision") == 20  # kept longest
+    assert kinds.count("sample") < 40 and kinds.count("aggregate") == 20
+    assert box.stats()["pending_bytes"] <= 4000
+    drops = box.take_drops()
+    assert drops["sample"]["over max_bytes"] == 40 - kinds.count("sample") and "aggregate" not in drops
+    assert box.take_drops() == {}
+    box.close()
+
+
+async def test_records_past_their_age_are_dropped_and_counted(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", max_bytes=1 << 20, max_age_s=60, sinks=["http"])
+    await box.append("health", {"old": True}, 1000.0)
+    await box.append("health", {"old": False}, 1100.0)
+    assert box.expire(1100.0) == 1
+    assert [r.body for r in box.peek("http")] == [{"old": False}]
+    assert box.take_drops() == {"health": {"older than max_age_s": 1}}
+    box.close()
+
+
+def test_kill_9_loses_nothing_that_was_acknowledged(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("append_forever.py")), str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.stdout is not None
+    acknowledged: list[int] = []
+    for line in proc.stdout:
+        acknowledged += [int(x) for x in line.split()]
+        if len(acknowledged) >= 400:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    box = Outbox(path, max_bytes=1 << 30, max_age_s=1e9, sinks=["http"])
+    held = {r.seq for r in box.peek("http", max_records=100_000, max_bytes=1 << 30)}
+    assert set(acknowledged) <= held
+    box.close()
