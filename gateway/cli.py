@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.registry",
     "gateway.commands.cache",
     "gateway.commands.devices",
+    "gateway.commands.gate",
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import logging
 import os
 import ssl
@@ -35,6 +36,8 @@ from gateway.mirror.upstream import upstream_from
 from gateway.notify import Changes
 from gateway.report import SiteReport
 from gateway.rollout import policy
+from gateway.rollout.gates import Decision
+from gateway.rollout.keeper import GateKeeper
 from gateway.settings import Settings, parse_hostport
 from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
@@ -167,12 +170,15 @@ class Gateway:
             settings.telemetry, self.inventory, self.outbox, self.stats, on_event=self.on_device_event
         )
         self.broker: Broker | None = None  # amqtt needs the running loop: made in start()
+        self.gates = GateKeeper(settings.gates, self.data / "gates")
+        self.telemetry.listeners.append(self.gates.on_windows)
 
     async def start(self) -> None:
         self._lock = lock_data_dir(self.data)
         self.key_dir.mkdir(exist_ok=True)
         await self.store.open()
         await asyncio.to_thread(self.inventory.load)
+        await asyncio.to_thread(self.gates.load)
         self.inventory.apply_file(self.site_inventory, self.clock())
         await self.mirror.open()
         self._closers.append(self.mirror.close)
@@ -249,7 +255,7 @@ class Gateway:
             clock_trusted=reading.trusted,
             verified=self.store.is_verified,
             matrix=self.matrix,
-            gates=None,
+            gates=self.gates if self.settings.gates.enabled else None,
         )
 
     def mqtt_authenticate(self, user: str | None, password: str | None, cert_cn: str | None) -> bool:
@@ -269,18 +275,53 @@ class Gateway:
         return False
 
     async def _report_loop(self) -> None:
-        """Once per interval: close metric windows, and put one site report in the outbox."""
+        """Every few seconds: close metric windows and step the gates; once per interval, put one
+        site report in the outbox."""
         interval = self.settings.uplink.report_interval_s
         window = self.settings.telemetry.window_s
         while True:
             await asyncio.sleep(min(interval, window, 5.0))
             now = self.clock()
             await self.telemetry.close_windows(now)
+            await self.step_gates(now)
             if now - self._last_report < interval:
                 continue
             self._last_report = now
             await self.report(now)
             await self.inventory.flush(now)
+
+    async def step_gates(self, now: float) -> None:
+        index = self.mirror.index
+        reading = self.trust.clock(now)
+        deployments = in_effect(index, reading.now)
+        self.gates.learn(deployments, self.store.is_verified, self.store.pinned.add, reading.now)
+        before = self.gates.version
+        await self.gates.step(
+            reading.now,
+            deployments=deployments,
+            commands=index.commands if index else {},
+            devices=self.inventory.live(),
+            matrix=self.matrix,
+            on_decisions=self._on_gate_decisions,
+        )
+        if self.gates.version != before:
+            self.changes.notify()
+
+    async def _on_gate_decisions(self, decisions: list[Decision]) -> None:
+        await self.outbox.append("decision", {"decisions": [d.to_json() for d in decisions]}, self.clock())
+        if any(d.action in ("halt", "abort") for d in decisions) and self.broker is not None:
+            for device in self.inventory.live():
+                back = self.gates.rollback_for(device, self.clock())
+                if back is not None and self.broker.connected(device.device_id):
+                    note = {
+                        "rollback": True,
+                        "model_id": back.model_id,
+                        "version": back.version,
+                        "poll": True,
+                    }
+                    await self.broker.publish(
+                        f"devices/{device.device_id}/updates", json.dumps(note).encode()
+                    )
 
     async def report(self, now: float) -> None:
         changes, dropped = self.inventory.drain_changes()
@@ -305,6 +346,7 @@ class Gateway:
         self, device_id: str, event: str, model_id: str | None, version: str | None, reason: str | None
     ) -> None:
         self.inventory.event(device_id, event, model_id=model_id, version=version, now=self.clock())
+        self.gates.on_event(device_id, event, version)
         if reason:
             log.info("device %s: %s %s@%s: %s", device_id, event, model_id, version, reason)
 
@@ -356,6 +398,7 @@ class Gateway:
                 "commands": dict(index.commands),
             },
             "trusted_keys": sorted(self.trust.trusted.signing_keys()),
+            "gates": self.gates.status(),
             "deployments": deployments,
             "store": {
                 "verified_blobs": len(self.store.verified),

@@ -164,11 +164,36 @@ class UplinkSettings:
 class GateSettings:
     """Site canary gates: site overrides that may only tighten the cloud's limits."""
 
+    enabled: bool = True  # off: the cloud's rules alone decide (cohort, percentage, window)
     waves: tuple[float, ...] = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0)
     min_devices_per_wave: int = field(default=1, metadata=POSITIVE)
     soak_s: float = field(default=900.0, metadata=NON_NEGATIVE)
     wave_order: str = ""  # attribute to order waves by, e.g. "hw" or "line"
+    shadow: bool = False  # run every candidate in shadow on the first wave's devices first
+    warmup_share: float = field(default=0.8, metadata=FRACTION)  # of a wave's devices past warm-up
+    # absolute limits: the site may only tighten the manifest's health_checks (0: the manifest's)
+    max_cpu_percent: float = field(default=0.0, metadata=NON_NEGATIVE)
+    max_ram_percent: float = field(default=0.0, metadata=NON_NEGATIVE)
+    max_latency_ms: float = field(default=0.0, metadata=NON_NEGATIVE)
+    max_error_rate: float = field(default=0.0, metadata=FRACTION)
     max_temperature_c: float = field(default=85.0, metadata=POSITIVE)
+    # relative to the baseline (same cohort, previous stable version, same windows)
+    latency_ratio_max: float = field(default=2.0, metadata=POSITIVE)
+    error_rate_rise_max: float = field(default=0.01, metadata=FRACTION)
+    cpu_rise_max_percent: float = field(default=20.0, metadata=POSITIVE)
+    temperature_rise_max_c: float = field(default=10.0, metadata=POSITIVE)
+    # behaviour
+    class_floor: float = field(default=0.005, metadata=FRACTION)
+    class_collapse_ratio: float = field(default=0.2, metadata=FRACTION)
+    unknown_rate_max: float = field(default=0.10, metadata=FRACTION)
+    confidence_drop_max: float = field(default=0.10, metadata=FRACTION)
+    # installation: failed or rolled back (after download) per admitted device of a wave
+    install_failure_max: float = field(default=0.2, metadata=FRACTION)
+    # no verdict on less than this
+    min_devices: int = field(default=2, metadata=POSITIVE)
+    min_samples: int = field(default=10, metadata=POSITIVE)
+    min_inferences: int = field(default=1000, metadata=POSITIVE)
+    min_expected_class_count: float = field(default=20.0, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)

@@ -138,7 +138,7 @@ def render(gw: Gateway, request: web.Request, answer: PollAnswer) -> tuple[bytes
     if d is None:
         return None
     base = base_url(gw, request)
-    key = (d, base, answer.rollback)
+    key = (d, base, answer.rollback, answer.shadow)
     cache = gw.render_cache
     if (hit := cache.get(key)) is not None:
         return hit
@@ -146,6 +146,8 @@ def render(gw: Gateway, request: web.Request, answer: PollAnswer) -> tuple[bytes
     body = d.to_device(url, url + ".sig")
     if answer.rollback:
         body["rollback"] = True
+    if answer.shadow:
+        body["shadow"] = True
     raw = json.dumps(body, sort_keys=True).encode()
     rendered = raw, '"' + hashlib.sha256(raw).hexdigest()[:32] + '"'
     if len(cache) >= RENDER_CACHE_MAX:

@@ -57,6 +57,32 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(gateway_of(request).status(), dumps=lambda v: json.dumps(v, indent=2))
 
 
+async def gates_status(request: web.Request) -> web.Response:
+    gw = gateway_of(request)
+    return web.json_response({"gates": gw.gates.status(), "audit": gw.gates.store.audit()[-50:]})
+
+
+async def gate_control(request: web.Request) -> web.Response:
+    """POST /gates/{deployment}/{hold|release|abort} with {"who": ..., "why": ...}: logged with both."""
+    gw = gateway_of(request)
+    action = request.match_info["action"]
+    if action not in ("hold", "release", "abort"):
+        raise web.HTTPNotFound(text="action: hold, release or abort\n")
+    try:
+        doc = await request.json() if request.can_read_body else {}
+    except ValueError:
+        raise web.HTTPBadRequest(text="body: a JSON object with who and why\n") from None
+    who, why = str(doc.get("who") or "operator")[:64], str(doc.get("why") or "")[:512]
+    if not why:
+        raise web.HTTPBadRequest(text="why: say why (it goes in the audit log)\n")
+    try:
+        gw.gates.control(request.match_info["deployment"], action, f"operator:{who}", why)
+    except KeyError:
+        raise web.HTTPNotFound(text="no gate for that deployment (model@version)\n") from None
+    await gw.step_gates(gw.clock())
+    return web.json_response({"gates": gw.gates.status()})
+
+
 async def devices(request: web.Request) -> web.Response:
     return web.json_response(gateway_of(request).inventory.to_json())
 
@@ -119,6 +145,8 @@ def build_operator_app(gw: Gateway) -> web.Application:
     app.router.add_get("/", dashboard)
     app.router.add_get("/status", status)
     app.router.add_get("/devices", devices)
+    app.router.add_get("/gates", gates_status)
+    app.router.add_post("/gates/{deployment}/{action}", gate_control)
     app.router.add_post("/cache/verify", cache_verify)
     app.router.add_post("/cache/prune", cache_prune)
     return app

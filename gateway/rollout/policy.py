@@ -34,6 +34,7 @@ class PollAnswer:
     detail: str = ""
     blocked_by_firmware: str | None = None
     rollback: bool = False  # the offer is the previous stable version after a halt
+    shadow: bool = False  # run it in shadow beside the active model (the gate's shadow stage)
 
 
 class SiteGates(Protocol):
@@ -41,7 +42,7 @@ class SiteGates(Protocol):
         """The previous stable manifest when this device ran a halted candidate, else None."""
 
     def admit(self, candidate: Deployment, device: DeviceRecord, now: float) -> str | None:
-        """None when the device is in an open wave; else the reason it waits (a 204)."""
+        """None when the device is in an open wave; "shadow" in the shadow stage; else why it waits."""
 
 
 def command_for(commands: Mapping[str, str], d: Deployment) -> str | None:
@@ -79,10 +80,17 @@ def answer(
     candidate = decision.deployment
     if candidate is None:
         return PollAnswer(None, decision.reason, decision.detail, decision.blocked_by_firmware)
+    shadow = False
     if gates is not None and (waiting := gates.admit(candidate, device, now)) is not None:
-        return PollAnswer(None, waiting, "", decision.blocked_by_firmware)
+        if waiting != "shadow":
+            return PollAnswer(None, waiting, "", decision.blocked_by_firmware)
+        shadow = True
     if not verified(candidate.sha256):
         return PollAnswer(
             None, "not_mirrored", f"{candidate.model_id}@{candidate.version} is still being mirrored"
+        )
+    if shadow:
+        return PollAnswer(
+            candidate, "shadow", "run beside the active model; report with shadow=true", shadow=True
         )
     return PollAnswer(candidate, decision.reason, decision.detail, decision.blocked_by_firmware)

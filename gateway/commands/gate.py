@@ -1,0 +1,57 @@
+"""``ota-gateway gate status | hold | release | abort``: the site's canary gates, through the running
+gateway's operator API. Every control is logged with who and why, and goes to the audit log."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+from typing import Any
+
+from gateway.commands import operator_client
+from gateway.commands.serve import add_common, load_settings
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    doc = operator_client.call(load_settings(args), "GET", "/gates")
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(
+        f"{'DEPLOYMENT':28} {'BASELINE':10} {'STAGE':9} {'WAVE':>4} {'ADMITTED':>8} {'RAN':>5} {'ROLLBACK':>8}  LAST DECISION"
+    )
+    for g in doc["gates"]:
+        last = g["last_decision"] or {}
+        held = f" (held by {g['held_by']})" if g["held_by"] else ""
+        print(
+            f"{g['deployment']:28} {g['baseline'] or '-':10} {g['stage']:9} {g['wave']:>4} {g['admitted']:>8} "
+            f"{g['ran']:>5} {g['rollback']:>8}  {last.get('action', '-')}: {last.get('reason', '')}{held}"
+        )
+    return 0
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    body = {"who": args.who or getpass.getuser(), "why": args.why}
+    doc = operator_client.call(load_settings(args), "POST", f"/gates/{args.deployment}/{args.action}", body)
+    print(json.dumps(doc["gates"], indent=2))
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("gate", help="see and control the site's canary gates")
+    gs = p.add_subparsers(dest="gate_command", required=True, metavar="ACTION")
+    st = gs.add_parser("status", help="every gate: stage, wave, devices, last decision")
+    add_common(st)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+    for action, text in (
+        ("hold", "stop a rollout where it is (admitted devices keep the candidate)"),
+        ("release", "resume a held rollout, or a halted one from its current wave"),
+        ("abort", "stop for good and roll back every device that ran it"),
+    ):
+        c = gs.add_parser(action, help=text)
+        add_common(c)
+        c.add_argument("deployment", metavar="MODEL@VERSION")
+        c.add_argument("--why", required=True, help="goes in the audit log")
+        c.add_argument("--who", help="default: your user name")
+        c.set_defaults(func=cmd_control, action=action)

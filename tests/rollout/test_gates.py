@@ -1,0 +1,193 @@
+"""Canary gates: waves, each criterion, controls, persistence, and the article's stories simulated."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from gateway.manifest import HealthChecks
+from gateway.rollout.gate_store import GateStore
+from gateway.rollout.gates import Control, Event, Limits, evaluate, new_gate, step
+from gateway.rollout.waves import admit, wave_target
+from gateway.settings import GateSettings
+from gateway.telemetry.window import GroupKey, WindowStats
+from tests.rollout.sim import run
+
+SITE = GateSettings(min_devices_per_wave=1, soak_s=120.0, min_devices=2, min_samples=4, min_inferences=100)
+LIMITS = Limits.of(HealthChecks(max_cpu_percent=80, max_error_rate=0.05, warmup_inferences=10), SITE)
+ELIGIBLE = {f"d{i}": {"hw": ("rev1", "rev2")[i % 2]} for i in range(100)}
+
+
+def window(version: str, start: float, devices: list[str], **figures: object) -> WindowStats:
+    base: dict[str, object] = {
+        "samples": 2 * len(devices), "inferences": 100 * len(devices), "errors": 0, "error_rate": 0.0,
+        "latency_p50_ms": 40.0, "latency_p95_ms": 60.0, "latency_p99_ms": 80.0, "cpu_mean": 30.0, "cpu_max": 40.0,
+        "ram_mean": 40.0, "ram_max": 45.0, "temp_mean_c": 50.0, "temp_max_c": 55.0,
+        "class_counts": {"person": 99 * len(devices), "spill": len(devices)}, "mean_confidence": 0.8, "unknown_rate": 0.01,
+    }  # fmt: skip
+    base.update(figures)
+    return WindowStats(
+        key=GroupKey("detector", version, "rev1"),
+        start=start,
+        end=start + 60,
+        devices=len(devices),
+        device_inferences={d: 100 for d in devices},
+        **base,  # type: ignore[arg-type]
+    )
+
+
+def started(now: float = 0.0):  # type: ignore[no-untyped-def]
+    state = new_gate("detector@2.0.0", "detector", "2.0.0", "1.0.0", SITE, now)
+    state, decisions = step(state, now=now, limits=LIMITS, eligible=ELIGIBLE)
+    assert [d.action for d in decisions] == ["open"]
+    return state
+
+
+def test_waves_are_sticky_ordered_and_deterministic() -> None:
+    assert [wave_target((1, 5, 10, 25, 50, 100), k, 200, 2) for k in range(6)] == [2, 10, 20, 50, 100, 200]
+    first = admit("m@2", ELIGIBLE, [], (1, 5, 100), 0, min_devices=1, order_attr="")
+    assert first == admit("m@2", ELIGIBLE, [], (1, 5, 100), 0, min_devices=1, order_attr="")
+    second = admit("m@2", ELIGIBLE, first, (1, 5, 100), 1, min_devices=1, order_attr="")
+    assert len(first) + len(second) == 5 and not set(first) & set(second)
+    by_hw = admit("m@2", ELIGIBLE, [], (50, 100), 0, min_devices=1, order_attr="hw")
+    assert {ELIGIBLE[d]["hw"] for d in by_hw} == {"rev1"}  # one hardware revision first
+    joined = {**ELIGIBLE, "late": {"hw": "rev1"}}
+    again = admit("m@2", joined, [*first, *second], (1, 5, 100), 1, min_devices=1, order_attr="")
+    assert all(d not in first and d not in second for d in again)  # nobody admitted moves
+
+
+@pytest.mark.parametrize(
+    ("figures", "criterion"),
+    [
+        ({"cpu_mean": 85.0}, "max_cpu_percent"),
+        ({"cpu_mean": 55.0}, "cpu_rise_percent"),
+        ({"errors": 20, "error_rate": 0.1}, "max_error_rate"),
+        ({"errors": 3, "error_rate": 0.03}, "error_rate_rise"),
+        ({"latency_p50_ms": 90.0}, "latency_ratio"),
+        ({"temp_max_c": 95.0}, "max_temperature_c"),
+        ({"temp_mean_c": 65.0}, "temperature_rise_c"),
+        ({"class_counts": {"person": 2000}}, "class:spill"),
+        ({"unknown_rate": 0.2}, "unknown_rate"),
+        ({"mean_confidence": 0.6}, "confidence_drop"),
+    ],
+)
+def test_each_criterion_halts_with_its_evidence(figures: dict[str, object], criterion: str) -> None:
+    state = started()
+    devs = [*list(state.admitted)[:1], "d99"]
+    cand = window("2.0.0", 0, devs, **figures)
+    base = window("1.0.0", 0, ["d50", "d51", "d52"])
+    state, decisions = step(state, now=60, limits=LIMITS, eligible=ELIGIBLE, windows=[cand, base])
+    assert state.stage == "halted"
+    verdict = next(v for v in decisions[-1].verdicts if v.criterion == criterion)
+    assert verdict.result == "fail" and verdict.samples  # figures and sample sizes go with it
+    assert criterion in decisions[-1].reason
+
+
+def test_no_verdict_on_too_little_data() -> None:
+    state = started()
+    cand = window("2.0.0", 0, ["d1"], cpu_mean=99.0, samples=1)
+    state, decisions = step(state, now=60, limits=LIMITS, eligible=ELIGIBLE, windows=[cand])
+    assert state.stage == "waves" and not decisions
+    verdict = next(v for v in evaluate(state, LIMITS) if v.criterion == "max_cpu_percent")
+    assert verdict.result == "insufficient" and verdict.samples["devices"] == 1
+
+
+def test_soak_and_warmup_before_advancing_then_done() -> None:
+    state = started()
+    wave0 = [d for d, w in state.admitted.items() if w == 0]
+    devs = [*wave0, "d98", "d99"]
+    state, decisions = step(
+        state,
+        now=60,
+        limits=LIMITS,
+        eligible=ELIGIBLE,
+        windows=[window("2.0.0", 0, devs), window("1.0.0", 0, ["d50", "d51"])],
+    )
+    assert not decisions  # soak not over
+    state, decisions = step(
+        state,
+        now=130,
+        limits=LIMITS,
+        eligible=ELIGIBLE,
+        windows=[window("2.0.0", 60, devs), window("1.0.0", 60, ["d50", "d51"])],
+    )
+    assert [d.action for d in decisions] == ["advance"] and state.wave == 1
+
+
+def test_install_failures_count_only_after_download() -> None:
+    state = started()
+    d0 = next(iter(state.admitted))
+    events = [Event(d0, "failed", "2.0.0")]  # a download that timed out: not the model's fault
+    state, _ = step(state, now=10, limits=LIMITS, eligible=ELIGIBLE, events=events)
+    assert d0 not in state.failed
+    state, _ = step(
+        state,
+        now=20,
+        limits=LIMITS,
+        eligible=ELIGIBLE,
+        events=[Event(d0, "downloaded", "2.0.0"), Event(d0, "failed", "2.0.0")],
+    )
+    assert d0 in state.failed
+
+
+def test_controls_hold_release_abort() -> None:
+    state = started()
+    state, decisions = step(
+        state,
+        now=10,
+        limits=LIMITS,
+        eligible=ELIGIBLE,
+        controls=[Control("hold", "operator:ana", "line stop")],
+    )
+    assert state.held_by == "operator:ana" and decisions[0].by == "operator:ana"
+    state, decisions = step(
+        state, now=20, limits=LIMITS, eligible=ELIGIBLE, controls=[Control("release", "cloud")]
+    )
+    assert state.held_by is None and decisions[0].action == "release"
+    ran = next(iter(state.admitted))
+    state, _ = step(
+        state, now=30, limits=LIMITS, eligible=ELIGIBLE, events=[Event(ran, "activated", "2.0.0")]
+    )
+    state, decisions = step(
+        state,
+        now=40,
+        limits=LIMITS,
+        eligible=ELIGIBLE,
+        controls=[Control("abort", "cloud", "signed command")],
+    )
+    assert state.stage == "aborted" and ran in state.rollback_set
+
+
+def test_state_and_audit_survive_a_restart(tmp_path: Path) -> None:
+    store = GateStore(tmp_path)
+    state = started()
+    state, decisions = step(
+        state, now=10, limits=LIMITS, eligible=ELIGIBLE, controls=[Control("hold", "operator:ana", "why not")]
+    )
+    store.save({state.deployment: state}, decisions)
+    loaded = GateStore(tmp_path).load()
+    assert loaded[state.deployment] == dataclasses.replace(state)
+    audit = GateStore(tmp_path).audit()
+    assert audit[-1]["action"] == "hold" and audit[-1]["by"] == "operator:ana"
+
+
+@pytest.mark.parametrize("story", ["cpu_spike", "missing_class", "runtime_errors"])
+def test_bad_models_halt_in_the_first_wave_and_roll_back(story: str) -> None:
+    r = run(story, seed=7)
+    assert r.stage == "halted", r.decisions
+    assert r.ever_ran_candidate <= r.first_wave_size
+    assert r.windows_to_halt is not None and r.windows_to_halt <= 2 + 1  # +1: the minimum sample's window
+    assert r.rolled_back == r.ever_ran_candidate
+
+
+def test_network_timeouts_do_not_halt_and_do_not_rush_the_site() -> None:
+    r = run("network_timeouts", seed=3)
+    assert r.stage == "done", r.decisions
+    assert r.max_admitted_in_one_step <= r.eligible // 2  # never the whole site at once
+
+
+def test_a_good_model_reaches_everyone_with_at_most_one_false_halt_in_100_runs() -> None:
+    halts = sum(run("good", seed=seed, devices=100).stage != "done" for seed in range(100))
+    assert halts <= 1
