@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from gateway import __version__
 from gateway.errors import ConfigError, GatewayError
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("gateway.commands.discover",)
 
 
 def build_parser() -> argparse.ArgumentParser:
