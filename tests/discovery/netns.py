@@ -78,6 +78,7 @@ class Peer:
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
+        self.unclaimed: list[dict[str, Any]] = []  # events read while waiting for another
 
     async def send(self, **command: Any) -> None:
         assert self.proc.stdin is not None
@@ -85,8 +86,16 @@ class Peer:
         await self.proc.stdin.drain()
 
     async def expect(self, event: str, timeout_s: float = 15.0, **match: Any) -> dict[str, Any]:
-        """The next event line named ``event`` (and matching ``match``); earlier others are skipped."""
+        """The first event named ``event`` (and matching ``match``), read earlier or arriving now."""
         assert self.proc.stdout is not None
+
+        def fits(msg: dict[str, Any]) -> bool:
+            return msg.get("event") == event and all(msg.get(k) == v for k, v in match.items())
+
+        for msg in self.unclaimed:
+            if fits(msg):
+                self.unclaimed.remove(msg)
+                return msg
         deadline = time.monotonic() + timeout_s
         while True:
             left = deadline - time.monotonic()
@@ -102,8 +111,9 @@ class Peer:
                     err = await asyncio.wait_for(self.proc.stderr.read(), 5)
                 raise AssertionError(f"peer exited before {event!r}: {err.decode(errors='replace')}")
             msg = json.loads(line)
-            if msg.get("event") == event and all(msg.get(k) == v for k, v in match.items()):
+            if fits(msg):
                 return msg
+            self.unclaimed.append(msg)
 
 
 def make_lan() -> Lan:

@@ -125,3 +125,101 @@ async def test_device_joins_inventory_changes_and_leaves(lan: Lan) -> None:
     finally:
         await browser.stop()
         await mdns.close()
+
+
+async def test_second_gateway_with_the_same_name_renames_itself(lan: Lan) -> None:
+    other = await lan.spawn(lan.dev, "gateway", "--ip", lan.dev.ipv4, "--instance", "OTA Gateway clash")
+    first = await other.expect("ready")
+    assert first["name"] == "OTA Gateway clash._ota-gateway._tcp.local."
+    settings, mdns = gateway_lan(lan)
+    adv = Advertiser(
+        settings,
+        site="s",
+        http_port=8080,
+        tls=False,
+        mqtt_port=1883,
+        cert_sha256=None,
+        instance="OTA Gateway clash",
+        lan=mdns,
+    )
+    try:
+        await adv.start()
+        assert adv.name == "OTA Gateway clash-2._ota-gateway._tcp.local."
+        assert adv.mqtt_name == "OTA Gateway clash-2._mqtt._tcp.local."
+        # A device browsing the LAN sees both gateways, each at its own address.
+        browser = await lan.spawn(
+            lan.dev, "browse", "--ip", lan.dev.ipv4, "--type", "_ota-gateway._tcp.local."
+        )
+        mine = await browser.expect("found", name=adv.name)
+        theirs = await browser.expect("found", name=first["name"])
+        assert lan.gw.ipv4 in mine["addresses"] and lan.gw.ipv4 not in theirs["addresses"]
+        assert mine["server"] != theirs["server"]
+    finally:
+        await adv.stop()
+        await mdns.close()
+
+
+async def test_malformed_and_excess_records_are_ignored(lan: Lan, caplog: pytest.LogCaptureFixture) -> None:
+    settings, mdns = gateway_lan(lan, max_devices=2)
+    inventory = Inventory(None)
+    browser = DeviceBrowser(settings, inventory, lan=mdns)
+    await browser.start()
+    try:
+        bad_txt = bytes([7]) + b"hw=rev2" + bytes([6]) + b"id=a/b"  # the id has a '/': not a device id
+        bad = await lan.spawn(
+            lan.dev, "device", "--ip", lan.dev.ipv4, "--name", "bad", "--raw-txt", bad_txt.hex()
+        )
+        await bad.expect("ready")
+        await until(lambda: browser.stats.malformed == 1, what="the malformed record counted")
+        assert "ignoring malformed record of 'bad._ota-device._tcp.local.'" in caplog.text
+        assert inventory.devices == {}
+
+        good = await lan.spawn(
+            lan.dev, "device", "--ip", lan.dev.ipv4, "--name", "good", "--txt", "id=good-1"
+        )
+        await good.expect("ready")
+        await until(lambda: inventory.get("good-1") is not None, what="the good device")
+        # max_devices = 2: "bad" and "good" fill it, a third name is dropped and counted.
+        extra = await lan.spawn(
+            lan.dev, "device", "--ip", lan.dev.ipv4, "--name", "extra", "--txt", "id=extra-1"
+        )
+        await extra.expect("ready")
+        await until(lambda: browser.stats.dropped_full >= 1, what="the extra device dropped")
+        assert inventory.get("extra-1") is None
+        assert set(inventory.devices) == {"good-1"}
+    finally:
+        await browser.stop()
+        await mdns.close()
+
+
+async def test_device_that_vanishes_is_gone_when_its_records_expire(lan: Lan) -> None:
+    """Without a goodbye, the device is gone when its PTR record's TTL runs out.
+
+    python-zeroconf holds a PTR for at least 1125 s, too long for a test, so the test moves the
+    gateway's record cache forward in time through zeroconf's own expiry path (what its periodic
+    cleanup does with the real clock) after killing the device.
+    """
+    from zeroconf import RecordUpdate
+    from zeroconf._utils.time import current_time_millis
+
+    settings, mdns = gateway_lan(lan)
+    inventory = Inventory(None)
+    browser = DeviceBrowser(settings, inventory, lan=mdns)
+    await browser.start()
+    try:
+        device = await lan.spawn(
+            lan.dev, "device", "--ip", lan.dev.ipv4, "--name", "cam 9", "--txt", "id=cam-9"
+        )
+        await device.expect("ready")
+        await until(lambda: inventory.get("cam-9") is not None, what="cam-9 in the inventory")
+        device.proc.kill()  # no goodbye
+        await device.proc.wait()
+        zc = mdns.aiozc.zeroconf
+        later_ms = current_time_millis() + 2 * 3600 * 1000
+        expired = zc.cache.async_expire(later_ms)
+        zc.record_manager.async_updates(later_ms, [RecordUpdate(r, r) for r in expired])
+        zc.record_manager.async_updates_complete(False)
+        await until(lambda: (r := inventory.get("cam-9")) is not None and r.gone, what="cam-9 gone")
+    finally:
+        await browser.stop()
+        await mdns.close()
