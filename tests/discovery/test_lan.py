@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -14,7 +17,7 @@ from gateway.discovery.net import Lan as MdnsLan
 from gateway.discovery.net import open_lan
 from gateway.inventory.store import Inventory
 from gateway.settings import DiscoverySettings
-from tests.discovery.netns import Lan, inside
+from tests.discovery.netns import ROOT, Lan, inside
 
 pytestmark = pytest.mark.netns
 
@@ -223,3 +226,32 @@ async def test_device_that_vanishes_is_gone_when_its_records_expire(lan: Lan) ->
     finally:
         await browser.stop()
         await mdns.close()
+
+
+async def test_discover_command_lists_gateways_and_devices(lan: Lan) -> None:
+    """``ota-gateway discover --json`` in one namespace; a gateway and two devices in the other."""
+    gw = await lan.spawn(
+        lan.dev, "gateway", "--ip", lan.dev.ipv4, "--instance", "OTA Gateway far", "--port", "8081"
+    )
+    ok = await lan.spawn(
+        lan.dev, "device", "--ip", lan.dev.ipv4, "--name", "cam 5", "--txt", "id=cam-5", "hw=rev2"
+    )
+    bad = await lan.spawn(lan.dev, "device", "--ip", lan.dev.ipv4, "--name", "cam 6", "--txt", "hw=rev2")
+    for peer in (gw, ok, bad):
+        await peer.expect("ready")
+    proc = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", lan.gw.ns, sys.executable, "-m", "gateway", "discover", "--json",
+        "--timeout", "2", "--interface", lan.gw.ifname,
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OTA_GATEWAY_")},
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    found = json.loads(out)
+    (gateway,) = found["gateways"]
+    assert gateway["name"] == "OTA Gateway far"
+    assert gateway["port"] == 8081 and lan.dev.ipv4 in gateway["addresses"]
+    assert gateway["txt"]["site"] == "peer-site" and gateway["txt"]["mqtt"] == "1883"
+    devices = {d["name"]: d for d in found["devices"]}
+    assert devices["cam 5"]["device_id"] == "cam-5" and devices["cam 5"]["txt"]["hw"] == "rev2"
+    assert "device id" in devices["cam 6"]["ignored"]
