@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.cache",
     "gateway.commands.devices",
     "gateway.commands.gate",
+    "gateway.commands.discover",
 )
 
 

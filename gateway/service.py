@@ -25,6 +25,9 @@ from firmware_compat.matrix import load_matrix
 from gateway import __version__
 from gateway.access import Credentials
 from gateway.broker.server import Broker
+from gateway.discovery.advertise import Advertiser, cert_fingerprint
+from gateway.discovery.browse import DeviceBrowser
+from gateway.discovery.net import open_lan
 from gateway.errors import ConfigError, StorageError
 from gateway.health import probe
 from gateway.http.app import build_device_app
@@ -171,6 +174,10 @@ class Gateway:
         )
         self.broker: Broker | None = None  # amqtt needs the running loop: made in start()
         self.gates = GateKeeper(settings.gates, self.data / "gates")
+        self.discovery: dict[str, Any] = {}
+        self._cert_sha256 = (
+            cert_fingerprint(Path(settings.http.tls_cert).read_bytes()) if settings.http.tls_cert else None
+        )
         self.telemetry.listeners.append(self.gates.on_windows)
 
     async def start(self) -> None:
@@ -201,9 +208,35 @@ class Gateway:
         await self.broker.start()
         self._closers.append(self.broker.stop)
         self.tasks.spawn(self.mirror.run(), name="mirror poll")
+        if self.settings.discovery.enabled:
+            await self._start_discovery()
         self.tasks.spawn(self._report_loop(), name="site report")
         if self.sinks:
             self.tasks.spawn(self.forwarder.run(), name="uplink")
+
+    async def _start_discovery(self) -> None:
+        """Advertise the device API and the broker over mDNS; browse devices into the inventory."""
+        s = self.settings
+        lan = open_lan(s.discovery)
+        self._closers.append(lan.close)
+        http_port = int(self.http_addresses[0][1]) if self.http_addresses else 0
+        mqtt_port = int(self.broker.addresses[0][1]) if self.broker and self.broker.addresses else None
+        tls = bool(s.http.tls_cert)
+        advertiser = Advertiser(
+            s.discovery,
+            site=s.site,
+            http_port=http_port,
+            tls=tls,
+            mqtt_port=mqtt_port,
+            cert_sha256=self._cert_sha256,
+            lan=lan,
+        )
+        browser = DeviceBrowser(s.discovery, self.inventory, self.clock, lan=lan)
+        await advertiser.start()
+        self._closers.append(advertiser.stop)
+        await browser.start()
+        self._closers.append(browser.stop)
+        self.discovery = {"advertiser": advertiser, "browser": browser}
 
     async def _serve(
         self, app: web.Application, host: str, port: int, tls: ssl.SSLContext | None

@@ -53,6 +53,9 @@ def banner(gw: Gateway) -> str:
             else "  (refuses clients: set devices.access, or mqtt.lab_mode for a lab)"
         ),
         f"  data folder:              {data}",
+        f"  mDNS:                     {gw.discovery['advertiser'].name!r} (_ota-gateway._tcp)"
+        if gw.discovery
+        else "  mDNS:                     off",
         f"  upstream registry:        {upstream}",
         f"  trusted keys:             {len(gw.trust.trusted.signing_keys())} (config trust.trusted_keys, or PEM files in {gw.key_dir})",
     ]
