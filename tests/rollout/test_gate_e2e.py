@@ -1,0 +1,147 @@
+"""End to end: the real gateway, its real broker, and simulated devices publishing real MQTT metrics.
+A candidate that doubles CPU halts in its first wave; the wave's devices are told over MQTT to roll
+back, their next poll offers the previous stable version, and its artifact is served to them."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import aiohttp
+import paho.mqtt.client as paho
+
+from tests.conftest import Registry
+from tests.gw import base_url, gateway_settings, running, until
+
+TOKEN = "site-token-for-tests"
+DEVICES = [f"cam-{i}" for i in range(10)]
+
+
+def metrics(version: str, cpu: float) -> bytes:
+    return json.dumps(
+        {"model_id": "detector", "model_version": version, "num_inferences": 200, "num_errors": 1,
+         "avg_latency_ms": 40.0, "cpu_percent": cpu, "ram_percent": 40.0, "class_counts": {"person": 200}}
+    ).encode()  # fmt: skip
+
+
+async def test_a_bad_candidate_halts_in_wave_0_and_its_devices_roll_back(
+    reg: Registry, tmp_path: Path
+) -> None:
+    v1, v2 = os.urandom(30_000), os.urandom(30_000)
+    reg.publish(v1, version="1.0.0")
+    settings = gateway_settings(
+        reg,
+        tmp_path / "data",
+        devices={"access": "token", "site_token": TOKEN},
+        telemetry={"window_s": 1.0},
+        uplink={"report_interval_s": 1.0},
+        gates={
+            "waves": (10.0, 50.0, 100.0),
+            "min_devices_per_wave": 2,
+            "soak_s": 30.0,
+            "min_devices": 2,
+            "min_samples": 4,
+        },
+    )
+    async with (
+        running(settings) as gw,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+    ):
+        base = base_url(gw)
+        await until(lambda: gw.store.is_verified(hashlib.sha256(v1).hexdigest()), what="v1 mirrored")
+        version = dict.fromkeys(DEVICES, "1.0.0")
+
+        async def poll(dev: str) -> tuple[int, dict[str, object] | None, str]:
+            q = {"model_id": "detector", "model_version": version[dev], "hw": "rev2"}
+            async with http.get(f"{base}/devices/{dev}/updates", params=q) as r:
+                return (
+                    r.status,
+                    (await r.json() if r.status == 200 else None),
+                    r.headers.get("X-OTA-Reason", ""),
+                )
+
+        for dev in DEVICES:
+            assert (await poll(dev))[0] == 204  # everyone runs the stable 1.0.0
+
+        # Every device is connected to the embedded broker and listens for updates.
+        loop = asyncio.get_running_loop()
+        told: dict[str, list[dict[str, object]]] = {d: [] for d in DEVICES}
+        ready = asyncio.Event()
+        subscribed: set[str] = set()
+        clients = []
+        assert gw.broker is not None
+        for dev in DEVICES:
+            c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=dev)
+            c.username_pw_set(dev, TOKEN)
+            c.on_connect = lambda cl, _u, _f, _rc, _p, d=dev: cl.subscribe(f"devices/{d}/updates", 1)
+
+            def on_sub(_c: object, _u: object, _m: object, _rc: object, _p: object, d: str = dev) -> None:
+                subscribed.add(d)
+                if len(subscribed) == len(DEVICES):
+                    loop.call_soon_threadsafe(ready.set)
+
+            c.on_subscribe = on_sub
+            c.on_message = lambda _c, _u, m, d=dev: loop.call_soon_threadsafe(
+                told[d].append, json.loads(m.payload)
+            )
+            c.connect("127.0.0.1", gw.broker.addresses[0][1])
+            c.loop_start()
+            clients.append(c)
+        try:
+            await asyncio.wait_for(ready.wait(), 15)
+            reg.publish(v2, version="2.0.0")
+            await until(lambda: "detector@2.0.0" in gw.gates.gates, timeout_s=20, what="the gate to open")
+            await until(lambda: gw.gates.gates["detector@2.0.0"].admitted, what="wave 0 admitted")
+
+            admitted: list[str] = []
+            for dev in DEVICES:
+                status, manifest, reason = await poll(dev)
+                if status == 200:
+                    assert manifest is not None and manifest["version"] == "2.0.0"
+                    admitted.append(dev)
+                    version[dev] = "2.0.0"
+                    body = {"event": "activated", "model_id": "detector", "version": "2.0.0"}
+                    async with http.post(f"{base}/devices/{dev}/events", json=body) as r:
+                        assert r.status == 204
+                else:
+                    assert reason == "waiting_for_wave"
+            assert len(admitted) == 2  # 10% of 10, at least min_devices_per_wave
+
+            # Metrics over MQTT: the candidate doubles CPU; the baseline stays where it was.
+            deadline = loop.time() + 60
+            while gw.gates.gates["detector@2.0.0"].stage != "halted":
+                assert loop.time() < deadline, gw.gates.status()
+                for c, dev in zip(clients, DEVICES, strict=True):
+                    cpu = 70.0 if version[dev] == "2.0.0" else 30.0
+                    c.publish(f"devices/{dev}/metrics", metrics(version[dev], cpu), qos=1)
+                await asyncio.sleep(0.3)  # devices report on their own period
+            gate = gw.gates.gates["detector@2.0.0"]
+            halt = gate.decisions[-1]
+            assert halt.action == "halt" and "cpu_rise_percent" in halt.reason and halt.wave == 0
+            assert set(gate.ran) == set(admitted)
+
+            # The wave's devices are told over MQTT, and their next poll is the previous stable.
+            await until(lambda: all(told[d] for d in admitted), what="rollback notices over MQTT")
+            assert all(told[d][-1]["rollback"] and told[d][-1]["version"] == "1.0.0" for d in admitted)
+            assert not any(told[d] for d in DEVICES if d not in admitted)
+            for dev in admitted:
+                status, manifest, _ = await poll(dev)
+                assert (
+                    status == 200
+                    and manifest is not None
+                    and manifest["version"] == "1.0.0"
+                    and manifest["rollback"]
+                )
+                async with http.get(str(manifest["artifact_url"])) as r:
+                    assert r.status == 200 and await r.read() == v1
+            for dev in DEVICES:
+                if dev not in admitted:
+                    assert (await poll(dev))[2] == "halted_at_site"  # never offered the halted version
+            assert any(rec["action"] == "halt" for rec in gw.gates.store.audit())
+        finally:
+            for c in clients:
+                c.loop_stop()
+                c.disconnect()
