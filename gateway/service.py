@@ -170,7 +170,12 @@ class Gateway:
             clock=clock,
         )
         self.telemetry = Telemetry(
-            settings.telemetry, self.inventory, self.outbox, self.stats, on_event=self.on_device_event
+            settings.telemetry,
+            self.inventory,
+            self.outbox,
+            self.stats,
+            on_event=self.on_device_event,
+            journal=up.forward_samples,
         )
         self.broker: Broker | None = None  # amqtt needs the running loop: made in start()
         self.gates = GateKeeper(settings.gates, self.data / "gates")

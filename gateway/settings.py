@@ -158,6 +158,7 @@ class UplinkSettings:
     report_interval_s: float = field(default=60.0, metadata=POSITIVE)
     outbox_max_bytes: int = field(default=256 << 20, metadata=POSITIVE)
     outbox_max_age_s: float = field(default=7 * 86400.0, metadata=POSITIVE)
+    forward_samples: bool = True  # journal every metrics message durably (before its PUBACK) and send it up
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,14 @@ from gateway.manifest import valid_id
 from gateway.settings import TelemetrySettings
 from gateway.stats import Stats
 from gateway.telemetry.aggregate import Aggregator
-from gateway.telemetry.schema import parse_metrics
+from gateway.telemetry.schema import Sample, parse_metrics
 from gateway.telemetry.window import WindowStats
 from gateway.uplink.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 MAX_EVENT_BYTES = 8 << 10
+LAST_SEEN_RESOLUTION_S = 5.0
 
 
 def parse_event(doc: Any) -> tuple[str, str | None, str | None, str | None]:
@@ -55,12 +56,14 @@ class Telemetry:
         stats: Stats,
         *,
         on_event: Callable[[str, str, str | None, str | None, str | None], None],
+        journal: bool = True,
     ) -> None:
         self.aggregator = Aggregator(settings.window_s, settings.cohort_attribute)
         self.inventory = inventory
         self.outbox = outbox
         self.stats = stats
         self.on_event = on_event
+        self.journal = journal
         self.recent: deque[WindowStats] = deque(maxlen=5000)
         self.listeners: list[Callable[[list[WindowStats], float], None]] = []
 
@@ -73,6 +76,25 @@ class Telemetry:
             self.stats.error("telemetry.invalid", str(exc))
             log.warning("dropped %s", exc)
             raise
+        if self.journal:
+            await self._journal(device_id, sample, now)
+        self.stats.inc("telemetry.samples")
+        unchanged = (
+            rec is not None
+            and rec.model_version == sample.model_version
+            and (not sample.model_id or rec.model_id == sample.model_id)
+            and "metrics" in rec.sources
+            and now - rec.last_seen < LAST_SEEN_RESOLUTION_S
+        )
+        if not sample.shadow and not unchanged:  # last seen to the nearest few seconds is plenty
+            update = {"model_version": sample.model_version}
+            if sample.model_id:
+                update["model_id"] = sample.model_id
+            self.inventory.upsert(device_id, update, source="metrics", now=now)
+        attrs = rec.attrs if rec else {}
+        self.aggregator.add(sample, attrs)
+
+    async def _journal(self, device_id: str, sample: Sample, now: float) -> None:
         body = {
             "device_id": device_id,
             "model_id": sample.model_id,
@@ -89,14 +111,6 @@ class Telemetry:
             "shadow": sample.shadow,
         }
         await self.outbox.append("sample", body, now)
-        self.stats.inc("telemetry.samples")
-        update = {"model_version": sample.model_version}
-        if sample.model_id:
-            update["model_id"] = sample.model_id
-        if not sample.shadow:
-            self.inventory.upsert(device_id, update, source="metrics", now=now)
-        attrs = rec.attrs if rec else {}
-        self.aggregator.add(sample, attrs)
 
     async def mqtt_message(self, device_id: str, topic: str, payload: bytes, now: float) -> None:
         """The broker's ingest hook: ``devices/{id}/metrics`` or ``devices/{id}/events``."""

@@ -1,0 +1,227 @@
+"""Benchmark: the embedded broker beside bare amqtt and mosquitto, in one run on this machine.
+
+Run: ``python tests/bench/mqtt_broker.py [--messages 20000] [--publishers 4] [--conns 1000,5000]``
+
+1. Ingest: QoS 1 messages/s to ``devices/{id}/metrics`` from Debian's ``mosquitto_pub -l`` (one
+   process per publisher, one message per stdin line). Ours is the real gateway (``serve``, lab mode),
+   so every message is validated, journaled durably in the outbox before its PUBACK, and aggregated;
+   "ours-aggregate-only" is the same with ``uplink.forward_samples = false`` (validated and aggregated).
+   Bare amqtt is amqtt 0.12 with its default configuration; mosquitto is Debian's.
+2. Memory per idle connection at each ``--conns`` level: RSS of the broker process after that many
+   clients have connected (raw CONNECT packets from one asyncio process), minus its RSS before.
+3. Reconnect storm: the last level's clients all drop and reconnect within 10 s; how many were
+   accepted, and the broker's RSS afterwards compared with before the storm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.peers import free_port, wait_port  # noqa: E402
+
+BARE_AMQTT = """
+import asyncio, sys
+from amqtt.broker import Broker
+async def main():
+    b = Broker({"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{sys.argv[1]}"}},
+                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}})
+    await b.start()
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+PAYLOAD = json.dumps(
+    {"model_id": "detector", "model_version": "1.0.0", "num_inferences": 100, "num_errors": 1, "avg_latency_ms": 40.0,
+     "cpu_percent": 30.0, "ram_percent": 40.0, "class_counts": {"person": 90, "forklift": 10}}
+)  # fmt: skip
+
+
+@contextmanager
+def broker(kind: str, work: Path) -> Iterator[tuple[int, psutil.Process]]:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if kind.startswith("ours"):
+        env.update(
+            OTA_GATEWAY_MQTT__LAB_MODE="true",
+            OTA_GATEWAY_MQTT__MAX_CONNECTIONS="20000",
+            OTA_GATEWAY_DISCOVERY__ENABLED="false",
+            OTA_GATEWAY_LOG_LEVEL="warning",
+            OTA_GATEWAY_UPLINK__FORWARD_SAMPLES="false" if kind == "ours-aggregate-only" else "true",
+        )
+        data = work / f"data-{port}"
+        cmd = [sys.executable, "-m", "gateway", "serve", "--data", str(data), "--upstream", str(work / "registry"),
+               "--http", f"127.0.0.1:{free_port()}", "--operator", f"127.0.0.1:{free_port()}", "--mqtt", f"127.0.0.1:{port}"]  # fmt: skip
+    elif kind == "amqtt":
+        cmd = [sys.executable, "-c", BARE_AMQTT, str(port)]
+    else:
+        conf = work / f"mosquitto-{port}.conf"
+        conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100\n"
+        )
+        cmd = ["mosquitto", "-c", str(conf)]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_raise_nofile
+    )
+    try:
+        wait_port(port, 30)
+        yield port, psutil.Process(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _raise_nofile() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def publisher(port: int, k: int) -> list[str]:
+    return ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-l", "-i", f"dev-{k}",
+            "-u", f"dev-{k}", "-t", f"devices/dev-{k}/metrics", "-M", "100"]  # fmt: skip
+
+
+def ingest(port: int, messages: int, publishers: int, work: Path) -> float:
+    per = messages // publishers
+    lines = work / "lines.txt"
+    lines.write_text((PAYLOAD + "\n") * per)
+    t0 = time.perf_counter()
+    procs = []
+    for k in range(publishers):
+        with lines.open("rb") as stdin:
+            procs.append(
+                subprocess.Popen(
+                    publisher(port, k), stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            )
+    codes = [p.wait(600) for p in procs]
+    took = time.perf_counter() - t0
+    if any(codes):
+        print(f"    publisher exit codes: {codes}")
+    return per * publishers / took
+
+
+def _connect_packet(client_id: str) -> bytes:
+    def s(text: str) -> bytes:
+        return struct.pack("!H", len(text)) + text.encode()
+
+    body = s("MQTT") + bytes([4, 0x82]) + struct.pack("!H", 600) + s(client_id) + s(client_id)
+    return bytes([0x10, len(body)]) + body
+
+
+async def open_clients(port: int, n: int, prefix: str) -> list[asyncio.StreamWriter]:
+    sem = asyncio.Semaphore(200)
+    writers: list[asyncio.StreamWriter] = []
+
+    async def one(i: int) -> None:
+        async with sem:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(_connect_packet(f"{prefix}{i}"))
+            ack = await asyncio.wait_for(reader.readexactly(4), 30)
+            if ack[3] == 0:
+                writers.append(writer)
+            else:
+                writer.close()
+
+    results = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        print(f"    {len(failures)} connections failed: {failures[0]!r}")
+    return writers
+
+
+async def memory(port: int, proc: psutil.Process, levels: list[int]) -> tuple[dict[int, float], str]:
+    await asyncio.sleep(1)
+    base = proc.memory_info().rss
+    per: dict[int, float] = {}
+    writers: list[asyncio.StreamWriter] = []
+    for level in levels:
+        writers += await open_clients(port, level - len(writers), f"idle{len(writers)}-")
+        await asyncio.sleep(2)
+        per[level] = (proc.memory_info().rss - base) / max(1, len(writers))
+    before_storm = proc.memory_info().rss
+    for w in writers:
+        w.close()
+    await asyncio.sleep(1)
+    t0 = time.perf_counter()
+    again = await open_clients(port, levels[-1], "storm-")
+    took = time.perf_counter() - t0
+    await asyncio.sleep(2)
+    after = proc.memory_info().rss
+    for w in again:
+        w.close()
+    await asyncio.sleep(2)
+    idle_after = proc.memory_info().rss
+    storm = (
+        f"reconnect storm: {len(again)}/{levels[-1]} accepted in {took:.1f} s; RSS before storm "
+        f"{before_storm / 2**20:.0f} MiB, after {after / 2**20:.0f} MiB, all closed again {idle_after / 2**20:.0f} MiB "
+        f"(baseline {base / 2**20:.0f} MiB)"
+    )
+    return per, storm
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=20_000)
+    ap.add_argument("--publishers", type=int, default=4)
+    ap.add_argument("--conns", default="1000,5000")
+    args = ap.parse_args()
+    levels = [int(x) for x in args.conns.split(",")]
+    _raise_nofile()
+    work = Path(tempfile.mkdtemp(prefix="mqtt-bench-"))
+    (work / "registry").mkdir()
+    rates: dict[str, float] = {}
+    mem: dict[str, dict[int, float]] = {}
+    for kind in ("ours", "ours-aggregate-only", "amqtt", "mosquitto"):
+        with broker(kind, work) as (port, proc):
+            rates[kind] = ingest(port, args.messages, args.publishers, work)
+            cpu = proc.cpu_times()
+            print(
+                f"{kind}: ingest {rates[kind]:.0f} msg/s QoS 1 ({args.messages} messages, {args.publishers} publishers); broker CPU {cpu.user + cpu.system:.1f} s so far"
+            )
+        if kind == "ours-aggregate-only":
+            continue
+        with broker(kind, work) as (port, proc):
+            mem[kind], storm = asyncio.run(memory(port, proc, levels))
+            print(
+                f"{kind}: "
+                + ", ".join(
+                    f"{lvl} idle connections: {kb / 1024:.1f} KB each" for lvl, kb in mem[kind].items()
+                )
+            )
+            print(f"{kind}: {storm}")
+    print()
+    print(
+        f"ingest ratio ours (journal + aggregate) / bare amqtt: {rates['ours'] / rates['amqtt']:.2f}; "
+        f"ours / mosquitto: {rates['ours'] / rates['mosquitto']:.3f}; ours with forward_samples=false "
+        f"(aggregate only) / bare amqtt: {rates['ours-aggregate-only'] / rates['amqtt']:.2f}"
+    )
+    for lvl in levels:
+        print(
+            f"memory per connection at {lvl}: ours {mem['ours'][lvl] / 1024:.1f} KB, bare amqtt {mem['amqtt'][lvl] / 1024:.1f} KB, mosquitto {mem['mosquitto'][lvl] / 1024:.1f} KB"
+        )
+
+
+if __name__ == "__main__":
+    main()
