@@ -20,10 +20,21 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway.errors import ConfigError
 from gateway.manifest import valid_id
 from gateway.settings import DeviceSettings
+
+
+def peer_cn(ssl_object: Any) -> str | None:
+    """The CN of a TLS peer's verified certificate (``ssl.SSLObject``), or None."""
+    cert = ssl_object.getpeercert() if ssl_object is not None else None
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
 
 
 @dataclass(frozen=True)

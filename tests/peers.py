@@ -8,15 +8,62 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def gateway_process(
+    args: list[str], *, env: Mapping[str, str] | None = None, **popen: object
+) -> subprocess.Popen[bytes]:
+    """``python -m gateway serve ARGS`` from this checkout, mDNS off unless ``env`` turns it on."""
+    environ = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OTA_GATEWAY_DISCOVERY__ENABLED": "false",
+        **(env or {}),
+    }
+    return subprocess.Popen([sys.executable, "-m", "gateway", "serve", *args], env=environ, **popen)  # type: ignore[call-overload,no-any-return]
+
+
+def serve_args(
+    data: Path,
+    upstream: str,
+    http_port: int,
+    *,
+    site: str | None = None,
+    trusted_key: Path | None = None,
+    mqtt_port: int | None = None,
+) -> list[str]:
+    """The command line of a gateway on loopback: the given HTTP port, free operator and MQTT ports."""
+    args = ["--data", str(data), "--upstream", upstream, "--http", f"127.0.0.1:{http_port}",
+            "--operator", f"127.0.0.1:{free_port()}", "--mqtt", f"127.0.0.1:{mqtt_port or free_port()}"]  # fmt: skip
+    if site:
+        args += ["--site", site]
+    if trusted_key:
+        args += ["--trusted-key", str(trusted_key)]
+    return args
+
+
+def stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it does not exit in time; always reaped."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def free_port() -> int:
@@ -122,10 +169,5 @@ def nginx(
         wait_port(port)
         yield Nginx(port, prefix, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         shutil.rmtree(prefix, ignore_errors=True)

@@ -10,7 +10,6 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,39 +19,19 @@ from pathlib import Path
 
 from gateway import registry
 from tests.conftest import Registry
-from tests.peers import free_port, nginx, wait_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.peers import free_port, gateway_process, nginx, stop, wait_port
 
 
 @contextmanager
 def serve(args: list[str], cwd: Path, **env: str) -> Iterator[subprocess.Popen[str]]:
-    environ = {
-        **os.environ,
-        "OTA_GATEWAY_MIRROR__POLL_INTERVAL_S": "0.3",
-        "OTA_GATEWAY_MIRROR__RETRY_INITIAL_S": "0.1",
-        "OTA_GATEWAY_DISCOVERY__ENABLED": "false",
-        "PYTHONPATH": str(ROOT),  # the checkout, whatever the process's working folder
-        **env,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", *args],
-        cwd=cwd,
-        env=environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    fast = {"OTA_GATEWAY_MIRROR__POLL_INTERVAL_S": "0.3", "OTA_GATEWAY_MIRROR__RETRY_INITIAL_S": "0.1", **env}
+    proc: subprocess.Popen[str] = gateway_process(
+        args, env=fast, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )  # type: ignore[assignment]
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
         assert proc.stdout is not None
         proc.stdout.close()
 

@@ -29,6 +29,7 @@ from amqtt.broker import RetainedApplicationMessage
 from amqtt.contexts import Action
 from amqtt.session import Session
 
+from gateway.access import peer_cn
 from gateway.broker.plugins import PEER_CN, Authenticate, Hooks, topic_allowed
 from gateway.errors import ConfigError
 from gateway.settings import MqttSettings, parse_hostport
@@ -295,10 +296,4 @@ def _ingest_kind(topic: str | None) -> str | None:
 
 
 def _peer_cn(writer: asyncio.StreamWriter) -> str | None:
-    ssl_obj = writer.get_extra_info("ssl_object")
-    cert = ssl_obj.getpeercert() if ssl_obj is not None else None
-    for rdn in (cert or {}).get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return None
+    return peer_cn(writer.get_extra_info("ssl_object"))

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway.access import peer_cn
 from gateway.errors import FormatError
 from gateway.http.context import gateway_of
 from gateway.manifest import valid_id
@@ -77,13 +78,7 @@ def bearer_of(request: web.Request) -> str | None:
 
 def cert_cn_of(request: web.Request) -> str | None:
     transport = request.transport
-    ssl_obj = transport.get_extra_info("ssl_object") if transport is not None else None
-    cert = ssl_obj.getpeercert() if ssl_obj is not None else None
-    for rdn in (cert or {}).get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return None
+    return peer_cn(transport.get_extra_info("ssl_object") if transport is not None else None)
 
 
 def poll_attributes(query: Mapping[str, str]) -> dict[str, str]:

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from gateway import registry  # noqa: E402
-from tests.peers import free_port, nginx, wait_port  # noqa: E402
+from tests.peers import free_port, gateway_process, nginx, serve_args, stop, wait_port  # noqa: E402
 
 
 def upstream_bytes(lines: list[str], path: str) -> int:
@@ -103,15 +102,14 @@ def main() -> None:
 
     with nginx(reg, limit_rate="10m") as upstream:
         port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OTA_GATEWAY_DISCOVERY__ENABLED": "false",
-               "OTA_GATEWAY_LOG_LEVEL": "warning", "OTA_GATEWAY_MIRROR__POLL_INTERVAL_S": "0.5",
+        env = {"OTA_GATEWAY_LOG_LEVEL": "warning", "OTA_GATEWAY_MIRROR__POLL_INTERVAL_S": "0.5",
                "OTA_GATEWAY_MIRROR__POLL_JITTER": "0"}  # fmt: skip
-        gw = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--data", str(work / "data"), "--site", "bench",
-             "--upstream", upstream.url, "--http", f"127.0.0.1:{port}", "--operator", f"127.0.0.1:{free_port()}",
-             "--mqtt", f"127.0.0.1:{free_port()}", "--trusted-key", str(keys / "public.pem")],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        gw = gateway_process(
+            serve_args(work / "data", upstream.url, port, site="bench", trusted_key=keys / "public.pem"),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_port(port, 30)
 
@@ -134,8 +132,7 @@ def main() -> None:
 
             ours = asyncio.run(run_ours())
         finally:
-            gw.send_signal(signal.SIGTERM)
-            gw.wait(10)
+            stop(gw)
         ours_up = upstream_bytes(upstream.access_log(), artifact)
 
         # The peer: nginx as a caching reverse proxy with proxy_cache_lock, in front of the same upstream.

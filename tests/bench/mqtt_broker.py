@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import resource
-import signal
 import struct
 import subprocess
 import sys
@@ -35,7 +34,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.peers import free_port, wait_port  # noqa: E402
+from tests.peers import free_port, serve_args, stop, wait_port  # noqa: E402
 
 BARE_AMQTT = """
 import asyncio, sys
@@ -66,9 +65,8 @@ def broker(kind: str, work: Path) -> Iterator[tuple[int, psutil.Process]]:
             OTA_GATEWAY_LOG_LEVEL="warning",
             OTA_GATEWAY_UPLINK__FORWARD_SAMPLES="false" if kind == "ours-aggregate-only" else "true",
         )
-        data = work / f"data-{port}"
-        cmd = [sys.executable, "-m", "gateway", "serve", "--data", str(data), "--upstream", str(work / "registry"),
-               "--http", f"127.0.0.1:{free_port()}", "--operator", f"127.0.0.1:{free_port()}", "--mqtt", f"127.0.0.1:{port}"]  # fmt: skip
+        args = serve_args(work / f"data-{port}", str(work / "registry"), free_port(), mqtt_port=port)
+        cmd = [sys.executable, "-m", "gateway", "serve", *args]
     elif kind == "amqtt":
         cmd = [sys.executable, "-c", BARE_AMQTT, str(port)]
     else:
@@ -84,12 +82,7 @@ def broker(kind: str, work: Path) -> Iterator[tuple[int, psutil.Process]]:
         wait_port(port, 30)
         yield port, psutil.Process(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _raise_nofile() -> None:

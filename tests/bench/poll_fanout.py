@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from gateway import registry  # noqa: E402
-from tests.peers import free_port, nginx, wait_port  # noqa: E402
+from tests.peers import free_port, gateway_process, nginx, serve_args, stop, wait_port  # noqa: E402
 
 WRK_LUA = """
 math.randomseed(os.time())
@@ -142,22 +141,16 @@ def main() -> None:
     with nginx(reg, workers=1) as upstream:
         port = free_port()
         env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
             "OTA_GATEWAY_MIRROR__POLL_INTERVAL_S": str(args.interval),
             "OTA_GATEWAY_MIRROR__POLL_JITTER": "0",
-            "OTA_GATEWAY_DISCOVERY__ENABLED": "false",
             "OTA_GATEWAY_LOG_LEVEL": "warning",
         }
-        gw = subprocess.Popen(
-            [
-                sys.executable, "-m", "gateway", "serve", "--data", str(work / "data"), "--site", "bench",
-                "--http", f"127.0.0.1:{port}", "--operator", f"127.0.0.1:{free_port()}",
-                "--mqtt", f"127.0.0.1:{free_port()}", "--upstream", upstream.url,
-                "--trusted-key", str(keys / "public.pem"),
-            ],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        gw = gateway_process(
+            serve_args(work / "data", upstream.url, port, site="bench", trusted_key=keys / "public.pem"),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_port(port, 30)
             base = f"http://127.0.0.1:{port}"
@@ -252,11 +245,7 @@ def main() -> None:
                 f"{took:.2f} s (includes up to one upstream poll interval, {args.interval} s, and the 1 MiB mirror)"
             )
         finally:
-            gw.send_signal(signal.SIGTERM)
-            try:
-                gw.wait(10)
-            except subprocess.TimeoutExpired:
-                gw.kill()
+            stop(gw)
 
 
 if __name__ == "__main__":

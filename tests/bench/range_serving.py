@@ -15,7 +15,6 @@ import argparse
 import hashlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from gateway import registry  # noqa: E402
-from tests.peers import free_port, nginx, wait_port  # noqa: E402
+from tests.peers import free_port, gateway_process, nginx, serve_args, stop, wait_port  # noqa: E402
 
 RANGES_LUA = """
 local size = %d
@@ -95,18 +94,13 @@ def main() -> None:
     )
     path = "/" + manifest["artifact_url"].lstrip("/")
     port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "OTA_GATEWAY_DISCOVERY__ENABLED": "false",
-        "OTA_GATEWAY_LOG_LEVEL": "warning",
-    }
-    gw = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--data", str(work / "data"), "--site", "bench", "--upstream", str(reg),
-         "--http", f"127.0.0.1:{port}", "--operator", f"127.0.0.1:{free_port()}", "--mqtt", f"127.0.0.1:{free_port()}",
-         "--trusted-key", str(keys / "public.pem")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    env = {"OTA_GATEWAY_LOG_LEVEL": "warning"}
+    gw = gateway_process(
+        serve_args(work / "data", str(reg), port, site="bench", trusted_key=keys / "public.pem"),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_port(port, 30)
         base = f"http://127.0.0.1:{port}"
@@ -146,11 +140,7 @@ def main() -> None:
                 f"{workload:14} ratio  req/s {o['rps'] / n['rps']:.2f}x, CPU-s/GB {o['cpu_per_gb'] / n['cpu_per_gb']:.2f}x (goal <= 1.5x)"
             )
     finally:
-        gw.send_signal(signal.SIGTERM)
-        try:
-            gw.wait(10)
-        except subprocess.TimeoutExpired:
-            gw.kill()
+        stop(gw)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +19,7 @@ import paho.mqtt.client as paho
 from aiohttp import web
 
 from tests.conftest import Registry
-from tests.peers import free_port, need, wait_port
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.peers import free_port, gateway_process, need, stop, wait_port
 
 
 class Ingest:
@@ -68,29 +64,20 @@ def mosquitto(port: int, tmp: Path) -> Iterator[subprocess.Popen[bytes]]:
         wait_port(port)
         yield proc
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
 
 
 def start_gateway(data: Path, reg: Registry, http: int, ingest: int, mqtt: int) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
         "OTA_GATEWAY_UPLINK__INGEST_URL": f"http://127.0.0.1:{ingest}/ingest",
         "OTA_GATEWAY_UPLINK__MQTT_URL": f"mqtt://127.0.0.1:{mqtt}",
         "OTA_GATEWAY_UPLINK__REPORT_INTERVAL_S": "0.5",
         "OTA_GATEWAY_TELEMETRY__WINDOW_S": "1",
         "OTA_GATEWAY_MIRROR__RETRY_MAX_S": "0.5",
-        "OTA_GATEWAY_DISCOVERY__ENABLED": "false",
     }
     args = ["--data", str(data), "--upstream", str(reg.root), "--site", "test-site", "--http", f"127.0.0.1:{http}",
             "--operator", f"127.0.0.1:{free_port()}", "--mqtt", f"127.0.0.1:{free_port()}"]  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = gateway_process(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(http, 30)
     return proc
 
@@ -150,9 +137,4 @@ async def test_outage_kill_9_and_recovery_lose_nothing(reg: Registry, tmp_path: 
                 sub.disconnect()
                 await ingest.stop()
     finally:
-        gw.send_signal(signal.SIGTERM)
-        try:
-            gw.wait(10)
-        except subprocess.TimeoutExpired:
-            gw.kill()
-            gw.wait()
+        stop(gw)
