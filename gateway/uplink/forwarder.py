@@ -21,6 +21,10 @@ from gateway.uplink.sinks import Rejected, Sink
 
 log = logging.getLogger(__name__)
 
+# One interval's report of a large site in one request: 10,000 devices' samples fit.
+BATCH_RECORDS = 20_000
+BATCH_BYTES = 16 << 20
+
 
 class Forwarder:
     def __init__(
@@ -50,7 +54,7 @@ class Forwarder:
     async def _drain(self, sink: Sink) -> None:
         failures = 0
         while True:
-            batch = await asyncio.to_thread(self.outbox.peek, sink.name)
+            batch = await asyncio.to_thread(self.outbox.peek, sink.name, BATCH_RECORDS, BATCH_BYTES)
             if not batch:
                 self.wake.clear()
                 try:

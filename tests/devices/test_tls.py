@@ -109,3 +109,57 @@ async def test_mtls_identifies_devices_by_certificate(
             with pytest.raises((aiohttp.ClientError, ssl.SSLError)):
                 async with s.get(artifact) as r:
                     await r.read()
+
+
+async def test_mqtt_over_tls_identifies_devices_by_certificate(
+    reg: Registry, tmp_path: Path, pki: dict[str, tuple[str, str]]
+) -> None:
+    import asyncio
+    import json
+
+    import paho.mqtt.client as paho
+
+    settings = gateway_settings(
+        reg,
+        tmp_path / "data",
+        http={"tls_cert": pki["server"][0], "tls_key": pki["server"][1], "client_ca": pki["ca"][0]},
+        devices={"access": "mtls"},
+        mqtt={"tls_listen": "127.0.0.1:0"},
+    )
+    async with running(settings) as gw:
+        assert gw.broker is not None
+        tls_port = gw.broker.addresses[-1][1]
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[int] = loop.create_future()
+
+        def attempt(user: str) -> paho.Client:
+            c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=user)
+            c.tls_set(ca_certs=pki["ca"][0], certfile=pki["cam-1"][0], keyfile=pki["cam-1"][1])
+            c.username_pw_set(user)
+            return c
+
+        ok = attempt("cam-1")
+        ok.on_connect = lambda _c, _u, _f, rc, _p: loop.call_soon_threadsafe(result.set_result, int(rc.value))
+        await asyncio.to_thread(ok.connect, "127.0.0.1", tls_port)  # the TLS handshake blocks
+        ok.loop_start()
+        try:
+            assert await asyncio.wait_for(result, 15) == 0
+            body = {"model_id": "detector", "model_version": "1.0.0", "num_inferences": 5}
+            ok.publish("devices/cam-1/metrics", json.dumps(body), qos=1).wait_for_publish(10)
+            await until(lambda: gw.stats["telemetry.samples"] == 1, what="a metrics sample over TLS")
+        finally:
+            ok.loop_stop()
+            ok.disconnect()
+        # The same certificate cannot claim another device's name.
+        refused: asyncio.Future[int] = loop.create_future()
+        other = attempt("cam-2")
+        other.on_connect = lambda _c, _u, _f, rc, _p: loop.call_soon_threadsafe(
+            refused.set_result, int(rc.value)
+        )
+        await asyncio.to_thread(other.connect, "127.0.0.1", tls_port)
+        other.loop_start()
+        try:
+            assert await asyncio.wait_for(refused, 15) != 0
+        finally:
+            other.loop_stop()
+            other.disconnect()

@@ -191,3 +191,28 @@ def test_network_timeouts_do_not_halt_and_do_not_rush_the_site() -> None:
 def test_a_good_model_reaches_everyone_with_at_most_one_false_halt_in_100_runs() -> None:
     halts = sum(run("good", seed=seed, devices=100).stage != "done" for seed in range(100))
     assert halts <= 1
+
+
+def test_shadow_stage_judges_the_candidate_before_anyone_switches() -> None:
+    site = dataclasses.replace(SITE, shadow=True)
+    limits = Limits.of(HealthChecks(warmup_inferences=10), site)
+    state = new_gate("detector@2.0.0", "detector", "2.0.0", "1.0.0", site, 0.0)
+    state, decisions = step(state, now=0, limits=limits, eligible=ELIGIBLE)
+    assert state.stage == "shadow" and decisions[0].action == "open"
+    devs = [*state.admitted, "d99"]
+    shadow = dataclasses.replace(
+        window("2.0.0", 0, devs), key=GroupKey("detector", "2.0.0", "rev1", shadow=True)
+    )
+    active = window("1.0.0", 0, devs)
+    state, _ = step(state, now=60, limits=limits, eligible=ELIGIBLE, windows=[shadow, active])
+    assert state.stage == "shadow" and not state.ran  # shadow metrics never count as running it
+    shadow2 = dataclasses.replace(shadow, start=60, end=120)
+    state, decisions = step(
+        state, now=130, limits=limits, eligible=ELIGIBLE, windows=[shadow2, window("1.0.0", 60, devs)]
+    )
+    assert state.stage == "waves" and decisions[-1].action == "advance" and "shadow" in decisions[-1].reason
+    bad = dataclasses.replace(shadow, cpu_mean=90.0)
+    state = new_gate("detector@2.0.0", "detector", "2.0.0", "1.0.0", site, 0.0)
+    state, _ = step(state, now=0, limits=limits, eligible=ELIGIBLE)
+    state, decisions = step(state, now=60, limits=limits, eligible=ELIGIBLE, windows=[bad, active])
+    assert state.stage == "halted" and "cpu_rise_percent" in decisions[-1].reason and not state.rollback_set
