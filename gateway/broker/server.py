@@ -17,11 +17,15 @@ What we add around amqtt 0.12 (through its documented extension points where it 
 from __future__ import annotations
 
 import asyncio
+import collections
+import ctypes
+import ctypes.util
+import gc
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker as AmqttBroker
@@ -35,9 +39,24 @@ from gateway.errors import ConfigError
 from gateway.settings import MqttSettings, parse_hostport
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 INGEST_KINDS = frozenset({"metrics", "events"})
 OnPublish = Callable[[str, str, bytes], Awaitable[None]]
+
+
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's ``malloc_trim(0)``: hand freed heap back to the system (a no-op elsewhere)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    return lambda: trim(0) and None
+
+
+TRIM_AFTER_CLOSED = 1000  # after this many connections closed, give their memory back
 
 
 class PacketTooLarge(Exception):
@@ -122,9 +141,86 @@ class SessionStates:
         return self.state == "connected"
 
 
+class SlimQueue(Generic[T]):
+    """The part of ``asyncio.Queue`` amqtt uses on its per-connection queues, without the cost.
+
+    An ``asyncio.Queue`` allocates three deques and an ``Event`` (another deque) up front, about
+    2 KB, and amqtt keeps several per connection that stay empty for the life of an idle device.
+    This one holds nothing until something is queued, and drops its storage when emptied.
+    Unbounded like the queues it replaces (the broker bounds offline queues itself).
+    """
+
+    __slots__ = ("_items", "_waiters")
+
+    def __init__(self) -> None:
+        self._items: collections.deque[T] | None = None
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item: T) -> None:
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
+        if self._waiters:
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+                    break
+
+    async def put(self, item: T) -> None:
+        self.put_nowait(item)
+
+    def get_nowait(self) -> T:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        item = self._items.popleft()
+        if not self._items:
+            self._items = None
+        return item
+
+    def watch(self, waker: asyncio.Future[None]) -> None:
+        """Wake ``waker`` on the next put (the broker's single-waiter loop watches several queues)."""
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waker)
+
+    def unwatch(self, waker: asyncio.Future[None]) -> None:
+        if self._waiters and waker in self._waiters:
+            self._waiters.remove(waker)
+            if not self._waiters:
+                self._waiters = None
+
+    async def get(self) -> T:
+        while not self._items:
+            waiter = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                self._waiters.remove(waiter)
+                if not self._waiters:
+                    self._waiters = None
+        return self.get_nowait()
+
+
+def _slim(owner: Any, *names: str) -> None:
+    for name in names:
+        queue = getattr(owner, name, None)
+        if isinstance(queue, asyncio.Queue) and queue.empty() and not getattr(queue, "_getters", None):
+            setattr(owner, name, SlimQueue())
+
+
 def _lighten(session: Session) -> None:
     if not isinstance(session.transitions, SessionStates):
         session.transitions = SessionStates(session, session.transitions.state)
+    _slim(session, "retained_messages", "delivered_message_queue")
 
 
 class Broker(AmqttBroker):
@@ -159,6 +255,8 @@ class Broker(AmqttBroker):
         self.count = count
         self.tls = tls
         self.active = 0
+        self._closed_since_trim = 0
+        self._trim = _malloc_trim()
         self._tls_server: asyncio.Server | None = None
         self.addresses: list[tuple[str, int]] = []
 
@@ -212,6 +310,12 @@ class Broker(AmqttBroker):
         finally:
             self.active -= 1
             writer.close()
+            self._closed_since_trim += 1
+            if self._closed_since_trim >= TRIM_AFTER_CLOSED and self.active < self._closed_since_trim:
+                # After a reconnect storm or a mass disconnect, memory the sessions held goes back to
+                # the system instead of staying in the allocator's free lists.
+                self._closed_since_trim = 0
+                asyncio.get_running_loop().call_later(1.0, self._give_back)
 
     # -- messages -----------------------------------------------------------------------------------
 
@@ -225,6 +329,7 @@ class Broker(AmqttBroker):
         listener_name: str,
     ) -> None:
         _lighten(client_session)
+        _slim(handler, "_pending_subscriptions", "_pending_unsubscriptions")
         # Ingest before acknowledging: wrap this connection's PUBLISH handling (amqtt sends the
         # PUBACK inside handle_publish, after queueing the message for delivery).
         original = handler.handle_publish
@@ -245,10 +350,87 @@ class Broker(AmqttBroker):
         handler.handle_publish = handle_publish
         await super()._handle_client_session(reader, writer, client_session, handler, server, listener_name)
 
+    async def _client_message_loop(self, client_session: Session, handler: Any) -> None:
+        """amqtt's per-connection loop, with one waiter instead of four tasks.
+
+        amqtt keeps four tasks alive per idle connection (disconnect, subscribe, unsubscribe and
+        delivery waiters) and builds an ``asyncio.wait`` per message. Here the connection's queues
+        (:class:`SlimQueue`) and its disconnect future wake one plain future; the work itself is
+        done by amqtt's own handlers, in the same order of checks.
+        """
+        subs = getattr(handler, "_pending_subscriptions", None)
+        unsubs = getattr(handler, "_pending_unsubscriptions", None)
+        delivered = client_session.delivered_message_queue
+        disconnect = getattr(handler, "_disconnect_waiter", None)
+        if not (
+            isinstance(subs, SlimQueue)
+            and isinstance(unsubs, SlimQueue)
+            and isinstance(delivered, SlimQueue)
+            and isinstance(disconnect, asyncio.Future)
+        ):
+            await super()._client_message_loop(client_session, handler)
+            return
+        loop = asyncio.get_running_loop()
+
+        def done(value: Any) -> asyncio.Future[Any]:
+            f: asyncio.Future[Any] = loop.create_future()
+            f.set_result(value)
+            return f
+
+        while True:
+            if disconnect.done():
+                await self._handle_disconnect(client_session, handler, disconnect)
+                return
+            busy = False
+            while not subs.empty():
+                await self._handle_subscription(client_session, handler, done(subs.get_nowait()))
+                busy = True
+            while not unsubs.empty():
+                await self._handle_unsubscription(client_session, handler, done(unsubs.get_nowait()))
+                busy = True
+            while not delivered.empty() and not disconnect.done():
+                message = delivered.get_nowait()
+                busy = True
+                if self._ingested(client_session, message):
+                    continue  # handled before its PUBACK; for the gateway only, nothing to fan out
+                if not await self._handle_message_delivery(client_session, handler, done(message)):
+                    return
+            if busy:
+                continue
+            waker: asyncio.Future[None] = loop.create_future()
+
+            def wake(_: object, waker: asyncio.Future[None] = waker) -> None:
+                if not waker.done():
+                    waker.set_result(None)
+
+            for q in (subs, unsubs, delivered):
+                q.watch(waker)
+            disconnect.add_done_callback(wake)
+            try:
+                await waker
+            except asyncio.CancelledError:
+                return
+            finally:
+                for q in (subs, unsubs, delivered):
+                    q.unwatch(waker)
+                disconnect.remove_done_callback(wake)
+
+    def _ingested(self, session: Session, message: Any) -> bool:
+        """The same test the pre-PUBACK hook applied: an allowed ingest topic of this device."""
+        topic = getattr(message, "topic", None)
+        device = session.username or (session.client_id if self.settings.lab_mode else None)
+        return (
+            _ingest_kind(topic) is not None and bool(device) and topic_allowed(device, topic, Action.PUBLISH)
+        )
+
     def create_offline_session(self, client_id: str) -> tuple[Any, Session]:
         handler, session = super().create_offline_session(client_id)
         _lighten(session)
         return handler, session
+
+    def _give_back(self) -> None:
+        gc.collect()
+        self._trim()
 
     async def _broadcast_message(
         self,

@@ -28,10 +28,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.errors import StorageError
 
@@ -53,6 +52,24 @@ CREATE INDEX IF NOT EXISTS records_kind ON records(kind, seq);
 CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, acked INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS drops (kind TEXT, reason TEXT, count INTEGER, PRIMARY KEY (kind, reason));
 """
+
+
+class _Pending(NamedTuple):
+    kind: str
+    at: float
+    text: str
+    loop: asyncio.AbstractEventLoop
+    fut: asyncio.Future[int]
+
+
+def _resolve(items: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
+    for fut, outcome in items:
+        if fut.done():
+            continue
+        if isinstance(outcome, BaseException):
+            fut.set_exception(outcome)
+        else:
+            fut.set_result(outcome)
 
 
 @dataclass(frozen=True)
@@ -83,7 +100,7 @@ class Outbox:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the outbox {path}: {exc}", path=str(path)) from exc
         self._lock = threading.Lock()  # one connection, used by the writer thread and by readers
-        self._pending: list[tuple[str, float, str, Future[int]]] = []
+        self._pending: list[_Pending] = []
         self._cv = threading.Condition()
         self._closed = False
         self._bytes = self._scalar("SELECT COALESCE(SUM(size), 0) FROM records")
@@ -92,20 +109,17 @@ class Outbox:
 
     # -- appending (group commit) ------------------------------------------------------------------
 
-    def submit(self, kind: str, body: dict[str, Any], now: float) -> Future[int]:
-        """Queue a record; the future gives its sequence number once it is committed."""
+    async def append(self, kind: str, body: dict[str, Any], now: float) -> int:
+        """Durable when it returns: resolves with the record's sequence number after its commit."""
         text = json.dumps(body, separators=(",", ":"), sort_keys=True)
-        fut: Future[int] = Future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
         with self._cv:
             if self._closed:
                 raise StorageError("the outbox is closed", path=str(self.path))
-            self._pending.append((kind, now, text, fut))
+            self._pending.append(_Pending(kind, now, text, loop, fut))
             self._cv.notify()
-        return fut
-
-    async def append(self, kind: str, body: dict[str, Any], now: float) -> int:
-        """Durable when it returns."""
-        return await asyncio.wrap_future(self.submit(kind, body, now))
+        return await fut
 
     def _write_loop(self) -> None:
         while True:
@@ -118,26 +132,35 @@ class Outbox:
             with self._cv:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             # A caller that gave up (cancelled) before its commit: its record is not written.
-            batch = [item for item in batch if item[3].set_running_or_notify_cancel()]
+            # (Reading another thread's future state is racy only towards writing it anyway.)
+            batch = [p for p in batch if not p.fut.cancelled()]
             if not batch:
                 continue
+            result: list[int] | BaseException
             try:
-                seqs = self._commit(batch)
+                result = self._commit(batch)
             except sqlite3.Error as exc:
-                err = StorageError(f"outbox write failed: {exc}", path=str(self.path))
-                for *_, fut in batch:
-                    fut.set_exception(err)
-                continue
-            for (*_, fut), seq in zip(batch, seqs, strict=True):
-                fut.set_result(seq)
+                result = StorageError(f"outbox write failed: {exc}", path=str(self.path))
+            # One hand-off per event loop and commit, not one per record.
+            by_loop: dict[
+                asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], int | BaseException]]
+            ] = {}
+            for i, p in enumerate(batch):
+                outcome = result if isinstance(result, BaseException) else result[i]
+                by_loop.setdefault(p.loop, []).append((p.fut, outcome))
+            for loop, items in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_resolve, items)
+                except RuntimeError:
+                    pass  # that loop is closed: nobody waits any more
 
-    def _commit(self, batch: list[tuple[str, float, str, Future[int]]]) -> list[int]:
+    def _commit(self, batch: list[_Pending]) -> list[int]:
         with self._lock:
             cur = self._db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
                 seqs = []
-                for kind, at, text, _ in batch:
+                for kind, at, text, *_ in batch:
                     cur.execute(
                         "INSERT INTO records(kind, at, body, size) VALUES (?, ?, ?, ?)",
                         (kind, at, text, len(text)),
