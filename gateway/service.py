@@ -159,6 +159,7 @@ class Gateway:
             max_bytes=up.outbox_max_bytes,
             max_age_s=up.outbox_max_age_s,
             sinks=[s.name for s in self.sinks] or ["none"],
+            open_now=False,  # opened in start(), under the data folder's lock
         )
         self.forwarder = Forwarder(
             self.outbox,
@@ -188,6 +189,7 @@ class Gateway:
     async def start(self) -> None:
         self._lock = lock_data_dir(self.data)
         self.key_dir.mkdir(exist_ok=True)
+        await asyncio.to_thread(self.outbox.open)
         await self.store.open()
         await asyncio.to_thread(self.inventory.load)
         await asyncio.to_thread(self.gates.load)

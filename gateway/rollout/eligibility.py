@@ -75,7 +75,7 @@ def _rule_out(d: Deployment, device: DeviceRecord, now: float) -> tuple[str, str
     cohort = _cohort(d.target_cohort)
     if isinstance(cohort, CohortSyntaxError):
         return "bad_cohort", str(cohort)
-    if not cohort.matches(device.attrs):
+    if not cohort.matches(_cohort_attrs(device)):
         return "not_in_cohort", f"target_cohort {d.target_cohort!r}"
     if device.model_id and device.model_id != d.model_id:
         return "other_model", f"device runs {device.model_id}"
@@ -86,6 +86,16 @@ def _rule_out(d: Deployment, device: DeviceRecord, now: float) -> tuple[str, str
     if d.end_time is not None and now >= d.end_time:
         return "after_window", "the deployment's end_time has passed"
     return None
+
+
+def _cohort_attrs(device: DeviceRecord) -> dict[str, str]:
+    """What a cohort term can name: the device's attributes, plus its id, model and version."""
+    known = {
+        "device_id": device.device_id,
+        "model_id": device.model_id,
+        "model_version": device.model_version,
+    }
+    return {**{k: v for k, v in known.items() if v is not None}, **device.attrs}
 
 
 def decide(

@@ -52,7 +52,6 @@ def state_from_json(doc: Mapping[str, Any]) -> GateState:
 class GateStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
         self.state_path = folder / "gates.json"
         self.audit_path = folder / "gates-audit.jsonl"
         self.meta_path = folder / "gates-meta.json"
@@ -71,6 +70,7 @@ class GateStore:
         meta: Mapping[str, Any] | None = None,
     ) -> None:
         """Blocking: append the decisions to the audit log (fsync), then replace the state files."""
+        self.folder.mkdir(parents=True, exist_ok=True)
         lines = [json.dumps(d.to_json(), sort_keys=True) for d in new_decisions]
         if lines:
             with self.audit_path.open("a", encoding="utf-8") as f:

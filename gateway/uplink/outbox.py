@@ -85,27 +85,49 @@ class Record:
 
 class Outbox:
     def __init__(
-        self, path: Path, *, max_bytes: int, max_age_s: float, sinks: Sequence[str] = ("default",)
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        max_age_s: float,
+        sinks: Sequence[str] = ("default",),
+        open_now: bool = True,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self.sinks = tuple(sinks)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open the outbox {path}: {exc}", path=str(path)) from exc
+        self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # one connection, used by the writer thread and by readers
         self._pending: list[_Pending] = []
         self._cv = threading.Condition()
         self._closed = False
-        self._bytes = self._scalar("SELECT COALESCE(SUM(size), 0) FROM records")
+        self._bytes = 0
         self._writer = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
+        if open_now:
+            self.open()
+
+    def open(self) -> None:
+        """Open (or create) the database and start the writer; blocking, idempotent."""
+        if self._db is not None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the outbox {self.path}: {exc}", path=str(self.path)) from exc
+        self._db = db
+        self._bytes = self._scalar("SELECT COALESCE(SUM(size), 0) FROM records")
         self._writer.start()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StorageError("the outbox is not open", path=str(self.path))
+        return self._db
 
     # -- appending (group commit) ------------------------------------------------------------------
 
@@ -156,7 +178,7 @@ class Outbox:
 
     def _commit(self, batch: list[_Pending]) -> list[int]:
         with self._lock:
-            cur = self._db.cursor()
+            cur = self.db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
                 seqs = []
@@ -211,7 +233,7 @@ class Outbox:
     def peek(self, sink: str, max_records: int = 500, max_bytes: int = 1 << 20) -> list[Record]:
         """The oldest records this sink has not acknowledged (at least one, even if large)."""
         with self._lock:
-            rows = self._db.execute(
+            rows = self.db.execute(
                 "SELECT seq, kind, at, body, size FROM records WHERE seq > "
                 "COALESCE((SELECT acked FROM cursors WHERE sink = ?), 0) ORDER BY seq LIMIT ?",
                 (sink, max_records),
@@ -228,7 +250,7 @@ class Outbox:
     def ack(self, sink: str, up_to_seq: int) -> None:
         """``sink`` has every record up to ``up_to_seq``; records every sink has are deleted."""
         with self._lock:
-            cur = self._db.cursor()
+            cur = self.db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             cur.execute(
                 "INSERT INTO cursors(sink, acked) VALUES (?, ?) "
@@ -254,7 +276,7 @@ class Outbox:
     def expire(self, now: float) -> int:
         """Drop records older than ``max_age_s`` (counted); returns how many."""
         with self._lock:
-            cur = self._db.cursor()
+            cur = self.db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             rows = cur.execute(
                 "SELECT seq, kind, size FROM records WHERE at < ?", (now - self.max_age_s,)
@@ -269,7 +291,7 @@ class Outbox:
     def take_drops(self) -> dict[str, dict[str, int]]:
         """Drop counts since the last call (they then go upstream as a ``drops`` record)."""
         with self._lock:
-            cur = self._db.cursor()
+            cur = self.db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             rows = cur.execute("SELECT kind, reason, count FROM drops").fetchall()
             cur.execute("DELETE FROM drops")
@@ -281,10 +303,10 @@ class Outbox:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            pending = self._db.execute(
+            pending = self.db.execute(
                 "SELECT kind, COUNT(*), SUM(size) FROM records GROUP BY kind"
             ).fetchall()
-            drops = self._db.execute("SELECT kind, reason, count FROM drops").fetchall()
+            drops = self.db.execute("SELECT kind, reason, count FROM drops").fetchall()
         return {
             "pending": {k: {"records": n, "bytes": b} for k, n, b in pending},
             "pending_bytes": self._bytes,
@@ -297,12 +319,15 @@ class Outbox:
             return self._scalar_locked(sql, args)
 
     def _scalar_locked(self, sql: str, args: tuple[Any, ...] = ()) -> int:
-        return int(self._db.execute(sql, args).fetchone()[0])
+        return int(self.db.execute(sql, args).fetchone()[0])
 
     def close(self) -> None:
         with self._cv:
             self._closed = True
             self._cv.notify()
-        self._writer.join(timeout=10)
+        if self._writer.is_alive():
+            self._writer.join(timeout=10)
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None

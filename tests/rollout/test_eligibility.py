@@ -193,6 +193,18 @@ def test_a_bad_cohort_rejects_only_that_deployment() -> None:
     assert d.deployment is not None and d.deployment.version == "1.0.0"
 
 
+def test_cohorts_can_name_the_device_and_its_version() -> None:
+    assert decide([dep(target_cohort="device_id:cam-1")], device("cam-1"), NOW).reason == "eligible"
+    assert (
+        decide([dep("2.0.0", target_cohort="model_version:1.*")], device(version="1.5.0"), NOW).reason
+        == "eligible"
+    )
+    assert (
+        decide([dep("2.0.0", target_cohort="model_version:1.*")], device(version="0.5.0"), NOW).reason
+        == "not_in_cohort"
+    )
+
+
 def test_other_model() -> None:
     d = decide([dep()], DeviceRecord("cam-1", model_id="segmenter", model_version="1.0.0"), NOW)
     assert d.reason == "other_model"
