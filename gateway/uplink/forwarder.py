@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from gateway.errors import TransportError
 from gateway.mirror.pacing import backoff_s
 from gateway.stats import Stats
-from gateway.uplink.outbox import Outbox
+from gateway.uplink.outbox import Outbox, Record
 from gateway.uplink.sinks import Rejected, Sink
 
 log = logging.getLogger(__name__)
@@ -63,10 +63,7 @@ class Forwarder:
                     pass
                 continue
             try:
-                await sink.deliver(batch)
-            except Rejected as exc:
-                log.error("%s refused %d records for good (%s); skipping them", sink.name, len(batch), exc)
-                self.stats.error(f"uplink.{sink.name}.rejected", str(exc))
+                refused = await self._deliver(sink, batch)
             except TransportError as exc:
                 delay = getattr(exc, "retry_after_s", None) or backoff_s(
                     failures, initial_s=self.retry_initial_s, max_s=self.retry_max_s, rand=random.random()
@@ -78,6 +75,9 @@ class Forwarder:
                 self.stats.error(f"uplink.{sink.name}.errors", str(exc))
                 await asyncio.sleep(delay)
                 continue
+            if refused:
+                self.stats.inc(f"uplink.{sink.name}.rejected_records", refused)
+                await self.report_drops()
             await asyncio.to_thread(self.outbox.ack, sink.name, batch[-1].seq)
             self.stats.inc(f"uplink.{sink.name}.records", len(batch))
             failures = 0
@@ -85,6 +85,23 @@ class Forwarder:
                 log.info("uplink %s is back", sink.name)
                 self.link_up[sink.name] = True
                 await self.report_drops()
+
+    async def _deliver(self, sink: Sink, batch: Sequence[Record]) -> int:
+        """Deliver; a batch the cloud refuses is split until the refused records stand alone, so one
+        poison record costs only itself. Returns how many records were refused for good."""
+        try:
+            await sink.deliver(batch)
+            return 0
+        except Rejected as exc:
+            if len(batch) == 1:
+                log.error(
+                    "%s refused record %d (%s) for good: %s", sink.name, batch[0].seq, batch[0].kind, exc
+                )
+                self.stats.error(f"uplink.{sink.name}.rejected", str(exc))
+                await asyncio.to_thread(self.outbox.count_drop, batch[0].kind, f"refused by {sink.name}")
+                return 1
+            mid = len(batch) // 2
+            return await self._deliver(sink, batch[:mid]) + await self._deliver(sink, batch[mid:])
 
     async def report_drops(self) -> None:
         drops = await asyncio.to_thread(self.outbox.take_drops)

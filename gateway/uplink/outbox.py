@@ -288,6 +288,15 @@ class Outbox:
             cur.execute("COMMIT")
         return len(rows)
 
+    def count_drop(self, kind: str, reason: str, n: int = 1) -> None:
+        """Count records lost outside the outbox's own bounds (e.g. refused by the cloud)."""
+        with self._lock:
+            self.db.execute(
+                "INSERT INTO drops(kind, reason, count) VALUES (?, ?, ?) "
+                "ON CONFLICT(kind, reason) DO UPDATE SET count = count + excluded.count",
+                (kind, reason, n),
+            )
+
     def take_drops(self) -> dict[str, dict[str, int]]:
         """Drop counts since the last call (they then go upstream as a ``drops`` record)."""
         with self._lock:

@@ -2,9 +2,10 @@
 
 Both deliver at least once; the cloud deduplicates by ``(site, seq)``. A sink raises
 :class:`~gateway.errors.TransportError` for anything worth retrying (network, 408, 429, 5xx);
-``retry_after_s`` on the error carries the server's ``Retry-After``. A 4xx other than 408/429 means
-the cloud refuses the batch for good: :class:`Rejected` (the forwarder logs and counts it, and moves
-on so that one bad record cannot block the site's uplink forever).
+``retry_after_s`` on the error carries the server's ``Retry-After``. 401/403/404 and the like mean a
+wrong URL or token: retried (nothing is dropped for a configuration mistake) and logged. Any other
+4xx means the cloud refuses the batch's content for good: :class:`Rejected` (the forwarder logs and
+counts it, and moves on so that one bad record cannot block the site's uplink forever).
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ from gateway.errors import TransportError
 from gateway.uplink.outbox import Record
 
 log = logging.getLogger(__name__)
+
+
+# A wrong URL or token is the site's configuration, not the data: keep the records and retry
+# (the log says what to fix). 408 and 429 are the server asking us to come back.
+RETRY_4XX = frozenset({401, 403, 404, 405, 407, 408, 410, 421, 429})
 
 
 class Rejected(Exception):
@@ -76,7 +82,7 @@ class HttpSink:
                 text = (await r.text())[:200]
                 if 200 <= r.status < 300:
                     return
-                if r.status in (408, 429) or r.status >= 500:
+                if r.status in RETRY_4XX or r.status >= 500:
                     err = TransportError(
                         f"ingest {self.url}: HTTP {r.status} {text}", status=r.status, url=self.url
                     )
