@@ -83,3 +83,15 @@ async def test_offline_cache_ls_and_prune(
     assert code == 0 and SHA[:12] in out and "detector/1.0.0" in out
     code, out = await run_cli(capsys, "cache", "prune", "--config", str(config))
     assert code == 0 and json.loads(out) == {"removed": []}
+
+
+async def test_dashboard_shows_the_site_at_a_glance(reg: Registry, tmp_path: Path) -> None:
+    reg.publish(MODEL)
+    async with running(gateway_settings(reg, tmp_path / "data")) as gw:
+        await until(lambda: gw.store.is_verified(SHA), what="mirrored")
+        host, port = gw.operator_addresses[0][:2]
+        async with aiohttp.ClientSession() as s, s.get(f"http://{host}:{port}/") as r:
+            page = await r.text()
+        assert r.status == 200 and r.content_type == "text/html"
+        for part in ("OTA Gateway: site test-site", "detector", "Canary gates", "This box", "Counters"):
+            assert part in page

@@ -107,7 +107,8 @@ def _row(cells: list[object]) -> str:
 
 
 async def dashboard(request: web.Request) -> web.Response:
-    st = gateway_of(request).status()
+    gw = gateway_of(request)
+    st = gw.status()
     idx = st["index"] or {}
     deployments = "".join(
         _row(
@@ -121,6 +122,21 @@ async def dashboard(request: web.Request) -> web.Response:
         )
         for d in st["deployments"]
     )
+    gates = "".join(
+        _row(
+            [
+                g["deployment"],
+                g["baseline"] or "-",
+                g["stage"] + (f" (held by {g['held_by']})" if g["held_by"] else ""),
+                g["wave"],
+                g["admitted"],
+                g["rollback"],
+                (g["last_decision"] or {}).get("reason", ""),
+            ]
+        )
+        for g in st["gates"]
+    )
+    health = st["health"]
     counters = "".join(_row([k, v]) for k, v in st["counters"].items())
     errors = "".join(_row([k, v]) for k, v in st["last_errors"].items())
     clock = "ok" if st["clock"]["trusted"] else "WRONG: " + st["clock"]["note"]
@@ -133,6 +149,10 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}</style></head><
 <h2>Upstream</h2><p>{html.escape(str(st["upstream"]["url"]))}; last error: {html.escape(str(st["upstream"]["last_error"]))}</p>
 <h2>Signed index</h2><p>version {html.escape(str(idx.get("version")))}, expired: {html.escape(str(idx.get("expired")))}</p>
 <h2>Deployments</h2><table><tr><th>model</th><th>version</th><th>cohort</th><th>share</th><th>mirrored</th></tr>{deployments}</table>
+<h2>Canary gates</h2><table><tr><th>deployment</th><th>baseline</th><th>stage</th><th>wave</th><th>admitted</th><th>rollback</th><th>last decision</th></tr>{gates}</table>
+<h2>This box</h2><p>CPU {html.escape(str(health.get("system_cpu_percent")))} %, RAM {html.escape(str(health.get("ram_percent")))} %,
+disk free {html.escape(str(health.get("disk_free_bytes")))} bytes, temperature {html.escape(str(health.get("temperature_c")))} C,
+MQTT connections {html.escape(str(st["mqtt"].get("connections")))}, devices known {len(gw.inventory.devices)}</p>
 <h2>Counters</h2><table>{counters}</table><h2>Last errors</h2><table>{errors}</table>
 </body></html>"""
     return web.Response(text=page, content_type="text/html")
