@@ -322,13 +322,16 @@ class Gateway:
         while True:
             await asyncio.sleep(min(interval, window, 5.0))
             now = self.clock()
-            await self.telemetry.close_windows(now)
-            await self.step_gates(now)
-            if now - self._last_report < interval:
-                continue
-            self._last_report = now
-            await self.report(now)
-            await self.inventory.flush(now)
+            try:
+                await self.telemetry.close_windows(now)
+                await self.step_gates(now)
+                if now - self._last_report >= interval:
+                    self._last_report = now
+                    await self.report(now)
+                    await self.inventory.flush(now)
+            except Exception as exc:  # one bad round must not stop the reports and the gates for good
+                log.exception("site report round failed")
+                self.stats.error("report.errors", repr(exc))
 
     async def step_gates(self, now: float) -> None:
         index = self.mirror.index

@@ -194,7 +194,9 @@ class Mirror:
                 delay = jittered(
                     self.settings.mirror.poll_interval_s, self.settings.mirror.poll_jitter, random.random()
                 )
-            except (TransportError, StorageError) as exc:
+            except Exception as exc:  # the loop outlives any one failure (uplink down, disk, or a bug)
+                if not isinstance(exc, TransportError | StorageError):
+                    log.exception("index poll failed unexpectedly")
                 self.stats.error("mirror.index_poll_errors", str(exc))
                 self.last_error = str(exc)
                 delay = min(

@@ -20,7 +20,7 @@ from typing import Any
 
 from firmware_compat.version import try_version
 from gateway.inventory.records import DeviceRecord
-from gateway.manifest import Deployment, parse_deployment
+from gateway.manifest import Deployment, HealthChecks, parse_deployment
 from gateway.rollout.eligibility import decide
 from gateway.rollout.gate_store import GateStore
 from gateway.rollout.gates import Control, Decision, Event, GateState, Limits, new_gate, step
@@ -163,9 +163,7 @@ class GateKeeper:
                         or rec.model_version == d.version
                     ):
                         eligible[rec.device_id] = rec.attrs
-            limits = Limits.of(
-                d.health if d is not None else parse_deployment(self.known[key]).health, self.settings
-            )
+            limits = Limits.of(d.health if d is not None else self._health(key), self.settings)
             new, decisions = step(
                 gate,
                 now=now,
@@ -186,6 +184,14 @@ class GateKeeper:
                 log.warning("gate %s wave %d: %s (%s)", dec.deployment, dec.wave, dec.action, dec.reason)
             await on_decisions(all_decisions)
         return all_decisions
+
+    def _health(self, key: str) -> HealthChecks:
+        """The health checks of a deployment no longer in the index (from the manifests seen)."""
+        raw = self.known.get(key)
+        try:
+            return parse_deployment(raw).health if raw is not None else HealthChecks()
+        except Exception:
+            return HealthChecks()
 
     def _cloud_controls(self, key: str, gate: GateState, commands: Mapping[str, str]) -> list[Control]:
         model = key.split("@", 1)[0]
