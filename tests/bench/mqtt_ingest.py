@@ -1,6 +1,6 @@
 """Ingest benchmark: QoS 1 PUBLISH -> PUBACK messages per second through three brokers, same load.
 
-    /work/venv/bin/python tests/bench/mqtt_ingest.py [--clients 8] [--messages 4000] [--window 32]
+    /work/venv/bin/python tests/bench/mqtt_ingest.py [--clients 8] [--messages 10000] [--window 32]
 
 Each broker runs in its own process: ours (gateway.broker with a trivial on_publish hook, token
 auth, topic rules), bare amqtt 0.12.1 with its default configuration, and mosquitto. The load
@@ -72,7 +72,7 @@ async def load(port: int, clients: int, messages: int, window: int) -> tuple[int
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--messages", type=int, default=4000)
+    ap.add_argument("--messages", type=int, default=10000)
     ap.add_argument("--window", type=int, default=32)
     args = ap.parse_args()
     rates: dict[str, float] = {}
