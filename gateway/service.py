@@ -24,7 +24,7 @@ from aiohttp import web
 from firmware_compat.matrix import load_matrix
 from gateway import __version__
 from gateway.access import Credentials
-from gateway.broker.server import Broker
+from gateway.broker.server import Broker, mqtt_settings
 from gateway.discovery.advertise import Advertiser, cert_fingerprint
 from gateway.discovery.browse import DeviceBrowser
 from gateway.discovery.net import open_lan
@@ -204,13 +204,9 @@ class Gateway:
             host, port = parse_hostport(self.settings.operator.listen)
             self.operator_addresses = await self._serve(build_operator_app(self), host, port, None)
         self.broker = Broker(
-            self.settings.mqtt,
-            authenticate=self.mqtt_authenticate,
-            on_publish=lambda device, topic, payload: self.telemetry.mqtt_message(
-                device, topic, payload, self.clock()
-            ),
-            count=self.stats.inc,
-            tls=_server_tls(self.settings) if self.settings.mqtt.tls_listen else None,
+            mqtt_settings(self.settings),
+            self.mqtt_authenticate,
+            lambda device, topic, payload: self.telemetry.mqtt_message(device, topic, payload, self.clock()),
         )
         await self.broker.start()
         self._closers.append(self.broker.stop)
@@ -227,7 +223,8 @@ class Gateway:
         lan = open_lan(s.discovery)
         self._closers.append(lan.close)
         http_port = int(self.http_addresses[0][1]) if self.http_addresses else 0
-        mqtt_port = int(self.broker.addresses[0][1]) if self.broker and self.broker.addresses else None
+        mqtt = self.broker.addresses.get("tcp") if self.broker else None
+        mqtt_port = int(mqtt[1]) if mqtt else None
         tls = bool(s.http.tls_cert)
         advertiser = Advertiser(
             s.discovery,
@@ -305,8 +302,12 @@ class Gateway:
         if user is None or not valid_id(user):
             return False
         creds = self.credentials
+        if cert_cn is not None and cert_cn == user:
+            # A certificate the site CA signed is a device credential whatever devices.access says;
+            # unknown devices are still refused when allow_unknown is off.
+            return creds.allow_unknown or user in creds.known or user in creds.tokens
         if creds.mode == "mtls":
-            return cert_cn == user and creds.check(user, bearer=None, cert_cn=cert_cn) is None
+            return False
         if creds.mode == "token":
             return password is not None and creds.check(user, bearer=password, cert_cn=None) is None
         log.warning(
@@ -450,7 +451,9 @@ class Gateway:
             },
             "health": probe(self.data),
             "mqtt": {
-                "listen": [f"{h}:{p}" for h, p in self.broker.addresses] if self.broker else [],
+                "listen": {name: f"{h}:{p}" for name, (h, p) in self.broker.addresses.items()}
+                if self.broker
+                else {},
                 **(self.broker.stats() if self.broker else {}),
             },
             "uplink": {

@@ -138,6 +138,11 @@ class MqttSettings:
     max_packet_bytes: int = field(default=64 << 10, metadata=POSITIVE)
     max_connections: int = field(default=10_000, metadata=POSITIVE)
     max_queued_messages: int = field(default=100, metadata=POSITIVE)
+    tls_cert: str = ""  # PEM chain for tls_listen; empty: http.tls_cert
+    tls_key: str = ""  # empty: http.tls_key
+    client_ca: str = ""  # PEM CA of device certificates (mTLS, user = CN); empty: http.client_ca
+    connect_timeout_s: float = field(default=10.0, metadata=POSITIVE)
+    session_expiry_s: float = field(default=7 * 86400.0, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)

@@ -1,106 +1,113 @@
-"""Our amqtt plugins: who may connect, and which topics each device may use.
+"""amqtt plugins that put the gateway's device rules into the broker.
 
-amqtt's own ACL plugin has no per-client substitution (``devices/{id}/#``), and its
-``allow-anonymous: false`` does not unload the anonymous plugin, so the broker is configured with
-exactly these two plugins and nothing else (see :mod:`gateway.broker.server`).
+amqtt's stock plugins do not fit: ``AnonymousAuthPlugin`` lets anyone in as soon as it is loaded
+(its ``allow-anonymous: false`` only demands *a* user name, any user name), and the ACL plugin has
+no per-client substitution, so "a device may only use ``devices/{its id}/``" cannot be written in
+it. These two replace them; the broker loads *only* these (see ``server.amqtt_config``), so no
+anonymous plugin is ever in the chain.
 
-* :class:`DeviceAuthPlugin`: a client is a device; its MQTT user name is its device id and its
-  password its device token (or, under TLS with client certificates, the certificate's CN is its
-  id). The decision is the gateway's :class:`~gateway.access.Credentials`, shared with HTTP.
-  Anonymous clients only in ``mqtt.lab_mode``.
-* :class:`DeviceTopicPlugin`: a device publishes only under ``devices/{its id}/`` and subscribes only
-  to filters under ``devices/{its id}/``; anything else is refused and logged. MQTT 3.1.1 has no
-  negative acknowledgement for PUBLISH (section 3.3.5): a refused publish is acknowledged per its
-  QoS and dropped, and counted; a refused SUBSCRIBE gets the SUBACK failure code 0x80.
+- ``DeviceAuthPlugin``: works out which device the peer claims to be (``rules.claimed_identity``)
+  and asks the gateway's credential check (the same one the HTTP API uses) whether it may connect.
+  It leaves the outcome on the session (``session.attributes``) for the topic plugin and the log.
+- ``DeviceTopicPlugin``: publish, subscribe and receive only inside the device's own subtree.
+
+Both are configured through amqtt 0.12's ``plugins`` mapping, whose values are hydrated into each
+plugin's ``Config`` dataclass.
 """
 
 from __future__ import annotations
 
-import contextvars
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from amqtt.contexts import Action, BaseContext
+from amqtt.contexts import Action
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
+from gateway.broker import rules
+
 log = logging.getLogger(__name__)
 
-# The client certificate's CN of the connection being authenticated (set by the broker per
-# connection task; plugin calls run in tasks that inherit the context).
-PEER_CN: contextvars.ContextVar[str | None] = contextvars.ContextVar("peer_cn", default=None)
+DEVICE_ID = "gateway.device_id"  # session.attributes key: the authenticated device id
+REFUSAL = "gateway.refusal"  # session.attributes key: rules.Identity of a refused client
 
-Authenticate = Callable[[str | None, str | None, str | None], bool]
-
-
-@dataclass
-class Hooks:
-    """What the plugins need from the gateway, passed in through the plugin config."""
-
-    authenticate: Authenticate
-    count: Callable[[str], None]
+AuthCheck = Callable[[str, str | None, str | None], bool]
 
 
-def device_namespace(device_id: str) -> str:
-    return f"devices/{device_id}/"
+def cert_common_name(session: Session) -> str | None:
+    """CN of the client certificate the TLS layer verified, or None (no TLS, no certificate)."""
+    ssl_object = getattr(session, "ssl_object", None)
+    if ssl_object is None:
+        return None
+    cert = ssl_object.getpeercert()
+    if not cert:
+        return None
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
 
 
-def topic_allowed(device_id: str | None, topic: str | None, action: Action) -> bool:
-    """Pure: may this device use this topic (or topic filter) for this action?"""
-    if not device_id or not topic:
-        return False
-    prefix = device_namespace(device_id)
-    if not topic.startswith(prefix):
-        return False
-    if action == Action.PUBLISH:
-        return "+" not in topic and "#" not in topic
-    return True  # SUBSCRIBE/RECEIVE: wildcards allowed below its own id only (the prefix has none)
+def credentials(session: Session) -> rules.Credentials:
+    return rules.Credentials(
+        client_id=session.client_id or "",
+        username=session.username,
+        password=session.password,
+        cert_cn=cert_common_name(session),
+    )
 
 
 class DeviceAuthPlugin(BaseAuthPlugin):
+    """Per-device credentials: user = device id, password = device token, or the certificate CN."""
+
     @dataclass
     class Config:
-        hooks: Any = None
+        check: Any = None  # AuthCheck: (device id, password, cert CN) -> allowed
+        lab_mode: bool = False
 
-    def __init__(self, context: BaseContext) -> None:
-        super().__init__(context)
-        self.hooks: Hooks = self.config.hooks
-
-    async def authenticate(self, *, session: Session) -> bool | None:
-        user, password, cn = session.username, session.password, PEER_CN.get()
-        ok = self.hooks.authenticate(user, password, cn)
-        if not ok:
-            self.hooks.count("mqtt.refused_auth")
-            log.warning(
-                "MQTT client %r (user %r) refused: bad or missing device credentials", session.client_id, user
+    async def authenticate(self, *, session: Session) -> bool:
+        config = self.context.config
+        check: AuthCheck | None = config.check
+        creds = credentials(session)
+        identity = rules.claimed_identity(creds, lab_mode=config.lab_mode)
+        if identity.device_id is not None:
+            anonymous = creds.username is None and creds.password is None and creds.cert_cn is None
+            if anonymous:
+                allowed = True  # lab mode, and claimed_identity only lets anonymous through there
+            else:
+                try:
+                    allowed = bool(
+                        check is not None and check(identity.device_id, creds.password, creds.cert_cn)
+                    )
+                except Exception:  # the credential store failing must refuse, never crash the broker
+                    log.exception("credential check failed for %r", identity.device_id)
+                    allowed = False
+            if allowed:
+                session.attributes[DEVICE_ID] = identity.device_id
+                return True
+            identity = rules.Identity(
+                None, f"wrong credentials for {identity.device_id!r}", bad_credentials=True
             )
-        return ok
+        session.attributes[REFUSAL] = identity
+        return False
 
 
 class DeviceTopicPlugin(BaseTopicPlugin):
-    @dataclass
-    class Config:
-        hooks: Any = None
-        lab_mode: bool = False
-
-    def __init__(self, context: BaseContext) -> None:
-        super().__init__(context)
-        self.hooks: Hooks = self.config.hooks
-        self.lab_mode: bool = self.config.lab_mode
+    """A device may publish, subscribe and receive only under ``devices/{its id}/``."""
 
     async def topic_filtering(
         self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
-    ) -> bool | None:
-        if session is None or action is None:
+    ) -> bool:
+        device_id = session.attributes.get(DEVICE_ID) if session is not None else None
+        if device_id is None or topic is None:
             return False
-        device = session.username or (session.client_id if self.lab_mode else None)
-        if topic_allowed(device, topic, action):
-            return True
-        if action != Action.RECEIVE:  # RECEIVE is the broker asking, per subscriber: not an offence
-            self.hooks.count(f"mqtt.refused_{action.value}")
-            log.warning(
-                "MQTT %s: %s to %r refused (outside devices/%s/)", device, action.value, topic, device
-            )
+        if action == Action.PUBLISH:
+            return rules.may_publish(device_id, topic)
+        if action == Action.SUBSCRIBE:
+            return rules.may_subscribe(device_id, topic)
+        if action == Action.RECEIVE:
+            return rules.may_publish(device_id, topic)  # a topic name it could have published to
         return False

@@ -1,481 +1,395 @@
-"""The embedded MQTT broker: amqtt in the gateway's own event loop, with the site's bounds.
+"""The embedded MQTT broker: amqtt 0.12 inside the gateway's own event loop.
 
-What we add around amqtt 0.12 (through its documented extension points where it has them):
+    Broker(settings, authenticate, on_publish)    what the gateway starts, stops and asks
+      └── AmqttCore (amqtt.broker.Broker)         sessions, subscriptions, plugins, broadcast
+            ├── DeviceAuthPlugin, DeviceTopicPlugin   (gateway.broker.plugins; nothing else)
+            └── Connection per client                 (gateway.broker.connection)
 
-* identity and topics: only our two plugins (:mod:`gateway.broker.plugins`), no anonymous plugin;
-* a maximum packet size enforced before a PUBLISH payload is buffered: :class:`FramingGuard`
-  cuts the connection as soon as a longer packet is announced;
-* a maximum number of connections that *refuses* the extra ones (amqtt's own limit queues them);
-* offline queues (persistent sessions, QoS 1) bounded to ``mqtt.max_queued_messages``, oldest first
-  out;
-* ingest: ``devices/{id}/metrics`` and ``devices/{id}/events`` are handed to the gateway's hook in
-  process (no loopback subscriber), *before* the PUBACK goes out, so a message acknowledged to a
-  device is already durable in the outbox; they are not re-broadcast: they are for the gateway only.
-* a client that sends something amqtt cannot handle is disconnected; the broker stays up.
+What we keep of amqtt: its listeners, its session table and subscription table, its plugin manager
+(loaded with our two plugins only, never the anonymous one), its broadcast loop and session-expiry
+monitor, its CONNECT/SUBSCRIBE codecs. What we replace, by subclassing, and why:
+
+- the per-client protocol handler (``Connection``): bounded reads, one coroutine per client instead
+  of six tasks, malformed input closes that client only;
+- ``Session`` (``LeanSession``): no per-session state machine, bounded offline queue;
+- ``_run_broadcast`` and ``_broadcast_message``: amqtt matches every message against every
+  subscription in the broker (O(subscriptions) per message). A device may only subscribe inside
+  its own subtree, so a message to ``devices/{id}/...`` can only match filters of device ``id``;
+  we index filters by device and skip the broadcast queue when nobody can receive the message
+  (the common case: metrics go to the in-process hook only);
+- ``_topic_filtering``: the plugins are awaited in place rather than through one task per plugin
+  per call;
+- the broadcast queue is bounded: when full, publishers wait (TCP back-pressure), memory does not
+  grow.
+
+Ingest: every accepted PUBLISH under ``devices/{id}/`` is handed to ``on_publish(device_id, topic,
+payload)`` in the reading coroutine, before the PUBACK; if the hook raises, the client gets no
+acknowledgement and is disconnected, so a QoS 1 message is redelivered rather than lost.
+Retained PUBLISH from devices are delivered and handed over but not stored (no retained store).
+
+What it leaves to others: which credentials are valid (``authenticate``), what a metrics message
+means (the telemetry package, through ``on_publish``), mDNS advertisement.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import ctypes
-import ctypes.util
-import gc
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Generic, TypeVar
+from pathlib import Path
+from typing import Any
 
-from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker as AmqttBroker
-from amqtt.broker import RetainedApplicationMessage
-from amqtt.contexts import Action
-from amqtt.session import Session
+from amqtt.contexts import Action, BrokerConfig, ListenerConfig, ListenerType
+from amqtt.errors import BrokerError
 
-from gateway.access import peer_cn
-from gateway.broker.plugins import PEER_CN, Authenticate, Hooks, topic_allowed
+from gateway.broker import rules
+from gateway.broker.connection import Connection
+from gateway.broker.plugins import DEVICE_ID, AuthCheck
 from gateway.errors import ConfigError
-from gateway.settings import MqttSettings, parse_hostport
+from gateway.settings import MqttSettings, Settings, parse_hostport
+from gateway.stats import Stats
+from gateway.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-INGEST_KINDS = frozenset({"metrics", "events"})
-OnPublish = Callable[[str, str, bytes], Awaitable[None]]
+# The hook may return a future: the message is then acknowledged only when it resolves (durable
+# ingest before PUBACK without holding up the connection's next packets); None: acknowledge now.
+PublishHook = Callable[[str, str, bytes], "asyncio.Future[Any] | None"]
 
-
-def _malloc_trim() -> Callable[[], None]:
-    """glibc's ``malloc_trim(0)``: hand freed heap back to the system (a no-op elsewhere)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return lambda: None
-    trim.argtypes = [ctypes.c_size_t]
-    return lambda: trim(0) and None
+BROADCAST_QUEUE_MAX = 1024  # messages waiting for fan-out; beyond it publishers wait
+SWEEP_INTERVAL_S = 1.0  # how often keep-alive and CONNECT deadlines are checked
+STOP_TIMEOUT_S = 5.0
+LISTEN_BACKLOG = 1024  # a reconnect storm of thousands of devices should queue, not be refused
 
 
-TRIM_AFTER_CLOSED = 1000  # after this many connections closed, give their memory back
+@dataclass(frozen=True)
+class Limits:
+    max_packet_bytes: int
+    max_connections: int
+    max_queued_messages: int
+    connect_timeout_s: float
 
 
-class PacketTooLarge(Exception):
-    """Raised inside amqtt's reader: its reader loop treats it as fatal for that connection only."""
+def mqtt_settings(settings: Settings) -> MqttSettings:
+    """The ``[mqtt]`` section with the TLS files defaulted to ``[http]``'s, as the config documents."""
+    m = settings.mqtt
+    if m.tls_cert or m.tls_key:
+        return m
+    return replace(
+        m,
+        tls_cert=settings.http.tls_cert,
+        tls_key=settings.http.tls_key,
+        client_ca=m.client_ca or settings.http.client_ca,
+    )
 
 
-class FramingGuard(StreamReaderAdapter):
-    """Follows MQTT framing over the bytes amqtt reads, and cuts a packet that is too long.
+def amqtt_config(settings: MqttSettings, authenticate: AuthCheck) -> BrokerConfig:
+    """amqtt 0.12's configuration: our listeners and exactly our two plugins.
 
-    A packet is one byte of type and flags, a remaining length of one to four bytes (MQTT 3.1.1
-    section 2.2.3), then that many bytes. The guard decodes each remaining length as it goes by and
-    raises :class:`PacketTooLarge` the moment one above ``max_packet_bytes`` (or a fifth length
-    byte) is announced, before amqtt asks for the body; any single read above the limit is refused
-    too. amqtt treats the exception as fatal for that connection only.
+    Giving ``plugins`` explicitly replaces amqtt's defaults, which include ``AnonymousAuthPlugin``
+    (``allow_anonymous: true``) and the ``$SYS`` publisher; neither is loaded.
     """
-
-    def __init__(self, reader: asyncio.StreamReader, max_packet_bytes: int) -> None:
-        super().__init__(reader)
-        self.max_packet_bytes = max_packet_bytes
-        self._in_length = False
-        self._length = 0
-        self._multiplier = 1
-        self._left = 0  # body bytes of the current packet not yet read
-
-    async def read(self, n: int = -1) -> bytes:
-        if n < 0 or n > self.max_packet_bytes:
-            raise PacketTooLarge(
-                f"a read of {n} bytes exceeds mqtt.max_packet_bytes ({self.max_packet_bytes})"
+    listeners: dict[str, ListenerConfig] = {
+        "default": ListenerConfig(type=ListenerType.TCP, bind=_bind(settings.listen), max_connections=0)
+    }
+    if settings.tls_listen:
+        for key in ("tls_cert", "tls_key", "client_ca"):
+            path = getattr(settings, key)
+            if path and not Path(path).is_file():
+                raise ConfigError("configuration", f"mqtt.{key}", "an existing PEM file")
+        if not (settings.tls_cert and settings.tls_key):
+            raise ConfigError(
+                "configuration", "mqtt.tls_listen", "mqtt.tls_cert and mqtt.tls_key (or http's) set"
             )
-        data = await super().read(n)
-        self._observe(data)
-        return data
-
-    def _observe(self, data: bytes) -> None:
-        i = 0
-        while i < len(data):
-            if self._left > 0:
-                take = min(self._left, len(data) - i)
-                self._left -= take
-                i += take
-                continue
-            b = data[i]
-            i += 1
-            if not self._in_length:  # the type byte of a new packet
-                self._in_length, self._length, self._multiplier = True, 0, 1
-                continue
-            self._length += (b & 0x7F) * self._multiplier
-            if b & 0x80:
-                self._multiplier *= 128
-                if self._multiplier > 128**3:
-                    raise PacketTooLarge("malformed remaining length (a fifth length byte)")
-                continue
-            if self._length > self.max_packet_bytes:
-                raise PacketTooLarge(
-                    f"packet of {self._length} bytes announced; mqtt.max_packet_bytes is {self.max_packet_bytes}"
-                )
-            self._in_length, self._left = False, self._length
-
-
-class SessionStates:
-    """A light stand-in for the per-session ``transitions.Machine`` amqtt builds (about 15 KB each,
-    a third of an idle connection's memory): the same triggers and queries amqtt uses on a
-    session (``connect``, ``disconnect``, ``is_connected``, ``state``), with the same callbacks."""
-
-    __slots__ = ("_session", "state")
-
-    def __init__(self, session: Session, state: str) -> None:
-        self._session = session
-        self.state = state
-
-    def connect(self) -> None:
-        if self.state not in ("new", "disconnected"):
-            raise ValueError(f"cannot connect a session in state {self.state!r}")  # amqtt catches ValueError
-        self.state = "connected"
-        self._session._on_enter_connected()
-
-    def disconnect(self) -> None:
-        self.state = "disconnected"
-        self._session._on_enter_disconnected()
-
-    def is_connected(self) -> bool:
-        return self.state == "connected"
-
-
-class SlimQueue(Generic[T]):
-    """The part of ``asyncio.Queue`` amqtt uses on its per-connection queues, without the cost.
-
-    An ``asyncio.Queue`` allocates three deques and an ``Event`` (another deque) up front, about
-    2 KB, and amqtt keeps several per connection that stay empty for the life of an idle device.
-    This one holds nothing until something is queued, and drops its storage when emptied.
-    Unbounded like the queues it replaces (the broker bounds offline queues itself).
-    """
-
-    __slots__ = ("_items", "_waiters")
-
-    def __init__(self) -> None:
-        self._items: collections.deque[T] | None = None
-        self._waiters: list[asyncio.Future[None]] | None = None
-
-    def qsize(self) -> int:
-        return len(self._items) if self._items else 0
-
-    def empty(self) -> bool:
-        return not self._items
-
-    def put_nowait(self, item: T) -> None:
-        if self._items is None:
-            self._items = collections.deque()
-        self._items.append(item)
-        if self._waiters:
-            for waiter in self._waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-                    break
-
-    async def put(self, item: T) -> None:
-        self.put_nowait(item)
-
-    def get_nowait(self) -> T:
-        if not self._items:
-            raise asyncio.QueueEmpty
-        item = self._items.popleft()
-        if not self._items:
-            self._items = None
-        return item
-
-    def watch(self, waker: asyncio.Future[None]) -> None:
-        """Wake ``waker`` on the next put (the broker's single-waiter loop watches several queues)."""
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(waker)
-
-    def unwatch(self, waker: asyncio.Future[None]) -> None:
-        if self._waiters and waker in self._waiters:
-            self._waiters.remove(waker)
-            if not self._waiters:
-                self._waiters = None
-
-    async def get(self) -> T:
-        while not self._items:
-            waiter = asyncio.get_running_loop().create_future()
-            if self._waiters is None:
-                self._waiters = []
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                self._waiters.remove(waiter)
-                if not self._waiters:
-                    self._waiters = None
-        return self.get_nowait()
-
-
-def _slim(owner: Any, *names: str) -> None:
-    for name in names:
-        queue = getattr(owner, name, None)
-        if isinstance(queue, asyncio.Queue) and queue.empty() and not getattr(queue, "_getters", None):
-            setattr(owner, name, SlimQueue())
-
-
-def _lighten(session: Session) -> None:
-    if not isinstance(session.transitions, SessionStates):
-        session.transitions = SessionStates(session, session.transitions.state)
-    _slim(session, "retained_messages", "delivered_message_queue")
-
-
-class Broker(AmqttBroker):
-    def __init__(
-        self,
-        settings: MqttSettings,
-        *,
-        authenticate: Authenticate,
-        on_publish: OnPublish,
-        count: Callable[[str], None] = lambda name: None,
-        tls: ssl.SSLContext | None = None,
-    ) -> None:
-        hooks = Hooks(authenticate=authenticate, count=count)
-        listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": None}}
-        if settings.listen:
-            listeners["plain"] = {"type": "tcp", "bind": settings.listen}
-        super().__init__(
-            {
-                "listeners": listeners,
-                "plugins": {
-                    "gateway.broker.plugins.DeviceAuthPlugin": {"hooks": hooks},
-                    "gateway.broker.plugins.DeviceTopicPlugin": {
-                        "hooks": hooks,
-                        "lab_mode": settings.lab_mode,
-                    },
-                },
-            },
-            plugin_namespace="gateway.broker",
+        listeners["tls"] = ListenerConfig(
+            type=ListenerType.TCP,
+            bind=_bind(settings.tls_listen),
+            max_connections=0,
+            ssl=True,
+            certfile=settings.tls_cert,
+            keyfile=settings.tls_key,
+            cafile=settings.client_ca or None,
         )
-        self.settings = settings
+    return BrokerConfig(
+        listeners=listeners,
+        plugins={
+            "gateway.broker.plugins.DeviceAuthPlugin": {"check": authenticate, "lab_mode": settings.lab_mode},
+            "gateway.broker.plugins.DeviceTopicPlugin": {},
+        },
+        session_expiry_interval=int(settings.session_expiry_s),
+    )
+
+
+def _bind(listen: str) -> str | None:
+    if not listen:
+        return None  # amqtt skips a listener without a bind address
+    host, port = parse_hostport(listen)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class AmqttCore(AmqttBroker):
+    """amqtt's broker with our connection handling, session type, and device-indexed fan-out."""
+
+    def __init__(self, config: BrokerConfig, limits: Limits, on_publish: PublishHook, stats: Stats) -> None:
+        super().__init__(config)
+        self.limits = limits
         self.on_publish = on_publish
-        self.count = count
-        self.tls = tls
-        self.active = 0
-        self._closed_since_trim = 0
-        self._trim = _malloc_trim()
-        self._tls_server: asyncio.Server | None = None
-        self.addresses: list[tuple[str, int]] = []
+        self.stats = stats
+        self._broadcast_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=BROADCAST_QUEUE_MAX)
+        self.live: set[Connection] = set()
+        self.device_conns: dict[str, int] = {}
+        self.device_filters: dict[str, set[str]] = {}
+        self.now = asyncio.get_running_loop().time
+        self._topic_plugins = [p for p in self.plugins_manager.plugins if hasattr(p, "topic_filtering")]
+        self._tasks = TaskGroup()
+        self.ssl_handshake_timeout_s = limits.connect_timeout_s
 
-    async def start(self) -> None:
-        try:
-            await super().start()
-        except Exception as exc:
-            raise ConfigError("configuration", "mqtt.listen", f"a free address ({exc})") from exc
-        for server in self._servers.values():
-            for sock in getattr(server.instance, "sockets", None) or ():
-                self.addresses.append(sock.getsockname()[:2])
-        if self.settings.tls_listen and self.tls is not None:
-            host, port = parse_hostport(self.settings.tls_listen)
-            self._tls_server = await asyncio.start_server(
-                partial(self.stream_connected, listener_name="plain"),
-                host,
-                port,
-                ssl=self.tls,
-                reuse_address=True,
-            )
-            self.addresses += [s.getsockname()[:2] for s in self._tls_server.sockets]
+    # -- listeners -------------------------------------------------------------------------------
 
-    async def stop(self) -> None:
-        if self._tls_server is not None:
-            self._tls_server.close()
-        await self.shutdown()
+    async def _create_server_instance(
+        self,
+        listener_name: str,
+        listener_type: ListenerType,
+        address: str | None,
+        port: int,
+        ssl_context: ssl.SSLContext | None,
+    ) -> asyncio.Server:
+        if listener_type != ListenerType.TCP:
+            raise BrokerError(f"listener type {listener_type} is not supported here")
+        if address and address.startswith("["):
+            address = address.strip("[]")
+        return await asyncio.start_server(
+            partial(self.stream_connected, listener_name=listener_name),
+            address,
+            port,
+            reuse_address=True,
+            ssl=ssl_context,
+            ssl_handshake_timeout=self.ssl_handshake_timeout_s if ssl_context else None,
+            backlog=LISTEN_BACKLOG,
+        )
 
-    # -- connections ------------------------------------------------------------------------------
+    @staticmethod
+    def _create_ssl_context(listener: ListenerConfig) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(listener["certfile"], listener["keyfile"])
+        if listener.cafile:
+            # mTLS: a verified client certificate names the device (its CN); devices without one
+            # may still log in with their token over TLS.
+            context.load_verify_locations(cafile=listener.cafile)
+            context.verify_mode = ssl.CERT_OPTIONAL
+        return context
 
     async def stream_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
     ) -> None:
-        if self.active >= self.settings.max_connections:
-            self.count("mqtt.refused_max_connections")
-            writer.close()
+        if len(self.live) >= self.limits.max_connections:
+            self.stats.inc("refused_full")
+            log.warning("mqtt: %d connections already, refusing one more", len(self.live))
+            writer.transport.abort()
             return
-        self.active += 1
-        PEER_CN.set(_peer_cn(writer))
-        try:
-            await self._client_connected(
-                listener_name,
-                FramingGuard(reader, self.settings.max_packet_bytes),
-                StreamWriterAdapter(writer),
-            )
-        except PacketTooLarge as exc:
-            self.count("mqtt.dropped_malformed")
-            log.warning("MQTT client dropped before CONNECT completed: %s", exc)
-        except Exception as exc:  # whatever a client sends, the broker stays up
-            self.count("mqtt.dropped_malformed")
-            log.warning("MQTT client dropped: %r", exc)
-        finally:
-            self.active -= 1
-            writer.close()
-            self._closed_since_trim += 1
-            if self._closed_since_trim >= TRIM_AFTER_CLOSED and self.active < self._closed_since_trim:
-                # After a reconnect storm or a mass disconnect, memory the sessions held goes back to
-                # the system instead of staying in the allocator's free lists.
-                self._closed_since_trim = 0
-                asyncio.get_running_loop().call_later(1.0, self._give_back)
+        connection = Connection(self, reader, writer)
+        self.live.add(connection)
+        await connection.run()
 
-    # -- messages -----------------------------------------------------------------------------------
+    # -- lifecycle -------------------------------------------------------------------------------
 
-    async def _handle_client_session(
-        self,
-        reader: Any,
-        writer: Any,
-        client_session: Session,
-        handler: Any,
-        server: Any,
-        listener_name: str,
-    ) -> None:
-        _lighten(client_session)
-        _slim(handler, "_pending_subscriptions", "_pending_unsubscriptions")
-        # Ingest before acknowledging: wrap this connection's PUBLISH handling (amqtt sends the
-        # PUBACK inside handle_publish, after queueing the message for delivery).
-        original = handler.handle_publish
+    async def start(self) -> None:
+        await super().start()
+        self._tasks.spawn(self._sweep(), name="mqtt-keepalive-sweeper")
 
-        async def handle_publish(packet: Any) -> None:
-            topic = packet.topic_name
-            device = client_session.username or (client_session.client_id if self.settings.lab_mode else None)
-            kind = _ingest_kind(topic)
-            if kind is not None and device and topic_allowed(device, topic, Action.PUBLISH):
-                self.count(f"mqtt.ingest_{kind}")
-                try:
-                    await self.on_publish(device, topic, bytes(packet.data or b""))
-                except Exception:
-                    log.exception("ingest failed for %s; the message is not acknowledged", topic)
-                    raise
-            await original(packet)
+    async def shutdown(self) -> None:
+        await self._tasks.close()
+        for connection in list(self.live):
+            connection.abort("broker stopping")
+        await super().shutdown()
+        tasks = [c.task for c in self.live if c.task is not None and not c.task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
 
-        handler.handle_publish = handle_publish
-        await super()._handle_client_session(reader, writer, client_session, handler, server, listener_name)
-
-    async def _client_message_loop(self, client_session: Session, handler: Any) -> None:
-        """amqtt's per-connection loop, with one waiter instead of four tasks.
-
-        amqtt keeps four tasks alive per idle connection (disconnect, subscribe, unsubscribe and
-        delivery waiters) and builds an ``asyncio.wait`` per message. Here the connection's queues
-        (:class:`SlimQueue`) and its disconnect future wake one plain future; the work itself is
-        done by amqtt's own handlers, in the same order of checks.
-        """
-        subs = getattr(handler, "_pending_subscriptions", None)
-        unsubs = getattr(handler, "_pending_unsubscriptions", None)
-        delivered = client_session.delivered_message_queue
-        disconnect = getattr(handler, "_disconnect_waiter", None)
-        if not (
-            isinstance(subs, SlimQueue)
-            and isinstance(unsubs, SlimQueue)
-            and isinstance(delivered, SlimQueue)
-            and isinstance(disconnect, asyncio.Future)
-        ):
-            await super()._client_message_loop(client_session, handler)
-            return
-        loop = asyncio.get_running_loop()
-
-        def done(value: Any) -> asyncio.Future[Any]:
-            f: asyncio.Future[Any] = loop.create_future()
-            f.set_result(value)
-            return f
-
+    async def _sweep(self) -> None:
+        """Close connections past their CONNECT or keep-alive deadline [MQTT-3.1.2-24]."""
         while True:
-            if disconnect.done():
-                await self._handle_disconnect(client_session, handler, disconnect)
-                return
-            busy = False
-            while not subs.empty():
-                await self._handle_subscription(client_session, handler, done(subs.get_nowait()))
-                busy = True
-            while not unsubs.empty():
-                await self._handle_unsubscription(client_session, handler, done(unsubs.get_nowait()))
-                busy = True
-            while not delivered.empty() and not disconnect.done():
-                message = delivered.get_nowait()
-                busy = True
-                if self._ingested(client_session, message):
-                    continue  # handled before its PUBACK; for the gateway only, nothing to fan out
-                if not await self._handle_message_delivery(client_session, handler, done(message)):
-                    return
-            if busy:
-                continue
-            waker: asyncio.Future[None] = loop.create_future()
+            await asyncio.sleep(SWEEP_INTERVAL_S)  # a periodic timer, not synchronisation
+            now = self.now()
+            for connection in [c for c in self.live if c.deadline < now]:
+                self.stats.inc("timeouts")
+                connection.abort("no packet within the keep-alive (or no CONNECT in time)")
 
-            def wake(_: object, waker: asyncio.Future[None] = waker) -> None:
-                if not waker.done():
-                    waker.set_result(None)
+    # -- ingest ----------------------------------------------------------------------------------
 
-            for q in (subs, unsubs, delivered):
-                q.watch(waker)
-            disconnect.add_done_callback(wake)
-            try:
-                await waker
-            except asyncio.CancelledError:
-                return
-            finally:
-                for q in (subs, unsubs, delivered):
-                    q.unwatch(waker)
-                disconnect.remove_done_callback(wake)
+    def ingest(self, device_id: str, topic: str, payload: bytes) -> asyncio.Future[Any] | None:
+        """Hand an accepted message to the gateway; a failing hook means no acknowledgement.
+        A returned future means: acknowledge when it resolves (and never if it fails)."""
+        try:
+            pending = self.on_publish(device_id, topic, payload)
+        except Exception:
+            self.stats.inc("hook_errors")
+            log.exception("mqtt %s: ingest hook failed for %r; not acknowledged", device_id, topic)
+            raise
+        self.stats.inc("published")
+        return pending
 
-    def _ingested(self, session: Session, message: Any) -> bool:
-        """The same test the pre-PUBACK hook applied: an allowed ingest topic of this device."""
-        topic = getattr(message, "topic", None)
-        device = session.username or (session.client_id if self.settings.lab_mode else None)
-        return (
-            _ingest_kind(topic) is not None and bool(device) and topic_allowed(device, topic, Action.PUBLISH)
-        )
+    # -- topic rules, subscriptions, fan-out -----------------------------------------------------
 
-    def create_offline_session(self, client_id: str) -> tuple[Any, Session]:
-        handler, session = super().create_offline_session(client_id)
-        _lighten(session)
-        return handler, session
+    async def _topic_filtering(self, session: Any, topic: str, action: Action) -> bool:
+        for plugin in self._topic_plugins:
+            if not await plugin.topic_filtering(session=session, topic=topic, action=action):
+                return False
+        return True
 
-    def _give_back(self) -> None:
-        gc.collect()
-        self._trim()
+    async def add_subscription(self, subscription: tuple[str, int], session: Any) -> int:
+        code = int(await super().add_subscription(subscription, session))
+        device_id = rules.topic_device(subscription[0])
+        if code != 0x80 and device_id is not None:
+            self.device_filters.setdefault(device_id, set()).add(subscription[0])
+        return code
+
+    def _del_subscription(self, a_filter: str, session: Any) -> int:
+        deleted = int(super()._del_subscription(a_filter, session))
+        if not self._subscriptions.get(a_filter):
+            self._subscriptions.pop(a_filter, None)
+            device_id = rules.topic_device(a_filter)
+            filters = self.device_filters.get(device_id) if device_id else None
+            if filters is not None:
+                filters.discard(a_filter)
+                if not filters:
+                    del self.device_filters[device_id]  # type: ignore[arg-type]
+        return deleted
+
+    async def _del_all_subscriptions(self, session: Any) -> None:
+        device_id = session.attributes.get(DEVICE_ID)
+        for a_filter in list(self.device_filters.get(device_id, ())):
+            self._del_subscription(a_filter, session)
+
+    def has_subscribers(self, topic: str) -> bool:
+        filters = self.device_filters.get(rules.topic_device(topic) or "")
+        return bool(filters) and any(self._matches(topic, f) for f in filters)  # type: ignore[union-attr]
 
     async def _broadcast_message(
-        self,
-        session: Session | None,
-        topic: str | None,
-        data: bytes | bytearray | None,
-        force_qos: int | None = None,
+        self, session: Any, topic: str | None, data: Any, force_qos: int | None = None
     ) -> None:
-        if session is not None and _ingest_kind(topic) is not None:
-            return  # already ingested before the PUBACK; for the gateway only, never fanned out
+        if topic is None or not self.has_subscribers(topic):
+            return
         await super()._broadcast_message(session, topic, data, force_qos)
 
-    async def _retain_broadcast_message(
-        self, broadcast: dict[str, Any], qos: int, target_session: Session
-    ) -> None:
-        queue = target_session.retained_messages
-        while queue.qsize() >= self.settings.max_queued_messages:
-            queue.get_nowait()  # bounded: the oldest goes first
-            self.count("mqtt.offline_dropped")
-        queue.put_nowait(
-            RetainedApplicationMessage(broadcast["session"], broadcast["topic"], broadcast["data"], qos)
-        )
+    async def _run_broadcast(self, running_tasks: Any) -> None:
+        broadcast = await self._broadcast_queue.get()
+        topic: str = broadcast["topic"]
+        data = bytes(broadcast["data"] or b"")
+        pub_qos = broadcast.get("qos")
+        for a_filter in list(self.device_filters.get(rules.topic_device(topic) or "", ())):
+            if not self._matches(topic, a_filter):
+                continue
+            for target, sub_qos in list(self._subscriptions.get(a_filter, ())):
+                qos = min(sub_qos, 1 if pub_qos is None else pub_qos, 1)  # [MQTT-3.8.4-6]
+                if not await self._topic_filtering(target, topic, Action.RECEIVE):
+                    continue
+                handler = self._sessions.get(target.client_id, (None, None))[1]
+                if target.transitions.state == "connected" and handler is not None:
+                    handler.send_publish(topic, data, qos)
+                elif (
+                    not target.clean_session
+                    and qos
+                    # offline persistent session: keep it, bounded, oldest out first [MQTT-3.1.2-5]
+                    and not target.retained_messages.put_nowait((topic, data, qos))
+                ):
+                    self.stats.inc("queue_dropped")
+
+
+class Broker:
+    """The gateway's MQTT broker.
+
+    ``authenticate(device_id, password, cert_cn) -> bool`` decides whether a device may connect
+    (device id = user name, or certificate CN under mTLS; password = the device token).
+    ``on_publish(device_id, topic, payload)`` receives every accepted PUBLISH under
+    ``devices/{device_id}/``, in the event loop, before it is acknowledged: it must not block.
+    """
+
+    def __init__(self, settings: MqttSettings, authenticate: AuthCheck, on_publish: PublishHook) -> None:
+        self.settings = settings
+        self._authenticate = authenticate
+        self._on_publish = on_publish
+        self._stats = Stats()
+        self._core: AmqttCore | None = None
+        self._config = amqtt_config(settings, authenticate)  # ConfigError now, not at start
+
+    async def start(self) -> None:
+        s = self.settings
+        limits = Limits(s.max_packet_bytes, s.max_connections, s.max_queued_messages, s.connect_timeout_s)
+        core = AmqttCore(self._config, limits, self._on_publish, self._stats)
+        try:
+            await core.start()
+        except BrokerError as exc:
+            key = "mqtt.tls_listen" if "tls" in str(exc.__cause__ or exc) else "mqtt.listen"
+            raise ConfigError(
+                "configuration", key, f"an address and files the broker can use ({exc})"
+            ) from exc
+        self._core = core
+        for name, address in self.addresses.items():
+            log.info("mqtt: listening on %s (%s)", address, name)
+
+    async def stop(self) -> None:
+        core, self._core = self._core, None
+        if core is not None:
+            await core.shutdown()
+
+    @property
+    def addresses(self) -> dict[str, tuple[str, int]]:
+        """Bound (host, port) per listener: ``tcp`` and, when configured, ``tls``."""
+        if self._core is None:
+            return {}
+        out = {}
+        for name, server in self._core._servers.items():
+            sockets = server.instance.sockets if server.instance is not None else ()
+            if sockets:
+                host, port = sockets[0].getsockname()[:2]
+                out["tcp" if name == "default" else name] = (host, port)
+        return out
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        """The gateway telling devices something (``devices/{id}/updates``)."""
-        await self.internal_message_broadcast(topic, payload, qos)
+        """Send to devices subscribed to ``topic`` (e.g. ``devices/{id}/updates``); offline
+        persistent sessions keep it (bounded). Returns once queued for fan-out."""
+        if rules.topic_device(topic) is None or not rules.valid_topic_name(topic):
+            raise ValueError(f"not a device topic: {topic!r}")
+        if qos not in (0, 1, 2):
+            raise ValueError(f"QoS {qos}")
+        if self._core is None:
+            raise RuntimeError("broker not started")
+        await self._core.internal_message_broadcast(topic, payload, qos)
 
     def connected(self, device_id: str) -> bool:
-        for session, _handler in self._sessions.values():
-            if session.username == device_id and session.transitions.state == "connected":
-                return True
-        return False
+        return self._core is not None and device_id in self._core.device_conns
 
     def stats(self) -> dict[str, int]:
-        return {"connections": self.active, "sessions": len(self._sessions)}
-
-
-def _ingest_kind(topic: str | None) -> str | None:
-    if not topic:
-        return None
-    parts = topic.split("/")
-    if len(parts) == 3 and parts[0] == "devices" and parts[2] in INGEST_KINDS:
-        return parts[2]
-    return None
-
-
-def _peer_cn(writer: asyncio.StreamWriter) -> str | None:
-    return peer_cn(writer.get_extra_info("ssl_object"))
+        """Counters: connections (now), sessions (now, incl. offline persistent), accepted,
+        refused (credentials), refused_full (max_connections), malformed, oversized, timeouts,
+        published (handed to on_publish), publish_refused, subscribe_refused, delivered,
+        queue_dropped, slow_consumers, hook_errors."""
+        out = {
+            name: 0
+            for name in (
+                "accepted",
+                "refused",
+                "refused_full",
+                "malformed",
+                "oversized",
+                "timeouts",
+                "published",
+                "publish_refused",
+                "subscribe_refused",
+                "delivered",
+                "queue_dropped",
+                "slow_consumers",
+                "hook_errors",
+            )
+        }
+        out.update(self._stats.snapshot())
+        core = self._core
+        out["connections"] = len(core.live) if core else 0
+        out["sessions"] = len(core._sessions) if core else 0
+        return out

@@ -40,7 +40,9 @@ def banner(gw: Gateway) -> str:
     data = s.data_path.resolve()
     http = ", ".join(f"{a[0]}:{a[1]}" for a in gw.http_addresses if isinstance(a, tuple))
     op = ", ".join(f"{a[0]}:{a[1]}" for a in gw.operator_addresses if isinstance(a, tuple))
-    mqtt = ", ".join(f"{a[0]}:{a[1]}" for a in (gw.broker.addresses if gw.broker else []))
+    mqtt = ", ".join(
+        f"{h}:{p} ({name})" for name, (h, p) in (gw.broker.addresses.items() if gw.broker else [])
+    )
     upstream = s.mirror.upstream
     lines = [
         f"OTA Gateway for site {s.site!r}",

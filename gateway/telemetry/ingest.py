@@ -9,6 +9,7 @@ the outbox as ``aggregate`` records.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import deque
@@ -68,7 +69,16 @@ class Telemetry:
         self.listeners: list[Callable[[list[WindowStats], float], None]] = []
 
     async def metrics(self, device_id: str, payload: bytes | Mapping[str, Any], now: float) -> None:
-        """Raises :class:`FormatError` (counted, logged) for an invalid message."""
+        """Raises :class:`FormatError` (counted, logged) for an invalid message; returns once the
+        sample is durable (when samples are journaled)."""
+        pending = self.take_metrics(device_id, payload, now)
+        if pending is not None:
+            await pending
+
+    def take_metrics(
+        self, device_id: str, payload: bytes | Mapping[str, Any], now: float
+    ) -> asyncio.Future[int] | None:
+        """Validate, journal (the future resolves when durable), aggregate, update the inventory."""
         rec = self.inventory.get(device_id)
         try:
             sample = parse_metrics(device_id, payload, now, model_id=rec.model_id if rec else None)
@@ -76,8 +86,7 @@ class Telemetry:
             self.stats.error("telemetry.invalid", str(exc))
             log.warning("dropped %s", exc)
             raise
-        if self.journal:
-            await self._journal(device_id, sample, now)
+        pending = self._journal(device_id, sample, now) if self.journal else None
         self.stats.inc("telemetry.samples")
         unchanged = (
             rec is not None
@@ -93,8 +102,9 @@ class Telemetry:
             self.inventory.upsert(device_id, update, source="metrics", now=now)
         attrs = rec.attrs if rec else {}
         self.aggregator.add(sample, attrs)
+        return pending
 
-    async def _journal(self, device_id: str, sample: Sample, now: float) -> None:
+    def _journal(self, device_id: str, sample: Sample, now: float) -> asyncio.Future[int]:
         body = {
             "device_id": device_id,
             "model_id": sample.model_id,
@@ -110,16 +120,21 @@ class Telemetry:
             "unknown_rate": sample.unknown_rate,
             "shadow": sample.shadow,
         }
-        await self.outbox.append("sample", body, now)
+        return self.outbox.append_nowait("sample", body, now)
 
-    async def mqtt_message(self, device_id: str, topic: str, payload: bytes, now: float) -> None:
-        """The broker's ingest hook: ``devices/{id}/metrics`` or ``devices/{id}/events``."""
-        if topic.endswith("/metrics"):
+    def mqtt_message(
+        self, device_id: str, topic: str, payload: bytes, now: float
+    ) -> asyncio.Future[int] | None:
+        """The broker's ingest hook for ``devices/{id}/metrics`` and ``devices/{id}/events``.
+        A returned future: the broker acknowledges the message once it resolves (durable)."""
+        kind = topic.rsplit("/", 1)[-1]
+        if kind == "metrics":
             try:
-                await self.metrics(device_id, payload, now)
+                return self.take_metrics(device_id, payload, now)
             except FormatError:
-                pass  # counted and logged; the client stays connected
-            return
+                return None  # counted and logged; acknowledged so the device does not resend it
+        if kind != "events":
+            return None  # other topics under the device's namespace are not ingested
         try:
             if len(payload) > MAX_EVENT_BYTES:
                 raise FormatError(f"event of {len(payload)} bytes")
@@ -127,8 +142,9 @@ class Telemetry:
         except (FormatError, ValueError, UnicodeDecodeError) as exc:
             self.stats.error("telemetry.invalid_events", f"{device_id}: {exc}")
             log.warning("dropped an event from %s: %s", device_id, exc)
-            return
+            return None
         self.on_event(device_id, name, model_id, version, reason)
+        return None
 
     async def close_windows(self, now: float) -> list[WindowStats]:
         windows = self.aggregator.close_due(now)

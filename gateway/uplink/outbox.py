@@ -131,8 +131,8 @@ class Outbox:
 
     # -- appending (group commit) ------------------------------------------------------------------
 
-    async def append(self, kind: str, body: dict[str, Any], now: float) -> int:
-        """Durable when it returns: resolves with the record's sequence number after its commit."""
+    def append_nowait(self, kind: str, body: dict[str, Any], now: float) -> asyncio.Future[int]:
+        """Queue a record; the future resolves with its sequence number once it is committed."""
         text = json.dumps(body, separators=(",", ":"), sort_keys=True)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
@@ -141,7 +141,11 @@ class Outbox:
                 raise StorageError("the outbox is closed", path=str(self.path))
             self._pending.append(_Pending(kind, now, text, loop, fut))
             self._cv.notify()
-        return await fut
+        return fut
+
+    async def append(self, kind: str, body: dict[str, Any], now: float) -> int:
+        """Durable when it returns: the record's sequence number, after its commit."""
+        return await self.append_nowait(kind, body, now)
 
     def _write_loop(self) -> None:
         while True:

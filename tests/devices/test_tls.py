@@ -128,7 +128,7 @@ async def test_mqtt_over_tls_identifies_devices_by_certificate(
     )
     async with running(settings) as gw:
         assert gw.broker is not None
-        tls_port = gw.broker.addresses[-1][1]
+        tls_port = gw.broker.addresses["tls"][1]
         loop = asyncio.get_running_loop()
         result: asyncio.Future[int] = loop.create_future()
 

@@ -87,7 +87,7 @@ async def test_a_bad_candidate_halts_in_wave_0_and_its_devices_roll_back(
             c.on_message = lambda _c, _u, m, d=dev: loop.call_soon_threadsafe(
                 told[d].append, json.loads(m.payload)
             )
-            c.connect("127.0.0.1", gw.broker.addresses[0][1])
+            c.connect("127.0.0.1", gw.broker.addresses["tcp"][1])
             c.loop_start()
             clients.append(c)
         try:

@@ -1,0 +1,103 @@
+"""A leaner amqtt ``Session``: the per-device state the broker keeps, connected or not.
+
+amqtt's ``Session`` builds a ``transitions.Machine`` (a state-machine object graph of several KB)
+and two unbounded ``asyncio.Queue`` objects (four deques each) for every client. With thousands of
+idle devices those dominate the broker's memory, and an unbounded queue for an offline subscriber
+is a memory leak with extra steps. This subclass keeps amqtt's attributes and their meaning but
+replaces:
+
+- the state machine by four plain members (``state``, ``connect``, ``disconnect``,
+  ``is_connected``) with the connect/disconnect timestamps amqtt's expiry monitor reads;
+- ``retained_messages`` (messages kept for an offline persistent session) by ``Outbox``, a bounded
+  deque that drops the oldest message when full and counts it;
+- ``delivered_message_queue`` by nothing: our connection hands messages over directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from math import floor
+from typing import Any
+
+from amqtt.session import Session
+
+
+class Outbox:
+    """Messages for an offline persistent session: at most ``limit``, the oldest go first.
+
+    Quacks like the parts of ``asyncio.Queue`` amqtt uses (``qsize``, ``empty``, ``get_nowait``,
+    ``put_nowait``); the deque is only allocated once something is queued.
+    """
+
+    __slots__ = ("_items", "dropped", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: deque[Any] | None = None
+        self.dropped = 0
+
+    def put_nowait(self, item: Any) -> bool:
+        """Queue ``item``; returns False when that pushed the oldest message out."""
+        if self._items is None:
+            self._items = deque(maxlen=self.limit)
+        full = len(self._items) >= self.limit
+        if full:
+            self.dropped += 1
+        self._items.append(item)
+        return not full
+
+    def get_nowait(self) -> Any:
+        if not self._items:
+            raise IndexError("outbox is empty")
+        return self._items.popleft()
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+    def empty(self) -> bool:
+        return not self._items
+
+
+class LeanSession(Session):
+    """amqtt's ``Session`` without the per-session state machine and unbounded queues.
+
+    ``transitions`` is the session itself (a property, so no reference cycle keeps a closed
+    session alive until the cyclic collector runs): it has the ``state``, ``connect``,
+    ``disconnect`` and ``is_connected`` amqtt reads, and keeps the connect/disconnect timestamps
+    amqtt's session-expiry monitor uses.
+    """
+
+    def __init__(self, queue_limit: int) -> None:
+        self.state = "new"
+        self.last_connect_time: int | None = None
+        self.last_disconnect_time: int | None = None
+        super().__init__()
+        self.retained_messages = Outbox(queue_limit)
+        self.delivered_message_queue = None  # never used: see module docstring
+
+    def _init_states(self) -> None:
+        pass  # no transitions.Machine
+
+    @property
+    def transitions(self) -> LeanSession:
+        return self
+
+    def connect(self) -> None:
+        self.state = "connected"
+        self.last_connect_time = floor(time.time())
+        self.last_disconnect_time = None
+
+    def disconnect(self) -> None:
+        if self.state != "disconnected":
+            self.last_disconnect_time = floor(time.time())
+        self.state = "disconnected"
+
+    def is_connected(self) -> bool:
+        return self.state == "connected"
+
+    def clear_queues(self) -> None:
+        self.retained_messages = Outbox(self.retained_messages.limit)
+
+    def __getstate__(self) -> dict[str, Any]:  # pragma: no cover - we never pickle sessions
+        raise TypeError("LeanSession is not picklable")
