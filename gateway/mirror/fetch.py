@@ -168,7 +168,9 @@ class Fetcher:
                 dep.sha256,
                 {"url": dep.artifact_url, "etag": stream.etag, "length": dep.length},
             )
-            f = await asyncio.to_thread(store.open_partial, dep.sha256, offset)
+            # Opened and closed in the loop (two fast syscalls): a cancellation between a worker
+            # thread's open and our await would otherwise leak the file.
+            f = store.open_partial(dep.sha256, offset)
             try:
                 buf = bytearray()
                 async for chunk in stream.chunks():
@@ -190,7 +192,7 @@ class Fetcher:
                     offset = await self._flush(f, buf, hasher, offset)
                 raise
             finally:
-                await asyncio.to_thread(f.close)
+                f.close()
         except LengthMismatchError:
             await asyncio.to_thread(store.drop_partial, dep.sha256)
             raise
