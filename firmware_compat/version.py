@@ -60,6 +60,11 @@ class Version:
 def parse_version(text: str) -> Version:
     if not isinstance(text, str) or len(text) > MAX_CHARS:
         raise VersionError(f"not a version: {str(text)[:40]!r}")
+    return _parse(text)
+
+
+@functools.lru_cache(maxsize=4096)  # a site has few distinct versions and asks about them per poll
+def _parse(text: str) -> Version:
     m = _VERSION.match(text.strip())
     if m is None:
         raise VersionError(f"not a version: {text!r} (expected e.g. 1.8.0, fw_1.8.0, v2.1, 2.0.0-rc.1)")

@@ -65,9 +65,12 @@ class FormatError(RemoteDataError):
 class TransportError(GatewayError):
     """The network let us down: refused, reset, timed out, or an unexpected HTTP status."""
 
-    def __init__(self, message: str, *, status: int | None = None, url: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, url: str | None = None, detail: str = ""
+    ) -> None:
         self.status = status
         self.url = url
+        self.detail = detail  # the peer's own one-line reason, where it gave one
         super().__init__(message)
 
 

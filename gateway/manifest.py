@@ -79,6 +79,9 @@ class HealthChecks:
     max_latency_ms: float | None = None
     max_error_rate: float | None = None
     warmup_inferences: int = 0
+    # behaviour that needs no baseline (a model's first version is judged by these too):
+    min_confidence: float | None = None  # floor for the inference-weighted mean confidence
+    expected_classes: tuple[tuple[str, float], ...] = ()  # class -> least share of detections
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,24 @@ def _str(d: Mapping[str, Any], key: str, what: str, *, required: bool = True) ->
     return v
 
 
+def _expected_classes(v: Any, what: str) -> tuple[tuple[str, float], ...]:
+    """``{"person": 0.3}`` (least share of detections) or ``["person"]`` (must be seen at all)."""
+    if v is None:
+        return ()
+    if isinstance(v, list) and len(v) <= 64 and all(isinstance(n, str) for n in v):
+        v = dict.fromkeys(v, 0.0)
+    if not isinstance(v, Mapping) or len(v) > 64:
+        raise FormatError(f"{what}.expected_classes: expected a list of class names or an object of shares")
+    out = []
+    for name, share in v.items():
+        if not isinstance(name, str) or not name or len(name) > 64:
+            raise FormatError(f"{what}.expected_classes: class names are non-empty strings")
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+            raise FormatError(f"{what}.expected_classes.{name}: expected a share from 0 to 1")
+        out.append((name, float(share)))
+    return tuple(sorted(out))
+
+
 def parse_deployment(d: Any, what: str = "deployment") -> Deployment:
     """Validate one manifest dict; FormatError names the field and what was wrong."""
     if not isinstance(d, Mapping):
@@ -192,6 +213,8 @@ def parse_deployment(d: Any, what: str = "deployment") -> Deployment:
         max_latency_ms=_number(hc, "max_latency_ms", hw, lo=0),
         max_error_rate=_number(hc, "max_error_rate", hw, lo=0, hi=1),
         warmup_inferences=warmup,
+        min_confidence=_number(hc, "min_confidence", hw, lo=0, hi=1),
+        expected_classes=_expected_classes(hc.get("expected_classes"), hw),
     )
     dv = d.get("data_version")
     return Deployment(

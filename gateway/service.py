@@ -34,18 +34,20 @@ from gateway.http.app import build_device_app
 from gateway.http.operator import build_operator_app
 from gateway.inventory.store import Inventory, load_inventory_file
 from gateway.manifest import valid_id
-from gateway.mirror.mirror import Mirror, in_effect
+from gateway.mirror.mirror import Mirror
 from gateway.mirror.upstream import upstream_from
 from gateway.notify import Changes
 from gateway.report import SiteReport
 from gateway.rollout import policy
-from gateway.rollout.gates import Decision
+from gateway.rollout.gates import Action
 from gateway.rollout.keeper import GateKeeper
+from gateway.rollout.site import Effects
 from gateway.settings import Settings, parse_hostport
 from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
 from gateway.tasks import TaskGroup
 from gateway.telemetry.ingest import Telemetry
+from gateway.trust.index import SiteIndex
 from gateway.trust.keys import load_trusted_keys
 from gateway.trust.state import TrustState
 from gateway.uplink.forwarder import Forwarder
@@ -54,6 +56,7 @@ from gateway.uplink.sinks import HttpSink, MqttBridge, Sink
 
 log = logging.getLogger(__name__)
 
+STOP_ACTIONS = (Action.HALT, Action.ABORT)
 LOCK_NAME = ".lock"
 
 
@@ -138,7 +141,8 @@ class Gateway:
         self.changes = Changes()  # long polls wait on it
         self.render_cache: dict[Any, tuple[bytes, str]] = {}  # see gateway.http.devices.render
         self._last_report = 0.0
-        self.mirror.listeners.append(lambda _index: self.changes.notify())
+        # A new index reaches devices only through the gate keeper, once judged (see _enter_index).
+        self.mirror.listeners.append(self._index_accepted)
         self.store.on_verified = lambda _sha: self.changes.notify()
 
         up = settings.uplink
@@ -196,6 +200,8 @@ class Gateway:
         self.inventory.apply_file(self.site_inventory, self.clock())
         await self.mirror.open()
         self._closers.append(self.mirror.close)
+        if self.mirror.index is not None:
+            await self._enter_index(self.mirror.index)  # judged before the device API listens
 
         device_app = build_device_app(self)
         host, port = parse_hostport(self.settings.http.listen)
@@ -282,17 +288,17 @@ class Gateway:
         device = self.inventory.get(device_id)
         if device is None:
             return policy.PollAnswer(None, "unknown_device")
-        index = self.mirror.index
+        site = self.gates.site  # the index in effect: every deployment in it judged
         reading = self.trust.clock(self.clock())
         return policy.answer(
-            deployments=in_effect(index, reading.now),
-            commands=index.commands if index else {},
+            deployments=[d for d in site.deployments if d.end_time is None or d.end_time > reading.now],
+            commands=site.commands,
             device=device,
             now=reading.now,
             clock_trusted=reading.trusted,
             verified=self.store.is_verified,
             matrix=self.matrix,
-            gates=self.gates if self.settings.gates.enabled else None,
+            gates=self.gates,
         )
 
     def mqtt_authenticate(self, user: str | None, password: str | None, cert_cn: str | None) -> bool:
@@ -334,38 +340,78 @@ class Gateway:
                 log.exception("site report round failed")
                 self.stats.error("report.errors", repr(exc))
 
-    async def step_gates(self, now: float) -> None:
-        index = self.mirror.index
-        reading = self.trust.clock(now)
-        deployments = in_effect(index, reading.now)
-        self.gates.learn(deployments, self.store.is_verified, self.store.pinned.add, reading.now)
-        before = self.gates.version
-        await self.gates.step(
-            reading.now,
-            deployments=deployments,
-            commands=index.commands if index else {},
+    def _index_accepted(self, index: SiteIndex) -> None:
+        self.tasks.spawn(self._enter_index(index), name="judge index")
+
+    async def _enter_index(self, index: SiteIndex) -> None:
+        """Put an accepted index into effect through the gate keeper: judged, durable, published."""
+        now = self.trust.clock(self.clock()).now
+        effects = await self.gates.apply_index(
+            index.version,
+            index.deployments,
+            index.commands,
+            now=now,
+            verified=self.store.is_verified,
             devices=self.inventory.live(),
             matrix=self.matrix,
-            on_decisions=self._on_gate_decisions,
+            durable=self._journal_decisions,
         )
-        if self.gates.version != before:
-            self.changes.notify()
+        await self._carry_out(effects)
 
-    async def _on_gate_decisions(self, decisions: list[Decision]) -> None:
-        await self.outbox.append("decision", {"decisions": [d.to_json() for d in decisions]}, self.clock())
-        if any(d.action in ("halt", "abort") for d in decisions) and self.broker is not None:
-            for device in self.inventory.live():
-                back = self.gates.rollback_for(device, self.clock())
-                if back is not None and self.broker.connected(device.device_id):
-                    note = {
-                        "rollback": True,
-                        "model_id": back.model_id,
-                        "version": back.version,
-                        "poll": True,
-                    }
-                    await self.broker.publish(
-                        f"devices/{device.device_id}/updates", json.dumps(note).encode()
-                    )
+    async def step_gates(self, now: float) -> None:
+        index = self.mirror.index
+        held = self.gates.site.index_version
+        if index is not None and (held is None or index.version > held):
+            await self._enter_index(index)  # an earlier attempt failed (e.g. the disk): again
+        effects = await self.gates.tick(
+            self.trust.clock(now).now,
+            devices=self.inventory.live(),
+            matrix=self.matrix,
+            durable=self._journal_decisions,
+        )
+        await self._carry_out(effects)
+
+    async def control_gate(self, deployment: str, action: str, by: str, why: str) -> None:
+        """An operator's control, at once. KeyError: no such gate; ControlRefused: why it would do
+        nothing."""
+        effects = await self.gates.control(
+            deployment,
+            action,
+            by,
+            why,
+            now=self.trust.clock(self.clock()).now,
+            devices=self.inventory.live(),
+            matrix=self.matrix,
+            durable=self._journal_decisions,
+        )
+        await self._carry_out(effects)
+
+    async def _journal_decisions(self, effects: Effects) -> None:
+        decisions = [d.to_json() for d in effects.decisions]
+        await self.outbox.append("decision", {"decisions": decisions}, self.clock())
+
+    async def _carry_out(self, effects: Effects) -> None:
+        """What follows a published transition: pins, long-poll wake-ups, MQTT rollback notices."""
+        for sha in effects.pins:
+            self.store.pinned.add(sha)
+        if effects.changed:
+            self.changes.notify()
+        if effects.decisions:
+            self.forwarder.wake.set()
+        if self.broker is None or not any(d.action in STOP_ACTIONS for d in effects.decisions):
+            return
+        for device in self.inventory.live():
+            back = self.gates.rollback_for(device, self.clock())
+            if back is not None and self.broker.connected(device.device_id):
+                note: dict[str, Any] = {
+                    "rollback": True,
+                    "model_id": back.model_id,
+                    "version": back.to.version if back.to else None,
+                    "poll": True,
+                }
+                if back.to is None:
+                    note["previous_slot"] = True  # a first version halted: go back to the previous slot
+                await self.broker.publish(f"devices/{device.device_id}/updates", json.dumps(note).encode())
 
     async def report(self, now: float) -> None:
         changes, dropped = self.inventory.drain_changes()

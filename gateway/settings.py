@@ -166,11 +166,39 @@ class UplinkSettings:
     forward_samples: bool = True  # journal every metrics message durably (before its PUBACK) and send it up
 
 
+# Every criterion a gate judges (``class:<name>`` and ``expected_class:<name>`` per class); named by
+# gates.dry_run and in every decision record.
+GATE_CRITERIA = (
+    "max_cpu_percent",
+    "max_ram_percent",
+    "max_latency_ms",
+    "max_error_rate",
+    "max_temperature_c",
+    "latency_ratio",
+    "error_rate_rise",
+    "cpu_rise_percent",
+    "temperature_rise_c",
+    "confidence_drop",
+    "min_confidence",
+    "unknown_rate",
+    "install_failures",
+    "silence",
+    "invalid_metrics",
+    "class",
+    "expected_class",
+)
+
+
 @dataclass(frozen=True)
 class GateSettings:
     """Site canary gates: site overrides that may only tighten the cloud's limits."""
 
     enabled: bool = True  # off: the cloud's rules alone decide (cohort, percentage, window)
+    # a model's first version at this site: "waves" (judged by the criteria that need no baseline)
+    # or "open" (the cloud's rules alone)
+    first_version: str = field(default="waves", metadata=choice("waves", "open"))
+    approve_each_wave: bool = False  # a wave that passed waits for `ota-gateway gate approve`
+    dry_run: tuple[str, ...] = ()  # criteria evaluated and recorded, never halting
     waves: tuple[float, ...] = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0)
     min_devices_per_wave: int = field(default=1, metadata=POSITIVE)
     soak_s: float = field(default=900.0, metadata=NON_NEGATIVE)
@@ -195,6 +223,12 @@ class GateSettings:
     confidence_drop_max: float = field(default=0.10, metadata=FRACTION)
     # installation: failed or rolled back (after download) per admitted device of a wave
     install_failure_max: float = field(default=0.2, metadata=FRACTION)
+    # silence: a device that ran the candidate and has not been heard for silence_after_s (no
+    # metrics, no event) is silent; more than silent_max of the wave's runners silent halts
+    silence_after_s: float = field(default=300.0, metadata=POSITIVE)
+    silent_max: float = field(default=0.3, metadata=FRACTION)
+    # invalid metrics from devices on the candidate: share above the baseline's
+    invalid_rise_max: float = field(default=0.05, metadata=FRACTION)
     # no verdict on less than this
     min_devices: int = field(default=2, metadata=POSITIVE)
     min_samples: int = field(default=10, metadata=POSITIVE)
@@ -417,6 +451,9 @@ def _cross_check(s: Settings, source: str) -> None:
         or waves[-1] != 100
     ):
         raise ConfigError(source, "gates.waves", "increasing percentages in (0, 100] ending at 100")
+    for name in s.gates.dry_run:
+        if name.split(":", 1)[0] not in GATE_CRITERIA:
+            raise ConfigError(source, "gates.dry_run", "criterion names: " + ", ".join(GATE_CRITERIA))
 
 
 def as_dict(settings: Any) -> Any:

@@ -14,6 +14,9 @@ from gateway import settings as S
 from gateway.service import Gateway
 from tests.conftest import Registry
 
+# The cloud's rules alone for a model's first version: for tests of the device API, not of the gates.
+OPEN_FIRST = {"first_version": "open"}
+
 
 def gateway_settings(reg: Registry, data: Path, upstream: str | None = None, **sections: Any) -> S.Settings:
     """Loopback, ephemeral ports, fast polling; ``sections`` replace fields per section."""

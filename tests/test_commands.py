@@ -95,3 +95,34 @@ async def test_dashboard_shows_the_site_at_a_glance(reg: Registry, tmp_path: Pat
         assert r.status == 200 and r.content_type == "text/html"
         for part in ("OTA Gateway: site test-site", "detector", "Canary gates", "This box", "Counters"):
             assert part in page
+
+
+async def test_gate_controls_confirm_in_one_line_and_refuse_what_would_do_nothing(
+    reg: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = gateway_settings(reg, tmp_path / "data", gates={"approve_each_wave": True})
+    async with running(settings) as gw:
+        config = write_config(gw, tmp_path / "gw.toml")
+        code, out = await run_cli(capsys, "gate", "status", "--config", str(config))
+        assert code == 0 and out.startswith(
+            "no canary gates: no deployment in the signed index has been judged"
+        )
+        reg.publish(MODEL, version="1.0.0")
+
+        async def gate_listed() -> bool:
+            _code, out = await run_cli(capsys, "gate", "status", "--config", str(config))
+            return "detector@1.0.0" in out
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await gate_listed():  # what an operator does: look again
+            assert asyncio.get_running_loop().time() < deadline
+        ctl = ("--config", str(config), "detector@1.0.0", "--why", "testing", "--who", "ana")
+        code, out = await run_cli(capsys, "gate", "approve", *ctl)
+        assert code == 1 and out == ""  # refused: the wave is not waiting for approval
+        code, out = await run_cli(capsys, "gate", "hold", *ctl)
+        assert code == 0 and out == "hold: detector@1.0.0 is now waves at wave 0, held by operator:ana\n"
+        code, out = await run_cli(capsys, "gate", "abort", *ctl)
+        assert code == 0 and out.startswith("abort: detector@1.0.0 is now aborted")
+        code = await asyncio.to_thread(cli.main, ["gate", "release", *ctl])
+        err = capsys.readouterr().err
+        assert code == 1 and "abort is final" in err and err.count("\n") == 1

@@ -1,15 +1,18 @@
-"""``ota-gateway gate status | hold | release | abort``: the site's canary gates, through the running
-gateway's operator API. Every control is logged with who and why, and goes to the audit log."""
+"""``ota-gateway gate status | hold | release | abort | approve``: the site's canary gates, through the
+running gateway's operator API. Every control is logged with who and why, and goes to the audit log;
+one that would do nothing (a release after an abort) is refused with its reason and exit code 1."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
 import json
+import sys
 from typing import Any
 
 from gateway.commands import operator_client
 from gateway.commands.serve import add_common, load_settings
+from gateway.errors import TransportError
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -17,12 +20,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
+    if not doc["gates"]:
+        print(
+            "no canary gates: no deployment in the signed index has been judged yet"
+            if doc.get("index_version") is None
+            else f"no canary gates: none of the deployments in index version {doc['index_version']} "
+            + ("needs one (gates.enabled is off)" if not doc.get("enabled", True) else "needs one")
+        )
+        return 0
     print(
         f"{'DEPLOYMENT':28} {'BASELINE':10} {'STAGE':9} {'WAVE':>4} {'ADMITTED':>8} {'RAN':>5} {'ROLLBACK':>8}  LAST DECISION"
     )
     for g in doc["gates"]:
         last = g["last_decision"] or {}
         held = f" (held by {g['held_by']})" if g["held_by"] else ""
+        held += " (waiting for approval)" if g.get("awaiting_approval") else ""
         print(
             f"{g['deployment']:28} {g['baseline'] or '-':10} {g['stage']:9} {g['wave']:>4} {g['admitted']:>8} "
             f"{g['ran']:>5} {g['rollback']:>8}  {last.get('action', '-')}: {last.get('reason', '')}{held}"
@@ -32,8 +44,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_control(args: argparse.Namespace) -> int:
     body = {"who": args.who or getpass.getuser(), "why": args.why}
-    doc = operator_client.call(load_settings(args), "POST", f"/gates/{args.deployment}/{args.action}", body)
-    print(json.dumps(doc["gates"], indent=2))
+    try:
+        doc = operator_client.call(
+            load_settings(args), "POST", f"/gates/{args.deployment}/{args.action}", body
+        )
+    except TransportError as exc:
+        if exc.status in (404, 409):
+            print(f"ota-gateway: {args.action} {args.deployment} refused: {exc.detail}", file=sys.stderr)
+            return 1
+        raise
+    g = doc["gate"]
+    held = f", held by {g['held_by']}" if g["held_by"] else ""
+    print(f"{args.action}: {g['deployment']} is now {g['stage']} at wave {g['wave']}{held}")
     return 0
 
 
@@ -48,6 +70,7 @@ def register(sub: Any) -> None:
         ("hold", "stop a rollout where it is (admitted devices keep the candidate)"),
         ("release", "resume a held rollout, or a halted one from its current wave"),
         ("abort", "stop for good and roll back every device that ran it"),
+        ("approve", "let a wave that passed advance (gates.approve_each_wave)"),
     ):
         c = gs.add_parser(action, help=text)
         add_common(c)

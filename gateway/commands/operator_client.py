@@ -28,10 +28,9 @@ def call(
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace").strip()
         raise TransportError(
-            f"{method} {url}: HTTP {exc.code}: {exc.read().decode(errors='replace').strip()}",
-            status=exc.code,
-            url=url,
+            f"{method} {url}: HTTP {exc.code}: {detail}", status=exc.code, url=url, detail=detail
         ) from exc
     except (urllib.error.URLError, OSError) as exc:
         raise TransportError(f"cannot reach the gateway at {url}: {exc}", url=url) from exc

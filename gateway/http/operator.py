@@ -19,6 +19,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway.http.context import GATEWAY, gateway_of
+from gateway.rollout.gates import CONTROLS
+from gateway.rollout.site import ControlRefused
 
 if TYPE_CHECKING:
     from gateway.service import Gateway
@@ -59,15 +61,23 @@ async def status(request: web.Request) -> web.Response:
 
 async def gates_status(request: web.Request) -> web.Response:
     gw = gateway_of(request)
-    return web.json_response({"gates": gw.gates.status(), "audit": gw.gates.store.audit()[-50:]})
+    return web.json_response(
+        {
+            "gates": gw.gates.status(),
+            "index_version": gw.gates.site.index_version,
+            "enabled": gw.settings.gates.enabled,
+            "audit": gw.gates.store.audit()[-50:],
+        }
+    )
 
 
 async def gate_control(request: web.Request) -> web.Response:
-    """POST /gates/{deployment}/{hold|release|abort} with {"who": ..., "why": ...}: logged with both."""
+    """POST /gates/{deployment}/{hold|release|abort|approve} with {"who": ..., "why": ...}: applied
+    at once and logged with both; 409 with the reason when it would do nothing."""
     gw = gateway_of(request)
     action = request.match_info["action"]
-    if action not in ("hold", "release", "abort"):
-        raise web.HTTPNotFound(text="action: hold, release or abort\n")
+    if action not in CONTROLS:
+        raise web.HTTPNotFound(text="action: hold, release, abort or approve\n")
     try:
         doc = await request.json() if request.can_read_body else {}
     except ValueError:
@@ -75,12 +85,15 @@ async def gate_control(request: web.Request) -> web.Response:
     who, why = str(doc.get("who") or "operator")[:64], str(doc.get("why") or "")[:512]
     if not why:
         raise web.HTTPBadRequest(text="why: say why (it goes in the audit log)\n")
+    deployment = request.match_info["deployment"]
     try:
-        gw.gates.control(request.match_info["deployment"], action, f"operator:{who}", why)
+        await gw.control_gate(deployment, action, f"operator:{who}", why)
     except KeyError:
-        raise web.HTTPNotFound(text="no gate for that deployment (model@version)\n") from None
-    await gw.step_gates(gw.clock())
-    return web.json_response({"gates": gw.gates.status()})
+        raise web.HTTPNotFound(text=f"no gate for {deployment} (model@version); see gate status\n") from None
+    except ControlRefused as exc:
+        raise web.HTTPConflict(text=f"{exc}\n") from None
+    gate = next(g for g in gw.gates.status() if g["deployment"] == deployment)
+    return web.json_response({"gate": gate, "gates": gw.gates.status()})
 
 
 async def devices(request: web.Request) -> web.Response:

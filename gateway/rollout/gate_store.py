@@ -28,7 +28,7 @@ def _decision(doc: Mapping[str, Any]) -> Decision:
 
 def state_to_json(s: GateState) -> dict[str, Any]:
     out = dataclasses.asdict(s)
-    for key in ("ran", "downloaded", "failed"):
+    for key in ("ran", "downloaded", "failed", "observed", "preexisting"):
         out[key] = sorted(out[key])
     for key in ("candidate", "baseline"):
         out[key]["devices"] = sorted(out[key]["devices"])
@@ -42,6 +42,9 @@ def state_from_json(doc: Mapping[str, Any]) -> GateState:
             "ran": frozenset(doc["ran"]),
             "downloaded": frozenset(doc["downloaded"]),
             "failed": frozenset(doc["failed"]),
+            "observed": frozenset(doc.get("observed", ())),
+            "preexisting": frozenset(doc.get("preexisting", ())),
+            "heard": dict(doc.get("heard", {})),
             "candidate": _evidence(doc["candidate"]),
             "baseline": _evidence(doc["baseline"]),
             "decisions": tuple(_decision(d) for d in doc["decisions"]),

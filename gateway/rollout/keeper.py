@@ -1,13 +1,14 @@
-"""The thin shell around the pure gates: feeds them, persists them, and acts on their decisions.
+"""The thin shell around the site's pure rollout decisions (:mod:`gateway.rollout.site`): it feeds
+them, makes every new judgement durable before any poll can see it, and hands the rest of the
+effects back to the supervisor.
 
-* A gate is opened for every deployment in effect that has a previous stable version of its model
-  at this site (verified in the store): that version is the baseline and the rollback target, and
-  its artifact is pinned in the store. A model's first version goes out on the cloud's rules alone.
-* Inputs per step: closed aggregate windows, device events, controls (operator API, signed cloud
-  commands ``paused``/``aborted``), and the set of site devices the cloud's rules make eligible.
-* Outputs: the poll policy asks :meth:`GateKeeper.admit` and :meth:`GateKeeper.rollback_for`;
-  decisions go to the audit log, the state file and the outbox (``decision`` records); on a halt the
-  devices that ran the candidate are told over MQTT (``devices/{id}/updates``) where connected.
+* Every transition (a new index, a control, a tick) runs under one lock: compute the new
+  :class:`~gateway.rollout.site.Site`, write the gate state and audit log, then publish it. Poll
+  answers read the published value, so they only ever see judged, durable state: a crash between
+  the two leaves the old state, and after a restart the same judgement is made again from the
+  same files.
+* Inputs: closed aggregate windows and device events are buffered and taken by the next tick.
+* What the poll policy asks: :meth:`admit` and :meth:`rollback_for`.
 """
 
 from __future__ import annotations
@@ -18,45 +19,159 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from firmware_compat.version import try_version
+from firmware_compat.matrix import CompatMatrix
 from gateway.inventory.records import DeviceRecord
-from gateway.manifest import Deployment, HealthChecks, parse_deployment
-from gateway.rollout.eligibility import decide
+from gateway.manifest import Deployment, parse_deployment
+from gateway.rollout import site as S
 from gateway.rollout.gate_store import GateStore
-from gateway.rollout.gates import Control, Decision, Event, GateState, Limits, new_gate, step
+from gateway.rollout.gates import Control, Event, GateState
 from gateway.settings import GateSettings
 from gateway.telemetry.window import WindowStats
 
 log = logging.getLogger(__name__)
+
+Transition = Callable[[S.Site], tuple[S.Site, S.Effects]]
 
 
 class GateKeeper:
     def __init__(self, settings: GateSettings, folder: Path) -> None:
         self.settings = settings
         self.store = GateStore(folder)
-        self.gates: dict[str, GateState] = {}
-        self.baselines: dict[str, Deployment] = {}  # candidate key -> previous stable manifest
-        self.known: dict[str, Mapping[str, Any]] = {}  # every manifest seen in an accepted index
+        self.site = S.Site()
         self._events: list[Event] = []
         self._windows: list[WindowStats] = []
-        self._controls: dict[str, list[Control]] = {}
-        self._cloud_held: set[str] = set()
-        self.version = 0  # bumps when admissions or stages change (long polls wake on it)
+        self._lock = asyncio.Lock()
+
+    @property
+    def gates(self) -> Mapping[str, GateState]:
+        return self.site.gates
+
+    @property
+    def version(self) -> int:
+        return self.site.version
 
     # -- persistence ------------------------------------------------------------------------------
 
     def load(self) -> None:
-        self.gates = self.store.load()
+        gates = self.store.load()
         meta = self.store.load_meta()
-        self.known = dict(meta.get("known", {}))
+        baselines: dict[str, Deployment] = {}
         for key, raw in meta.get("baselines", {}).items():
             try:
-                self.baselines[key] = parse_deployment(raw)
+                baselines[key] = parse_deployment(raw)
             except Exception:
                 log.warning("cannot read the stored baseline manifest for %s", key)
+        self.site = S.Site(
+            gates=gates,
+            baselines=baselines,
+            known=dict(meta.get("known", {})),
+            ungated=frozenset(meta.get("ungated", ())),
+            cloud_held=frozenset(meta.get("cloud_held", ())),
+        )
 
-    def _meta(self) -> dict[str, Any]:
-        return {"known": self.known, "baselines": {k: dict(d.raw) for k, d in self.baselines.items()}}
+    def _meta(self, site: S.Site) -> dict[str, Any]:
+        return {
+            "known": dict(site.known),
+            "baselines": {k: dict(d.raw) for k, d in site.baselines.items()},
+            "ungated": sorted(site.ungated),
+            "cloud_held": sorted(site.cloud_held),
+        }
+
+    async def _transition(
+        self, change: Transition, durable: Callable[[S.Effects], Awaitable[None]] | None = None
+    ) -> S.Effects:
+        """Compute, persist (the gate files, then ``durable``), publish: in that order, one at a time."""
+        async with self._lock:
+            new, effects = change(self.site)
+            if new is self.site:
+                return effects
+            if effects.decisions or new.gates != self.site.gates or new.ungated != self.site.ungated:
+                await asyncio.to_thread(self.store.save, new.gates, effects.decisions, self._meta(new))
+            if durable is not None and effects.decisions:
+                await durable(effects)
+            self.site = new
+        for d in effects.decisions:
+            log.warning("gate %s wave %d: %s (%s)", d.deployment, d.wave, d.action, d.reason)
+        return effects
+
+    # -- transitions --------------------------------------------------------------------------------
+
+    async def apply_index(
+        self,
+        index_version: int,
+        deployments: Sequence[Deployment],
+        commands: Mapping[str, str],
+        *,
+        now: float,
+        verified: Callable[[str], bool],
+        devices: Sequence[DeviceRecord],
+        matrix: CompatMatrix | None,
+        durable: Callable[[S.Effects], Awaitable[None]] | None = None,
+    ) -> S.Effects:
+        return await self._transition(
+            lambda site: S.apply_index(
+                site,
+                index_version=index_version,
+                deployments=deployments,
+                commands=commands,
+                now=now,
+                settings=self.settings,
+                verified=verified,
+                devices=devices,
+                matrix=matrix,
+            ),
+            durable,
+        )
+
+    async def control(
+        self,
+        deployment: str,
+        action: str,
+        by: str,
+        why: str,
+        *,
+        now: float,
+        devices: Sequence[DeviceRecord],
+        matrix: CompatMatrix | None,
+        durable: Callable[[S.Effects], Awaitable[None]] | None = None,
+    ) -> S.Effects:
+        """KeyError: no gate for ``deployment``; ControlRefused: it would do nothing (and why)."""
+        log.warning("gate %s: %s by %s: %s", deployment, action, by, why or "(no reason given)")
+        return await self._transition(
+            lambda site: S.on_control(
+                site,
+                deployment,
+                Control(action, by, why),
+                now=now,
+                settings=self.settings,
+                devices=devices,
+                matrix=matrix,
+            ),
+            durable,
+        )
+
+    async def tick(
+        self,
+        now: float,
+        *,
+        devices: Sequence[DeviceRecord],
+        matrix: CompatMatrix | None,
+        durable: Callable[[S.Effects], Awaitable[None]] | None = None,
+    ) -> S.Effects:
+        windows, self._windows = self._windows, []
+        events, self._events = self._events, []
+        return await self._transition(
+            lambda site: S.tick(
+                site,
+                now=now,
+                settings=self.settings,
+                windows=windows,
+                events=events,
+                devices=devices,
+                matrix=matrix,
+            ),
+            durable,
+        )
 
     # -- inputs -------------------------------------------------------------------------------------
 
@@ -66,158 +181,26 @@ class GateKeeper:
     def on_event(self, device_id: str, event: str, version: str | None) -> None:
         self._events.append(Event(device_id, event, version))
 
-    def control(self, deployment: str, action: str, by: str, why: str) -> None:
-        if deployment not in self.gates:
-            raise KeyError(deployment)
-        log.warning("gate %s: %s by %s: %s", deployment, action, by, why or "(no reason given)")
-        self._controls.setdefault(deployment, []).append(Control(action, by, why))
-
-    def learn(
-        self,
-        deployments: Sequence[Deployment],
-        verified: Callable[[str], bool],
-        pin: Callable[[str], None],
-        now: float,
-    ) -> None:
-        """A new index: remember its manifests; open a gate for each new version with a baseline."""
-        for d in deployments:
-            self.known[d.key] = dict(d.raw)
-        if not self.settings.enabled:
-            return
-        for d in deployments:
-            if d.key in self.gates:
-                continue
-            baseline = self._previous_stable(d, verified)
-            if baseline is None:
-                continue
-            self.baselines[d.key] = baseline
-            pin(baseline.sha256)
-            self.gates[d.key] = new_gate(d.key, d.model_id, d.version, baseline.version, self.settings, now)
-            log.info("gate opened for %s (baseline %s)", d.key, baseline.version)
-
-    def _previous_stable(self, d: Deployment, verified: Callable[[str], bool]) -> Deployment | None:
-        mine = try_version(d.version)
-        best: tuple[Any, Deployment] | None = None
-        for raw in self.known.values():
-            if raw.get("model_id") != d.model_id or raw.get("version") == d.version:
-                continue
-            try:
-                other = parse_deployment(raw)
-            except Exception:
-                continue
-            v = try_version(other.version)
-            if mine is None or v is None or not v < mine or not verified(other.sha256):
-                continue
-            gate = self.gates.get(other.key)
-            if gate is not None and gate.stage in ("halted", "aborted"):
-                continue  # a halted version is nobody's baseline
-            if best is None or v > best[0]:
-                best = (v, other)
-        return best[1] if best else None
-
     # -- what the poll policy asks -------------------------------------------------------------------
 
     def admit(self, candidate: Deployment, device: DeviceRecord, now: float) -> str | None:
-        gate = self.gates.get(candidate.key)
-        if gate is None or gate.stage == "done":
-            return None
-        if gate.stage in ("halted", "aborted"):
-            return "halted_at_site"
-        if device.device_id in gate.admitted:
-            return "shadow" if gate.stage == "shadow" else None
-        return "waiting_for_wave"
+        return S.admit(self.site, candidate, device)
 
-    def rollback_for(self, device: DeviceRecord, now: float) -> Deployment | None:
-        for key, gate in self.gates.items():
-            if gate.stage not in ("halted", "aborted") or device.model_version != gate.version:
-                continue
-            if device.device_id in gate.rollback_set or device.device_id in gate.admitted:
-                return self.baselines.get(key)
-        return None
-
-    # -- one step of every gate ----------------------------------------------------------------------
-
-    async def step(
-        self,
-        now: float,
-        *,
-        deployments: Sequence[Deployment],
-        commands: Mapping[str, str],
-        devices: Sequence[DeviceRecord],
-        matrix: Any,
-        on_decisions: Callable[[list[Decision]], Awaitable[None]],
-    ) -> list[Decision]:
-        windows, self._windows = self._windows, []
-        events, self._events = self._events, []
-        all_decisions: list[Decision] = []
-        by_key = {d.key: d for d in deployments}
-        for key, gate in list(self.gates.items()):
-            controls = self._controls.pop(key, [])
-            controls += self._cloud_controls(key, gate, commands)
-            d = by_key.get(key)
-            eligible: dict[str, Mapping[str, str]] = {}
-            if d is not None and gate.active:
-                for rec in devices:
-                    if (
-                        decide(deployments, rec, now, matrix).deployment == d
-                        or rec.model_version == d.version
-                    ):
-                        eligible[rec.device_id] = rec.attrs
-            limits = Limits.of(d.health if d is not None else self._health(key), self.settings)
-            new, decisions = step(
-                gate,
-                now=now,
-                limits=limits,
-                eligible=eligible,
-                windows=windows,
-                events=events,
-                controls=controls,
-            )
-            if new != gate:
-                self.version += 1
-            self.gates[key] = new
-            all_decisions += decisions
-        if all_decisions or windows or events:
-            await asyncio.to_thread(self.store.save, self.gates, all_decisions, self._meta())
-        if all_decisions:
-            for dec in all_decisions:
-                log.warning("gate %s wave %d: %s (%s)", dec.deployment, dec.wave, dec.action, dec.reason)
-            await on_decisions(all_decisions)
-        return all_decisions
-
-    def _health(self, key: str) -> HealthChecks:
-        """The health checks of a deployment no longer in the index (from the manifests seen)."""
-        raw = self.known.get(key)
-        try:
-            return parse_deployment(raw).health if raw is not None else HealthChecks()
-        except Exception:
-            return HealthChecks()
-
-    def _cloud_controls(self, key: str, gate: GateState, commands: Mapping[str, str]) -> list[Control]:
-        model = key.split("@", 1)[0]
-        command = commands.get(key) or commands.get(model)
-        out: list[Control] = []
-        if command == "paused" and key not in self._cloud_held and gate.active:
-            self._cloud_held.add(key)
-            out.append(Control("hold", "cloud", "signed coordinator command: paused"))
-        elif command == "aborted" and gate.stage != "aborted":
-            out.append(Control("abort", "cloud", "signed coordinator command: aborted"))
-        elif command is None and key in self._cloud_held:
-            self._cloud_held.discard(key)
-            out.append(Control("release", "cloud", "coordinator command cleared"))
-        return out
+    def rollback_for(self, device: DeviceRecord, now: float) -> S.Rollback | None:
+        return S.rollback_for(self.site, device)
 
     def status(self) -> list[dict[str, Any]]:
         out = []
-        for key, g in self.gates.items():
+        for key, g in self.site.gates.items():
             last = g.decisions[-1] if g.decisions else None
             out.append(
                 {
                     "deployment": key,
                     "baseline": g.baseline_version,
-                    "stage": g.stage,
+                    "stage": str(g.stage),
                     "wave": g.wave,
                     "held_by": g.held_by,
+                    "awaiting_approval": g.awaiting_approval,
                     "admitted": len(g.admitted),
                     "ran": len(g.ran),
                     "rollback": len(g.rollback_set),

@@ -9,8 +9,10 @@ Order of the checks, each able only to narrow what the previous allowed:
 3. eligibility (:mod:`gateway.rollout.eligibility`): cohort, percentage, window, firmware, and the
    newest allowed version among several;
 4. the mirror: an artifact not yet verified here is not offered (204 ``not_mirrored``);
-5. the site's canary gates: the device must be in an open wave; after a halt, devices of the failed
-   wave are offered the previous stable version (``rollback``).
+5. the site's canary gates (:mod:`gateway.rollout.site`): the device must be in an open wave of a
+   judged deployment (one not judged yet is ``waiting_for_wave``: fail closed); after a halt,
+   devices of the failed wave are offered the previous stable version (``rollback``), or, for a
+   model's first version, told to go back to their previous slot (204 ``rollback_previous_slot``).
 
 Values and ``now`` in, a :class:`PollAnswer` out; the HTTP shell renders it.
 """
@@ -25,6 +27,7 @@ from firmware_compat.matrix import CompatMatrix
 from gateway.inventory.records import DeviceRecord
 from gateway.manifest import Deployment
 from gateway.rollout.eligibility import decide
+from gateway.rollout.site import Rollback
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,8 @@ class PollAnswer:
 
 
 class SiteGates(Protocol):
-    def rollback_for(self, device: DeviceRecord, now: float) -> Deployment | None:
-        """The previous stable manifest when this device ran a halted candidate, else None."""
+    def rollback_for(self, device: DeviceRecord, now: float) -> Rollback | None:
+        """Where this device goes back to when it runs a halted candidate, else None."""
 
     def admit(self, candidate: Deployment, device: DeviceRecord, now: float) -> str | None:
         """None when the device is in an open wave; "shadow" in the shadow stage; else why it waits."""
@@ -62,9 +65,17 @@ def answer(
     gates: SiteGates | None = None,
 ) -> PollAnswer:
     if gates is not None and (back := gates.rollback_for(device, now)) is not None:
-        if not verified(back.sha256):
+        if back.to is None:
+            return PollAnswer(
+                None,
+                "rollback_previous_slot",
+                f"{back.model_id}@{back.version} halted at this site: switch back to your previous slot",
+                rollback=True,
+            )
+        if not verified(back.to.sha256):
             return PollAnswer(None, "rollback_not_available", "previous stable artifact not held here")
-        return PollAnswer(back, "rollback", f"{back.model_id}@{back.version} after a halt", rollback=True)
+        to = back.to
+        return PollAnswer(to, "rollback", f"{to.model_id}@{to.version} after a halt", rollback=True)
     offered = [
         d
         for d in deployments

@@ -43,6 +43,7 @@ class _Acc:
     unknown_sum: float = 0.0
     unknown_w: int = 0
     devices: dict[str, int] = field(default_factory=dict)  # device -> inferences
+    invalid: dict[str, int] = field(default_factory=dict)  # device -> messages refused as invalid
 
 
 def _max(a: float | None, b: float) -> float:
@@ -69,18 +70,33 @@ class Aggregator:
     def window_start(self, now: float) -> float:
         return math.floor(now / self.window_s) * self.window_s
 
-    def add(self, sample: Sample, attrs: Mapping[str, str]) -> None:
-        start = self.window_start(sample.received_at)
-        groups = self.windows.setdefault(start, {})
-        key = GroupKey(
-            sample.model_id, sample.model_version, attrs.get(self.cohort_attribute, ""), sample.shadow
-        )
+    def _group(self, at: float, key: GroupKey) -> _Acc | None:
+        groups = self.windows.setdefault(self.window_start(at), {})
         acc = groups.get(key)
         if acc is None:
             if len(groups) >= self.max_groups:
                 self.overflow += 1
-                return
+                return None
             acc = groups[key] = _Acc()
+        return acc
+
+    def add_invalid(
+        self, device_id: str, model_id: str, model_version: str, attrs: Mapping[str, str], at: float
+    ) -> None:
+        """A message refused as invalid from a device on this version: the gates count it against
+        that version (an agent that counts errors its own way sends them)."""
+        acc = self._group(at, GroupKey(model_id, model_version, attrs.get(self.cohort_attribute, "")))
+        if acc is None or (device_id not in acc.invalid and len(acc.invalid) >= self.max_devices):
+            return
+        acc.invalid[device_id] = acc.invalid.get(device_id, 0) + 1
+
+    def add(self, sample: Sample, attrs: Mapping[str, str]) -> None:
+        key = GroupKey(
+            sample.model_id, sample.model_version, attrs.get(self.cohort_attribute, ""), sample.shadow
+        )
+        acc = self._group(sample.received_at, key)
+        if acc is None:
+            return
         if sample.device_id not in acc.devices and len(acc.devices) >= self.max_devices:
             self.overflow += 1
             return
@@ -145,4 +161,6 @@ def _stats(key: GroupKey, start: float, end: float, a: _Acc) -> WindowStats:
         mean_confidence=a.conf_sum / a.conf_w if a.conf_w else None,
         unknown_rate=a.unknown_sum / a.unknown_w if a.unknown_w else None,
         device_inferences=dict(a.devices),
+        invalid=sum(a.invalid.values()),
+        device_invalid=dict(a.invalid),
     )

@@ -17,12 +17,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway.errors import FormatError
+from gateway.inventory.records import DeviceRecord
 from gateway.inventory.store import EVENTS, Inventory
 from gateway.manifest import valid_id
 from gateway.settings import TelemetrySettings
 from gateway.stats import Stats
 from gateway.telemetry.aggregate import Aggregator
-from gateway.telemetry.schema import Sample, parse_metrics
+from gateway.telemetry.schema import MAX_PAYLOAD_BYTES, Sample, parse_metrics
 from gateway.telemetry.window import WindowStats
 from gateway.uplink.outbox import Outbox
 
@@ -85,6 +86,7 @@ class Telemetry:
         except FormatError as exc:
             self.stats.error("telemetry.invalid", str(exc))
             log.warning("dropped %s", exc)
+            self._count_invalid(device_id, payload, rec, now)
             raise
         pending = self._journal(device_id, sample, now) if self.journal else None
         self.stats.inc("telemetry.samples")
@@ -103,6 +105,25 @@ class Telemetry:
         attrs = rec.attrs if rec else {}
         self.aggregator.add(sample, attrs)
         return pending
+
+    def _count_invalid(
+        self, device_id: str, payload: bytes | Mapping[str, Any], rec: DeviceRecord | None, now: float
+    ) -> None:
+        """Put a refused message on the version the device runs (the one it names, if readable, or
+        the one it last reported), so the gates see a candidate whose metrics turn invalid."""
+        doc: Any = payload
+        if isinstance(payload, bytes | bytearray) and len(payload) <= MAX_PAYLOAD_BYTES:
+            try:
+                doc = json.loads(payload)
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                doc = None
+        named = doc.get("model_version") if isinstance(doc, Mapping) else None
+        version = (
+            named if isinstance(named, str) and valid_id(named) else (rec.model_version if rec else None)
+        )
+        model_id = rec.model_id if rec else None
+        if version and model_id:
+            self.aggregator.add_invalid(device_id, model_id, version, rec.attrs if rec else {}, now)
 
     def _journal(self, device_id: str, sample: Sample, now: float) -> asyncio.Future[int]:
         body = {

@@ -43,6 +43,9 @@ class WindowStats:
     unknown_rate: float | None = None
     # inferences per device in the window: the gates count warm-up per device from these
     device_inferences: Mapping[str, int] = field(default_factory=dict)
+    # messages refused as invalid from devices on this version (counted against a candidate)
+    invalid: int = 0
+    device_invalid: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def class_shares(self) -> dict[str, float]:
@@ -74,4 +77,5 @@ class WindowStats:
             "class_counts": dict(self.class_counts),
             "mean_confidence": self.mean_confidence,
             "unknown_rate": self.unknown_rate,
+            "invalid": self.invalid,
         }

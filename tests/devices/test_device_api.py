@@ -15,7 +15,7 @@ import pytest
 
 from gateway.service import Gateway
 from tests.conftest import Registry
-from tests.gw import base_url, gateway_settings, running, until
+from tests.gw import OPEN_FIRST, base_url, gateway_settings, running, until
 from tests.mirror.hostile import Hostile
 
 MODEL = os.urandom(50_000)
@@ -33,7 +33,9 @@ async def hostile(reg: Registry) -> AsyncIterator[Hostile]:
 @pytest.fixture
 async def gw(reg: Registry, hostile: Hostile, tmp_path: Path) -> AsyncIterator[Gateway]:
     reg.publish(MODEL, min_firmware="1.0.0")
-    async with running(gateway_settings(reg, tmp_path / "data", upstream=hostile.url)) as g:
+    # The cloud's rules alone (a first version goes to everyone): the gates have their own tests.
+    settings = gateway_settings(reg, tmp_path / "data", upstream=hostile.url, gates=OPEN_FIRST)
+    async with running(settings) as g:
         await until(lambda: g.store.is_verified(SHA), what="mirrored")
         yield g
 
@@ -159,6 +161,7 @@ async def test_token_access_for_polls_and_downloads(reg: Registry, hostile: Host
         tmp_path / "data",
         upstream=hostile.url,
         devices={"access": "token", "tokens_file": str(tokens), "allow_unknown": False},
+        gates=OPEN_FIRST,
     )
     async with running(settings) as g:
         await until(lambda: g.store.is_verified(SHA), what="mirrored")

@@ -16,7 +16,7 @@ from gateway.rollout.bucket import in_rollout
 from gateway.rollout.cohort import parse_cohort
 from tests.agent import DeviceAgent
 from tests.conftest import Registry
-from tests.gw import base_url, gateway_settings, running, until
+from tests.gw import OPEN_FIRST, base_url, gateway_settings, running, until
 from tests.peers import nginx
 
 
@@ -24,7 +24,8 @@ async def test_reference_agent_updates_through_the_gateway(reg: Registry, tmp_pa
     model = os.urandom(1_500_000)
     manifest = reg.publish(model, min_firmware="1.2.0")
     with nginx(reg.root) as upstream:
-        async with running(gateway_settings(reg, tmp_path / "data", upstream=upstream.url)) as gw:
+        settings = gateway_settings(reg, tmp_path / "data", upstream=upstream.url, gates=OPEN_FIRST)
+        async with running(settings) as gw:
             await until(lambda: gw.store.is_verified(manifest["sha256"]), what="mirrored")
             agent = DeviceAgent(
                 base_url(gw),
@@ -55,7 +56,7 @@ async def test_a_site_of_many_devices_gets_exactly_what_the_rules_say(reg: Regis
     sha2 = hashlib.sha256(m2).hexdigest()
     with nginx(reg.root) as upstream:
         settings = gateway_settings(
-            reg, tmp_path / "data", upstream=upstream.url, mirror={"poll_interval_s": 1.0}
+            reg, tmp_path / "data", upstream=upstream.url, mirror={"poll_interval_s": 1.0}, gates=OPEN_FIRST
         )
         async with running(settings) as gw:
             await until(

@@ -1,26 +1,45 @@
-"""A fast, seeded simulation of a site running a canary rollout through the real pure gate.
+"""A seeded simulation of a whole site through the real decisions: the site's pure transitions
+(:mod:`gateway.rollout.site`), the poll policy, the aggregator and the gate files.
 
-Devices report metrics every 20 s into the real :class:`~gateway.telemetry.aggregate.Aggregator`
-(60 s windows); closed windows, install events and the eligible set go to
-:func:`gateway.rollout.gates.step`. A device admitted to a wave installs the candidate on its next
-poll (unless its download fails, in the network story), and goes back to the baseline version on
-the window after a halt names it for rollback. Hours of site time run in milliseconds.
+Nothing waits for the gateway's state before acting. Devices poll at random instants (jittered
+intervals) and half of them hold long polls that are answered on any change; the candidate's index
+lands at a random instant and its artifact verifies later; the gateway restarts at random instants
+(the gate state is written and read back through the real gate store, and what was only in memory
+is lost: pending windows, events, long polls); operators hold and release, and the coordinator
+pauses, at random. Devices act on what they are told: install the candidate (or fail to download
+it), report metrics that follow the story's behaviour, roll back. Hours of site time run in
+seconds.
+
+The invariant is checked on every answer that offers the candidate, from what a device sees and the
+wave plan alone: the distinct devices ever offered it never exceed what the open wave admits
+(:func:`gateway.rollout.waves.wave_target` for the gate's current wave at the whole site's size), no
+device is offered a halted or aborted version, and after a halt no new device gets it until a person
+releases it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import heapq
+import math
 import random
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from gateway.manifest import HealthChecks
-from gateway.rollout.gates import Event, GateState, Limits, new_gate, step
+from gateway.inventory.records import DeviceRecord
+from gateway.manifest import Deployment, parse_deployment
+from gateway.rollout import policy
+from gateway.rollout import site as S
+from gateway.rollout.gates import Action, Control, Event, Stage
+from gateway.rollout.keeper import GateKeeper
+from gateway.rollout.waves import wave_target
 from gateway.settings import GateSettings
 from gateway.telemetry.aggregate import Aggregator
 from gateway.telemetry.schema import Sample
-
-WINDOW_S = 60.0
-REPORT_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -52,17 +71,423 @@ STORIES: dict[str, Behaviour] = {
 }
 
 
+WINDOW_S = 60.0
+REPORT_S = 20.0
+TICK_S = 5.0
+POLL_S = 30.0
+LONG_POLL_S = 60.0
+
+STORY_BEHAVIOUR: dict[str, Behaviour] = {**STORIES, "first_version_crash": BASELINE}
+FIRST_VERSION_STORIES = ("first_version_crash",)
+
+
+def manifest(version: str, health: Mapping[str, Any] | None = None) -> Deployment:
+    sha = hashlib.sha256(version.encode()).hexdigest()
+    return parse_deployment(
+        {
+            "model_id": "detector",
+            "version": version,
+            "artifact_url": f"artifacts/detector/{version}/model.bin",
+            "signature_url": f"artifacts/detector/{version}/model.bin.sig",
+            "sha256": sha,
+            "length": 1000,
+            "health_checks": dict(
+                health or {"max_cpu_percent": 90, "max_error_rate": 0.05, "warmup_inferences": 300}
+            ),
+        }
+    )
+
+
+@dataclass
+class Device:
+    rec: DeviceRecord
+    long_poll: bool
+    previous: str | None = None  # the slot it came from
+    crashed: bool = False  # its app crashed on the candidate: no more metrics
+    waiting_until: float | None = None  # holding a long poll until then
+
+
 @dataclass
 class Result:
     stage: str
     ever_ran_candidate: int
     first_wave_size: int
-    windows_to_halt: int | None  # from the first window the candidate ran in, to the halt (inclusive)
+    windows_to_halt: int | None
     rolled_back: int
     admitted: int
     eligible: int
     max_admitted_in_one_step: int
+    violations: list[str] = field(default_factory=list)
+    polls: int = 0
+    long_polls_answered: int = 0
+    restarts: int = 0
     decisions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Chaos:
+    """Random instants for the faults and controls a schedule carries (None: none of that kind)."""
+
+    restarts: int = 0
+    holds: int = 0
+    pauses: int = 0
+    abort: bool = False
+
+
+class SiteSim:
+    def __init__(
+        self,
+        story: str,
+        *,
+        seed: int,
+        devices: int,
+        settings: GateSettings,
+        chaos: Chaos,
+        download_failure: float,
+        folder: Path,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.story = story
+        self.behaviour = STORY_BEHAVIOUR[story]
+        self.settings = settings
+        self.chaos = chaos
+        self.download_failure = download_failure
+        self.folder = folder
+        self.first_version = story in FIRST_VERSION_STORIES
+        self.stable = manifest("1.0.0")
+        self.candidate = manifest("2.0.0")
+        start_version = "0.9.0" if self.first_version else "1.0.0"
+        self.devices = {
+            f"dev-{i:03d}": Device(
+                DeviceRecord(
+                    f"dev-{i:03d}",
+                    {"hw": ("rev1", "rev2")[i % 2]},
+                    model_id="detector",
+                    model_version=start_version,
+                ),
+                long_poll=self.rng.random() < 0.5,
+            )
+            for i in range(devices)
+        }
+        self.bias = {d: (self.rng.gauss(0, 3), self.rng.gauss(0, 4)) for d in self.devices}
+        self.verified = {self.stable.sha256}
+        self.index_version = 1
+        self.index: tuple[Deployment, ...] = () if self.first_version else (self.stable,)
+        self.commands: dict[str, str] = {}
+        self.site = S.Site()
+        self.agg = Aggregator(WINDOW_S, "hw")
+        self.windows: list[Any] = []
+        self.events: list[Event] = []
+        self.queue: list[tuple[float, int, str, Any]] = []
+        self.seq = 0
+        self.exposed: set[str] = set()
+        self.rolled_back: set[str] = set()
+        self.halted_since: float | None = None
+        self.result = Result("", 0, 0, None, 0, 0, devices, 0)
+        self.first_candidate_window: int | None = None
+        self.first_exposure_window: int | None = None
+        self.window_index = 0
+        self.downloaded: set[str] = set()
+
+    # -- the event queue --------------------------------------------------------------------------------
+
+    def at(self, t: float, kind: str, arg: Any = None) -> None:
+        self.seq += 1
+        heapq.heappush(self.queue, (t, self.seq, kind, arg))
+
+    def run(self, hours: float) -> Result:
+        end = hours * 3600
+        self.apply(0.0)
+        for d in self.devices:
+            self.at(self.rng.uniform(0, POLL_S), "poll", d)
+        for k in range(int(end / REPORT_S)):
+            self.at(k * REPORT_S + 1, "report")
+        for k in range(1, int(end / WINDOW_S)):
+            self.at(k * WINDOW_S, "window")
+        for k in range(1, int(end / TICK_S)):
+            self.at(k * TICK_S + 0.5, "tick")
+        land = self.rng.uniform(0, 600)
+        self.at(land, "land")
+        self.at(land + self.rng.uniform(1, 120), "verify")
+        for _ in range(self.chaos.restarts):
+            self.at(self.rng.uniform(land, end / 2), "restart")
+        for _ in range(self.chaos.holds):
+            t = self.rng.uniform(land, end / 2)
+            self.at(t, "control", "hold")
+            self.at(t + self.rng.uniform(10, 900), "control", "release")
+        for _ in range(self.chaos.pauses):
+            t = self.rng.uniform(land, end / 2)
+            self.at(t, "pause", "paused")
+            self.at(t + self.rng.uniform(10, 900), "pause", None)
+        if self.chaos.abort:
+            self.at(self.rng.uniform(land, end), "control", "abort")
+        while self.queue:
+            t, _, kind, arg = heapq.heappop(self.queue)
+            if t > end or self.finished(t):
+                break
+            getattr(self, "on_" + kind)(t, arg)
+        gate = self.site.gates.get(self.candidate.key)
+        r = self.result
+        r.stage = str(gate.stage) if gate else "not judged"
+        r.ever_ran_candidate = len(self.exposed)
+        r.rolled_back = len(self.rolled_back)
+        r.admitted = len(gate.admitted) if gate else 0
+        r.decisions = [f"{d.action}: {d.reason}" for d in gate.decisions] if gate else []
+        return r
+
+    def finished(self, t: float) -> bool:
+        gate = self.site.gates.get(self.candidate.key)
+        if gate is None or self.chaos.abort:
+            return False
+        on_candidate = sum(1 for d in self.devices.values() if d.rec.model_version == "2.0.0")
+        if gate.stage == Stage.DONE and on_candidate == len(self.devices):
+            return True
+        return gate.stopped and on_candidate == 0 and t > 3600
+
+    # -- the gateway side --------------------------------------------------------------------------------
+
+    def live(self) -> list[DeviceRecord]:
+        return [d.rec for d in self.devices.values()]
+
+    def transition(self, t: float, change: Callable[[S.Site], tuple[S.Site, S.Effects]]) -> None:
+        before = self.site.gates.get(self.candidate.key)
+        self.site, effects = change(self.site)
+        after = self.site.gates.get(self.candidate.key)
+        if after is not None:
+            grown = len(after.admitted) - (len(before.admitted) if before else 0)
+            self.result.max_admitted_in_one_step = max(self.result.max_admitted_in_one_step, grown)
+            if not self.result.first_wave_size and after.admitted:
+                self.result.first_wave_size = len(after.admitted)
+        for d in effects.decisions:
+            if d.deployment != self.candidate.key:
+                continue
+            if d.action == Action.HALT and self.halted_since is None:
+                self.halted_since = t
+                first = self.first_candidate_window or self.first_exposure_window  # no metrics: a crash
+                if self.result.windows_to_halt is None and first is not None:
+                    self.result.windows_to_halt = self.window_index - first + 1
+            if d.action == Action.RELEASE and d.by.startswith("operator"):
+                self.halted_since = None
+        if effects.changed:
+            self.wake(t)
+
+    def apply(self, t: float) -> None:
+        self.transition(
+            t,
+            lambda site: S.apply_index(
+                site,
+                index_version=self.index_version,
+                deployments=self.index,
+                commands=self.commands,
+                now=t,
+                settings=self.settings,
+                verified=self.verified.__contains__,
+                devices=self.live(),
+                matrix=None,
+            ),
+        )
+
+    def on_land(self, t: float, _: Any) -> None:
+        self.index_version += 1
+        self.index = (*self.index, self.candidate)
+        self.apply(t)
+
+    def on_verify(self, t: float, _: Any) -> None:
+        self.verified.add(self.candidate.sha256)
+        self.wake(t)
+
+    def on_pause(self, t: float, command: str | None) -> None:
+        self.index_version += 1
+        self.commands = {self.candidate.key: command} if command else {}
+        self.apply(t)
+
+    def on_control(self, t: float, action: str) -> None:
+        if self.candidate.key not in self.site.gates:
+            return
+        try:
+            self.transition(
+                t,
+                lambda site: S.on_control(
+                    site,
+                    self.candidate.key,
+                    Control(action, "operator:sim", "simulated"),
+                    now=t,
+                    settings=self.settings,
+                    devices=self.live(),
+                    matrix=None,
+                ),
+            )
+        except S.ControlRefused:
+            pass
+
+    def on_tick(self, t: float, _: Any) -> None:
+        windows, self.windows = self.windows, []
+        events, self.events = self.events, []
+        self.transition(
+            t,
+            lambda site: S.tick(
+                site,
+                now=t,
+                settings=self.settings,
+                windows=windows,
+                events=events,
+                devices=self.live(),
+                matrix=None,
+            ),
+        )
+
+    def on_window(self, t: float, _: Any) -> None:
+        self.window_index += 1
+        closed = self.agg.close_due(t)
+        if self.first_candidate_window is None and any(w.key.model_version == "2.0.0" for w in closed):
+            self.first_candidate_window = self.window_index  # windows counted from the first metrics
+        self.windows += closed
+
+    def on_restart(self, t: float, _: Any) -> None:
+        """kill -9 and start again: the gate files are what was last published; memory is gone."""
+        keeper = GateKeeper(self.settings, self.folder)
+        keeper.store.save(self.site.gates, [], keeper._meta(self.site))
+        reloaded = GateKeeper(self.settings, self.folder)
+        reloaded.load()
+        self.site = reloaded.site
+        self.windows, self.events = [], []
+        self.agg = Aggregator(WINDOW_S, "hw")
+        self.result.restarts += 1
+        self.apply(t)
+        for d in self.devices.values():
+            if d.waiting_until is not None:  # the connection was reset: poll again soon
+                d.waiting_until = None
+                self.at(t + self.rng.uniform(1, 10), "poll", d.rec.device_id)
+
+    # -- the devices ------------------------------------------------------------------------------------------
+
+    def answer(self, dev: Device, t: float) -> policy.PollAnswer:
+        offered = [d for d in self.site.deployments if d.end_time is None or d.end_time > t]
+        return policy.answer(
+            deployments=offered,
+            commands=self.site.commands,
+            device=dev.rec,
+            now=t,
+            clock_trusted=True,
+            verified=self.verified.__contains__,
+            gates=_Gates(self.site),
+        )
+
+    def on_poll(self, t: float, device_id: str) -> None:
+        dev = self.devices[device_id]
+        self.result.polls += 1
+        a = self.answer(dev, t)
+        if self.act(dev, a, t) or not dev.long_poll:
+            self.at(t + POLL_S * self.rng.uniform(0.5, 1.5), "poll", device_id)
+            return
+        dev.waiting_until = t + LONG_POLL_S
+        self.at(t + LONG_POLL_S, "long_poll_end", device_id)
+
+    def on_long_poll_end(self, t: float, device_id: str) -> None:
+        dev = self.devices[device_id]
+        if dev.waiting_until is not None and dev.waiting_until <= t:
+            dev.waiting_until = None
+            self.on_poll(t, device_id)
+
+    def wake(self, t: float) -> None:
+        """Every held long poll re-evaluates its answer at once (the gateway's Changes.notify)."""
+        for dev in self.devices.values():
+            if dev.waiting_until is None:
+                continue
+            a = self.answer(dev, t)
+            if a.deployment is not None or a.reason == "rollback_previous_slot":
+                dev.waiting_until = None
+                self.result.long_polls_answered += 1
+                self.act(dev, a, t)
+                self.at(t + self.rng.uniform(0.1, 2.0), "poll", dev.rec.device_id)
+
+    def act(self, dev: Device, a: policy.PollAnswer, t: float) -> bool:
+        """Do what the answer says; True when it told the device to do something."""
+        d = a.deployment
+        did = dev.rec.device_id
+        if a.reason == "rollback_previous_slot":
+            self.set_version(dev, dev.previous)
+            self.rolled_back.add(did)
+            self.events.append(Event(did, "rolled_back", "2.0.0"))
+            return True
+        if d is None:
+            return False
+        if a.rollback:
+            self.set_version(dev, d.version)
+            self.rolled_back.add(did)
+            self.events.append(Event(did, "rolled_back", "2.0.0"))
+            return True
+        if d.version != "2.0.0":
+            return False
+        self.check(did, t)
+        if did not in self.downloaded:
+            if self.rng.random() < self.download_failure:
+                self.events.append(Event(did, "failed", "2.0.0"))  # the download timed out; retry later
+                return True
+            self.downloaded.add(did)
+            self.events.append(Event(did, "downloaded", "2.0.0"))
+        dev.previous = dev.rec.model_version
+        self.set_version(dev, "2.0.0")
+        dev.crashed = self.story == "first_version_crash"
+        self.events.append(Event(did, "activated", "2.0.0"))
+        return True
+
+    def set_version(self, dev: Device, version: str | None) -> None:
+        dev.rec = dataclasses.replace(dev.rec, model_version=version)
+        if version != "2.0.0":
+            dev.crashed = False
+
+    def check(self, device_id: str, t: float) -> None:
+        """The invariant, on an answer that offers the candidate."""
+        gate = self.site.gates.get(self.candidate.key)
+        v = self.result.violations
+        if gate is None:
+            v.append(f"t={t:.0f}: {device_id} offered the candidate before it was judged")
+            return
+        if gate.stopped:
+            v.append(f"t={t:.0f}: {device_id} offered a {gate.stage} candidate")
+        if self.halted_since is not None and device_id not in self.exposed:
+            v.append(f"t={t:.0f}: new device {device_id} offered the candidate after the halt")
+        if not self.exposed:
+            self.first_exposure_window = self.window_index + 1
+        self.exposed.add(device_id)
+        s = self.settings
+        bound = wave_target(s.waves, gate.wave, len(self.devices), s.min_devices_per_wave)
+        if gate.stage != Stage.DONE and len(self.exposed) > bound:
+            v.append(
+                f"t={t:.0f}: {len(self.exposed)} devices offered the candidate, wave {gate.wave} admits {bound}"
+            )
+
+    def on_report(self, t: float, _: Any) -> None:
+        for did, dev in self.devices.items():
+            version = dev.rec.model_version
+            if version is None or dev.crashed:
+                continue
+            b = self.behaviour if version == "2.0.0" else BASELINE
+            self.agg.add(_sample(self.rng, did, version, b, self.bias[did], t), dev.rec.attrs)
+
+
+@dataclass
+class _Gates:
+    """The keeper's two questions, on a published Site value."""
+
+    site: S.Site
+
+    def admit(self, candidate: Deployment, device: DeviceRecord, now: float) -> str | None:
+        return S.admit(self.site, candidate, device)
+
+    def rollback_for(self, device: DeviceRecord, now: float) -> S.Rollback | None:
+        return S.rollback_for(self.site, device)
+
+
+DEFAULT_SETTINGS = GateSettings(
+    waves=(1.0, 5.0, 10.0, 25.0, 50.0, 100.0),
+    min_devices_per_wave=2,
+    soak_s=300.0,
+    min_devices=2,
+    min_samples=6,
+    silence_after_s=180.0,
+)
 
 
 def run(
@@ -70,101 +495,24 @@ def run(
     *,
     seed: int = 0,
     devices: int = 200,
-    hours: float = 6.0,
+    hours: float = 4.0,
     settings: GateSettings | None = None,
-    download_failure: float = 0.0,
+    chaos: Chaos | None = None,
+    download_failure: float | None = None,
 ) -> Result:
-    rng = random.Random(seed)
-    site = settings or GateSettings(
-        waves=(1.0, 5.0, 10.0, 25.0, 50.0, 100.0),
-        min_devices_per_wave=2,
-        soak_s=300.0,
-        min_devices=2,
-        min_samples=6,
-    )
-    if story == "network_timeouts":
-        download_failure = download_failure or 0.6
-    limits = Limits.of(HealthChecks(max_cpu_percent=90, max_error_rate=0.05, warmup_inferences=300), site)
-    candidate = STORIES[story]
-    ids = [f"dev-{i:03d}" for i in range(devices)]
-    attrs = {d: {"hw": ("rev1", "rev2")[i % 2]} for i, d in enumerate(ids)}
-    bias = {d: (rng.gauss(0, 3), rng.gauss(0, 4)) for d in ids}  # per-device latency and CPU offsets
-    version = dict.fromkeys(ids, "1.0.0")
-    downloaded: set[str] = set()
-    state: GateState = new_gate("detector@2.0.0", "detector", "2.0.0", "1.0.0", site, 0.0)
-    agg = Aggregator(WINDOW_S, "hw")
-    ever_ran: set[str] = set()
-    rolled_back: set[str] = set()
-    first_wave = 0
-    max_step = 0
-    windows_to_halt: int | None = None
-    first_candidate_window: int | None = None
-    t = 0.0
-    window_index = 0
-    end = hours * 3600
-    while t < end:
-        events: list[Event] = []
-        # devices act on the gate's state: admitted ones install; rollback set goes back
-        for d in ids:
-            if state.stage in ("halted", "aborted") and d in state.rollback_set and version[d] == "2.0.0":
-                version[d] = "1.0.0"
-                rolled_back.add(d)
-                events.append(Event(d, "rolled_back", "2.0.0"))
-            elif (
-                (state.active or state.stage == "done")
-                and d in state.admitted
-                and version[d] == "1.0.0"
-                and d not in rolled_back
-            ):
-                if d not in downloaded:
-                    if rng.random() < download_failure:
-                        events.append(Event(d, "failed", "2.0.0"))  # the download timed out; retry later
-                        continue
-                    downloaded.add(d)
-                    events.append(Event(d, "downloaded", "2.0.0"))
-                if state.stage in ("waves", "done"):
-                    version[d] = "2.0.0"
-                    ever_ran.add(d)
-                    events.append(Event(d, "activated", "2.0.0"))
-        # one window of reports
-        for r in range(int(WINDOW_S / REPORT_S)):
-            now = t + r * REPORT_S + 1
-            for d in ids:
-                b = candidate if version[d] == "2.0.0" else BASELINE
-                agg.add(_sample(rng, d, version[d], b, bias[d], now), attrs[d])
-                if state.stage == "shadow" and d in state.admitted:
-                    agg.add(_sample(rng, d, "2.0.0", candidate, bias[d], now, shadow=True), attrs[d])
-        t += WINDOW_S
-        window_index += 1
-        windows = agg.close_due(t)
-        before = len(state.admitted)
-        eligible = attrs
-        state, decisions = step(
-            state, now=t, limits=limits, eligible=eligible, windows=windows, events=events
+    if download_failure is None:
+        download_failure = 0.6 if story == "network_timeouts" else 0.0
+    with tempfile.TemporaryDirectory(prefix="site-sim-") as folder:
+        sim = SiteSim(
+            story,
+            seed=seed,
+            devices=devices,
+            settings=settings or DEFAULT_SETTINGS,
+            chaos=chaos or Chaos(),
+            download_failure=download_failure,
+            folder=Path(folder),
         )
-        max_step = max(max_step, len(state.admitted) - before)
-        if not first_wave and state.admitted:
-            first_wave = len(state.admitted)
-        if first_candidate_window is None and any(w.key.model_version == "2.0.0" for w in windows):
-            first_candidate_window = window_index
-        for dec in decisions:
-            if dec.action == "halt" and windows_to_halt is None and first_candidate_window is not None:
-                windows_to_halt = window_index - first_candidate_window + 1
-        if state.stage == "done" and all(v == "2.0.0" for v in version.values()):
-            break
-        if state.stage == "halted" and not any(v == "2.0.0" for v in version.values()) and t > 3600:
-            break
-    return Result(
-        stage=state.stage,
-        ever_ran_candidate=len(ever_ran),
-        first_wave_size=first_wave,
-        windows_to_halt=windows_to_halt,
-        rolled_back=len(rolled_back),
-        admitted=len(state.admitted),
-        eligible=devices,
-        max_admitted_in_one_step=max_step,
-        decisions=[f"{d.action}: {d.reason}" for d in state.decisions],
-    )
+        return sim.run(hours)
 
 
 def _sample(
@@ -206,6 +554,14 @@ def _sample(
 def _binomial(rng: random.Random, n: int, p: float) -> int:
     if p <= 0:
         return 0
-    if n * p > 30:  # normal approximation, fast and close enough for counts this large
-        return max(0, min(n, round(rng.gauss(n * p, (n * p * (1 - p)) ** 0.5))))
-    return sum(1 for _ in range(n) if rng.random() < p)
+    mean = n * p
+    if mean > 30:  # normal approximation, fast and close enough for counts this large
+        return max(0, min(n, round(rng.gauss(mean, (mean * (1 - p)) ** 0.5))))
+    # Poisson by inversion for the small counts (rare classes, errors): close for small p, fast
+    k, term = 0, math.exp(-mean)
+    total, u = term, rng.random()
+    while u > total and k < n:
+        k += 1
+        term *= mean / k
+        total += term
+    return k

@@ -188,9 +188,10 @@ def test_network_timeouts_do_not_halt_and_do_not_rush_the_site() -> None:
     assert r.max_admitted_in_one_step <= r.eligible // 2  # never the whole site at once
 
 
-def test_a_good_model_reaches_everyone_with_at_most_one_false_halt_in_100_runs() -> None:
-    halts = sum(run("good", seed=seed, devices=100).stage != "done" for seed in range(100))
-    assert halts <= 1
+def test_a_good_model_reaches_everyone_without_a_false_halt() -> None:
+    """25 seeded rollouts here; tests/bench/gate_stories.py counts false halts in 100."""
+    halted = [seed for seed in range(25) if run("good", seed=seed, devices=100).stage != "done"]
+    assert not halted
 
 
 def test_shadow_stage_judges_the_candidate_before_anyone_switches() -> None:

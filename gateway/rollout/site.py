@@ -1,0 +1,390 @@
+"""The site's rollout decisions as one value with pure transitions. The rule "nothing is offered
+before it has been judged" lives here, and only here.
+
+A :class:`Site` holds the accepted index's deployments *together with* the judgement of each: a
+canary gate (:mod:`gateway.rollout.gates`), or the decision that it needs none (gates off, or
+``gates.first_version = "open"`` for a model's first version). Transitions take values and ``now``
+and return the new value with its :class:`Effects`; the keeper (:mod:`gateway.rollout.keeper`)
+makes the effects durable, then publishes the new value, then carries out the rest:
+
+* :func:`apply_index`: a newly accepted (or, at start-up, re-loaded) index goes into effect, and
+  every deployment in it is judged in the same transition, so no poll answer or long-poll wake-up
+  can see a deployment without its judgement; the signed coordinator commands (``paused``,
+  ``aborted``) are applied in it too;
+* :func:`on_control`: hold, release, abort, approve, at once, or a :class:`ControlRefused` saying
+  why it would do nothing;
+* :func:`tick`: closed metric windows, device events and the cloud's commands, every few seconds.
+
+And the two questions a poll asks: :func:`admit` (may this device have this candidate now?) and
+:func:`rollback_for`. A deployment with no judgement is answered ``waiting_for_wave``: fail closed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from firmware_compat.matrix import CompatMatrix
+from firmware_compat.version import try_version
+from gateway.inventory.records import DeviceRecord
+from gateway.manifest import Deployment, HealthChecks, parse_deployment
+from gateway.rollout.eligibility import decide
+from gateway.rollout.gates import (
+    Action,
+    Control,
+    Decision,
+    Event,
+    GateState,
+    Limits,
+    Stage,
+    apply_controls,
+    artifact_changed,
+    control_refusal,
+    open_gate,
+    step,
+)
+from gateway.settings import GateSettings
+from gateway.telemetry.window import WindowStats
+
+log = logging.getLogger(__name__)
+
+WAITING = "waiting_for_wave"
+HALTED = "halted_at_site"
+SAFE_MODE = "safe-mode"  # who holds the gates opened while the gate state could not be read
+
+
+class ControlRefused(ValueError):
+    """A control that would do nothing (e.g. release after an abort); the message says why."""
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """Where a device that ran a halted or aborted candidate goes back to."""
+
+    model_id: str
+    version: str  # the candidate it leaves
+    to: Deployment | None  # the previous stable manifest; None: its previous slot (a first version)
+
+
+@dataclass(frozen=True)
+class Effects:
+    decisions: tuple[Decision, ...] = ()
+    pins: frozenset[str] = frozenset()  # rollback targets the store must keep
+    changed: bool = False  # some device's answer may differ: wake the long polls
+
+
+@dataclass(frozen=True)
+class Site:
+    index_version: int | None = None
+    deployments: tuple[Deployment, ...] = ()  # the index in effect: every one of them judged
+    commands: Mapping[str, str] = field(default_factory=dict)
+    gates: Mapping[str, GateState] = field(default_factory=dict)
+    ungated: frozenset[str] = frozenset()  # judged: needs no gate
+    baselines: Mapping[str, Deployment] = field(default_factory=dict)  # candidate -> previous stable
+    known: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # every manifest seen
+    cloud_held: frozenset[str] = frozenset()  # gates held by a signed ``paused``
+    safe_mode: str | None = None  # why new gates open held (the gate state could not be read)
+    version: int = 0  # bumps with every change that can change an answer
+
+    def judged(self, key: str) -> bool:
+        return key in self.ungated or key in self.gates
+
+
+# -- the questions a poll asks ------------------------------------------------------------------------
+
+
+def admit(site: Site, candidate: Deployment, device: DeviceRecord) -> str | None:
+    """None when the device may have the candidate now; "shadow" in the shadow stage; else why not."""
+    if candidate.key in site.ungated:
+        return None
+    gate = site.gates.get(candidate.key)
+    if gate is None:
+        return WAITING  # not judged yet: fail closed
+    if gate.stage == Stage.DONE:
+        return None
+    if gate.stopped:
+        return HALTED
+    if device.device_id in gate.admitted:
+        return "shadow" if gate.stage == Stage.SHADOW else None
+    return WAITING
+
+
+def rollback_for(site: Site, device: DeviceRecord) -> Rollback | None:
+    """For a device that runs a halted or aborted candidate it was admitted to (or ran)."""
+    for key, gate in site.gates.items():
+        if not gate.stopped or device.model_version != gate.version:
+            continue
+        if device.model_id is not None and device.model_id != gate.model_id:
+            continue
+        if device.device_id in gate.preexisting:
+            continue  # it ran this version before the gate: not this gate's to send back
+        if device.device_id in gate.rollback_set or device.device_id in gate.admitted:
+            return Rollback(gate.model_id, gate.version, site.baselines.get(key))
+    return None
+
+
+# -- transitions ---------------------------------------------------------------------------------------
+
+
+class _Lazy(Mapping[str, Mapping[str, str]]):
+    """The eligible set, computed only if a step needs it (to open a wave or to finish): a tick
+    that only gathers evidence costs no eligibility pass over the whole site."""
+
+    def __init__(self, compute: Callable[[], dict[str, Mapping[str, str]]]) -> None:
+        self._compute = compute
+        self._value: dict[str, Mapping[str, str]] | None = None
+
+    def _get(self) -> dict[str, Mapping[str, str]]:
+        if self._value is None:
+            self._value = self._compute()
+        return self._value
+
+    def __getitem__(self, key: str) -> Mapping[str, str]:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+def eligible_for(
+    d: Deployment,
+    deployments: Sequence[Deployment],
+    devices: Iterable[DeviceRecord],
+    now: float,
+    matrix: CompatMatrix | None,
+) -> dict[str, Mapping[str, str]]:
+    """The site's devices the cloud's rules give ``d`` (or that already run its version)."""
+    out: dict[str, Mapping[str, str]] = {}
+    for rec in devices:
+        if rec.model_version == d.version or decide(deployments, rec, now, matrix).deployment == d:
+            out[rec.device_id] = rec.attrs
+    return out
+
+
+def previous_stable(
+    d: Deployment,
+    known: Mapping[str, Mapping[str, Any]],
+    gates: Mapping[str, GateState],
+    verified: Callable[[str], bool],
+) -> Deployment | None:
+    """The newest earlier version of the model held here and not halted: baseline and rollback."""
+    mine = try_version(d.version)
+    best: tuple[Any, Deployment] | None = None
+    for raw in known.values():
+        if raw.get("model_id") != d.model_id or raw.get("version") == d.version:
+            continue
+        try:
+            other = parse_deployment(raw)
+        except Exception:
+            continue
+        v = try_version(other.version)
+        if mine is None or v is None or not v < mine or not verified(other.sha256):
+            continue
+        gate = gates.get(other.key)
+        if gate is not None and gate.stopped:
+            continue  # a halted version is nobody's baseline
+        if best is None or v > best[0]:
+            best = (v, other)
+    return best[1] if best else None
+
+
+def apply_index(
+    site: Site,
+    *,
+    index_version: int,
+    deployments: Sequence[Deployment],
+    commands: Mapping[str, str],
+    now: float,
+    settings: GateSettings,
+    verified: Callable[[str], bool],
+    devices: Sequence[DeviceRecord],
+    matrix: CompatMatrix | None,
+) -> tuple[Site, Effects]:
+    """Put an index into effect, judging every deployment in it in the same step."""
+    if site.index_version is not None and index_version <= site.index_version:
+        return site, Effects()  # in effect already, or older: an older index never replaces a newer one
+    live = [d for d in deployments if d.end_time is None or d.end_time > now]
+    known = {**site.known, **{d.key: dict(d.raw) for d in deployments}}
+    gates, ungated, baselines = dict(site.gates), set(site.ungated), dict(site.baselines)
+    decisions: list[Decision] = []
+    pins: set[str] = set()
+    for d in live:
+        gate = gates.get(d.key)
+        if gate is not None:
+            if gate.sha256 and gate.sha256 != d.sha256:
+                gates[d.key], made = artifact_changed(gate, d.sha256, now)
+                decisions += made
+            elif not gate.sha256:
+                gates[d.key] = dataclasses.replace(gate, sha256=d.sha256)
+            continue
+        if d.key in ungated:
+            continue
+        baseline = previous_stable(d, known, gates, verified) if settings.enabled else None
+        if not settings.enabled or (baseline is None and settings.first_version == "open"):
+            ungated.add(d.key)
+            continue
+        if baseline is not None:
+            baselines[d.key] = baseline
+            pins.add(baseline.sha256)
+        gates[d.key], made = open_gate(
+            d.key,
+            d.model_id,
+            d.version,
+            baseline.version if baseline else None,
+            sha256=d.sha256,
+            settings=settings,
+            now=now,
+            eligible=eligible_for(d, live, devices, now, matrix),
+            held_by=SAFE_MODE if site.safe_mode else None,
+            running=_running(d.version, d.model_id, devices),
+        )
+        decisions += made
+    site = dataclasses.replace(
+        site,
+        index_version=index_version,
+        deployments=tuple(deployments),
+        commands=dict(commands),
+        gates=gates,
+        ungated=frozenset(ungated),
+        baselines=baselines,
+        known=known,
+    )
+    site, cloud = _cloud_commands(site, now, settings, devices, matrix)
+    pins |= {b.sha256 for b in site.baselines.values()}
+    return dataclasses.replace(site, version=site.version + 1), Effects(
+        (*decisions, *cloud), frozenset(pins), True
+    )
+
+
+def on_control(
+    site: Site,
+    key: str,
+    control: Control,
+    *,
+    now: float,
+    settings: GateSettings,
+    devices: Sequence[DeviceRecord],
+    matrix: CompatMatrix | None,
+) -> tuple[Site, Effects]:
+    """An operator's control, at once. KeyError: no gate; ControlRefused: it would do nothing."""
+    gate = site.gates[key]
+    refusal = control_refusal(gate, control.action)
+    if refusal is not None:
+        raise ControlRefused(refusal)
+    eligible = _Lazy(lambda: _eligible(site, key, now, devices, matrix))
+    new, decisions = apply_controls(gate, [control], now=now, eligible=eligible, settings=settings)
+    site = dataclasses.replace(site, gates={**site.gates, key: new}, version=site.version + 1)
+    return site, Effects(tuple(decisions), changed=True)
+
+
+def tick(
+    site: Site,
+    *,
+    now: float,
+    settings: GateSettings,
+    windows: Sequence[WindowStats],
+    events: Sequence[Event],
+    devices: Sequence[DeviceRecord],
+    matrix: CompatMatrix | None,
+) -> tuple[Site, Effects]:
+    """Every few seconds: the cloud's commands, then every gate's step on the new evidence."""
+    site, decisions = _cloud_commands(site, now, settings, devices, matrix)
+    changed = bool(decisions)
+    by_key = {d.key: d for d in site.deployments}
+    gates = dict(site.gates)
+    for key, gate in site.gates.items():
+        d = by_key.get(key)
+        health = d.health if d is not None else _health(site.known.get(key))
+        new, made = step(
+            _note_running(gate, devices),
+            now=now,
+            limits=Limits.of(health, settings),
+            eligible=_lazy_eligible(site, key, now, devices, matrix) if gate.active else {},
+            windows=windows,
+            events=events,
+        )
+        changed = changed or _answers_differ(gate, new)
+        gates[key] = new
+        decisions += made
+    site = dataclasses.replace(site, gates=gates, version=site.version + changed)
+    return site, Effects(tuple(decisions), changed=changed)
+
+
+def _running(version: str, model_id: str, devices: Iterable[DeviceRecord]) -> frozenset[str]:
+    return frozenset(
+        r.device_id for r in devices if r.model_version == version and r.model_id in (None, model_id)
+    )
+
+
+def _note_running(gate: GateState, devices: Sequence[DeviceRecord]) -> GateState:
+    """A device that runs the candidate without having been admitted got it some other way (it ran
+    it before the gate knew it): it informs the evidence but is not this gate's to roll back."""
+    running = _running(gate.version, gate.model_id, devices) - gate.admitted.keys() - gate.preexisting
+    return dataclasses.replace(gate, preexisting=gate.preexisting | running) if running else gate
+
+
+def _answers_differ(a: GateState, b: GateState) -> bool:
+    return a.stage != b.stage or a.admitted != b.admitted or a.ran != b.ran
+
+
+def _lazy_eligible(
+    site: Site, key: str, now: float, devices: Sequence[DeviceRecord], matrix: CompatMatrix | None
+) -> _Lazy:
+    return _Lazy(lambda: _eligible(site, key, now, devices, matrix))
+
+
+def _eligible(
+    site: Site,
+    key: str,
+    now: float,
+    devices: Sequence[DeviceRecord],
+    matrix: CompatMatrix | None,
+) -> dict[str, Mapping[str, str]]:
+    live = [d for d in site.deployments if d.end_time is None or d.end_time > now]
+    d = next((x for x in live if x.key == key), None)
+    return eligible_for(d, live, devices, now, matrix) if d is not None else {}
+
+
+def _health(raw: Mapping[str, Any] | None) -> HealthChecks:
+    """The health checks of a deployment no longer in the index (from the manifests seen)."""
+    try:
+        return parse_deployment(raw).health if raw is not None else HealthChecks()
+    except Exception:
+        return HealthChecks()
+
+
+def _cloud_commands(
+    site: Site,
+    now: float,
+    settings: GateSettings,
+    devices: Sequence[DeviceRecord],
+    matrix: CompatMatrix | None,
+) -> tuple[Site, list[Decision]]:
+    """Signed coordinator commands naming ``model@version`` or ``model``: ``paused`` holds the gate,
+    ``aborted`` aborts it, a command cleared releases what ``paused`` held."""
+    gates, held = dict(site.gates), set(site.cloud_held)
+    out: list[Decision] = []
+    for key, gate in site.gates.items():
+        command = site.commands.get(key) or site.commands.get(gate.model_id)
+        control: Control | None = None
+        if command == "paused" and key not in held and gate.active:
+            held.add(key)
+            control = Control(Action.HOLD, "cloud", "signed coordinator command: paused")
+        elif command == "aborted" and gate.stage != Stage.ABORTED:
+            control = Control(Action.ABORT, "cloud", "signed coordinator command: aborted")
+        elif command is None and key in held:
+            held.discard(key)
+            if gate.held_by == "cloud" and gate.active:  # a halt is released by a person only
+                control = Control(Action.RELEASE, "cloud", "coordinator command cleared")
+        if control is None:
+            continue
+        eligible = _lazy_eligible(site, key, now, devices, matrix)
+        gates[key], made = apply_controls(gate, [control], now=now, eligible=eligible, settings=settings)
+        out += made
+    return dataclasses.replace(site, gates=gates, cloud_held=frozenset(held)), out
