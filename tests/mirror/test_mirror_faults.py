@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -129,6 +130,38 @@ async def test_corrected_artifact_url_is_followed_without_a_restart(
             "the artifact mirrored",
         )
         assert st["index"]["version"] == 2 and st["deployments"][0]["sha256"] == m["sha256"]
+        host, port = gw.http_addresses[0][:2]
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(f"http://{host}:{port}/artifacts/detector/1.0.0/detector-1.0.0.bin") as r,
+        ):
+            assert r.status == 200 and await r.read() == MODEL
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_url_correction_at_a_random_instant_never_splices_the_old_file(
+    reg: Registry, tmp_path: Path, hostile: Hostile, seed: int
+) -> None:
+    """The old URL serves other bytes and cuts at random points, so a partial from it keeps
+    growing; the correction lands at a random instant. The blob must end byte-exact, and soon (a
+    file spliced from both would fail its sha256 and wait minutes for a retry)."""
+    rnd = random.Random(seed)
+    wrong = "artifacts/old-node/detector.bin"
+    hostile.override[wrong] = MODEL
+    hostile.faults[wrong] = Fault(wrong=True, cut_after=rnd.randrange(1 << 10, 250_000), times=1000)
+    reg.publish(MODEL, version="1.0.0", extra={"artifact_url": wrong})
+    settings = gateway_settings(
+        reg, tmp_path / "data", upstream=hostile.url, mirror={"bandwidth_bytes_per_s": 2_000_000}
+    )
+    async with running(settings) as gw:
+        await until_status(gw, version_is(1), "index version 1")
+        await asyncio.sleep(rnd.uniform(0, 0.3))  # a random instant, not a synchronisation
+        reg.publish(MODEL, version="1.0.0")
+        await until_status(
+            gw,
+            lambda st: bool(st["deployments"]) and st["deployments"][0]["mirrored"],
+            "the artifact mirrored",
+        )
         host, port = gw.http_addresses[0][:2]
         async with (
             aiohttp.ClientSession() as s,
