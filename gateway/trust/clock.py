@@ -24,12 +24,16 @@ gateway call its correct clock wrong and refuse every normally issued index as e
   times); the last good index keeps serving. A cloud whose clock ran ahead gets its next, correct
   index accepted as usual (versions still only grow).
 * **Cap every raise.** Accepting an index raises the floor to its ``issued``, but never past the
-  *trusted local time* plus ``max_future_skew_s``. The trusted local time is the system clock when
-  it is trusted, else the floor itself (the newest time we know has passed).
+  *local reference time* plus ``max_future_skew_s``. The reference is the system clock whenever
+  it is past ``min_valid_time`` (trusted, or merely behind the floor: a cap can only make the floor
+  stricter about running ahead, so a clock that is behind is still good enough for it, and a run
+  of indexes from the future cannot ratchet the floor up), else the floor itself (a clock in 1970
+  says nothing; the floor is the newest time we know has passed).
 * **A box that booted in 1970 still moves forward.** Its clock is not trusted, so ``issued`` cannot
   be checked against it and the index is accepted on its signature, version and expiry (judged at
   the floor) alone; the floor then rises by at most ``max_future_skew_s`` per accepted index. It
-  never freezes: an index valid now expires after the floor, so it still verifies.
+  never freezes: an index valid now expires after the floor, so it still verifies. The same holds
+  for any untrusted clock: the future check needs a trusted one, so it is skipped, never guessed.
 * **A floor poisoned before this rule existed is not lowered automatically.** A floor far ahead of
   a system clock that is past ``min_valid_time`` looks the same as a correct floor on a box whose
   clock fell behind (a dead RTC battery, a bad manual set): the floor is precisely what detects a
@@ -37,7 +41,9 @@ gateway call its correct clock wrong and refuse every normally issued index as e
   let a stale index pass its expiry check, so the safe answer is to say so, loudly and precisely
   (:func:`floor_advice`, in the log at start and in ``trust status``), and let a person who checked
   the clock run ``ota-gateway trust reset-floor --why ...``, which is audited. Under the rules
-  above such a floor can no longer arise from an index, only from a clock set back by hand.
+  above an index can no longer put the floor more than ``max_future_skew_s`` ahead of a clock
+  past ``min_valid_time``; a floor further ahead means that clock was set back (or the state file
+  predates this release), which is exactly what a person should look at.
 """
 
 from __future__ import annotations
@@ -95,17 +101,28 @@ def check_issued(what: str, issued: float | None, reading: ClockReading, max_fut
         raise FutureIssuedError(what, issued, reading.now, max_future_skew_s)
 
 
+def reference_time(reading: ClockReading, min_valid_time: float) -> float:
+    """The local time a floor raise is capped against: the system clock once it is past
+    ``min_valid_time`` (or trusted), else the floor."""
+    if reading.trusted or reading.system >= min_valid_time:
+        return reading.system
+    return reading.floor
+
+
 def raised_floor(
-    highest_issued: float, issued: float | None, reading: ClockReading, max_future_skew_s: float
+    highest_issued: float,
+    issued: float | None,
+    reading: ClockReading,
+    max_future_skew_s: float,
+    min_valid_time: float,
 ) -> tuple[float, bool]:
     """The stored floor after accepting an index issued at ``issued``, and whether it was capped.
 
-    Never lower than before, never past the trusted local time (``reading.now``: the system clock
-    when trusted, else the floor) plus ``max_future_skew_s``.
+    Never lower than before, never past :func:`reference_time` plus ``max_future_skew_s``.
     """
     if issued is None or issued <= highest_issued:
         return highest_issued, False
-    cap = reading.now + max_future_skew_s
+    cap = reference_time(reading, min_valid_time) + max_future_skew_s
     if issued > cap:
         return max(highest_issued, cap), True
     return issued, False

@@ -34,6 +34,7 @@ from gateway.trust.clock import (
     floor_advice,
     judge_clock,
     raised_floor,
+    reference_time,
 )
 from gateway.trust.index import SiteIndex, TrustedIndex
 from gateway.trust.keys import PublicKey, keyid, parse_public_key
@@ -140,7 +141,7 @@ class TrustState:
         """Persist first, then believe: a crash in between leaves the old state whole."""
         reading = self.clock(system_now)
         highest_issued, capped = raised_floor(
-            self.highest_issued, index.issued, reading, self.max_future_skew_s
+            self.highest_issued, index.issued, reading, self.max_future_skew_s, self.min_valid_time
         )
         source = self.floor_source
         if highest_issued != self.highest_issued:
@@ -153,11 +154,11 @@ class TrustState:
             }
             if capped:
                 log.warning(
-                    "index version %d was issued %s, beyond the trusted local time %s plus "
+                    "index version %d was issued %s, beyond the local time %s plus "
                     "trust.max_future_skew_s: the clock floor rises only to %s",
                     index.version,
                     format_time(index.issued or 0.0),
-                    format_time(reading.now),
+                    format_time(reference_time(reading, self.min_valid_time)),
                     format_time(highest_issued),
                 )
         atomic.write_bytes(self.dir / "index.json", index.raw)

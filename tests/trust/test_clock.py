@@ -24,6 +24,7 @@ SKEW = DAY  # trust.max_future_skew_s
 
 # (case, system clock, stored highest_issued, index issued,
 #  expect trusted, expect refused, expect new highest_issued, expect capped)
+# fmt: off
 CASES = [
     ("normal index, correct clock", NOW, NOW - DAY, NOW - 60, True, False, NOW - 60, False),
     ("issued a little ahead, within skew", NOW, NOW - DAY, NOW + 3600, True, False, NOW + 3600, False),
@@ -36,30 +37,18 @@ CASES = [
     ("boot in 1970, first index from today", 0.0, 0.0, NOW, False, False, MIN_VALID + SKEW, True),
     ("boot in 1970, next index", 0.0, MIN_VALID + SKEW, NOW + 60, False, False, MIN_VALID + 2 * SKEW, True),
     ("boot in 1970, index near the floor", 0.0, 0.0, MIN_VALID + 60, False, False, MIN_VALID + 60, False),
-    (
-        "boot in 1970, ten years ahead: capped",
-        0.0,
-        0.0,
-        NOW + 10 * YEAR,
-        False,
-        False,
-        MIN_VALID + SKEW,
-        True,
-    ),
+    ("boot in 1970, ten years ahead: capped", 0.0, 0.0, NOW + 10 * YEAR, False, False, MIN_VALID + SKEW, True),
     # A floor poisoned before this fix (ten years ahead): the clock reads untrusted, an index is
-    # judged at the floor, and the floor itself cannot rise further than it already is plus skew.
+    # judged at the floor (so a normal one reads as expired), and nothing raises the floor further.
     ("poisoned floor, normal index", NOW, NOW + 10 * YEAR, NOW, False, False, NOW + 10 * YEAR, False),
-    (
-        "clock a little behind the floor (within CLOCK_SKEW_S)",
-        NOW - 100,
-        NOW,
-        NOW + 60,
-        True,
-        False,
-        NOW + 60,
-        False,
-    ),
+    # A sane clock behind the floor (untrusted): issued is not checked (the clock may be the one
+    # that is wrong), but the floor cannot ratchet past the system clock plus the skew.
+    ("clock behind the floor, ten years ahead", NOW, NOW + 3600, NOW + 10 * YEAR, False, False, NOW + SKEW, True),
+    ("clock behind the floor, within skew", NOW, NOW + 3600, NOW + 7200, False, False, NOW + 7200, False),
+    ("floor already at the cap: no ratchet", NOW, NOW + SKEW, NOW + 2 * SKEW, False, False, NOW + SKEW, True),
+    ("clock a little behind the floor (within CLOCK_SKEW_S)", NOW - 100, NOW, NOW + 60, True, False, NOW + 60, False),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize(
@@ -86,11 +75,12 @@ def test_issued_and_floor(
         assert "2036-" in text and "2026-" in text  # names the issued time and the local clock
         return
     check_issued("site index", issued, reading, SKEW)
-    got, was_capped = raised_floor(highest, issued, reading, SKEW)
+    got, was_capped = raised_floor(highest, issued, reading, SKEW, MIN_VALID)
     assert (got, was_capped) == (new, capped)
-    # The invariant the design asks for: never past the trusted local time plus the skew, never down.
-    assert got >= highest
-    assert got <= max(highest, reading.now + SKEW)
+    # The invariant the design asks for: never down, never past the local time plus the skew
+    # (the system clock once it is past min_valid_time, else the floor: a 1970 box moves forward).
+    reference = system if system >= MIN_VALID else reading.now
+    assert highest <= got <= max(highest, reference + SKEW)
 
 
 def test_untrusted_clock_judged_at_the_floor() -> None:
