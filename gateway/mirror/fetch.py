@@ -68,6 +68,7 @@ class Fetcher:
         self.progress: dict[str, Progress] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._where: dict[str, tuple[str, str]] = {}  # sha256 -> (artifact_url, signature_url) in flight
+        self._publishing: set[str] = set()  # verified, being published: too late (and no need) to move
         self._group = TaskGroup()
         self._slots = asyncio.Semaphore(2)  # two transfers at once share the uplink
 
@@ -78,7 +79,12 @@ class Fetcher:
         where = (dep.artifact_url, dep.signature_url)
         task = self._tasks.get(dep.sha256)
         previous: asyncio.Task[None] | None = None
-        if task is not None and not task.done() and self._where.get(dep.sha256) != where:
+        if (
+            task is not None
+            and not task.done()
+            and self._where.get(dep.sha256) != where
+            and dep.sha256 not in self._publishing
+        ):
             log.info("%s moved to %s: restarting its transfer there", dep.key, dep.artifact_url)
             task.cancel()
             previous, task = task, None
@@ -164,7 +170,11 @@ class Fetcher:
             )
         except UntrustedError as exc:
             raise UntrustedError(f"{dep.key}: {exc}") from exc
-        await self.store.publish(dep.sha256, sig)
+        self._publishing.add(dep.sha256)
+        try:
+            await self.store.publish(dep.sha256, sig)
+        finally:
+            self._publishing.discard(dep.sha256)
         self.progress.pop(dep.sha256, None)
         self.stats.inc("mirror.artifacts_verified")
         log.info("mirrored and verified %s (%d bytes, signed by %s…)", dep.key, dep.length, kid[:12])
