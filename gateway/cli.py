@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.devices",
     "gateway.commands.gate",
     "gateway.commands.discover",
+    "gateway.commands.trust",
 )
 
 

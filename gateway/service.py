@@ -125,7 +125,12 @@ class Gateway:
         self.key_dir = self.data / "trusted-keys"
         keys = load_trusted_keys([Path(p) for p in settings.trust.trusted_keys], "configuration")
         self.trust = TrustState(
-            self.data / "trust", keys, settings.site, settings.trust.min_valid_time, key_dir=self.key_dir
+            self.data / "trust",
+            keys,
+            settings.site,
+            settings.trust.min_valid_time,
+            key_dir=self.key_dir,
+            max_future_skew_s=settings.trust.max_future_skew_s,
         )
         self.store = ArtifactStore(self.data, quota_bytes=settings.store.quota_bytes)
         self.mirror = Mirror(
@@ -469,9 +474,8 @@ class Gateway:
                 "trusted": reading.trusted,
                 "system": reading.system,
                 "floor": reading.floor,
-                "note": None
-                if reading.trusted
-                else "system clock is before the newest signed time seen: judging expiry at the floor",
+                "note": self.trust.advice(reading.system),
+                "floor_source": self.trust.source(),
             },
             "upstream": {
                 "url": self.mirror.upstream.description,

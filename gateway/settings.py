@@ -87,6 +87,9 @@ class TrustSettings:
     # A time the gateway knows has passed (it was built after it): a clock reading earlier than
     # this is plainly wrong. The persisted high-water mark of signed index times raises it further.
     min_valid_time: str = "2026-01-01T00:00:00Z"
+    # How far a signed index's ``issued`` may lie ahead of a trusted local clock: further is refused
+    # (a cloud with a wrong clock), and the clock floor never rises past local time plus this.
+    max_future_skew_s: float = field(default=86400.0, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)

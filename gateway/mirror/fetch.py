@@ -7,6 +7,11 @@ of splicing two files. Bytes beyond the manifest's ``length`` abort the transfer
 attack); at the end the sha256 and the detached signature are checked, and only then is the blob
 published. Transport failures retry with exponential backoff and full jitter; a bad file is
 dropped, counted, and tried again later in case the registry fixes it.
+
+The newest index decides where an artifact lives: when it names other ``artifact_url`` or
+``signature_url`` for a sha256 whose transfer is running or waiting to retry, that transfer is
+cancelled and started again on the new URLs (a partial from the old URL is not resumed: its
+``If-Range`` validator belongs to the other file).
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ class Fetcher:
         self.bucket = TokenBucket(float(settings.bandwidth_bytes_per_s))
         self.progress: dict[str, Progress] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._where: dict[str, tuple[str, str]] = {}  # sha256 -> (artifact_url, signature_url) in flight
+        self._publishing: set[str] = set()  # verified, being published: too late (and no need) to move
         self._group = TaskGroup()
         self._slots = asyncio.Semaphore(2)  # two transfers at once share the uplink
 
@@ -69,10 +76,22 @@ class Fetcher:
         """Start (once) the transfer of ``dep``'s artifact unless it is already verified here."""
         if self.store.is_verified(dep.sha256):
             return None
+        where = (dep.artifact_url, dep.signature_url)
         task = self._tasks.get(dep.sha256)
+        previous: asyncio.Task[None] | None = None
+        if (
+            task is not None
+            and not task.done()
+            and self._where.get(dep.sha256) != where
+            and dep.sha256 not in self._publishing
+        ):
+            log.info("%s moved to %s: restarting its transfer there", dep.key, dep.artifact_url)
+            task.cancel()
+            previous, task = task, None
         if task is None or task.done():
-            task = self._group.spawn(self._run(dep), name=f"fetch {dep.key}")
+            task = self._group.spawn(self._run(dep, after=previous), name=f"fetch {dep.key}")
             self._tasks[dep.sha256] = task
+            self._where[dep.sha256] = where
         return task
 
     def cancel_except(self, keep: set[str]) -> None:
@@ -80,11 +99,16 @@ class Fetcher:
             if sha not in keep:
                 task.cancel()
                 self._tasks.pop(sha, None)
+                self._where.pop(sha, None)
 
     async def close(self) -> None:
         await self._group.close()
 
-    async def _run(self, dep: Deployment) -> None:
+    async def _run(self, dep: Deployment, *, after: asyncio.Task[None] | None = None) -> None:
+        if after is not None:
+            # The cancelled transfer still flushes its last bytes into the shared partial file:
+            # let it finish before this one opens that file.
+            await asyncio.wait({after})
         attempt = 0
         while not self.store.is_verified(dep.sha256):
             try:
@@ -146,7 +170,11 @@ class Fetcher:
             )
         except UntrustedError as exc:
             raise UntrustedError(f"{dep.key}: {exc}") from exc
-        await self.store.publish(dep.sha256, sig)
+        self._publishing.add(dep.sha256)
+        try:
+            await self.store.publish(dep.sha256, sig)
+        finally:
+            self._publishing.discard(dep.sha256)
         self.progress.pop(dep.sha256, None)
         self.stats.inc("mirror.artifacts_verified")
         log.info("mirrored and verified %s (%d bytes, signed by %s…)", dep.key, dep.length, kid[:12])

@@ -5,6 +5,11 @@ API reads the index this module holds and never causes an upstream request of it
 index (``sites/<site>/index.json``) is tried first, then the fleet index (``index.json``). A
 rejected index is logged with its reason and counted, and the last good one keeps serving.
 
+The validators of a conditional request (ETag, Last-Modified) are committed only together with
+what they describe: after the key list or index was verified *and* saved. Any failure in between
+(a refused index, a full or read-only disk, a bug) leaves them as they were, so the next poll
+fetches the file again instead of hearing "not modified" about something we never took in.
+
 Prefetch: every artifact of a deployment in effect (not yet past its ``end_time``) is fetched
 before any device asks for it, by :class:`gateway.mirror.fetch.Fetcher`.
 """
@@ -43,6 +48,14 @@ def in_effect(index: SiteIndex | None, now: float) -> list[Deployment]:
     if index is None:
         return []
     return [d for d in index.deployments if d.end_time is None or d.end_time > now]
+
+
+def by_sha(deployments: list[Deployment]) -> dict[str, Deployment]:
+    """One deployment per artifact, the first the index lists: whose URLs the transfer uses."""
+    out: dict[str, Deployment] = {}
+    for d in deployments:
+        out.setdefault(d.sha256, d)
+    return out
 
 
 class Mirror:
@@ -90,14 +103,14 @@ class Mirror:
 
     def _on_miss(self, sha256: str) -> None:
         """A device asked for an artifact still in transit: make sure its transfer is running."""
-        for d in in_effect(self.index, self.clock()):
-            if d.sha256 == sha256:
-                self.fetcher.ensure(d)
+        d = by_sha(in_effect(self.index, self.clock())).get(sha256)
+        if d is not None:
+            self.fetcher.ensure(d)
 
     def prefetch(self) -> None:
         """Make sure every artifact in effect is verified here or on its way (a blob found corrupt
         and removed, or a transfer that gave up, is fetched again on the next poll)."""
-        for d in in_effect(self.index, self.trust.clock(self.clock()).now):
+        for d in by_sha(in_effect(self.index, self.trust.clock(self.clock()).now)).values():
             if not self.store.is_verified(d.sha256):
                 self.fetcher.ensure(d)
 
@@ -105,9 +118,11 @@ class Mirror:
         now = self.trust.clock(self.clock()).now
         live = in_effect(index, now)
         self.store.learn(live, now)
-        keep = {d.sha256 for d in live}
-        self.fetcher.cancel_except(keep)
-        for d in live:
+        wanted = by_sha(live)
+        self.fetcher.cancel_except(set(wanted))
+        # The newest index decides where an artifact lives: a transfer still on an older URL for
+        # the same sha256 is restarted on the new one (see Fetcher.ensure).
+        for d in wanted.values():
             self.fetcher.ensure(d)
         for listener in self.listeners:
             try:
@@ -115,39 +130,44 @@ class Mirror:
             except Exception:
                 log.exception("index listener failed")
 
-    async def _get(self, rel: str) -> bytes | None:
-        """Conditional GET; None when unchanged."""
-        v = self._validators.setdefault(rel, _Validators())
+    async def _get(self, rel: str) -> tuple[bytes, _Validators] | None:
+        """Conditional GET; None when unchanged. The new validators are returned, not stored:
+        the caller commits them (:meth:`_commit`) once it has taken in the body."""
+        v = self._validators.get(rel, _Validators())
         try:
             fetched = await self.upstream.get(
                 rel, etag=v.etag, last_modified=v.last_modified, max_bytes=MAX_INDEX_BYTES
             )
         except NotModified:
             return None
-        self._validators[rel] = _Validators(fetched.etag, fetched.last_modified)
-        return fetched.body
+        return fetched.body, _Validators(fetched.etag, fetched.last_modified)
+
+    def _commit(self, rel: str, validators: _Validators) -> None:
+        self._validators[rel] = validators
 
     async def poll_once(self) -> bool:
         """One round: key list, then index. Returns True when a new index was accepted."""
         self.stats.inc("mirror.index_polls")
         try:
-            keys = await self._get("keys.json")
-            if keys is not None:
-                await asyncio.to_thread(self.trust.accept_key_list, keys, self.clock())
+            got = await self._get("keys.json")
+            if got is not None:
+                await asyncio.to_thread(self.trust.accept_key_list, got[0], self.clock())
+                self._commit("keys.json", got[1])
         except TransportError as exc:
             if exc.status != 404:
                 raise
         except RemoteDataError as exc:
-            self._validators.pop("keys.json", None)
             self.stats.error("mirror.rejected_key_lists", str(exc))
             log.error("rejected key list: %s", exc)
+        rel = self._index_rel
         try:
-            raw = await self._get(self._index_rel)
+            got = await self._get(rel)
         except TransportError as exc:
             if exc.status != 404:
                 raise
+            rel = "index.json"
             try:
-                raw = await self._get("index.json")
+                got = await self._get(rel)
             except TransportError as again:
                 if again.status != 404:
                     raise
@@ -156,23 +176,26 @@ class Mirror:
                     log.info("no index published upstream yet (%s); polling", self.upstream.description)
                     self._told_empty = True
                 return False
-        if raw is None:
+        if got is None:
             self.stats.inc("mirror.index_not_modified")
             return False
+        raw, validators = got
         try:
             index = await asyncio.to_thread(self.trust.verify, raw, self.clock())
         except RemoteDataError as exc:
-            # Forget the validators so the next poll fetches again rather than 304 on the bad file.
-            self._validators.clear()
+            # Validators not committed: the next poll fetches again rather than 304 on the bad file.
             self.stats.error("mirror.rejected_indexes", str(exc))
             log.error("rejected site index: %s; the last good state keeps serving", exc)
             return False
         if self.index is not None and index.version == self.index.version:
+            self._commit(rel, validators)
             return False
         for what, why in index.rejected:
             self.stats.error("mirror.rejected_deployments", f"{what}: {why}")
             log.error("rejected %s in index version %d: %s", what, index.version, why)
-        await asyncio.to_thread(self.trust.accept, index)
+        # A StorageError here propagates with the validators uncommitted (see the module docstring).
+        await asyncio.to_thread(self.trust.accept, index, self.clock())
+        self._commit(rel, validators)
         self.index = index
         self.stats.inc("mirror.indexes_accepted")
         log.info("accepted site index version %d (%d deployments)", index.version, len(index.deployments))

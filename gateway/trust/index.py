@@ -15,8 +15,9 @@ online keys that may sign indexes; that is how the cloud rotates its signing key
 a thousand sites. An index is accepted when any root or listed key signed it.
 
 Refused, with the reason: no or bad signatures, unknown keys, an index older than the newest one
-accepted (rollback), or of the same version with other content, an expired one (freeze), one for
-another site, or one that does not parse. A deployment that does not parse is dropped with its
+accepted (rollback), or of the same version with other content, an expired one (freeze), one
+issued further ahead of a trusted clock than the allowed skew (a cloud with a wrong clock, see
+:mod:`gateway.trust.clock`), one for another site, or one that does not parse. A deployment that does not parse is dropped with its
 reason; the rest of the index stands. Nothing here does I/O; :mod:`gateway.trust.state` persists.
 (The shape follows python-tuf's ``TrustedMetadataSet``.)
 """
@@ -33,6 +34,7 @@ from typing import Any
 from gateway.errors import ExpiredError, FormatError, RollbackError, UntrustedError
 from gateway.manifest import Deployment, parse_deployment, parse_time
 from gateway.trust.canonical import canonical_json
+from gateway.trust.clock import ClockReading, check_issued
 from gateway.trust.keys import PublicKey, keyid, parse_public_key, verify_bytes
 
 MAX_INDEX_BYTES = 8 << 20
@@ -147,8 +149,19 @@ class TrustedIndex:
         self.key_list = KeyList(version=version, expires=expires, keys=keys, raw=raw)
         return self.key_list
 
-    def verify_index(self, raw: bytes, now: float) -> SiteIndex:
-        """Check ``raw`` against everything we trust; does not change state (see :meth:`accept`)."""
+    def verify_index(
+        self,
+        raw: bytes,
+        now: float,
+        *,
+        clock: ClockReading | None = None,
+        max_future_skew_s: float | None = None,
+    ) -> SiteIndex:
+        """Check ``raw`` against everything we trust; does not change state (see :meth:`accept`).
+
+        With ``clock`` and ``max_future_skew_s``, an index issued too far ahead of a trusted clock
+        is refused too (:class:`gateway.trust.clock.FutureIssuedError`).
+        """
         what = "site index"
         signed, sigs = _load_envelope(raw, what)
         if signed.get("_type", "site-index") != "site-index":
@@ -167,6 +180,8 @@ class TrustedIndex:
         if expires <= now:
             raise ExpiredError(f"{what}: version {version} expired at {signed.get('expires')}")
         issued = parse_time(signed["issued"], f"{what}.issued") if signed.get("issued") else None
+        if clock is not None and max_future_skew_s is not None:
+            check_issued(f"{what} version {version}", issued, clock, max_future_skew_s)
         site = signed.get("site", "*")
         if site not in ("*", self.site):
             raise UntrustedError(f"{what}: made for site {site!r}, this is {self.site!r}")

@@ -4,21 +4,38 @@ Files under ``<data>/trust/`` (each written atomically):
 
 * ``index.json``: the raw bytes of the last accepted site index, re-verified at every start;
 * ``keys.json``: the raw bytes of the last accepted key list;
-* ``state.json``: ``highest_version`` (the rollback floor) and ``highest_issued`` (the clock floor).
+* ``state.json``: ``highest_version`` (the rollback floor), ``highest_issued`` (the clock floor)
+  and ``floor_source`` (where the clock floor came from, for ``ota-gateway trust status``);
+* ``audit.jsonl``: one JSON line per ``ota-gateway trust reset-floor`` (who, why, from, to), fsynced.
 
 Losing ``state.json`` can only make the gateway stricter than it should be, never looser: the
 index it holds is re-verified, and its version and issue time rebuild the floors.
+
+The clock floor only rises, and never past the trusted local time plus ``trust.max_future_skew_s``
+(the rules and why are in :mod:`gateway.trust.clock`). The one way down is :meth:`TrustState.reset_floor`,
+run by a person on a stopped gateway, and written to the audit file first.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
+from typing import Any
 
 from gateway import atomic
-from gateway.errors import FormatError, RemoteDataError
-from gateway.manifest import parse_time
-from gateway.trust.clock import ClockReading, judge_clock
+from gateway.errors import FormatError, RemoteDataError, StorageError
+from gateway.manifest import format_time, parse_time
+from gateway.trust.clock import (
+    DEFAULT_MAX_FUTURE_SKEW_S,
+    ClockReading,
+    FloorKind,
+    floor_advice,
+    judge_clock,
+    raised_floor,
+    reference_time,
+)
 from gateway.trust.index import SiteIndex, TrustedIndex
 from gateway.trust.keys import PublicKey, keyid, parse_public_key
 
@@ -36,13 +53,22 @@ class TrustState:
         min_valid_time: str,
         *,
         key_dir: Path | None = None,
+        max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S,
     ) -> None:
         self.dir = directory
         self.configured_keys = dict(root_keys)
         self.key_dir = key_dir
         self.min_valid_time = parse_time(min_valid_time, "trust.min_valid_time")
+        self.max_future_skew_s = max_future_skew_s
         state = atomic.read_json(directory / "state.json", {}) or {}
         self.highest_issued = float(state.get("highest_issued", 0.0))
+        source = state.get("floor_source")
+        if isinstance(source, dict):
+            self.floor_source: dict[str, Any] = source
+        elif self.highest_issued > self.min_valid_time:
+            self.floor_source = {"kind": FloorKind.UNKNOWN.value}
+        else:
+            self.floor_source = {"kind": FloorKind.MIN_VALID_TIME.value}
         self.trusted = TrustedIndex(root_keys, site, highest_version=int(state.get("highest_version", 0)))
 
     def refresh_keys(self) -> None:
@@ -65,6 +91,16 @@ class TrustState:
     def clock(self, system_now: float) -> ClockReading:
         return judge_clock(system_now, self.floor)
 
+    def advice(self, system_now: float) -> str | None:
+        """One line on why the clock is not trusted and what to do; None when it is."""
+        return floor_advice(self.clock(system_now), self.min_valid_time, self.max_future_skew_s)
+
+    def source(self) -> dict[str, Any]:
+        """Where the floor came from: the stored source, or min_valid_time when that is higher."""
+        if self.min_valid_time >= self.highest_issued:
+            return {"kind": FloorKind.MIN_VALID_TIME.value}
+        return dict(self.floor_source)
+
     def load(self, system_now: float) -> SiteIndex | None:
         """Re-verify what we held before a restart; a held index that no longer verifies is dropped."""
         self.refresh_keys()
@@ -75,9 +111,14 @@ class TrustState:
                 self.trusted.update_key_list(keys_path.read_bytes(), now)
             except RemoteDataError as exc:
                 log.warning("held key list no longer verifies, ignoring it: %s", exc)
+        advice = self.advice(system_now)
+        if advice is not None:
+            log.warning("clock not trusted: %s", advice)
         if not index_path.exists():
             return None
         try:
+            # Not checked against the future-skew rule: it was accepted before, and the floor,
+            # not this index, is what carries time forward.
             index = self.trusted.verify_index(index_path.read_bytes(), now)
         except RemoteDataError as exc:
             log.warning("held site index no longer verifies, ignoring it: %s", exc)
@@ -91,18 +132,96 @@ class TrustState:
 
     def verify(self, raw: bytes, system_now: float) -> SiteIndex:
         self.refresh_keys()
-        return self.trusted.verify_index(raw, self.clock(system_now).now)
+        reading = self.clock(system_now)
+        return self.trusted.verify_index(
+            raw, reading.now, clock=reading, max_future_skew_s=self.max_future_skew_s
+        )
 
-    def accept(self, index: SiteIndex) -> None:
+    def accept(self, index: SiteIndex, system_now: float) -> None:
         """Persist first, then believe: a crash in between leaves the old state whole."""
+        reading = self.clock(system_now)
+        highest_issued, capped = raised_floor(
+            self.highest_issued, index.issued, reading, self.max_future_skew_s, self.min_valid_time
+        )
+        source = self.floor_source
+        if highest_issued != self.highest_issued:
+            source = {
+                "kind": FloorKind.INDEX.value,
+                "version": index.version,
+                "issued": format_time(index.issued or 0.0),
+                "capped": capped,
+                "clock_trusted": reading.trusted,
+            }
+            if capped:
+                log.warning(
+                    "index version %d was issued %s, beyond the local time %s plus "
+                    "trust.max_future_skew_s: the clock floor rises only to %s",
+                    index.version,
+                    format_time(index.issued or 0.0),
+                    format_time(reference_time(reading, self.min_valid_time)),
+                    format_time(highest_issued),
+                )
         atomic.write_bytes(self.dir / "index.json", index.raw)
-        highest_issued = max(self.highest_issued, index.issued or 0.0)
+        self._write_state(max(self.trusted.highest_version, index.version), highest_issued, source)
+        self.highest_issued = highest_issued
+        self.floor_source = source
+        self.trusted.accept(index)
+
+    def _write_state(self, highest_version: int, highest_issued: float, source: dict[str, Any]) -> None:
         atomic.write_json(
             self.dir / "state.json",
             {
-                "highest_version": max(self.trusted.highest_version, index.version),
+                "highest_version": highest_version,
                 "highest_issued": highest_issued,
+                "floor_source": source,
             },
         )
+
+    def reset_floor(self, system_now: float, *, who: str, why: str) -> dict[str, Any] | None:
+        """Lower the clock floor to the system clock (to ``min_valid_time`` when the clock is before
+        it), never raise it; audited before it takes effect. Only on a stopped gateway (the caller
+        holds the data folder lock), so a running one cannot write its old floor back. Returns the
+        audit record, or None when the floor is not above that and there is nothing to lower."""
+        old_floor = self.floor
+        target = system_now if system_now >= self.min_valid_time else 0.0
+        highest_issued = min(self.highest_issued, target)
+        if highest_issued == self.highest_issued:
+            return None
+        source = {
+            "kind": FloorKind.RESET.value,
+            "who": who,
+            "why": why,
+            "at": format_time(system_now),
+            "previous": format_time(old_floor),
+        }
+        record = {
+            "event": "reset-floor",
+            "at": format_time(system_now),
+            "who": who,
+            "why": why,
+            "floor_before": format_time(old_floor),
+            "floor_after": format_time(max(self.min_valid_time, highest_issued)),
+            "system_clock": format_time(system_now),
+        }
+        self._audit(record)
+        self._write_state(self.trusted.highest_version, highest_issued, source)
         self.highest_issued = highest_issued
-        self.trusted.accept(index)
+        self.floor_source = source
+        return record
+
+    def _audit(self, record: dict[str, Any]) -> None:
+        path = self.dir / "audit.jsonl"
+        line = (json.dumps(record, sort_keys=True) + "\n").encode()
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            atomic.fsync_dir(self.dir)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write the audit record {path}: {exc.strerror or exc}", path=str(path)
+            ) from exc

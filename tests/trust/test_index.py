@@ -122,7 +122,7 @@ def test_state_persists_rollback_floor_and_clock_floor(reg: Registry, tmp_path: 
     v1 = reg.index_bytes()
     reg.publish(b"b", version="2.0.0", now=NOW)
     st = TrustState(tmp_path / "trust", keys, "test-site", "2026-01-01T00:00:00Z")
-    st.accept(st.verify(reg.index_bytes(), NOW))
+    st.accept(st.verify(reg.index_bytes(), NOW), NOW)
     again = TrustState(tmp_path / "trust", keys, "test-site", "2026-01-01T00:00:00Z")
     assert again.load(NOW) is not None and again.trusted.highest_version == 2
     with pytest.raises(RollbackError):
