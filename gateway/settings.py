@@ -123,6 +123,8 @@ class DeviceSettings:
     site_token: str = ""
     tokens_file: str = ""  # JSON {device_id: token}
     allow_unknown: bool = True
+    # open access: a device id is held to the address it first used until silent this long
+    open_binding_ttl_s: float = field(default=900.0, metadata=POSITIVE)
     inventory_file: str = ""  # site inventory (JSON), see config/inventory.example.json
     compat_matrix: str = ""  # firmware/model matrix (JSON), see config/compat_matrix.example.json
     max_devices: int = field(default=100_000, metadata=POSITIVE)

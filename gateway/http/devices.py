@@ -54,8 +54,19 @@ def device_id_of(request: web.Request) -> str:
     return device_id
 
 
-def authorize(gw: Gateway, request: web.Request, device_id: str) -> None:
-    refusal = gw.credentials.check(device_id, bearer=bearer_of(request), cert_cn=cert_cn_of(request))
+def authorize(gw: Gateway, request: web.Request, device_id: str, *, write: bool) -> None:
+    """401/403 unless this request may speak for ``device_id``. In ``open`` mode the id is held to
+    the address it first used: a write (metrics, events) from another address is refused; a poll
+    from another address is answered but neither binds nor keeps the binding alive."""
+    creds = gw.credentials
+    refusal = creds.check(device_id, bearer=bearer_of(request), cert_cn=cert_cn_of(request))
+    if refusal is None and creds.mode == "open":
+        refusal = creds.bindings.seen(device_id, request.remote, gw.clock())
+        if refusal is not None:
+            if not write:
+                refusal = None
+            else:
+                gw.stats.inc("devices.refused_open_binding")
     if refusal is not None:
         gw.stats.inc(f"devices.refused_{refusal.status}")
         cls = web.HTTPUnauthorized if refusal.status == 401 else web.HTTPForbidden
@@ -162,7 +173,7 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 async def poll(request: web.Request) -> web.Response:
     gw = gateway_of(request)
     device_id = device_id_of(request)
-    authorize(gw, request, device_id)
+    authorize(gw, request, device_id, write=False)
     attrs = poll_attributes(request.query)
     wait_s = wait_of(request, gw.settings.devices.max_wait_s)
     gw.stats.inc("devices.polls")
@@ -223,7 +234,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 async def event(request: web.Request) -> web.Response:
     gw = gateway_of(request)
     device_id = device_id_of(request)
-    authorize(gw, request, device_id)
+    authorize(gw, request, device_id, write=True)
     doc = await _json_body(request)
     try:
         name, model_id, version, reason = parse_event(doc)
@@ -238,7 +249,7 @@ async def metrics(request: web.Request) -> web.Response:
     """The reference metrics JSON over HTTP: 204 once it is durable in the outbox."""
     gw = gateway_of(request)
     device_id = device_id_of(request)
-    authorize(gw, request, device_id)
+    authorize(gw, request, device_id, write=True)
     doc = await _json_body(request)
     try:
         await gw.telemetry.metrics(device_id, doc, gw.clock())
