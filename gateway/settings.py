@@ -210,6 +210,9 @@ class OperatorSettings:
 
     listen: str = field(default="127.0.0.1:8081", metadata=HOSTPORT)
     token: str = ""  # required when listen is not loopback
+    # Host names (besides IP addresses, localhost and this machine's name) a browser may use to
+    # reach the operator API, e.g. a reverse proxy's name; any other Host is refused (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

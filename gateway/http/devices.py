@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway import jsondoc
 from gateway.access import peer_cn
-from gateway.errors import FormatError
+from gateway.errors import FormatError, StorageError
 from gateway.http.context import gateway_of
 from gateway.manifest import valid_id
 from gateway.mirror.pacing import jittered
@@ -41,6 +42,7 @@ MAX_QUERY_PARAMS = 32
 MAX_VALUE_CHARS = 128
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 RESERVED = {"wait"}
+STORAGE_RETRY_AFTER_S = 60
 
 
 def bad_request(reason: str) -> web.HTTPBadRequest:
@@ -223,9 +225,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
             max_size=request.app._client_max_size, actual_size=request.content_length, text="body too large\n"
         )
     try:
-        doc = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise bad_request("body: expected a JSON object") from None
+        doc = jsondoc.loads(await request.read())
+    except FormatError as exc:
+        raise bad_request(f"body: expected a JSON object ({exc})") from None
     if not isinstance(doc, dict):
         raise bad_request("body: expected a JSON object")
     return doc
@@ -255,4 +257,12 @@ async def metrics(request: web.Request) -> web.Response:
         await gw.telemetry.metrics(device_id, doc, gw.clock())
     except FormatError as exc:
         raise bad_request(str(exc)) from None
+    except StorageError as exc:
+        # The outbox could not make it durable (disk full, read-only): not the device's fault and
+        # not a crash; it should send it again later.
+        gw.stats.error("devices.metrics_unavailable", str(exc))
+        raise web.HTTPServiceUnavailable(
+            text=f"cannot store metrics now ({exc}); retry later\n",
+            headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)},
+        ) from None
     return web.Response(status=204)

@@ -10,12 +10,12 @@ the outbox as ``aggregate`` records.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from gateway import jsondoc
 from gateway.errors import FormatError
 from gateway.inventory.store import EVENTS, Inventory
 from gateway.manifest import valid_id
@@ -138,8 +138,8 @@ class Telemetry:
         try:
             if len(payload) > MAX_EVENT_BYTES:
                 raise FormatError(f"event of {len(payload)} bytes")
-            name, model_id, version, reason = parse_event(json.loads(payload))
-        except (FormatError, ValueError, UnicodeDecodeError) as exc:
+            name, model_id, version, reason = parse_event(jsondoc.loads(payload))
+        except FormatError as exc:
             self.stats.error("telemetry.invalid_events", f"{device_id}: {exc}")
             log.warning("dropped an event from %s: %s", device_id, exc)
             return None
