@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import settings as settings_mod
+from gateway.redact import redact
 from gateway.service import Gateway, run_until_signalled
 
 
@@ -69,7 +70,7 @@ def banner(gw: Gateway) -> str:
         f"  mDNS:                     {gw.discovery['advertiser'].name!r} (_ota-gateway._tcp)"
         if gw.discovery
         else "  mDNS:                     off",
-        f"  upstream registry:        {upstream}",
+        f"  upstream registry:        {redact(upstream)}",
         f"  trusted keys:             {len(gw.trust.trusted.signing_keys())} (config trust.trusted_keys, or PEM files in {gw.key_dir})",
     ]
     if not Path(upstream).is_absolute() and "://" not in upstream:

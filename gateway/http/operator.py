@@ -42,6 +42,7 @@ from aiohttp.typedefs import Middleware
 from gateway import jsondoc
 from gateway.errors import FormatError
 from gateway.http.context import GATEWAY, gateway_of
+from gateway.redact import redact_tree
 from gateway.settings import parse_hostport
 
 if TYPE_CHECKING:
@@ -182,7 +183,9 @@ def token_middleware(token: str) -> Middleware:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(gateway_of(request).status(), dumps=lambda v: json.dumps(v, indent=2))
+    return web.json_response(
+        redact_tree(gateway_of(request).status()), dumps=lambda v: json.dumps(v, indent=2)
+    )
 
 
 async def gates_status(request: web.Request) -> web.Response:
@@ -238,7 +241,7 @@ def _row(cells: list[object]) -> str:
 
 async def dashboard(request: web.Request) -> web.Response:
     gw = gateway_of(request)
-    st = gw.status()
+    st = redact_tree(gw.status())
     idx = st["index"] or {}
     deployments = "".join(
         _row(
