@@ -13,6 +13,8 @@ access failures 401/403 with the reason.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -85,8 +87,17 @@ def authorize_any(gw: Gateway, request: web.Request) -> None:
 
 
 def bearer_of(request: web.Request) -> str | None:
+    """The device token: ``Authorization: Bearer <token>``, or the password of HTTP Basic (what an
+    HTTP client sends for a ``http://user:token@host/`` URL, e.g. a child gateway's upstream)."""
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    value = value.strip()
+    if scheme.lower() == "basic" and value:
+        try:
+            value = base64.b64decode(value, validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return value or None
+    return value if scheme.lower() == "bearer" and value else None
 
 
 def cert_cn_of(request: web.Request) -> str | None:
