@@ -89,7 +89,8 @@ def test_serve_never_shows_url_secrets(tmp_path: Path) -> None:
         if proc.stdout is not None:
             proc.stdout.close()
     logs = (tmp_path / "stderr.log").read_text()
-    assert "127.0.0.1" in logs and "***@" in banner  # the URLs are there, their secrets are not
+    assert "***@127.0.0.1" in logs and "?***" in logs and "***@" in banner  # URLs shown, secrets not
+    assert "for labs and trusted LANs only" in banner  # the zero-config default is open access
     shown = {"banner": banner, "logs": logs, "status": json.dumps(status), "dashboard": dashboard}
     for where, text in shown.items():
         for secret in SECRETS:
