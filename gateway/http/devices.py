@@ -58,23 +58,29 @@ def device_id_of(request: web.Request) -> str:
     return device_id
 
 
-def authorize(gw: Gateway, request: web.Request, device_id: str, *, write: bool) -> None:
-    """401/403 unless this request may speak for ``device_id``. In ``open`` mode the id is held to
-    the address it first used: a write (metrics, events) from another address is refused; a poll
-    from another address is answered but neither binds nor keeps the binding alive."""
+def authorize(gw: Gateway, request: web.Request, device_id: str, *, write: bool) -> bool:
+    """401/403 unless this request may speak for ``device_id``; True when it may also change what
+    the gateway records about the device.
+
+    In ``open`` mode the id is held to the address it first used: a write (metrics, events) from
+    another address is refused; a poll from another address is answered (read only: False) but
+    neither records its attributes, nor binds, nor keeps the binding alive.
+    """
     creds = gw.credentials
     refusal = creds.check(device_id, bearer=bearer_of(request), cert_cn=cert_cn_of(request))
+    owner = True
     if refusal is None and creds.mode == "open":
         refusal = creds.bindings.seen(device_id, request.remote, gw.clock())
         if refusal is not None:
             if not write:
-                refusal = None
+                refusal, owner = None, False
             else:
                 gw.stats.inc("devices.refused_open_binding")
     if refusal is not None:
         gw.stats.inc(f"devices.refused_{refusal.status}")
         cls = web.HTTPUnauthorized if refusal.status == 401 else web.HTTPForbidden
         raise cls(text=refusal.reason + "\n")
+    return owner
 
 
 def authorize_any(gw: Gateway, request: web.Request) -> None:
@@ -186,11 +192,12 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 async def poll(request: web.Request) -> web.Response:
     gw = gateway_of(request)
     device_id = device_id_of(request)
-    authorize(gw, request, device_id, write=False)
+    owner = authorize(gw, request, device_id, write=False)
     attrs = poll_attributes(request.query)
     wait_s = wait_of(request, gw.settings.devices.max_wait_s)
     gw.stats.inc("devices.polls")
-    gw.inventory.upsert(device_id, attrs, source="poll", now=gw.clock())
+    if owner:  # a poll from another address than the id's own (open access) records nothing
+        gw.inventory.upsert(device_id, attrs, source="poll", now=gw.clock())
     if_none_match = request.headers.get("If-None-Match")
     answer = gw.answer_for(device_id)
     rendered = render(gw, request, answer)
@@ -204,7 +211,8 @@ async def poll(request: web.Request) -> web.Response:
             rendered = render(gw, request, answer)
             if (rendered[1] if rendered else None) != held:
                 break
-    gw.inventory.set_blocked(device_id, answer.blocked_by_firmware, gw.clock())
+    if owner:
+        gw.inventory.set_blocked(device_id, answer.blocked_by_firmware, gw.clock())
     headers = {
         "Retry-After": str(
             max(

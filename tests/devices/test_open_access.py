@@ -104,8 +104,11 @@ async def test_open_mode_refuses_writes_for_a_device_from_another_address(gw: Ga
     assert gw.stats["telemetry.samples"] == 0
     rec = gw.inventory.get("cam-1")
     assert rec is not None and rec.model_version is None
-    # Polls from elsewhere are answered (read only) but do not steal or refresh the binding.
-    assert await request(gw, "GET", "/devices/cam-1/updates", "127.0.0.2") == 204
+    # Polls from elsewhere are answered (read only): they record nothing, and do not steal or
+    # refresh the binding.
+    assert await request(gw, "GET", "/devices/cam-1/updates?hw=evil&fw=0.0.1", "127.0.0.2") == 204
+    rec = gw.inventory.get("cam-1")
+    assert rec is not None and "hw" not in rec.attrs and "fw" not in rec.attrs
     assert await request(gw, "POST", "/devices/cam-1/metrics", "127.0.0.2", METRICS) == 403
     # The device itself still writes.
     assert await request(gw, "POST", "/devices/cam-1/metrics", "127.0.0.1", METRICS) == 204
