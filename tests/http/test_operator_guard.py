@@ -17,6 +17,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import cli
 from gateway.http.operator import refusal
@@ -124,6 +126,40 @@ NAMES = frozenset({"gw-box", "gw-box.local"})
 def test_refusal(method: str, headers: dict[str, str], body: bool, status: int | None) -> None:
     got = refusal(method, headers, has_body=body, names=NAMES, csrf_token=TOKEN)
     assert (got[0] if got else None) == status, got
+
+
+HEADER_TEXT = st.text(
+    alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FF), max_size=40
+) | st.sampled_from(
+    [
+        "http://[",
+        "http://[::1",
+        "null",
+        "http://127.0.0.1:8081",
+        "[::1]:8081",
+        ":",
+        "http://a@b/",
+        "https://x:99999",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["GET", "POST", "DELETE", "PATCH"]),
+    st.dictionaries(
+        st.sampled_from(["Host", "Origin", "Referer", "Content-Type", "Sec-Fetch-Site", "X-OTA-CSRF"]),
+        HEADER_TEXT,
+    ),
+    st.booleans(),
+)
+def test_refusal_never_raises_and_never_lets_a_foreign_browser_post_through(
+    method: str, headers: dict[str, str], body: bool
+) -> None:
+    got = refusal(method, headers, has_body=body, names=NAMES, csrf_token=TOKEN)
+    assert got is None or got[0] in (403, 415)
+    if got is None and method != "GET" and ("Origin" in headers or "Referer" in headers):
+        assert headers.get("X-OTA-CSRF") == TOKEN
 
 
 # -- a real gateway with a real gate -----------------------------------------------------------------

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import jsondoc
 from gateway.errors import FormatError
@@ -56,6 +58,38 @@ def test_loads_refuses_deep_documents_without_recursion() -> None:
     assert jsondoc.loads('{"s": "' + "[" * 1000 + '"}') == {"s": "[" * 1000}
     with pytest.raises(FormatError, match="not JSON"):
         jsondoc.loads(b"\xff{")
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab,:'),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\ab'), inner, max_size=3)
+    ),
+    max_leaves=30,
+)
+
+
+def nesting(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max((nesting(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((nesting(v) for v in value.values()), default=0)
+    return 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES)
+def test_depth_agrees_with_the_structure(value: object) -> None:
+    assert jsondoc.depth(json.dumps(value).encode()) == nesting(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | st.text(alphabet='[]{}"\\ 1,:').map(str.encode))
+def test_loads_raises_only_format_errors(data: bytes) -> None:
+    try:
+        jsondoc.loads(data, max_depth=4)
+    except FormatError:
+        pass
 
 
 # -- HTTP and MQTT on a real gateway -------------------------------------------------------------------
