@@ -13,8 +13,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.access import OpenBindings
+from gateway.access import Credentials, OpenBindings
 from gateway.service import Gateway
+from gateway.settings import DeviceSettings
 from tests.conftest import Registry
 from tests.gw import base_url, gateway_settings, running
 from tests.peers import need
@@ -71,6 +72,40 @@ def test_expired_bindings_are_dropped_as_time_passes() -> None:
         b.seen(f"cam-{i}", "10.0.0.1", now=0.0)
     b.seen("late", "10.0.0.2", now=6.0)
     assert len(b) == 1
+
+
+@pytest.mark.parametrize(
+    ("access", "allow_unknown", "lab", "device", "password", "cn", "allowed"),
+    [
+        ("open", True, False, "cam-1", None, None, True),  # anonymous, named by its client id
+        ("open", True, False, "cam-1", "anything", None, True),
+        ("open", False, False, "cam-1", None, None, False),  # not in the inventory
+        ("open", False, False, "known-1", None, None, True),
+        ("open", True, False, "../etc", None, None, False),
+        ("open", True, False, None, None, None, False),
+        ("token", True, False, "cam-1", None, None, False),
+        ("token", True, False, "cam-1", "wrong-token", None, False),
+        ("token", True, False, "cam-1", "a-site-token", None, True),
+        ("token", True, False, "cam-1", None, "cam-1", True),  # a site-CA certificate, any mode
+        ("mtls", True, False, "cam-1", "a-site-token", None, False),
+        ("mtls", True, False, "cam-1", None, "cam-1", True),
+        ("mtls", False, False, "cam-1", None, "cam-1", False),
+        ("token", True, True, "cam-1", None, None, True),  # lab mode lets everyone in
+    ],
+)
+def test_mqtt_allows(
+    access: str,
+    allow_unknown: bool,
+    lab: bool,
+    device: str | None,
+    password: str | None,
+    cn: str | None,
+    allowed: bool,
+) -> None:
+    creds = Credentials(
+        DeviceSettings(access=access, site_token="a-site-token", allow_unknown=allow_unknown), {"known-1": {}}
+    )
+    assert creds.mqtt_allows(device, password, cn, lab_mode=lab) is allowed
 
 
 # -- HTTP, on a real gateway -----------------------------------------------------------------------
