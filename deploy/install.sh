@@ -19,8 +19,9 @@ python3 -m venv "$prefix/venv"
 install -m 0644 "$here/README.md" "$prefix/README.md"
 
 if [ ! -f /etc/ota-gateway/gateway.toml ]; then
-  install -m 0640 -o root -g ota-gateway "$here/config/gateway.toml" /etc/ota-gateway/gateway.toml
-  echo "install.sh: wrote /etc/ota-gateway/gateway.toml: set site, mirror.upstream and trust.trusted_keys"
+  # A real site: token access for devices, with a site token generated into the new config.
+  sh "$here/deploy/site-config.sh" "$here/config/gateway.toml" /etc/ota-gateway/gateway.toml ota-gateway
+  echo "install.sh: set site, mirror.upstream and trust.trusted_keys in /etc/ota-gateway/gateway.toml"
 fi
 install -m 0644 "$here/deploy/ota-gateway.service" /etc/systemd/system/ota-gateway.service
 systemctl daemon-reload

@@ -2,14 +2,20 @@
 
 Modes (``devices.access``):
 
-* ``open``: labs only; any device id is believed.
+* ``open``: labs and trusted LANs only; any device id is believed, but each id is bound to the
+  address it first spoke from (:class:`OpenBindings`) until it falls silent for
+  ``devices.open_binding_ttl_s``, and writes (metrics, events) for it from any other address are
+  refused. Over MQTT an anonymous client is named by its client id (or user name) and, as in every
+  mode, held to its own topics.
 * ``token``: ``Authorization: Bearer <token>`` (HTTP) or MQTT password; a per-device token from
   ``devices.tokens_file`` (``{"<device id>": "<token>"}``) or the one ``devices.site_token``.
 * ``mtls``: the device's client certificate (signed by ``http.client_ca``); its CN is its id.
 
 ``devices.allow_unknown = false`` refuses devices that are in neither the tokens file nor the
-site inventory. Tokens are compared in constant time. The decision is pure (:func:`check`); the
-HTTP shell turns it into 401/403 with a reason.
+site inventory. Tokens are compared in constant time. The decisions are pure
+(:meth:`Credentials.check`, :meth:`Credentials.mqtt_allows`, :class:`OpenBindings` with ``now``
+passed in); the HTTP shell turns a :class:`Refusal` into 401/403 with its reason, the broker a
+``False`` into a refused CONNECT.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +76,7 @@ class Credentials:
         self.known = known_devices if known_devices is not None else {}
         secrets = [*self.tokens.values(), *([self.site_token] if self.site_token else [])]
         self._digests = {hashlib.sha256(t.encode()).digest() for t in secrets}
+        self.bindings = OpenBindings(settings.open_binding_ttl_s, settings.max_devices)
 
     def token_for(self, device_id: str) -> str | None:
         """The secret a device must present (the broker uses this too); None: no such device."""
@@ -118,3 +126,83 @@ class Credentials:
         if hashlib.sha256(bearer.encode()).digest() in self._digests:
             return None
         return Refusal(403, "unknown token")
+
+    def mqtt_allows(
+        self, device_id: str | None, password: str | None, cert_cn: str | None, *, lab_mode: bool
+    ) -> bool:
+        """The broker's identity check for the device a CONNECT claims to be (its user name, its
+        certificate CN, or for an anonymous client its client id): the same credentials as HTTP.
+
+        ``lab_mode`` lets anything in (still held to its own topics by the broker). In ``open`` mode
+        any client is believed, as on HTTP; a certificate the site CA signed is a device credential
+        whatever the mode.
+        """
+        if lab_mode:
+            return True
+        if device_id is None or not valid_id(device_id):
+            return False
+        if cert_cn is not None and cert_cn == device_id:
+            return self._may_be_unknown(device_id)
+        if self.mode == "open":
+            return self._may_be_unknown(device_id)
+        if self.mode == "mtls":
+            return False
+        return password is not None and self.check(device_id, bearer=password, cert_cn=None) is None
+
+    def _may_be_unknown(self, device_id: str) -> bool:
+        return self.allow_unknown or device_id in self.known or device_id in self.tokens
+
+
+class OpenBindings:
+    """``open`` mode's one defence: a device id belongs to the address it first spoke from.
+
+    A poll (or a write) from an address binds an unbound or expired id to it; activity from that
+    address keeps the binding alive; after ``ttl_s`` of silence the id is free again (a device that
+    got a new DHCP lease recovers by itself). Writes for a bound id from any other address are
+    refused. The table holds at most ``max_entries`` ids: when full, expired bindings go first, then
+    the least recently active one. Pure: ``now`` is passed in, nothing is read or written.
+    """
+
+    def __init__(self, ttl_s: float, max_entries: int) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._bound: OrderedDict[str, tuple[str, float]] = OrderedDict()  # id -> (address, last active)
+
+    def __len__(self) -> int:
+        return len(self._bound)
+
+    def bound_to(self, device_id: str, now: float) -> str | None:
+        entry = self._bound.get(device_id)
+        if entry is None or now - entry[1] > self.ttl_s:
+            return None
+        return entry[0]
+
+    def seen(self, device_id: str, address: str | None, now: float) -> Refusal | None:
+        """A request for ``device_id`` from ``address``: binds or refreshes, or says why not.
+
+        ``None`` from the caller's side (no peer address, e.g. a Unix socket) neither binds nor
+        is refused: there is no address to hold it to.
+        """
+        if address is None:
+            return None
+        owner = self.bound_to(device_id, now)
+        if owner is not None and owner != address:
+            return Refusal(
+                403,
+                f"device {device_id!r} is bound to another address (devices.access = 'open' holds an id "
+                f"to the address it first used until it is silent for {self.ttl_s:g} s)",
+            )
+        self._bound[device_id] = (address, now)
+        self._bound.move_to_end(device_id)
+        self._trim(now)
+        return None
+
+    def _trim(self, now: float) -> None:
+        while len(self._bound) > self.max_entries:
+            # Oldest activity first: an expired entry, or else the least recently active binding.
+            self._bound.popitem(last=False)
+        while self._bound:
+            device_id, (_, last) = next(iter(self._bound.items()))
+            if now - last <= self.ttl_s:
+                break
+            del self._bound[device_id]

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from gateway import __version__
 from gateway.errors import ConfigError, GatewayError
+from gateway.redact import RedactingFormatter, redact
 
 COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.serve",
@@ -42,18 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     for chatty in ("amqtt", "transitions"):  # their INFO is per-connection noise on a busy site
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
-        print(f"ota-gateway: configuration error: {exc}", file=sys.stderr)
+        print(f"ota-gateway: configuration error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except GatewayError as exc:
-        print(f"ota-gateway: {exc}", file=sys.stderr)
+        print(f"ota-gateway: {redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -33,7 +33,6 @@ from gateway.health import probe
 from gateway.http.app import build_device_app
 from gateway.http.operator import build_operator_app
 from gateway.inventory.store import Inventory, load_inventory_file
-from gateway.manifest import valid_id
 from gateway.mirror.mirror import Mirror
 from gateway.mirror.upstream import upstream_from
 from gateway.notify import Changes
@@ -307,24 +306,8 @@ class Gateway:
         )
 
     def mqtt_authenticate(self, user: str | None, password: str | None, cert_cn: str | None) -> bool:
-        """The broker's identity check, from the same device credentials as HTTP."""
-        if self.settings.mqtt.lab_mode:
-            return True
-        if user is None or not valid_id(user):
-            return False
-        creds = self.credentials
-        if cert_cn is not None and cert_cn == user:
-            # A certificate the site CA signed is a device credential whatever devices.access says;
-            # unknown devices are still refused when allow_unknown is off.
-            return creds.allow_unknown or user in creds.known or user in creds.tokens
-        if creds.mode == "mtls":
-            return False
-        if creds.mode == "token":
-            return password is not None and creds.check(user, bearer=password, cert_cn=None) is None
-        log.warning(
-            "MQTT client %r refused: devices.access is 'open'; set mqtt.lab_mode = true for a lab", user
-        )
-        return False
+        """The broker's identity check, from the same device credentials as HTTP (gateway.access)."""
+        return self.credentials.mqtt_allows(user, password, cert_cn, lab_mode=self.settings.mqtt.lab_mode)
 
     async def _report_loop(self) -> None:
         """Every few seconds: close metric windows and step the gates; once per interval, put one

@@ -126,6 +126,8 @@ class DeviceSettings:
     site_token: str = ""
     tokens_file: str = ""  # JSON {device_id: token}
     allow_unknown: bool = True
+    # open access: a device id is held to the address it first used until silent this long
+    open_binding_ttl_s: float = field(default=900.0, metadata=POSITIVE)
     inventory_file: str = ""  # site inventory (JSON), see config/inventory.example.json
     compat_matrix: str = ""  # firmware/model matrix (JSON), see config/compat_matrix.example.json
     max_devices: int = field(default=100_000, metadata=POSITIVE)
@@ -245,6 +247,9 @@ class OperatorSettings:
 
     listen: str = field(default="127.0.0.1:8081", metadata=HOSTPORT)
     token: str = ""  # required when listen is not loopback
+    # Host names (besides IP addresses, localhost and this machine's name) a browser may use to
+    # reach the operator API, e.g. a reverse proxy's name; any other Host is refused (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -65,18 +65,24 @@ class DeviceAuthPlugin(BaseAuthPlugin):
 
     @dataclass
     class Config:
-        check: Any = None  # AuthCheck: (device id, password, cert CN) -> allowed
-        lab_mode: bool = False
+        check: Any = None  # AuthCheck: (device id, password, cert CN) -> allowed (anonymous: None, None)
+        lab_mode: bool = False  # anonymous clients in without asking the check
 
     async def authenticate(self, *, session: Session) -> bool:
         config = self.context.config
         check: AuthCheck | None = config.check
         creds = credentials(session)
-        identity = rules.claimed_identity(creds, lab_mode=config.lab_mode)
+        # An anonymous client is named by its client id; whether anonymous clients may connect at
+        # all is the credential check's call (lab mode, or devices.access = "open").
+        identity = rules.claimed_identity(creds, lab_mode=True)
+        anonymous = creds.username is None and creds.password is None and creds.cert_cn is None
+        if anonymous and identity.device_id is None:
+            identity = rules.Identity(
+                None, f"anonymous, and the client id is not a device id: {identity.reason}"
+            )
         if identity.device_id is not None:
-            anonymous = creds.username is None and creds.password is None and creds.cert_cn is None
-            if anonymous:
-                allowed = True  # lab mode, and claimed_identity only lets anonymous through there
+            if anonymous and config.lab_mode:
+                allowed = True
             else:
                 try:
                     allowed = bool(
@@ -88,8 +94,14 @@ class DeviceAuthPlugin(BaseAuthPlugin):
             if allowed:
                 session.attributes[DEVICE_ID] = identity.device_id
                 return True
-            identity = rules.Identity(
-                None, f"wrong credentials for {identity.device_id!r}", bad_credentials=True
+            identity = (
+                rules.Identity(
+                    None, "no credentials (anonymous clients only with open access or in lab mode)"
+                )
+                if anonymous
+                else rules.Identity(
+                    None, f"wrong credentials for {identity.device_id!r}", bad_credentials=True
+                )
             )
         session.attributes[REFUSAL] = identity
         return False

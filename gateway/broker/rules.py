@@ -1,7 +1,7 @@
 """Who may connect as whom, and which topics a device may touch: pure rules, no I/O.
 
 A device's MQTT identity is its device id: the client certificate's CN under mutual TLS, else the
-CONNECT user name, else (lab mode only, no credentials at all) the client identifier. Every device
+CONNECT user name, else (no credentials at all) the client identifier. Every device
 lives in its own subtree ``devices/{id}/``: it may publish only to topic names inside it and
 subscribe only to filters inside it (``devices/{id}/#``, ``devices/{id}/updates``, ...). Nothing
 else, not ``#``, not ``devices/+/metrics``, not ``$SYS/#``.
@@ -87,8 +87,9 @@ def claimed_identity(creds: Credentials, *, lab_mode: bool) -> Identity:
     """Which device the peer claims to be, before any secret is checked.
 
     Under mTLS the certificate's CN is the identity; a user name that disagrees with it is refused
-    rather than guessed at. Without any credential only lab mode lets a client in, named by its
-    client identifier.
+    rather than guessed at. Without any credential a client is named by its client identifier when
+    ``lab_mode`` is true (the broker's auth plugin always asks for that, and leaves whether such a
+    client may connect to the credential check: open access or lab mode); otherwise it is refused.
     """
     if creds.cert_cn is not None:
         if creds.username not in (None, "", creds.cert_cn):

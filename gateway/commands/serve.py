@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import settings as settings_mod
+from gateway.redact import redact
 from gateway.service import Gateway, run_until_signalled
 
 
@@ -35,6 +36,21 @@ def load_settings(args: argparse.Namespace) -> settings_mod.Settings:
     return settings_mod.load(Path(args.config) if args.config else None, overrides=overrides_from(args))
 
 
+def access_note(s: settings_mod.Settings) -> str:
+    mode = s.devices.access
+    if mode == "token":
+        return (
+            "token (devices send Authorization: Bearer <token> over HTTP, "
+            "MQTT user = device id, password = token)"
+        )
+    if mode == "mtls":
+        return "mtls (devices present a client certificate whose CN is their id)"
+    return (
+        "OPEN: for labs and trusted LANs only. Any client on the network can speak as any device "
+        '(each id is held to the address it first used); set devices.access = "token" for a site'
+    )
+
+
 def banner(gw: Gateway) -> str:
     s = gw.settings
     data = s.data_path.resolve()
@@ -48,17 +64,13 @@ def banner(gw: Gateway) -> str:
         f"OTA Gateway for site {s.site!r}",
         f"  device API and downloads: http://{http}/  (OTA_SERVICE_URL for devices)",
         f"  operator dashboard:       http://{op}/" if op else "  operator dashboard:       off",
-        f"  MQTT broker (metrics):    {mqtt}"
-        + (
-            ""
-            if s.mqtt.lab_mode or s.devices.access != "open"
-            else "  (refuses clients: set devices.access, or mqtt.lab_mode for a lab)"
-        ),
+        f"  MQTT broker (metrics):    {mqtt}",
+        f"  device access:            {access_note(s)}",
         f"  data folder:              {data}",
         f"  mDNS:                     {gw.discovery['advertiser'].name!r} (_ota-gateway._tcp)"
         if gw.discovery
         else "  mDNS:                     off",
-        f"  upstream registry:        {upstream}",
+        f"  upstream registry:        {redact(upstream)}",
         f"  trusted keys:             {len(gw.trust.trusted.signing_keys())} (config trust.trusted_keys, or PEM files in {gw.key_dir})",
     ]
     if not Path(upstream).is_absolute() and "://" not in upstream:

@@ -3,6 +3,9 @@
 This module only assembles routes; each concern has its own module. It also serves the verified
 index and key list as it holds them (``/index.json``, ``/sites/<site>/index.json``, ``/keys.json``)
 so that another gateway can use this one as its upstream (tiers) with the cloud's own signatures.
+Like the model files, they need a device credential when ``devices.access`` is not ``open``: a
+device token (``Authorization: Bearer``, or as the password of HTTP Basic, which is what a child
+gateway sends for ``mirror.upstream = "http://child:TOKEN@parent:8080/"``) or a client certificate.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def held_index(request: web.Request) -> web.Response:
     gw = gateway_of(request)
+    devices.authorize_any(gw, request)
     site = request.match_info.get("site")
     index = gw.mirror.index
     if index is None or (site is not None and site != gw.settings.site):
@@ -40,6 +44,7 @@ async def held_index(request: web.Request) -> web.Response:
 
 async def held_keys(request: web.Request) -> web.Response:
     gw = gateway_of(request)
+    devices.authorize_any(gw, request)
     key_list = gw.trust.trusted.key_list
     if key_list is None:
         raise web.HTTPNotFound(text="no key list held\n")

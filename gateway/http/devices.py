@@ -13,6 +13,8 @@ access failures 401/403 with the reason.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -24,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway import jsondoc
 from gateway.access import peer_cn
-from gateway.errors import FormatError
+from gateway.errors import FormatError, StorageError
 from gateway.http.context import gateway_of
 from gateway.manifest import valid_id
 from gateway.mirror.pacing import jittered
@@ -41,6 +44,7 @@ MAX_QUERY_PARAMS = 32
 MAX_VALUE_CHARS = 128
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 RESERVED = {"wait"}
+STORAGE_RETRY_AFTER_S = 60
 
 
 def bad_request(reason: str) -> web.HTTPBadRequest:
@@ -54,12 +58,29 @@ def device_id_of(request: web.Request) -> str:
     return device_id
 
 
-def authorize(gw: Gateway, request: web.Request, device_id: str) -> None:
-    refusal = gw.credentials.check(device_id, bearer=bearer_of(request), cert_cn=cert_cn_of(request))
+def authorize(gw: Gateway, request: web.Request, device_id: str, *, write: bool) -> bool:
+    """401/403 unless this request may speak for ``device_id``; True when it may also change what
+    the gateway records about the device.
+
+    In ``open`` mode the id is held to the address it first used: a write (metrics, events) from
+    another address is refused; a poll from another address is answered (read only: False) but
+    neither records its attributes, nor binds, nor keeps the binding alive.
+    """
+    creds = gw.credentials
+    refusal = creds.check(device_id, bearer=bearer_of(request), cert_cn=cert_cn_of(request))
+    owner = True
+    if refusal is None and creds.mode == "open":
+        refusal = creds.bindings.seen(device_id, request.remote, gw.clock())
+        if refusal is not None:
+            if not write:
+                refusal, owner = None, False
+            else:
+                gw.stats.inc("devices.refused_open_binding")
     if refusal is not None:
         gw.stats.inc(f"devices.refused_{refusal.status}")
         cls = web.HTTPUnauthorized if refusal.status == 401 else web.HTTPForbidden
         raise cls(text=refusal.reason + "\n")
+    return owner
 
 
 def authorize_any(gw: Gateway, request: web.Request) -> None:
@@ -72,8 +93,17 @@ def authorize_any(gw: Gateway, request: web.Request) -> None:
 
 
 def bearer_of(request: web.Request) -> str | None:
+    """The device token: ``Authorization: Bearer <token>``, or the password of HTTP Basic (what an
+    HTTP client sends for a ``http://user:token@host/`` URL, e.g. a child gateway's upstream)."""
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    value = value.strip()
+    if scheme.lower() == "basic" and value:
+        try:
+            value = base64.b64decode(value, validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return value or None
+    return value if scheme.lower() == "bearer" and value else None
 
 
 def cert_cn_of(request: web.Request) -> str | None:
@@ -162,11 +192,12 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 async def poll(request: web.Request) -> web.Response:
     gw = gateway_of(request)
     device_id = device_id_of(request)
-    authorize(gw, request, device_id)
+    owner = authorize(gw, request, device_id, write=False)
     attrs = poll_attributes(request.query)
     wait_s = wait_of(request, gw.settings.devices.max_wait_s)
     gw.stats.inc("devices.polls")
-    gw.inventory.upsert(device_id, attrs, source="poll", now=gw.clock())
+    if owner:  # a poll from another address than the id's own (open access) records nothing
+        gw.inventory.upsert(device_id, attrs, source="poll", now=gw.clock())
     if_none_match = request.headers.get("If-None-Match")
     answer = gw.answer_for(device_id)
     rendered = render(gw, request, answer)
@@ -180,7 +211,8 @@ async def poll(request: web.Request) -> web.Response:
             rendered = render(gw, request, answer)
             if (rendered[1] if rendered else None) != held:
                 break
-    gw.inventory.set_blocked(device_id, answer.blocked_by_firmware, gw.clock())
+    if owner:
+        gw.inventory.set_blocked(device_id, answer.blocked_by_firmware, gw.clock())
     headers = {
         "Retry-After": str(
             max(
@@ -212,9 +244,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
             max_size=request.app._client_max_size, actual_size=request.content_length, text="body too large\n"
         )
     try:
-        doc = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise bad_request("body: expected a JSON object") from None
+        doc = jsondoc.loads(await request.read())
+    except FormatError as exc:
+        raise bad_request(f"body: expected a JSON object ({exc})") from None
     if not isinstance(doc, dict):
         raise bad_request("body: expected a JSON object")
     return doc
@@ -223,7 +255,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 async def event(request: web.Request) -> web.Response:
     gw = gateway_of(request)
     device_id = device_id_of(request)
-    authorize(gw, request, device_id)
+    authorize(gw, request, device_id, write=True)
     doc = await _json_body(request)
     try:
         name, model_id, version, reason = parse_event(doc)
@@ -238,10 +270,18 @@ async def metrics(request: web.Request) -> web.Response:
     """The reference metrics JSON over HTTP: 204 once it is durable in the outbox."""
     gw = gateway_of(request)
     device_id = device_id_of(request)
-    authorize(gw, request, device_id)
+    authorize(gw, request, device_id, write=True)
     doc = await _json_body(request)
     try:
         await gw.telemetry.metrics(device_id, doc, gw.clock())
     except FormatError as exc:
         raise bad_request(str(exc)) from None
+    except StorageError as exc:
+        # The outbox could not make it durable (disk full, read-only): not the device's fault and
+        # not a crash; it should send it again later.
+        gw.stats.error("devices.metrics_unavailable", str(exc))
+        raise web.HTTPServiceUnavailable(
+            text=f"cannot store metrics now ({exc}); retry later\n",
+            headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)},
+        ) from None
     return web.Response(status=204)

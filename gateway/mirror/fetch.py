@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from gateway.diskspace import disk_space, space_refusal
 from gateway.errors import (
     DigestMismatchError,
     LengthMismatchError,
@@ -143,10 +144,17 @@ class Fetcher:
             raise StorageError(
                 f"{dep.key}: {dep.length} bytes do not fit the quota without evicting protected artifacts"
             )
-        free = await asyncio.to_thread(store.free_bytes)
+        free, fs_total = await asyncio.to_thread(disk_space, store.blob_dir)
         offset, meta = await asyncio.to_thread(store.partial_state, dep.sha256)
-        if free - (dep.length - offset) < self.min_free_bytes:
-            raise StorageError(f"{dep.key}: disk full ({free} bytes free, {dep.length - offset} needed)")
+        refusal = space_refusal(
+            dep.key,
+            free=free,
+            need=dep.length - offset,
+            configured=self.min_free_bytes,
+            fs_total_bytes=fs_total,
+        )
+        if refusal is not None:
+            raise StorageError(refusal)
         if offset > dep.length or (meta.get("url") not in (None, dep.artifact_url)):
             offset, meta = 0, {}
         hasher = hashlib.sha256()

@@ -10,12 +10,12 @@ the outbox as ``aggregate`` records.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from gateway import jsondoc
 from gateway.errors import FormatError
 from gateway.inventory.records import DeviceRecord
 from gateway.inventory.store import EVENTS, Inventory
@@ -114,8 +114,8 @@ class Telemetry:
         doc: Any = payload
         if isinstance(payload, bytes | bytearray) and len(payload) <= MAX_PAYLOAD_BYTES:
             try:
-                doc = json.loads(payload)
-            except (ValueError, UnicodeDecodeError, RecursionError):
+                doc = jsondoc.loads(payload)
+            except FormatError:
                 doc = None
         named = doc.get("model_version") if isinstance(doc, Mapping) else None
         version = (
@@ -159,8 +159,8 @@ class Telemetry:
         try:
             if len(payload) > MAX_EVENT_BYTES:
                 raise FormatError(f"event of {len(payload)} bytes")
-            name, model_id, version, reason = parse_event(json.loads(payload))
-        except (FormatError, ValueError, UnicodeDecodeError) as exc:
+            name, model_id, version, reason = parse_event(jsondoc.loads(payload))
+        except FormatError as exc:
             self.stats.error("telemetry.invalid_events", f"{device_id}: {exc}")
             log.warning("dropped an event from %s: %s", device_id, exc)
             return None

@@ -10,12 +10,12 @@ places a sample in a window: the gateway's receive time does (a device clock may
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway import jsondoc
 from gateway.errors import FormatError
 from gateway.manifest import valid_id
 
@@ -85,9 +85,9 @@ def parse_metrics(
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise FormatError(f"{where}: message of {len(payload)} bytes, at most {MAX_PAYLOAD_BYTES}")
         try:
-            doc = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise FormatError(f"{where}: not JSON ({exc})") from None
+            doc = jsondoc.loads(payload)
+        except FormatError as exc:
+            raise FormatError(f"{where}: {exc}") from None
     else:
         doc = payload
     if not isinstance(doc, Mapping):
