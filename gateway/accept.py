@@ -32,6 +32,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ class Acceptor:
         self._loop = asyncio.get_running_loop()
         self._reading = False
         self._resume: asyncio.TimerHandle | None = None
-        self._connecting: set[asyncio.Task[None]] = set()
+        self._connecting: dict[asyncio.Task[None], socket.socket] = {}  # oldest first
         self.accept_errors = 0
         self.refused_full = 0
 
@@ -151,6 +152,14 @@ class Acceptor:
     def connecting(self) -> int:
         """Connections accepted whose transport is not made yet (TLS handshakes in progress)."""
         return len(self._connecting)
+
+    def cancel_oldest(self) -> bool:
+        """Give up the connection that has been in its TLS handshake longest; False: there is none."""
+        for task in self._connecting:
+            del self._connecting[task]
+            task.cancel()
+            return True
+        return False
 
     def start(self) -> None:
         if self._reading or not self._sockets:
@@ -174,7 +183,7 @@ class Acceptor:
         for sock in self._sockets:
             sock.close()
         self._sockets = []
-        for task in self._connecting:
+        for task in list(self._connecting):
             task.cancel()
 
     async def wait_closed(self) -> None:
@@ -238,8 +247,13 @@ class Acceptor:
             return
         conn.setblocking(False)
         task = self._loop.create_task(self._connect(conn), name=f"{self.name} connect")
-        self._connecting.add(task)
-        task.add_done_callback(self._connecting.discard)
+        self._connecting[task] = conn
+        task.add_done_callback(partial(self._done, conn))
+
+    def _done(self, conn: socket.socket, task: asyncio.Task[None]) -> None:
+        self._connecting.pop(task, None)
+        if task.cancelled():
+            conn.close()  # cancelled before it ran: nobody else will close it
 
     async def _connect(self, conn: socket.socket) -> None:
         protocol = self._factory()
