@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import resource
 import socket
 import ssl
 from collections.abc import Callable
@@ -72,6 +73,24 @@ class AcceptBackoff:
         """An accept worked: the length of the streak of failures it ends (0: there was none)."""
         streak, self.streak, self.delay_s, self.unreported = self.streak, 0, 0.0, 0
         return streak
+
+
+def raise_descriptor_limit(wanted: int) -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` towards ``wanted`` (never past the hard limit, never down),
+    as Go's runtime and nginx's ``worker_rlimit_nofile`` do; returns the soft limit now in force.
+
+    A shell's default soft limit (1,024) is far below what the connection caps allow, while the
+    hard limit is usually much higher; only the hard limit is the administrator's decision.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.debug("cannot raise RLIMIT_NOFILE to %d: %s", target, exc)
+    return soft
 
 
 def bind_sockets(host: str, port: int, *, backlog: int) -> list[socket.socket]:

@@ -190,6 +190,7 @@ class Gateway:
 
     async def start(self) -> None:
         self._lock = lock_data_dir(self.data)
+        listener.ensure_descriptors(self.settings)
         self.key_dir.mkdir(exist_ok=True)
         await asyncio.to_thread(self.outbox.open)
         await self.store.open()
@@ -251,7 +252,9 @@ class Gateway:
     ) -> list[Any]:
         limits = listener.Limits.from_settings(self.settings.http)
         if name == "operator":  # same timeouts, a smaller cap
-            limits = replace(limits, max_connections=min(limits.max_connections, 1024))
+            limits = replace(
+                limits, max_connections=min(limits.max_connections, listener.OPERATOR_MAX_CONNECTIONS)
+            )
         try:
             runner, addresses = await listener.start_http(
                 app, host, port, name=name, limits=limits, stats=self.stats, tls=tls

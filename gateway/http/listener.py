@@ -35,8 +35,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from gateway.accept import Acceptor, bind_sockets
-from gateway.settings import HttpSettings
+from gateway.accept import Acceptor, bind_sockets, raise_descriptor_limit
+from gateway.settings import HttpSettings, Settings
 from gateway.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,31 @@ REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 )
 BACKLOG = 1024
+OPERATOR_MAX_CONNECTIONS = 1024
+OWN_DESCRIPTORS = 256  # files, the store, the outbox, mDNS, upstream connections
+
+
+def ensure_descriptors(settings: Settings) -> int:
+    """Make room for every connection the caps allow (raising the soft descriptor limit where the
+    hard one lets us); log one warning when they still do not fit. Returns the limit in force."""
+    h, m = settings.http, settings.mqtt
+    wanted = (
+        h.max_connections
+        + min(h.max_connections, OPERATOR_MAX_CONNECTIONS)
+        + m.max_connections
+        + m.max_pending_connections
+        + OWN_DESCRIPTORS
+    )
+    limit = raise_descriptor_limit(wanted)
+    if limit < wanted:
+        log.warning(
+            "file descriptor limit %d is below the %d the connection caps allow (http.max_connections, "
+            "mqtt.max_connections, ...): past it accepts pause until connections close; raise "
+            "LimitNOFILE or lower the caps",
+            limit,
+            wanted,
+        )
+    return limit
 
 
 @dataclass(frozen=True)

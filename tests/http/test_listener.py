@@ -4,6 +4,7 @@ and the accept back-off's arithmetic."""
 from __future__ import annotations
 
 import asyncio
+import resource
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.accept import AcceptBackoff
+from gateway.accept import AcceptBackoff, raise_descriptor_limit
 from gateway.http.listener import Limits, start_http
 from gateway.stats import Stats
 from tests.gw import until
@@ -198,3 +199,17 @@ def test_backoff_reports_the_count_of_an_interval_and_resets_after_success() -> 
     assert b.succeeded() == 11
     assert b.succeeded() == 0
     assert b.failed(11.0) == (0.05, 0)  # a new streak starts at the initial pause; logged at 20 s
+
+
+def test_the_soft_descriptor_limit_is_raised_towards_the_caps_never_past_the_hard_one() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    cap = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, cap), hard))
+        assert raise_descriptor_limit(min(1000, cap)) == min(1000, cap)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (min(1000, cap), hard)
+        assert raise_descriptor_limit(10) == min(1000, cap)  # never lowered
+        if hard != resource.RLIM_INFINITY:
+            assert raise_descriptor_limit(hard + 1000) == hard  # never past the hard limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
