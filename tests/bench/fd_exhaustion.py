@@ -158,7 +158,7 @@ def scenario(
                 poll_status=status,
                 connack=connack.hex(),
                 alive=proc.poll() is None,
-                sample=lines[mark : mark + 6],
+                sample=lines[mark : mark + 40],
             )
         finally:
             for s in held:
@@ -185,7 +185,7 @@ def main() -> None:
         if key != "sample":
             print(f"  {key:22} {value}")
     print("  first log lines while exhausted:")
-    for line in figures.sample:
+    for line in figures.sample[: int(os.environ.get("FD_SAMPLE_LINES", "6"))]:
         print(f"    {line[:160]}")
     sys.exit(0 if figures.alive else 1)
 
