@@ -327,6 +327,7 @@ class Connection:
                 old_session.ssl_object = session.ssl_object
                 old_session.parent = 1
                 session = old_session
+                core.touch_session(device_id, key)
         session.client_id = key
         self.session = session
         session.connect()

@@ -236,16 +236,25 @@ class AmqttCore(AmqttBroker):
                 self.stats.inc("pending_dropped")
         return True
 
+    def touch_session(self, device_id: str, key: str) -> None:
+        """A persistent session was resumed: it is now the device's most recently used one."""
+        keys = self.device_sessions.get(device_id)
+        if keys is not None and keys.pop(key, 0) is None:
+            keys[key] = None
+
     async def reserve_session(self, device_id: str, key: str) -> bool:
         """Room for a new persistent session ``key`` of ``device_id`` (see the module docstring)."""
         keys = self.device_sessions.setdefault(device_id, {})
-        for gone in [k for k in keys if (e := self._sessions.get(k)) is None or e[0].clean_session]:
-            del keys[gone]  # expired, deleted or replaced by amqtt's own paths
-        while len(keys) >= self.limits.max_sessions_per_device:
-            offline = [k for k in keys if self._sessions[k][1] is None]
+        while True:
+            for gone in [k for k in keys if (e := self._sessions.get(k)) is None or e[0].clean_session]:
+                del keys[gone]  # expired, deleted or replaced by amqtt's own paths
+            if len(keys) < self.limits.max_sessions_per_device:
+                break
+            offline = {k: e[0] for k in keys if (e := self._sessions[k])[1] is None}
             if not offline:
                 return False
-            victim = min(offline, key=lambda k: self._sessions[k][0].last_disconnect_time or 0)
+            # offline longest; among equal times (whole seconds) the least recently connected
+            victim = min(offline, key=lambda k: offline[k].last_disconnect_time or 0)
             del keys[victim]
             await self._delete_session(victim)
             self.stats.inc("sessions_dropped")

@@ -88,6 +88,13 @@ async def test_persistent_sessions_per_device_are_capped_the_longest_offline_dro
     s.close()
     await until(lambda: r.broker.stats()["connections"] == 0, what="offline")
     assert r.broker.stats()["sessions"] == 4
+    # a resumed session counts as recently used: the next new one drops id-198, not id-197
+    for client_id, present in (("id-197", 1), ("id-x", 0), ("id-197", 1), ("id-198", 0)):
+        s, connack = await _persistent(raw_socket, r.port, client_id)
+        assert connack == bytes((0x20, 2, present, 0)), client_id
+        s.close()
+        await until(lambda: r.broker.stats()["connections"] == 0, what="offline")
+    assert r.broker.stats()["sessions"] == 4
 
 
 async def test_a_new_persistent_session_is_refused_when_all_of_the_devices_are_connected(
