@@ -7,6 +7,7 @@ import asyncio
 import resource
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,7 +17,8 @@ from aiohttp import web
 from gateway.accept import AcceptBackoff, raise_descriptor_limit
 from gateway.http.listener import Limits, start_http
 from gateway.stats import Stats
-from tests.gw import until
+from tests.conftest import Registry
+from tests.gw import gateway_settings, running, until
 
 
 @dataclass
@@ -213,3 +215,30 @@ def test_the_soft_descriptor_limit_is_raised_towards_the_caps_never_past_the_har
             assert raise_descriptor_limit(hard + 1000) == hard  # never past the hard limit
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_the_gateways_device_api_takes_its_limits_from_the_http_settings(
+    make_registry: Callable[..., Registry], tmp_path: Path
+) -> None:
+    settings = gateway_settings(
+        make_registry(),
+        tmp_path / "data",
+        http={"listen": "127.0.0.1:0", "max_connections": 3, "header_timeout_s": 2.0},
+    )
+    async with running(settings) as gw:
+        port = int(gw.http_addresses[0][1])
+        held = [await _open(port, b"GET /healthz HTTP/1.1\r\n") for _ in range(3)]  # heads never finished
+        reader, writer = await _open(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = await _closed(reader)
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 503"), answer
+        assert gw.stats["http.refused_full"] == 1
+        for r, _w in held:
+            assert await _closed(r) == b""  # dropped by http.header_timeout_s
+        assert gw.stats["http.header_timeouts"] == 3
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/healthz") as resp,
+        ):
+            assert resp.status == 200
+        for _r, w in [*held, (reader, writer)]:
+            w.close()
