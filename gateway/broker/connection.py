@@ -217,6 +217,9 @@ class Connection:
     async def _handshake(self) -> bool:
         core = self.core
         ptype, flags, body = await self._read_packet()
+        # A whole first packet is in: no longer one of the pending sockets the newest may push out
+        # (checking it is in-memory work; it ends in a CONNACK or a close right away).
+        core.pending.pop(self, None)
         if ptype != wire.CONNECT:
             raise wire.MalformedPacket("first packet is not CONNECT")  # [MQTT-3.1.0-1]
         wire.check_flags(ptype, flags)
@@ -334,7 +337,6 @@ class Connection:
         core._sessions[key] = (session, self)
         core.device_conns[device_id] = core.device_conns.get(device_id, 0) + 1
         self.counted = True
-        core.pending.pop(self, None)
         core.authenticated += 1
         core.stats.inc("accepted")
         self._connack(session.parent if not session.clean_session else 0, CONNACK_ACCEPTED)

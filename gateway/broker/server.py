@@ -24,8 +24,8 @@ monitor, its CONNECT/SUBSCRIBE codecs. What we replace, by subclassing, and why:
 - the listeners: ``gateway.accept.Acceptor`` instead of ``asyncio.start_server``, so running out of
   descriptors pauses accepting (backed off, logged once per interval) instead of spinning.
 
-Capacity (``mqtt.max_connections``) is for authenticated clients. A socket that has not sent an
-accepted CONNECT yet is *pending*: at most ``mqtt.max_pending_connections`` of them (TLS handshakes
+Capacity (``mqtt.max_connections``) is for authenticated clients. A socket that has not sent a
+whole CONNECT packet yet is *pending*: at most ``mqtt.max_pending_connections`` of them (TLS handshakes
 included), each for at most ``mqtt.connect_timeout_s``; when a new socket arrives and the pending
 ones are at their cap, the *oldest* pending one is dropped to make room. So sockets that connect and
 never authenticate cannot lock devices out: a device's CONNECT, sent right after it connects, gets
@@ -172,7 +172,7 @@ class AmqttCore(AmqttBroker):
         self.stats = stats
         self._broadcast_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=BROADCAST_QUEUE_MAX)
         self.live: set[Connection] = set()
-        self.pending: dict[Connection, None] = {}  # not authenticated yet, oldest first
+        self.pending: dict[Connection, None] = {}  # no whole CONNECT packet yet, oldest first
         self.authenticated = 0
         self.device_conns: dict[str, int] = {}
         self.device_sessions: dict[str, dict[str, None]] = {}  # persistent session keys, oldest first

@@ -4,9 +4,12 @@ cannot pile up persistent sessions."""
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+import pytest
 
 from tests.broker.conftest import Running, closed_by_peer, raw_connect_packet, run, until
 
@@ -20,29 +23,49 @@ async def _silent(port: int, n: int) -> list[socket.socket]:
     return await asyncio.to_thread(open_all)
 
 
+@pytest.mark.parametrize("seed", range(4))
 async def test_silent_and_failing_sockets_do_not_lock_a_device_out(
-    start_broker: Callable[..., Awaitable[Running]], raw_socket: Any
+    start_broker: Callable[..., Awaitable[Running]], raw_socket: Any, seed: int
 ) -> None:
-    # Room for 100 devices; 400 sockets that never send CONNECT, and 50 that send a wrong one,
-    # all held open; the CONNECT timeout is far away, so only the pending cap can save us.
-    r = await start_broker(max_connections=100, max_pending_connections=50, connect_timeout_s=60.0)
-    silent = await _silent(r.port, 400)
+    # Room for 100 devices; hundreds of sockets that never send CONNECT, some that send a wrong
+    # one, and some that send half a CONNECT, in a random order, all held open; the CONNECT timeout
+    # is far away, so only the pending cap (the oldest pending dropped) can let the device in.
+    rng = random.Random(seed)
+    cap = rng.randint(8, 64)
+    kinds = (
+        ["silent"] * rng.randint(100, 500) + ["wrong"] * rng.randint(0, 60) + ["half"] * rng.randint(0, 60)
+    )
+    rng.shuffle(kinds)
+    r = await start_broker(max_connections=100, max_pending_connections=cap, connect_timeout_s=60.0)
+    wrong = raw_connect_packet("x", "dev2", "wrong")
+    half = raw_connect_packet("y", "dev3", "tok3")[:9]
+
+    def flood() -> list[socket.socket]:
+        made = []
+        for kind in kinds:
+            s = socket.create_connection(("127.0.0.1", r.port), timeout=10)
+            made.append(s)
+            if kind != "silent":
+                s.sendall(wrong if kind == "wrong" else half)
+        return made
+
+    held = await asyncio.to_thread(flood)
     try:
-        failing = [await raw_socket(r.port) for _ in range(50)]
-        for s in failing:
-            s.sendall(raw_connect_packet("x", "dev2", "wrong"))
-        await until(lambda: r.broker.stats()["pending_dropped"] >= 400 - 50, what="pending ones dropped")
-        assert r.broker.stats()["pending"] <= 50
+        await until(
+            lambda: r.broker.stats()["pending_dropped"] + r.broker.stats()["refused"] >= len(kinds) - cap,
+            what="the flood taken in",
+        )
+        assert r.broker.stats()["pending"] <= cap
         rc, out = await run(
             "mosquitto_pub", "-p", str(r.port), "-u", "dev1", "-P", "tok1", "-q", "1",
             "-t", "devices/dev1/metrics", "-m", "{}",
         )  # fmt: skip
-        assert rc == 0, out
+        assert rc == 0, (seed, out)
         assert r.received == [("dev1", "devices/dev1/metrics", b"{}")]
     finally:
-        for s in silent:
+        for s in held:
             s.close()
-    await until(lambda: r.broker.stats()["pending"] == 0, what="silent sockets gone")
+    await until(lambda: r.broker.stats()["pending"] == 0, what="the flood gone")
 
 
 async def test_authenticated_clients_fill_max_connections_not_the_pending_ones(
