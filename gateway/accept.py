@@ -127,8 +127,8 @@ class Acceptor:
     ``admit()`` is asked once per accepted socket, before any protocol exists: False closes the
     socket at once (``refusal`` is sent first on plain TCP, best effort). ``on_failed(protocol)``
     is told when a protocol was made but never connected (a failed TLS handshake), so an owner
-    that counts protocols can count it out. ``stats`` gets ``<name>.accept_errors`` and
-    ``<name>.refused_full``. Quacks enough like ``asyncio.Server`` (``sockets``, ``close``,
+    that counts protocols can count it out. ``count(name)`` is called for each
+    ``<name>.accept_errors`` and ``<name>.refused_full``. Quacks enough like ``asyncio.Server`` (``sockets``, ``close``,
     ``wait_closed``) for aiohttp's runner to list its addresses and stop it.
     """
 
@@ -228,15 +228,16 @@ class Acceptor:
     def _failed(self, exc: OSError) -> None:
         self.accept_errors += 1
         self._count(f"{self.name}.accept_errors")
-        # Resource errors (RESOURCE_ERRORS) are the expected ones; anything else gets the same
-        # pause and the same rate-limited line, so that it cannot spin the loop either.
+        # Resource errors are the expected ones; anything else gets the same pause and the same
+        # rate-limited line, so that it cannot spin the loop either.
         delay, report = self.backoff.failed(self._loop.time())
         if report:
             log.error(
-                "%s: %d accept() failures (%s); pausing accepts for %.2f s at a time until they stop",
+                "%s: %d accept() failures (%s%s); pausing accepts for %.2f s at a time until they stop",
                 self.name,
                 report,
                 exc.strerror or exc,
+                "" if exc.errno in RESOURCE_ERRORS else ", unexpected",
                 delay,
             )
         self._pause()
