@@ -8,8 +8,8 @@ The gateway is started with ``RLIMIT_NOFILE`` = ``--nofile`` (soft and hard), th
 third) and holds them for ``--hold`` seconds after the gateway first reports failed accepts. Then it
 closes them all and measures how long until a device poll and an MQTT CONNECT succeed again. It
 prints: connections opened, the accept failures the gateway counted, the log lines written while
-the descriptors were used up and in all, tracebacks, the recovery time, and whether the process
-stayed up. ``tests/test_fd_exhaustion.py`` runs the same scenario, smaller, and asserts the bounds
+the descriptors were used up and in all, tracebacks, the gateway's CPU use meanwhile, the recovery
+time, and whether the process stayed up. ``tests/test_fd_exhaustion.py`` runs the same scenario, smaller, and asserts the bounds
 (never a time).
 """
 
@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import psutil  # noqa: E402
+
 from tests.peers import free_port, gateway_process, stop, wait_port  # noqa: E402
 
 LAB_CONNECT = bytes((0x10, 17)) + b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x05dev-1"  # lab mode: id = client id
@@ -44,6 +46,7 @@ class Figures:
     log_lines_exhausted: int  # stderr lines from the first failed accept until recovery
     log_lines_total: int  # stderr lines from start to recovery
     tracebacks: int
+    cpu_percent_exhausted: float  # the gateway's CPU use while held at the limit
     recovery_s: float  # from closing the idle connections until a poll and a CONNECT both worked
     poll_status: int
     connack: str
@@ -122,7 +125,10 @@ def scenario(
                 return "accept() failures" in text or "out of system resource" in text
 
             _until(failing, 30, "the gateway to run out of descriptors")
+            gw = psutil.Process(proc.pid)
+            cpu_before, wall_before = sum(gw.cpu_times()[:2]), time.monotonic()
             time.sleep(hold_s)  # the exhaustion lasts this long: a scenario parameter, not a wait
+            cpu_percent = 100 * (sum(gw.cpu_times()[:2]) - cpu_before) / (time.monotonic() - wall_before)
             closed_at = time.monotonic()
             for s in held:
                 s.close()
@@ -154,6 +160,7 @@ def scenario(
                 log_lines_exhausted=len(lines) - mark,
                 log_lines_total=len(lines),
                 tracebacks=sum(1 for line in lines if line.startswith("Traceback")),
+                cpu_percent_exhausted=round(cpu_percent, 1),
                 recovery_s=round(recovery_s, 3),
                 poll_status=status,
                 connack=connack.hex(),
