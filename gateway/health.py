@@ -1,6 +1,7 @@
 """The gateway's own health (psutil): CPU, RAM, disk free on the data folder, temperature, connections.
 
-Thin and forgiving: a sensor the board does not have is ``None``, never an exception.
+Thin and forgiving: a sensor the board does not have, or cannot read just now (out of file
+descriptors: psutil reads ``/proc``), is ``None``, never an exception.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ def _temperature_c() -> float | None:
 
 
 def probe(data_dir: Path, process: psutil.Process | None = None) -> dict[str, Any]:
-    proc = process or psutil.Process(os.getpid())
     out: dict[str, Any] = {}
     try:
+        proc = process or psutil.Process(os.getpid())
         with proc.oneshot():
             out["process_cpu_percent"] = proc.cpu_percent(None)
             out["process_rss_bytes"] = proc.memory_info().rss
@@ -38,12 +39,17 @@ def probe(data_dir: Path, process: psutil.Process | None = None) -> dict[str, An
                 out["connections"] = len(proc.net_connections(kind="inet"))
             except (psutil.AccessDenied, OSError):
                 out["connections"] = None
-    except psutil.Error:
+    except (psutil.Error, OSError):
         pass
-    out["system_cpu_percent"] = psutil.cpu_percent(None)
-    vm = psutil.virtual_memory()
-    out["ram_percent"] = vm.percent
-    out["ram_available_bytes"] = vm.available
+    try:
+        out["system_cpu_percent"] = psutil.cpu_percent(None)
+    except OSError:
+        out["system_cpu_percent"] = None
+    try:
+        vm = psutil.virtual_memory()
+        out["ram_percent"], out["ram_available_bytes"] = vm.percent, vm.available
+    except OSError:
+        out["ram_percent"] = out["ram_available_bytes"] = None
     try:
         du = psutil.disk_usage(str(data_dir))
         out["disk_free_bytes"], out["disk_percent"] = du.free, du.percent

@@ -16,6 +16,7 @@ import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,6 +31,7 @@ from gateway.discovery.browse import DeviceBrowser
 from gateway.discovery.net import open_lan
 from gateway.errors import ConfigError, StorageError
 from gateway.health import probe
+from gateway.http import listener
 from gateway.http.app import build_device_app
 from gateway.http.operator import build_operator_app
 from gateway.inventory.store import Inventory, load_inventory_file
@@ -196,6 +198,7 @@ class Gateway:
 
     async def start(self) -> None:
         self._lock = lock_data_dir(self.data)
+        listener.ensure_descriptors(self.settings)
         self.key_dir.mkdir(exist_ok=True)
         await asyncio.to_thread(self.outbox.open)
         await self.store.open()
@@ -212,7 +215,9 @@ class Gateway:
         self.http_addresses = await self._serve(device_app, host, port, _server_tls(self.settings))
         if self.settings.operator.listen:
             host, port = parse_hostport(self.settings.operator.listen)
-            self.operator_addresses = await self._serve(build_operator_app(self), host, port, None)
+            self.operator_addresses = await self._serve(
+                build_operator_app(self), host, port, None, "operator"
+            )
         self.broker = Broker(
             mqtt_settings(self.settings),
             self.mqtt_authenticate,
@@ -253,19 +258,23 @@ class Gateway:
         self.discovery = {"advertiser": advertiser, "browser": browser}
 
     async def _serve(
-        self, app: web.Application, host: str, port: int, tls: ssl.SSLContext | None
+        self, app: web.Application, host: str, port: int, tls: ssl.SSLContext | None, name: str = "http"
     ) -> list[Any]:
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
-        await runner.setup()
-        self._runners.append(runner)
-        site = web.TCPSite(runner, host, port, ssl_context=tls, backlog=1024, reuse_address=True)
+        limits = listener.Limits.from_settings(self.settings.http)
+        if name == "operator":  # same timeouts, a smaller cap
+            limits = replace(
+                limits, max_connections=min(limits.max_connections, listener.OPERATOR_MAX_CONNECTIONS)
+            )
         try:
-            await site.start()
+            runner, addresses = await listener.start_http(
+                app, host, port, name=name, limits=limits, stats=self.stats, tls=tls
+            )
         except OSError as exc:
             raise ConfigError(
                 "configuration", f"listen {host}:{port}", f"a free address ({exc.strerror})"
             ) from exc
-        return list(runner.addresses)
+        self._runners.append(runner)
+        return addresses
 
     async def stop(self) -> None:
         """Reverse order: background loops, servers, then the components they used."""

@@ -77,6 +77,11 @@ class HttpSettings:
     client_ca: str = ""  # PEM CA that signs device certificates (mTLS)
     public_url: str = field(default="", metadata=URL_OR_EMPTY)  # how devices reach us
     max_body_bytes: int = field(default=1 << 20, metadata=POSITIVE)
+    # open connections per listener (device API; the operator API gets at most 1024 of them);
+    # past it a new connection is closed at once with a 503
+    max_connections: int = field(default=10_000, metadata=POSITIVE)
+    header_timeout_s: float = field(default=10.0, metadata=POSITIVE)  # to finish a request head
+    idle_timeout_s: float = field(default=75.0, metadata=POSITIVE)  # idle keep-alive connection
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,11 @@ class MqttSettings:
     tls_listen: str = field(default="", metadata=HOSTPORT)
     lab_mode: bool = False  # allow anonymous clients; never on a production site
     max_packet_bytes: int = field(default=64 << 10, metadata=POSITIVE)
-    max_connections: int = field(default=10_000, metadata=POSITIVE)
+    max_connections: int = field(default=10_000, metadata=POSITIVE)  # authenticated clients
+    # sockets that have not authenticated yet (no CONNECT, or TLS handshake); past it the oldest
+    # of them is dropped, so silent sockets cannot lock devices out
+    max_pending_connections: int = field(default=256, metadata=POSITIVE)
+    max_sessions_per_device: int = field(default=4, metadata=POSITIVE)  # persistent sessions
     max_queued_messages: int = field(default=100, metadata=POSITIVE)
     tls_cert: str = ""  # PEM chain for tls_listen; empty: http.tls_cert
     tls_key: str = ""  # empty: http.tls_key

@@ -64,6 +64,7 @@ KEEPALIVE_GRACE = 1.5  # [MQTT-3.1.2-24]
 CONNACK_ACCEPTED = 0
 CONNACK_BAD_PROTOCOL = 1
 CONNACK_ID_REJECTED = 2
+CONNACK_SERVER_UNAVAILABLE = 3
 CONNACK_BAD_CREDENTIALS = 4
 CONNACK_NOT_AUTHORIZED = 5
 SUBACK_FAILURE = 0x80
@@ -216,6 +217,9 @@ class Connection:
     async def _handshake(self) -> bool:
         core = self.core
         ptype, flags, body = await self._read_packet()
+        # A whole first packet is in: no longer one of the pending sockets the newest may push out
+        # (checking it is in-memory work; it ends in a CONNACK or a close right away).
+        core.pending.pop(self, None)
         if ptype != wire.CONNECT:
             raise wire.MalformedPacket("first packet is not CONNECT")  # [MQTT-3.1.0-1]
         wire.check_flags(ptype, flags)
@@ -284,6 +288,25 @@ class Connection:
         key = rules.session_key(device_id, client_id)
         self.key = key
         existing = core._sessions.get(key)
+        taking_over = existing is not None and existing[1] is not None and existing[1] is not self
+        if core.authenticated >= core.limits.max_connections and not taking_over:
+            core.stats.inc("refused_full")
+            log.warning(
+                "mqtt %s (%s): %d clients connected already, refused",
+                device_id,
+                self.peer,
+                core.authenticated,
+            )
+            self._connack(0, CONNACK_SERVER_UNAVAILABLE)
+            raise _Refused
+        if existing is None and not session.clean_session and not await core.reserve_session(device_id, key):
+            core.stats.inc("sessions_refused")
+            log.warning(
+                "mqtt %s (%s): client %r refused: %d persistent sessions of this device are connected",
+                device_id, self.peer, client_id, core.limits.max_sessions_per_device,
+            )  # fmt: skip
+            self._connack(0, CONNACK_ID_REJECTED)
+            raise _Refused
         if existing is not None:
             old_session, old_handler = existing
             if old_handler is not None and old_handler is not self:
@@ -307,12 +330,14 @@ class Connection:
                 old_session.ssl_object = session.ssl_object
                 old_session.parent = 1
                 session = old_session
+                core.touch_session(device_id, key)
         session.client_id = key
         self.session = session
         session.connect()
         core._sessions[key] = (session, self)
         core.device_conns[device_id] = core.device_conns.get(device_id, 0) + 1
         self.counted = True
+        core.authenticated += 1
         core.stats.inc("accepted")
         self._connack(session.parent if not session.clean_session else 0, CONNACK_ACCEPTED)
         self._touch()
@@ -438,10 +463,12 @@ class Connection:
     async def _finish(self) -> None:
         core = self.core
         core.live.discard(self)
+        core.pending.pop(self, None)
         session, key, device_id = self.session, self.key, self.device_id
         if session is None or key is None or device_id is None:
             return
         if self.counted:
+            core.authenticated -= 1
             left = core.device_conns.get(device_id, 1) - 1
             if left > 0:
                 core.device_conns[device_id] = left

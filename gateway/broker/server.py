@@ -20,7 +20,24 @@ monitor, its CONNECT/SUBSCRIBE codecs. What we replace, by subclassing, and why:
 - ``_topic_filtering``: the plugins are awaited in place rather than through one task per plugin
   per call;
 - the broadcast queue is bounded: when full, publishers wait (TCP back-pressure), memory does not
-  grow.
+  grow;
+- the listeners: ``gateway.accept.Acceptor`` instead of ``asyncio.start_server``, so running out of
+  descriptors pauses accepting (backed off, logged once per interval) instead of spinning.
+
+Capacity (``mqtt.max_connections``) is for authenticated clients. A socket that has not sent a
+whole CONNECT packet yet is *pending*: at most ``mqtt.max_pending_connections`` of them (TLS handshakes
+included), each for at most ``mqtt.connect_timeout_s``; when a new socket arrives and the pending
+ones are at their cap, the *oldest* pending one is dropped to make room. So sockets that connect and
+never authenticate cannot lock devices out: a device's CONNECT, sent right after it connects, gets
+in however many silent sockets are held open, unless new ones arrive faster than it can send it.
+
+Persistent sessions (clean_session = 0) are capped per device (``mqtt.max_sessions_per_device``;
+one device once opened 20,000 with different client ids and held 90 MB). A new one past the cap
+drops that device's persistent session that has been offline longest: a device that changed its
+client id (reflashed, random ids) must not be locked out for the session expiry (a week) by its own
+abandoned sessions. Only when all of them are connected right now is the new one refused (CONNACK
+0x02, identifier rejected): dropping a live one would let two clients of one device evict each
+other in a loop.
 
 Ingest: every accepted PUBLISH under ``devices/{id}/`` is handed to ``on_publish(device_id, topic,
 payload)`` in the reading coroutine, before the PUBACK; if the hook raises, the client gets no
@@ -46,6 +63,7 @@ from amqtt.broker import Broker as AmqttBroker
 from amqtt.contexts import Action, BrokerConfig, ListenerConfig, ListenerType
 from amqtt.errors import BrokerError
 
+from gateway.accept import Acceptor, bind_sockets
 from gateway.broker import rules
 from gateway.broker.connection import Connection
 from gateway.broker.plugins import DEVICE_ID, AuthCheck
@@ -72,6 +90,19 @@ class Limits:
     max_connections: int
     max_queued_messages: int
     connect_timeout_s: float
+    max_pending_connections: int = 256
+    max_sessions_per_device: int = 4
+
+    @classmethod
+    def from_settings(cls, s: MqttSettings) -> Limits:
+        return cls(
+            s.max_packet_bytes,
+            s.max_connections,
+            s.max_queued_messages,
+            s.connect_timeout_s,
+            s.max_pending_connections,
+            s.max_sessions_per_device,
+        )
 
 
 def mqtt_settings(settings: Settings) -> MqttSettings:
@@ -141,7 +172,11 @@ class AmqttCore(AmqttBroker):
         self.stats = stats
         self._broadcast_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=BROADCAST_QUEUE_MAX)
         self.live: set[Connection] = set()
+        self.pending: dict[Connection, None] = {}  # no whole CONNECT packet yet, oldest first
+        self.authenticated = 0
         self.device_conns: dict[str, int] = {}
+        self.device_sessions: dict[str, dict[str, None]] = {}  # persistent session keys, oldest first
+        self._acceptors: list[Acceptor] = []
         self.device_filters: dict[str, set[str]] = {}
         self.now = asyncio.get_running_loop().time
         self._topic_plugins = [p for p in self.plugins_manager.plugins if hasattr(p, "topic_filtering")]
@@ -162,15 +197,71 @@ class AmqttCore(AmqttBroker):
             raise BrokerError(f"listener type {listener_type} is not supported here")
         if address and address.startswith("["):
             address = address.strip("[]")
-        return await asyncio.start_server(
-            partial(self.stream_connected, listener_name=listener_name),
-            address,
-            port,
-            reuse_address=True,
-            ssl=ssl_context,
-            ssl_handshake_timeout=self.ssl_handshake_timeout_s if ssl_context else None,
-            backlog=LISTEN_BACKLOG,
+        connected = partial(self.stream_connected, listener_name=listener_name)
+
+        def protocol() -> asyncio.StreamReaderProtocol:  # what asyncio.start_server would make
+            return asyncio.StreamReaderProtocol(asyncio.StreamReader(), connected)
+
+        try:
+            sockets = bind_sockets(address or "", port, backlog=LISTEN_BACKLOG)
+        except OSError as exc:
+            raise BrokerError(f"cannot listen on {address}:{port}: {exc.strerror}") from exc
+        acceptor = Acceptor(
+            sockets,
+            protocol,
+            name=f"mqtt {listener_name}",
+            admit=self.admit,
+            ssl_context=ssl_context,
+            ssl_handshake_timeout_s=self.ssl_handshake_timeout_s,
+            count=lambda name: self.stats.inc(name.rpartition(".")[2]),
         )
+        acceptor.start()
+        self._acceptors.append(acceptor)
+        return acceptor  # type: ignore[return-value]  # quacks like asyncio.Server for amqtt
+
+    def admit(self) -> bool:
+        """A socket was accepted: make room among the pending ones (the oldest goes), or refuse."""
+        while (
+            len(self.pending) + sum(a.connecting for a in self._acceptors)
+            >= self.limits.max_pending_connections
+        ):
+            if self.pending:
+                oldest = next(iter(self.pending))
+                del self.pending[oldest]
+                self.stats.inc("pending_dropped")
+                oldest.abort("not authenticated, and a newer connection needs the room")
+            elif not any(a.cancel_oldest() for a in self._acceptors):
+                return False
+            else:
+                self.stats.inc("pending_dropped")
+        return True
+
+    def touch_session(self, device_id: str, key: str) -> None:
+        """A persistent session was resumed: it is now the device's most recently used one."""
+        keys = self.device_sessions.get(device_id)
+        if keys is not None and keys.pop(key, 0) is None:
+            keys[key] = None
+
+    async def reserve_session(self, device_id: str, key: str) -> bool:
+        """Room for a new persistent session ``key`` of ``device_id`` (see the module docstring)."""
+        keys = self.device_sessions.setdefault(device_id, {})
+        while True:
+            for gone in [k for k in keys if (e := self._sessions.get(k)) is None or e[0].clean_session]:
+                del keys[gone]  # expired, deleted or replaced by amqtt's own paths
+            if len(keys) < self.limits.max_sessions_per_device:
+                break
+            offline = {k: e[0] for k in keys if (e := self._sessions[k])[1] is None}
+            if not offline:
+                return False
+            # offline longest; among equal times (whole seconds) the least recently connected
+            victim = min(offline, key=lambda k: offline[k].last_disconnect_time or 0)
+            del keys[victim]
+            await self._delete_session(victim)
+            self.stats.inc("sessions_dropped")
+            log.info("mqtt %s: persistent session %r dropped (offline longest; cap %d)",
+                     device_id, victim, self.limits.max_sessions_per_device)  # fmt: skip
+        keys[key] = None
+        return True
 
     @staticmethod
     def _create_ssl_context(listener: ListenerConfig) -> ssl.SSLContext:
@@ -187,13 +278,9 @@ class AmqttCore(AmqttBroker):
     async def stream_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
     ) -> None:
-        if len(self.live) >= self.limits.max_connections:
-            self.stats.inc("refused_full")
-            log.warning("mqtt: %d connections already, refusing one more", len(self.live))
-            writer.transport.abort()
-            return
         connection = Connection(self, reader, writer)
         self.live.add(connection)
+        self.pending[connection] = None
         await connection.run()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -204,6 +291,8 @@ class AmqttCore(AmqttBroker):
 
     async def shutdown(self) -> None:
         await self._tasks.close()
+        for acceptor in self._acceptors:
+            acceptor.close()
         for connection in list(self.live):
             connection.abort("broker stopping")
         await super().shutdown()
@@ -320,7 +409,7 @@ class Broker:
 
     async def start(self) -> None:
         s = self.settings
-        limits = Limits(s.max_packet_bytes, s.max_connections, s.max_queued_messages, s.connect_timeout_s)
+        limits = Limits.from_settings(s)
         core = AmqttCore(self._config, limits, self._on_publish, self._stats)
         try:
             await core.start()
@@ -366,8 +455,11 @@ class Broker:
         return self._core is not None and device_id in self._core.device_conns
 
     def stats(self) -> dict[str, int]:
-        """Counters: connections (now), sessions (now, incl. offline persistent), accepted,
-        refused (credentials), refused_full (max_connections), malformed, oversized, timeouts,
+        """Counters: connections (authenticated, now), pending (not yet, now), sessions (now, incl.
+        offline persistent), accepted, refused (credentials), refused_full (max_connections, or
+        pending sockets at their cap with none to drop), pending_dropped (oldest pending dropped
+        for a newer one), sessions_dropped / sessions_refused (max_sessions_per_device),
+        accept_errors (accept() failed, e.g. out of descriptors), malformed, oversized, timeouts,
         published (handed to on_publish), publish_refused, subscribe_refused, delivered,
         queue_dropped, slow_consumers, hook_errors."""
         out = {
@@ -376,6 +468,10 @@ class Broker:
                 "accepted",
                 "refused",
                 "refused_full",
+                "pending_dropped",
+                "sessions_dropped",
+                "sessions_refused",
+                "accept_errors",
                 "malformed",
                 "oversized",
                 "timeouts",
@@ -390,6 +486,7 @@ class Broker:
         }
         out.update(self._stats.snapshot())
         core = self._core
-        out["connections"] = len(core.live) if core else 0
+        out["connections"] = core.authenticated if core else 0
+        out["pending"] = len(core.pending) if core else 0
         out["sessions"] = len(core._sessions) if core else 0
         return out

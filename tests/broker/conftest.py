@@ -90,7 +90,12 @@ async def run(*argv: str, timeout_s: float = 15.0) -> tuple[int, str]:
 
 
 def raw_connect_packet(
-    client_id: str, username: str | None = None, password: str | None = None, keep_alive: int = 60
+    client_id: str,
+    username: str | None = None,
+    password: str | None = None,
+    keep_alive: int = 60,
+    *,
+    clean: bool = True,
 ) -> bytes:
     """An MQTT 3.1.1 CONNECT built by hand, for raw-socket tests."""
 
@@ -98,7 +103,9 @@ def raw_connect_packet(
         raw = text.encode()
         return len(raw).to_bytes(2, "big") + raw
 
-    flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
+    flags = (
+        (0x02 if clean else 0) | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
+    )
     body = s("MQTT") + bytes((4, flags)) + keep_alive.to_bytes(2, "big") + s(client_id)
     if username is not None:
         body += s(username)

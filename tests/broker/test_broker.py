@@ -302,8 +302,9 @@ async def test_max_connections_refuses_the_next_one(
     for i, s in enumerate(socks):
         s.sendall(raw_connect_packet(f"c{i}", "dev1", "tok1"))
         assert (await asyncio.to_thread(s.recv, 4)) == bytes((0x20, 2, 0, 0))
-    extra = await raw_socket(r.port)
-    assert await closed_by_peer(extra) == b""
+    extra = await raw_socket(r.port)  # the cap counts authenticated clients: refused at CONNECT
+    extra.sendall(raw_connect_packet("c9", "dev1", "tok1"))
+    assert await closed_by_peer(extra) == bytes((0x20, 2, 0, 3))  # server unavailable
     assert r.broker.stats()["refused_full"] == 1
     socks[0].close()
     await until(lambda: r.broker.stats()["connections"] == 1, what="slot freed")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.broker.conftest import Running, run
+from tests.broker.conftest import Running, run, until
 
 pytestmark = pytest.mark.peer
 
@@ -87,3 +89,36 @@ async def test_mtls_certificate_cn_is_the_device(
         ("dev2", "devices/dev2/metrics", b"by token"),
     ]
     assert r.broker.stats()["publish_refused"] == 1
+
+
+async def test_sockets_that_never_start_tls_do_not_lock_a_device_out(
+    start_broker: Callable[..., Awaitable[Running]], pki: Path
+) -> None:
+    # 300 sockets that never send a ClientHello, held open; the handshake timeout is far away, so
+    # only the pending cap (handshakes included, the oldest dropped) can let the device in.
+    r = await start_broker(
+        tls_listen="127.0.0.1:0",
+        tls_cert=str(pki / "server.pem"),
+        tls_key=str(pki / "server.key"),
+        client_ca=str(pki / "ca.pem"),
+        max_pending_connections=20,
+        connect_timeout_s=60.0,
+    )
+    port = r.broker.addresses["tls"][1]
+
+    def open_all() -> list[socket.socket]:
+        return [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(300)]
+
+    silent = await asyncio.to_thread(open_all)
+    try:
+        await until(lambda: r.broker.stats()["pending_dropped"] >= 300 - 20, what="handshakes dropped")
+        rc, out = await run(
+            "mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "--cafile", str(pki / "ca.pem"),
+            "--cert", str(pki / "dev1.pem"), "--key", str(pki / "dev1.key"), "-q", "1",
+            "-t", "devices/dev1/metrics", "-m", "in",
+        )  # fmt: skip
+        assert rc == 0, out
+        assert ("dev1", "devices/dev1/metrics", b"in") in r.received
+    finally:
+        for s in silent:
+            s.close()

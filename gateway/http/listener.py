@@ -1,0 +1,253 @@
+"""The HTTP listeners (device API, operator API): aiohttp's runner behind a guarded accept loop.
+
+What aiohttp gives and we use: ``keepalive_timeout`` (``http.idle_timeout_s``: an idle keep-alive
+connection is closed), and its bounds on request lines and header fields (``max_line_size``,
+``max_field_size``, ``max_headers``: 8190 bytes, 8190 bytes, 128 by default, kept).
+
+What aiohttp 3.14 does not have, added here:
+
+- a connection cap (``http.max_connections``): a connection past it is closed as soon as it is
+  accepted, after a one-line ``503`` with ``Retry-After`` on plain HTTP; it never reaches aiohttp.
+  New clients are served again as soon as old ones go;
+- a header timeout (``http.header_timeout_s``): a client must finish a request head within that
+  time of opening the connection, or of sending the first byte of its next request on a
+  keep-alive connection; otherwise it is dropped (slowloris). aiohttp's keep-alive timer alone
+  would give it ``keepalive_timeout`` (an hour by default). Over HTTPS the TLS handshake gets the
+  same limit. A request being handled (a long poll, a download) is never cut by it;
+- accept errors (out of descriptors) paused and logged once per interval: :mod:`gateway.accept`.
+
+The header timer reads three attributes of aiohttp's ``RequestHandler`` (``_request_count``,
+``_request_in_progress``, ``_messages``), as aiohttp exposes no hook for "a request head was
+parsed"; the slowloris test in ``tests/http/test_listener.py`` fails if they change meaning.
+
+What it leaves to others: the routes (``gateway.http.app``, ``gateway.http.operator``), TLS
+settings (``gateway.service``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from gateway.accept import Acceptor, bind_sockets, raise_descriptor_limit
+from gateway.settings import HttpSettings, Settings
+from gateway.stats import Stats
+
+log = logging.getLogger(__name__)
+
+REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+)
+BACKLOG = 1024
+OPERATOR_MAX_CONNECTIONS = 1024
+OWN_DESCRIPTORS = 256  # files, the store, the outbox, mDNS, upstream connections
+
+
+def ensure_descriptors(settings: Settings) -> int:
+    """Make room for every connection the caps allow (raising the soft descriptor limit where the
+    hard one lets us); log one warning when they still do not fit. Returns the limit in force."""
+    h, m = settings.http, settings.mqtt
+    wanted = (
+        h.max_connections
+        + min(h.max_connections, OPERATOR_MAX_CONNECTIONS)
+        + m.max_connections
+        + m.max_pending_connections
+        + OWN_DESCRIPTORS
+    )
+    limit = raise_descriptor_limit(wanted)
+    if limit < wanted:
+        log.warning(
+            "file descriptor limit %d is below the %d the connection caps allow (http.max_connections, "
+            "mqtt.max_connections, ...): past it accepts pause until connections close; raise "
+            "LimitNOFILE or lower the caps",
+            limit,
+            wanted,
+        )
+    return limit
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_connections: int
+    header_timeout_s: float
+    idle_timeout_s: float
+
+    @classmethod
+    def from_settings(cls, s: HttpSettings) -> Limits:
+        return cls(s.max_connections, s.header_timeout_s, s.idle_timeout_s)
+
+
+class Guard:
+    """One listener's live connections and limits; makes the per-connection protocol wrappers."""
+
+    def __init__(self, name: str, limits: Limits, stats: Stats) -> None:
+        self.name = name
+        self.limits = limits
+        self.stats = stats
+        self.live = 0
+
+    def admit(self) -> bool:
+        return self.live < self.limits.max_connections
+
+    def wrap(self, inner: RequestHandler) -> GuardedProtocol:
+        self.live += 1  # counted from the accept, TLS handshake included
+        return GuardedProtocol(inner, self)
+
+    def forget(self, protocol: asyncio.BaseProtocol) -> None:
+        """A protocol that never connected (failed TLS handshake)."""
+        if isinstance(protocol, GuardedProtocol):
+            protocol.release()
+
+
+class GuardedProtocol(asyncio.Protocol):
+    """aiohttp's ``RequestHandler`` with a count and a header deadline around it.
+
+    Everything the transport says is passed on unchanged; this object only watches when a request
+    head starts and whether aiohttp has parsed it before the deadline.
+    """
+
+    __slots__ = ("_counted", "_guard", "_heads", "_timer", "_transport", "inner")
+
+    def __init__(self, inner: RequestHandler, guard: Guard) -> None:
+        self.inner = inner
+        self._guard = guard
+        self._counted = True
+        self._timer: asyncio.TimerHandle | None = None
+        self._heads = 0
+        self._transport: asyncio.Transport | None = None
+
+    def release(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._guard.live -= 1
+
+    def _arm(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._heads = self.inner._request_count
+        self._timer = loop.call_later(self._guard.limits.header_timeout_s, self._expired)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expired(self) -> None:
+        self._timer = None
+        inner = self.inner
+        if inner._request_count != self._heads or inner._request_in_progress or inner._messages:
+            return  # a head arrived; a request is being handled
+        self._guard.stats.inc(f"{self._guard.name}.header_timeouts")
+        if self._transport is not None:
+            self._transport.abort()  # connection_lost follows; aiohttp cleans up there
+
+    # -- asyncio.Protocol, passed on -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self.inner.connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        inner = self.inner
+        if self._timer is None and not inner._request_in_progress and not inner._messages:
+            self._arm()  # the first bytes of a new request head
+        inner.data_received(data)
+        if self._timer is not None and inner._request_count != self._heads:
+            self._disarm()
+
+    def eof_received(self) -> None:
+        self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self.release()
+        self._transport = None
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+class GuardedSite(web.BaseSite):
+    """A ``web.TCPSite`` that accepts through :class:`gateway.accept.Acceptor` with a :class:`Guard`."""
+
+    __slots__ = ("_guard", "_host", "_port")
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        guard: Guard,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context, backlog=BACKLOG)
+        self._host = host
+        self._port = port
+        self._guard = guard
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._ssl_context else "http"
+        return f"{scheme}://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        guard = self._guard
+        sockets = bind_sockets(self._host, self._port, backlog=self._backlog)
+        acceptor = Acceptor(
+            sockets,
+            lambda: guard.wrap(server()),
+            name=guard.name,
+            admit=guard.admit,
+            refusal=REFUSAL,
+            on_failed=guard.forget,
+            ssl_context=self._ssl_context,
+            ssl_handshake_timeout_s=guard.limits.header_timeout_s,
+            count=guard.stats.inc,
+        )
+        acceptor.start()
+        self._server = acceptor  # type: ignore[assignment]  # quacks like asyncio.Server for the runner
+
+
+async def start_http(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    name: str,
+    limits: Limits,
+    stats: Stats,
+    tls: ssl.SSLContext | None = None,
+    shutdown_timeout_s: float = 2.0,
+) -> tuple[web.AppRunner, list[Any]]:
+    """Start ``app`` on ``host:port`` behind the guards; returns the runner (for cleanup) and the
+    bound addresses. Raises OSError when the address cannot be bound."""
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=shutdown_timeout_s,
+        keepalive_timeout=limits.idle_timeout_s,
+    )
+    await runner.setup()
+    site = GuardedSite(runner, host, port, Guard(name, limits, stats), ssl_context=tls)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, list(runner.addresses)
