@@ -44,6 +44,7 @@ from gateway.rollout.keeper import GateKeeper
 from gateway.settings import Settings, parse_hostport
 from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
+from gateway.store.eviction import RollbackPin
 from gateway.tasks import TaskGroup
 from gateway.telemetry.ingest import Telemetry
 from gateway.trust.keys import load_trusted_keys
@@ -124,7 +125,11 @@ class Gateway:
         self.trust = TrustState(
             self.data / "trust", keys, settings.site, settings.trust.min_valid_time, key_dir=self.key_dir
         )
-        self.store = ArtifactStore(self.data, quota_bytes=settings.store.quota_bytes)
+        self.store = ArtifactStore(
+            self.data,
+            quota_bytes=settings.store.quota_bytes,
+            running=lambda: ((r.model_id, r.model_version or "") for r in self.inventory.live()),
+        )
         self.mirror = Mirror(
             settings, upstream_from(settings.mirror), self.trust, self.store, self.stats, clock=clock
         )
@@ -139,6 +144,7 @@ class Gateway:
         self.render_cache: dict[Any, tuple[bytes, str]] = {}  # see gateway.http.devices.render
         self._last_report = 0.0
         self.mirror.listeners.append(lambda _index: self.changes.notify())
+        self.mirror.listeners.append(lambda index: self.store.hold(index.commands))
         self.store.on_verified = lambda _sha: self.changes.notify()
 
         up = settings.uplink
@@ -191,6 +197,7 @@ class Gateway:
         self.key_dir.mkdir(exist_ok=True)
         await asyncio.to_thread(self.outbox.open)
         await self.store.open()
+        self._closers.append(self.store.close)
         await asyncio.to_thread(self.inventory.load)
         await asyncio.to_thread(self.gates.load)
         self.inventory.apply_file(self.site_inventory, self.clock())
@@ -214,6 +221,11 @@ class Gateway:
         if self.settings.discovery.enabled:
             await self._start_discovery()
         self.tasks.spawn(self._report_loop(), name="site report")
+        if self.settings.store.scrub_bytes_per_s > 0:
+            scrub = self.store.scrub_forever(
+                self.settings.store.scrub_bytes_per_s, self.settings.store.scrub_interval_s
+            )
+            self.tasks.spawn(scrub, name="blob scrub")
         if self.sinks:
             self.tasks.spawn(self.forwarder.run(), name="uplink")
 
@@ -338,7 +350,13 @@ class Gateway:
         index = self.mirror.index
         reading = self.trust.clock(now)
         deployments = in_effect(index, reading.now)
-        self.gates.learn(deployments, self.store.is_verified, self.store.pinned.add, reading.now)
+        self.gates.learn(deployments, self.store.is_verified, lambda _sha: None, reading.now)
+        live = {d.key for d in deployments}
+        self.store.rollback_pins = [  # each gate's rollback target, kept from eviction
+            RollbackPin(base.model_id, key.rpartition("@")[2], base.sha256)
+            for key, base in self.gates.baselines.items()
+            if key in live
+        ]
         before = self.gates.version
         await self.gates.step(
             reading.now,
@@ -448,6 +466,8 @@ class Gateway:
                 "verified_blobs": len(self.store.verified),
                 "used_bytes": sum(i.size for i in self.store.verified.values()),
                 "quota_bytes": self.settings.store.quota_bytes,
+                "scrub": self.store.scrub.to_json(),
+                "quarantined": list(self.store.quarantined),
             },
             "health": probe(self.data),
             "mqtt": {
