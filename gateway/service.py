@@ -44,7 +44,6 @@ from gateway.rollout.keeper import GateKeeper
 from gateway.settings import Settings, parse_hostport
 from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
-from gateway.store.eviction import RollbackPin
 from gateway.tasks import TaskGroup
 from gateway.telemetry.ingest import Telemetry
 from gateway.trust.keys import load_trusted_keys
@@ -351,12 +350,7 @@ class Gateway:
         reading = self.trust.clock(now)
         deployments = in_effect(index, reading.now)
         self.gates.learn(deployments, self.store.is_verified, lambda _sha: None, reading.now)
-        live = {d.key for d in deployments}
-        self.store.rollback_pins = [  # each gate's rollback target, kept from eviction
-            RollbackPin(base.model_id, key.rpartition("@")[2], base.sha256)
-            for key, base in self.gates.baselines.items()
-            if key in live
-        ]
+        self.store.pin_rollback_targets(self.gates.baselines)  # kept from eviction
         before = self.gates.version
         await self.gates.step(
             reading.now,

@@ -195,6 +195,16 @@ class ArtifactStore:
             )
         self._dirty = True
 
+    def pin_rollback_targets(self, baselines: Mapping[str, Deployment]) -> None:
+        """The gates' rollback targets (candidate ``model@version`` -> its baseline manifest); those
+        of candidates no longer in effect are let go."""
+        live = {f"{o.model_id}@{o.version}" for o in self.offered}
+        self.rollback_pins = [
+            RollbackPin(base.model_id, key.rpartition("@")[2], base.sha256)
+            for key, base in baselines.items()
+            if key in live
+        ]
+
     def hold(self, commands: Mapping[str, str]) -> None:
         """The signed coordinator commands of the index in effect (a held version is not offered)."""
         self.commands = dict(commands)
