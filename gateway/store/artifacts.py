@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 from gateway import atomic
 from gateway.http.lookup import Pending, Verified
 from gateway.manifest import Deployment
-from gateway.store.blobs import BlobInfo, BlobStore
+from gateway.store.blobs import QUARANTINE_MAX_FILES, BlobInfo, BlobStore
 from gateway.store.eviction import (
     BlobUse,
     Named,
@@ -55,8 +55,6 @@ log = logging.getLogger(__name__)
 
 ACCESS_FLUSH_S = 60.0
 HASH_CHUNK = 1 << 20
-QUARANTINE_MAX_FILES = 4
-QUARANTINE_MAX_BYTES = 1 << 30
 T = TypeVar("T")
 
 
@@ -310,8 +308,6 @@ class ArtifactStore:
                 sha,
                 inode=inode,
                 now=time.time(),
-                max_files=QUARANTINE_MAX_FILES,
-                max_bytes=QUARANTINE_MAX_BYTES,
             )
             log.error("blob %s does not match its sha256: quarantined as %s, fetching it again", sha, where)
             if where is not None:

@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 HASH_CHUNK = 1 << 20
+QUARANTINE_MAX_FILES = 4  # blobs kept aside for a look; the oldest go first
+QUARANTINE_MAX_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -116,14 +119,26 @@ class BlobStore:
         except OSError as exc:
             log.error("blob %s unreadable (%s): removing it", sha256, exc)
             actual = ""
-        if actual != sha256 or not self.sig_path(sha256).exists():
-            log.error("blob %s is corrupt or unsigned on disk: removing it, it will be fetched again", sha256)
+        if actual != sha256:
+            where = self.quarantine(sha256, inode=None, now=time.time())
+            log.error(
+                "blob %s is corrupt on disk: quarantined as %s, it will be fetched again", sha256, where
+            )
+            return None
+        if not self.sig_path(sha256).exists():
+            log.error("blob %s is unsigned on disk: removing it, it will be fetched again", sha256)
             self.remove(sha256)
             return None
         return self.info(sha256)
 
     def quarantine(
-        self, sha256: str, *, inode: int | None, now: float, max_files: int, max_bytes: int
+        self,
+        sha256: str,
+        *,
+        inode: int | None,
+        now: float,
+        max_files: int = QUARANTINE_MAX_FILES,
+        max_bytes: int = QUARANTINE_MAX_BYTES,
     ) -> Path | None:
         """Move a blob whose bytes no longer match its name (and its signature) aside, not deleted,
         for a person to look at; the folder keeps at most ``max_files`` and ``max_bytes`` (oldest
@@ -155,7 +170,10 @@ class BlobStore:
         files.sort(key=_quarantined_at, reverse=True)  # newest first
         total = 0
         for i, p in enumerate(files):
-            total += p.stat().st_size
+            try:
+                total += p.stat().st_size
+            except FileNotFoundError:
+                continue
             if i > 0 and (i >= max_files or total > max_bytes):
                 p.unlink(missing_ok=True)
                 p.with_name(p.name + ".sig").unlink(missing_ok=True)

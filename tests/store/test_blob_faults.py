@@ -250,3 +250,31 @@ async def test_three_5mb_versions_under_a_12mb_quota_the_newest_is_mirrored_and_
         assert status["store"]["used_bytes"] <= 12_000_000
         mirrored = {d["version"]: d["mirrored"] for d in status["deployments"]}
         assert mirrored == {"2.0.0": True, "3.0.0": True}  # 1.0.0 retired from the index, evicted
+
+
+def test_the_quarantine_is_bounded_and_keeps_the_newest(tmp_path: Path) -> None:
+    blobs = ArtifactStore(tmp_path / "data").blobs
+
+    def rotten(size: int) -> str:
+        data = os.urandom(size)
+        sha = hashlib.sha256(data).hexdigest()
+        blobs.blob_path(sha).write_bytes(data[:-1] + b"!")  # bytes that no longer match the name
+        blobs.sig_path(sha).write_bytes(b"sig")
+        return sha
+
+    first = rotten(1000)
+    assert blobs.check(first) is None  # the start-up check quarantines, never deletes
+    assert [n.rpartition("-")[0] for n in blobs.quarantined()] == [first]
+    assert not blobs.blob_path(first).exists()
+    names = []
+    for i in range(5):
+        sha = rotten(1000)
+        blobs.quarantine(sha, inode=None, now=2_000_000_000 + i)
+        names.append(f"{sha}-{2_000_000_000 + i}")
+    assert sorted(blobs.quarantined()) == sorted(names[1:])  # four kept: the oldest went first
+    big = rotten(5000)
+    blobs.quarantine(big, inode=None, now=2_100_000_000, max_files=4, max_bytes=6500)
+    assert sorted(blobs.quarantined()) == sorted([f"{big}-2100000000", names[4]])  # 6000 bytes fit
+    assert sorted(p.name for p in blobs.quarantine_dir.iterdir() if p.name.endswith(".sig")) == sorted(
+        f"{n}.sig" for n in blobs.quarantined()
+    )
