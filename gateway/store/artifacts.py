@@ -67,6 +67,14 @@ class Entry:
     length: int
 
 
+@dataclass(frozen=True)
+class _Inode:
+    """The file that was hashed: its inode number and its ctime when the hash began."""
+
+    number: int
+    ctime_ns: int
+
+
 class Hashed(enum.StrEnum):
     GOOD = "good"
     MISMATCH = "mismatch"
@@ -289,7 +297,7 @@ class ArtifactStore:
             result, inode, _ = await self._hash(sha, rate_bytes_per_s=0)
             if result is Hashed.GOOD:
                 info = await asyncio.to_thread(self.blobs.info, sha)
-                if info is not None:
+                if info is not None and inode is not None and info.ctime_ns == inode.ctime_ns:
                     self.verified.setdefault(sha, info)  # a re-fetch may have published it meanwhile
                     log.info("blob %s hashed again and still good: serving it again", sha)
                     self.on_verified(sha)
@@ -300,14 +308,11 @@ class ArtifactStore:
         if sha not in self.verified:
             self.on_miss(sha)  # the mirror fetches it again while it is in effect
 
-    async def _set_aside(self, sha: str, result: Hashed, inode: int | None) -> None:
+    async def _set_aside(self, sha: str, result: Hashed, inode: _Inode | None) -> None:
         """Quarantine a mismatching blob; remove what is left of a missing one."""
         if result is Hashed.MISMATCH:
             where = await asyncio.to_thread(
-                self.blobs.quarantine,
-                sha,
-                inode=inode,
-                now=time.time(),
+                self.blobs.quarantine, sha, inode=inode.number if inode else None, now=time.time()
             )
             log.error("blob %s does not match its sha256: quarantined as %s, fetching it again", sha, where)
             if where is not None:
@@ -315,9 +320,10 @@ class ArtifactStore:
         elif sha not in self.verified:
             await asyncio.to_thread(self.blobs.remove, sha)
 
-    async def _hash(self, sha: str, *, rate_bytes_per_s: float) -> tuple[Hashed, int | None, int]:
+    async def _hash(self, sha: str, *, rate_bytes_per_s: float) -> tuple[Hashed, _Inode | None, int]:
         """Hash the blob in chunks in a worker thread, paced to ``rate_bytes_per_s`` (0: no pacing).
-        Returns the outcome, the inode hashed and the bytes read."""
+        Returns the outcome, the file hashed and the bytes read. A file written while it was hashed
+        counts as a mismatch: what was hashed is not what is there."""
         path = self.blobs.blob_path(sha)
         try:
             # Opened and closed in the loop (fast syscalls), so a cancellation cannot leak it.
@@ -329,6 +335,7 @@ class ArtifactStore:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 return Hashed.MISSING, None, 0
+            inode = _Inode(st.st_ino, st.st_ctime_ns)
             h = hashlib.sha256()
             size = (
                 HASH_CHUNK if rate_bytes_per_s <= 0 else max(64 << 10, min(HASH_CHUNK, int(rate_bytes_per_s)))
@@ -339,7 +346,7 @@ class ArtifactStore:
                     n = await _in_thread(_read_into, fd, h, size)
                 except OSError as exc:
                     log.error("blob %s unreadable: %s", sha, exc)
-                    return Hashed.MISMATCH, st.st_ino, done
+                    return Hashed.MISMATCH, inode, done
                 if not n:
                     break
                 done += n
@@ -347,7 +354,8 @@ class ArtifactStore:
                     wait = started + done / rate_bytes_per_s - time.monotonic()
                     if wait > 0:
                         await asyncio.sleep(wait)  # the scrub's pace, not a synchronisation
-            return (Hashed.GOOD if h.hexdigest() == sha else Hashed.MISMATCH), st.st_ino, done
+            same = os.fstat(fd).st_ctime_ns == inode.ctime_ns
+            return (Hashed.GOOD if same and h.hexdigest() == sha else Hashed.MISMATCH), inode, done
         finally:
             os.close(fd)
 
