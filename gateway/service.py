@@ -350,7 +350,8 @@ class Gateway:
         reading = self.trust.clock(now)
         deployments = in_effect(index, reading.now)
         self.gates.learn(deployments, self.store.is_verified, lambda _sha: None, reading.now)
-        self.store.pin_rollback_targets(self.gates.baselines)  # kept from eviction
+        halted = [k for k, g in self.gates.gates.items() if g.stage in ("halted", "aborted")]
+        self.store.pin_rollback_targets(self.gates.baselines, halted)  # kept from eviction
         before = self.gates.version
         await self.gates.step(
             reading.now,

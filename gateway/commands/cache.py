@@ -90,7 +90,8 @@ async def _offline(settings: Settings, action: str) -> dict[str, Any]:
         store.learn(held, time.time())
         gates = GateKeeper(settings.gates, settings.data_path / "gates")
         await asyncio.to_thread(gates.load)
-        store.pin_rollback_targets(gates.baselines)
+        halted = [k for k, g in gates.gates.items() if g.stage in ("halted", "aborted")]
+        store.pin_rollback_targets(gates.baselines, halted)
         return {"removed": await store.prune_unprotected()}
     finally:
         lock.close()

@@ -201,12 +201,13 @@ class ArtifactStore:
             )
         self._dirty = True
 
-    def pin_rollback_targets(self, baselines: Mapping[str, Deployment]) -> None:
-        """The gates' rollback targets (candidate ``model@version`` -> its baseline manifest); those
-        of candidates no longer in effect are let go."""
+    def pin_rollback_targets(self, baselines: Mapping[str, Deployment], halted: Iterable[str] = ()) -> None:
+        """The gates' rollback targets (candidate ``model@version`` -> its baseline manifest), and
+        which candidates' gates halted; those of candidates no longer in effect are let go."""
         live = {f"{o.model_id}@{o.version}" for o in self.offered}
+        stopped = set(halted)
         self.rollback_pins = [
-            RollbackPin(base.model_id, key.rpartition("@")[2], base.sha256)
+            RollbackPin(base.model_id, key.rpartition("@")[2], base.sha256, halted=key in stopped)
             for key, base in baselines.items()
             if key in live
         ]

@@ -7,9 +7,10 @@ Protection is what a device can still be offered or fall back to, not everything
   every device of the group (100 % and started): a device outside a newer version's percentage,
   or before its start, is offered the older one;
 * **running**: the versions devices report running (the inventory's ``model_version``);
-* **rollback**: per model, the gate keeper's rollback target of its newest gated candidate (a pin),
-  and, until that gate exists, the newest held version older than the model's newest offerable one
-  (the baseline the keeper will choose), so a new version's fetch never evicts its own fallback.
+* **rollback**: per model, the gate keeper's rollback target of its newest offerable version (a
+  pin), and, until that gate exists, the newest held version older than it (the baseline the
+  keeper will choose), so a new version's fetch never evicts its own fallback; and the targets of
+  halted candidates, whose devices are being sent back.
 
 Everything else an index still lists (superseded versions) is a cache: least recently used first.
 When the quota cannot be met without touching a protected blob, the choice says so and evicts
@@ -68,6 +69,7 @@ class RollbackPin:
     model_id: str
     candidate: str
     baseline_sha256: str
+    halted: bool = False  # the candidate's gate halted or aborted: its devices roll back to it
 
 
 @dataclass(frozen=True)
@@ -105,31 +107,28 @@ def rollback_targets(
     names: Iterable[Named],
     held: Iterable[str],
 ) -> set[str]:
-    """Per model: the pin of its newest gated candidate, or the newest held blob below its newest
-    offerable version while no gate has named one."""
-    deployments = list(deployments)
+    """Per model: the gate's pin of its newest offerable version, or, while that version has no
+    gate yet, the newest held blob below it (the baseline the keeper will choose); and the pins
+    of halted candidates, whose devices are being sent back. The pin of an older candidate that a
+    newer one supersedes, and that is not halted, is let go: a model has one rollback target."""
+    pins = list(pins)
     held_here = set(held)
-    keep: set[str] = set()
-    newest_pin: dict[str, RollbackPin] = {}
-    for pin in pins:
-        best = newest_pin.get(pin.model_id)
-        if best is None or version_key(pin.candidate) > version_key(best.candidate):
-            newest_pin[pin.model_id] = pin
-    keep.update(p.baseline_sha256 for p in newest_pin.values())
+    keep = {p.baseline_sha256 for p in pins if p.halted}
     newest: dict[str, Offered] = {}
     for d in deployments:
         if d.held:
             continue
-        best_d = newest.get(d.model_id)
-        if best_d is None or version_key(d.version) > version_key(best_d.version):
+        best = newest.get(d.model_id)
+        if best is None or version_key(d.version) > version_key(best.version):
             newest[d.model_id] = d
     by_model: dict[str, list[Named]] = {}
     for n in names:
         by_model.setdefault(n.model_id, []).append(n)
     for model_id, top in newest.items():
-        chosen = newest_pin.get(model_id)
-        if chosen is not None and chosen.candidate == top.version:
-            continue  # the gate has chosen; its pin is already kept
+        chosen = [p for p in pins if p.model_id == model_id and p.candidate == top.version]
+        if chosen:
+            keep.update(p.baseline_sha256 for p in chosen)
+            continue
         below = [
             n
             for n in by_model.get(model_id, [])

@@ -240,16 +240,32 @@ async def test_three_5mb_versions_under_a_12mb_quota_the_newest_is_mirrored_and_
                 await asyncio.sleep(rng.uniform(0.05, 0.2))
             raise AssertionError(f"{version} was never offered and served")
 
+        async def gate_open(version: str) -> dict[str, object] | None:
+            async with http.get(operator_url(gw) + "/gates") as r:
+                gates = (await r.json())["gates"]
+            return next((g for g in gates if g["deployment"] == f"detector@{version}"), None)
+
         await poll_until("1.0.0")
         reg.publish(models["2.0.0"], version="2.0.0")
         await poll_until("2.0.0")
+
+        async def until_gate(version: str) -> object:
+            deadline = time.monotonic() + 15
+            while (gate := await gate_open(version)) is None:
+                assert time.monotonic() < deadline, f"no gate opened for {version}"
+                await asyncio.sleep(0.05)
+            return gate["baseline"]
+
+        assert await until_gate("2.0.0") == "1.0.0"  # v2's canary gate; 1.0.0 pinned
         reg.publish(models["3.0.0"], version="3.0.0")
         await poll_until("3.0.0")
+        assert await until_gate("3.0.0") == "2.0.0"  # 2.0.0 was kept as the rollback target
         async with http.get(operator_url(gw) + "/status") as r:
             status = await r.json()
         assert status["store"]["used_bytes"] <= 12_000_000
         mirrored = {d["version"]: d["mirrored"] for d in status["deployments"]}
         assert mirrored == {"2.0.0": True, "3.0.0": True}  # 1.0.0 retired from the index, evicted
+        assert status["counters"].get("mirror.storage_errors", 0) == 0  # never refused, not even once
 
 
 def test_the_quarantine_is_bounded_and_keeps_the_newest(tmp_path: Path) -> None:

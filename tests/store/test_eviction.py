@@ -114,46 +114,44 @@ def test_versions_devices_report_running_are_protected() -> None:
     assert running_blobs([("counter", "2.0.0")], NAMES) == set()  # a version we never held
 
 
-def test_the_rollback_pin_of_each_models_newest_candidate_is_protected() -> None:
+def test_the_rollback_pin_of_each_models_newest_version_is_protected() -> None:
     deployed = [offer("2.0.0", "b"), offer("3.0.0", "c")]
     pins = [RollbackPin("detector", "2.0.0", sha("a")), RollbackPin("detector", "3.0.0", sha("b"))]
     held = {sha(n) for n in "abc"}
     assert rollback_targets(deployed, pins, NAMES, held) == {sha("b")}  # v3's baseline, not v2's
+    pins[0] = RollbackPin("detector", "2.0.0", sha("a"), halted=True)  # v2's devices go back to v1
+    assert rollback_targets(deployed, pins, NAMES, held) == {sha("a"), sha("b")}
+    other = [RollbackPin("counter", "2.0.0", sha("d"))]  # another model's pin is its own affair
+    assert rollback_targets([*deployed, Offered("counter", "2.0.0", sha("e"))], other, NAMES, held) == {
+        sha("b"),
+        sha("d"),
+    }
 
 
 def test_before_its_gate_opens_the_newest_held_older_version_is_the_rollback_target() -> None:
     deployed = [offer("2.0.0", "b"), offer("3.0.0", "c")]
-    old_pin = [RollbackPin("detector", "2.0.0", sha("a"))]  # v2's gate; v3's is not open yet
+    old_pin = [RollbackPin("detector", "2.0.0", sha("a"))]  # v2's gate, superseded; v3's not open yet
     held = {sha(n) for n in "abc"}
-    assert rollback_targets(deployed, old_pin, NAMES, held) == {sha("a"), sha("b")}
+    assert rollback_targets(deployed, old_pin, NAMES, held) == {sha("b")}
     assert rollback_targets(deployed, [], NAMES, held) == {sha("b")}
     assert rollback_targets(deployed, [], NAMES, {sha("a"), sha("c")}) == {sha("a")}  # b is gone
 
 
 def test_the_quota_story_three_versions_fit_twelve_megabytes() -> None:
-    """Three 5 MB versions under a 12 MB quota: the newest, and its rollback target, fit."""
+    """Three 5 MB versions under a 12 MB quota: the newest, and its rollback target, fit, before
+    and after the gate of the newest opens."""
     blobs = [use("a", 5 * MB, 1.0), use("b", 5 * MB, 2.0)]
     deployed = [offer("2.0.0", "b"), offer("3.0.0", "c")]
-    keep = protected(
-        deployments=deployed,
-        running=[],
-        pins=[RollbackPin("detector", "2.0.0", sha("a"))],  # the gate step after v3 has not run
-        names=NAMES,
-        held={sha("a"), sha("b")},
-        now=0,
-    )
-    assert keep == {sha("a"), sha("b"), sha("c")}
-    assert not choose_evictions(blobs, keep, quota_bytes=12 * MB, incoming_bytes=5 * MB).fits  # yet
-    keep = protected(
-        deployments=deployed,
-        running=[],
-        pins=[RollbackPin("detector", "2.0.0", sha("a")), RollbackPin("detector", "3.0.0", sha("b"))],
-        names=NAMES,
-        held={sha("a"), sha("b")},
-        now=0,
-    )
-    choice = choose_evictions(blobs, keep, quota_bytes=12 * MB, incoming_bytes=5 * MB)
-    assert choice.evict == (sha("a"),) and choice.fits
-    # A device still running 1.0.0 keeps it: then the quota is honestly too small.
+    for pins in (
+        [RollbackPin("detector", "2.0.0", sha("a"))],  # the gate step after v3 has not run yet
+        [RollbackPin("detector", "2.0.0", sha("a")), RollbackPin("detector", "3.0.0", sha("b"))],
+    ):
+        keep = protected(
+            deployments=deployed, running=[], pins=pins, names=NAMES, held={sha("a"), sha("b")}, now=0
+        )
+        assert keep == {sha("b"), sha("c")}
+        choice = choose_evictions(blobs, keep, quota_bytes=12 * MB, incoming_bytes=5 * MB)
+        assert choice.evict == (sha("a"),) and choice.fits
+    # A device still running 1.0.0 keeps it: then the quota is honestly too small, and says so.
     keep |= running_blobs([("detector", "1.0.0")], NAMES)
     assert not choose_evictions(blobs, keep, quota_bytes=12 * MB, incoming_bytes=5 * MB).fits
