@@ -28,6 +28,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from firmware_compat.version import try_version
 from gateway import atomic
 from gateway.errors import ConfigError, FormatError
 from gateway.manifest import HEALTH_KEYS, format_time, parse_deployment, parse_time, valid_id
@@ -37,6 +38,7 @@ from gateway.trust.keys import keyid, public_pem
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 ALGORITHMS = ("ecdsa-p256", "ed25519")
 DEFAULT_EXPIRES_S = 30 * 86400
+DEFAULT_KEEP = 2  # deployments of one model and cohort an index keeps listing (rollback needs two)
 
 
 def keygen(key_dir: Path, algorithm: str = "ecdsa-p256") -> tuple[Path, Path]:
@@ -148,8 +150,14 @@ def publish(
     extra: Mapping[str, Any] | None = None,
     expires_s: float = DEFAULT_EXPIRES_S,
     now: float | None = None,
+    keep: int = DEFAULT_KEEP,
 ) -> dict[str, Any]:
-    """Copy the model in, sign it, and add its deployment to the signed index; returns the manifest."""
+    """Copy the model in, sign it, and add its deployment to the signed index; returns the manifest.
+
+    Superseded deployments (same model, cohort and firmware range) are retired from the index but
+    for the newest ``keep`` of them, this one included: an index that lists every version ever
+    published makes every artifact look wanted, and a gateway's quota then fills for good. The
+    files stay in the registry."""
     if _inside(key_path, registry):
         raise ConfigError(
             "command line", "--key", f"a private key kept outside the registry folder {registry}"
@@ -158,6 +166,8 @@ def publish(
         raise ConfigError("command line", "--model-id", "letters, digits, '.', '_' or '-'")
     if not valid_id(version):
         raise ConfigError("command line", "--version", "letters, digits, '.', '_' or '-'")
+    if keep < 1:
+        raise ConfigError("command line", "--keep", "a number of versions to keep, 1 or more")
     if not 0 <= percent <= 100:
         raise ConfigError("command line", "--percent", "a number from 0 to 100")
     for k in health or {}:
@@ -199,15 +209,41 @@ def publish(
     parse_deployment(manifest)  # never publish what a gateway would refuse
 
     def change(signed: dict[str, Any]) -> None:
-        keep = [
+        others = [
             d
             for d in signed.get("deployments", [])
             if not (d.get("model_id") == model_id and d.get("version") == version)
         ]
-        signed["deployments"] = [*keep, manifest]
+        signed["deployments"] = retire_superseded([*others, manifest], manifest, keep)
 
     write_index(registry, site, key, change, now=now, expires_s=expires_s)
     return manifest
+
+
+def _group(d: Mapping[str, Any]) -> tuple[Any, ...]:
+    compat = d.get("compatibility") or {}
+    return (
+        d.get("model_id"),
+        d.get("target_cohort") or "",
+        compat.get("min_firmware"),
+        compat.get("max_firmware"),
+    )
+
+
+def _version_order(d: Mapping[str, Any]) -> tuple[int, Any]:
+    v = try_version(str(d.get("version")))
+    return (1, v.sort_key()) if v is not None else (0, str(d.get("version")))
+
+
+def retire_superseded(
+    deployments: Sequence[Mapping[str, Any]], new: Mapping[str, Any], keep: int
+) -> list[Mapping[str, Any]]:
+    """Drop the deployments of ``new``'s model, cohort and firmware range beyond the newest ``keep``
+    (by version); every other deployment, and the order of those kept, is left as it was."""
+    same = [d for d in deployments if _group(d) == _group(new)]
+    newest = sorted(same, key=_version_order, reverse=True)[:keep]
+    kept = {id(d) for d in newest}
+    return [d for d in deployments if _group(d) != _group(new) or id(d) in kept]
 
 
 def set_command(

@@ -133,7 +133,11 @@ class Gateway:
             key_dir=self.key_dir,
             max_future_skew_s=settings.trust.max_future_skew_s,
         )
-        self.store = ArtifactStore(self.data, quota_bytes=settings.store.quota_bytes)
+        self.store = ArtifactStore(
+            self.data,
+            quota_bytes=settings.store.quota_bytes,
+            running=lambda: ((r.model_id, r.model_version or "") for r in self.inventory.live()),
+        )
         self.mirror = Mirror(
             settings, upstream_from(settings.mirror), self.trust, self.store, self.stats, clock=clock
         )
@@ -149,6 +153,7 @@ class Gateway:
         self._last_report = 0.0
         # A new index reaches devices only through the gate keeper, once judged (see _enter_index).
         self.mirror.listeners.append(self._index_accepted)
+        self.mirror.listeners.append(lambda index: self.store.hold(index.commands))
         self.store.on_verified = lambda _sha: self.changes.notify()
 
         up = settings.uplink
@@ -202,6 +207,7 @@ class Gateway:
         self.key_dir.mkdir(exist_ok=True)
         await asyncio.to_thread(self.outbox.open)
         await self.store.open()
+        self._closers.append(self.store.close)
         await asyncio.to_thread(self.inventory.load)
         await asyncio.to_thread(self.gates.load)
         self.inventory.apply_file(self.site_inventory, self.clock())
@@ -229,6 +235,11 @@ class Gateway:
         if self.settings.discovery.enabled:
             await self._start_discovery()
         self.tasks.spawn(self._report_loop(), name="site report")
+        if self.settings.store.scrub_bytes_per_s > 0:
+            scrub = self.store.scrub_forever(
+                self.settings.store.scrub_bytes_per_s, self.settings.store.scrub_interval_s
+            )
+            self.tasks.spawn(scrub, name="blob scrub")
         if self.sinks:
             self.tasks.spawn(self.forwarder.run(), name="uplink")
 
@@ -388,9 +399,9 @@ class Gateway:
         await self.outbox.append("decision", {"decisions": decisions}, self.clock())
 
     async def _carry_out(self, effects: Effects) -> None:
-        """What follows a published transition: pins, long-poll wake-ups, MQTT rollback notices."""
-        for sha in effects.pins:
-            self.store.pinned.add(sha)
+        """What follows a published transition: rollback pins, long-poll wake-ups, MQTT notices."""
+        site = self.gates.site
+        self.store.pin_rollback_targets(site.baselines, [k for k, g in site.gates.items() if g.stopped])
         if effects.changed:
             self.changes.notify()
         if effects.decisions:
@@ -490,6 +501,8 @@ class Gateway:
                 "verified_blobs": len(self.store.verified),
                 "used_bytes": sum(i.size for i in self.store.verified.values()),
                 "quota_bytes": self.settings.store.quota_bytes,
+                "scrub": self.store.scrub.to_json(),
+                "quarantined": list(self.store.quarantined),
             },
             "health": probe(self.data),
             "mqtt": {

@@ -118,6 +118,8 @@ class StoreSettings:
 
     quota_bytes: int = field(default=0, metadata=NON_NEGATIVE)  # 0: only the disk limits us
     min_free_bytes: int = field(default=256 << 20, metadata=NON_NEGATIVE)
+    scrub_bytes_per_s: int = field(default=1 << 20, metadata=NON_NEGATIVE)  # re-hash pace; 0: off
+    scrub_interval_s: float = field(default=86400.0, metadata=POSITIVE)  # between pass starts
 
 
 @dataclass(frozen=True)

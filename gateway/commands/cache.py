@@ -16,7 +16,9 @@ from typing import Any
 from gateway import atomic
 from gateway.commands import operator_client
 from gateway.commands.serve import add_common, load_settings
+from gateway.inventory.store import Inventory
 from gateway.manifest import parse_deployment
+from gateway.rollout.keeper import GateKeeper
 from gateway.service import data_dir_in_use, lock_data_dir
 from gateway.settings import Settings
 from gateway.store.artifacts import ArtifactStore
@@ -74,11 +76,22 @@ def cmd_ls(args: argparse.Namespace) -> int:
 async def _offline(settings: Settings, action: str) -> dict[str, Any]:
     lock = lock_data_dir(settings.data_path)
     try:
-        store = ArtifactStore(settings.data_path, quota_bytes=settings.store.quota_bytes)
+        inventory = Inventory(settings.data_path / "inventory.json")
+        await asyncio.to_thread(inventory.load)
+        store = ArtifactStore(
+            settings.data_path,
+            quota_bytes=settings.store.quota_bytes,
+            running=lambda: [(r.model_id, r.model_version or "") for r in inventory.live()],
+        )
         await store.open()  # re-hashes every blob: corrupt ones are removed here
         if action == "verify":
             return {"checked": len(store.blobs.list_blobs()), "verified": sorted(store.verified)}
-        store.learn(_held_deployments(settings), time.time())
+        held = _held_deployments(settings)
+        store.learn(held, time.time())
+        gates = GateKeeper(settings.gates, settings.data_path / "gates")
+        await asyncio.to_thread(gates.load)
+        halted = [k for k, g in gates.gates.items() if g.stopped]
+        store.pin_rollback_targets(gates.site.baselines, halted)
         return {"removed": await store.prune_unprotected()}
     finally:
         lock.close()
@@ -104,6 +117,8 @@ def register(sub: Any) -> None:
     v = cs.add_parser("verify", help="re-hash every blob; corrupt ones are removed and fetched again")
     add_common(v)
     v.set_defaults(func=lambda a: _maintain(a, "verify"))
-    pr = cs.add_parser("prune", help="remove blobs no deployment in effect or rollback path needs")
+    pr = cs.add_parser(
+        "prune", help="remove blobs no device can be offered, runs, or falls back to (see store.quota_bytes)"
+    )
     add_common(pr)
     pr.set_defaults(func=lambda a: _maintain(a, "prune"))

@@ -51,6 +51,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         health=_health(args.health),
         data_version=args.data_version,
         expires_s=args.expires_days * 86400,
+        keep=args.keep,
     )
     where = registry.index_path(Path(args.registry_dir), args.site)
     print(json.dumps(manifest, indent=2, sort_keys=True))
@@ -100,6 +101,13 @@ def register(sub: Any) -> None:
     pub.add_argument("--health", nargs="*", default=[], metavar="KEY=VALUE", help="health_checks")
     pub.add_argument("--data-version")
     pub.add_argument("--expires-days", type=float, default=30.0, help="index expiry (default 30 days)")
+    pub.add_argument(
+        "--keep",
+        type=int,
+        default=registry.DEFAULT_KEEP,
+        help="superseded deployments of the same model and cohort to keep listing, this one included"
+        f" (default {registry.DEFAULT_KEEP}); older ones are retired from the index",
+    )
     pub.set_defaults(func=cmd_publish)
 
     c = rs.add_parser("command", help="sign a coordinator command (pause, abort) into the index")

@@ -55,14 +55,19 @@ def _valid_parts(model_id: str, version: str, filename: str) -> bool:
 
 
 def _open_verified(found: Verified) -> IO[bytes] | None:
-    """Open the blob without following links; None unless it is a regular file of the right size."""
+    """Open the blob without following links; None unless it is a regular file of the right size
+    that nobody wrote, truncated or chmod-ed since it was verified (its ctime is unchanged)."""
     try:
         fd = os.open(found.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     f = os.fdopen(fd, "rb")
     st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_size != found.size:
+    if (
+        not stat.S_ISREG(st.st_mode)
+        or st.st_size != found.size
+        or (found.ctime_ns and st.st_ctime_ns != found.ctime_ns)
+    ):
         f.close()
         return None
     return f
@@ -90,10 +95,12 @@ class ArtifactHandler:
             )
         f = await asyncio.get_running_loop().run_in_executor(None, _open_verified, found)
         if f is None:
-            # Evicted or damaged since the lookup: the store's recheck will sort it out.
-            log.warning("verified blob %s could not be opened as a regular file of its size", found.path)
+            # Gone, short or changed since it was verified: the store stops serving it, hashes it
+            # again and takes it back or fetches it again; the device comes back meanwhile.
+            log.warning("verified blob %s is not the file that was verified: not served", found.path)
+            retry_after_s = self.store.broken(model_id, version, filename)
             raise web.HTTPServiceUnavailable(
-                text="artifact temporarily unavailable\n", headers={"Retry-After": "30"}
+                text="artifact temporarily unavailable\n", headers={"Retry-After": str(retry_after_s)}
             )
         try:
             return await self._answer(request, found, f)
@@ -167,9 +174,12 @@ class ArtifactHandler:
             if transport is None:
                 raise ConnectionResetError("connection lost")
             try:
-                await loop.sendfile(transport, f, r.first, r.length)
+                sent = await loop.sendfile(transport, f, r.first, r.length)
             except NotImplementedError:  # a transport without sendfile (e.g. some TLS set-ups)
                 await self._copy(resp, f, r)
+            else:
+                if sent < r.length:  # truncated while streaming: cut the connection, never a short 200
+                    raise ConnectionResetError("blob shorter than verified")
         if closing:
             await resp.write(closing)
         await resp.write_eof()

@@ -16,6 +16,7 @@ class Verified:
     sha256: str
     mtime: float
     content_type: str = "application/octet-stream"
+    ctime_ns: int = 0  # the file's ctime when it was verified (0: not checked)
 
 
 @dataclass(frozen=True)
@@ -28,3 +29,7 @@ class Pending:
 class ArtifactLookup(Protocol):
     def lookup(self, model_id: str, version: str, filename: str) -> Verified | Pending | None:
         """``filename`` may end in ``.sig`` (the detached signature). Never does blocking I/O."""
+
+    def broken(self, model_id: str, version: str, filename: str) -> int:
+        """The verified file could not be served as verified (gone, short, not a regular file, or
+        written since): stop serving it and get it back. Returns a ``Retry-After`` in seconds."""

@@ -72,7 +72,6 @@ class Rollback:
 @dataclass(frozen=True)
 class Effects:
     decisions: tuple[Decision, ...] = ()
-    pins: frozenset[str] = frozenset()  # rollback targets the store must keep
     changed: bool = False  # some device's answer may differ: wake the long polls
 
 
@@ -213,7 +212,6 @@ def apply_index(
     known = {**site.known, **{d.key: dict(d.raw) for d in deployments}}
     gates, ungated, baselines = dict(site.gates), set(site.ungated), dict(site.baselines)
     decisions: list[Decision] = []
-    pins: set[str] = set()
     for d in live:
         gate = gates.get(d.key)
         if gate is not None:
@@ -231,7 +229,6 @@ def apply_index(
             continue
         if baseline is not None:
             baselines[d.key] = baseline
-            pins.add(baseline.sha256)
         gates[d.key], made = open_gate(
             d.key,
             d.model_id,
@@ -256,10 +253,7 @@ def apply_index(
         known=known,
     )
     site, cloud = _cloud_commands(site, now, settings, devices, matrix)
-    pins |= {b.sha256 for b in site.baselines.values()}
-    return dataclasses.replace(site, version=site.version + 1), Effects(
-        (*decisions, *cloud), frozenset(pins), True
-    )
+    return dataclasses.replace(site, version=site.version + 1), Effects((*decisions, *cloud), True)
 
 
 def on_control(

@@ -6,27 +6,56 @@ It keeps, in memory, which blobs are verified (re-hashed since this start), whic
 only, so the download handler never blocks; disk work runs in worker threads. The catalog is
 persisted to ``catalog.json`` (atomically) so a restart knows its blobs' names before the first index
 poll.
+
+Blobs changed under the gateway:
+
+* a blob the download handler finds missing, short, no longer a regular file or written since it
+  was verified (its ctime moved) is reported with :meth:`ArtifactStore.broken`: it leaves the
+  verified set at once (devices get 503 with ``Retry-After``), is hashed again off the loop, and is
+  either taken back or quarantined and fetched again (``on_miss``, which the mirror handles);
+* the scrub (:meth:`ArtifactStore.scrub_pass`) re-hashes every verified blob at a bounded rate, so
+  bit rot the ctime cannot show is found too. A mismatch leaves the verified set (never served
+  again), is moved to ``quarantine/`` and fetched again. A download already streaming when the
+  scrub finds it is not cut: it finishes with what it started (the device checks the sha256).
+
+What may be evicted is decided by :mod:`gateway.store.eviction` (pure); this class feeds it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
+import hashlib
 import logging
+import os
+import stat
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway import atomic
 from gateway.http.lookup import Pending, Verified
 from gateway.manifest import Deployment
-from gateway.store.blobs import BlobInfo, BlobStore
-from gateway.store.eviction import BlobUse, choose_evictions, previous_stable
+from gateway.store.blobs import QUARANTINE_MAX_FILES, BlobInfo, BlobStore
+from gateway.store.eviction import (
+    BlobUse,
+    Named,
+    Offered,
+    RollbackPin,
+    choose_evictions,
+    is_held,
+    protected,
+)
+from gateway.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 
 ACCESS_FLUSH_S = 60.0
+HASH_CHUNK = 1 << 20
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -38,8 +67,72 @@ class Entry:
     length: int
 
 
+@dataclass(frozen=True)
+class _Inode:
+    """The file that was hashed: its inode number and its ctime when the hash began."""
+
+    number: int
+    ctime_ns: int
+
+
+class Hashed(enum.StrEnum):
+    GOOD = "good"
+    MISMATCH = "mismatch"
+    MISSING = "missing"  # gone, not a regular file, or unreadable
+
+
+@dataclass
+class ScrubReport:
+    """The last scrub pass, for status."""
+
+    started_at: float | None = None
+    finished_at: float | None = None
+    blobs: int = 0
+    bytes: int = 0
+    mismatches: list[str] = field(default_factory=list)  # sha256 quarantined in this pass
+    missing: list[str] = field(default_factory=list)
+    passes: int = 0
+    total_mismatches: int = 0  # since the start
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "blobs": self.blobs,
+            "bytes": self.bytes,
+            "mismatches": list(self.mismatches),
+            "missing": list(self.missing),
+            "passes": self.passes,
+            "total_mismatches": self.total_mismatches,
+        }
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``asyncio.to_thread`` that, when cancelled, still waits for the worker: the file descriptor
+    it reads must not be closed (and its number reused) under it."""
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await task
+        raise
+
+
+def _read_into(fd: int, h: Any, size: int) -> int:
+    chunk = os.read(fd, size)
+    h.update(chunk)
+    return len(chunk)
+
+
 class ArtifactStore:
-    def __init__(self, data_dir: Path, *, quota_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        quota_bytes: int = 0,
+        running: Callable[[], Iterable[tuple[str | None, str]]] = lambda: (),
+    ) -> None:
         self.blobs = BlobStore(data_dir)
         self.quota_bytes = quota_bytes
         self._catalog_path = data_dir / "catalog.json"
@@ -48,10 +141,17 @@ class ArtifactStore:
         self.last_access: dict[str, float] = {}
         self.verified: dict[str, BlobInfo] = {}
         self.in_effect: set[str] = set()  # sha256 of artifacts of deployments in effect
-        self.pinned: set[str] = set()  # sha256 pinned by the gates (previous stable on a halt)
+        self.offered: list[Offered] = []  # the deployments in effect, as protection sees them
+        self.commands: Mapping[str, str] = {}  # the index's signed coordinator commands
+        self.rollback_pins: list[RollbackPin] = []  # the gates' rollback targets
+        self.running = running  # (model_id, version) devices report running
         self.pending_hint: Callable[[str], int] = lambda sha: 5
         self.on_miss: Callable[[str], None] = lambda sha: None
         self.on_verified: Callable[[str], None] = lambda sha: None  # long polls wake on it
+        self.scrub = ScrubReport()
+        self.quarantined: list[str] = []  # this run's quarantined files (the newest few), for status
+        self._checking: set[str] = set()  # blobs reported broken, being hashed again
+        self._tasks = TaskGroup()
         self._dirty = False
         self._last_flush = 0.0
 
@@ -72,9 +172,14 @@ class ArtifactStore:
 
     # -- names ------------------------------------------------------------------------------------
 
-    def learn(self, deployments: Iterable[Deployment], now: float) -> None:
+    def learn(
+        self, deployments: Iterable[Deployment], now: float, commands: Mapping[str, str] | None = None
+    ) -> None:
         """Record the URL names and publication order of the deployments in effect."""
         self.in_effect = set()
+        self.offered = []
+        if commands is not None:
+            self.commands = dict(commands)
         for d in deployments:
             self.entries[(d.model_id, d.version, d.filename)] = Entry(
                 d.model_id, d.version, d.filename, d.sha256, d.length
@@ -83,25 +188,52 @@ class ArtifactStore:
             if d.version not in versions:
                 versions.append(d.version)
             self.in_effect.add(d.sha256)
+            self.offered.append(
+                Offered(
+                    d.model_id,
+                    d.version,
+                    d.sha256,
+                    d.target_cohort,
+                    (d.min_firmware, d.max_firmware),
+                    d.rollout_percentage,
+                    d.start_time,
+                )
+            )
         self._dirty = True
+
+    def pin_rollback_targets(self, baselines: Mapping[str, Deployment], halted: Iterable[str] = ()) -> None:
+        """The gates' rollback targets (candidate ``model@version`` -> its baseline manifest), and
+        which candidates' gates halted; those of candidates no longer in effect are let go."""
+        live = {f"{o.model_id}@{o.version}" for o in self.offered}
+        stopped = set(halted)
+        self.rollback_pins = [
+            RollbackPin(base.model_id, key.rpartition("@")[2], base.sha256, halted=key in stopped)
+            for key, base in baselines.items()
+            if key in live
+        ]
+
+    def hold(self, commands: Mapping[str, str]) -> None:
+        """The signed coordinator commands of the index in effect (a held version is not offered)."""
+        self.commands = dict(commands)
 
     def entry(self, model_id: str, version: str, filename: str) -> Entry | None:
         return self.entries.get((model_id, version, filename))
 
-    def protected(self) -> set[str]:
-        """Blobs that must never be evicted: in effect, pinned, and each model's previous stable."""
-        keep = set(self.in_effect) | self.pinned
-        for model_id, versions in self.history.items():
-            live = {
-                e.version
-                for e in self.entries.values()
-                if e.model_id == model_id and e.sha256 in self.in_effect
-            }
-            for version in previous_stable(versions, live):
-                keep.update(
-                    e.sha256 for e in self.entries.values() if e.model_id == model_id and e.version == version
-                )
-        return keep
+    def protected(self, now: float | None = None) -> set[str]:
+        """Blobs that must not be evicted (see :mod:`gateway.store.eviction`)."""
+        now = time.time() if now is None else now
+        offered = [
+            replace(o, held=True) if is_held(self.commands, o.model_id, o.version) else o
+            for o in self.offered
+        ]
+        return protected(
+            deployments=offered,
+            running=[(m, v) for m, v in self.running() if v],
+            pins=self.rollback_pins,
+            names=[Named(e.model_id, e.version, e.sha256) for e in self.entries.values()],
+            held=self.verified.keys(),
+            now=now,
+        )
 
     def previous_stable_entry(self, model_id: str, version: str) -> Entry | None:
         """The version published before ``version``, if it is still verified here."""
@@ -125,12 +257,15 @@ class ArtifactStore:
         if info is None:
             if entry.sha256 not in self.in_effect:
                 return None
-            self.on_miss(entry.sha256)
+            if entry.sha256 not in self._checking:
+                self.on_miss(entry.sha256)
             return Pending(self.pending_hint(entry.sha256))
         if not is_sig:
             self.last_access[entry.sha256] = time.time()
             self._dirty = True
-            return Verified(self.blobs.blob_path(info.sha256), info.size, info.sha256, info.mtime)
+            return Verified(
+                self.blobs.blob_path(info.sha256), info.size, info.sha256, info.mtime, ctime_ns=info.ctime_ns
+            )
         return Verified(
             self.blobs.sig_path(info.sha256),
             info.sig_size,
@@ -141,6 +276,145 @@ class ArtifactStore:
 
     def is_verified(self, sha256: str) -> bool:
         return sha256 in self.verified
+
+    def broken(self, model_id: str, version: str, filename: str) -> int:
+        """The download handler found this URL's verified blob missing, short, or written since it
+        was verified: stop serving it, hash it again off the loop, and take it back or quarantine
+        and re-fetch it. Returns the ``Retry-After`` for the device meanwhile."""
+        is_sig = filename.endswith(".sig")
+        entry = self.entries.get((model_id, version, filename[:-4] if is_sig else filename))
+        if entry is None:
+            return 30
+        sha = entry.sha256
+        if self.verified.pop(sha, None) is not None:
+            log.warning("blob %s is missing, short or changed on disk: no longer served, checking it", sha)
+            self._dirty = True
+            self._checking.add(sha)
+            self._tasks.spawn(self._check_again(sha), name=f"recheck {sha[:12]}")
+        return self.pending_hint(sha)
+
+    async def _check_again(self, sha: str) -> None:
+        try:
+            result, inode, _ = await self._hash(sha, rate_bytes_per_s=0)
+            if result is Hashed.GOOD:
+                info = await asyncio.to_thread(self.blobs.info, sha)
+                if info is not None and inode is not None and info.ctime_ns == inode.ctime_ns:
+                    self.verified.setdefault(sha, info)  # a re-fetch may have published it meanwhile
+                    log.info("blob %s hashed again and still good: serving it again", sha)
+                    self.on_verified(sha)
+                    return
+            await self._set_aside(sha, result, inode)
+        finally:
+            self._checking.discard(sha)
+        if sha not in self.verified:
+            self.on_miss(sha)  # the mirror fetches it again while it is in effect
+
+    async def _set_aside(self, sha: str, result: Hashed, inode: _Inode | None) -> None:
+        """Quarantine a mismatching blob; remove what is left of a missing one."""
+        if result is Hashed.MISMATCH:
+            where = await asyncio.to_thread(
+                self.blobs.quarantine, sha, inode=inode.number if inode else None, now=time.time()
+            )
+            log.error("blob %s does not match its sha256: quarantined as %s, fetching it again", sha, where)
+            if where is not None:
+                self.quarantined = [*self.quarantined, str(where)][-QUARANTINE_MAX_FILES:]
+        elif sha not in self.verified:
+            await asyncio.to_thread(self.blobs.remove, sha)
+
+    async def _hash(self, sha: str, *, rate_bytes_per_s: float) -> tuple[Hashed, _Inode | None, int]:
+        """Hash the blob in chunks in a worker thread, paced to ``rate_bytes_per_s`` (0: no pacing).
+        Returns the outcome, the file hashed and the bytes read. A file written while it was hashed
+        counts as a mismatch: what was hashed is not what is there."""
+        path = self.blobs.blob_path(sha)
+        try:
+            # Opened and closed in the loop (fast syscalls), so a cancellation cannot leak it.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return Hashed.MISSING, None, 0
+        done = 0
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return Hashed.MISSING, None, 0
+            inode = _Inode(st.st_ino, st.st_ctime_ns)
+            h = hashlib.sha256()
+            size = (
+                HASH_CHUNK if rate_bytes_per_s <= 0 else max(64 << 10, min(HASH_CHUNK, int(rate_bytes_per_s)))
+            )
+            started = time.monotonic()
+            while True:
+                try:
+                    n = await _in_thread(_read_into, fd, h, size)
+                except OSError as exc:
+                    log.error("blob %s unreadable: %s", sha, exc)
+                    return Hashed.MISMATCH, inode, done
+                if not n:
+                    break
+                done += n
+                if rate_bytes_per_s > 0:
+                    wait = started + done / rate_bytes_per_s - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)  # the scrub's pace, not a synchronisation
+            same = os.fstat(fd).st_ctime_ns == inode.ctime_ns
+            return (Hashed.GOOD if same and h.hexdigest() == sha else Hashed.MISMATCH), inode, done
+        finally:
+            os.close(fd)
+
+    # -- the scrub --------------------------------------------------------------------------------
+
+    async def scrub_pass(self, rate_bytes_per_s: float) -> ScrubReport:
+        """Re-hash every verified blob once, at most ``rate_bytes_per_s``; quarantine and re-fetch
+        any that no longer matches. The blob stays served while it is hashed (it is presumed good)."""
+        report = ScrubReport(
+            started_at=time.time(), passes=self.scrub.passes, total_mismatches=self.scrub.total_mismatches
+        )
+        for sha in sorted(self.verified):
+            before = self.verified.get(sha)
+            if before is None or sha in self._checking:
+                continue  # evicted, or already being checked, since the pass began
+            result, inode, n = await self._hash(sha, rate_bytes_per_s=rate_bytes_per_s)
+            report.blobs += 1
+            report.bytes += n
+            if result is Hashed.GOOD or self.verified.get(sha) is not before:
+                continue  # good, or evicted or published again while it was hashed
+            self.verified.pop(sha, None)
+            self._dirty = True
+            if result is Hashed.MISMATCH:
+                report.mismatches.append(sha)
+                report.total_mismatches += 1
+            else:
+                report.missing.append(sha)
+                log.error("blob %s is gone from disk: fetching it again", sha)
+            await self._set_aside(sha, result, inode)
+            self.on_miss(sha)
+        report.finished_at = time.time()
+        report.passes += 1
+        self.scrub = report
+        if report.mismatches or report.missing:
+            await self.flush(force=True)
+        return report
+
+    async def scrub_forever(self, rate_bytes_per_s: float, interval_s: float) -> None:
+        """A pass every ``interval_s`` (start to start; a slow pass starts the next one at once)."""
+        wait = interval_s
+        while True:
+            await asyncio.sleep(wait)
+            begun = time.monotonic()
+            try:
+                report = await self.scrub_pass(rate_bytes_per_s)
+                log.info(
+                    "scrub: %d blobs, %d bytes re-hashed, %d mismatched, %d missing",
+                    report.blobs,
+                    report.bytes,
+                    len(report.mismatches),
+                    len(report.missing),
+                )
+            except Exception:  # a disk error in one pass must not end the scrub for good
+                log.exception("scrub pass failed")
+            wait = max(0.0, interval_s - (time.monotonic() - begun))
+
+    async def close(self) -> None:
+        await self._tasks.close()
 
     # -- changes ----------------------------------------------------------------------------------
 
@@ -181,10 +455,11 @@ class ArtifactStore:
         return removed
 
     async def recheck(self, sha256: str) -> bool:
-        """Re-hash one blob (``cache verify``); drops it when corrupt."""
+        """Re-hash one blob (``cache verify``); drops it when corrupt (it is fetched again)."""
         info = await asyncio.to_thread(self.blobs.check, sha256)
         if info is None:
             self.verified.pop(sha256, None)
+            self.on_miss(sha256)
             return False
         self.verified[sha256] = info
         return True

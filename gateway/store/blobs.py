@@ -6,6 +6,7 @@ Layout under the data folder::
     blobs/sha256/<hex>.sig    the cloud's detached signature over them, verified
     partial/<hex>.part        a transfer in progress (never served)
     partial/<hex>.json        what the transfer resumes with: source URL, upstream ETag
+    quarantine/<hex>-<time>   a blob whose bytes stopped matching its name, moved aside (bounded)
 
 A blob reaches ``blobs/`` only by ``publish``: fsync the partial, rename it into place, fsync the
 folder. A crash at any instant leaves either no blob (the partial resumes or is dropped) or the
@@ -20,6 +21,7 @@ import hashlib
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 HASH_CHUNK = 1 << 20
+QUARANTINE_MAX_FILES = 4  # blobs kept aside for a look; the oldest go first
+QUARANTINE_MAX_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class BlobInfo:
     mtime: float
     sig_size: int
     sig_sha256: str
+    ctime_ns: int = 0  # changes with any write, chmod or utime: the file is no longer the one verified
 
 
 def _storage_error(what: str, path: Path, exc: OSError) -> StorageError:
@@ -61,10 +66,16 @@ def hash_file(path: Path, limit: int | None = None) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
+def _quarantined_at(path: Path) -> tuple[int, str]:
+    stamp = path.name.rpartition("-")[2]
+    return (int(stamp) if stamp.isdigit() else 0, path.name)
+
+
 class BlobStore:
     def __init__(self, data_dir: Path) -> None:
         self.blob_dir = data_dir / "blobs" / "sha256"
         self.partial_dir = data_dir / "partial"
+        self.quarantine_dir = data_dir / "quarantine"
         for d in (self.blob_dir, self.partial_dir):
             try:
                 d.mkdir(parents=True, exist_ok=True)
@@ -89,7 +100,9 @@ class BlobStore:
             return None
         except OSError as exc:
             raise _storage_error("cannot read", self.blob_path(sha256), exc) from exc
-        return BlobInfo(sha256, st.st_size, st.st_mtime, len(sig), hashlib.sha256(sig).hexdigest())
+        return BlobInfo(
+            sha256, st.st_size, st.st_mtime, len(sig), hashlib.sha256(sig).hexdigest(), st.st_ctime_ns
+        )
 
     def list_blobs(self) -> list[str]:
         return sorted(p.name for p in self.blob_dir.iterdir() if _HEX.match(p.name))
@@ -106,11 +119,70 @@ class BlobStore:
         except OSError as exc:
             log.error("blob %s unreadable (%s): removing it", sha256, exc)
             actual = ""
-        if actual != sha256 or not self.sig_path(sha256).exists():
-            log.error("blob %s is corrupt or unsigned on disk: removing it, it will be fetched again", sha256)
+        if actual != sha256:
+            where = self.quarantine(sha256, inode=None, now=time.time())
+            log.error(
+                "blob %s is corrupt on disk: quarantined as %s, it will be fetched again", sha256, where
+            )
+            return None
+        if not self.sig_path(sha256).exists():
+            log.error("blob %s is unsigned on disk: removing it, it will be fetched again", sha256)
             self.remove(sha256)
             return None
         return self.info(sha256)
+
+    def quarantine(
+        self,
+        sha256: str,
+        *,
+        inode: int | None,
+        now: float,
+        max_files: int = QUARANTINE_MAX_FILES,
+        max_bytes: int = QUARANTINE_MAX_BYTES,
+    ) -> Path | None:
+        """Move a blob whose bytes no longer match its name (and its signature) aside, not deleted,
+        for a person to look at; the folder keeps at most ``max_files`` and ``max_bytes`` (oldest
+        dropped first, the newest always kept). ``inode`` is the file that was hashed: a blob
+        published again meanwhile (a new file) is left alone. Returns where it went."""
+        path = self.blob_path(sha256)
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if inode is not None and st.st_ino != inode:
+            return None
+        dest = self.quarantine_dir / f"{sha256}-{int(now)}"
+        try:
+            self.quarantine_dir.mkdir(exist_ok=True)
+            os.replace(path, dest)
+            sig = self.sig_path(sha256)
+            if sig.exists():
+                os.replace(sig, dest.with_name(dest.name + ".sig"))
+            atomic.fsync_dir(self.blob_dir)
+            atomic.fsync_dir(self.quarantine_dir)
+        except OSError as exc:
+            raise _storage_error("cannot quarantine", path, exc) from exc
+        self._bound_quarantine(max_files, max_bytes)
+        return dest
+
+    def _bound_quarantine(self, max_files: int, max_bytes: int) -> None:
+        files = [p for p in self.quarantine_dir.iterdir() if not p.name.endswith(".sig")]
+        files.sort(key=_quarantined_at, reverse=True)  # newest first
+        total = 0
+        for i, p in enumerate(files):
+            try:
+                total += p.stat().st_size
+            except FileNotFoundError:
+                continue
+            if i > 0 and (i >= max_files or total > max_bytes):
+                p.unlink(missing_ok=True)
+                p.with_name(p.name + ".sig").unlink(missing_ok=True)
+
+    def quarantined(self) -> list[str]:
+        try:
+            return sorted(p.name for p in self.quarantine_dir.iterdir() if not p.name.endswith(".sig"))
+        except FileNotFoundError:
+            return []
 
     def remove(self, sha256: str) -> None:
         for p in (self.blob_path(sha256), self.sig_path(sha256)):

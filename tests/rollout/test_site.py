@@ -79,7 +79,7 @@ def test_every_deployment_is_judged_in_the_step_that_puts_the_index_in_effect() 
     site, effects = apply(site, 2, (V1, V2))
     assert all(site.judged(d.key) for d in site.deployments)
     gate = site.gates[V2.key]
-    assert gate.baseline_version == "1.0.0" and effects.pins == {V1.sha256}
+    assert gate.baseline_version == "1.0.0" and site.baselines[V2.key] == V1
     assert [d.action for d in effects.decisions] == [Action.OPEN]
     offered = [d.device_id for d in devices(40) if answer(site, d).deployment == V2]
     assert sorted(offered) == sorted(gate.admitted) and len(offered) == 2  # 1% of 40, at least 2
