@@ -273,7 +273,9 @@ async def dashboard(request: web.Request) -> web.Response:
             [
                 g["deployment"],
                 g["baseline"] or "-",
-                g["stage"] + (f" (held by {g['held_by']})" if g["held_by"] else ""),
+                g["stage"]
+                + (f" (held by {g['held_by']})" if g["held_by"] else "")
+                + (" (waiting for approval)" if g.get("awaiting_approval") else ""),
                 g["wave"],
                 g["admitted"],
                 g["rollback"],
@@ -283,7 +285,7 @@ async def dashboard(request: web.Request) -> web.Response:
         + "<td>"
         + "".join(
             f'<button data-gate="{html.escape(g["deployment"])}" data-action="{a}">{a}</button>'
-            for a in ("hold", "release")
+            for a in ("hold", "release", *(("approve",) if g.get("awaiting_approval") else ()), "abort")
         )
         + "</td></tr>"
         for g in st["gates"]
@@ -312,6 +314,7 @@ const csrf = {json.dumps(request.app[CSRF_TOKEN])};
 document.querySelectorAll("button[data-gate]").forEach((b) => b.addEventListener("click", async () => {{
   const why = prompt(b.dataset.action + " " + b.dataset.gate + ": why? (goes in the audit log)");
   if (!why) return;
+  if (b.dataset.action === "abort" && !confirm("Abort " + b.dataset.gate + " for good? Its devices roll back.")) return;
   const r = await fetch("gates/" + encodeURIComponent(b.dataset.gate) + "/" + b.dataset.action, {{
     method: "POST", headers: {{"Content-Type": "application/json", "X-OTA-CSRF": csrf}},
     body: JSON.stringify({{who: "dashboard", why: why}})}});
