@@ -72,6 +72,8 @@ async def gate_control(request: web.Request) -> web.Response:
         doc = await request.json() if request.can_read_body else {}
     except ValueError:
         raise web.HTTPBadRequest(text="body: a JSON object with who and why\n") from None
+    if not isinstance(doc, dict):  # valid JSON, but a list or a string: no who or why in it
+        raise web.HTTPBadRequest(text="body: a JSON object with who and why\n")
     who, why = str(doc.get("who") or "operator")[:64], str(doc.get("why") or "")[:512]
     if not why:
         raise web.HTTPBadRequest(text="why: say why (it goes in the audit log)\n")

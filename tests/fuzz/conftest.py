@@ -12,7 +12,7 @@ from tests.fuzz.profile import CASES, EXAMPLES
 @pytest.fixture(scope="session")
 def cases(pytestconfig: pytest.Config) -> Counter[str]:
     """``cases[parser] += 1`` once per generated input (a session fixture: Hypothesis reuses it);
-    ``cases[parser + ": accepted"]`` counts the inputs it accepted (not added to the total)."""
+    ``cases[parser + " -> outcome"]`` counts outcomes (accepted, 4xx, ...), not added to the total."""
     return pytestconfig.stash.setdefault(CASES, Counter())
 
 
@@ -23,5 +23,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     terminalreporter.section("fuzz cases run")
     for name, n in sorted(counted.items()):
         terminalreporter.write_line(f"{name:<40} {n:>8}")
-    total = sum(n for name, n in counted.items() if not name.endswith(": accepted"))
+    total = sum(n for name, n in counted.items() if " -> " not in name)
     terminalreporter.write_line(f"{'total (inputs fed)':<40} {total:>8}  (FUZZ_EXAMPLES={EXAMPLES})")
