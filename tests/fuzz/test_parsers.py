@@ -37,7 +37,8 @@ from gateway import registry
 from gateway.broker import wire
 from gateway.discovery.txt import MAX_TXT_KEYS, device_attrs, encode_txt, parse_txt
 from gateway.errors import FormatError, RemoteDataError
-from gateway.http.devices import MAX_QUERY_PARAMS, poll_attributes, wait_of
+from gateway.http.devices import MAX_QUERY_PARAMS, bearer_of, poll_attributes, wait_of
+from gateway.http.operator import _presented_token
 from gateway.http.ranges import MAX_RANGES, parse_byte_ranges, plan
 from gateway.manifest import parse_deployment, parse_time
 from gateway.rollout.cohort import CohortSyntaxError, parse_cohort
@@ -755,3 +756,26 @@ def test_canonical_json_refuses_nan() -> None:
     """The reason a NaN in an index is a FormatError: its signature could never be checked."""
     with pytest.raises(ValueError):
         canonical_json({"x": math.nan})
+
+
+# -- credentials in headers (gateway/http/devices.py bearer_of, gateway/http/operator.py) -----------
+
+authorizations = st.one_of(
+    st.sampled_from(
+        ["Bearer abc", "bearer  abc ", "Basic dTpw", "Basic !!!", "Basic gA==", "Basic", "Bearer", ""]
+    ),
+    st.tuples(st.sampled_from(["Bearer", "Basic", "bEaReR", "Digest"]), st.text(max_size=30)).map(" ".join),
+    st.text(max_size=30),
+)
+
+
+@FUZZ
+@given(value=authorizations.filter(lambda v: "\r" not in v and "\n" not in v))
+@example(value="Basic gA==")  # base64 of a byte that is not UTF-8
+def test_authorization_headers(cases: Counter[str], value: str) -> None:
+    cases["http.authorization_header"] += 1
+    request = make_mocked_request("GET", "/", headers={"Authorization": value})
+    token = bearer_of(request)
+    assert token is None or (token and token == token.strip())
+    presented = _presented_token(request)
+    assert presented is None or isinstance(presented, str)

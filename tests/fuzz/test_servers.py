@@ -13,6 +13,7 @@ client (``mosquitto_pub``) while a client connected before the fuzzing is still 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -60,6 +61,8 @@ T = TypeVar("T")
 pytestmark = pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 MODEL = os.urandom(20_000)
 SHA = hashlib.sha256(MODEL).hexdigest()
+OPERATOR_TOKEN = "operator-secret-token"
+OPERATOR_AUTH = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 TOKENS = {"cam-1": "token-of-cam-1", "cam-2": "token-of-cam-2", "cam-3": "token-of-cam-3"}
 ARTIFACT = "/artifacts/detector/1.0.0/detector-1.0.0.bin"
 READ_TIMEOUT_S = 10.0
@@ -172,6 +175,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayThre
         devices={"access": "token", "tokens_file": str(tokens), "max_wait_s": 0.5},
         mqtt={"max_packet_bytes": 4096, "connect_timeout_s": 2.0},
         telemetry={"window_s": 1.0},
+        operator={"token": OPERATOR_TOKEN},
     )
     tracebacks = Tracebacks()
     logging.getLogger().addHandler(tracebacks)
@@ -406,6 +410,7 @@ header_lines = st.lists(
             [
                 b"Host: x",
                 b"Authorization: Bearer token-of-cam-1",
+                b"Authorization: Bearer operator-secret-token",
                 b"Content-Length: 5",
                 b"Content-Length: -1",
                 b"Content-Length: 99999999999999999999",
@@ -474,6 +479,16 @@ operator_bodies = st.one_of(
 )
 
 
+operator_auth = st.one_of(
+    st.just(f"Bearer {OPERATOR_TOKEN}"),
+    st.just(f"Bearer {OPERATOR_TOKEN}"),
+    st.just(f"Bearer {OPERATOR_TOKEN}"),
+    st.just("Basic " + base64.b64encode(f"admin:{OPERATOR_TOKEN}".encode()).decode()),
+    st.sampled_from(["Basic é", "Basic gA==", "Basic !!", "Bearer", "Bearer wrong", ""]),
+    st.text(max_size=20),
+)
+
+
 @st.composite
 def operator_requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes | None]:
     deployment = draw(
@@ -497,6 +512,9 @@ def operator_requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes 
         )
     )
     headers = {}
+    auth = draw(operator_auth)
+    if printable_latin1(auth):
+        headers["Authorization"] = auth
     if draw(st.booleans()):
         headers["Content-Type"] = draw(
             st.sampled_from(
@@ -515,8 +533,23 @@ def operator_requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes 
 
 @FUZZ_SERVER
 @given(request=operator_requests())
-@example(request=("POST", "/gates/detector@1.0.0/hold", {"Content-Type": "application/json"}, b"[1]"))
-@example(request=("POST", "/gates/detector@1.0.0/hold", {"Content-Type": "application/json"}, b'"why"'))
+@example(
+    request=(
+        "POST",
+        "/gates/detector@1.0.0/hold",
+        {**OPERATOR_AUTH, "Content-Type": "application/json"},
+        b"[1]",
+    )
+)
+@example(
+    request=(
+        "POST",
+        "/gates/detector@1.0.0/hold",
+        {**OPERATOR_AUTH, "Content-Type": "application/json"},
+        b'"why"',
+    )
+)
+@example(request=("GET", "/status", {"Authorization": "Basic é"}, None))
 def test_operator_api(cases: Counter[str], site: tuple[GatewayThread, Tracebacks], request: Any) -> None:
     cases["http.operator_api"] += 1
     gt = gateway_of(site)
@@ -533,7 +566,7 @@ def test_http_still_answers_after_fuzzing(site: tuple[GatewayThread, Tracebacks]
         http_request(gt, gt.http(), "GET", "/devices/cam-1/updates?fw=1.2.0&hw=rev2", auth, None)
     ) in (200, 204)
     assert gt.call(http_request(gt, gt.http(), "GET", ARTIFACT, {**auth, "Range": "bytes=0-9"}, None)) == 206
-    assert gt.call(http_request(gt, gt.operator(), "GET", "/status", {}, None)) == 200
+    assert gt.call(http_request(gt, gt.operator(), "GET", "/status", OPERATOR_AUTH, None)) == 200
     assert not site[1].take()
 
 
