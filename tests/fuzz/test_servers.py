@@ -294,6 +294,7 @@ device_paths = st.one_of(
     st.builds(
         lambda d, k: f"/devices/{quote(d, safe='')}/{k}", device_ids, st.sampled_from(["metrics", "events"])
     ),
+    st.just(ARTIFACT),
     st.sampled_from(
         [
             ARTIFACT,
@@ -387,6 +388,8 @@ methods = st.one_of(
     st.binary(max_size=6),
 )
 targets = st.one_of(
+    st.just(b"/devices/cam-1/updates?fw=1.2.0"),
+    st.just(ARTIFACT.encode()),
     st.sampled_from(
         [
             b"/devices/cam-1/updates",
@@ -428,6 +431,7 @@ header_lines = st.lists(
                 b"Upgrade: websocket",
             ]
         ),
+        st.sampled_from([b"Content-Length: 0", b"Content-Type: application/json", b"Range: bytes=-5"]),
         st.tuples(st.binary(max_size=10), st.binary(max_size=20)).map(lambda kv: kv[0] + b": " + kv[1]),
     ),
     max_size=6,
@@ -443,7 +447,10 @@ raw_bodies = st.one_of(
 
 @st.composite
 def raw_requests(draw: st.DrawFn) -> bytes:
-    line = draw(methods) + b" " + draw(targets) + b" " + draw(versions)
+    if draw(st.integers(0, 3)):
+        line = draw(st.sampled_from([b"GET", b"POST", b"HEAD"])) + b" " + draw(targets) + b" HTTP/1.1"
+    else:
+        line = draw(methods) + b" " + draw(targets) + b" " + draw(versions)
     lines = [line, *draw(header_lines)]
     if draw(st.integers(0, 3)):
         lines.insert(1, b"Host: 127.0.0.1")
@@ -591,6 +598,8 @@ def _s(text: bytes) -> bytes:
 
 GOOD_CONNECT = connect_packet(b"cam-1-fuzz", b"cam-1", b"token-of-cam-1")
 mqtt_topics = st.one_of(
+    st.just(b"devices/cam-1/metrics"),
+    st.just(b"devices/cam-1/events"),
     st.sampled_from(
         [
             b"devices/cam-1/metrics",
@@ -649,8 +658,9 @@ def mqtt_packets(draw: st.DrawFn) -> bytes:
                 wire.CONNECT,
             ]
         )
-        | st.integers(0, 15)
     )
+    if draw(st.integers(0, 4)) == 0:
+        ptype = draw(st.integers(0, 15))
     flags = (
         draw(st.sampled_from([0, 2, 2, 4, 1, 3, 8]) | st.integers(0, 15))
         if ptype == wire.PUBLISH
@@ -659,14 +669,16 @@ def mqtt_packets(draw: st.DrawFn) -> bytes:
     if draw(st.integers(0, 7)) == 0:
         flags = draw(st.integers(0, 15))
     body = draw(mqtt_bodies(ptype, flags))
-    length = draw(
-        st.one_of(
-            st.just(wire.encode_remaining_length(len(body))),
-            st.just(wire.encode_remaining_length(len(body))),
-            st.integers(0, 268_435_455).map(wire.encode_remaining_length),
-            st.sampled_from([b"\xff\xff\xff\xff\x7f", b"\x80\x80\x80\x80", b"\x80\x00", b"\xff\xff\xff\x7f"]),
+    length = wire.encode_remaining_length(len(body))
+    if draw(st.integers(0, 4)) == 0:
+        length = draw(
+            st.one_of(
+                st.integers(0, 268_435_455).map(wire.encode_remaining_length),
+                st.sampled_from(
+                    [b"\xff\xff\xff\xff\x7f", b"\x80\x80\x80\x80", b"\x80\x00", b"\xff\xff\xff\x7f"]
+                ),
+            )
         )
-    )
     return bytes((ptype << 4 | flags,)) + length + body
 
 
@@ -674,7 +686,9 @@ def mqtt_packets(draw: st.DrawFn) -> bytes:
 def mqtt_streams(draw: st.DrawFn) -> bytes:
     start = draw(st.sampled_from(["good", "good", "good", "mutated", "none"]))
     stream = {"good": GOOD_CONNECT, "none": b""}.get(start) or draw(spliced_bytes(st.just(GOOD_CONNECT)))
-    for packet in draw(st.lists(mqtt_packets() | st.binary(min_size=1, max_size=12), max_size=5)):
+    for packet in draw(
+        st.lists(st.one_of(*[mqtt_packets()] * 4, st.binary(min_size=1, max_size=12)), max_size=5)
+    ):
         stream += packet
     return stream
 
