@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from email.utils import formatdate
 from typing import Any
 
 from hypothesis import strategies as st
+
+from gateway.http.ranges import MAX_RANGES
 
 HUGE = [10**400, -(10**400), 2**63, 2**64 + 1, -1, 0, 10**18, 1e308, -0.0, 5e-324]
 ODD_STRINGS = [
@@ -101,3 +104,127 @@ def spliced_bytes(draw: st.DrawFn, base: st.SearchStrategy[bytes]) -> bytes:
         else:
             data = data[:i]
     return data
+
+
+# -- shared by the parser and the server fuzz tests -------------------------------------------
+
+numbers = st.one_of(
+    st.integers(0, 3000).map(str),
+    st.integers(0, 3000).map(str),
+    st.integers(0, 3000).map(str),
+    st.integers(0, 10**30).map(str),
+    st.text("0123456789", min_size=1, max_size=40),
+    st.sampled_from(
+        ["", " ", "١٢", "-1", "+5", "0x10", "1e3", "5\n", "½", "０", " 7 ", "00000000000000000000001"]
+    ),
+)
+range_elems = st.one_of(
+    st.tuples(numbers, numbers).map(lambda t: f"{t[0]}-{t[1]}"),
+    st.tuples(st.integers(0, 3000), st.integers(0, 3000)).map(lambda t: f"{min(t)}-{max(t)}"),
+    numbers.map(lambda n: f"{n}-"),
+    numbers.map(lambda n: f"-{n}"),
+    st.sampled_from(["", " ", "-", "--", "1--2", "1-2-3"]),
+    st.text(max_size=6),
+)
+units = st.one_of(
+    st.just("bytes"),
+    st.sampled_from(["bytes", "Bytes", "BYTES", " bytes ", "bytes\t", "items", "", "byte", "bytes "]),
+    st.text(max_size=6),
+)
+range_grammar = st.builds(
+    lambda unit, sep, elems, comma: unit + sep + comma.join(elems),
+    units,
+    st.sampled_from(["=", "=", "=", "=", " =", "= ", ":", ""]),
+    st.lists(range_elems, max_size=4) | st.lists(range_elems, max_size=MAX_RANGES + 3),
+    st.sampled_from([",", ", ", " ,", ",,", ",\t"]),
+)
+range_headers = range_grammar | spliced(range_grammar)
+sizes = st.one_of(st.integers(0, 5000), st.just(0), st.just(1), st.integers(0, 10**19))
+TAG = "ab" * 16
+MTIME = 1_790_000_000.0
+dates = st.one_of(
+    st.just(formatdate(MTIME, usegmt=True)),
+    st.floats(-1e12, 1e12).map(lambda t: formatdate(t, usegmt=True) if -6e10 < t < 2.5e11 else "x"),
+    st.sampled_from(
+        [
+            "Mon, 01 Jan 99999 00:00:00 GMT",
+            "Sun, 06 Nov 1994 08:49:37 +9999",
+            "Sun, 06 Nov 0000 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+            "31 Dec 9999 23:59:59 -2359",
+            "01 Jan 0001 00:00:00 +2359",
+        ]
+    ),
+    st.text(max_size=30),
+)
+etag_values = st.one_of(
+    st.just(f'"{TAG}"'),
+    st.just(f'W/"{TAG}"'),
+    st.just("*"),
+    st.lists(st.sampled_from([f'"{TAG}"', '"x"', 'W/"y"', "junk", '""', "*"]), max_size=4).map(", ".join),
+    st.text(max_size=20),
+)
+conditional_headers = st.fixed_dictionaries(
+    {},
+    optional={
+        "Range": range_headers,
+        "If-Range": etag_values | dates,
+        "If-Match": etag_values,
+        "If-None-Match": etag_values,
+        "If-Modified-Since": dates,
+        "If-Unmodified-Since": dates,
+    },
+)
+
+query_keys = st.one_of(
+    st.sampled_from(["fw", "hw", "model_id", "model_version", "wait", "region", "line", "fw\n", "a" * 65]),
+    st.text(max_size=10),
+)
+query_values = st.one_of(
+    st.sampled_from(["1.2.0", "rev2", "detector", "1.0.0", "1.0.0\n", "..", "a..b", "x" * 129, "", "\x00"]),
+    st.text(max_size=40),
+    st.text(max_size=200),
+)
+
+
+METRICS = {
+    "device_id": "cam-1",
+    "timestamp": "2026-11-25T10:00:00Z",
+    "model_id": "detector",
+    "model_version": "1.0.0",
+    "avg_latency_ms": 42.0,
+    "num_inferences": 100,
+    "num_errors": 1,
+    "error_rate": 0.01,
+    "cpu_percent": 30.0,
+    "ram_percent": 40.0,
+    "uptime_seconds": 1000,
+    "temperature_c": 50.5,
+    "class_counts": {"person": 90, "forklift": 10},
+    "mean_confidence": 0.9,
+    "unknown_rate": 0.1,
+    "shadow": False,
+}
+metrics_docs = mutated(METRICS, nested=("class_counts",))
+metrics_payloads = st.one_of(
+    metrics_docs,
+    metrics_docs.map(to_json),
+    spliced_bytes(metrics_docs.map(to_json)),
+    st.binary(max_size=64),
+    junk,
+)
+
+
+EVENT = {"event": "healthy", "model_id": "detector", "version": "1.0.0", "reason": "ok"}
+
+
+def _s(text: bytes) -> bytes:
+    return len(text).to_bytes(2, "big") + text
+
+
+CONNECT_BODY = (
+    _s(b"MQTT") + bytes((4, 0xC2)) + (60).to_bytes(2, "big") + _s(b"cam-1") + _s(b"cam-1") + _s(b"tok")
+)
+SUBSCRIBE_BODY = (7).to_bytes(2, "big") + _s(b"devices/cam-1/updates") + b"\x01"
+UNSUBSCRIBE_BODY = (7).to_bytes(2, "big") + _s(b"devices/cam-1/updates")

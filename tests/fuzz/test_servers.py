@@ -39,17 +39,20 @@ from gateway.broker import wire
 from gateway.service import Gateway
 from tests.conftest import Registry
 from tests.fuzz.profile import FUZZ_SERVER
-from tests.fuzz.strategies import junk, mutated, spliced_bytes, to_json
-from tests.fuzz.test_parsers import (
+from tests.fuzz.strategies import (
     CONNECT_BODY,
     EVENT,
     METRICS,
     SUBSCRIBE_BODY,
     UNSUBSCRIBE_BODY,
     conditional_headers,
+    junk,
     metrics_payloads,
+    mutated,
     query_keys,
     query_values,
+    spliced_bytes,
+    to_json,
 )
 from tests.gw import gateway_settings, running, until
 from tests.peers import need
