@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 MAX_QUERY_PARAMS = 32
 MAX_VALUE_CHARS = 128
-_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}\Z")  # \Z: "$" would allow a final newline
 RESERVED = {"wait"}
 STORAGE_RETRY_AFTER_S = 60
 

@@ -81,7 +81,10 @@ def _check_signatures(
     signed: Mapping[str, Any], sigs: list[Any], keys: Mapping[str, PublicKey], what: str
 ) -> str:
     """Return the keyid of a trusted key whose signature verifies; UntrustedError otherwise."""
-    payload = canonical_json(signed)
+    try:
+        payload = canonical_json(signed)
+    except ValueError as exc:  # NaN or a lone surrogate: nothing anyone could have signed
+        raise FormatError(f"{what}: signed part has no canonical JSON form ({exc})") from exc
     known = False
     for entry in sigs:
         if not isinstance(entry, dict):
