@@ -100,7 +100,7 @@ def bearer_of(request: web.Request) -> str | None:
     if scheme.lower() == "basic" and value:
         try:
             value = base64.b64decode(value, validate=True).decode().partition(":")[2]
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, ValueError):  # ValueError (and UnicodeDecodeError): not ASCII base64
             return None
         return value or None
     return value if scheme.lower() == "bearer" and value else None
