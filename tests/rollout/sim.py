@@ -145,7 +145,9 @@ class SiteSim:
         chaos: Chaos,
         download_failure: float,
         folder: Path,
+        report_s: float = REPORT_S,
     ) -> None:
+        self.report_s = report_s
         self.rng = random.Random(seed)
         self.story = story
         self.behaviour = STORY_BEHAVIOUR[story]
@@ -200,8 +202,8 @@ class SiteSim:
         self.apply(0.0)
         for d in self.devices:
             self.at(self.rng.uniform(0, POLL_S), "poll", d)
-        for k in range(int(end / REPORT_S)):
-            self.at(k * REPORT_S + 1, "report")
+        for k in range(int(end / self.report_s)):
+            self.at(k * self.report_s + 1, "report")
         for k in range(1, int(end / WINDOW_S)):
             self.at(k * WINDOW_S, "window")
         for k in range(1, int(end / TICK_S)):
@@ -223,7 +225,7 @@ class SiteSim:
             self.at(self.rng.uniform(land, end), "control", "abort")
         while self.queue:
             t, _, kind, arg = heapq.heappop(self.queue)
-            if t > end or self.finished(t):
+            if t > end or (kind == "window" and self.finished(t)):
                 break
             getattr(self, "on_" + kind)(t, arg)
         gate = self.site.gates.get(self.candidate.key)
@@ -499,6 +501,7 @@ def run(
     settings: GateSettings | None = None,
     chaos: Chaos | None = None,
     download_failure: float | None = None,
+    report_s: float = REPORT_S,
 ) -> Result:
     if download_failure is None:
         download_failure = 0.6 if story == "network_timeouts" else 0.0
@@ -511,6 +514,7 @@ def run(
             chaos=chaos or Chaos(),
             download_failure=download_failure,
             folder=Path(folder),
+            report_s=report_s,
         )
         return sim.run(hours)
 
