@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import StorageError
+from gateway.core.errors import StorageError
 
 
 def fsync_dir(path: Path) -> None:

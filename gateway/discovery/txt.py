@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.manifest import valid_id
+from gateway.core.manifest import valid_id
 
 MAX_TXT_BYTES = 1300  # RFC 6763 section 6.2
 MAX_TXT_KEYS = 32

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway import jsondoc
 from gateway.access import peer_cn
-from gateway.errors import FormatError, StorageError
+from gateway.core import jsondoc
+from gateway.core.errors import FormatError, StorageError
+from gateway.core.manifest import valid_id
+from gateway.core.pacing import jittered
+from gateway.core.policy import PollAnswer
 from gateway.http.context import gateway_of
-from gateway.manifest import valid_id
-from gateway.mirror.pacing import jittered
-from gateway.rollout.policy import PollAnswer
 from gateway.telemetry.ingest import parse_event
 
 if TYPE_CHECKING:

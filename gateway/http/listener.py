@@ -41,7 +41,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.accept import Acceptor, bind_sockets, raise_descriptor_limit
-from gateway.settings import HttpSettings, Settings
+from gateway.core.settings import HttpSettings, Settings
 from gateway.stats import Stats
 
 log = logging.getLogger(__name__)

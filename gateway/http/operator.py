@@ -39,13 +39,13 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from gateway import jsondoc
-from gateway.errors import FormatError
+from gateway.core import jsondoc
+from gateway.core.errors import FormatError
+from gateway.core.gates import CONTROLS
+from gateway.core.settings import parse_hostport
+from gateway.core.site import ControlRefused
 from gateway.http.context import GATEWAY, gateway_of
 from gateway.redact import redact_tree
-from gateway.rollout.gates import CONTROLS
-from gateway.rollout.site import ControlRefused
-from gateway.settings import parse_hostport
 
 if TYPE_CHECKING:
     from gateway.service import Gateway

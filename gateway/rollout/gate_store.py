@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import atomic
-from gateway.rollout.gates import Decision, Evidence, GateState, Verdict
+from gateway.core.gates import Decision, Evidence, GateState, Verdict
 
 MAX_AUDIT_READ = 10_000
 

@@ -31,8 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import ExpiredError, FormatError, RollbackError, UntrustedError
-from gateway.manifest import Deployment, parse_deployment, parse_time
+from gateway.core.errors import ExpiredError, FormatError, RollbackError, UntrustedError
+from gateway.core.manifest import Deployment, parse_deployment, parse_time
 from gateway.trust.canonical import canonical_json
 from gateway.trust.clock import ClockReading, check_issued
 from gateway.trust.keys import PublicKey, keyid, parse_public_key, verify_bytes

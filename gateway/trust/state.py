@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway import atomic
-from gateway.errors import FormatError, RemoteDataError, StorageError
-from gateway.manifest import format_time, parse_time
+from gateway.core.errors import FormatError, RemoteDataError, StorageError
+from gateway.core.manifest import format_time, parse_time
 from gateway.trust.clock import (
     DEFAULT_MAX_FUTURE_SKEW_S,
     ClockReading,

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from gateway.errors import StorageError
+from gateway.core.errors import StorageError
 
 log = logging.getLogger(__name__)
 

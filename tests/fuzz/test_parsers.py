@@ -34,15 +34,15 @@ from multidict import MultiDict
 from firmware_compat import CompatMatrix, FirmwareRange, MatrixError, VersionError, parse_version
 from gateway import registry
 from gateway.broker import wire
+from gateway.core.cohort import CohortSyntaxError, parse_cohort
+from gateway.core.errors import FormatError, RemoteDataError
+from gateway.core.manifest import parse_deployment, parse_time
+from gateway.core.metrics import parse_metrics
 from gateway.discovery.txt import MAX_TXT_KEYS, device_attrs, encode_txt, parse_txt
-from gateway.errors import FormatError, RemoteDataError
 from gateway.http.devices import MAX_QUERY_PARAMS, bearer_of, poll_attributes, wait_of
 from gateway.http.operator import _presented_token
 from gateway.http.ranges import MAX_RANGES, parse_byte_ranges, plan
-from gateway.manifest import parse_deployment, parse_time
-from gateway.rollout.cohort import CohortSyntaxError, parse_cohort
 from gateway.telemetry.ingest import parse_event
-from gateway.telemetry.schema import parse_metrics
 from gateway.trust.canonical import canonical_json
 from gateway.trust.index import TrustedIndex
 from gateway.trust.keys import keyid, load_trusted_keys, parse_public_key, public_pem

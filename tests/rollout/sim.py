@@ -1,5 +1,5 @@
 """A seeded simulation of a whole site through the real decisions: the site's pure transitions
-(:mod:`gateway.rollout.site`), the poll policy, the aggregator and the gate files.
+(:mod:`gateway.core.site`), the poll policy, the aggregator and the gate files.
 
 Nothing waits for the gateway's state before acting. Devices poll at random instants (jittered
 intervals) and half of them hold long polls that are answered on any change; the candidate's index
@@ -12,7 +12,7 @@ seconds.
 
 The invariant is checked on every answer that offers the candidate, from what a device sees and the
 wave plan alone: the distinct devices ever offered it never exceed what the open wave admits
-(:func:`gateway.rollout.waves.wave_target` for the gate's current wave at the whole site's size), no
+(:func:`gateway.core.waves.wave_target` for the gate's current wave at the whole site's size), no
 device is offered a halted or aborted version, and after a halt no new device gets it until a person
 releases it.
 """
@@ -30,16 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.inventory.records import DeviceRecord
-from gateway.manifest import Deployment, parse_deployment
-from gateway.rollout import policy
-from gateway.rollout import site as S
-from gateway.rollout.gates import Action, Control, Event, Stage
+from gateway.core import policy
+from gateway.core import site as S
+from gateway.core.aggregate import Aggregator
+from gateway.core.device import DeviceRecord
+from gateway.core.gates import Action, Control, Event, Stage
+from gateway.core.manifest import Deployment, parse_deployment
+from gateway.core.metrics import Sample
+from gateway.core.settings import GateSettings
+from gateway.core.waves import wave_target
 from gateway.rollout.keeper import GateKeeper
-from gateway.rollout.waves import wave_target
-from gateway.settings import GateSettings
-from gateway.telemetry.aggregate import Aggregator
-from gateway.telemetry.schema import Sample
 
 
 @dataclass(frozen=True)

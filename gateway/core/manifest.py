@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.errors import FormatError
+from gateway.core.errors import FormatError
 
 # \Z, not $: "$" also matches before a final newline, so "v1\n" would pass as an id.
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}\Z")

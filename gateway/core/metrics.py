@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway import jsondoc
-from gateway.errors import FormatError
-from gateway.manifest import valid_id
+from gateway.core import jsondoc
+from gateway.core.errors import FormatError
+from gateway.core.manifest import valid_id
 
 MAX_PAYLOAD_BYTES = 16 << 10
 MAX_CLASSES = 64
