@@ -271,7 +271,7 @@ class Gateway:
     async def _serve(
         self, app: web.Application, host: str, port: int, tls: ssl.SSLContext | None, name: str = "http"
     ) -> list[Any]:
-        limits = listener.Limits.from_settings(self.settings.http)
+        limits = listener.HttpLimits.from_settings(self.settings.http)
         if name == "operator":  # same timeouts, a smaller cap
             limits = replace(
                 limits, max_connections=min(limits.max_connections, listener.OPERATOR_MAX_CONNECTIONS)

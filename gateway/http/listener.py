@@ -78,20 +78,20 @@ def ensure_descriptors(settings: Settings) -> int:
 
 
 @dataclass(frozen=True)
-class Limits:
+class HttpLimits:
     max_connections: int
     header_timeout_s: float
     idle_timeout_s: float
 
     @classmethod
-    def from_settings(cls, s: HttpSettings) -> Limits:
+    def from_settings(cls, s: HttpSettings) -> HttpLimits:
         return cls(s.max_connections, s.header_timeout_s, s.idle_timeout_s)
 
 
 class Guard:
     """One listener's live connections and limits; makes the per-connection protocol wrappers."""
 
-    def __init__(self, name: str, limits: Limits, stats: Stats) -> None:
+    def __init__(self, name: str, limits: HttpLimits, stats: Stats) -> None:
         self.name = name
         self.limits = limits
         self.stats = stats
@@ -273,7 +273,7 @@ async def start_http(
     port: int,
     *,
     name: str,
-    limits: Limits,
+    limits: HttpLimits,
     stats: Stats,
     tls: ssl.SSLContext | None = None,
     shutdown_timeout_s: float = 2.0,

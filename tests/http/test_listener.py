@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from gateway.accept import AcceptBackoff, raise_descriptor_limit
-from gateway.http.listener import Limits, start_http
+from gateway.http.listener import HttpLimits, start_http
 from gateway.stats import Stats
 from tests.conftest import Registry
 from tests.gw import gateway_settings, running, until
@@ -53,7 +53,7 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[Started]]]:
             "127.0.0.1",
             0,
             name="http",
-            limits=Limits(
+            limits=HttpLimits(
                 **{"max_connections": 100, "header_timeout_s": 30.0, "idle_timeout_s": 30.0, **limits}
             ),
             stats=stats,
