@@ -15,9 +15,15 @@ the imports and enforces the rules marked *):
    floor), ``store`` (verified blobs on disk) *never importing network code*, ``inventory``,
    ``uplink`` (the disk outbox and its sinks), ``broker`` (embedded MQTT), ``discovery`` (mDNS),
    ``telemetry`` (ingest), ``rollout`` (the gate keeper shell and gate files), ``mirror``
-   (upstream polling and transfers).
-4. ``http``: the device and operator APIs. * It imports neither the broker nor the service.
-5. ``service``: wiring only; ``settings`` (loading); ``commands`` and ``cli`` on top.
+   (upstream polling and transfers). Each declares the events it emits (a listener protocol or
+   list given at construction: ``store.artifacts.StoreListener``, the mirror's ``on_index``,
+   telemetry's ``on_event``/``on_windows``); nobody assigns callbacks onto another from outside.
+   ``polls`` (the poll answer and its render cache) stands on them.
+4. ``http``: the device and operator APIs. * It imports neither the broker nor the service: a
+   handler reads the narrow objects it uses from typed ``web.AppKey``s (``http.context``), with a
+   small protocol there where the real object lives in a room above or beside it.
+5. ``site_loop`` (the gates in time, and what follows their transitions), ``status_view``;
+   ``service``: wiring only; ``settings`` (loading); ``commands`` and ``cli`` on top.
 """
 
 __version__ = "0.1.0"

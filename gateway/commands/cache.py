@@ -20,9 +20,9 @@ from gateway.core.manifest import parse_deployment
 from gateway.core.settings import Settings
 from gateway.inventory.store import Inventory
 from gateway.rollout.keeper import GateKeeper
-from gateway.service import data_dir_in_use, lock_data_dir
 from gateway.store.artifacts import ArtifactStore
 from gateway.store.blobs import BlobStore
+from gateway.store.lock import data_dir_in_use, lock_data_dir
 
 
 def _held_deployments(settings: Settings) -> list[Any]:

@@ -15,7 +15,7 @@ from typing import Any
 from gateway import atomic
 from gateway.commands import operator_client
 from gateway.commands.serve import add_common, load_settings
-from gateway.service import data_dir_in_use
+from gateway.store.lock import data_dir_in_use
 
 
 def _when(ts: float | None) -> str:

@@ -10,42 +10,58 @@ gateway sends for ``mirror.upstream = "http://child:TOKEN@parent:8080/"``) or a 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from aiohttp import web
 
+from gateway.access import Credentials
+from gateway.core.settings import Settings
 from gateway.http import devices
 from gateway.http.artifacts import add_artifact_routes
-from gateway.http.context import GATEWAY, gateway_of
-
-if TYPE_CHECKING:
-    from gateway.service import Gateway
+from gateway.http.context import (
+    CHANGES,
+    CLOCK,
+    CREDENTIALS,
+    DEVICE_SETTINGS,
+    HELD_INDEX,
+    HELD_KEYS,
+    HTTP_SETTINGS,
+    INGEST,
+    INVENTORY,
+    POLLS,
+    SITE,
+    STATS,
+    DeviceIngest,
+)
+from gateway.inventory.store import Inventory
+from gateway.notify import Changes
+from gateway.polls import PollAnswers
+from gateway.stats import Stats
+from gateway.store.artifacts import ArtifactStore
+from gateway.trust.index import KeyList, SiteIndex
 
 
 async def healthz(request: web.Request) -> web.Response:
-    gw = gateway_of(request)
-    index = gw.mirror.index
+    index = request.app[HELD_INDEX]()
     return web.json_response(
-        {"ok": True, "site": gw.settings.site, "index_version": index.version if index else None}
+        {"ok": True, "site": request.app[SITE], "index_version": index.version if index else None}
     )
 
 
-async def held_index(request: web.Request) -> web.Response:
-    gw = gateway_of(request)
-    devices.authorize_any(gw, request)
+async def serve_held_index(request: web.Request) -> web.Response:
+    await devices.authorize_any(request)
     site = request.match_info.get("site")
-    index = gw.mirror.index
-    if index is None or (site is not None and site != gw.settings.site):
+    index = request.app[HELD_INDEX]()
+    if index is None or (site is not None and site != request.app[SITE]):
         raise web.HTTPNotFound(text="no index held for that site\n")
     return web.Response(
         body=index.raw, content_type="application/json", headers={"Cache-Control": "no-cache"}
     )
 
 
-async def held_keys(request: web.Request) -> web.Response:
-    gw = gateway_of(request)
-    devices.authorize_any(gw, request)
-    key_list = gw.trust.trusted.key_list
+async def serve_held_keys(request: web.Request) -> web.Response:
+    await devices.authorize_any(request)
+    key_list = request.app[HELD_KEYS]()
     if key_list is None:
         raise web.HTTPNotFound(text="no key list held\n")
     return web.Response(
@@ -53,19 +69,39 @@ async def held_keys(request: web.Request) -> web.Response:
     )
 
 
-def build_device_app(gw: Gateway) -> web.Application:
-    app = web.Application(client_max_size=gw.settings.http.max_body_bytes)
-    app[GATEWAY] = gw
+def build_device_app(
+    settings: Settings,
+    *,
+    credentials: Credentials,
+    inventory: Inventory,
+    stats: Stats,
+    clock: Callable[[], float],
+    polls: PollAnswers,
+    changes: Changes,
+    ingest: DeviceIngest,
+    store: ArtifactStore,
+    held_index: Callable[[], SiteIndex | None],
+    held_keys: Callable[[], KeyList | None],
+) -> web.Application:
+    app = web.Application(client_max_size=settings.http.max_body_bytes)
+    app[SITE] = settings.site
+    app[HTTP_SETTINGS] = settings.http
+    app[DEVICE_SETTINGS] = settings.devices
+    app[CREDENTIALS] = credentials
+    app[INVENTORY] = inventory
+    app[STATS] = stats
+    app[CLOCK] = clock
+    app[POLLS] = polls
+    app[CHANGES] = changes
+    app[INGEST] = ingest
+    app[HELD_INDEX] = held_index
+    app[HELD_KEYS] = held_keys
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/index.json", held_index)
-    app.router.add_get("/sites/{site}/index.json", held_index)
-    app.router.add_get("/keys.json", held_keys)
+    app.router.add_get("/index.json", serve_held_index)
+    app.router.add_get("/sites/{site}/index.json", serve_held_index)
+    app.router.add_get("/keys.json", serve_held_keys)
     app.router.add_get("/devices/{device_id}/updates", devices.poll)
     app.router.add_post("/devices/{device_id}/events", devices.event)
     app.router.add_post("/devices/{device_id}/metrics", devices.metrics)
-
-    async def authorize_download(request: web.Request) -> None:
-        devices.authorize_any(gw, request)
-
-    add_artifact_routes(app, gw.store, authorize_download)
+    add_artifact_routes(app, store, devices.authorize_any)
     return app

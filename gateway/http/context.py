@@ -1,17 +1,63 @@
-"""How a handler reaches the gateway it serves: one typed application key."""
+"""What a handler may reach: one typed application key per narrow object it uses.
+
+The service fills these keys when it builds the apps (:func:`gateway.http.app.build_device_app`,
+:func:`gateway.http.operator.build_operator_app`); a handler reads ``request.app[KEY]``. Where the
+object lives in a room http must not import (the service, the telemetry ingest with its SQLite
+outbox), a small protocol here says what http calls, and the service passes the real object.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from gateway.service import Gateway
+from gateway.access import Credentials
+from gateway.core.settings import DeviceSettings, GateSettings, HttpSettings
+from gateway.inventory.store import Inventory
+from gateway.notify import Changes
+from gateway.polls import PollAnswers
+from gateway.rollout.keeper import GateKeeper
+from gateway.stats import Stats
+from gateway.store.artifacts import ArtifactStore
+from gateway.trust.index import KeyList, SiteIndex
 
-GATEWAY: web.AppKey[Any] = web.AppKey("gateway", object)
+
+class DeviceIngest(Protocol):
+    """Metrics and events from a device (the telemetry ingest)."""
+
+    async def metrics(self, device_id: str, payload: Mapping[str, Any], now: float) -> None:
+        """Returns once the sample is durable; FormatError: invalid; StorageError: not durable."""
+        ...
+
+    def on_event(
+        self, device_id: str, event: str, model_id: str | None, version: str | None, reason: str | None
+    ) -> None: ...
 
 
-def gateway_of(request: web.Request) -> Gateway:
-    gw: Gateway = request.app[GATEWAY]
-    return gw
+class GateControls(Protocol):
+    """An operator's gate control, applied at once (the site loop)."""
+
+    async def control_gate(self, deployment: str, action: str, by: str, why: str) -> None:
+        """KeyError: no such gate; ControlRefused: why it would do nothing."""
+        ...
+
+
+SITE: web.AppKey[str] = web.AppKey("site", str)
+HTTP_SETTINGS: web.AppKey[HttpSettings] = web.AppKey("http_settings", HttpSettings)
+DEVICE_SETTINGS: web.AppKey[DeviceSettings] = web.AppKey("device_settings", DeviceSettings)
+GATE_SETTINGS: web.AppKey[GateSettings] = web.AppKey("gate_settings", GateSettings)
+CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
+STATS: web.AppKey[Stats] = web.AppKey("stats", Stats)
+CREDENTIALS: web.AppKey[Credentials] = web.AppKey("credentials", Credentials)
+INVENTORY: web.AppKey[Inventory] = web.AppKey("inventory", Inventory)
+POLLS: web.AppKey[PollAnswers] = web.AppKey("polls", PollAnswers)
+CHANGES: web.AppKey[Changes] = web.AppKey("changes", Changes)  # long polls wait on it
+INGEST: web.AppKey[DeviceIngest] = web.AppKey("ingest")
+STORE: web.AppKey[ArtifactStore] = web.AppKey("store", ArtifactStore)
+HELD_INDEX: web.AppKey[Callable[[], SiteIndex | None]] = web.AppKey("held_index")
+HELD_KEYS: web.AppKey[Callable[[], KeyList | None]] = web.AppKey("held_keys")
+GATES: web.AppKey[GateKeeper] = web.AppKey("gates", GateKeeper)
+GATE_CONTROLS: web.AppKey[GateControls] = web.AppKey("gate_controls")
+STATUS: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("status")

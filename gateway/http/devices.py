@@ -15,28 +15,32 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import json
 import logging
 import math
 import random
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from gateway.access import peer_cn
 from gateway.core import jsondoc
 from gateway.core.errors import FormatError, StorageError
+from gateway.core.events import parse_event
 from gateway.core.manifest import valid_id
 from gateway.core.pacing import jittered
-from gateway.core.policy import PollAnswer
-from gateway.http.context import gateway_of
-from gateway.telemetry.ingest import parse_event
-
-if TYPE_CHECKING:
-    from gateway.service import Gateway
+from gateway.http.context import (
+    CHANGES,
+    CLOCK,
+    CREDENTIALS,
+    DEVICE_SETTINGS,
+    HTTP_SETTINGS,
+    INGEST,
+    INVENTORY,
+    POLLS,
+    STATS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +62,7 @@ def device_id_of(request: web.Request) -> str:
     return device_id
 
 
-def authorize(gw: Gateway, request: web.Request, device_id: str, *, write: bool) -> bool:
+def authorize(request: web.Request, device_id: str, *, write: bool) -> bool:
     """401/403 unless this request may speak for ``device_id``; True when it may also change what
     the gateway records about the device.
 
@@ -66,28 +70,28 @@ def authorize(gw: Gateway, request: web.Request, device_id: str, *, write: bool)
     another address is refused; a poll from another address is answered (read only: False) but
     neither records its attributes, nor binds, nor keeps the binding alive.
     """
-    creds = gw.credentials
+    creds, stats = request.app[CREDENTIALS], request.app[STATS]
     refusal = creds.check(device_id, bearer=bearer_of(request), cert_cn=cert_cn_of(request))
     owner = True
     if refusal is None and creds.mode == "open":
-        refusal = creds.bindings.seen(device_id, request.remote, gw.clock())
+        refusal = creds.bindings.seen(device_id, request.remote, request.app[CLOCK]())
         if refusal is not None:
             if not write:
                 refusal, owner = None, False
             else:
-                gw.stats.inc("devices.refused_open_binding")
+                stats.inc("devices.refused_open_binding")
     if refusal is not None:
-        gw.stats.inc(f"devices.refused_{refusal.status}")
+        stats.inc(f"devices.refused_{refusal.status}")
         cls = web.HTTPUnauthorized if refusal.status == 401 else web.HTTPForbidden
         raise cls(text=refusal.reason + "\n")
     return owner
 
 
-def authorize_any(gw: Gateway, request: web.Request) -> None:
+async def authorize_any(request: web.Request) -> None:
     """Downloads: any valid device credential (model files are company property)."""
-    refusal = gw.credentials.check_any(bearer=bearer_of(request), cert_cn=cert_cn_of(request))
+    refusal = request.app[CREDENTIALS].check_any(bearer=bearer_of(request), cert_cn=cert_cn_of(request))
     if refusal is not None:
-        gw.stats.inc(f"downloads.refused_{refusal.status}")
+        request.app[STATS].inc(f"downloads.refused_{refusal.status}")
         cls = web.HTTPUnauthorized if refusal.status == 401 else web.HTTPForbidden
         raise cls(text=refusal.reason + "\n")
 
@@ -147,38 +151,11 @@ def wait_of(request: web.Request, max_wait_s: float) -> float:
     return min(value, max_wait_s)
 
 
-def base_url(gw: Gateway, request: web.Request) -> str:
-    if gw.settings.http.public_url:
-        return gw.settings.http.public_url.rstrip("/")
+def base_url(request: web.Request) -> str:
+    public_url = request.app[HTTP_SETTINGS].public_url
+    if public_url:
+        return public_url.rstrip("/")
     return f"{request.scheme}://{request.host}"
-
-
-RENDER_CACHE_MAX = 256
-
-
-def render(gw: Gateway, request: web.Request, answer: PollAnswer) -> tuple[bytes, str] | None:
-    """The manifest body and its ETag; the same few answers go to thousands of devices, so the
-    rendering is memoised per (deployment, base URL, rollback)."""
-    d = answer.deployment
-    if d is None:
-        return None
-    base = base_url(gw, request)
-    key = (d, base, answer.rollback, answer.shadow)
-    cache = gw.render_cache
-    if (hit := cache.get(key)) is not None:
-        return hit
-    url = f"{base}/artifacts/{d.model_id}/{d.version}/{d.filename}"
-    body = d.to_device(url, url + ".sig")
-    if answer.rollback:
-        body["rollback"] = True
-    if answer.shadow:
-        body["shadow"] = True
-    raw = json.dumps(body, sort_keys=True).encode()
-    rendered = raw, '"' + hashlib.sha256(raw).hexdigest()[:32] + '"'
-    if len(cache) >= RENDER_CACHE_MAX:
-        cache.clear()
-    cache[key] = rendered
-    return rendered
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:
@@ -190,38 +167,37 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 
 
 async def poll(request: web.Request) -> web.Response:
-    gw = gateway_of(request)
+    app = request.app
+    stats, clock, inventory, polls = app[STATS], app[CLOCK], app[INVENTORY], app[POLLS]
+    settings = app[DEVICE_SETTINGS]
     device_id = device_id_of(request)
-    owner = authorize(gw, request, device_id, write=False)
+    owner = authorize(request, device_id, write=False)
     attrs = poll_attributes(request.query)
-    wait_s = wait_of(request, gw.settings.devices.max_wait_s)
-    gw.stats.inc("devices.polls")
+    wait_s = wait_of(request, settings.max_wait_s)
+    stats.inc("devices.polls")
     if owner:  # a poll from another address than the id's own (open access) records nothing
-        gw.inventory.upsert(device_id, attrs, source="poll", now=gw.clock())
+        inventory.upsert(device_id, attrs, source="poll", now=clock())
     if_none_match = request.headers.get("If-None-Match")
-    answer = gw.answer_for(device_id)
-    rendered = render(gw, request, answer)
+    base = base_url(request)
+    answer = polls.answer_for(device_id)
+    rendered = polls.render(answer, base)
     if wait_s > 0 and (rendered is None or _etag_matches(if_none_match, rendered[1])):
         # Long poll: nothing new for this device yet; wait until its answer changes.
         held = rendered[1] if rendered else None
-        deadline = gw.clock() + wait_s
-        while (remaining := deadline - gw.clock()) > 0:
-            await gw.changes.wait(remaining)
-            answer = gw.answer_for(device_id)
-            rendered = render(gw, request, answer)
+        deadline = clock() + wait_s
+        while (remaining := deadline - clock()) > 0:
+            await app[CHANGES].wait(remaining)
+            answer = polls.answer_for(device_id)
+            rendered = polls.render(answer, base)
             if (rendered[1] if rendered else None) != held:
                 break
     if owner:
-        gw.inventory.set_blocked(device_id, answer.blocked_by_firmware, gw.clock())
+        inventory.set_blocked(device_id, answer.blocked_by_firmware, clock())
     headers = {
         "Retry-After": str(
             max(
                 1,
-                round(
-                    jittered(
-                        gw.settings.devices.poll_interval_s, gw.settings.devices.poll_jitter, random.random()
-                    )
-                ),
+                round(jittered(settings.poll_interval_s, settings.poll_jitter, random.random())),
             )
         ),
         "Cache-Control": "no-store",
@@ -253,33 +229,31 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 
 async def event(request: web.Request) -> web.Response:
-    gw = gateway_of(request)
     device_id = device_id_of(request)
-    authorize(gw, request, device_id, write=True)
+    authorize(request, device_id, write=True)
     doc = await _json_body(request)
     try:
         name, model_id, version, reason = parse_event(doc)
     except FormatError as exc:
         raise bad_request(str(exc)) from None
-    gw.stats.inc(f"devices.events.{name}")
-    gw.on_device_event(device_id, name, model_id, version, reason)
+    request.app[STATS].inc(f"devices.events.{name}")
+    request.app[INGEST].on_event(device_id, name, model_id, version, reason)
     return web.Response(status=204)
 
 
 async def metrics(request: web.Request) -> web.Response:
     """The reference metrics JSON over HTTP: 204 once it is durable in the outbox."""
-    gw = gateway_of(request)
     device_id = device_id_of(request)
-    authorize(gw, request, device_id, write=True)
+    authorize(request, device_id, write=True)
     doc = await _json_body(request)
     try:
-        await gw.telemetry.metrics(device_id, doc, gw.clock())
+        await request.app[INGEST].metrics(device_id, doc, request.app[CLOCK]())
     except FormatError as exc:
         raise bad_request(str(exc)) from None
     except StorageError as exc:
         # The outbox could not make it durable (disk full, read-only): not the device's fault and
         # not a crash; it should send it again later.
-        gw.stats.error("devices.metrics_unavailable", str(exc))
+        request.app[STATS].error("devices.metrics_unavailable", str(exc))
         raise web.HTTPServiceUnavailable(
             text=f"cannot store metrics now ({exc}); retry later\n",
             headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)},

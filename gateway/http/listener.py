@@ -24,7 +24,7 @@ The header timer reads three attributes of aiohttp's ``RequestHandler`` (``_requ
 parsed"; the slowloris test in ``tests/http/test_listener.py`` fails if they change meaning.
 
 What it leaves to others: the routes (``gateway.http.app``, ``gateway.http.operator``), TLS
-settings (``gateway.service``).
+settings (``gateway.http.tls``).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ import json
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from typing import TYPE_CHECKING
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -42,13 +42,23 @@ from aiohttp.typedefs import Middleware
 from gateway.core import jsondoc
 from gateway.core.errors import FormatError
 from gateway.core.gates import CONTROLS
-from gateway.core.settings import parse_hostport
+from gateway.core.settings import Settings, parse_hostport
 from gateway.core.site import ControlRefused
-from gateway.http.context import GATEWAY, gateway_of
+from gateway.http.context import (
+    GATE_CONTROLS,
+    GATE_SETTINGS,
+    GATES,
+    INVENTORY,
+    STATS,
+    STATUS,
+    STORE,
+    GateControls,
+)
+from gateway.inventory.store import Inventory
 from gateway.redact import redact_tree
-
-if TYPE_CHECKING:
-    from gateway.service import Gateway
+from gateway.rollout.keeper import GateKeeper
+from gateway.stats import Stats
+from gateway.store.artifacts import ArtifactStore
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -152,7 +162,7 @@ def guard_middleware(names: Collection[str], csrf_token: str) -> Middleware:
         )
         if refused is not None:
             status, reason = refused
-            gateway_of(request).stats.inc(f"operator.refused_{status}")
+            request.app[STATS].inc(f"operator.refused_{status}")
             cls = web.HTTPForbidden if status == 403 else web.HTTPUnsupportedMediaType
             raise cls(text=reason + "\n")
         return await handler(request)
@@ -185,19 +195,17 @@ def token_middleware(token: str) -> Middleware:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(
-        redact_tree(gateway_of(request).status()), dumps=lambda v: json.dumps(v, indent=2)
-    )
+    return web.json_response(redact_tree(request.app[STATUS]()), dumps=lambda v: json.dumps(v, indent=2))
 
 
 async def gates_status(request: web.Request) -> web.Response:
-    gw = gateway_of(request)
+    gates = request.app[GATES]
     return web.json_response(
         {
-            "gates": gw.gates.status(),
-            "index_version": gw.gates.site.index_version,
-            "enabled": gw.settings.gates.enabled,
-            "audit": gw.gates.store.audit()[-50:],
+            "gates": gates.status(),
+            "index_version": gates.site.index_version,
+            "enabled": request.app[GATE_SETTINGS].enabled,
+            "audit": gates.store.audit()[-50:],
         }
     )
 
@@ -205,7 +213,7 @@ async def gates_status(request: web.Request) -> web.Response:
 async def gate_control(request: web.Request) -> web.Response:
     """POST /gates/{deployment}/{hold|release|abort|approve} with {"who": ..., "why": ...}: applied
     at once and logged with both; 409 with the reason when it would do nothing."""
-    gw = gateway_of(request)
+    gates = request.app[GATES]
     action = request.match_info["action"]
     if action not in CONTROLS:
         raise web.HTTPNotFound(text="action: hold, release, abort or approve\n")
@@ -220,32 +228,32 @@ async def gate_control(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="why: say why (it goes in the audit log)\n")
     deployment = request.match_info["deployment"]
     try:
-        await gw.control_gate(deployment, action, f"operator:{who}", why)
+        await request.app[GATE_CONTROLS].control_gate(deployment, action, f"operator:{who}", why)
     except KeyError:
         raise web.HTTPNotFound(text=f"no gate for {deployment} (model@version); see gate status\n") from None
     except ControlRefused as exc:
         raise web.HTTPConflict(text=f"{exc}\n") from None
-    gate = next(g for g in gw.gates.status() if g["deployment"] == deployment)
-    return web.json_response({"gate": gate, "gates": gw.gates.status()})
+    gate = next(g for g in gates.status() if g["deployment"] == deployment)
+    return web.json_response({"gate": gate, "gates": gates.status()})
 
 
 async def devices(request: web.Request) -> web.Response:
-    return web.json_response(gateway_of(request).inventory.to_json())
+    return web.json_response(request.app[INVENTORY].to_json())
 
 
 async def cache_verify(request: web.Request) -> web.Response:
-    gw = gateway_of(request)
-    results = {sha: await gw.store.recheck(sha) for sha in list(gw.store.verified)}
+    store = request.app[STORE]
+    results = {sha: await store.recheck(sha) for sha in list(store.verified)}
     return web.json_response(
         {"checked": len(results), "corrupt_removed": [s for s, ok in results.items() if not ok]}
     )
 
 
 async def cache_prune(request: web.Request) -> web.Response:
-    gw = gateway_of(request)
-    before = set(gw.store.verified)
-    await gw.store.prune_unprotected()
-    return web.json_response({"removed": sorted(before - set(gw.store.verified))})
+    store = request.app[STORE]
+    before = set(store.verified)
+    await store.prune_unprotected()
+    return web.json_response({"removed": sorted(before - set(store.verified))})
 
 
 def _row(cells: list[object]) -> str:
@@ -253,8 +261,7 @@ def _row(cells: list[object]) -> str:
 
 
 async def dashboard(request: web.Request) -> web.Response:
-    gw = gateway_of(request)
-    st = redact_tree(gw.status())
+    st = redact_tree(request.app[STATUS]())
     idx = st["index"] or {}
     deployments = "".join(
         _row(
@@ -306,7 +313,7 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}</style></head><
 <h2>Canary gates</h2><table><tr><th>deployment</th><th>baseline</th><th>stage</th><th>wave</th><th>admitted</th><th>rollback</th><th>last decision</th><th></th></tr>{gates}</table>
 <h2>This box</h2><p>CPU {html.escape(str(health.get("system_cpu_percent")))} %, RAM {html.escape(str(health.get("ram_percent")))} %,
 disk free {html.escape(str(health.get("disk_free_bytes")))} bytes, temperature {html.escape(str(health.get("temperature_c")))} C,
-MQTT connections {html.escape(str(st["mqtt"].get("connections")))}, devices known {len(gw.inventory.devices)}</p>
+MQTT connections {html.escape(str(st["mqtt"].get("connections")))}, devices known {len(request.app[INVENTORY].devices)}</p>
 <h2>Counters</h2><table>{counters}</table><h2>Last errors</h2><table>{errors}</table>
 <script>
 // Gate controls: same-origin JSON with this process's token (see gateway.http.operator.refusal).
@@ -326,14 +333,29 @@ document.querySelectorAll("button[data-gate]").forEach((b) => b.addEventListener
     return web.Response(text=page, content_type="text/html")
 
 
-def build_operator_app(gw: Gateway) -> web.Application:
-    op = gw.settings.operator
+def build_operator_app(
+    settings: Settings,
+    *,
+    stats: Stats,
+    inventory: Inventory,
+    store: ArtifactStore,
+    gates: GateKeeper,
+    controls: GateControls,
+    status_view: Callable[[], dict[str, Any]],
+) -> web.Application:
+    op = settings.operator
     csrf_token = secrets.token_urlsafe(24)  # per process: a page from before a restart must reload
     middlewares = [guard_middleware(own_names(op.listen, op.allowed_hosts), csrf_token)]
     if op.token:
         middlewares.append(token_middleware(op.token))
     app = web.Application(middlewares=middlewares, client_max_size=64 << 10)
-    app[GATEWAY] = gw
+    app[STATS] = stats
+    app[INVENTORY] = inventory
+    app[STORE] = store
+    app[GATES] = gates
+    app[GATE_SETTINGS] = settings.gates
+    app[GATE_CONTROLS] = controls
+    app[STATUS] = status_view
     app[CSRF_TOKEN] = csrf_token
     app.router.add_get("/", dashboard)
     app.router.add_get("/status", status)

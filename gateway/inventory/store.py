@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 MAX_ATTRS = 32
 MAX_ATTR_CHARS = 128
 MAX_CHANGES = 10_000
-EVENTS = ("downloaded", "verified", "activated", "healthy", "rolled_back", "failed")
 
 
 def clean_attrs(attrs: Mapping[str, Any]) -> dict[str, str]:

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.core.errors import NotModified, RemoteDataError, StorageError, TransportError
@@ -58,7 +58,14 @@ def by_sha(deployments: list[Deployment]) -> dict[str, Deployment]:
     return out
 
 
+IndexListener = Callable[[SiteIndex], None]
+"""Called with each newly accepted index (the site loop judges it, the store holds its commands)."""
+
+
 class Mirror:
+    """Its event, declared and given at construction: ``on_index`` for each accepted index. It
+    answers the store's questions about transfers (:meth:`retry_after_s`, :meth:`on_miss`)."""
+
     def __init__(
         self,
         settings: Settings,
@@ -67,6 +74,7 @@ class Mirror:
         store: ArtifactStore,
         stats: Stats,
         *,
+        on_index: Sequence[IndexListener] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -85,14 +93,12 @@ class Mirror:
         )
         self.index: SiteIndex | None = None
         self.changed = asyncio.Event()  # set on every newly accepted index
-        self.listeners: list[Callable[[SiteIndex], None]] = []
+        self.listeners = tuple(on_index)
         self._validators: dict[str, _Validators] = {}
         self._index_rel = f"sites/{settings.site}/index.json"
         self.last_poll_ok: float | None = None
         self.last_error: str | None = None
         self._told_empty = False
-        store.pending_hint = lambda sha: retry_after_s(self.fetcher.progress.get(sha), random.random())
-        store.on_miss = self._on_miss
 
     async def open(self) -> None:
         """Re-verify the index held before a restart, and resume its transfers."""
@@ -101,11 +107,22 @@ class Mirror:
             log.info("holding site index version %d from before the restart", self.index.version)
             self._apply(self.index)
 
-    def _on_miss(self, sha256: str) -> None:
+    # -- the store's listener (gateway.store.artifacts.StoreListener) ------------------------------
+
+    def retry_after_s(self, sha256: str) -> int:
+        """When a device should come back for an artifact in transit, from the transfer's pace."""
+        return retry_after_s(self.fetcher.progress.get(sha256), random.random())
+
+    def on_miss(self, sha256: str) -> None:
         """A device asked for an artifact still in transit: make sure its transfer is running."""
         d = by_sha(in_effect(self.index, self.clock())).get(sha256)
         if d is not None:
             self.fetcher.ensure(d)
+
+    def progress_bytes(self, sha256: str) -> int | None:
+        """Bytes transferred so far of an artifact in transit (None: not in transit)."""
+        progress = self.fetcher.progress.get(sha256)
+        return progress.done if progress else None
 
     def prefetch(self) -> None:
         """Make sure every artifact in effect is verified here or on its way (a blob found corrupt

@@ -12,7 +12,8 @@ Blobs changed under the gateway:
 * a blob the download handler finds missing, short, no longer a regular file or written since it
   was verified (its ctime moved) is reported with :meth:`ArtifactStore.broken`: it leaves the
   verified set at once (devices get 503 with ``Retry-After``), is hashed again off the loop, and is
-  either taken back or quarantined and fetched again (``on_miss``, which the mirror handles);
+  either taken back or quarantined and fetched again (:meth:`StoreListener.on_miss`, which the mirror
+  handles);
 * the scrub (:meth:`ArtifactStore.scrub_pass`) re-hashes every verified blob at a bounded rate, so
   bit rot the ctime cannot show is found too. A mismatch leaves the verified set (never served
   again), is moved to ``quarantine/`` and fetched again. A download already streaming when the
@@ -34,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from gateway import atomic
 from gateway.core.eviction import (
@@ -125,6 +126,36 @@ def _read_into(fd: int, h: Any, size: int) -> int:
     return len(chunk)
 
 
+class StoreListener(Protocol):
+    """What the store tells the rest of the gateway, given at construction. Called on the loop:
+    none may block."""
+
+    def retry_after_s(self, sha256: str) -> int:
+        """Seconds a device should wait for a blob of a deployment in effect not yet verified."""
+        ...
+
+    def on_miss(self, sha256: str) -> None:
+        """A blob in effect is wanted but not verified here (asked for, broken, quarantined)."""
+        ...
+
+    def on_verified(self, sha256: str) -> None:
+        """A blob became verified (long polls waiting for it wake)."""
+        ...
+
+
+class Unheard:
+    """No listener: a fixed hint, nothing fetched again, nobody woken (tests, maintenance commands)."""
+
+    def retry_after_s(self, sha256: str) -> int:
+        return 5
+
+    def on_miss(self, sha256: str) -> None:
+        pass
+
+    def on_verified(self, sha256: str) -> None:
+        pass
+
+
 class ArtifactStore:
     def __init__(
         self,
@@ -132,6 +163,7 @@ class ArtifactStore:
         *,
         quota_bytes: int = 0,
         running: Callable[[], Iterable[tuple[str | None, str]]] = lambda: (),
+        listener: StoreListener | None = None,
     ) -> None:
         self.blobs = BlobStore(data_dir)
         self.quota_bytes = quota_bytes
@@ -145,9 +177,7 @@ class ArtifactStore:
         self.commands: Mapping[str, str] = {}  # the index's signed coordinator commands
         self.rollback_pins: list[RollbackPin] = []  # the gates' rollback targets
         self.running = running  # (model_id, version) devices report running
-        self.pending_hint: Callable[[str], int] = lambda sha: 5
-        self.on_miss: Callable[[str], None] = lambda sha: None
-        self.on_verified: Callable[[str], None] = lambda sha: None  # long polls wake on it
+        self.listener: StoreListener = listener if listener is not None else Unheard()
         self.scrub = ScrubReport()
         self.quarantined: list[str] = []  # this run's quarantined files (the newest few), for status
         self._checking: set[str] = set()  # blobs reported broken, being hashed again
@@ -258,8 +288,8 @@ class ArtifactStore:
             if entry.sha256 not in self.in_effect:
                 return None
             if entry.sha256 not in self._checking:
-                self.on_miss(entry.sha256)
-            return Pending(self.pending_hint(entry.sha256))
+                self.listener.on_miss(entry.sha256)
+            return Pending(self.listener.retry_after_s(entry.sha256))
         if not is_sig:
             self.last_access[entry.sha256] = time.time()
             self._dirty = True
@@ -291,7 +321,7 @@ class ArtifactStore:
             self._dirty = True
             self._checking.add(sha)
             self._tasks.spawn(self._check_again(sha), name=f"recheck {sha[:12]}")
-        return self.pending_hint(sha)
+        return self.listener.retry_after_s(sha)
 
     async def _check_again(self, sha: str) -> None:
         try:
@@ -301,13 +331,13 @@ class ArtifactStore:
                 if info is not None and inode is not None and info.ctime_ns == inode.ctime_ns:
                     self.verified.setdefault(sha, info)  # a re-fetch may have published it meanwhile
                     log.info("blob %s hashed again and still good: serving it again", sha)
-                    self.on_verified(sha)
+                    self.listener.on_verified(sha)
                     return
             await self._set_aside(sha, result, inode)
         finally:
             self._checking.discard(sha)
         if sha not in self.verified:
-            self.on_miss(sha)  # the mirror fetches it again while it is in effect
+            self.listener.on_miss(sha)  # the mirror fetches it again while it is in effect
 
     async def _set_aside(self, sha: str, result: Hashed, inode: _Inode | None) -> None:
         """Quarantine a mismatching blob; remove what is left of a missing one."""
@@ -386,7 +416,7 @@ class ArtifactStore:
                 report.missing.append(sha)
                 log.error("blob %s is gone from disk: fetching it again", sha)
             await self._set_aside(sha, result, inode)
-            self.on_miss(sha)
+            self.listener.on_miss(sha)
         report.finished_at = time.time()
         report.passes += 1
         self.scrub = report
@@ -424,7 +454,7 @@ class ArtifactStore:
         self.last_access[sha256] = time.time()
         self._dirty = True
         await self.flush(force=True)
-        self.on_verified(sha256)
+        self.listener.on_verified(sha256)
         return info
 
     async def make_room(self, incoming_bytes: int) -> bool:
@@ -459,7 +489,7 @@ class ArtifactStore:
         info = await asyncio.to_thread(self.blobs.check, sha256)
         if info is None:
             self.verified.pop(sha256, None)
-            self.on_miss(sha256)
+            self.listener.on_miss(sha256)
             return False
         self.verified[sha256] = info
         return True

@@ -12,18 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gateway.core import jsondoc
 from gateway.core.aggregate import Aggregator
 from gateway.core.device import DeviceRecord
 from gateway.core.errors import FormatError
+from gateway.core.events import parse_event
 from gateway.core.manifest import valid_id
 from gateway.core.metrics import MAX_PAYLOAD_BYTES, Sample, parse_metrics
 from gateway.core.settings import TelemetrySettings
 from gateway.core.window import WindowStats
-from gateway.inventory.store import EVENTS, Inventory
+from gateway.inventory.store import Inventory
 from gateway.stats import Stats
 from gateway.uplink.outbox import Outbox
 
@@ -33,23 +34,16 @@ MAX_EVENT_BYTES = 8 << 10
 LAST_SEEN_RESOLUTION_S = 5.0
 
 
-def parse_event(doc: Any) -> tuple[str, str | None, str | None, str | None]:
-    """A device event (HTTP body or MQTT payload) -> (event, model_id, version, reason)."""
-    if not isinstance(doc, Mapping):
-        raise FormatError("body: expected a JSON object")
-    name = doc.get("event")
-    if name not in EVENTS:
-        raise FormatError("event: one of " + ", ".join(EVENTS))
-    model_id, version, reason = doc.get("model_id"), doc.get("version"), doc.get("reason")
-    for key, value in (("model_id", model_id), ("version", version)):
-        if value is not None and not (isinstance(value, str) and valid_id(value)):
-            raise FormatError(f"{key}: letters, digits, '.', '_' or '-'")
-    if reason is not None and (not isinstance(reason, str) or len(reason) > 1024):
-        raise FormatError("reason: a string of at most 1024 characters")
-    return name, model_id, version, reason
+EventListener = Callable[[str, str, str | None, str | None, str | None], None]
+"""(device_id, event, model_id, version, reason): a valid device event, over HTTP or MQTT."""
+WindowListener = Callable[[list[WindowStats], float], None]
+"""(windows, now): metric windows just closed (the canary gates take them)."""
 
 
 class Telemetry:
+    """Its events, declared and given at construction: ``on_event`` for each valid device event,
+    ``on_windows`` for each batch of closed windows."""
+
     def __init__(
         self,
         settings: TelemetrySettings,
@@ -57,7 +51,8 @@ class Telemetry:
         outbox: Outbox,
         stats: Stats,
         *,
-        on_event: Callable[[str, str, str | None, str | None, str | None], None],
+        on_event: EventListener,
+        on_windows: Sequence[WindowListener] = (),
         journal: bool = True,
     ) -> None:
         self.aggregator = Aggregator(settings.window_s, settings.cohort_attribute)
@@ -67,7 +62,7 @@ class Telemetry:
         self.on_event = on_event
         self.journal = journal
         self.recent: deque[WindowStats] = deque(maxlen=5000)
-        self.listeners: list[Callable[[list[WindowStats], float], None]] = []
+        self.listeners = tuple(on_windows)
 
     async def metrics(self, device_id: str, payload: bytes | Mapping[str, Any], now: float) -> None:
         """Raises :class:`FormatError` (counted, logged) for an invalid message; returns once the

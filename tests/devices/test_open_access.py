@@ -151,7 +151,7 @@ async def test_open_mode_refuses_writes_for_a_device_from_another_address(gw: Ga
     # A device that never polled is bound by its first write.
     assert await request(gw, "POST", "/devices/cam-2/metrics", "127.0.0.3", METRICS) == 204
     assert await request(gw, "POST", "/devices/cam-2/metrics", "127.0.0.1", METRICS) == 403
-    assert gw.status()["counters"]["devices.refused_open_binding"] == 4
+    assert gw.status_view.status()["counters"]["devices.refused_open_binding"] == 4
 
 
 async def test_the_binding_expires_after_silence(reg: Registry, tmp_path: Path) -> None:

@@ -172,7 +172,7 @@ async def gw(reg: Registry, tmp_path: Path) -> AsyncIterator[Gateway]:
         await until(lambda: g.store.is_verified(hashlib.sha256(V1).hexdigest()), what="v1 mirrored")
         reg.publish(V2, version="2.0.0")
         await until(lambda: g.store.is_verified(hashlib.sha256(V2).hexdigest()), what="v2 mirrored")
-        await g.step_gates(g.clock())  # as the report loop would, a few seconds later
+        await g.site_loop.step_gates(g.clock())  # as the report loop would, a few seconds later
         assert GATE in g.gates.gates
         yield g
 
@@ -208,7 +208,7 @@ async def test_the_issue_s_csrf_abort_is_refused_and_changes_nothing(gw: Gateway
         "--data", '{"who":"x","why":"y"}', f"{operator_base(gw)}/gates/{GATE}/abort",
     )  # fmt: skip
     assert status == 403 and "cross-origin" in body
-    await gw.step_gates(gw.clock())
+    await gw.site_loop.step_gates(gw.clock())
     assert gate_state(gw) == before and gw.gates.gates[GATE].stage != "aborted"
     assert gw.stats["operator.refused_403"] == 1
     # The same without a content type a browser can send cross-site without a preflight: 415.

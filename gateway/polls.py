@@ -1,0 +1,88 @@
+"""The poll answer: what a device may install now, and the manifest body that says so.
+
+:class:`PollAnswers` reads, from memory only, the index in effect as the gate keeper published it
+(every deployment in it judged and durable), the device's inventory record, the trusted clock and
+which blobs are verified, and hands them to the pure :func:`gateway.core.policy.answer`. It also
+renders the answer's manifest and ETag, memoised: the same few answers go to thousands of devices.
+
+It leaves to others: parsing the request, credentials, long polls and headers (``gateway.http``);
+what is in effect and when (``gateway.rollout`` and the site loop); the decision itself
+(``gateway.core.policy``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from firmware_compat.matrix import CompatMatrix
+from gateway.core import policy
+from gateway.inventory.store import Inventory
+from gateway.rollout.keeper import GateKeeper
+from gateway.store.artifacts import ArtifactStore
+from gateway.trust.state import TrustState
+
+RENDER_CACHE_MAX = 256
+
+
+class PollAnswers:
+    def __init__(
+        self,
+        *,
+        inventory: Inventory,
+        gates: GateKeeper,
+        trust: TrustState,
+        store: ArtifactStore,
+        matrix: CompatMatrix | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.inventory = inventory
+        self.gates = gates
+        self.trust = trust
+        self.store = store
+        self.matrix = matrix
+        self.clock = clock
+        self.render_cache: dict[Any, tuple[bytes, str]] = {}
+
+    def answer_for(self, device_id: str) -> policy.PollAnswer:
+        """What this device may install now (see :mod:`gateway.core.policy`)."""
+        device = self.inventory.get(device_id)
+        if device is None:
+            return policy.PollAnswer(None, "unknown_device")
+        site = self.gates.site  # the index in effect: every deployment in it judged
+        reading = self.trust.clock(self.clock())
+        return policy.answer(
+            deployments=[d for d in site.deployments if d.end_time is None or d.end_time > reading.now],
+            commands=site.commands,
+            device=device,
+            now=reading.now,
+            clock_trusted=reading.trusted,
+            verified=self.store.is_verified,
+            matrix=self.matrix,
+            gates=self.gates,
+        )
+
+    def render(self, answer: policy.PollAnswer, base: str) -> tuple[bytes, str] | None:
+        """The manifest body and its ETag, its URLs under ``base``; memoised per (deployment, base
+        URL, rollback, shadow)."""
+        d = answer.deployment
+        if d is None:
+            return None
+        key = (d, base, answer.rollback, answer.shadow)
+        cache = self.render_cache
+        if (hit := cache.get(key)) is not None:
+            return hit
+        url = f"{base}/artifacts/{d.model_id}/{d.version}/{d.filename}"
+        body = d.to_device(url, url + ".sig")
+        if answer.rollback:
+            body["rollback"] = True
+        if answer.shadow:
+            body["shadow"] = True
+        raw = json.dumps(body, sort_keys=True).encode()
+        rendered = raw, '"' + hashlib.sha256(raw).hexdigest()[:32] + '"'
+        if len(cache) >= RENDER_CACHE_MAX:
+            cache.clear()
+        cache[key] = rendered
+        return rendered

@@ -1,0 +1,128 @@
+"""The status view: what ``ota-gateway status``, ``GET /status`` and the dashboard show.
+
+One JSON-ready dict, read from the components as they are now (the trusted clock, the index held,
+each deployment's mirroring, the gates, the store, the box's health, the broker, the uplink, the
+counters). It only reads; redaction of secrets (``gateway.redact``) and presentation are the
+operator API's, and each figure's meaning is its component's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway import __version__
+from gateway.broker.server import Broker
+from gateway.core.settings import Settings
+from gateway.health import probe
+from gateway.mirror.mirror import Mirror
+from gateway.rollout.keeper import GateKeeper
+from gateway.stats import Stats
+from gateway.store.artifacts import ArtifactStore
+from gateway.trust.state import TrustState
+from gateway.uplink.forwarder import Forwarder
+from gateway.uplink.outbox import Outbox
+from gateway.uplink.sinks import Sink
+
+
+class StatusView:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        trust: TrustState,
+        mirror: Mirror,
+        store: ArtifactStore,
+        gates: GateKeeper,
+        broker: Callable[[], Broker | None],
+        forwarder: Forwarder,
+        sinks: Sequence[Sink],
+        outbox: Outbox,
+        stats: Stats,
+        data: Path,
+        started_at: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.trust = trust
+        self.mirror = mirror
+        self.store = store
+        self.gates = gates
+        self.broker = broker
+        self.forwarder = forwarder
+        self.sinks = sinks
+        self.outbox = outbox
+        self.stats = stats
+        self.data = data
+        self.started_at = started_at
+        self.clock = clock
+
+    def status(self) -> dict[str, Any]:
+        """What ``ota-gateway status`` and the dashboard show."""
+        reading = self.trust.clock(self.clock())
+        index = self.mirror.index
+        broker = self.broker()
+        deployments = []
+        for d in index.deployments if index else ():
+            deployments.append(
+                {
+                    "model_id": d.model_id,
+                    "version": d.version,
+                    "sha256": d.sha256,
+                    "length": d.length,
+                    "mirrored": self.store.is_verified(d.sha256),
+                    "progress_bytes": self.mirror.progress_bytes(d.sha256),
+                    "target_cohort": d.target_cohort,
+                    "rollout_percentage": d.rollout_percentage,
+                }
+            )
+        return {
+            "gateway": {
+                "version": __version__,
+                "site": self.settings.site,
+                "uptime_s": round(self.clock() - self.started_at),
+            },
+            "clock": {
+                "trusted": reading.trusted,
+                "system": reading.system,
+                "floor": reading.floor,
+                "note": self.trust.advice(reading.system),
+                "floor_source": self.trust.source(),
+            },
+            "upstream": {
+                "url": self.mirror.upstream.description,
+                "last_poll_ok": self.mirror.last_poll_ok,
+                "last_error": self.mirror.last_error,
+            },
+            "index": None
+            if index is None
+            else {
+                "version": index.version,
+                "expires": index.expires,
+                "expired": index.expires <= reading.now,
+                "rejected_deployments": [list(r) for r in index.rejected],
+                "commands": dict(index.commands),
+            },
+            "trusted_keys": sorted(self.trust.trusted.signing_keys()),
+            "gates": self.gates.status(),
+            "deployments": deployments,
+            "store": {
+                "verified_blobs": len(self.store.verified),
+                "used_bytes": sum(i.size for i in self.store.verified.values()),
+                "quota_bytes": self.settings.store.quota_bytes,
+                "scrub": self.store.scrub.to_json(),
+                "quarantined": list(self.store.quarantined),
+            },
+            "health": probe(self.data),
+            "mqtt": {
+                "listen": {name: f"{h}:{p}" for name, (h, p) in broker.addresses.items()} if broker else {},
+                **(broker.stats() if broker else {}),
+            },
+            "uplink": {
+                "sinks": {s.name: {"up": self.forwarder.link_up.get(s.name)} for s in self.sinks},
+                "outbox": self.outbox.stats(),
+            },
+            "counters": self.stats.snapshot(),
+            "last_errors": dict(self.stats.last_error),
+        }
