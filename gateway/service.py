@@ -35,7 +35,7 @@ from gateway.http.operator import build_operator_app
 from gateway.http.tls import server_tls
 from gateway.inventory.store import Inventory, load_inventory_file
 from gateway.mirror.mirror import Mirror
-from gateway.mirror.upstream import upstream_from
+from gateway.mirror.upstream import Upstream, upstream_from
 from gateway.notify import Changes
 from gateway.polls import PollAnswers
 from gateway.rollout.keeper import GateKeeper
@@ -73,6 +73,42 @@ class _StoreEvents:
 
     def on_verified(self, sha256: str) -> None:
         self._changes.notify()  # long polls waiting for this blob wake
+
+
+def _uplink(
+    settings: Settings, data: Path, stats: Stats, clock: Callable[[], float]
+) -> tuple[list[Sink], Outbox, Forwarder]:
+    """The sinks the settings name, the disk outbox in front of them, and the forwarder."""
+    up = settings.uplink
+    sinks: list[Sink] = []
+    if up.ingest_url:
+        sinks.append(
+            HttpSink(up.ingest_url, up.ingest_token, settings.site, ca_bundle=settings.mirror.ca_bundle)
+        )
+    if up.mqtt_url:
+        try:
+            sinks.append(MqttBridge(up.mqtt_url, settings.site, ca_bundle=settings.mirror.ca_bundle))
+        except ValueError as exc:
+            raise ConfigError(
+                "configuration", "uplink.mqtt_url", "mqtt://user:pass@host:port or mqtts://..."
+            ) from exc
+    outbox = Outbox(
+        data / "outbox.sqlite",
+        max_bytes=up.outbox_max_bytes,
+        max_age_s=up.outbox_max_age_s,
+        sinks=[s.name for s in sinks] or ["none"],
+        open_now=False,  # opened in start(), under the data folder's lock
+    )
+    forwarder = Forwarder(
+        outbox,
+        sinks,
+        stats,
+        retry_initial_s=settings.mirror.retry_initial_s,
+        retry_max_s=settings.mirror.retry_max_s,
+        idle_s=up.report_interval_s,
+        clock=clock,
+    )
+    return sinks, outbox, forwarder
 
 
 class Gateway:
@@ -116,35 +152,7 @@ class Gateway:
         self.credentials = Credentials(devices, self.site_inventory)
         self.matrix = load_matrix(Path(devices.compat_matrix)) if devices.compat_matrix else None
 
-        up = settings.uplink
-        self.sinks: list[Sink] = []
-        if up.ingest_url:
-            self.sinks.append(
-                HttpSink(up.ingest_url, up.ingest_token, settings.site, ca_bundle=settings.mirror.ca_bundle)
-            )
-        if up.mqtt_url:
-            try:
-                self.sinks.append(MqttBridge(up.mqtt_url, settings.site, ca_bundle=settings.mirror.ca_bundle))
-            except ValueError as exc:
-                raise ConfigError(
-                    "configuration", "uplink.mqtt_url", "mqtt://user:pass@host:port or mqtts://..."
-                ) from exc
-        self.outbox = Outbox(
-            self.data / "outbox.sqlite",
-            max_bytes=up.outbox_max_bytes,
-            max_age_s=up.outbox_max_age_s,
-            sinks=[s.name for s in self.sinks] or ["none"],
-            open_now=False,  # opened in start(), under the data folder's lock
-        )
-        self.forwarder = Forwarder(
-            self.outbox,
-            self.sinks,
-            self.stats,
-            retry_initial_s=settings.mirror.retry_initial_s,
-            retry_max_s=settings.mirror.retry_max_s,
-            idle_s=up.report_interval_s,
-            clock=clock,
-        )
+        self.sinks, self.outbox, self.forwarder = _uplink(settings, self.data, self.stats, clock)
         self.gates = GateKeeper(settings.gates, self.data / "gates")
         self.telemetry = Telemetry(
             settings.telemetry,
@@ -153,11 +161,20 @@ class Gateway:
             self.stats,
             on_event=DeviceEvents(self.inventory, self.gates, clock),
             on_windows=[self.gates.on_windows],
-            journal=up.forward_samples,
+            journal=settings.uplink.forward_samples,
         )
         self.broker: Broker | None = None  # amqtt needs the running loop: made in start()
+        self._wire_site(upstream)
+        self.discovery: dict[str, Any] = {}
+        self._cert_sha256 = (
+            cert_fingerprint(Path(settings.http.tls_cert).read_bytes()) if settings.http.tls_cert else None
+        )
+
+    def _wire_site(self, upstream: Upstream) -> None:
+        """The site loop, the mirror that feeds it, and the views the APIs read."""
+        s = self.settings
         self.site_loop = SiteLoop(
-            settings,
+            s,
             gates=self.gates,
             inventory=self.inventory,
             trust=self.trust,
@@ -172,17 +189,17 @@ class Gateway:
             stats=self.stats,
             tasks=self.tasks,
             data=self.data,
-            clock=clock,
+            clock=self.clock,
         )
         # A new index reaches devices only through the gate keeper, once judged (see SiteLoop).
         self.mirror = Mirror(
-            settings,
+            s,
             upstream,
             self.trust,
             self.store,
             self.stats,
             on_index=[self.site_loop.index_accepted, lambda index: self.store.hold(index.commands)],
-            clock=clock,
+            clock=self.clock,
         )
         self.polls = PollAnswers(
             inventory=self.inventory,
@@ -190,10 +207,10 @@ class Gateway:
             trust=self.trust,
             store=self.store,
             matrix=self.matrix,
-            clock=clock,
+            clock=self.clock,
         )
         self.status_view = StatusView(
-            settings,
+            s,
             trust=self.trust,
             mirror=self.mirror,
             store=self.store,
@@ -205,11 +222,7 @@ class Gateway:
             stats=self.stats,
             data=self.data,
             started_at=self.started_at,
-            clock=clock,
-        )
-        self.discovery: dict[str, Any] = {}
-        self._cert_sha256 = (
-            cert_fingerprint(Path(settings.http.tls_cert).read_bytes()) if settings.http.tls_cert else None
+            clock=self.clock,
         )
 
     async def start(self) -> None:
