@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from firmware_compat.matrix import CompatMatrix
+from gateway import atomic
+from gateway.errors import DamagedStateError
 from gateway.inventory.records import DeviceRecord
 from gateway.manifest import Deployment, parse_deployment
 from gateway.rollout import site as S
@@ -41,6 +43,7 @@ class GateKeeper:
         self._events: list[Event] = []
         self._windows: list[WindowStats] = []
         self._lock = asyncio.Lock()
+        self.recovered: list[dict[str, Any]] = []  # damaged gate files found at load (for /status)
 
     @property
     def gates(self) -> Mapping[str, GateState]:
@@ -53,8 +56,20 @@ class GateKeeper:
     # -- persistence ------------------------------------------------------------------------------
 
     def load(self) -> None:
-        gates = self.store.load()
-        meta = self.store.load_meta()
+        """Blocking. A gate file that cannot be read is moved aside and the site starts in safe mode:
+        every gate opened from then on is held (``site.SAFE_MODE``) with nobody admitted until an
+        operator releases it; ``recovered`` and ``site.safe_mode`` say so in ``/status``."""
+        safe_mode: str | None = None
+        gates: dict[str, GateState] = {}
+        meta: dict[str, Any] = {}
+        try:
+            gates = self.store.load()
+        except DamagedStateError as exc:
+            safe_mode = self._recover(self.store.state_path, exc)
+        try:
+            meta = self.store.load_meta()
+        except DamagedStateError as exc:
+            safe_mode = safe_mode or self._recover(self.store.meta_path, exc)
         baselines: dict[str, Deployment] = {}
         for key, raw in meta.get("baselines", {}).items():
             try:
@@ -67,7 +82,14 @@ class GateKeeper:
             known=dict(meta.get("known", {})),
             ungated=frozenset(meta.get("ungated", ())),
             cloud_held=frozenset(meta.get("cloud_held", ())),
+            safe_mode=safe_mode,
         )
+
+    def _recover(self, path: Path, exc: DamagedStateError) -> str:
+        moved = atomic.move_aside(path)
+        action = "safe mode: every candidate held at waiting_for_wave until `ota-gateway gate release`"
+        self.recovered.append(atomic.recovered(path, exc.problem, action, moved))
+        return f"{path.name} could not be read ({exc.problem})"
 
     def _meta(self, site: S.Site) -> dict[str, Any]:
         return {
