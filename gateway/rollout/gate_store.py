@@ -26,6 +26,7 @@ from gateway.rollout.gates import Decision, GateState, Stage
 _T = TypeVar("_T")
 
 MAX_AUDIT_READ = 10_000
+ALWAYS_WRITTEN = ("ran", "downloaded", "failed", "candidate", "baseline", "decisions")
 
 
 def _convert(hint: Any, value: Any, where: str) -> Any:
@@ -86,6 +87,9 @@ def state_to_json(s: GateState) -> dict[str, Any]:
 
 def state_from_json(doc: Any, where: str = "gate") -> GateState:
     """One gate's stored state; ValueError naming the key when it is not a gate's shape."""
+    missing = [k for k in ALWAYS_WRITTEN if isinstance(doc, dict) and k not in doc]
+    if missing:  # every file ever written has these; keys added later (``observed``...) default
+        raise _Shape(f"{where}: missing key {missing[0]!r}")
     state = _build(GateState, doc, where)
     if state.stage not in set(Stage):
         raise _Shape(f"{where}.stage: unknown stage {state.stage!r}")

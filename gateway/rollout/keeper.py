@@ -32,6 +32,7 @@ from gateway.telemetry.window import WindowStats
 
 log = logging.getLogger(__name__)
 
+SAFE_MODE_ACTION = "safe mode: every candidate held at waiting_for_wave until `ota-gateway gate release`"
 Transition = Callable[[S.Site], tuple[S.Site, S.Effects]]
 
 
@@ -70,6 +71,10 @@ class GateKeeper:
             meta = self.store.load_meta()
         except DamagedStateError as exc:
             safe_mode = safe_mode or self._recover(self.store.meta_path, exc)
+        if meta.get("known") and not self.store.state_path.exists():  # both are written together
+            problem = f"missing while {self.store.meta_path.name} lists deployments"
+            self.recovered.append(atomic.recovered(self.store.state_path, problem, SAFE_MODE_ACTION))
+            safe_mode = safe_mode or f"{self.store.state_path.name} {problem}"
         baselines: dict[str, Deployment] = {}
         for key, raw in meta.get("baselines", {}).items():
             try:
@@ -87,7 +92,7 @@ class GateKeeper:
 
     def _recover(self, path: Path, exc: DamagedStateError) -> str:
         moved = atomic.move_aside(path)
-        action = "safe mode: every candidate held at waiting_for_wave until `ota-gateway gate release`"
+        action = SAFE_MODE_ACTION
         self.recovered.append(atomic.recovered(path, exc.problem, action, moved))
         return f"{path.name} could not be read ({exc.problem})"
 

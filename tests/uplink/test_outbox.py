@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from gateway.uplink.outbox import Outbox
 
@@ -80,3 +84,40 @@ def test_kill_9_loses_nothing_that_was_acknowledged(tmp_path: Path) -> None:
     held = {r.seq for r in box.peek("http", max_records=100_000, max_bytes=1 << 30)}
     assert set(acknowledged) <= held
     box.close()
+
+
+def _damage_outbox(path: Path, how: str) -> None:
+    if how == "garbage-pages":
+        raw = path.read_bytes()
+        path.write_bytes(raw[:100] + os.urandom(len(raw) - 100))  # the header stays
+    elif how == "truncated":
+        with path.open("r+b") as f:
+            f.truncate(path.stat().st_size // 2)
+    elif how == "not-sqlite":
+        path.write_bytes(b"{}" * 3000)
+    else:
+        path.unlink()
+        db = sqlite3.connect(path)
+        db.execute("CREATE TABLE records (id INTEGER PRIMARY KEY, payload BLOB)")
+        db.commit()
+        db.close()
+
+
+@pytest.mark.parametrize("how", ["garbage-pages", "truncated", "not-sqlite", "wrong-schema"])
+async def test_a_damaged_outbox_is_moved_aside_and_a_fresh_one_opened(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "outbox.sqlite"
+    box = Outbox(path, max_bytes=10_000_000, max_age_s=3600)
+    for i in range(300):
+        await box.append("sample", {"i": i, "pad": "x" * 200}, 1.0)
+    box.close()
+    _damage_outbox(path, how)
+    again = Outbox(path, max_bytes=10_000_000, max_age_s=3600)  # never an uncaught DatabaseError
+    try:
+        (rec,) = again.recovered
+        assert rec["file"] == str(path) and "unknown" in rec["action"]
+        aside = await asyncio.to_thread(lambda: [p.name for p in tmp_path.glob("outbox.sqlite.corrupt-*")])
+        assert len(aside) == 1 and rec["moved_to"] == str(tmp_path / aside[0])
+        assert await again.append("event", {"ok": True}, 2.0) >= 1  # and it works
+        assert [r.body for r in again.peek("default")] == [{"ok": True}]
+    finally:
+        again.close()
