@@ -241,6 +241,13 @@ def test_gate_state_lost_holds_every_candidate_until_released(seed: Seed, tmp_pa
             env=env, capture_output=True, text=True, timeout=30, check=False,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
+        shown = subprocess.run(
+            [sys.executable, "-m", "gateway", "status", "--data", str(data)],
+            env=env, capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        (rec,) = json.loads(shown.stdout)["recovered"]  # ``ota-gateway status`` shows it too
+        assert rec["file"] == str(data / "gates" / "gates.json") and "safe mode" in rec["action"]
         wait_for(lambda: fetch(f"http://{gw.http}{POLL}")[0] == 200, 20, "wave 0 to admit the device", gw)
         (gate,) = status(gw)["gates"]
         assert gate["held_by"] is None and gate["admitted"] >= 1 and gate["wave"] == 0

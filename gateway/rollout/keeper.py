@@ -63,6 +63,7 @@ class GateKeeper:
         safe_mode: str | None = None
         gates: dict[str, GateState] = {}
         meta: dict[str, Any] = {}
+        had_gates = self.store.state_path.exists()
         try:
             gates = self.store.load()
         except DamagedStateError as exc:
@@ -71,7 +72,7 @@ class GateKeeper:
             meta = self.store.load_meta()
         except DamagedStateError as exc:
             safe_mode = safe_mode or self._recover(self.store.meta_path, exc)
-        if meta.get("known") and not self.store.state_path.exists():  # both are written together
+        if meta.get("known") and not had_gates:  # both are written together
             problem = f"missing while {self.store.meta_path.name} lists deployments"
             self.recovered.append(atomic.recovered(self.store.state_path, problem, SAFE_MODE_ACTION))
             safe_mode = safe_mode or f"{self.store.state_path.name} {problem}"
