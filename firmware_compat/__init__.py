@@ -5,11 +5,11 @@
 - :mod:`firmware_compat.matrix`: the firmware -> supported model versions table.
 - :mod:`firmware_compat.choose`: the "update firmware first" rule.
 
-No I/O but :func:`firmware_compat.matrix.load_matrix`; nothing here imports the gateway.
+No I/O; nothing here imports the gateway.
 """
 
 from firmware_compat.choose import Choice, Offer, choose
-from firmware_compat.matrix import CompatMatrix, MatrixError, load_matrix
+from firmware_compat.matrix import CompatMatrix, MatrixError, parse_matrix
 from firmware_compat.ranges import FirmwareRange
 from firmware_compat.version import Version, VersionError, parse_version, try_version
 
@@ -22,7 +22,7 @@ __all__ = [
     "Version",
     "VersionError",
     "choose",
-    "load_matrix",
+    "parse_matrix",
     "parse_version",
     "try_version",
 ]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from firmware_compat.version import Version, VersionError, parse_version
@@ -70,15 +69,13 @@ class CompatMatrix:
         return row is None or model_version in row
 
 
-def load_matrix(path: Path) -> CompatMatrix:
-    """Read a matrix file; raises :class:`MatrixError` naming the file and the entry."""
+def parse_matrix(data: bytes, name: str = "matrix") -> CompatMatrix:
+    """A matrix file's bytes; raises :class:`MatrixError` naming ``name`` and the entry."""
     try:
-        doc = json.loads(path.read_bytes())
-    except OSError as exc:
-        raise MatrixError(f"{path}: cannot read ({exc.strerror})") from exc
+        doc = json.loads(data)
     except ValueError as exc:
-        raise MatrixError(f"{path}: not valid JSON ({exc})") from exc
+        raise MatrixError(f"{name}: not valid JSON ({exc})") from exc
     try:
         return CompatMatrix.from_json(doc)
     except MatrixError as exc:
-        raise MatrixError(f"{path}: {exc}") from exc
+        raise MatrixError(f"{name}: {exc}") from exc

@@ -27,6 +27,7 @@ class VersionError(ValueError):
     pass
 
 
+@functools.lru_cache(maxsize=1024)
 def _pre_key(pre: tuple[str, ...]) -> tuple[tuple[int, int, str], ...]:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre)
 

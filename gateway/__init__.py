@@ -1,3 +1,23 @@
-"""OTA Gateway: a site's verified mirror, device update API, metrics broker and canary gates."""
+"""OTA Gateway: a site's verified mirror, device update API, metrics broker and canary gates.
+
+The house, from the ground up (a room imports only rooms below it; ``tests/test_house.py`` reads
+the imports and enforces the rules marked *):
+
+1. ``gateway.core`` and ``firmware_compat``: the pure decisions and their values. Settings
+   dataclasses, manifests and metrics schemas, errors, device records, cohorts, eligibility, the
+   poll policy, waves, gates and the site's decision state (``core.site``: ``apply_index``,
+   ``on_control``, ``tick``), telemetry windows and aggregation, pacing, the eviction choice.
+   No I/O, no clock, no asyncio: values and ``now`` in, decisions out. * It imports only the
+   standard library, ``firmware_compat`` and itself.
+2. Small shared helpers: ``atomic`` (crash-safe writes), ``stats``, ``tasks``, ``notify``,
+   ``health``, ``redact``, ``accept``, ``diskspace``.
+3. The I/O rooms, each with one job: ``trust`` (verify the signed index and keys, the clock
+   floor), ``store`` (verified blobs on disk) *never importing network code*, ``inventory``,
+   ``uplink`` (the disk outbox and its sinks), ``broker`` (embedded MQTT), ``discovery`` (mDNS),
+   ``telemetry`` (ingest), ``rollout`` (the gate keeper shell and gate files), ``mirror``
+   (upstream polling and transfers).
+4. ``http``: the device and operator APIs. * It imports neither the broker nor the service.
+5. ``service``: wiring only; ``settings`` (loading); ``commands`` and ``cli`` on top.
+"""
 
 __version__ = "0.1.0"

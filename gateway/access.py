@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import ConfigError
-from gateway.manifest import valid_id
-from gateway.settings import DeviceSettings
+from gateway.core.errors import ConfigError
+from gateway.core.manifest import valid_id
+from gateway.core.settings import DeviceSettings
 
 
 def peer_cn(ssl_object: Any) -> str | None:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import DamagedStateError, StorageError
+from gateway.core.errors import DamagedStateError, StorageError
 
 log = logging.getLogger(__name__)
 

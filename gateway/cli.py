@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.errors import ConfigError, GatewayError
+from gateway.core.errors import ConfigError, GatewayError
 from gateway.redact import RedactingFormatter, redact
 
 COMMAND_MODULES: tuple[str, ...] = (

@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from firmware_compat.version import try_version
 from gateway import atomic
-from gateway.errors import ConfigError, FormatError
-from gateway.manifest import HEALTH_KEYS, format_time, parse_deployment, parse_time, valid_id
+from gateway.core.errors import ConfigError, FormatError
+from gateway.core.manifest import HEALTH_KEYS, format_time, parse_deployment, parse_time, valid_id
 from gateway.trust.canonical import canonical_json
 from gateway.trust.keys import keyid, public_pem
 

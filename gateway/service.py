@@ -22,14 +22,17 @@ from typing import IO, Any
 
 from aiohttp import web
 
-from firmware_compat.matrix import load_matrix
 from gateway import __version__
 from gateway.access import Credentials
 from gateway.broker.server import Broker, mqtt_settings
+from gateway.core import policy
+from gateway.core.errors import ConfigError, StorageError
+from gateway.core.gates import Action
+from gateway.core.settings import Settings, parse_hostport
+from gateway.core.site import Effects
 from gateway.discovery.advertise import Advertiser, cert_fingerprint
 from gateway.discovery.browse import DeviceBrowser
 from gateway.discovery.net import open_lan
-from gateway.errors import ConfigError, StorageError
 from gateway.health import probe
 from gateway.http import listener
 from gateway.http.app import build_device_app
@@ -39,11 +42,8 @@ from gateway.mirror.mirror import Mirror
 from gateway.mirror.upstream import upstream_from
 from gateway.notify import Changes
 from gateway.report import SiteReport
-from gateway.rollout import policy
-from gateway.rollout.gates import Action
 from gateway.rollout.keeper import GateKeeper
-from gateway.rollout.site import Effects
-from gateway.settings import Settings, parse_hostport
+from gateway.settings import load_matrix
 from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
 from gateway.tasks import TaskGroup
@@ -308,7 +308,7 @@ class Gateway:
     # -- the device API's decisions (memory only, no I/O) -------------------------------------------
 
     def answer_for(self, device_id: str) -> policy.PollAnswer:
-        """What this device may install now (see :mod:`gateway.rollout.policy`)."""
+        """What this device may install now (see :mod:`gateway.core.policy`)."""
         device = self.inventory.get(device_id)
         if device is None:
             return policy.PollAnswer(None, "unknown_device")

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from gateway import settings as S
+from gateway.core import settings as S
 from gateway.service import Gateway
 from tests.conftest import Registry
 

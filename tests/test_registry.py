@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway import cli
-from gateway.errors import ConfigError
+from gateway.core.errors import ConfigError
 from tests.conftest import Registry
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway import settings as S
-from gateway.errors import ConfigError
+from gateway.core.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:

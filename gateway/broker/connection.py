@@ -34,7 +34,7 @@ import asyncio
 import logging
 import socket
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from amqtt.adapters import BufferReader
 from amqtt.contexts import Action
@@ -49,11 +49,9 @@ from amqtt.mqtt.unsubscribe import UnsubscribePacket
 from amqtt.session import OutgoingApplicationMessage
 
 from gateway.broker import rules, wire
+from gateway.broker.hub import Hub
 from gateway.broker.plugins import DEVICE_ID, REFUSAL
 from gateway.broker.session import LeanSession
-
-if TYPE_CHECKING:
-    from gateway.broker.server import AmqttCore
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +91,7 @@ class Connection:
         "writer",
     )
 
-    def __init__(self, core: AmqttCore, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, core: Hub, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.core = core
         self.reader = reader
         self.writer = writer

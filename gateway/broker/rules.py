@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.manifest import valid_id
+from gateway.core.manifest import valid_id
 
 TOPIC_ROOT = "devices/"
 MAX_TOPIC_BYTES = 1024  # far beyond anything a device needs; keeps log lines and dict keys small

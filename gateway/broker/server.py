@@ -54,7 +54,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -66,9 +66,10 @@ from amqtt.errors import BrokerError
 from gateway.accept import Acceptor, bind_sockets
 from gateway.broker import rules
 from gateway.broker.connection import Connection
+from gateway.broker.hub import MqttLimits
 from gateway.broker.plugins import DEVICE_ID, AuthCheck
-from gateway.errors import ConfigError
-from gateway.settings import MqttSettings, Settings, parse_hostport
+from gateway.core.errors import ConfigError
+from gateway.core.settings import MqttSettings, Settings, parse_hostport
 from gateway.stats import Stats
 from gateway.tasks import TaskGroup
 
@@ -82,27 +83,6 @@ BROADCAST_QUEUE_MAX = 1024  # messages waiting for fan-out; beyond it publishers
 SWEEP_INTERVAL_S = 1.0  # how often keep-alive and CONNECT deadlines are checked
 STOP_TIMEOUT_S = 5.0
 LISTEN_BACKLOG = 1024  # a reconnect storm of thousands of devices should queue, not be refused
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_packet_bytes: int
-    max_connections: int
-    max_queued_messages: int
-    connect_timeout_s: float
-    max_pending_connections: int = 256
-    max_sessions_per_device: int = 4
-
-    @classmethod
-    def from_settings(cls, s: MqttSettings) -> Limits:
-        return cls(
-            s.max_packet_bytes,
-            s.max_connections,
-            s.max_queued_messages,
-            s.connect_timeout_s,
-            s.max_pending_connections,
-            s.max_sessions_per_device,
-        )
 
 
 def mqtt_settings(settings: Settings) -> MqttSettings:
@@ -165,7 +145,9 @@ def _bind(listen: str) -> str | None:
 class AmqttCore(AmqttBroker):
     """amqtt's broker with our connection handling, session type, and device-indexed fan-out."""
 
-    def __init__(self, config: BrokerConfig, limits: Limits, on_publish: PublishHook, stats: Stats) -> None:
+    def __init__(
+        self, config: BrokerConfig, limits: MqttLimits, on_publish: PublishHook, stats: Stats
+    ) -> None:
         super().__init__(config)
         self.limits = limits
         self.on_publish = on_publish
@@ -409,7 +391,7 @@ class Broker:
 
     async def start(self) -> None:
         s = self.settings
-        limits = Limits.from_settings(s)
+        limits = MqttLimits.from_settings(s)
         core = AmqttCore(self._config, limits, self._on_publish, self._stats)
         try:
             await core.start()

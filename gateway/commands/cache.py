@@ -16,11 +16,11 @@ from typing import Any
 from gateway import atomic
 from gateway.commands import operator_client
 from gateway.commands.serve import add_common, load_settings
+from gateway.core.manifest import parse_deployment
+from gateway.core.settings import Settings
 from gateway.inventory.store import Inventory
-from gateway.manifest import parse_deployment
 from gateway.rollout.keeper import GateKeeper
 from gateway.service import data_dir_in_use, lock_data_dir
-from gateway.settings import Settings
 from gateway.store.artifacts import ArtifactStore
 from gateway.store.blobs import BlobStore
 

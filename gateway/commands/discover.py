@@ -20,11 +20,12 @@ from zeroconf import ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 
 from gateway import settings as settings_mod
+from gateway.core import settings as schema
+from gateway.core.errors import ConfigError
 from gateway.discovery.advertise import GATEWAY_TYPE
 from gateway.discovery.browse import DEVICE_TYPE
 from gateway.discovery.net import open_lan
 from gateway.discovery.txt import device_attrs, parse_txt
-from gateway.errors import ConfigError
 
 MAX_FOUND = 10_000  # instance names kept per run
 RESOLVE_TIMEOUT_MS = 2000
@@ -38,7 +39,7 @@ def _decoded(text: bytes) -> dict[str, Any]:
         return {"(raw)": text.hex()}
 
 
-async def browse_once(discovery: settings_mod.DiscoverySettings, timeout_s: float) -> dict[str, Any]:
+async def browse_once(discovery: schema.DiscoverySettings, timeout_s: float) -> dict[str, Any]:
     """Browse gateways and devices for ``timeout_s``; return what resolved, as plain values."""
     lan = open_lan(discovery)
     found: dict[tuple[str, str], None] = {}

@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway.commands import operator_client
 from gateway.commands.serve import add_common, load_settings
-from gateway.errors import TransportError
+from gateway.core.errors import TransportError
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -7,8 +7,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from gateway.errors import TransportError
-from gateway.settings import Settings, parse_hostport
+from gateway.core.errors import TransportError
+from gateway.core.settings import Settings, parse_hostport
 
 
 def call(

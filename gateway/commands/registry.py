@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway import registry
-from gateway.errors import ConfigError
-from gateway.manifest import HEALTH_KEYS
+from gateway.core.errors import ConfigError
+from gateway.core.manifest import HEALTH_KEYS
 
 
 def _health(pairs: list[str]) -> dict[str, float]:

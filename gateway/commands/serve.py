@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import settings as settings_mod
+from gateway.core import settings as schema
 from gateway.redact import redact
 from gateway.service import Gateway, run_until_signalled
 
@@ -32,11 +33,11 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def load_settings(args: argparse.Namespace) -> settings_mod.Settings:
+def load_settings(args: argparse.Namespace) -> schema.Settings:
     return settings_mod.load(Path(args.config) if args.config else None, overrides=overrides_from(args))
 
 
-def access_note(s: settings_mod.Settings) -> str:
+def access_note(s: schema.Settings) -> str:
     mode = s.devices.access
     if mode == "token":
         return (

@@ -19,10 +19,10 @@ from typing import Any
 
 from gateway import atomic
 from gateway.commands.serve import add_common, load_settings
-from gateway.errors import GatewayError, StorageError
-from gateway.manifest import format_time
+from gateway.core.errors import GatewayError, StorageError
+from gateway.core.manifest import format_time
+from gateway.core.settings import Settings
 from gateway.service import data_dir_in_use, lock_data_dir
-from gateway.settings import Settings
 from gateway.trust.clock import floor_ahead_s
 from gateway.trust.state import TrustState
 

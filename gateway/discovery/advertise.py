@@ -31,10 +31,10 @@ from typing import Any
 from zeroconf import NonUniqueNameException
 from zeroconf.asyncio import AsyncServiceInfo
 
+from gateway.core.errors import ConfigError, TransportError
+from gateway.core.settings import DiscoverySettings
 from gateway.discovery.net import Lan, open_lan
 from gateway.discovery.txt import gateway_txt
-from gateway.errors import ConfigError, TransportError
-from gateway.settings import DiscoverySettings
 
 log = logging.getLogger(__name__)
 

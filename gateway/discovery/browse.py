@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from zeroconf import ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 
+from gateway.core.device import DeviceSink
+from gateway.core.settings import DiscoverySettings
 from gateway.discovery.net import Lan, open_lan
 from gateway.discovery.txt import device_attrs
-from gateway.inventory.records import DeviceSink
-from gateway.settings import DiscoverySettings
 from gateway.tasks import TaskGroup
 
 log = logging.getLogger(__name__)

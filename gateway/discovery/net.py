@@ -21,8 +21,8 @@ import psutil
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncZeroconf
 
-from gateway.errors import ConfigError, TransportError
-from gateway.settings import DiscoverySettings
+from gateway.core.errors import ConfigError, TransportError
+from gateway.core.settings import DiscoverySettings
 
 IfAddrs = Mapping[str, Sequence[tuple[int, str]]]  # name -> [(family, address)]
 

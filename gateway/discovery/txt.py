@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.manifest import valid_id
+from gateway.core.manifest import valid_id
 
 MAX_TXT_BYTES = 1300  # RFC 6763 section 6.2
 MAX_TXT_KEYS = 32
@@ -24,8 +24,9 @@ MAX_VALUE_CHARS = 128  # the inventory's own bound on an attribute value
 # Keys the device record format defines (docs: README, DESIGN "mDNS"); any other key is a cohort
 # attribute. ``txtvers`` (RFC 6763 section 6.7) is the format version, not an attribute.
 DEVICE_KEYS = ("id", "hw", "fw", "model", "model_version")
-_KEY = re.compile(r"^[\x20-\x3c\x3e-\x7e]+$")  # printable ASCII except '=' (section 6.4)
-_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+# printable ASCII except '=' (section 6.4); \Z, not $: "$" also matches before a final newline
+_KEY = re.compile(r"^[\x20-\x3c\x3e-\x7e]+\Z")
+_FINGERPRINT = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def parse_txt(text: bytes) -> dict[str, str | None]:

@@ -29,9 +29,9 @@ from typing import IO
 
 from aiohttp import web
 
-from gateway.http.lookup import ArtifactLookup, Pending, Verified
+from gateway.core.manifest import valid_id
 from gateway.http.ranges import ByteRange, plan
-from gateway.manifest import valid_id
+from gateway.store.lookup import ArtifactLookup, Pending, Verified
 
 log = logging.getLogger(__name__)
 

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway import jsondoc
 from gateway.access import peer_cn
-from gateway.errors import FormatError, StorageError
+from gateway.core import jsondoc
+from gateway.core.errors import FormatError, StorageError
+from gateway.core.manifest import valid_id
+from gateway.core.pacing import jittered
+from gateway.core.policy import PollAnswer
 from gateway.http.context import gateway_of
-from gateway.manifest import valid_id
-from gateway.mirror.pacing import jittered
-from gateway.rollout.policy import PollAnswer
 from gateway.telemetry.ingest import parse_event
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 MAX_QUERY_PARAMS = 32
 MAX_VALUE_CHARS = 128
-_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}\Z")  # \Z: "$" would allow a final newline
 RESERVED = {"wait"}
 STORAGE_RETRY_AFTER_S = 60
 
@@ -100,7 +100,7 @@ def bearer_of(request: web.Request) -> str | None:
     if scheme.lower() == "basic" and value:
         try:
             value = base64.b64decode(value, validate=True).decode().partition(":")[2]
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, ValueError):  # ValueError (and UnicodeDecodeError): not ASCII base64
             return None
         return value or None
     return value if scheme.lower() == "bearer" and value else None

@@ -14,7 +14,10 @@ What aiohttp 3.14 does not have, added here:
   keep-alive connection; otherwise it is dropped (slowloris). aiohttp's keep-alive timer alone
   would give it ``keepalive_timeout`` (an hour by default). Over HTTPS the TLS handshake gets the
   same limit. A request being handled (a long poll, a download) is never cut by it;
-- accept errors (out of descriptors) paused and logged once per interval: :mod:`gateway.accept`.
+- accept errors (out of descriptors) paused and logged once per interval: :mod:`gateway.accept`;
+- requests aiohttp's parser refuses (it answers ``400``) are logged by aiohttp at ERROR with a
+  traceback each: a client sending junk would flood the log. :class:`QuietMalformed` turns them
+  into one line per interval with a count (``http.malformed`` in the counters).
 
 The header timer reads three attributes of aiohttp's ``RequestHandler`` (``_request_count``,
 ``_request_in_progress``, ``_messages``), as aiohttp exposes no hook for "a request head was
@@ -29,14 +32,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.accept import Acceptor, bind_sockets, raise_descriptor_limit
-from gateway.settings import HttpSettings, Settings
+from gateway.core.settings import HttpSettings, Settings
 from gateway.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -223,6 +228,45 @@ class GuardedSite(web.BaseSite):
         self._server = acceptor  # type: ignore[assignment]  # quacks like asyncio.Server for the runner
 
 
+class QuietMalformed(logging.Filter):
+    """One warning per ``interval_s`` for requests aiohttp's parser refused, instead of a traceback
+    each; everything else aiohttp logs passes untouched."""
+
+    def __init__(self, stats: Stats, interval_s: float = 10.0) -> None:
+        super().__init__()
+        self.stats = stats
+        self.interval_s = interval_s
+        self.count = 0
+        self.next_at = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        self.count += 1
+        self.stats.inc("http.malformed")
+        now = time.monotonic()
+        if now < self.next_at:
+            return False
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        record.msg = "refused %d malformed HTTP request(s) in the last %g s (last: %s)"
+        record.args = (self.count, self.interval_s, first[:120])
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        self.count, self.next_at = 0, now + self.interval_s
+        return True
+
+
+def quiet_malformed(stats: Stats) -> None:
+    """Install :class:`QuietMalformed` on aiohttp's server logger (one per process; a gateway
+    started again in the same process, as in the tests, takes it over with its own counters)."""
+    logger = logging.getLogger("aiohttp.server")
+    for f in list(logger.filters):
+        if isinstance(f, QuietMalformed):
+            logger.removeFilter(f)
+    logger.addFilter(QuietMalformed(stats))
+
+
 async def start_http(
     app: web.Application,
     host: str,
@@ -236,6 +280,7 @@ async def start_http(
 ) -> tuple[web.AppRunner, list[Any]]:
     """Start ``app`` on ``host:port`` behind the guards; returns the runner (for cleanup) and the
     bound addresses. Raises OSError when the address cannot be bound."""
+    quiet_malformed(stats)
     runner = web.AppRunner(
         app,
         access_log=None,

@@ -40,13 +40,13 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from gateway import jsondoc
-from gateway.errors import FormatError
+from gateway.core import jsondoc
+from gateway.core.errors import FormatError
+from gateway.core.gates import CONTROLS
+from gateway.core.settings import parse_hostport
+from gateway.core.site import ControlRefused
 from gateway.http.context import GATEWAY, gateway_of
 from gateway.redact import redact_tree
-from gateway.rollout.gates import CONTROLS
-from gateway.rollout.site import ControlRefused
-from gateway.settings import parse_hostport
 
 if TYPE_CHECKING:
     from gateway.service import Gateway
@@ -62,7 +62,7 @@ def _presented_token(request: web.Request) -> str | None:
     if scheme.lower() == "basic":
         try:
             return base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, UnicodeDecodeError, ValueError):  # ValueError: a non-ASCII value
             return None
     return None
 
@@ -277,7 +277,9 @@ async def dashboard(request: web.Request) -> web.Response:
             [
                 g["deployment"],
                 g["baseline"] or "-",
-                g["stage"] + (f" (held by {g['held_by']})" if g["held_by"] else ""),
+                g["stage"]
+                + (f" (held by {g['held_by']})" if g["held_by"] else "")
+                + (" (waiting for approval)" if g.get("awaiting_approval") else ""),
                 g["wave"],
                 g["admitted"],
                 g["rollback"],
@@ -287,7 +289,7 @@ async def dashboard(request: web.Request) -> web.Response:
         + "<td>"
         + "".join(
             f'<button data-gate="{html.escape(g["deployment"])}" data-action="{a}">{a}</button>'
-            for a in ("hold", "release")
+            for a in ("hold", "release", *(("approve",) if g.get("awaiting_approval") else ()), "abort")
         )
         + "</td></tr>"
         for g in st["gates"]
@@ -316,6 +318,7 @@ const csrf = {json.dumps(request.app[CSRF_TOKEN])};
 document.querySelectorAll("button[data-gate]").forEach((b) => b.addEventListener("click", async () => {{
   const why = prompt(b.dataset.action + " " + b.dataset.gate + ": why? (goes in the audit log)");
   if (!why) return;
+  if (b.dataset.action === "abort" && !confirm("Abort " + b.dataset.gate + " for good? Its devices roll back.")) return;
   const r = await fetch("gates/" + encodeURIComponent(b.dataset.gate) + "/" + b.dataset.action, {{
     method: "POST", headers: {{"Content-Type": "application/json", "X-OTA-CSRF": csrf}},
     body: JSON.stringify({{who: "dashboard", why: why}})}});

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway import atomic
-from gateway.errors import ConfigError, DamagedStateError
-from gateway.inventory.records import DeviceRecord
-from gateway.manifest import valid_id
+from gateway.core.device import DeviceRecord
+from gateway.core.errors import ConfigError, DamagedStateError
+from gateway.core.manifest import valid_id
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def load_inventory_file(path: Path) -> dict[str, dict[str, str]]:
 
 
 class Inventory:
-    """Implements :class:`gateway.inventory.records.DeviceSink` and the rest of the device facts."""
+    """Implements :class:`gateway.core.device.DeviceSink` and the rest of the device facts."""
 
     def __init__(
         self, path: Path | None, *, max_devices: int = 100_000, flush_interval_s: float = 30.0

@@ -24,8 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from gateway.diskspace import disk_space, space_refusal
-from gateway.errors import (
+from gateway.core.errors import (
     DigestMismatchError,
     LengthMismatchError,
     RemoteDataError,
@@ -33,10 +32,11 @@ from gateway.errors import (
     TransportError,
     UntrustedError,
 )
-from gateway.manifest import Deployment
-from gateway.mirror.pacing import Progress, TokenBucket, backoff_s
+from gateway.core.manifest import Deployment
+from gateway.core.pacing import Progress, TokenBucket, backoff_s
+from gateway.core.settings import MirrorSettings
+from gateway.diskspace import disk_space, space_refusal
 from gateway.mirror.upstream import Upstream
-from gateway.settings import MirrorSettings
 from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
 from gateway.tasks import TaskGroup

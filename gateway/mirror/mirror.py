@@ -23,12 +23,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.errors import NotModified, RemoteDataError, StorageError, TransportError
-from gateway.manifest import Deployment
+from gateway.core.errors import NotModified, RemoteDataError, StorageError, TransportError
+from gateway.core.manifest import Deployment
+from gateway.core.pacing import backoff_s, jittered, retry_after_s
+from gateway.core.settings import Settings
 from gateway.mirror.fetch import Fetcher
-from gateway.mirror.pacing import backoff_s, jittered, retry_after_s
 from gateway.mirror.upstream import Upstream
-from gateway.settings import Settings
 from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
 from gateway.trust.index import MAX_INDEX_BYTES, SiteIndex

@@ -25,8 +25,8 @@ from urllib.parse import unquote, urljoin, urlparse
 
 import aiohttp
 
-from gateway.errors import NotModified, TransportError
-from gateway.settings import MirrorSettings
+from gateway.core.errors import NotModified, TransportError
+from gateway.core.settings import MirrorSettings
 
 CHUNK_BYTES = 256 << 10
 

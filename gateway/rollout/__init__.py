@@ -1,5 +1,3 @@
-"""Rollout decisions, as pure logic: cohorts, bucketing, eligibility, waves and gates.
-
-Nothing in this package does I/O or reads the clock: inventory, manifests, aggregates and ``now``
-come in as values, decisions with their reasons go out.
+"""The I/O side of the rollout decisions: the gate keeper (feeds :mod:`gateway.core.site`, makes its
+judgements durable before publishing them) and the gate files. The decisions are in ``gateway.core``.
 """

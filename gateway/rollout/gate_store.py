@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway import atomic
-from gateway.errors import DamagedStateError
-from gateway.rollout.gates import Decision, GateState, Stage
+from gateway.core.errors import DamagedStateError
+from gateway.core.gates import Decision, GateState, Stage
 
 _T = TypeVar("_T")
 

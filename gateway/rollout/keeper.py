@@ -1,9 +1,9 @@
-"""The thin shell around the site's pure rollout decisions (:mod:`gateway.rollout.site`): it feeds
+"""The thin shell around the site's pure rollout decisions (:mod:`gateway.core.site`): it feeds
 them, makes every new judgement durable before any poll can see it, and hands the rest of the
 effects back to the supervisor.
 
 * Every transition (a new index, a control, a tick) runs under one lock: compute the new
-  :class:`~gateway.rollout.site.Site`, write the gate state and audit log, then publish it. Poll
+  :class:`~gateway.core.site.Site`, write the gate state and audit log, then publish it. Poll
   answers read the published value, so they only ever see judged, durable state: a crash between
   the two leaves the old state, and after a restart the same judgement is made again from the
   same files.
@@ -21,14 +21,14 @@ from typing import Any
 
 from firmware_compat.matrix import CompatMatrix
 from gateway import atomic
-from gateway.errors import DamagedStateError
-from gateway.inventory.records import DeviceRecord
-from gateway.manifest import Deployment, parse_deployment
-from gateway.rollout import site as S
+from gateway.core import site as S
+from gateway.core.device import DeviceRecord
+from gateway.core.errors import DamagedStateError
+from gateway.core.gates import Control, Event, GateState
+from gateway.core.manifest import Deployment, parse_deployment
+from gateway.core.settings import GateSettings
+from gateway.core.window import WindowStats
 from gateway.rollout.gate_store import GateStore
-from gateway.rollout.gates import Control, Event, GateState
-from gateway.settings import GateSettings
-from gateway.telemetry.window import WindowStats
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ Blobs changed under the gateway:
   again), is moved to ``quarantine/`` and fetched again. A download already streaming when the
   scrub finds it is not cut: it finishes with what it started (the device checks the sha256).
 
-What may be evicted is decided by :mod:`gateway.store.eviction` (pure); this class feeds it.
+What may be evicted is decided by :mod:`gateway.core.eviction` (pure); this class feeds it.
 """
 
 from __future__ import annotations
@@ -37,11 +37,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway import atomic
-from gateway.errors import DamagedStateError
-from gateway.http.lookup import Pending, Verified
-from gateway.manifest import Deployment
-from gateway.store.blobs import QUARANTINE_MAX_FILES, BlobInfo, BlobStore
-from gateway.store.eviction import (
+from gateway.core.errors import DamagedStateError
+from gateway.core.eviction import (
     BlobUse,
     Named,
     Offered,
@@ -50,6 +47,9 @@ from gateway.store.eviction import (
     is_held,
     protected,
 )
+from gateway.core.manifest import Deployment
+from gateway.store.blobs import QUARANTINE_MAX_FILES, BlobInfo, BlobStore
+from gateway.store.lookup import Pending, Verified
 from gateway.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ class ArtifactStore:
         return self.entries.get((model_id, version, filename))
 
     def protected(self, now: float | None = None) -> set[str]:
-        """Blobs that must not be evicted (see :mod:`gateway.store.eviction`)."""
+        """Blobs that must not be evicted (see :mod:`gateway.core.eviction`)."""
         now = time.time() if now is None else now
         offered = [
             replace(o, held=True) if is_held(self.commands, o.model_id, o.version) else o

@@ -11,7 +11,7 @@ Layout under the data folder::
 A blob reaches ``blobs/`` only by ``publish``: fsync the partial, rename it into place, fsync the
 folder. A crash at any instant leaves either no blob (the partial resumes or is dropped) or the
 whole verified blob. Every method blocks: call them from a worker thread (``asyncio.to_thread``).
-Decisions (what to evict) live in :mod:`gateway.store.eviction`; this module only does the disk.
+Decisions (what to evict) live in :mod:`gateway.core.eviction`; this module only does the disk.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import atomic
-from gateway.errors import DamagedStateError, StorageError
+from gateway.core.errors import DamagedStateError, StorageError
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""Device metrics: validation, aggregation into windows, and what the gates and the cloud read."""
+"""Device metrics in: the MQTT hook and HTTP posts, validated (``gateway.core.metrics``), journaled, aggregated."""

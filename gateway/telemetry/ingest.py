@@ -15,16 +15,16 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gateway import jsondoc
-from gateway.errors import FormatError
-from gateway.inventory.records import DeviceRecord
+from gateway.core import jsondoc
+from gateway.core.aggregate import Aggregator
+from gateway.core.device import DeviceRecord
+from gateway.core.errors import FormatError
+from gateway.core.manifest import valid_id
+from gateway.core.metrics import MAX_PAYLOAD_BYTES, Sample, parse_metrics
+from gateway.core.settings import TelemetrySettings
+from gateway.core.window import WindowStats
 from gateway.inventory.store import EVENTS, Inventory
-from gateway.manifest import valid_id
-from gateway.settings import TelemetrySettings
 from gateway.stats import Stats
-from gateway.telemetry.aggregate import Aggregator
-from gateway.telemetry.schema import MAX_PAYLOAD_BYTES, Sample, parse_metrics
-from gateway.telemetry.window import WindowStats
 from gateway.uplink.outbox import Outbox
 
 log = logging.getLogger(__name__)

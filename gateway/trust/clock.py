@@ -51,8 +51,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from gateway.errors import RemoteDataError
-from gateway.manifest import format_time
+from gateway.core.errors import RemoteDataError
+from gateway.core.manifest import format_time
 
 CLOCK_SKEW_S = 300.0
 DEFAULT_MAX_FUTURE_SKEW_S = 86400.0

@@ -31,8 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import ExpiredError, FormatError, RollbackError, UntrustedError
-from gateway.manifest import Deployment, parse_deployment, parse_time
+from gateway.core.errors import ExpiredError, FormatError, RollbackError, UntrustedError
+from gateway.core.manifest import Deployment, parse_deployment, parse_time
 from gateway.trust.canonical import canonical_json
 from gateway.trust.clock import ClockReading, check_issued
 from gateway.trust.keys import PublicKey, keyid, parse_public_key, verify_bytes
@@ -81,7 +81,10 @@ def _check_signatures(
     signed: Mapping[str, Any], sigs: list[Any], keys: Mapping[str, PublicKey], what: str
 ) -> str:
     """Return the keyid of a trusted key whose signature verifies; UntrustedError otherwise."""
-    payload = canonical_json(signed)
+    try:
+        payload = canonical_json(signed)
+    except ValueError as exc:  # NaN or a lone surrogate: nothing anyone could have signed
+        raise FormatError(f"{what}: signed part has no canonical JSON form ({exc})") from exc
     known = False
     for entry in sigs:
         if not isinstance(entry, dict):

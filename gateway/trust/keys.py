@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from gateway.errors import ConfigError, FormatError, UntrustedError
+from gateway.core.errors import ConfigError, FormatError, UntrustedError
 
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 MAX_SIGNATURE_BYTES = 512  # DER ECDSA P-256 is at most 72 bytes, Ed25519 exactly 64

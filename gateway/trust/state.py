@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway import atomic
-from gateway.errors import DamagedStateError, FormatError, RemoteDataError, StorageError
-from gateway.manifest import format_time, parse_time
+from gateway.core.errors import DamagedStateError, FormatError, RemoteDataError, StorageError
+from gateway.core.manifest import format_time, parse_time
 from gateway.trust.clock import (
     DEFAULT_MAX_FUTURE_SKEW_S,
     ClockReading,

@@ -13,8 +13,8 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
-from gateway.errors import TransportError
-from gateway.mirror.pacing import backoff_s
+from gateway.core.errors import TransportError
+from gateway.core.pacing import backoff_s
 from gateway.stats import Stats
 from gateway.uplink.outbox import Outbox, Record
 from gateway.uplink.sinks import Rejected, Sink

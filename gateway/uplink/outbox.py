@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from gateway import atomic
-from gateway.errors import DamagedStateError, StorageError
+from gateway.core.errors import DamagedStateError, StorageError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Where outbox records go: an HTTP ingest URL (one gzip batch per request) and/or a cloud MQTT broker.
 
 Both deliver at least once; the cloud deduplicates by ``(site, seq)``. A sink raises
-:class:`~gateway.errors.TransportError` for anything worth retrying (network, 408, 429, 5xx);
+:class:`~gateway.core.errors.TransportError` for anything worth retrying (network, 408, 429, 5xx);
 ``retry_after_s`` on the error carries the server's ``Retry-After``. 401/403/404 and the like mean a
 wrong URL or token: retried (nothing is dropped for a configuration mistake) and logged. Any other
 4xx means the cloud refuses the batch's content for good: :class:`Rejected` (the forwarder logs and
@@ -22,7 +22,7 @@ import aiohttp
 from amqtt.client import MQTTClient
 from amqtt.mqtt.constants import QOS_1
 
-from gateway.errors import TransportError
+from gateway.core.errors import TransportError
 from gateway.uplink.outbox import Record
 
 log = logging.getLogger(__name__)

@@ -35,10 +35,10 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gateway.core.settings import DiscoverySettings  # noqa: E402
 from gateway.discovery.browse import DeviceBrowser  # noqa: E402
 from gateway.discovery.net import open_lan  # noqa: E402
 from gateway.inventory.store import Inventory  # noqa: E402
-from gateway.settings import DiscoverySettings  # noqa: E402
 from tests.discovery.netns import Lan, inside, make_lan, remove_lan  # noqa: E402
 from tests.discovery.test_avahi import BUS_CONF  # noqa: E402
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gateway.broker import Broker
-from gateway.settings import MqttSettings
+from gateway.core.settings import MqttSettings
 
 TOKENS = {"dev1": "tok1", "dev2": "tok2", "dev3": "tok3"}
 

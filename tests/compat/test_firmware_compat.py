@@ -16,9 +16,9 @@ from firmware_compat import (
     Offer,
     VersionError,
     choose,
-    load_matrix,
     parse_version,
 )
+from gateway.settings import load_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
 

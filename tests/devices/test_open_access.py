@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 
 from gateway.access import Credentials, OpenBindings
+from gateway.core.settings import DeviceSettings
 from gateway.service import Gateway
-from gateway.settings import DeviceSettings
 from tests.conftest import Registry
 from tests.gw import base_url, gateway_settings, running
 from tests.peers import need

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import aiohttp
 
-from gateway.inventory.records import DeviceRecord
-from gateway.manifest import parse_deployment
-from gateway.rollout.bucket import in_rollout
-from gateway.rollout.cohort import parse_cohort
+from gateway.core.bucket import in_rollout
+from gateway.core.cohort import parse_cohort
+from gateway.core.device import DeviceRecord
+from gateway.core.manifest import parse_deployment
 from tests.agent import DeviceAgent
 from tests.conftest import Registry
 from tests.gw import OPEN_FIRST, base_url, gateway_settings, running, until

@@ -136,8 +136,8 @@ async def run_browse(args: argparse.Namespace) -> None:
 
 
 async def run_gateway(args: argparse.Namespace) -> None:
+    from gateway.core.settings import DiscoverySettings
     from gateway.discovery.advertise import Advertiser
-    from gateway.settings import DiscoverySettings
 
     adv = Advertiser(
         DiscoverySettings(interfaces=(args.ip,)),

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.core.settings import DiscoverySettings
 from gateway.discovery.advertise import Advertiser
-from gateway.settings import DiscoverySettings
 from tests.discovery.netns import Lan, inside
 
 pytestmark = [pytest.mark.netns, pytest.mark.peer]

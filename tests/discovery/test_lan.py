@@ -11,12 +11,12 @@ from collections.abc import Callable
 
 import pytest
 
+from gateway.core.settings import DiscoverySettings
 from gateway.discovery.advertise import Advertiser
 from gateway.discovery.browse import DeviceBrowser
 from gateway.discovery.net import Lan as MdnsLan
 from gateway.discovery.net import open_lan
 from gateway.inventory.store import Inventory
-from gateway.settings import DiscoverySettings
 from tests.discovery.netns import ROOT, Lan, inside
 
 pytestmark = pytest.mark.netns

@@ -7,6 +7,7 @@ import socket
 import pytest
 from zeroconf import IPVersion
 
+from gateway.core.errors import ConfigError
 from gateway.discovery.net import resolve_interfaces
 from gateway.discovery.txt import (
     MAX_TXT_BYTES,
@@ -15,7 +16,6 @@ from gateway.discovery.txt import (
     gateway_txt,
     parse_txt,
 )
-from gateway.errors import ConfigError
 
 
 def rdata(*items: bytes) -> bytes:

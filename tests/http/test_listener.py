@@ -242,3 +242,21 @@ async def test_the_gateways_device_api_takes_its_limits_from_the_http_settings(
             assert resp.status == 200
         for _r, w in [*held, (reader, writer)]:
             w.close()
+
+
+async def test_malformed_requests_are_one_log_line_per_interval_not_a_traceback_each(
+    reg: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running(gateway_settings(reg, tmp_path / "data")) as gw:
+        host, port = gw.http_addresses[0][:2]
+        for i in range(50):
+            r, w = await asyncio.open_connection(host, port)
+            w.write(b"GET /\x01" + str(i).encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            await w.drain()
+            assert (await r.read(12)) == b"HTTP/1.0 400"
+            w.close()
+            await w.wait_closed()
+    lines = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert 1 <= len(lines) <= 2 and all(r.exc_info is None for r in lines)
+    assert "malformed" in lines[0].getMessage()
+    assert gw.stats.snapshot()["http.malformed"] == 50

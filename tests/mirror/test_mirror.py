@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway import settings as S
-from gateway.http.lookup import Pending, Verified
+from gateway.core import settings as S
 from gateway.mirror.mirror import Mirror
 from gateway.mirror.upstream import upstream_from
 from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
+from gateway.store.lookup import Pending, Verified
 from gateway.trust.keys import load_trusted_keys
 from gateway.trust.state import TrustState
 from tests.conftest import Registry, is_root

@@ -1,5 +1,5 @@
 """A seeded simulation of a whole site through the real decisions: the site's pure transitions
-(:mod:`gateway.rollout.site`), the poll policy, the aggregator and the gate files.
+(:mod:`gateway.core.site`), the poll policy, the aggregator and the gate files.
 
 Nothing waits for the gateway's state before acting. Devices poll at random instants (jittered
 intervals) and half of them hold long polls that are answered on any change; the candidate's index
@@ -12,7 +12,7 @@ seconds.
 
 The invariant is checked on every answer that offers the candidate, from what a device sees and the
 wave plan alone: the distinct devices ever offered it never exceed what the open wave admits
-(:func:`gateway.rollout.waves.wave_target` for the gate's current wave at the whole site's size), no
+(:func:`gateway.core.waves.wave_target` for the gate's current wave at the whole site's size), no
 device is offered a halted or aborted version, and after a halt no new device gets it until a person
 releases it.
 """
@@ -30,16 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.inventory.records import DeviceRecord
-from gateway.manifest import Deployment, parse_deployment
-from gateway.rollout import policy
-from gateway.rollout import site as S
-from gateway.rollout.gates import Action, Control, Event, Stage
+from gateway.core import policy
+from gateway.core import site as S
+from gateway.core.aggregate import Aggregator
+from gateway.core.device import DeviceRecord
+from gateway.core.gates import Action, Control, Event, Stage
+from gateway.core.manifest import Deployment, parse_deployment
+from gateway.core.metrics import Sample
+from gateway.core.settings import GateSettings
+from gateway.core.waves import wave_target
 from gateway.rollout.keeper import GateKeeper
-from gateway.rollout.waves import wave_target
-from gateway.settings import GateSettings
-from gateway.telemetry.aggregate import Aggregator
-from gateway.telemetry.schema import Sample
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,9 @@ class SiteSim:
         chaos: Chaos,
         download_failure: float,
         folder: Path,
+        report_s: float = REPORT_S,
     ) -> None:
+        self.report_s = report_s
         self.rng = random.Random(seed)
         self.story = story
         self.behaviour = STORY_BEHAVIOUR[story]
@@ -200,8 +202,8 @@ class SiteSim:
         self.apply(0.0)
         for d in self.devices:
             self.at(self.rng.uniform(0, POLL_S), "poll", d)
-        for k in range(int(end / REPORT_S)):
-            self.at(k * REPORT_S + 1, "report")
+        for k in range(int(end / self.report_s)):
+            self.at(k * self.report_s + 1, "report")
         for k in range(1, int(end / WINDOW_S)):
             self.at(k * WINDOW_S, "window")
         for k in range(1, int(end / TICK_S)):
@@ -223,7 +225,7 @@ class SiteSim:
             self.at(self.rng.uniform(land, end), "control", "abort")
         while self.queue:
             t, _, kind, arg = heapq.heappop(self.queue)
-            if t > end or self.finished(t):
+            if t > end or (kind == "window" and self.finished(t)):
                 break
             getattr(self, "on_" + kind)(t, arg)
         gate = self.site.gates.get(self.candidate.key)
@@ -499,6 +501,7 @@ def run(
     settings: GateSettings | None = None,
     chaos: Chaos | None = None,
     download_failure: float | None = None,
+    report_s: float = REPORT_S,
 ) -> Result:
     if download_failure is None:
         download_failure = 0.6 if story == "network_timeouts" else 0.0
@@ -511,6 +514,7 @@ def run(
             chaos=chaos or Chaos(),
             download_failure=download_failure,
             folder=Path(folder),
+            report_s=report_s,
         )
         return sim.run(hours)
 

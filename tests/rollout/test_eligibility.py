@@ -9,11 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware_compat import CompatMatrix
-from gateway.inventory.records import DeviceRecord
-from gateway.manifest import parse_deployment
-from gateway.rollout.bucket import bucket, in_rollout
-from gateway.rollout.cohort import CohortSyntaxError, Everyone, parse_cohort
-from gateway.rollout.eligibility import decide, parse_ok
+from gateway.core.bucket import bucket, in_rollout
+from gateway.core.cohort import CohortSyntaxError, Everyone, parse_cohort
+from gateway.core.device import DeviceRecord
+from gateway.core.eligibility import decide, parse_ok
+from gateway.core.manifest import parse_deployment
 
 NOW = 1_790_000_000.0
 

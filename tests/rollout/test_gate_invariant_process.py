@@ -27,7 +27,7 @@ import aiohttp
 import pytest
 
 from gateway import registry
-from gateway.settings import GateSettings
+from gateway.core.settings import GateSettings
 from tests.conftest import Registry
 from tests.peers import free_port, gateway_process, serve_args, wait_port
 

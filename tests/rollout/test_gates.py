@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import DamagedStateError
-from gateway.manifest import HealthChecks
+from gateway.core.errors import DamagedStateError
+from gateway.core.gates import Control, Event, Limits, evaluate, new_gate, step
+from gateway.core.manifest import HealthChecks
+from gateway.core.settings import GateSettings
+from gateway.core.waves import admit, wave_target
+from gateway.core.window import GroupKey, WindowStats
 from gateway.rollout.gate_store import GateStore
-from gateway.rollout.gates import Control, Event, Limits, evaluate, new_gate, step
 from gateway.rollout.keeper import GateKeeper
-from gateway.rollout.waves import admit, wave_target
-from gateway.settings import GateSettings
-from gateway.telemetry.window import GroupKey, WindowStats
 from tests.rollout.sim import run
 
 SITE = GateSettings(min_devices_per_wave=1, soak_s=120.0, min_devices=2, min_samples=4, min_inferences=100)

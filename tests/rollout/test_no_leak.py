@@ -43,7 +43,8 @@ def schedule(seed: int) -> dict[str, object]:
         "story": rng.choice(sorted(STORY_BEHAVIOUR)),
         "seed": seed,
         "devices": rng.randint(10, 120),
-        "hours": 1.5,
+        "hours": 1.0,
+        "report_s": 60.0,  # one report per window: the invariant, not the statistics, is on trial
         "settings": settings,
         "chaos": chaos,
     }

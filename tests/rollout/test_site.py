@@ -8,17 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import ConfigError
-from gateway.inventory.records import DeviceRecord
-from gateway.manifest import HealthChecks
-from gateway.rollout import policy
-from gateway.rollout import site as S
-from gateway.rollout.gates import Action, Control, Event, Limits, Stage, evaluate, new_gate, step
+from gateway.core import policy
+from gateway.core import site as S
+from gateway.core.aggregate import Aggregator
+from gateway.core.device import DeviceRecord
+from gateway.core.errors import ConfigError
+from gateway.core.gates import Action, Control, Event, Limits, Stage, evaluate, new_gate, step
+from gateway.core.manifest import HealthChecks
+from gateway.core.metrics import Sample
+from gateway.core.settings import GateSettings
+from gateway.core.window import GroupKey, WindowStats
 from gateway.rollout.keeper import GateKeeper
-from gateway.settings import GateSettings, load
-from gateway.telemetry.aggregate import Aggregator
-from gateway.telemetry.schema import Sample
-from gateway.telemetry.window import GroupKey, WindowStats
+from gateway.settings import load
 from tests.rollout.sim import DEFAULT_SETTINGS, manifest
 
 V1, V2 = manifest("1.0.0"), manifest("2.0.0")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.store.eviction import (
+from gateway.core.eviction import (
     BlobUse,
     Named,
     Offered,

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import jsondoc
-from gateway.errors import FormatError
+from gateway.core import jsondoc
+from gateway.core.errors import FormatError
 from gateway.service import Gateway
 from tests.conftest import Registry
 from tests.gw import base_url, gateway_settings, running

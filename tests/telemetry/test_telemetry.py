@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import FormatError
+from gateway.core.aggregate import Aggregator
+from gateway.core.errors import FormatError
+from gateway.core.metrics import parse_metrics
+from gateway.core.sketch import LatencySketch
 from gateway.health import probe
-from gateway.telemetry.aggregate import Aggregator
-from gateway.telemetry.schema import parse_metrics
-from gateway.telemetry.sketch import LatencySketch
 
 GOOD = {"model_version": "1.0.0", "model_id": "detector", "num_inferences": 100, "num_errors": 2,
         "avg_latency_ms": 40.0, "cpu_percent": 30.0, "ram_percent": 50.0, "temperature_c": 61.5,

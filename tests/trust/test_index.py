@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway import registry
-from gateway.errors import ExpiredError, FormatError, RollbackError, UntrustedError
+from gateway.core.errors import ExpiredError, FormatError, RollbackError, UntrustedError
 from gateway.trust.index import TrustedIndex
 from gateway.trust.keys import load_trusted_keys
 from gateway.trust.state import TrustState
@@ -137,7 +137,7 @@ def test_publish_refuses_key_inside_registry(reg: Registry) -> None:
     inside.write_bytes(reg.private_key.read_bytes())
     model = reg.key_dir.parent / "m.bin"
     model.write_bytes(b"x")
-    from gateway.errors import ConfigError
+    from gateway.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="outside the registry"):
         registry.publish(reg.root, model, inside, model_id="m", version="1")

@@ -1,7 +1,7 @@
 """One aggregate window: the figures for one (model, version, cohort) over a fixed time slice.
 
 This is the value the canary gates judge and the cloud receives. Produced by
-``gateway.telemetry.aggregate``; consumed by ``gateway.rollout.gates`` and the uplink.
+``gateway.core.aggregate``; consumed by ``gateway.core.gates`` and the uplink.
 """
 
 from __future__ import annotations

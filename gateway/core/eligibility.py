@@ -2,7 +2,7 @@
 
 Per deployment, in this order (the first that fails is the reason):
 
-1. ``target_cohort`` matches the device's attributes (:mod:`gateway.rollout.cohort`); an expression
+1. ``target_cohort`` matches the device's attributes (:mod:`gateway.core.cohort`); an expression
    that does not parse rejects that deployment only (logged once), never the whole list;
 2. the model: a device that reports its ``model_id`` only gets deployments of that model;
 3. ``rollout_percentage`` by the deterministic bucket of (deployment, device) (:mod:`.bucket`);
@@ -27,10 +27,10 @@ from firmware_compat.choose import Offer, choose
 from firmware_compat.matrix import CompatMatrix
 from firmware_compat.ranges import FirmwareRange
 from firmware_compat.version import Version, VersionError, parse_version, try_version
-from gateway.inventory.records import DeviceRecord
-from gateway.manifest import Deployment
-from gateway.rollout.bucket import in_rollout
-from gateway.rollout.cohort import CohortSyntaxError, Expr, parse_cohort
+from gateway.core.bucket import in_rollout
+from gateway.core.cohort import CohortSyntaxError, Expr, parse_cohort
+from gateway.core.device import DeviceRecord
+from gateway.core.manifest import Deployment
 
 log = logging.getLogger(__name__)
 

@@ -12,17 +12,19 @@ registry tool always writes it and the gateway requires it.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.errors import FormatError
+from gateway.core.errors import FormatError
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$")
+# \Z, not $: "$" also matches before a final newline, so "v1\n" would pass as an id.
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}\Z")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
+_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}\Z")
 
 KNOWN_FIELDS = frozenset(
     {
@@ -55,7 +57,10 @@ def parse_time(value: Any, what: str) -> float:
     if isinstance(value, bool):
         raise FormatError(f"{what}: expected an RFC 3339 time, got {value!r}")
     if isinstance(value, int | float):
-        return float(value)
+        seconds = _finite(value)
+        if seconds is None:
+            raise FormatError(f"{what}: expected a finite number of seconds, got {value!r}")
+        return seconds
     if not isinstance(value, str):
         raise FormatError(f"{what}: expected an RFC 3339 time, got {value!r}")
     try:
@@ -65,6 +70,15 @@ def parse_time(value: Any, what: str) -> float:
     if dt.tzinfo is None:
         raise FormatError(f"{what}: a time needs a zone (Z or +hh:mm), got {value!r}")
     return dt.timestamp()
+
+
+def _finite(value: float) -> float | None:
+    """``value`` as a finite float, or None (NaN, infinities, and an int too large for a float)."""
+    try:
+        f = float(value)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
 
 
 def format_time(ts: float) -> str:
@@ -133,10 +147,11 @@ def _number(d: Mapping[str, Any], key: str, what: str, *, lo: float, hi: float |
     v = d.get(key)
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, int | float) or v < lo or (hi is not None and v > hi):
+    f = None if isinstance(v, bool) or not isinstance(v, int | float) else _finite(v)
+    if f is None or f < lo or (hi is not None and f > hi):
         rng = f"from {lo} to {hi}" if hi is not None else f"of at least {lo}"
-        raise FormatError(f"{what}.{key}: expected a number {rng}, got {v!r}")
-    return float(v)
+        raise FormatError(f"{what}.{key}: expected a finite number {rng}, got {v!r}")
+    return f
 
 
 def _str(d: Mapping[str, Any], key: str, what: str, *, required: bool = True) -> str | None:

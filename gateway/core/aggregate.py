@@ -2,7 +2,7 @@
 
 Samples are placed by the gateway's receive time into windows aligned on multiples of
 ``window_s``. :meth:`Aggregator.close_due` hands back every window that has ended, as
-:class:`~gateway.telemetry.window.WindowStats`: what the canary gates judge and what goes upstream.
+:class:`~gateway.core.window.WindowStats`: what the canary gates judge and what goes upstream.
 
 Weighting: latency enters the sketch once per inference a report covers (a report of 500
 inferences at 40 ms average counts 500 times), so percentiles are over inferences, not over
@@ -17,9 +17,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from gateway.telemetry.schema import Sample
-from gateway.telemetry.sketch import LatencySketch
-from gateway.telemetry.window import GroupKey, WindowStats
+from gateway.core.metrics import Sample
+from gateway.core.sketch import LatencySketch
+from gateway.core.window import GroupKey, WindowStats
 
 
 @dataclass

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway import jsondoc
-from gateway.errors import FormatError
-from gateway.manifest import valid_id
+from gateway.core import jsondoc
+from gateway.core.errors import FormatError
+from gateway.core.manifest import valid_id
 
 MAX_PAYLOAD_BYTES = 16 << 10
 MAX_CLASSES = 64
@@ -57,16 +57,14 @@ def _num(
         if required:
             raise FormatError(f"{where}: {key} is required")
         return None
-    if (
-        isinstance(v, bool)
-        or not isinstance(v, int | float)
-        or not math.isfinite(v)
-        or v < lo
-        or (hi is not None and v > hi)
-    ):
+    try:  # an int too large for a float (JSON allows any number of digits) is out of range too
+        f = None if isinstance(v, bool) or not isinstance(v, int | float) else float(v)
+    except OverflowError:
+        f = None
+    if f is None or not math.isfinite(f) or f < lo or (hi is not None and f > hi):
         span = f"from {lo:g} to {hi:g}" if hi is not None else f"of at least {lo:g}"
         raise FormatError(f"{where}: {key} must be a finite number {span}, got {v!r}")
-    return float(v)
+    return f
 
 
 def _count(doc: Mapping[str, Any], key: str, where: str) -> int:

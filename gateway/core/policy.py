@@ -6,10 +6,10 @@ Order of the checks, each able only to narrow what the previous allowed:
    stops a deployment being offered to any device not already on it;
 2. the clock: when the gateway's clock is not trusted (see :mod:`gateway.trust.clock`), no deployment
    that has a time window is offered, so a wrong clock can never widen a window;
-3. eligibility (:mod:`gateway.rollout.eligibility`): cohort, percentage, window, firmware, and the
+3. eligibility (:mod:`gateway.core.eligibility`): cohort, percentage, window, firmware, and the
    newest allowed version among several;
 4. the mirror: an artifact not yet verified here is not offered (204 ``not_mirrored``);
-5. the site's canary gates (:mod:`gateway.rollout.site`): the device must be in an open wave of a
+5. the site's canary gates (:mod:`gateway.core.site`): the device must be in an open wave of a
    judged deployment (one not judged yet is ``waiting_for_wave``: fail closed); after a halt,
    devices of the failed wave are offered the previous stable version (``rollback``), or, for a
    model's first version, told to go back to their previous slot (204 ``rollback_previous_slot``).
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from firmware_compat.matrix import CompatMatrix
-from gateway.inventory.records import DeviceRecord
-from gateway.manifest import Deployment
-from gateway.rollout.eligibility import decide
-from gateway.rollout.site import Rollback
+from gateway.core.device import DeviceRecord
+from gateway.core.eligibility import decide
+from gateway.core.manifest import Deployment
+from gateway.core.site import Rollback
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 before it has been judged" lives here, and only here.
 
 A :class:`Site` holds the accepted index's deployments *together with* the judgement of each: a
-canary gate (:mod:`gateway.rollout.gates`), or the decision that it needs none (gates off, or
+canary gate (:mod:`gateway.core.gates`), or the decision that it needs none (gates off, or
 ``gates.first_version = "open"`` for a model's first version). Transitions take values and ``now``
 and return the new value with its :class:`Effects`; the keeper (:mod:`gateway.rollout.keeper`)
 makes the effects durable, then publishes the new value, then carries out the rest:
@@ -29,10 +29,9 @@ from typing import Any
 
 from firmware_compat.matrix import CompatMatrix
 from firmware_compat.version import try_version
-from gateway.inventory.records import DeviceRecord
-from gateway.manifest import Deployment, HealthChecks, parse_deployment
-from gateway.rollout.eligibility import decide
-from gateway.rollout.gates import (
+from gateway.core.device import DeviceRecord
+from gateway.core.eligibility import decide
+from gateway.core.gates import (
     Action,
     Control,
     Decision,
@@ -46,8 +45,9 @@ from gateway.rollout.gates import (
     open_gate,
     step,
 )
-from gateway.settings import GateSettings
-from gateway.telemetry.window import WindowStats
+from gateway.core.manifest import Deployment, HealthChecks, parse_deployment
+from gateway.core.settings import GateSettings
+from gateway.core.window import WindowStats
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import json
 import re
 from typing import Any
 
-from gateway.errors import FormatError
+from gateway.core.errors import FormatError
 
 MAX_DEPTH = 32
 _SPECIAL = re.compile(rb'[\[\]{}"\\]')

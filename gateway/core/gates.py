@@ -46,10 +46,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.manifest import HealthChecks
-from gateway.rollout.waves import admit
-from gateway.settings import GateSettings
-from gateway.telemetry.window import WindowStats
+from gateway.core.manifest import HealthChecks
+from gateway.core.settings import GateSettings
+from gateway.core.waves import admit
+from gateway.core.window import WindowStats
 
 MAX_DECISIONS = 500
 

@@ -1,0 +1,284 @@
+"""The settings tree: one frozen dataclass per section, each field with its default and, in
+``metadata``, what a valid value looks like. Pure values: :mod:`gateway.settings` loads them
+from the TOML file, the environment and the command line."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]*):(\d{1,5})$")
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port); raises ValueError."""
+    m = _HOSTPORT.match(value)
+    if not m or not 0 <= int(m.group(2)) <= 65535:
+        raise ValueError(value)
+    host = m.group(1).strip("[]") or "0.0.0.0"
+    return host, int(m.group(2))
+
+
+def _check(expect: str, ok: Callable[[Any], bool]) -> dict[str, Any]:
+    return {"expect": expect, "ok": ok}
+
+
+def _hostport_ok(v: Any) -> bool:
+    if v == "":
+        return True
+    try:
+        parse_hostport(v)
+    except ValueError:
+        return False
+    return True
+
+
+HOSTPORT = _check("HOST:PORT such as 0.0.0.0:8080, or empty to disable", _hostport_ok)
+POSITIVE = _check("a number greater than 0", lambda v: v > 0)
+NON_NEGATIVE = _check("a number of at least 0", lambda v: v >= 0)
+FRACTION = _check("a number from 0 to 1", lambda v: 0 <= v <= 1)
+URL_OR_EMPTY = _check(
+    "an http:// or https:// URL, or empty", lambda v: v == "" or re.match(r"^https?://", v) is not None
+)
+
+
+def choice(*options: str) -> dict[str, Any]:
+    return _check("one of " + ", ".join(repr(o) for o in options), lambda v: v in options)
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The device-facing HTTP(S) server."""
+
+    listen: str = field(default="0.0.0.0:8080", metadata=HOSTPORT)
+    tls_cert: str = ""  # PEM certificate chain; with tls_key, serves HTTPS
+    tls_key: str = ""
+    client_ca: str = ""  # PEM CA that signs device certificates (mTLS)
+    public_url: str = field(default="", metadata=URL_OR_EMPTY)  # how devices reach us
+    max_body_bytes: int = field(default=1 << 20, metadata=POSITIVE)
+    # open connections per listener (device API; the operator API gets at most 1024 of them);
+    # past it a new connection is closed at once with a 503
+    max_connections: int = field(default=10_000, metadata=POSITIVE)
+    header_timeout_s: float = field(default=10.0, metadata=POSITIVE)  # to finish a request head
+    idle_timeout_s: float = field(default=75.0, metadata=POSITIVE)  # idle keep-alive connection
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    """Which cloud keys we believe, and how far we trust our own clock."""
+
+    trusted_keys: tuple[str, ...] = ()  # PEM public key files
+    # A time the gateway knows has passed (it was built after it): a clock reading earlier than
+    # this is plainly wrong. The persisted high-water mark of signed index times raises it further.
+    min_valid_time: str = "2026-01-01T00:00:00Z"
+    # How far a signed index's ``issued`` may lie ahead of a trusted local clock: further is refused
+    # (a cloud with a wrong clock), and the clock floor never rises past local time plus this.
+    max_future_skew_s: float = field(default=86400.0, metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
+class MirrorSettings:
+    """Where the cloud registry is and how politely we fetch from it."""
+
+    upstream: str = "registry"  # URL (http/https/file) or a folder path
+    poll_interval_s: float = field(default=60.0, metadata=POSITIVE)
+    poll_jitter: float = field(default=0.2, metadata=FRACTION)
+    bandwidth_bytes_per_s: int = field(default=0, metadata=NON_NEGATIVE)  # 0: no cap
+    ca_bundle: str = ""  # PEM bundle; default: the system CA store
+    connect_timeout_s: float = field(default=10.0, metadata=POSITIVE)
+    read_timeout_s: float = field(default=30.0, metadata=POSITIVE)
+    retry_initial_s: float = field(default=1.0, metadata=POSITIVE)
+    retry_max_s: float = field(default=300.0, metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """The verified blob store."""
+
+    quota_bytes: int = field(default=0, metadata=NON_NEGATIVE)  # 0: only the disk limits us
+    min_free_bytes: int = field(default=256 << 20, metadata=NON_NEGATIVE)
+    scrub_bytes_per_s: int = field(default=1 << 20, metadata=NON_NEGATIVE)  # re-hash pace; 0: off
+    scrub_interval_s: float = field(default=86400.0, metadata=POSITIVE)  # between pass starts
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """The device API: polls, access control, inventory."""
+
+    poll_interval_s: float = field(default=300.0, metadata=POSITIVE)
+    poll_jitter: float = field(default=0.25, metadata=FRACTION)
+    max_wait_s: float = field(default=300.0, metadata=POSITIVE)
+    access: str = field(default="open", metadata=choice("open", "token", "mtls"))
+    site_token: str = ""
+    tokens_file: str = ""  # JSON {device_id: token}
+    allow_unknown: bool = True
+    # open access: a device id is held to the address it first used until silent this long
+    open_binding_ttl_s: float = field(default=900.0, metadata=POSITIVE)
+    inventory_file: str = ""  # site inventory (JSON), see config/inventory.example.json
+    compat_matrix: str = ""  # firmware/model matrix (JSON), see config/compat_matrix.example.json
+    max_devices: int = field(default=100_000, metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """The embedded broker."""
+
+    listen: str = field(default="0.0.0.0:1883", metadata=HOSTPORT)
+    tls_listen: str = field(default="", metadata=HOSTPORT)
+    lab_mode: bool = False  # allow anonymous clients; never on a production site
+    max_packet_bytes: int = field(default=64 << 10, metadata=POSITIVE)
+    max_connections: int = field(default=10_000, metadata=POSITIVE)  # authenticated clients
+    # sockets that have not authenticated yet (no CONNECT, or TLS handshake); past it the oldest
+    # of them is dropped, so silent sockets cannot lock devices out
+    max_pending_connections: int = field(default=256, metadata=POSITIVE)
+    max_sessions_per_device: int = field(default=4, metadata=POSITIVE)  # persistent sessions
+    max_queued_messages: int = field(default=100, metadata=POSITIVE)
+    tls_cert: str = ""  # PEM chain for tls_listen; empty: http.tls_cert
+    tls_key: str = ""  # empty: http.tls_key
+    client_ca: str = ""  # PEM CA of device certificates (mTLS, user = CN); empty: http.client_ca
+    connect_timeout_s: float = field(default=10.0, metadata=POSITIVE)
+    session_expiry_s: float = field(default=7 * 86400.0, metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """Metrics aggregation."""
+
+    window_s: float = field(default=60.0, metadata=POSITIVE)
+    cohort_attribute: str = "hw"
+
+
+@dataclass(frozen=True)
+class UplinkSettings:
+    """Reports to the cloud."""
+
+    ingest_url: str = field(default="", metadata=URL_OR_EMPTY)
+    ingest_token: str = ""
+    mqtt_url: str = ""  # mqtt://user:pass@host:port or mqtts://...
+    report_interval_s: float = field(default=60.0, metadata=POSITIVE)
+    outbox_max_bytes: int = field(default=256 << 20, metadata=POSITIVE)
+    outbox_max_age_s: float = field(default=7 * 86400.0, metadata=POSITIVE)
+    forward_samples: bool = True  # journal every metrics message durably (before its PUBACK) and send it up
+
+
+# Every criterion a gate judges (``class:<name>`` and ``expected_class:<name>`` per class); named by
+# gates.dry_run and in every decision record.
+GATE_CRITERIA = (
+    "max_cpu_percent",
+    "max_ram_percent",
+    "max_latency_ms",
+    "max_error_rate",
+    "max_temperature_c",
+    "latency_ratio",
+    "error_rate_rise",
+    "cpu_rise_percent",
+    "temperature_rise_c",
+    "confidence_drop",
+    "min_confidence",
+    "unknown_rate",
+    "install_failures",
+    "silence",
+    "invalid_metrics",
+    "class",
+    "expected_class",
+)
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """Site canary gates: site overrides that may only tighten the cloud's limits."""
+
+    enabled: bool = True  # off: the cloud's rules alone decide (cohort, percentage, window)
+    # a model's first version at this site: "waves" (judged by the criteria that need no baseline)
+    # or "open" (the cloud's rules alone)
+    first_version: str = field(default="waves", metadata=choice("waves", "open"))
+    approve_each_wave: bool = False  # a wave that passed waits for `ota-gateway gate approve`
+    dry_run: tuple[str, ...] = ()  # criteria evaluated and recorded, never halting
+    waves: tuple[float, ...] = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0)
+    min_devices_per_wave: int = field(default=1, metadata=POSITIVE)
+    soak_s: float = field(default=900.0, metadata=NON_NEGATIVE)
+    wave_order: str = ""  # attribute to order waves by, e.g. "hw" or "line"
+    shadow: bool = False  # run every candidate in shadow on the first wave's devices first
+    warmup_share: float = field(default=0.8, metadata=FRACTION)  # of a wave's devices past warm-up
+    # absolute limits: the site may only tighten the manifest's health_checks (0: the manifest's)
+    max_cpu_percent: float = field(default=0.0, metadata=NON_NEGATIVE)
+    max_ram_percent: float = field(default=0.0, metadata=NON_NEGATIVE)
+    max_latency_ms: float = field(default=0.0, metadata=NON_NEGATIVE)
+    max_error_rate: float = field(default=0.0, metadata=FRACTION)
+    max_temperature_c: float = field(default=85.0, metadata=POSITIVE)
+    # relative to the baseline (same cohort, previous stable version, same windows)
+    latency_ratio_max: float = field(default=2.0, metadata=POSITIVE)
+    error_rate_rise_max: float = field(default=0.01, metadata=FRACTION)
+    cpu_rise_max_percent: float = field(default=20.0, metadata=POSITIVE)
+    temperature_rise_max_c: float = field(default=10.0, metadata=POSITIVE)
+    # behaviour
+    class_floor: float = field(default=0.005, metadata=FRACTION)
+    class_collapse_ratio: float = field(default=0.2, metadata=FRACTION)
+    unknown_rate_max: float = field(default=0.10, metadata=FRACTION)
+    confidence_drop_max: float = field(default=0.10, metadata=FRACTION)
+    # installation: failed or rolled back (after download) per admitted device of a wave
+    install_failure_max: float = field(default=0.2, metadata=FRACTION)
+    # silence: a device that ran the candidate and has not been heard for silence_after_s (no
+    # metrics, no event) is silent; more than silent_max of the wave's runners silent halts
+    silence_after_s: float = field(default=300.0, metadata=POSITIVE)
+    silent_max: float = field(default=0.3, metadata=FRACTION)
+    # invalid metrics from devices on the candidate: share above the baseline's
+    invalid_rise_max: float = field(default=0.05, metadata=FRACTION)
+    # no verdict on less than this
+    min_devices: int = field(default=2, metadata=POSITIVE)
+    min_samples: int = field(default=10, metadata=POSITIVE)
+    min_inferences: int = field(default=1000, metadata=POSITIVE)
+    min_expected_class_count: float = field(default=20.0, metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """The operator API and dashboard."""
+
+    listen: str = field(default="127.0.0.1:8081", metadata=HOSTPORT)
+    token: str = ""  # required when listen is not loopback
+    # Host names (besides IP addresses, localhost and this machine's name) a browser may use to
+    # reach the operator API, e.g. a reverse proxy's name; any other Host is refused (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DiscoverySettings:
+    """mDNS advertise and browse."""
+
+    enabled: bool = True
+    interfaces: tuple[str, ...] = ()  # addresses or interface names; empty: all non-loopback
+    max_devices: int = field(default=10_000, metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration tree."""
+
+    site: str = field(
+        default="default",
+        metadata=_check(
+            "a site name of letters, digits, '-', '_' or '.'",
+            lambda v: re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", v) is not None,
+        ),
+    )
+    data_dir: str = "data"
+    log_level: str = field(default="info", metadata=choice("debug", "info", "warning", "error"))
+    http: HttpSettings = HttpSettings()
+    trust: TrustSettings = TrustSettings()
+    mirror: MirrorSettings = MirrorSettings()
+    store: StoreSettings = StoreSettings()
+    devices: DeviceSettings = DeviceSettings()
+    mqtt: MqttSettings = MqttSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    uplink: UplinkSettings = UplinkSettings()
+    gates: GateSettings = GateSettings()
+    operator: OperatorSettings = OperatorSettings()
+    discovery: DiscoverySettings = DiscoverySettings()
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
