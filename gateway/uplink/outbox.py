@@ -26,15 +26,16 @@ gate decisions last. Every drop is counted by kind and reason, and the counts go
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from gateway import atomic
 from gateway.core.errors import DamagedStateError, StorageError
@@ -70,6 +71,26 @@ class _Pending(NamedTuple):
     text: str
     loop: asyncio.AbstractEventLoop
     fut: asyncio.Future[int]
+
+
+T = TypeVar("T")
+
+
+def _seam(method: Callable[..., T]) -> Callable[..., T]:
+    """SQLite errors at run time (a page damaged under us, the disk) become a StorageError naming
+    the file: the uplink backs off and the status page says so; the next start sets the file aside."""
+
+    @functools.wraps(method)
+    def wrapper(self: Outbox, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StorageError(
+                f"outbox {self.path} failed: {exc} (a damaged file is set aside at the next start)",
+                path=str(self.path),
+            ) from exc
+
+    return wrapper
 
 
 def _resolve(items: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
@@ -283,9 +304,11 @@ class Outbox:
 
     # -- reading and acknowledging -------------------------------------------------------------------
 
+    @_seam
     def acked(self, sink: str) -> int:
         return self._scalar("SELECT COALESCE((SELECT acked FROM cursors WHERE sink = ?), 0)", (sink,))
 
+    @_seam
     def peek(self, sink: str, max_records: int = 500, max_bytes: int = 1 << 20) -> list[Record]:
         """The oldest records this sink has not acknowledged (at least one, even if large)."""
         with self._lock:
@@ -303,6 +326,7 @@ class Outbox:
             total += size
         return out
 
+    @_seam
     def ack(self, sink: str, up_to_seq: int) -> None:
         """``sink`` has every record up to ``up_to_seq``; records every sink has are deleted."""
         with self._lock:
@@ -329,6 +353,7 @@ class Outbox:
             cur.execute("COMMIT")
             self._bytes -= int(freed)
 
+    @_seam
     def expire(self, now: float) -> int:
         """Drop records older than ``max_age_s`` (counted); returns how many."""
         with self._lock:
@@ -344,6 +369,7 @@ class Outbox:
             cur.execute("COMMIT")
         return len(rows)
 
+    @_seam
     def count_drop(self, kind: str, reason: str, n: int = 1) -> None:
         """Count records lost outside the outbox's own bounds (e.g. refused by the cloud)."""
         with self._lock:
@@ -353,6 +379,7 @@ class Outbox:
                 (kind, reason, n),
             )
 
+    @_seam
     def take_drops(self) -> dict[str, dict[str, int]]:
         """Drop counts since the last call (they then go upstream as a ``drops`` record)."""
         with self._lock:
@@ -367,6 +394,13 @@ class Outbox:
         return out
 
     def stats(self) -> dict[str, Any]:
+        """For the status page: never raises (a damaged outbox is shown as such)."""
+        try:
+            return self._stats()
+        except sqlite3.Error as exc:
+            return {"error": f"outbox {self.path} failed: {exc} (set aside at the next start)"}
+
+    def _stats(self) -> dict[str, Any]:
         with self._lock:
             pending = self.db.execute(
                 "SELECT kind, COUNT(*), SUM(size) FROM records GROUP BY kind"
@@ -376,7 +410,10 @@ class Outbox:
             "pending": {k: {"records": n, "bytes": b} for k, n, b in pending},
             "pending_bytes": self._bytes,
             "drops_unreported": {f"{k}:{r}": c for k, r, c in drops},
-            "acked": {s: self.acked(s) for s in self.sinks},
+            "acked": {
+                s: self._scalar("SELECT COALESCE((SELECT acked FROM cursors WHERE sink = ?), 0)", (s,))
+                for s in self.sinks
+            },
         }
 
     def _scalar(self, sql: str, args: tuple[Any, ...] = ()) -> int:

@@ -121,3 +121,38 @@ async def test_a_damaged_outbox_is_moved_aside_and_a_fresh_one_opened(tmp_path: 
         assert [r.body for r in again.peek("default")] == [{"ok": True}]
     finally:
         again.close()
+
+
+async def test_an_outbox_that_fails_while_running_is_a_storage_error_and_a_status_line(
+    tmp_path: Path,
+) -> None:
+    """Damage found at run time (here the records table dropped behind its back) is translated at
+    the seam: the uplink gets a StorageError it backs off on, the status page a line, never a 500."""
+    from gateway.core.errors import StorageError
+    from gateway.stats import Stats
+    from gateway.uplink.forwarder import Forwarder
+    from gateway.uplink.sinks import Sink
+
+    box = Outbox(tmp_path / "o.sqlite", max_bytes=1 << 20, max_age_s=3600, sinks=["http"])
+    await box.append("sample", {"n": 1}, 0.0)
+    with sqlite3.connect(tmp_path / "o.sqlite") as other:
+        other.execute("DROP TABLE records")
+    with pytest.raises(StorageError, match=r"o\.sqlite"):
+        box.peek("http")
+    assert "o.sqlite" in box.stats()["error"]
+
+    class Never(Sink):
+        name = "http"
+
+        async def deliver(self, records: object) -> None:
+            raise AssertionError("nothing can be read, so nothing is delivered")
+
+    stats = Stats()
+    fwd = Forwarder(box, [Never()], stats, retry_initial_s=0.01, retry_max_s=0.02, idle_s=0.01)
+    task = asyncio.create_task(fwd.run())
+    deadline = asyncio.get_running_loop().time() + 5
+    while stats.snapshot().get("uplink.outbox_errors", 0) < 3:
+        assert asyncio.get_running_loop().time() < deadline and not task.done()
+        await asyncio.sleep(0.01)  # polling a condition with a deadline
+    task.cancel()
+    box.close()
