@@ -51,13 +51,14 @@ from aiohttp import web
 from gateway.rollout.waves import wave_target
 from gateway.settings import GateSettings
 from tests.conftest import Registry
-from tests.peers import free_port, gateway_process, nginx, serve_args, stop, wait_port
+from tests.peers import free_port, gateway_process, nginx, serve_args, stop
 
 CRASH_POINTS = int(os.environ.get("CRASH_POINTS", "20"))
 SEED = int(os.environ.get("CRASH_SEED", "11"))
 DEVICES = 120
 GATES = GateSettings()  # the defaults: waves 1/5/10/25/50/100 %, 1 device minimum, soak 900 s
-FIRST_WAVE = wave_target(GATES.waves, 0, DEVICES, GATES.min_devices_per_wave)
+CHECKER = "start-check"  # the device whose poll checks each start: one more device the site knows
+FIRST_WAVE = wave_target(GATES.waves, 0, DEVICES + 1, GATES.min_devices_per_wave)
 BIG_BYTES = 3 << 20  # each new version's artifact; nginx sends it at RATE
 RATE = "1m"
 START_DEADLINE_S = 30.0
@@ -82,6 +83,7 @@ class Ledger:
     upstream_cut: int = 0  # artifact transfers from the upstream that a kill cut short
     upstream_resumed: int = 0  # ranged artifact requests to the upstream (resumes)
     index_fetches: int = 0
+    outbox: str = ""  # what the final outbox and the sink held
     acked: set[tuple[str, int]] = field(default_factory=set)
     acked_mqtt: int = 0
     exposed: dict[str, set[str]] = field(default_factory=dict)
@@ -104,8 +106,11 @@ class Sink:
         self.by_seq: dict[int, dict[str, Any]] = {}
         self.port = free_port()
         self.runner: web.AppRunner | None = None
+        self.down = False  # the uplink is out: batches get 503 and stay in the outbox
 
     async def handle(self, request: web.Request) -> web.Response:
+        if self.down:
+            return web.Response(status=503)
         raw = await request.read()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
@@ -155,25 +160,27 @@ class Process:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
 
-async def started(gw: Process, http: aiohttp.ClientSession) -> str | None:
+async def started(gw: Process, http: aiohttp.ClientSession, ledger: Ledger) -> str | None:
     """None once the port answers and a poll gets a valid answer; otherwise what went wrong."""
     deadline = time.monotonic() + START_DEADLINE_S
-    try:
-        await asyncio.to_thread(wait_port, gw.http_port, START_DEADLINE_S)
-    except TimeoutError:
-        return f"port {gw.http_port} silent after {START_DEADLINE_S} s (exit {gw.exited()})"
-    url = f"http://127.0.0.1:{gw.http_port}/devices/start-check/updates"
+    url = f"http://127.0.0.1:{gw.http_port}/devices/{CHECKER}/updates"
+    last = "the port never answered"
     while time.monotonic() < deadline:
         if gw.exited() is not None:
-            return f"exited with {gw.exited()} during start-up"
+            return f"exited with {gw.exited()} during start-up ({last})"
         try:
             async with http.get(url, params={"model_id": MODEL, "model_version": "1.0.0"}) as r:
-                if r.status == 204 or (r.status == 200 and (await r.json()).get("model_id") == MODEL):
+                body = await r.json() if r.status == 200 else None
+                if body is not None and body.get("version") != "1.0.0" and not body.get("rollback"):
+                    ledger.offered(body["version"], CHECKER)
+                if r.status == 204 or (body is not None and body.get("model_id") == MODEL):
+                    ledger.answers += 1
                     return None
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            pass
+                last = f"the last poll answered {r.status}"
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            last = f"the last poll failed: {exc!r}"
         await asyncio.sleep(0.05)  # polling a condition with a deadline
-    return f"no valid poll answer within {START_DEADLINE_S} s"
+    return f"no valid poll answer within {START_DEADLINE_S} s ({last})"
 
 
 class Artifacts:
@@ -301,6 +308,7 @@ async def device(w: World, name: str, rng: random.Random) -> None:
                 n = next(w.ids)
                 url = f"{w.base}/devices/{name}/metrics"
                 async with w.http.post(url, json=metrics_body(w.running[name], n)) as r:
+                    ledger.answers += 1
                     if r.status == 204:
                         ledger.acked.add((name, n))  # acknowledged: durable from here on
                     elif r.status >= 500 and r.status != 503:
@@ -381,6 +389,14 @@ async def publisher(w: World, reg: Registry, rng: random.Random) -> None:
         w.ledger.published.append(version)
 
 
+async def uplink_outages(w: World, sink: Sink, rng: random.Random) -> None:
+    """The cloud's ingest goes away and comes back at random instants, so the outbox fills."""
+    while not w.done.is_set():
+        await asyncio.sleep(rng.uniform(1.0, 6.0))
+        sink.down = not sink.down
+    sink.down = True  # what the last run journaled stays in the outbox, to be read there
+
+
 NGINX_LINE = re.compile(r'GET (\S+) HTTP/[\d.]+ "([^"]*)" (\d+) (\d+)')
 
 
@@ -428,6 +444,10 @@ def check_nothing_acknowledged_was_lost(outbox_path: Path, sink: Sink, ledger: L
     kept = {(b["device_id"], b["inferences"]) for kind, b in every.values() if kind == "sample"}
     lost = ledger.acked - kept
     assert not lost, f"{len(lost)} acknowledged metrics lost, e.g. {sorted(lost)[:5]}"
+    ledger.outbox = (
+        f"seq 1..{max(every, default=0)}: {len(outbox)} records left in the outbox, "
+        f"{len(sink.by_seq)} at the sink, {len(kept)} samples"
+    )
 
 
 async def kill_and_restart(gw: Process, w: World, rng: random.Random, kills: int) -> None:
@@ -438,7 +458,7 @@ async def kill_and_restart(gw: Process, w: World, rng: random.Random, kills: int
             await asyncio.sleep(rng.uniform(0.0, 1.5))  # a kill during start-up (or recovery)
             ledger.startup_kills += 1
         else:
-            problem = await started(gw, w.http)
+            problem = await started(gw, w.http, ledger)
             assert problem is None, f"start {ledger.starts}: {problem}\n{gw.tail()}"
             ledger.starts_checked += 1
             await asyncio.sleep(rng.uniform(0.0, 2.5))
@@ -447,7 +467,7 @@ async def kill_and_restart(gw: Process, w: World, rng: random.Random, kills: int
         ledger.kills += 1
         gw.spawn()
         ledger.starts += 1
-    problem = await started(gw, w.http)
+    problem = await started(gw, w.http, ledger)
     assert problem is None, f"final start: {problem}\n{gw.tail()}"
     ledger.starts_checked += 1
 
@@ -483,7 +503,7 @@ async def crash_points(reg: Registry, tmp: Path, seed: int, kills: int) -> Ledge
                           dict.fromkeys(names, "1.0.0"), ledger, asyncio.Event())  # fmt: skip
                 gw.spawn()
                 ledger.starts += 1
-                problem = await started(gw, http)
+                problem = await started(gw, http, ledger)
                 assert problem is None, f"first start: {problem}\n{gw.tail()}"
                 ledger.starts_checked += 1
                 actors = [
@@ -491,6 +511,7 @@ async def crash_points(reg: Registry, tmp: Path, seed: int, kills: int) -> Ledge
                     *(downloader(w, random.Random(f"{seed}-dl{i}")) for i in range(3)),
                     *(mqtt_client(w, names[i::2], random.Random(f"{seed}-mqtt{i}")) for i in range(2)),
                     publisher(w, reg, random.Random(f"{seed}-publisher")),
+                    uplink_outages(w, sink, random.Random(f"{seed}-uplink")),
                 ]
                 world = [asyncio.create_task(a) for a in actors]
                 try:
@@ -513,17 +534,19 @@ async def test_killed_at_random_points_it_restarts_serves_only_verified_bytes_an
     reg: Registry, tmp_path: Path
 ) -> None:
     ledger = await crash_points(reg, tmp_path, SEED, CRASH_POINTS)
-    offered = {v: len(d) for v, d in sorted(ledger.exposed.items())}
+    offered = {v: len(d) for v, d in ledger.exposed.items()}
     print(
         f"seed {SEED}: {ledger.kills} kills ({ledger.startup_kills} during start-up), "
         f"{ledger.starts - 1} restarts, {ledger.starts_checked} starts checked; "
         f"{ledger.bytes_verified} bytes verified in {ledger.bodies_verified} bodies "
         f"({ledger.unavailable} 503s); {len(ledger.acked)} metrics acknowledged "
         f"({ledger.acked_mqtt} by PUBACK), 0 lost; {ledger.answers} answers checked; "
-        f"versions published {ledger.published}, devices offered {offered}, wave 0 admits {FIRST_WAVE}; "
+        f"{len(ledger.published)} versions published, at most {max(offered.values(), default=0)} devices "
+        f"offered each (wave 0 admits {FIRST_WAVE}; per version: {offered}); "
         f"upstream: {ledger.index_fetches} index fetches, {ledger.upstream_cut} artifact transfers cut "
-        f"by a kill, {ledger.upstream_resumed} resumed"
+        f"by a kill, {ledger.upstream_resumed} resumed; outbox {ledger.outbox}"
     )
-    assert not ledger.violations, ledger.violations[:5]
+    if ledger.violations:
+        pytest.fail("\n".join(ledger.violations[:10]))
     assert ledger.kills == CRASH_POINTS
     assert ledger.acked and ledger.acked_mqtt and ledger.bytes_verified  # the world really acted
