@@ -51,8 +51,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.rollout.waves import wave_target
-from gateway.settings import GateSettings
+from gateway.core.settings import GateSettings
+from gateway.core.waves import wave_target
 from tests.conftest import Registry
 from tests.peers import free_port, gateway_process, nginx, serve_args, stop
 

@@ -3,7 +3,7 @@ log (JSON lines, fsynced) of every decision with its time, wave, criterion, figu
 The state file is replaced atomically (:mod:`gateway.atomic`), so a crash leaves the old or the new.
 
 Reading is strict: a file that is not JSON, or JSON of another shape (an unknown or missing key, a
-value of the wrong type, an unknown stage) raises :class:`~gateway.errors.DamagedStateError` naming
+value of the wrong type, an unknown stage) raises :class:`~gateway.core.errors.DamagedStateError` naming
 the file and the key, never a ``KeyError`` from deep inside; the keeper then moves it aside and
 starts in safe mode (:mod:`gateway.rollout.keeper`). The audit log skips lines it cannot read.
 """
