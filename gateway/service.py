@@ -215,6 +215,7 @@ class Gateway:
             mirror=self.mirror,
             store=self.store,
             gates=self.gates,
+            inventory=self.inventory,
             broker=lambda: self.broker,
             forwarder=self.forwarder,
             sinks=self.sinks,

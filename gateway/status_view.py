@@ -16,6 +16,7 @@ from gateway import __version__
 from gateway.broker.server import Broker
 from gateway.core.settings import Settings
 from gateway.health import probe
+from gateway.inventory.store import Inventory
 from gateway.mirror.mirror import Mirror
 from gateway.rollout.keeper import GateKeeper
 from gateway.stats import Stats
@@ -35,6 +36,7 @@ class StatusView:
         mirror: Mirror,
         store: ArtifactStore,
         gates: GateKeeper,
+        inventory: Inventory,
         broker: Callable[[], Broker | None],
         forwarder: Forwarder,
         sinks: Sequence[Sink],
@@ -49,6 +51,7 @@ class StatusView:
         self.mirror = mirror
         self.store = store
         self.gates = gates
+        self.inventory = inventory
         self.broker = broker
         self.forwarder = forwarder
         self.sinks = sinks
@@ -57,6 +60,16 @@ class StatusView:
         self.data = data
         self.started_at = started_at
         self.clock = clock
+
+    def recovered(self) -> list[dict[str, Any]]:
+        """Every damaged state file this run found, what it was and what was done about it."""
+        return [
+            *self.trust.recovered,
+            *self.gates.recovered,
+            *self.store.recovered,
+            *self.inventory.recovered,
+            *self.outbox.recovered,
+        ]
 
     def status(self) -> dict[str, Any]:
         """What ``ota-gateway status`` and the dashboard show."""
@@ -105,6 +118,8 @@ class StatusView:
                 "commands": dict(index.commands),
             },
             "trusted_keys": sorted(self.trust.trusted.signing_keys()),
+            "recovered": self.recovered(),  # damaged state files found at start-up (README table)
+            "safe_mode": self.gates.site.safe_mode,  # why new gates open held, or None
             "gates": self.gates.status(),
             "deployments": deployments,
             "store": {

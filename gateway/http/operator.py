@@ -24,6 +24,7 @@ Refusals are 403 (415 for the media type) with the reason.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -200,12 +201,15 @@ async def status(request: web.Request) -> web.Response:
 
 async def gates_status(request: web.Request) -> web.Response:
     gates = request.app[GATES]
+    # The audit log is read and parsed in one worker thread, off the loop (not aiofiles: that hops
+    # to a thread per read call, and the JSON parsing would still run on the loop).
+    audit = await asyncio.to_thread(gates.store.audit)
     return web.json_response(
         {
             "gates": gates.status(),
             "index_version": gates.site.index_version,
             "enabled": request.app[GATE_SETTINGS].enabled,
-            "audit": gates.store.audit()[-50:],
+            "audit": audit[-50:],
         }
     )
 
