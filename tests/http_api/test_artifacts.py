@@ -166,19 +166,15 @@ async def test_curl_resumes_an_interrupted_download(gw: Gateway, tmp_path: Path)
     assert out.read_bytes() == MODEL
 
 
-async def test_not_yet_mirrored_is_503_with_retry_after(reg: Registry, tmp_path: Path) -> None:
+async def test_not_yet_mirrored_is_503_with_retry_after(
+    reg: Registry, tmp_path: Path, hostile: Hostile
+) -> None:
     manifest = reg.publish(MODEL)
-    hostile = Hostile(reg.root)
     hostile.faults[manifest["artifact_url"]] = Fault(stall_after=1000, times=100)
-    await hostile.start()
-    try:
-        settings = gateway_settings(
-            reg, tmp_path / "data", upstream=hostile.url, mirror={"read_timeout_s": 30.0}
-        )
-        async with running(settings) as g:
-            await until(lambda: g.mirror.index is not None, what="index fetched")
-            status, headers, _ = await get(g)
-            assert status == 503 and int(headers["Retry-After"]) >= 1
-            assert not g.store.is_verified(SHA)
-    finally:
-        await hostile.stop()
+    settings = gateway_settings(reg, tmp_path / "data", upstream=hostile.url, mirror={"read_timeout_s": 30.0})
+    async with running(settings) as g:
+        await until(lambda: g.mirror.index is not None, what="index fetched")
+        status, headers, _ = await get(g)
+        assert status == 503
+        assert int(headers["Retry-After"]) >= 1
+        assert not g.store.is_verified(SHA)

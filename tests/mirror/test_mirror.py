@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import os
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,14 +51,6 @@ async def settle(m: Mirror, sha: str, timeout_s: float = 10) -> None:
             if task is not None:
                 await asyncio.wait_for(asyncio.shield(task), timeout_s)
     assert m.store.is_verified(sha)
-
-
-@pytest.fixture
-async def hostile(reg: Registry) -> AsyncIterator[Hostile]:
-    h = Hostile(reg.root)
-    await h.start()
-    yield h
-    await h.stop()
 
 
 async def test_folder_upstream_mirrors_and_verifies(reg: Registry, tmp_path: Path) -> None:

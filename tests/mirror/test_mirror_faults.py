@@ -8,7 +8,7 @@ import os
 import random
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,14 +97,6 @@ async def test_index_that_failed_to_save_is_fetched_again(
         reg.publish(b"three", version="3.0.0")
         st = await until_status(gw, version_is(3), "index version 3")
         st = await until_status(gw, lambda st: st["upstream"]["last_error"] is None, "the error to clear")
-
-
-@pytest.fixture
-async def hostile(reg: Registry) -> AsyncIterator[Hostile]:
-    h = Hostile(reg.root)
-    await h.start()
-    yield h
-    await h.stop()
 
 
 @pytest.mark.parametrize("old", ["404", "stall"])
