@@ -121,13 +121,15 @@ async def test_corrected_artifact_url_is_followed_without_a_restart(
             lambda st: bool(st["deployments"]) and st["deployments"][0]["mirrored"],
             "the artifact mirrored",
         )
-        assert st["index"]["version"] == 2 and st["deployments"][0]["sha256"] == m["sha256"]
+        assert st["index"]["version"] == 2
+        assert st["deployments"][0]["sha256"] == m["sha256"]
         host, port = gw.http_addresses[0][:2]
         async with (
             aiohttp.ClientSession() as s,
             s.get(f"http://{host}:{port}/artifacts/detector/1.0.0/detector-1.0.0.bin") as r,
         ):
-            assert r.status == 200 and await r.read() == MODEL
+            assert r.status == 200
+            assert await r.read() == MODEL
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -159,4 +161,5 @@ async def test_url_correction_at_a_random_instant_never_splices_the_old_file(
             aiohttp.ClientSession() as s,
             s.get(f"http://{host}:{port}/artifacts/detector/1.0.0/detector-1.0.0.bin") as r,
         ):
-            assert r.status == 200 and await r.read() == MODEL
+            assert r.status == 200
+            assert await r.read() == MODEL
