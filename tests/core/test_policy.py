@@ -200,47 +200,32 @@ def test_the_gates_are_not_asked_to_admit_what_the_cloud_ruled_out(case: Case) -
 # -- the cloud's rules in detail ---------------------------------------------------------------------
 
 
+def ask(deployments: list[Deployment], **kw: Any) -> PollAnswer:
+    """The answer for DEVICE at NOW; by default no commands, a trusted clock, everything mirrored."""
+    kw = {"commands": {}, "clock_trusted": True, "verified": lambda _sha: True, **kw}
+    return answer(deployments=deployments, device=kw.pop("device", DEVICE), now=NOW, **kw)
+
+
 def test_a_command_naming_one_version_holds_only_that_version() -> None:
     older = dep("1.5.0", "e" * 64)
     commands = {"detector@2.0.0": "paused"}
     assert command_for(commands, dep()) == "paused"
     assert command_for(commands, older) is None
-    got = answer(
-        deployments=[dep(), older],
-        commands=commands,
-        device=DEVICE,
-        now=NOW,
-        clock_trusted=True,
-        verified=lambda sha: True,
-    )
+    got = ask([dep(), older], commands=commands)
     assert got.reason == "eligible"
     assert got.deployment == older
 
 
 def test_an_untrusted_clock_leaves_deployments_without_a_window_on_offer() -> None:
     windowed = dataclasses.replace(dep("3.0.0", "f" * 64), start_time=NOW - 10, end_time=None)
-    got = answer(
-        deployments=[windowed, dep()],
-        commands={},
-        device=DEVICE,
-        now=NOW,
-        clock_trusted=False,
-        verified=lambda sha: True,
-    )
+    got = ask([windowed, dep()], clock_trusted=False)
     assert got.reason == "eligible"
     assert got.deployment == dep()
 
 
 def test_held_is_named_before_the_clock_when_both_empty_the_list() -> None:
     windowed = dataclasses.replace(dep("3.0.0", "f" * 64), start_time=NOW - 10, end_time=None)
-    got = answer(
-        deployments=[windowed, dep()],
-        commands={"detector@2.0.0": "aborted"},
-        device=DEVICE,
-        now=NOW,
-        clock_trusted=False,
-        verified=lambda sha: True,
-    )
+    got = ask([windowed, dep()], commands={"detector@2.0.0": "aborted"}, clock_trusted=False)
     assert got.reason == "held_by_cloud"
     assert got.detail == "coordinator command aborted"
 
@@ -275,16 +260,7 @@ def test_each_eligibility_reason_is_the_answer(
     deployments: list[Deployment], device: DeviceRecord, matrix: CompatMatrix | None, reason: str
 ) -> None:
     gates = Gates()
-    got = answer(
-        deployments=deployments,
-        commands={},
-        device=device,
-        now=NOW,
-        clock_trusted=True,
-        verified=lambda sha: True,
-        matrix=matrix,
-        gates=gates,
-    )
+    got = ask(deployments, device=device, matrix=matrix, gates=gates)
     assert got.reason == reason
     assert got.deployment is None
     assert "admit" not in gates.asked
@@ -292,20 +268,11 @@ def test_each_eligibility_reason_is_the_answer(
 
 def test_blocked_by_firmware_is_told_even_while_waiting_for_a_wave() -> None:
     newer = dep("3.0.0", "f" * 64, compatibility={"min_firmware": "9.0.0"})
-    got = answer(
-        deployments=[newer, dep()],
-        commands={},
-        device=DEVICE,
-        now=NOW,
-        clock_trusted=True,
-        verified=lambda sha: True,
-        gates=Gates(waiting=WAITING),
-    )
+    got = ask([newer, dep()], gates=Gates(waiting=WAITING))
     assert got.reason == WAITING
     assert got.blocked_by_firmware == "3.0.0"
 
 
 def test_without_gates_the_cloud_and_the_mirror_decide() -> None:
-    kw: dict[str, Any] = {"commands": {}, "device": DEVICE, "now": NOW, "clock_trusted": True}
-    assert answer(deployments=[dep()], verified=lambda sha: True, **kw).reason == "eligible"
-    assert answer(deployments=[dep()], verified=lambda sha: False, **kw).reason == "not_mirrored"
+    assert ask([dep()]).reason == "eligible"
+    assert ask([dep()], verified=lambda _sha: False).reason == "not_mirrored"

@@ -23,14 +23,6 @@ SHA = hashlib.sha256(MODEL).hexdigest()
 
 
 @pytest.fixture
-async def hostile(reg: Registry) -> AsyncIterator[Hostile]:
-    h = Hostile(reg.root)
-    await h.start()
-    yield h
-    await h.stop()
-
-
-@pytest.fixture
 async def gw(reg: Registry, hostile: Hostile, tmp_path: Path) -> AsyncIterator[Gateway]:
     reg.publish(MODEL, min_firmware="1.0.0")
     # The cloud's rules alone (a first version goes to everyone): the gates have their own tests.

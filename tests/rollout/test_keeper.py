@@ -96,6 +96,15 @@ def admitted(k: GateKeeper, key: str = KEY1) -> DeviceRecord:
     return dataclasses.replace(DEVICES[0], device_id=sorted(k.gates[key].admitted)[0])
 
 
+async def a_runner_of_v2(k: GateKeeper) -> str:
+    """Gates for 1.0.0 then 2.0.0; a device admitted to 2.0.0 reports it activated (buffered)."""
+    await apply(k, 1, [V1])
+    await apply(k, 2, [V1, V2])
+    runner = admitted(k, KEY2).device_id
+    k.on_event(runner, "activated", "2.0.0")
+    return runner
+
+
 async def test_a_judgement_is_written_before_any_poll_can_see_it(tmp_path: Path) -> None:
     k = keeper_with(tmp_path, Turnstile, closed=True)
     assert isinstance(k.store, Turnstile)
@@ -226,10 +235,7 @@ async def test_a_restart_loads_what_was_published(tmp_path: Path) -> None:
 
 async def test_inputs_are_buffered_until_the_next_tick(tmp_path: Path) -> None:
     k = keeper_with(tmp_path)
-    await apply(k, 1, [V1])
-    await apply(k, 2, [V1, V2])
-    runner = admitted(k, KEY2).device_id
-    k.on_event(runner, "activated", "2.0.0")
+    runner = await a_runner_of_v2(k)
     assert runner not in k.gates[KEY2].ran  # buffered, not yet judged
     await k.tick(150.0, devices=DEVICES, matrix=None)
     assert runner in k.gates[KEY2].ran
@@ -243,10 +249,7 @@ async def test_inputs_are_buffered_until_the_next_tick(tmp_path: Path) -> None:
 )
 async def test_inputs_survive_a_failed_tick(tmp_path: Path) -> None:
     k = keeper_with(tmp_path)
-    await apply(k, 1, [V1])
-    await apply(k, 2, [V1, V2])
-    runner = admitted(k, KEY2).device_id
-    k.on_event(runner, "activated", "2.0.0")
+    runner = await a_runner_of_v2(k)
     k.store = DiskFull(tmp_path)
     with pytest.raises(OSError):
         await k.tick(150.0, devices=DEVICES, matrix=None)
