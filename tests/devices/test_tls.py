@@ -50,9 +50,11 @@ async def test_mtls_identifies_devices_by_certificate(
             connector=aiohttp.TCPConnector(ssl=client_ctx(pki["ca"][0], pki["cam-1"]))
         ) as s:
             async with s.get(artifact) as r:
-                assert r.status == 200 and await r.read() == MODEL
+                assert r.status == 200
+                assert await r.read() == MODEL
             async with s.get(f"{base}/devices/cam-2/updates") as r:
-                assert r.status == 403 and "certificate is for 'cam-1'" in await r.text()
+                assert r.status == 403
+                assert "certificate is for 'cam-1'" in await r.text()
         # No client certificate: the TLS handshake itself is refused (CERT_REQUIRED in mtls mode).
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=client_ctx(pki["ca"][0], None))
