@@ -448,6 +448,16 @@ class Gateway:
         if reason:
             log.info("device %s: %s %s@%s: %s", device_id, event, model_id, version, reason)
 
+    def recovered(self) -> list[dict[str, Any]]:
+        """Every damaged state file this run found, what it was and what was done about it."""
+        return [
+            *self.trust.recovered,
+            *self.gates.recovered,
+            *self.store.recovered,
+            *self.inventory.recovered,
+            *self.outbox.recovered,
+        ]
+
     def status(self) -> dict[str, Any]:
         """What ``ota-gateway status`` and the dashboard show."""
         reading = self.trust.clock(self.clock())
@@ -495,6 +505,8 @@ class Gateway:
                 "commands": dict(index.commands),
             },
             "trusted_keys": sorted(self.trust.trusted.signing_keys()),
+            "recovered": self.recovered(),  # damaged state files found at start-up (README table)
+            "safe_mode": self.gates.site.safe_mode,  # why new gates open held, or None
             "gates": self.gates.status(),
             "deployments": deployments,
             "store": {

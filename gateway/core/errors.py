@@ -12,6 +12,7 @@
     ├── TransportError           the uplink failed: connection, timeout, HTTP status
     │   └── NotModified          (not a failure) a conditional request found nothing new
     └── StorageError             the local disk failed us: full, read-only, corrupt
+        └── DamagedStateError    a state file we wrote reads back truncated, garbage or mis-shaped
 
 Library exceptions are translated at the seam with ``raise ... from exc`` so callers only ever
 catch these. Each carries the facts (path, key, status) a log line or an operator needs.
@@ -84,3 +85,13 @@ class StorageError(GatewayError):
     def __init__(self, message: str, *, path: str | None = None) -> None:
         self.path = path
         super().__init__(message)
+
+
+class DamagedStateError(StorageError):
+    """A state file the gateway wrote cannot be read back: truncated, garbage, or the wrong shape.
+
+    Never fatal at start-up: the file is moved aside and the gateway starts in its safest mode."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"{path}: {problem}", path=path)

@@ -24,6 +24,7 @@ Refusals are 403 (415 for the media type) with the reason.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -192,12 +193,15 @@ async def status(request: web.Request) -> web.Response:
 
 async def gates_status(request: web.Request) -> web.Response:
     gw = gateway_of(request)
+    # The audit log is read and parsed in one worker thread, off the loop (not aiofiles: that hops
+    # to a thread per read call, and the JSON parsing would still run on the loop).
+    audit = await asyncio.to_thread(gw.gates.store.audit)
     return web.json_response(
         {
             "gates": gw.gates.status(),
             "index_version": gw.gates.site.index_version,
             "enabled": gw.settings.gates.enabled,
-            "audit": gw.gates.store.audit()[-50:],
+            "audit": audit[-50:],
         }
     )
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from gateway import atomic
 from gateway.core.device import DeviceRecord
-from gateway.core.errors import ConfigError
+from gateway.core.errors import ConfigError, DamagedStateError
 from gateway.core.manifest import valid_id
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class Inventory:
         self.version = 0  # bumps on every change (long polls and waves watch it)
         self._dirty = False
         self._last_flush = 0.0
+        self.recovered: list[dict[str, Any]] = []  # a damaged inventory.json found at load (for /status)
 
     # -- loading ----------------------------------------------------------------------------------
 
@@ -92,8 +93,19 @@ class Inventory:
         """Blocking: read what was persisted (call before the loop serves, or in a thread)."""
         if self.path is None:
             return
-        doc = atomic.read_json(self.path, {}) or {}
-        for item in doc.get("devices", []):
+        try:
+            doc = atomic.read_json(self.path, {}) or {}
+            items = doc.get("devices", []) if isinstance(doc, dict) else None
+            if not isinstance(items, list):
+                raise DamagedStateError(str(self.path), 'wrong schema (expected {"devices": [...]})')
+        except DamagedStateError as exc:
+            # A cache: devices re-register as they poll; the site inventory file is applied after this.
+            moved = atomic.move_aside(self.path)
+            action = "started empty: devices re-register as they poll"
+            self.recovered.append(atomic.recovered(self.path, exc.problem, action, moved))
+            self._dirty = True
+            return
+        for item in items:
             try:
                 rec = DeviceRecord(
                     device_id=item["device_id"],
@@ -108,7 +120,12 @@ class Inventory:
                     gone=bool(item.get("gone", False)),
                     blocked_by_firmware=item.get("blocked_by_firmware"),
                 )
-            except (KeyError, TypeError, ValueError):
+            except (AttributeError, KeyError, TypeError, ValueError):
+                continue  # one unreadable record: that device re-registers when it next polls
+            texts = (rec.model_id, rec.model_version, rec.last_event)
+            if not (isinstance(rec.device_id, str) and valid_id(rec.device_id)) or not all(
+                t is None or isinstance(t, str) for t in texts
+            ):
                 continue
             self.devices[rec.device_id] = rec
 

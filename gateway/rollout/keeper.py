@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from firmware_compat.matrix import CompatMatrix
+from gateway import atomic
 from gateway.core import site as S
 from gateway.core.device import DeviceRecord
+from gateway.core.errors import DamagedStateError
 from gateway.core.gates import Control, Event, GateState
 from gateway.core.manifest import Deployment, parse_deployment
 from gateway.core.settings import GateSettings
@@ -30,6 +32,7 @@ from gateway.rollout.gate_store import GateStore
 
 log = logging.getLogger(__name__)
 
+SAFE_MODE_ACTION = "safe mode: every candidate held at waiting_for_wave until `ota-gateway gate release`"
 Transition = Callable[[S.Site], tuple[S.Site, S.Effects]]
 
 
@@ -41,6 +44,7 @@ class GateKeeper:
         self._events: list[Event] = []
         self._windows: list[WindowStats] = []
         self._lock = asyncio.Lock()
+        self.recovered: list[dict[str, Any]] = []  # damaged gate files found at load (for /status)
 
     @property
     def gates(self) -> Mapping[str, GateState]:
@@ -53,8 +57,25 @@ class GateKeeper:
     # -- persistence ------------------------------------------------------------------------------
 
     def load(self) -> None:
-        gates = self.store.load()
-        meta = self.store.load_meta()
+        """Blocking. A gate file that cannot be read is moved aside and the site starts in safe mode:
+        every gate opened from then on is held (``site.SAFE_MODE``) with nobody admitted until an
+        operator releases it; ``recovered`` and ``site.safe_mode`` say so in ``/status``."""
+        safe_mode: str | None = None
+        gates: dict[str, GateState] = {}
+        meta: dict[str, Any] = {}
+        had_gates = self.store.state_path.exists()
+        try:
+            gates = self.store.load()
+        except DamagedStateError as exc:
+            safe_mode = self._recover(self.store.state_path, exc)
+        try:
+            meta = self.store.load_meta()
+        except DamagedStateError as exc:
+            safe_mode = safe_mode or self._recover(self.store.meta_path, exc)
+        if meta.get("known") and not had_gates:  # both are written together
+            problem = f"missing while {self.store.meta_path.name} lists deployments"
+            self.recovered.append(atomic.recovered(self.store.state_path, problem, SAFE_MODE_ACTION))
+            safe_mode = safe_mode or f"{self.store.state_path.name} {problem}"
         baselines: dict[str, Deployment] = {}
         for key, raw in meta.get("baselines", {}).items():
             try:
@@ -67,7 +88,14 @@ class GateKeeper:
             known=dict(meta.get("known", {})),
             ungated=frozenset(meta.get("ungated", ())),
             cloud_held=frozenset(meta.get("cloud_held", ())),
+            safe_mode=safe_mode,
         )
+
+    def _recover(self, path: Path, exc: DamagedStateError) -> str:
+        moved = atomic.move_aside(path)
+        action = SAFE_MODE_ACTION
+        self.recovered.append(atomic.recovered(path, exc.problem, action, moved))
+        return f"{path.name} could not be read ({exc.problem})"
 
     def _meta(self, site: S.Site) -> dict[str, Any]:
         return {

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway import atomic
+from gateway.core.errors import DamagedStateError
 from gateway.core.eviction import (
     BlobUse,
     Named,
@@ -151,6 +152,7 @@ class ArtifactStore:
         self.scrub = ScrubReport()
         self.quarantined: list[str] = []  # this run's quarantined files (the newest few), for status
         self._checking: set[str] = set()  # blobs reported broken, being hashed again
+        self.recovered: list[dict[str, Any]] = []  # a damaged catalog.json found at open (for /status)
         self._tasks = TaskGroup()
         self._dirty = False
         self._last_flush = 0.0
@@ -159,16 +161,39 @@ class ArtifactStore:
 
     async def open(self) -> None:
         """Load the catalog and re-verify every blob before it may be served."""
-        doc = await asyncio.to_thread(atomic.read_json, self._catalog_path, {})
-        for e in (doc or {}).get("entries", []):
-            entry = Entry(e["model_id"], e["version"], e["filename"], e["sha256"], int(e["length"]))
-            self.entries[(entry.model_id, entry.version, entry.filename)] = entry
-        self.history = {k: list(v) for k, v in (doc or {}).get("history", {}).items()}
-        self.last_access = {k: float(v) for k, v in (doc or {}).get("last_access", {}).items()}
+        try:
+            doc = await asyncio.to_thread(atomic.read_json, self._catalog_path, {})
+            self._load_catalog(doc or {})
+        except DamagedStateError as exc:
+            # A cache: the blobs on disk are listed and hashed below, their names come back with the
+            # index in effect (learn), and the access times start again from now.
+            self.entries, self.history, self.last_access = {}, {}, {}
+            moved = await asyncio.to_thread(atomic.move_aside, self._catalog_path)
+            action = "rebuilt from the blobs on disk and the index in effect"
+            self.recovered.append(atomic.recovered(self._catalog_path, exc.problem, action, moved))
+            self._dirty = True
         for sha in await asyncio.to_thread(self.blobs.list_blobs):
             info = await asyncio.to_thread(self.blobs.check, sha)
             if info is not None:
                 self.verified[sha] = info
+
+    def _load_catalog(self, doc: Any) -> None:
+        try:
+            entries = {}
+            for e in doc.get("entries", []):
+                entry = Entry(
+                    str(e["model_id"]),
+                    str(e["version"]),
+                    str(e["filename"]),
+                    str(e["sha256"]),
+                    int(e["length"]),
+                )
+                entries[(entry.model_id, entry.version, entry.filename)] = entry
+            history = {str(k): [str(x) for x in v] for k, v in doc.get("history", {}).items()}
+            last_access = {str(k): float(v) for k, v in doc.get("last_access", {}).items()}
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise DamagedStateError(str(self._catalog_path), f"wrong schema ({exc!r:.80})") from exc
+        self.entries, self.history, self.last_access = entries, history, last_access
 
     # -- names ------------------------------------------------------------------------------------
 

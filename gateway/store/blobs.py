@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import atomic
-from gateway.core.errors import StorageError
+from gateway.core.errors import DamagedStateError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,18 @@ class BlobStore:
             size = self.partial_path(sha256).stat().st_size
         except FileNotFoundError:
             return 0, {}
-        meta = atomic.read_json(self.partial_dir / f"{sha256}.json", {}) or {}
+        path = self.partial_dir / f"{sha256}.json"
+        try:
+            meta = atomic.read_json(path, {}) or {}
+            if not isinstance(meta, dict):
+                raise DamagedStateError(
+                    str(path), f"wrong schema (expected an object, found {type(meta).__name__})"
+                )
+        except DamagedStateError as exc:
+            # Without its validators the bytes cannot be trusted to resume: start over from byte 0
+            # (the transfer truncates the partial; it is only a cache of what the upstream has).
+            atomic.recovered(path, exc.problem, "the transfer starts again from byte 0")
+            return 0, {}
         return size, meta
 
     def save_partial_meta(self, sha256: str, meta: dict[str, Any]) -> None:

@@ -8,8 +8,9 @@ Files under ``<data>/trust/`` (each written atomically):
   and ``floor_source`` (where the clock floor came from, for ``ota-gateway trust status``);
 * ``audit.jsonl``: one JSON line per ``ota-gateway trust reset-floor`` (who, why, from, to), fsynced.
 
-Losing ``state.json`` can only make the gateway stricter than it should be, never looser: the
-index it holds is re-verified, and its version and issue time rebuild the floors.
+Losing or damaging ``state.json`` (it is then moved aside as ``state.json.corrupt-<time>``) can
+only make the gateway stricter than it should be, never looser: the index it holds is re-verified,
+and its version and issue time rebuild the floors (through the same cap as any accepted index).
 
 The clock floor only rises, and never past the trusted local time plus ``trust.max_future_skew_s``
 (the rules and why are in :mod:`gateway.trust.clock`). The one way down is :meth:`TrustState.reset_floor`,
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import atomic
-from gateway.core.errors import FormatError, RemoteDataError, StorageError
+from gateway.core.errors import DamagedStateError, FormatError, RemoteDataError, StorageError
 from gateway.core.manifest import format_time, parse_time
 from gateway.trust.clock import (
     DEFAULT_MAX_FUTURE_SKEW_S,
@@ -40,6 +41,26 @@ from gateway.trust.index import SiteIndex, TrustedIndex
 from gateway.trust.keys import PublicKey, keyid, parse_public_key
 
 log = logging.getLogger(__name__)
+
+
+def _state_from_json(doc: Any) -> dict[str, Any]:
+    """``state.json``'s values, checked: DamagedStateError (with what is wrong) when mis-shaped."""
+
+    def bad(problem: str) -> DamagedStateError:
+        return DamagedStateError("state.json", f"wrong schema ({problem})")
+
+    if not isinstance(doc, dict):
+        raise bad(f"expected an object, found {type(doc).__name__}")
+    issued = doc.get("highest_issued", 0.0)
+    if isinstance(issued, bool) or not isinstance(issued, int | float) or not 0 <= issued < 1e11:
+        raise bad(f"highest_issued: expected seconds since 1970, found {issued!r:.40}")
+    version = doc.get("highest_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise bad(f"highest_version: expected a whole number, found {version!r:.40}")
+    source = doc.get("floor_source")
+    if source is not None and not isinstance(source, dict):
+        raise bad(f"floor_source: expected an object, found {type(source).__name__}")
+    return doc
 
 
 class TrustState:
@@ -60,7 +81,17 @@ class TrustState:
         self.key_dir = key_dir
         self.min_valid_time = parse_time(min_valid_time, "trust.min_valid_time")
         self.max_future_skew_s = max_future_skew_s
-        state = atomic.read_json(directory / "state.json", {}) or {}
+        self.recovered: list[dict[str, Any]] = []  # a damaged state.json found here (for /status)
+        self._rebuild_floors = False  # state.json was damaged: rebuild from the held index in load()
+        path = directory / "state.json"
+        try:
+            state = _state_from_json(atomic.read_json(path, {}))
+        except DamagedStateError as exc:
+            moved = atomic.move_aside(path)
+            action = "floors rebuilt from the newest signed index held (min_valid_time if none)"
+            self.recovered.append(atomic.recovered(path, exc.problem, action, moved))
+            self._rebuild_floors = True
+            state = {}
         self.highest_issued = float(state.get("highest_issued", 0.0))
         source = state.get("floor_source")
         if isinstance(source, dict):
@@ -122,9 +153,37 @@ class TrustState:
             index = self.trusted.verify_index(index_path.read_bytes(), now)
         except RemoteDataError as exc:
             log.warning("held site index no longer verifies, ignoring it: %s", exc)
-            return None
-        self.trusted.accept(index)
+            index = None
+        if index is not None:
+            self.trusted.accept(index)
+        if self._rebuild_floors:
+            self._rebuild_floors = False
+            self._rebuild(index, system_now)
         return index
+
+    def _rebuild(self, index: SiteIndex | None, system_now: float) -> None:
+        """After a damaged ``state.json``: the floors from the newest signed index held, through the
+        same cap as any accepted index (:func:`raised_floor`); ``min_valid_time`` when none."""
+        source: dict[str, Any] = {"kind": FloorKind.MIN_VALID_TIME.value}
+        if index is not None:
+            reading = self.clock(system_now)
+            self.highest_issued, capped = raised_floor(
+                0.0, index.issued, reading, self.max_future_skew_s, self.min_valid_time
+            )
+            if self.highest_issued > 0:
+                source = {
+                    "kind": FloorKind.INDEX.value,
+                    "version": index.version,
+                    "issued": format_time(index.issued or 0.0),
+                    "capped": capped,
+                    "clock_trusted": reading.trusted,
+                    "rebuilt": True,
+                }
+        self.floor_source = source
+        try:
+            self._write_state(self.trusted.highest_version, self.highest_issued, source)
+        except StorageError as exc:  # believed in memory; the next accepted index writes it again
+            log.warning("cannot write the rebuilt trust state: %s", exc)
 
     def accept_key_list(self, raw: bytes, system_now: float) -> None:
         self.trusted.update_key_list(raw, self.clock(system_now).now)

@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
-from gateway.core.errors import TransportError
+from gateway.core.errors import StorageError, TransportError
 from gateway.core.pacing import backoff_s
 from gateway.stats import Stats
 from gateway.uplink.outbox import Outbox, Record
@@ -53,6 +53,22 @@ class Forwarder:
 
     async def _drain(self, sink: Sink) -> None:
         failures = 0
+        while True:
+            try:
+                await self._drain_once(sink, failures)
+                failures = 0
+            except StorageError as exc:  # the outbox itself failed (disk, a damaged page): wait
+                failures += 1
+                self.stats.error("uplink.outbox_errors", str(exc))
+                if failures == 1:
+                    log.error("uplink paused: %s", exc)
+                await asyncio.sleep(
+                    backoff_s(
+                        failures, initial_s=self.retry_initial_s, max_s=self.retry_max_s, rand=random.random()
+                    )
+                )
+
+    async def _drain_once(self, sink: Sink, failures: int) -> None:
         while True:
             batch = await asyncio.to_thread(self.outbox.peek, sink.name, BATCH_RECORDS, BATCH_BYTES)
             if not batch:

@@ -13,6 +13,10 @@ for it). What a power cut can lose: nothing whose ``append`` completed. A ``kill
 either (committed is committed); what was in flight in the process at that instant (accepted from a
 device but not yet committed, a few milliseconds' worth) was never acknowledged.
 
+A damaged database (not SQLite, a page of garbage, truncated, tables of another shape) found at
+:meth:`Outbox.open` is moved aside with its ``-wal``/``-shm`` as ``outbox.sqlite.corrupt-<time>``
+and a fresh outbox is opened: how many unsent records were in it is unknown, and ``/status`` says so.
+
 Bounds: ``max_bytes`` and ``max_age_s``. On overflow records are dropped by kind, in this order:
 ``sample`` (raw metrics) first, then ``aggregate``, then ``health``; events, inventory changes and
 gate decisions last. Every drop is counted by kind and reason, and the counts go upstream as a
@@ -22,17 +26,19 @@ gate decisions last. Every drop is counted by kind and reason, and the counts go
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
-from gateway.core.errors import StorageError
+from gateway import atomic
+from gateway.core.errors import DamagedStateError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,11 @@ CREATE INDEX IF NOT EXISTS records_kind ON records(kind, seq);
 CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, acked INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS drops (kind TEXT, reason TEXT, count INTEGER, PRIMARY KEY (kind, reason));
 """
+_COLUMNS = {
+    "records": {"seq", "kind", "at", "body", "size"},
+    "cursors": {"sink", "acked"},
+    "drops": {"kind", "reason", "count"},
+}
 
 
 class _Pending(NamedTuple):
@@ -60,6 +71,26 @@ class _Pending(NamedTuple):
     text: str
     loop: asyncio.AbstractEventLoop
     fut: asyncio.Future[int]
+
+
+T = TypeVar("T")
+
+
+def _seam(method: Callable[..., T]) -> Callable[..., T]:
+    """SQLite errors at run time (a page damaged under us, the disk) become a StorageError naming
+    the file: the uplink backs off and the status page says so; the next start sets the file aside."""
+
+    @functools.wraps(method)
+    def wrapper(self: Outbox, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StorageError(
+                f"outbox {self.path} failed: {exc} (a damaged file is set aside at the next start)",
+                path=str(self.path),
+            ) from exc
+
+    return wrapper
 
 
 def _resolve(items: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
@@ -103,6 +134,7 @@ class Outbox:
         self._cv = threading.Condition()
         self._closed = False
         self._bytes = 0
+        self.recovered: list[dict[str, Any]] = []  # a damaged database found at open (for /status)
         self._writer = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
         if open_now:
             self.open()
@@ -113,15 +145,56 @@ class Outbox:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+            try:
+                db = self._connect()
+            except DamagedStateError as exc:
+                self._set_aside(exc.problem)
+                db = self._connect()
+        except (sqlite3.Error, DamagedStateError, OSError) as exc:
             raise StorageError(f"cannot open the outbox {self.path}: {exc}", path=str(self.path)) from exc
         self._db = db
         self._bytes = self._scalar("SELECT COALESCE(SUM(size), 0) FROM records")
         self._writer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        """Open, check (``PRAGMA quick_check`` and the tables' columns), create what is missing.
+
+        DamagedStateError when the file is not a sound outbox: not SQLite, a damaged page, a
+        truncated file, or tables of another shape. Other errors (locked, disk) propagate."""
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            check = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
+            if check != ["ok"]:
+                raise DamagedStateError(str(self.path), f"damaged ({'; '.join(map(str, check))[:200]})")
+            for table, columns in _COLUMNS.items():  # before creating what is missing
+                found = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if found and found != columns:
+                    raise DamagedStateError(str(self.path), f"wrong schema (table {table}: {sorted(found)})")
+            db.executescript(_SCHEMA)
+        except sqlite3.OperationalError:
+            db.close()
+            raise
+        except sqlite3.DatabaseError as exc:  # SQLITE_CORRUPT, SQLITE_NOTADB: a damaged file
+            db.close()
+            raise DamagedStateError(str(self.path), f"damaged ({exc})") from exc
+        except DamagedStateError:
+            db.close()
+            raise
+        return db
+
+    def _set_aside(self, problem: str) -> None:
+        """Move the damaged database and its -wal/-shm aside (never deleted) for a fresh outbox."""
+        stamp = time.time()
+        moved = atomic.move_aside(self.path, stamp)
+        for suffix in ("-wal", "-shm"):
+            atomic.move_aside(self.path.with_name(self.path.name + suffix), stamp)
+        action = (
+            "moved aside with its -wal/-shm and a fresh outbox opened; "
+            "how many unsent records were lost is unknown"
+        )
+        self.recovered.append(atomic.recovered(self.path, problem, action, moved))
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -231,9 +304,11 @@ class Outbox:
 
     # -- reading and acknowledging -------------------------------------------------------------------
 
+    @_seam
     def acked(self, sink: str) -> int:
         return self._scalar("SELECT COALESCE((SELECT acked FROM cursors WHERE sink = ?), 0)", (sink,))
 
+    @_seam
     def peek(self, sink: str, max_records: int = 500, max_bytes: int = 1 << 20) -> list[Record]:
         """The oldest records this sink has not acknowledged (at least one, even if large)."""
         with self._lock:
@@ -251,6 +326,7 @@ class Outbox:
             total += size
         return out
 
+    @_seam
     def ack(self, sink: str, up_to_seq: int) -> None:
         """``sink`` has every record up to ``up_to_seq``; records every sink has are deleted."""
         with self._lock:
@@ -277,6 +353,7 @@ class Outbox:
             cur.execute("COMMIT")
             self._bytes -= int(freed)
 
+    @_seam
     def expire(self, now: float) -> int:
         """Drop records older than ``max_age_s`` (counted); returns how many."""
         with self._lock:
@@ -292,6 +369,7 @@ class Outbox:
             cur.execute("COMMIT")
         return len(rows)
 
+    @_seam
     def count_drop(self, kind: str, reason: str, n: int = 1) -> None:
         """Count records lost outside the outbox's own bounds (e.g. refused by the cloud)."""
         with self._lock:
@@ -301,6 +379,7 @@ class Outbox:
                 (kind, reason, n),
             )
 
+    @_seam
     def take_drops(self) -> dict[str, dict[str, int]]:
         """Drop counts since the last call (they then go upstream as a ``drops`` record)."""
         with self._lock:
@@ -315,6 +394,13 @@ class Outbox:
         return out
 
     def stats(self) -> dict[str, Any]:
+        """For the status page: never raises (a damaged outbox is shown as such)."""
+        try:
+            return self._stats()
+        except sqlite3.Error as exc:
+            return {"error": f"outbox {self.path} failed: {exc} (set aside at the next start)"}
+
+    def _stats(self) -> dict[str, Any]:
         with self._lock:
             pending = self.db.execute(
                 "SELECT kind, COUNT(*), SUM(size) FROM records GROUP BY kind"
@@ -324,7 +410,10 @@ class Outbox:
             "pending": {k: {"records": n, "bytes": b} for k, n, b in pending},
             "pending_bytes": self._bytes,
             "drops_unreported": {f"{k}:{r}": c for k, r, c in drops},
-            "acked": {s: self.acked(s) for s in self.sinks},
+            "acked": {
+                s: self._scalar("SELECT COALESCE((SELECT acked FROM cursors WHERE sink = ?), 0)", (s,))
+                for s in self.sinks
+            },
         }
 
     def _scalar(self, sql: str, args: tuple[Any, ...] = ()) -> int:

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gateway.core.errors import DamagedStateError
 from gateway.core.gates import Control, Event, Limits, evaluate, new_gate, step
 from gateway.core.manifest import HealthChecks
 from gateway.core.settings import GateSettings
 from gateway.core.waves import admit, wave_target
 from gateway.core.window import GroupKey, WindowStats
 from gateway.rollout.gate_store import GateStore
+from gateway.rollout.keeper import GateKeeper
 from tests.rollout.sim import run
 
 SITE = GateSettings(min_devices_per_wave=1, soak_s=120.0, min_devices=2, min_samples=4, min_inferences=100)
@@ -256,3 +262,63 @@ def test_shadow_stage_judges_the_candidate_before_anyone_switches() -> None:
     assert state.stage == "halted"
     assert "cpu_rise_percent" in decisions[-1].reason
     assert not state.rollback_set
+
+
+def _stored(tmp_path: Path) -> dict[str, Any]:
+    store = GateStore(tmp_path)
+    state = started()
+    state, decisions = step(state, now=10, limits=LIMITS, eligible=ELIGIBLE)
+    store.save(
+        {state.deployment: state}, decisions, {"known": {}, "baselines": {}, "ungated": [], "cloud_held": []}
+    )
+    return dict(json.loads((tmp_path / "gates.json").read_text())["gates"][state.deployment])
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda g: g.pop("ran"), "missing key 'ran'"),
+        (lambda g: g.update(colour="red"), "unknown key 'colour'"),
+        (lambda g: g.update(wave="one"), "wave: expected int, found str"),
+        (lambda g: g.update(admitted=["cam-1"]), "admitted: expected Mapping, found list"),
+        (lambda g: g.update(candidate=None), "candidate: expected an object, found NoneType"),
+        (lambda g: g.update(stage="flying"), "unknown stage 'flying'"),
+        (lambda g: g["decisions"].append({"at": "noon"}), "decisions[1]: missing key 'deployment'"),
+    ],
+)
+def test_a_mis_shaped_gate_file_is_a_clear_error_naming_the_key(
+    tmp_path: Path, change: Callable[[dict[str, Any]], Any], says: str
+) -> None:
+    gate = _stored(tmp_path)
+    change(gate)
+    (tmp_path / "gates.json").write_text(json.dumps({"gates": {"m@1": gate}}))
+    with pytest.raises(DamagedStateError, match=re.escape(says)) as err:
+        GateStore(tmp_path).load()
+    assert str(tmp_path / "gates.json") in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["gates.json", "gates-meta.json"])
+def test_keeper_moves_a_damaged_file_aside_and_starts_in_safe_mode(tmp_path: Path, name: str) -> None:
+    _stored(tmp_path)
+    (tmp_path / name).write_bytes(b'{"gates": {"m@1": {"stage"')
+    keeper = GateKeeper(SITE, tmp_path)
+    keeper.load()
+    assert keeper.site.safe_mode
+    assert name in keeper.site.safe_mode
+    (rec,) = keeper.recovered
+    assert rec["file"] == str(tmp_path / name)
+    assert "safe mode" in rec["action"]
+    assert [p.name.startswith(name + ".corrupt-") for p in tmp_path.glob(f"{name}.corrupt-*")] == [True]
+    healthy = GateKeeper(SITE, tmp_path / "elsewhere")
+    healthy.load()
+    assert healthy.site.safe_mode is None
+    assert not healthy.recovered
+
+
+def test_gates_json_missing_beside_its_meta_is_safe_mode_too(tmp_path: Path) -> None:
+    keeper = GateKeeper(SITE, tmp_path)
+    GateStore(tmp_path).save({}, [], {"known": {"m@1": {"model_id": "m"}}, "baselines": {}})
+    (tmp_path / "gates.json").unlink()
+    keeper.load()
+    assert keeper.site.safe_mode
+    assert "gates.json missing" in keeper.site.safe_mode

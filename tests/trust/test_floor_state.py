@@ -81,3 +81,51 @@ def test_poisoned_floor_needs_reset_floor_which_is_audited(reg: Registry, tmp_pa
     again = state(reg, folder)
     assert again.source()["kind"] == "reset" and again.clock(NOW).trusted
     again.accept(again.verify(reg.index_bytes(), NOW), NOW)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b'{"highest_version": 3, "highest_iss',
+        b"\x00\xff garbage",
+        b'{"highest_issued": "next year"}',
+        b"[1, 2]",
+    ],
+)
+def test_damaged_state_is_moved_aside_and_the_floors_rebuilt_from_the_held_index(
+    reg: Registry, tmp_path: Path, damage: bytes
+) -> None:
+    folder = tmp_path / "trust"
+    st = state(reg, folder)
+    reg.publish(b"a", version="1.0.0", now=NOW - 60)
+    reg.publish(b"b", version="2.0.0", now=NOW - 30)
+    index = st.verify(reg.index_bytes(), NOW)
+    st.accept(index, NOW)
+    (folder / "state.json").write_bytes(damage)
+    again = state(reg, folder)  # starts, never raises
+    assert len(again.recovered) == 1 and again.recovered[0]["file"] == str(folder / "state.json")
+    (aside,) = folder.glob("state.json.corrupt-*")
+    assert aside.read_bytes() == damage
+    assert again.load(NOW) is not None
+    assert again.highest_issued == index.issued and again.trusted.highest_version == 2
+    assert again.source()["kind"] == "index" and again.source()["rebuilt"]
+    assert json.loads((folder / "state.json").read_text())["highest_issued"] == index.issued
+
+
+def test_rebuilt_floor_keeps_the_cap_and_without_an_index_is_min_valid_time(
+    reg: Registry, tmp_path: Path
+) -> None:
+    folder = tmp_path / "trust"
+    reg.publish(b"a", version="1.0.0", now=NOW + 10 * YEAR)  # held from before the skew rule
+    atomic.write_bytes(folder / "index.json", reg.index_bytes())
+    (folder / "state.json").write_text("{")
+    again = state(reg, folder)
+    assert again.load(NOW) is not None
+    # The same cap as any accepted index: never past the local time plus trust.max_future_skew_s.
+    assert again.highest_issued == pytest.approx(NOW + DAY) and again.source()["capped"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "state.json").write_text("garbage")
+    fresh = state(reg, empty)
+    assert fresh.load(NOW) is None and fresh.floor == parse_time(MIN_VALID, "")
+    assert fresh.source() == {"kind": "min_valid_time"}
