@@ -89,7 +89,7 @@ class Result(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class Limits:
+class GateLimits:
     max_cpu_percent: float | None
     max_ram_percent: float | None
     max_latency_ms: float | None
@@ -101,7 +101,7 @@ class Limits:
     expected_classes: tuple[tuple[str, float], ...] = ()
 
     @classmethod
-    def of(cls, health: HealthChecks, site: GateSettings) -> Limits:
+    def of(cls, health: HealthChecks, site: GateSettings) -> GateLimits:
         def tighter(cloud: float | None, local: float) -> float | None:
             if local <= 0:
                 return cloud
@@ -356,7 +356,7 @@ class _Judge:
         self.add(Verdict(name, Result.FAIL if bad else Result.PASS, value, base, limit, samples, note))
 
 
-def evaluate(state: GateState, lim: Limits, now: float | None = None) -> list[Verdict]:
+def evaluate(state: GateState, lim: GateLimits, now: float | None = None) -> list[Verdict]:
     """Every criterion on the evidence of the current wave; ``now`` judges silence."""
     s = lim.site
     c = state.candidate
@@ -382,7 +382,7 @@ def evaluate(state: GateState, lim: Limits, now: float | None = None) -> list[Ve
     return j.out
 
 
-def _expected_classes(j: _Judge, c: Evidence, lim: Limits, enough: bool, n: Mapping[str, int]) -> None:
+def _expected_classes(j: _Judge, c: Evidence, lim: GateLimits, enough: bool, n: Mapping[str, int]) -> None:
     """The manifest's ``expected_classes``: each must keep a share of the detections (a list form,
     share 0, must be seen at all)."""
     s = lim.site
@@ -410,7 +410,7 @@ def _expected_classes(j: _Judge, c: Evidence, lim: Limits, enough: bool, n: Mapp
         )
 
 
-def _relative(j: _Judge, state: GateState, lim: Limits, enough: bool, n: Mapping[str, int]) -> None:
+def _relative(j: _Judge, state: GateState, lim: GateLimits, enough: bool, n: Mapping[str, int]) -> None:
     """Against the baseline (same cohorts, same windows): latency, errors, CPU, temperature, classes,
     confidence. Without one they say so and do not block."""
     s = lim.site
@@ -740,7 +740,7 @@ def _take_evidence(
 ABSOLUTE = ("max_cpu_percent", "max_ram_percent", "max_latency_ms", "max_error_rate")
 
 
-def _passed(state: GateState, limits: Limits, verdicts: Sequence[Verdict], now: float) -> bool:
+def _passed(state: GateState, limits: GateLimits, verdicts: Sequence[Verdict], now: float) -> bool:
     """The wave soaked, warmed up, and its absolute checks had enough data (none failed: see step)."""
     s = limits.site
     if state.held_by is not None or state.awaiting_approval or now - state.opened_at < s.soak_s:
@@ -798,7 +798,7 @@ def step(
     state: GateState,
     *,
     now: float,
-    limits: Limits,
+    limits: GateLimits,
     eligible: Mapping[str, Mapping[str, str]],
     windows: Sequence[WindowStats] = (),
     events: Iterable[Event] = (),

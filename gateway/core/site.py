@@ -36,8 +36,8 @@ from gateway.core.gates import (
     Control,
     Decision,
     Event,
+    GateLimits,
     GateState,
-    Limits,
     Stage,
     apply_controls,
     artifact_changed,
@@ -298,7 +298,7 @@ def tick(
         new, made = step(
             _note_running(gate, devices),
             now=now,
-            limits=Limits.of(health, settings),
+            limits=GateLimits.of(health, settings),
             eligible=_lazy_eligible(site, key, now, devices, matrix) if gate.active else {},
             windows=windows,
             events=events,

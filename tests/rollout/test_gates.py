@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.core.gates import Control, Event, Limits, evaluate, new_gate, step
+from gateway.core.gates import Control, Event, GateLimits, evaluate, new_gate, step
 from gateway.core.manifest import HealthChecks
 from gateway.core.settings import GateSettings
 from gateway.core.waves import admit, wave_target
@@ -16,7 +16,7 @@ from gateway.rollout.gate_store import GateStore
 from tests.rollout.sim import run
 
 SITE = GateSettings(min_devices_per_wave=1, soak_s=120.0, min_devices=2, min_samples=4, min_inferences=100)
-LIMITS = Limits.of(HealthChecks(max_cpu_percent=80, max_error_rate=0.05, warmup_inferences=10), SITE)
+LIMITS = GateLimits.of(HealthChecks(max_cpu_percent=80, max_error_rate=0.05, warmup_inferences=10), SITE)
 ELIGIBLE = {f"d{i}": {"hw": ("rev1", "rev2")[i % 2]} for i in range(100)}
 
 
@@ -196,7 +196,7 @@ def test_a_good_model_reaches_everyone_without_a_false_halt() -> None:
 
 def test_shadow_stage_judges_the_candidate_before_anyone_switches() -> None:
     site = dataclasses.replace(SITE, shadow=True)
-    limits = Limits.of(HealthChecks(warmup_inferences=10), site)
+    limits = GateLimits.of(HealthChecks(warmup_inferences=10), site)
     state = new_gate("detector@2.0.0", "detector", "2.0.0", "1.0.0", site, 0.0)
     state, decisions = step(state, now=0, limits=limits, eligible=ELIGIBLE)
     assert state.stage == "shadow" and decisions[0].action == "open"
