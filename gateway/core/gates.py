@@ -46,6 +46,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.core.figures import Figures
 from gateway.core.manifest import HealthChecks
 from gateway.core.settings import GateSettings
 from gateway.core.waves import admit
@@ -121,111 +122,6 @@ class GateLimits:
 
 
 @dataclass(frozen=True)
-class Evidence:
-    """Sums over windows, mergeable; figures are derived on demand."""
-
-    devices: frozenset[str] = frozenset()
-    samples: int = 0
-    inferences: int = 0
-    errors: int = 0
-    lat50_w: float = 0.0  # sum of p50 * inferences
-    lat95_w: float = 0.0
-    lat_w: int = 0
-    cpu_sum: float = 0.0
-    cpu_n: int = 0
-    ram_max: float | None = None
-    ram_sum: float = 0.0
-    ram_n: int = 0
-    temp_sum: float = 0.0
-    temp_n: int = 0
-    temp_max: float | None = None
-    classes: Mapping[str, int] = field(default_factory=dict)
-    conf_sum: float = 0.0
-    conf_w: int = 0
-    unknown_sum: float = 0.0
-    unknown_w: int = 0
-    per_device: Mapping[str, int] = field(default_factory=dict)  # inferences per device
-    invalid: int = 0  # messages refused as invalid
-
-    def add(self, w: WindowStats) -> Evidence:
-        weight = max(1, w.inferences)
-        classes = dict(self.classes)
-        for k, n in w.class_counts.items():
-            classes[k] = classes.get(k, 0) + n
-        per_device = dict(self.per_device)
-        for d, n in w.device_inferences.items():
-            per_device[d] = per_device.get(d, 0) + n
-        has_lat = w.latency_p50_ms is not None
-        return Evidence(
-            devices=self.devices | frozenset(w.device_inferences),
-            samples=self.samples + w.samples,
-            inferences=self.inferences + w.inferences,
-            errors=self.errors + w.errors,
-            lat50_w=self.lat50_w + (w.latency_p50_ms or 0.0) * weight * has_lat,
-            lat95_w=self.lat95_w + (w.latency_p95_ms or 0.0) * weight * has_lat,
-            lat_w=self.lat_w + weight * has_lat,
-            cpu_sum=self.cpu_sum + (w.cpu_mean or 0.0) * w.samples * (w.cpu_mean is not None),
-            cpu_n=self.cpu_n + w.samples * (w.cpu_mean is not None),
-            ram_sum=self.ram_sum + (w.ram_mean or 0.0) * w.samples * (w.ram_mean is not None),
-            ram_n=self.ram_n + w.samples * (w.ram_mean is not None),
-            ram_max=_max(self.ram_max, w.ram_max),
-            temp_sum=self.temp_sum + (w.temp_mean_c or 0.0) * w.samples * (w.temp_mean_c is not None),
-            temp_n=self.temp_n + w.samples * (w.temp_mean_c is not None),
-            temp_max=_max(self.temp_max, w.temp_max_c),
-            classes=classes,
-            conf_sum=self.conf_sum + (w.mean_confidence or 0.0) * weight * (w.mean_confidence is not None),
-            conf_w=self.conf_w + weight * (w.mean_confidence is not None),
-            unknown_sum=self.unknown_sum + (w.unknown_rate or 0.0) * weight * (w.unknown_rate is not None),
-            unknown_w=self.unknown_w + weight * (w.unknown_rate is not None),
-            per_device=per_device,
-            invalid=self.invalid + w.invalid,
-        )
-
-    @property
-    def invalid_share(self) -> float | None:
-        total = self.samples + self.invalid
-        return self.invalid / total if total else None
-
-    @property
-    def error_rate(self) -> float | None:
-        return self.errors / self.inferences if self.inferences else None
-
-    @property
-    def latency_p50(self) -> float | None:
-        return self.lat50_w / self.lat_w if self.lat_w else None
-
-    @property
-    def latency_p95(self) -> float | None:
-        return self.lat95_w / self.lat_w if self.lat_w else None
-
-    @property
-    def cpu(self) -> float | None:
-        return self.cpu_sum / self.cpu_n if self.cpu_n else None
-
-    @property
-    def ram(self) -> float | None:
-        return self.ram_sum / self.ram_n if self.ram_n else None
-
-    @property
-    def temp(self) -> float | None:
-        return self.temp_sum / self.temp_n if self.temp_n else None
-
-    @property
-    def confidence(self) -> float | None:
-        return self.conf_sum / self.conf_w if self.conf_w else None
-
-    @property
-    def unknown_rate(self) -> float | None:
-        return self.unknown_sum / self.unknown_w if self.unknown_w else None
-
-
-def _max(a: float | None, b: float | None) -> float | None:
-    if b is None:
-        return a
-    return b if a is None else max(a, b)
-
-
-@dataclass(frozen=True)
 class Verdict:
     criterion: str
     result: str  # a Result
@@ -280,8 +176,8 @@ class GateState:
     ran: frozenset[str] = frozenset()  # activated or reported metrics on the candidate
     downloaded: frozenset[str] = frozenset()
     failed: frozenset[str] = frozenset()
-    candidate: Evidence = Evidence()
-    baseline: Evidence = Evidence()
+    candidate: Figures = field(default_factory=Figures)
+    baseline: Figures = field(default_factory=Figures)
     decisions: tuple[Decision, ...] = ()
     first_bad_at: float | None = None
     sha256: str = ""  # the candidate's artifact when the gate opened
@@ -382,7 +278,7 @@ def evaluate(state: GateState, lim: GateLimits, now: float | None = None) -> lis
     return j.out
 
 
-def _expected_classes(j: _Judge, c: Evidence, lim: GateLimits, enough: bool, n: Mapping[str, int]) -> None:
+def _expected_classes(j: _Judge, c: Figures, lim: GateLimits, enough: bool, n: Mapping[str, int]) -> None:
     """The manifest's ``expected_classes``: each must keep a share of the detections (a list form,
     share 0, must be seen at all)."""
     s = lim.site
@@ -451,7 +347,7 @@ def _relative(j: _Judge, state: GateState, lim: GateLimits, enough: bool, n: Map
 
 
 def _class_collapse(
-    j: _Judge, c: Evidence, b: Evidence, s: GateSettings, rel_ok: bool, both: Mapping[str, int]
+    j: _Judge, c: Figures, b: Figures, s: GateSettings, rel_ok: bool, both: Mapping[str, int]
 ) -> None:
     """Classes that matter in the baseline must not collapse (the missing-class story)."""
     b_total, c_total = sum(b.classes.values()), sum(c.classes.values())
@@ -560,8 +456,8 @@ def _open_wave(
         wave=wave,
         opened_at=now,
         admitted={**state.admitted, **fresh},
-        candidate=Evidence(),
-        baseline=Evidence(),
+        candidate=Figures(),
+        baseline=Figures(),
         awaiting_approval=False,
         observed=frozenset(),
     )
@@ -606,8 +502,8 @@ def artifact_changed(state: GateState, sha256: str, now: float) -> tuple[GateSta
     state = dataclasses.replace(
         state,
         sha256=sha256,
-        candidate=Evidence(),
-        baseline=Evidence(),
+        candidate=Figures(),
+        baseline=Figures(),
         opened_at=now,
         awaiting_approval=False,
     )
@@ -711,7 +607,7 @@ def _take_evidence(
     slices = {(w.start, w.key.cohort) for w in cand}
     ev_c, ev_b = state.candidate, state.baseline
     for w in cand:
-        ev_c = ev_c.add(w)
+        ev_c = ev_c.add_window(w)
         if not shadow:
             ran.update(d for d in w.device_inferences if d not in state.preexisting)
     for w in windows:
@@ -725,7 +621,7 @@ def _take_evidence(
             and not w.key.shadow
             and (w.start, w.key.cohort) in slices
         ):
-            ev_b = ev_b.add(w)
+            ev_b = ev_b.add_window(w)
     return dataclasses.replace(
         state,
         ran=frozenset(ran),

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from gateway import atomic
-from gateway.core.gates import Decision, Evidence, GateState, Verdict
+from gateway.core.figures import Figures
+from gateway.core.gates import Decision, GateState, Verdict
 
 MAX_AUDIT_READ = 10_000
 
 
-def _evidence(doc: Mapping[str, Any]) -> Evidence:
-    return Evidence(**{**doc, "devices": frozenset(doc.get("devices", ()))})
+def _evidence(doc: Mapping[str, Any]) -> Figures:
+    return Figures.from_json(doc)  # also the evidence written before it was Figures
 
 
 def _decision(doc: Mapping[str, Any]) -> Decision:
@@ -30,8 +31,6 @@ def state_to_json(s: GateState) -> dict[str, Any]:
     out = dataclasses.asdict(s)
     for key in ("ran", "downloaded", "failed", "observed", "preexisting"):
         out[key] = sorted(out[key])
-    for key in ("candidate", "baseline"):
-        out[key]["devices"] = sorted(out[key]["devices"])
     return out
 
 

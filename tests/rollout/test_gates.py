@@ -217,3 +217,19 @@ def test_shadow_stage_judges_the_candidate_before_anyone_switches() -> None:
     state, _ = step(state, now=0, limits=limits, eligible=ELIGIBLE)
     state, decisions = step(state, now=60, limits=limits, eligible=ELIGIBLE, windows=[bad, active])
     assert state.stage == "halted" and "cpu_rise_percent" in decisions[-1].reason and not state.rollback_set
+
+
+def test_a_gate_file_written_before_the_figures_merge_loads_and_judges_the_same(tmp_path: Path) -> None:
+    """``data/gates-before-figures.json`` was written by the gates before their evidence became
+    :class:`~gateway.core.figures.Figures` (it kept ``devices`` beside ``per_device``, and no
+    ``cpu_max``): it loads, and the evidence it holds is judged exactly as it was when it halted."""
+    (tmp_path / "gates.json").write_bytes(
+        (Path(__file__).parent / "data" / "gates-before-figures.json").read_bytes()
+    )
+    gate = GateStore(tmp_path).load()["detector@2.0.0"]
+    halt = gate.decisions[-1]
+    assert (halt.action, halt.reason) == ("halt", "failed: invalid_metrics")
+    assert evaluate(gate, LIMITS, halt.at) == list(halt.verdicts)
+    assert sorted(gate.candidate.devices) == ["d52"] and sorted(gate.baseline.devices) == ["d50", "d51"]
+    GateStore(tmp_path).save({gate.deployment: gate}, [])
+    assert GateStore(tmp_path).load()[gate.deployment] == gate
