@@ -84,7 +84,7 @@ class GateLimits:
 @dataclass(frozen=True)
 class Verdict:
     criterion: str
-    result: str  # a Result
+    result: Result
     candidate: float | None = None
     baseline: float | None = None
     limit: float | None = None
@@ -92,17 +92,24 @@ class Verdict:
     note: str = ""
     dry_run: bool = False  # named in gates.dry_run: recorded, never halting
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "result", Result(self.result))  # also when read back from a file
+
 
 @dataclass(frozen=True)
 class Decision:
     at: float
     deployment: str
     wave: int
-    stage: str
-    action: str  # an Action
+    stage: Stage
+    action: Action
     reason: str
     verdicts: tuple[Verdict, ...] = ()
     by: str = "gate"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stage", Stage(self.stage))  # also when read back from a file
+        object.__setattr__(self, "action", Action(self.action))
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "verdicts": [dataclasses.asdict(v) for v in self.verdicts]}
@@ -117,7 +124,7 @@ class Event:
 
 @dataclass(frozen=True)
 class Control:
-    action: str  # hold | release | abort | approve
+    action: str  # an Action of CONTROLS; anything else is refused (control_refusal says why)
     by: str  # "operator:<who>" or "cloud"
     why: str = ""
 
@@ -128,7 +135,7 @@ class GateState:
     model_id: str
     version: str
     baseline_version: str | None
-    stage: str  # a Stage
+    stage: Stage
     wave: int = 0
     opened_at: float = 0.0
     held_by: str | None = None
@@ -147,6 +154,9 @@ class GateState:
     # devices that already ran this version when the gate opened (installed some other way): they
     # inform the evidence but were not exposed by this gate, so they are never rolled back by it
     preexisting: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stage", Stage(self.stage))  # also when read back from a file
 
     @property
     def active(self) -> bool:
