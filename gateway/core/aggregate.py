@@ -82,7 +82,8 @@ class Aggregator:
         acc = self._group(sample.received_at, key)
         if acc is None:
             return
-        if sample.device_id not in acc.figures.per_device and len(acc.figures.per_device) >= self.max_devices:
+        per_device = acc.figures.per_device
+        if sample.device_id not in per_device and len(per_device) >= self.max_devices:
             self.overflow += 1
             return
         self.added += 1

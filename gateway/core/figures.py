@@ -72,30 +72,42 @@ class Figures:
 
     def add_sample(self, sample: Sample) -> None:
         """One accepted report, counted in place (the aggregator's accumulator only)."""
+        n = sample.inferences
         self.samples += 1
-        self.inferences += sample.inferences
+        self.inferences += n
         self.errors += sample.errors
-        self.per_device[sample.device_id] = self.per_device.get(sample.device_id, 0) + sample.inferences
-        weight = max(1, sample.inferences)
-        if sample.cpu_percent is not None:
-            self.cpu_sum += sample.cpu_percent
+        per_device = self.per_device
+        per_device[sample.device_id] = per_device.get(sample.device_id, 0) + n
+        weight = n if n > 1 else 1
+        v = sample.cpu_percent
+        if v is not None:
+            self.cpu_sum += v
             self.cpu_n += 1
-            self.cpu_max = _max(self.cpu_max, sample.cpu_percent)
-        if sample.ram_percent is not None:
-            self.ram_sum += sample.ram_percent
+            if self.cpu_max is None or v > self.cpu_max:
+                self.cpu_max = v
+        v = sample.ram_percent
+        if v is not None:
+            self.ram_sum += v
             self.ram_n += 1
-            self.ram_max = _max(self.ram_max, sample.ram_percent)
-        if sample.temperature_c is not None:
-            self.temp_sum += sample.temperature_c
+            if self.ram_max is None or v > self.ram_max:
+                self.ram_max = v
+        v = sample.temperature_c
+        if v is not None:
+            self.temp_sum += v
             self.temp_n += 1
-            self.temp_max = _max(self.temp_max, sample.temperature_c)
-        for name, n in sample.class_counts.items():
-            self.classes[name] = self.classes.get(name, 0) + n
-        if sample.mean_confidence is not None:
-            self.conf_sum += sample.mean_confidence * weight
+            if self.temp_max is None or v > self.temp_max:
+                self.temp_max = v
+        if sample.class_counts:
+            classes = self.classes
+            for name, k in sample.class_counts.items():
+                classes[name] = classes.get(name, 0) + k
+        v = sample.mean_confidence
+        if v is not None:
+            self.conf_sum += v * weight
             self.conf_w += weight
-        if sample.unknown_rate is not None:
-            self.unknown_sum += sample.unknown_rate * weight
+        v = sample.unknown_rate
+        if v is not None:
+            self.unknown_sum += v * weight
             self.unknown_w += weight
 
     # -- in: windows (new values) ----------------------------------------------------------------
