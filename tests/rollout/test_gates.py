@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gateway.core.errors import DamagedStateError
-from gateway.core.gates import Control, Event, Limits, evaluate, new_gate, step
+from gateway.core.gates import Control, Event, GateLimits, evaluate, new_gate, step
 from gateway.core.manifest import HealthChecks
 from gateway.core.settings import GateSettings
 from gateway.core.waves import admit, wave_target
@@ -22,7 +22,7 @@ from gateway.rollout.keeper import GateKeeper
 from tests.rollout.sim import run
 
 SITE = GateSettings(min_devices_per_wave=1, soak_s=120.0, min_devices=2, min_samples=4, min_inferences=100)
-LIMITS = Limits.of(HealthChecks(max_cpu_percent=80, max_error_rate=0.05, warmup_inferences=10), SITE)
+LIMITS = GateLimits.of(HealthChecks(max_cpu_percent=80, max_error_rate=0.05, warmup_inferences=10), SITE)
 ELIGIBLE = {f"d{i}": {"hw": ("rev1", "rev2")[i % 2]} for i in range(100)}
 
 
@@ -235,7 +235,7 @@ def test_a_good_model_reaches_everyone_without_a_false_halt() -> None:
 
 def test_shadow_stage_judges_the_candidate_before_anyone_switches() -> None:
     site = dataclasses.replace(SITE, shadow=True)
-    limits = Limits.of(HealthChecks(warmup_inferences=10), site)
+    limits = GateLimits.of(HealthChecks(warmup_inferences=10), site)
     state = new_gate("detector@2.0.0", "detector", "2.0.0", "1.0.0", site, 0.0)
     state, decisions = step(state, now=0, limits=limits, eligible=ELIGIBLE)
     assert state.stage == "shadow"
@@ -322,3 +322,20 @@ def test_gates_json_missing_beside_its_meta_is_safe_mode_too(tmp_path: Path) -> 
     keeper.load()
     assert keeper.site.safe_mode
     assert "gates.json missing" in keeper.site.safe_mode
+
+
+def test_a_gate_file_written_before_the_figures_merge_loads_and_judges_the_same(tmp_path: Path) -> None:
+    """``data/gates-before-figures.json`` was written by the gates before their evidence became
+    :class:`~gateway.core.figures.Figures` (it kept ``devices`` beside ``per_device``, and no
+    ``cpu_max``): it loads, and the evidence it holds is judged exactly as it was when it halted."""
+    (tmp_path / "gates.json").write_bytes(
+        (Path(__file__).parent / "data" / "gates-before-figures.json").read_bytes()
+    )
+    gate = GateStore(tmp_path).load()["detector@2.0.0"]
+    halt = gate.decisions[-1]
+    assert (halt.action, halt.reason) == ("halt", "failed: invalid_metrics")
+    assert evaluate(gate, LIMITS, halt.at) == list(halt.verdicts)
+    assert sorted(gate.candidate.devices) == ["d52"]
+    assert sorted(gate.baseline.devices) == ["d50", "d51"]
+    GateStore(tmp_path).save({gate.deployment: gate}, [])
+    assert GateStore(tmp_path).load()[gate.deployment] == gate
