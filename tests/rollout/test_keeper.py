@@ -242,11 +242,6 @@ async def test_inputs_are_buffered_until_the_next_tick(tmp_path: Path) -> None:
     assert GateStore(tmp_path).load()[KEY2].ran == k.gates[KEY2].ran
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found here: tick takes the buffered windows and events before the save; when the save "
-    "fails they are dropped, so the evidence of that tick is lost (the gate stays fail-closed)",
-)
 async def test_inputs_survive_a_failed_tick(tmp_path: Path) -> None:
     k = keeper_with(tmp_path)
     runner = await a_runner_of_v2(k)
