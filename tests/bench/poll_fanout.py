@@ -125,6 +125,9 @@ def main() -> None:
         env = {
             "OTA_GATEWAY_MIRROR__POLL_INTERVAL_S": str(args.interval),
             "OTA_GATEWAY_MIRROR__POLL_JITTER": "0",
+            # the long-poll figure is every waiting device answered with the new version: measure
+            # the fan-out, not the canary waves (which would answer only wave 0)
+            "OTA_GATEWAY_GATES__ENABLED": "false",
         }
         with gateway(bench, upstream.url, env) as (base, proc):
             deadline = time.monotonic() + 30
