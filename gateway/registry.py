@@ -158,35 +158,9 @@ def publish(
     for the newest ``keep`` of them, this one included: an index that lists every version ever
     published makes every artifact look wanted, and a gateway's quota then fills for good. The
     files stay in the registry."""
-    if _inside(key_path, registry):
-        raise ConfigError(
-            "command line", "--key", f"a private key kept outside the registry folder {registry}"
-        )
-    if not valid_id(model_id):
-        raise ConfigError("command line", "--model-id", "letters, digits, '.', '_' or '-'")
-    if not valid_id(version):
-        raise ConfigError("command line", "--version", "letters, digits, '.', '_' or '-'")
-    if keep < 1:
-        raise ConfigError("command line", "--keep", "a number of versions to keep, 1 or more")
-    if not 0 <= percent <= 100:
-        raise ConfigError("command line", "--percent", "a number from 0 to 100")
-    for k in health or {}:
-        if k not in HEALTH_KEYS:
-            raise ConfigError(
-                "command line", "--health", "KEY=VALUE with KEY one of " + ", ".join(HEALTH_KEYS)
-            )
+    _check_publish(registry, key_path, model_id, version, percent=percent, health=health, keep=keep)
     key = load_private_key(key_path)
-    try:
-        data = model_file.read_bytes()
-    except OSError as exc:
-        raise ConfigError("command line", "MODEL_FILE", f"a readable file ({exc.strerror})") from exc
-    rel = f"artifacts/{model_id}/{version}/{model_file.name}"
-    dest = registry / rel
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.copyfile(model_file, tmp)
-    os.replace(tmp, dest)
-    atomic.write_bytes(dest.with_name(dest.name + ".sig"), sign(key, data))
+    rel, data = _copy_in(registry, model_file, model_id, version, key)
     compat = {k: v for k, v in (("min_firmware", min_firmware), ("max_firmware", max_firmware)) if v}
     manifest: dict[str, Any] = {
         "model_id": model_id,
@@ -218,6 +192,55 @@ def publish(
 
     write_index(registry, site, key, change, now=now, expires_s=expires_s)
     return manifest
+
+
+def _check_publish(
+    registry: Path,
+    key_path: Path,
+    model_id: str,
+    version: str,
+    *,
+    percent: float,
+    health: Mapping[str, float] | None,
+    keep: int,
+) -> None:
+    """The command line's arguments to ``publish``, before anything is written."""
+    if _inside(key_path, registry):
+        raise ConfigError(
+            "command line", "--key", f"a private key kept outside the registry folder {registry}"
+        )
+    if not valid_id(model_id):
+        raise ConfigError("command line", "--model-id", "letters, digits, '.', '_' or '-'")
+    if not valid_id(version):
+        raise ConfigError("command line", "--version", "letters, digits, '.', '_' or '-'")
+    if keep < 1:
+        raise ConfigError("command line", "--keep", "a number of versions to keep, 1 or more")
+    if not 0 <= percent <= 100:
+        raise ConfigError("command line", "--percent", "a number from 0 to 100")
+    for k in health or {}:
+        if k not in HEALTH_KEYS:
+            raise ConfigError(
+                "command line", "--health", "KEY=VALUE with KEY one of " + ", ".join(HEALTH_KEYS)
+            )
+
+
+def _copy_in(
+    registry: Path, model_file: Path, model_id: str, version: str, key: PrivateKey
+) -> tuple[str, bytes]:
+    """The model copied into the registry (atomically) beside its signature: its path there and
+    its bytes."""
+    try:
+        data = model_file.read_bytes()
+    except OSError as exc:
+        raise ConfigError("command line", "MODEL_FILE", f"a readable file ({exc.strerror})") from exc
+    rel = f"artifacts/{model_id}/{version}/{model_file.name}"
+    dest = registry / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.copyfile(model_file, tmp)
+    os.replace(tmp, dest)
+    atomic.write_bytes(dest.with_name(dest.name + ".sig"), sign(key, data))
+    return rel, data
 
 
 def _group(d: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -1,9 +1,10 @@
-"""Fixtures shared across the suite: keys and a registry folder made by the real registry tool."""
+"""Fixtures shared across the suite: keys and a registry folder made by the real registry tool, and
+``hostile``, an upstream serving that folder that misbehaves on request (:mod:`tests.mirror.hostile`)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from gateway import registry
+from tests.mirror.hostile import Hostile
 
 
 @dataclass
@@ -61,6 +63,14 @@ def make_registry(tmp_path: Path) -> Callable[..., Registry]:
 @pytest.fixture
 def reg(make_registry: Callable[..., Registry]) -> Registry:
     return make_registry()
+
+
+@pytest.fixture
+async def hostile(reg: Registry) -> AsyncIterator[Hostile]:
+    h = Hostile(reg.root)
+    await h.start()
+    yield h
+    await h.stop()
 
 
 def is_root() -> bool:

@@ -34,6 +34,18 @@ async def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, 
     return code, capsys.readouterr().out
 
 
+async def supersede(reg: Registry, gw: Gateway) -> tuple[str, str]:
+    """Publish 2.0.0 then 3.0.0 over MODEL's 1.0.0, the index keeping one of each: 1.0.0 is then
+    neither offered, nor run by a device, nor the rollback target (2.0.0 is, for 3.0.0), so it is
+    the one blob a prune may remove. Each is mirrored before the next is published."""
+    shas = []
+    for version in ("2.0.0", "3.0.0"):
+        manifest = reg.publish(os.urandom(50_000), version=version, keep=1)
+        await until(lambda m=manifest: gw.store.is_verified(m["sha256"]), what=f"{version} mirrored")
+        shas.append(manifest["sha256"])
+    return shas[0], shas[1]
+
+
 async def test_status_and_cache_through_the_running_gateway(
     reg: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -43,19 +55,31 @@ async def test_status_and_cache_through_the_running_gateway(
         config = write_config(gw, tmp_path / "gw.toml")
         code, out = await run_cli(capsys, "status", "--config", str(config))
         status = json.loads(out)
-        assert code == 0 and status["index"]["version"] == 1 and status["deployments"][0]["mirrored"]
+        assert code == 0
+        assert status["index"]["version"] == 1
+        assert status["deployments"][0]["mirrored"]
         code, out = await run_cli(capsys, "cache", "ls", "--config", str(config), "--json")
-        assert code == 0 and json.loads(out)["blobs"][0]["sha256"] == SHA
+        assert code == 0
+        assert json.loads(out)["blobs"][0]["sha256"] == SHA
         # Corrupt the blob behind the gateway's back: verify finds and removes it.
         blob = gw.store.blobs.blob_path(SHA)
         blob.chmod(0o644)
         with blob.open("r+b") as f:
             f.write(b"\0" * 16)
         code, out = await run_cli(capsys, "cache", "verify", "--config", str(config))
-        assert code == 0 and json.loads(out)["corrupt_removed"] == [SHA]
-        code, out = await run_cli(capsys, "cache", "prune", "--config", str(config))
-        assert code == 0 and json.loads(out) == {"removed": []}  # in effect: never pruned
+        assert code == 0
+        assert json.loads(out)["corrupt_removed"] == [SHA]
         await until(lambda: gw.store.is_verified(SHA), what="fetched again after corruption")
+        code, out = await run_cli(capsys, "cache", "prune", "--config", str(config))
+        assert code == 0
+        assert json.loads(out) == {"removed": []}  # in effect: never pruned
+        baseline, current = await supersede(reg, gw)
+        code, out = await run_cli(capsys, "cache", "prune", "--config", str(config))
+        assert code == 0
+        assert json.loads(out) == {"removed": [SHA]}
+        assert not gw.store.is_verified(SHA)
+        assert gw.store.is_verified(baseline)  # the rollback target stays
+        assert gw.store.is_verified(current)  # the deployment in effect stays
 
 
 async def test_operator_api_off_loopback_needs_the_token(reg: Registry, tmp_path: Path) -> None:
@@ -79,10 +103,17 @@ async def test_offline_cache_ls_and_prune(
     async with running(settings) as gw:
         await until(lambda: gw.store.is_verified(SHA), what="mirrored")
         config = write_config(gw, tmp_path / "gw.toml")
+        baseline, current = await supersede(reg, gw)
     code, out = await run_cli(capsys, "cache", "ls", "--config", str(config))
-    assert code == 0 and SHA[:12] in out and "detector/1.0.0" in out
+    assert code == 0
+    assert SHA[:12] in out
+    assert "detector/1.0.0" in out
     code, out = await run_cli(capsys, "cache", "prune", "--config", str(config))
-    assert code == 0 and json.loads(out) == {"removed": []}
+    assert code == 0
+    assert json.loads(out) == {"removed": [SHA]}
+    code, out = await run_cli(capsys, "cache", "ls", "--config", str(config), "--json")
+    assert code == 0
+    assert sorted(b["sha256"] for b in json.loads(out)["blobs"]) == sorted([baseline, current])
 
 
 async def test_dashboard_shows_the_site_at_a_glance(reg: Registry, tmp_path: Path) -> None:
@@ -92,7 +123,8 @@ async def test_dashboard_shows_the_site_at_a_glance(reg: Registry, tmp_path: Pat
         host, port = gw.operator_addresses[0][:2]
         async with aiohttp.ClientSession() as s, s.get(f"http://{host}:{port}/") as r:
             page = await r.text()
-        assert r.status == 200 and r.content_type == "text/html"
+        assert r.status == 200
+        assert r.content_type == "text/html"
         for part in ("OTA Gateway: site test-site", "detector", "Canary gates", "This box", "Counters"):
             assert part in page
 
@@ -104,9 +136,8 @@ async def test_gate_controls_confirm_in_one_line_and_refuse_what_would_do_nothin
     async with running(settings) as gw:
         config = write_config(gw, tmp_path / "gw.toml")
         code, out = await run_cli(capsys, "gate", "status", "--config", str(config))
-        assert code == 0 and out.startswith(
-            "no canary gates: no deployment in the signed index has been judged"
-        )
+        assert code == 0
+        assert out.startswith("no canary gates: no deployment in the signed index has been judged")
         reg.publish(MODEL, version="1.0.0")
 
         async def gate_listed() -> bool:
@@ -118,11 +149,16 @@ async def test_gate_controls_confirm_in_one_line_and_refuse_what_would_do_nothin
             assert asyncio.get_running_loop().time() < deadline
         ctl = ("--config", str(config), "detector@1.0.0", "--why", "testing", "--who", "ana")
         code, out = await run_cli(capsys, "gate", "approve", *ctl)
-        assert code == 1 and out == ""  # refused: the wave is not waiting for approval
+        assert code == 1
+        assert out == ""  # refused: the wave is not waiting for approval
         code, out = await run_cli(capsys, "gate", "hold", *ctl)
-        assert code == 0 and out == "hold: detector@1.0.0 is now waves at wave 0, held by operator:ana\n"
+        assert code == 0
+        assert out == "hold: detector@1.0.0 is now waves at wave 0, held by operator:ana\n"
         code, out = await run_cli(capsys, "gate", "abort", *ctl)
-        assert code == 0 and out.startswith("abort: detector@1.0.0 is now aborted")
+        assert code == 0
+        assert out.startswith("abort: detector@1.0.0 is now aborted")
         code = await asyncio.to_thread(cli.main, ["gate", "release", *ctl])
         err = capsys.readouterr().err
-        assert code == 1 and "abort is final" in err and err.count("\n") == 1
+        assert code == 1
+        assert "abort is final" in err
+        assert err.count("\n") == 1

@@ -6,7 +6,7 @@ coroutine per connection that reads a packet, acts on it, and reads the next. It
 amqtt's broker core for everything shared: sessions (``broker._sessions``), subscriptions,
 the plugin chain (authentication and topic rules), the broadcast queue. amqtt calls back into this
 object through the handler interface it expects (``mqtt_publish``, ``stop``,
-``handle_connection_closed``).
+``handle_connection_closed``). From CONNECT to CONNACK it follows :mod:`gateway.broker.handshake`.
 
 Bounds, all enforced here (MQTT 3.1.1 references in brackets):
 - a packet's remaining length is read from the fixed header and checked against
@@ -40,7 +40,6 @@ from amqtt.adapters import BufferReader
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import ConnackPacket
-from amqtt.mqtt.connect import ConnectPacket
 from amqtt.mqtt.packet import MQTTFixedHeader
 from amqtt.mqtt.suback import SubackPacket
 from amqtt.mqtt.subscribe import SubscribePacket
@@ -48,9 +47,8 @@ from amqtt.mqtt.unsuback import UnsubackPacket
 from amqtt.mqtt.unsubscribe import UnsubscribePacket
 from amqtt.session import OutgoingApplicationMessage
 
-from gateway.broker import rules, wire
+from gateway.broker import handshake, rules, wire
 from gateway.broker.hub import Hub
-from gateway.broker.plugins import DEVICE_ID, REFUSAL
 from gateway.broker.session import LeanSession
 
 log = logging.getLogger(__name__)
@@ -58,18 +56,7 @@ log = logging.getLogger(__name__)
 MAX_WRITE_BUFFER_BYTES = 1 << 20
 KEEPALIVE_GRACE = 1.5  # [MQTT-3.1.2-24]
 
-# CONNACK return codes [MQTT-3.2.2.3]
-CONNACK_ACCEPTED = 0
-CONNACK_BAD_PROTOCOL = 1
-CONNACK_ID_REJECTED = 2
-CONNACK_SERVER_UNAVAILABLE = 3
-CONNACK_BAD_CREDENTIALS = 4
-CONNACK_NOT_AUTHORIZED = 5
 SUBACK_FAILURE = 0x80
-
-
-class _Refused(Exception):
-    """This client broke a rule (topic, credentials): it has been told or logged; close quietly."""
 
 
 class Connection:
@@ -198,7 +185,7 @@ class Connection:
         except wire.MalformedPacket as exc:
             core.stats.inc("malformed")
             log.warning("mqtt %s (%s): malformed packet (%s), dropped", self.device_id or "-", self.peer, exc)
-        except _Refused:
+        except handshake.Refused:
             pass
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass  # the peer went away, or we aborted the transport (timeout, take-over, stop)
@@ -213,6 +200,9 @@ class Connection:
             await self._finish()
 
     async def _handshake(self) -> bool:
+        """CONNECT in, checked, authenticated and given its session; CONNACK out. False never:
+        a refusal raises (:class:`~gateway.broker.handshake.Refused` after its CONNACK, or a
+        protocol error)."""
         core = self.core
         ptype, flags, body = await self._read_packet()
         # A whole first packet is in: no longer one of the pending sockets the newest may push out
@@ -220,115 +210,25 @@ class Connection:
         core.pending.pop(self, None)
         if ptype != wire.CONNECT:
             raise wire.MalformedPacket("first packet is not CONNECT")  # [MQTT-3.1.0-1]
-        wire.check_flags(ptype, flags)
         try:
-            connect = await ConnectPacket.from_stream(
-                BufferReader(body), fixed_header=MQTTFixedHeader(wire.CONNECT, flags, len(body))
+            packet = await handshake.parse_connect(flags, body)
+            handshake.check_connect(packet)
+            session = handshake.new_session(
+                packet, self.peer, self.writer.get_extra_info("ssl_object"), core.limits.max_queued_messages
             )
-        except (AMQTTError, MQTTError, NoDataError, ValueError, IndexError) as exc:
-            raise wire.MalformedPacket(f"CONNECT: {exc}") from exc
-        if connect.proto_name != "MQTT":
-            raise wire.MalformedPacket(f"protocol name {connect.proto_name!r}")  # [MQTT-3.1.2-1]
-        if connect.proto_level != 4:
-            self._connack(0, CONNACK_BAD_PROTOCOL)  # only MQTT 3.1.1 [MQTT-3.1.2-2]
-            raise _Refused
-        if (
-            connect.reserved_flag
-            or (connect.username_flag and connect.username is None)
-            or (connect.password_flag and (connect.password is None or not connect.username_flag))
-            or (connect.will_flag and (connect.will_topic is None or connect.will_message is None))
-            or connect.will_qos == 3
-        ):
-            raise wire.MalformedPacket("CONNECT flags and payload disagree")  # [MQTT-3.1.2-3, -14, -22]
-        if connect.payload.client_id_is_random and not connect.clean_session_flag:
-            self._connack(0, CONNACK_ID_REJECTED)  # [MQTT-3.1.3-8]
-            raise _Refused
+            self.device_id = await handshake.authenticate(core, session, self.peer)
+            self.key = rules.session_key(self.device_id, session.client_id)
+            session = await handshake.find_session(core, session, self.device_id, self.key, self, self.peer)
+        except handshake.Refused as refused:
+            if refused.code is not None:
+                self._connack(0, refused.code)
+            raise
+        self._accept(session)
+        return True
 
-        session = LeanSession(core.limits.max_queued_messages)
-        client_id = "" if connect.payload.client_id_is_random else connect.client_id
-        session.client_id = client_id
-        session.clean_session = connect.clean_session_flag
-        session.will_flag = connect.will_flag
-        session.will_retain = connect.will_retain_flag
-        session.will_qos = connect.will_qos
-        session.will_topic = connect.will_topic
-        session.will_message = connect.will_message
-        session.username = connect.username
-        session.password = connect.password
-        session.keep_alive = max(connect.keep_alive, 0)
-        session.remote_address, _, session.remote_port = self.peer.rpartition(":")
-        session.ssl_object = self.writer.get_extra_info("ssl_object")
-
-        if not await core._authenticate(session, None):
-            identity = session.attributes.get(REFUSAL)
-            reason = identity.reason if identity is not None else "refused by an auth plugin"
-            bad = identity is not None and identity.bad_credentials
-            core.stats.inc("refused")
-            log.warning(
-                "mqtt (%s) client %r user %r refused: %s", self.peer, client_id, connect.username, reason
-            )
-            self._connack(0, CONNACK_BAD_CREDENTIALS if bad else CONNACK_NOT_AUTHORIZED)
-            raise _Refused
-        device_id: str = session.attributes[DEVICE_ID]
-        self.device_id = device_id
-        if session.will_flag and not await core._topic_filtering(session, session.will_topic, Action.PUBLISH):
-            core.stats.inc("refused")
-            log.warning(
-                "mqtt %s (%s) refused: will topic %r outside its subtree",
-                device_id,
-                self.peer,
-                session.will_topic,
-            )
-            self._connack(0, CONNACK_NOT_AUTHORIZED)
-            raise _Refused
-        session.password = None  # no need to keep the token in memory
-
-        key = rules.session_key(device_id, client_id)
-        self.key = key
-        existing = core._sessions.get(key)
-        taking_over = existing is not None and existing[1] is not None and existing[1] is not self
-        if core.authenticated >= core.limits.max_connections and not taking_over:
-            core.stats.inc("refused_full")
-            log.warning(
-                "mqtt %s (%s): %d clients connected already, refused",
-                device_id,
-                self.peer,
-                core.authenticated,
-            )
-            self._connack(0, CONNACK_SERVER_UNAVAILABLE)
-            raise _Refused
-        if existing is None and not session.clean_session and not await core.reserve_session(device_id, key):
-            core.stats.inc("sessions_refused")
-            log.warning(
-                "mqtt %s (%s): client %r refused: %d persistent sessions of this device are connected",
-                device_id, self.peer, client_id, core.limits.max_sessions_per_device,
-            )  # fmt: skip
-            self._connack(0, CONNACK_ID_REJECTED)
-            raise _Refused
-        if existing is not None:
-            old_session, old_handler = existing
-            if old_handler is not None and old_handler is not self:
-                old_handler.abort("taken over by a new connection")  # [MQTT-3.1.4-2]
-            if session.clean_session or not isinstance(old_session, LeanSession):
-                await core._delete_session(key)
-            else:  # resume the stored session with this connection's parameters [MQTT-3.1.2-4]
-                for name in (
-                    "will_flag",
-                    "will_retain",
-                    "will_qos",
-                    "will_topic",
-                    "will_message",
-                    "keep_alive",
-                ):
-                    setattr(old_session, name, getattr(session, name))
-                old_session.remote_address, old_session.remote_port = (
-                    session.remote_address,
-                    session.remote_port,
-                )
-                old_session.ssl_object = session.ssl_object
-                old_session.parent = 1
-                session = old_session
-                core.touch_session(device_id, key)
+    def _accept(self, session: LeanSession) -> None:
+        core, device_id, key = self.core, self.device_id, self.key
+        assert device_id is not None and key is not None
         session.client_id = key
         self.session = session
         session.connect()
@@ -337,10 +237,9 @@ class Connection:
         self.counted = True
         core.authenticated += 1
         core.stats.inc("accepted")
-        self._connack(session.parent if not session.clean_session else 0, CONNACK_ACCEPTED)
+        self._connack(session.parent if not session.clean_session else 0, handshake.CONNACK_ACCEPTED)
         self._touch()
         self._redeliver(session)
-        return True
 
     def _connack(self, session_present: int, code: int) -> None:
         self._write(ConnackPacket.build(session_present, code).to_bytes())
@@ -400,7 +299,7 @@ class Connection:
                 message.topic[:200],
                 device_id,
             )
-            raise _Refused
+            raise handshake.Refused
         packet_id = message.packet_id or 0
         if message.qos == 2:
             if self.qos2_in is None:

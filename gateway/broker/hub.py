@@ -1,5 +1,5 @@
 """What one connection needs from the broker it belongs to: the bounds, and the shared tables and
-fan-out of amqtt's core. :mod:`gateway.broker.server` implements it (``AmqttCore``);
+fan-out of amqtt's core. :mod:`gateway.broker.amqtt_core` implements it (``AmqttCore``);
 :mod:`gateway.broker.connection` uses only this, so the two do not import each other.
 """
 

@@ -51,8 +51,8 @@ def cert_common_name(session: Session) -> str | None:
     return None
 
 
-def credentials(session: Session) -> rules.Credentials:
-    return rules.Credentials(
+def credentials(session: Session) -> rules.PeerCredentials:
+    return rules.PeerCredentials(
         client_id=session.client_id or "",
         username=session.username,
         password=session.password,

@@ -65,7 +65,7 @@ def may_subscribe(device_id: str, topic_filter: str) -> bool:
 
 
 @dataclass(frozen=True)
-class Credentials:
+class PeerCredentials:
     """What a CONNECT (and the TLS layer) told us about the peer."""
 
     client_id: str
@@ -83,7 +83,7 @@ class Identity:
     bad_credentials: bool = False  # True: CONNACK 0x04 (bad user name or password); else 0x05
 
 
-def claimed_identity(creds: Credentials, *, lab_mode: bool) -> Identity:
+def claimed_identity(creds: PeerCredentials, *, lab_mode: bool) -> Identity:
     """Which device the peer claims to be, before any secret is checked.
 
     Under mTLS the certificate's CN is the identity; a user name that disagrees with it is refused

@@ -8,7 +8,7 @@ replaces:
 
 - the state machine by four plain members (``state``, ``connect``, ``disconnect``,
   ``is_connected``) with the connect/disconnect timestamps amqtt's expiry monitor reads;
-- ``retained_messages`` (messages kept for an offline persistent session) by ``Outbox``, a bounded
+- ``retained_messages`` (messages kept for an offline persistent session) by ``OfflineQueue``, a bounded
   deque that drops the oldest message when full and counts it;
 - ``delivered_message_queue`` by nothing: our connection hands messages over directly.
 """
@@ -23,7 +23,7 @@ from typing import Any
 from amqtt.session import Session
 
 
-class Outbox:
+class OfflineQueue:
     """Messages for an offline persistent session: at most ``limit``, the oldest go first.
 
     Quacks like the parts of ``asyncio.Queue`` amqtt uses (``qsize``, ``empty``, ``get_nowait``,
@@ -49,7 +49,7 @@ class Outbox:
 
     def get_nowait(self) -> Any:
         if not self._items:
-            raise IndexError("outbox is empty")
+            raise IndexError("offline queue is empty")
         return self._items.popleft()
 
     def qsize(self) -> int:
@@ -73,7 +73,7 @@ class LeanSession(Session):
         self.last_connect_time: int | None = None
         self.last_disconnect_time: int | None = None
         super().__init__()
-        self.retained_messages = Outbox(queue_limit)
+        self.retained_messages = OfflineQueue(queue_limit)
         self.delivered_message_queue = None  # never used: see module docstring
 
     def _init_states(self) -> None:
@@ -97,7 +97,7 @@ class LeanSession(Session):
         return self.state == "connected"
 
     def clear_queues(self) -> None:
-        self.retained_messages = Outbox(self.retained_messages.limit)
+        self.retained_messages = OfflineQueue(self.retained_messages.limit)
 
     def __getstate__(self) -> dict[str, Any]:  # pragma: no cover - we never pickle sessions
         raise TypeError("LeanSession is not picklable")

@@ -13,6 +13,7 @@ from typing import Any
 from gateway.commands import operator_client
 from gateway.commands.serve import add_common, load_settings
 from gateway.core.errors import TransportError
+from gateway.core.gates import Action
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -67,10 +68,10 @@ def register(sub: Any) -> None:
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
     for action, text in (
-        ("hold", "stop a rollout where it is (admitted devices keep the candidate)"),
-        ("release", "resume a held rollout, or a halted one from its current wave"),
-        ("abort", "stop for good and roll back every device that ran it"),
-        ("approve", "let a wave that passed advance (gates.approve_each_wave)"),
+        (Action.HOLD, "stop a rollout where it is (admitted devices keep the candidate)"),
+        (Action.RELEASE, "resume a held rollout, or a halted one from its current wave"),
+        (Action.ABORT, "stop for good and roll back every device that ran it"),
+        (Action.APPROVE, "let a wave that passed advance (gates.approve_each_wave)"),
     ):
         c = gs.add_parser(action, help=text)
         add_common(c)

@@ -9,7 +9,7 @@ from typing import Any
 
 from gateway import registry
 from gateway.core.errors import ConfigError
-from gateway.core.manifest import HEALTH_KEYS
+from gateway.core.manifest import HEALTH_KEYS, Command
 
 
 def _health(pairs: list[str]) -> dict[str, float]:
@@ -113,7 +113,7 @@ def register(sub: Any) -> None:
     c = rs.add_parser("command", help="sign a coordinator command (pause, abort) into the index")
     c.add_argument("registry_dir", metavar="REGISTRY_DIR")
     c.add_argument("target", metavar="MODEL@VERSION")
-    c.add_argument("command_name", choices=["paused", "aborted", "clear"], metavar="paused|aborted|clear")
+    c.add_argument("command_name", choices=[*Command, "clear"], metavar="paused|aborted|clear")
     c.add_argument("--key", required=True)
     c.add_argument("--site", default=None)
     c.set_defaults(func=cmd_command)

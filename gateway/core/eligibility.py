@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Decision:
+class Eligibility:
     deployment: Deployment | None
     reason: str  # eligible, up_to_date, not_in_cohort, other_model, not_in_rollout, before_window,
     # after_window, firmware_too_old, firmware_too_new, firmware_unknown, bad_cohort, no_deployment
@@ -100,9 +100,9 @@ def _cohort_attrs(device: DeviceRecord) -> dict[str, str]:
 
 def decide(
     deployments: Sequence[Deployment], device: DeviceRecord, now: float, matrix: CompatMatrix | None = None
-) -> Decision:
+) -> Eligibility:
     if not deployments:
-        return Decision(None, "no_deployment", "no deployment in effect for this site")
+        return Eligibility(None, "no_deployment", "no deployment in effect for this site")
     open_: list[Deployment] = []
     first_reason: tuple[str, str] | None = None
     for d in sorted(deployments, key=lambda d: _version_key(d.version), reverse=True):
@@ -113,7 +113,7 @@ def decide(
             first_reason = why  # the newest deployment's reason is the most useful one to show
     if not open_:
         assert first_reason is not None
-        return Decision(None, *first_reason)
+        return Eligibility(None, *first_reason)
 
     firmware = try_version(device.attrs.get("fw"))
     offers: dict[str, list[Offer[Deployment]]] = {}
@@ -131,7 +131,7 @@ def decide(
             continue
         offers.setdefault(d.model_id, []).append(Offer(version, rng, d))
     if not offers:
-        return Decision(None, *(first_reason or ("firmware_unknown", "")))
+        return Eligibility(None, *(first_reason or ("firmware_unknown", "")))
 
     # Several models open to one device that did not say which it runs: the first model by id, for a
     # stable answer (sites normally run one model per device class, routed by cohort).
@@ -142,11 +142,11 @@ def decide(
     blocked = str(choice.blocked_by.version) if choice.blocked_by is not None else None
     if choice.chosen is None:
         reason = "firmware_too_new" if choice.too_new else "firmware_too_old"
-        return Decision(None, reason, f"firmware {device.attrs.get('fw')}", blocked)
+        return Eligibility(None, reason, f"firmware {device.attrs.get('fw')}", blocked)
     current = try_version(device.model_version) if device.model_id in (None, model_id) else None
     if current is not None and current >= choice.chosen.version:
-        return Decision(None, "up_to_date", f"on {device.model_version}", blocked)
-    return Decision(choice.chosen.item, "eligible", "", blocked)
+        return Eligibility(None, "up_to_date", f"on {device.model_version}", blocked)
+    return Eligibility(choice.chosen.item, "eligible", "", blocked)
 
 
 def _version_key(text: str) -> tuple[object, ...]:

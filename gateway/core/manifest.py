@@ -12,6 +12,7 @@ registry tool always writes it and the gateway requires it.
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 from collections.abc import Mapping
@@ -43,6 +44,14 @@ KNOWN_FIELDS = frozenset(
         "health_checks",
     }
 )
+
+
+class Command(enum.StrEnum):
+    """A coordinator command signed into the index for ``model@version`` (or ``model``)."""
+
+    PAUSED = "paused"  # hold the gate
+    ABORTED = "aborted"  # abort it
+
 
 HEALTH_KEYS = ("max_cpu_percent", "max_ram_percent", "max_latency_ms", "max_error_rate", "warmup_inferences")
 

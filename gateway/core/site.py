@@ -36,8 +36,8 @@ from gateway.core.gates import (
     Control,
     Decision,
     Event,
+    GateLimits,
     GateState,
-    Limits,
     Stage,
     apply_controls,
     artifact_changed,
@@ -45,7 +45,7 @@ from gateway.core.gates import (
     open_gate,
     step,
 )
-from gateway.core.manifest import Deployment, HealthChecks, parse_deployment
+from gateway.core.manifest import Command, Deployment, HealthChecks, parse_deployment
 from gateway.core.settings import GateSettings
 from gateway.core.window import WindowStats
 
@@ -298,7 +298,7 @@ def tick(
         new, made = step(
             _note_running(gate, devices),
             now=now,
-            limits=Limits.of(health, settings),
+            limits=GateLimits.of(health, settings),
             eligible=_lazy_eligible(site, key, now, devices, matrix) if gate.active else {},
             windows=windows,
             events=events,
@@ -367,10 +367,10 @@ def _cloud_commands(
     for key, gate in site.gates.items():
         command = site.commands.get(key) or site.commands.get(gate.model_id)
         control: Control | None = None
-        if command == "paused" and key not in held and gate.active:
+        if command == Command.PAUSED and key not in held and gate.active:
             held.add(key)
             control = Control(Action.HOLD, "cloud", "signed coordinator command: paused")
-        elif command == "aborted" and gate.stage != Stage.ABORTED:
+        elif command == Command.ABORTED and gate.stage != Stage.ABORTED:
             control = Control(Action.ABORT, "cloud", "signed coordinator command: aborted")
         elif command is None and key in held:
             held.discard(key)

@@ -21,7 +21,7 @@ What aiohttp 3.14 does not have, added here:
 
 The header timer reads three attributes of aiohttp's ``RequestHandler`` (``_request_count``,
 ``_request_in_progress``, ``_messages``), as aiohttp exposes no hook for "a request head was
-parsed"; the slowloris test in ``tests/http/test_listener.py`` fails if they change meaning.
+parsed"; the slowloris test in ``tests/http_api/test_listener.py`` fails if they change meaning.
 
 What it leaves to others: the routes (``gateway.http.app``, ``gateway.http.operator``), TLS
 settings (``gateway.http.tls``).

@@ -11,6 +11,7 @@ starts in safe mode (:mod:`gateway.rollout.keeper`). The audit log skips lines i
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import os
 import types
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 from gateway import atomic
 from gateway.core.errors import DamagedStateError
+from gateway.core.figures import Figures
 from gateway.core.gates import Decision, GateState, Stage
 
 _T = TypeVar("_T")
@@ -37,8 +39,16 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _convert(inner, value, where)
+    if hint is Figures and isinstance(value, dict):
+        # evidence written before it was Figures listed its devices (the keys of per_device)
+        return _build(Figures, {k: v for k, v in value.items() if k != "devices"}, where)
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         return _build(hint, value, where)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            raise _Shape(f"{where}: unknown {hint.__name__.lower()} {value!r}") from None
     if hint is bool and isinstance(value, bool):
         return value
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
@@ -80,8 +90,6 @@ def state_to_json(s: GateState) -> dict[str, Any]:
     out = dataclasses.asdict(s)
     for key in ("ran", "downloaded", "failed", "observed", "preexisting"):
         out[key] = sorted(out[key])
-    for key in ("candidate", "baseline"):
-        out[key]["devices"] = sorted(out[key]["devices"])
     return out
 
 

@@ -188,18 +188,24 @@ class GateKeeper:
     ) -> S.Effects:
         windows, self._windows = self._windows, []
         events, self._events = self._events, []
-        return await self._transition(
-            lambda site: S.tick(
-                site,
-                now=now,
-                settings=self.settings,
-                windows=windows,
-                events=events,
-                devices=devices,
-                matrix=matrix,
-            ),
-            durable,
-        )
+        try:
+            return await self._transition(
+                lambda site: S.tick(
+                    site,
+                    now=now,
+                    settings=self.settings,
+                    windows=windows,
+                    events=events,
+                    devices=devices,
+                    matrix=matrix,
+                ),
+                durable,
+            )
+        except BaseException:
+            # nothing was published: the next tick takes these inputs again, before newer ones
+            self._windows[:0] = windows
+            self._events[:0] = events
+            raise
 
     # -- inputs -------------------------------------------------------------------------------------
 

@@ -25,17 +25,12 @@ What may be evicted is decided by :mod:`gateway.core.eviction` (pure); this clas
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import enum
-import hashlib
 import logging
-import os
-import stat
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from gateway import atomic
 from gateway.core.errors import DamagedStateError
@@ -50,14 +45,13 @@ from gateway.core.eviction import (
 )
 from gateway.core.manifest import Deployment
 from gateway.store.blobs import QUARANTINE_MAX_FILES, BlobInfo, BlobStore
+from gateway.store.hashing import Hashed, Inode, ScrubReport, hash_file
 from gateway.store.lookup import Pending, Verified
 from gateway.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 
 ACCESS_FLUSH_S = 60.0
-HASH_CHUNK = 1 << 20
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -67,64 +61,6 @@ class Entry:
     filename: str
     sha256: str
     length: int
-
-
-@dataclass(frozen=True)
-class _Inode:
-    """The file that was hashed: its inode number and its ctime when the hash began."""
-
-    number: int
-    ctime_ns: int
-
-
-class Hashed(enum.StrEnum):
-    GOOD = "good"
-    MISMATCH = "mismatch"
-    MISSING = "missing"  # gone, not a regular file, or unreadable
-
-
-@dataclass
-class ScrubReport:
-    """The last scrub pass, for status."""
-
-    started_at: float | None = None
-    finished_at: float | None = None
-    blobs: int = 0
-    bytes: int = 0
-    mismatches: list[str] = field(default_factory=list)  # sha256 quarantined in this pass
-    missing: list[str] = field(default_factory=list)
-    passes: int = 0
-    total_mismatches: int = 0  # since the start
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "blobs": self.blobs,
-            "bytes": self.bytes,
-            "mismatches": list(self.mismatches),
-            "missing": list(self.missing),
-            "passes": self.passes,
-            "total_mismatches": self.total_mismatches,
-        }
-
-
-async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
-    """``asyncio.to_thread`` that, when cancelled, still waits for the worker: the file descriptor
-    it reads must not be closed (and its number reused) under it."""
-    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await task
-        raise
-
-
-def _read_into(fd: int, h: Any, size: int) -> int:
-    chunk = os.read(fd, size)
-    h.update(chunk)
-    return len(chunk)
 
 
 class StoreListener(Protocol):
@@ -350,7 +286,7 @@ class ArtifactStore:
 
     async def _check_again(self, sha: str) -> None:
         try:
-            result, inode, _ = await self._hash(sha, rate_bytes_per_s=0)
+            result, inode, _ = await hash_file(self.blobs.blob_path(sha), sha, rate_bytes_per_s=0)
             if result is Hashed.GOOD:
                 info = await asyncio.to_thread(self.blobs.info, sha)
                 if info is not None and inode is not None and info.ctime_ns == inode.ctime_ns:
@@ -364,7 +300,7 @@ class ArtifactStore:
         if sha not in self.verified:
             self.listener.on_miss(sha)  # the mirror fetches it again while it is in effect
 
-    async def _set_aside(self, sha: str, result: Hashed, inode: _Inode | None) -> None:
+    async def _set_aside(self, sha: str, result: Hashed, inode: Inode | None) -> None:
         """Quarantine a mismatching blob; remove what is left of a missing one."""
         if result is Hashed.MISMATCH:
             where = await asyncio.to_thread(
@@ -375,45 +311,6 @@ class ArtifactStore:
                 self.quarantined = [*self.quarantined, str(where)][-QUARANTINE_MAX_FILES:]
         elif sha not in self.verified:
             await asyncio.to_thread(self.blobs.remove, sha)
-
-    async def _hash(self, sha: str, *, rate_bytes_per_s: float) -> tuple[Hashed, _Inode | None, int]:
-        """Hash the blob in chunks in a worker thread, paced to ``rate_bytes_per_s`` (0: no pacing).
-        Returns the outcome, the file hashed and the bytes read. A file written while it was hashed
-        counts as a mismatch: what was hashed is not what is there."""
-        path = self.blobs.blob_path(sha)
-        try:
-            # Opened and closed in the loop (fast syscalls), so a cancellation cannot leak it.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            return Hashed.MISSING, None, 0
-        done = 0
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                return Hashed.MISSING, None, 0
-            inode = _Inode(st.st_ino, st.st_ctime_ns)
-            h = hashlib.sha256()
-            size = (
-                HASH_CHUNK if rate_bytes_per_s <= 0 else max(64 << 10, min(HASH_CHUNK, int(rate_bytes_per_s)))
-            )
-            started = time.monotonic()
-            while True:
-                try:
-                    n = await _in_thread(_read_into, fd, h, size)
-                except OSError as exc:
-                    log.error("blob %s unreadable: %s", sha, exc)
-                    return Hashed.MISMATCH, inode, done
-                if not n:
-                    break
-                done += n
-                if rate_bytes_per_s > 0:
-                    wait = started + done / rate_bytes_per_s - time.monotonic()
-                    if wait > 0:
-                        await asyncio.sleep(wait)  # the scrub's pace, not a synchronisation
-            same = os.fstat(fd).st_ctime_ns == inode.ctime_ns
-            return (Hashed.GOOD if same and h.hexdigest() == sha else Hashed.MISMATCH), inode, done
-        finally:
-            os.close(fd)
 
     # -- the scrub --------------------------------------------------------------------------------
 
@@ -427,7 +324,9 @@ class ArtifactStore:
             before = self.verified.get(sha)
             if before is None or sha in self._checking:
                 continue  # evicted, or already being checked, since the pass began
-            result, inode, n = await self._hash(sha, rate_bytes_per_s=rate_bytes_per_s)
+            result, inode, n = await hash_file(
+                self.blobs.blob_path(sha), sha, rate_bytes_per_s=rate_bytes_per_s
+            )
             report.blobs += 1
             report.bytes += n
             if result is Hashed.GOOD or self.verified.get(sha) is not before:

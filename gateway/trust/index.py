@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.errors import ExpiredError, FormatError, RollbackError, UntrustedError
-from gateway.core.manifest import Deployment, parse_deployment, parse_time
+from gateway.core.manifest import Command, Deployment, parse_deployment, parse_time
 from gateway.trust.canonical import canonical_json
 from gateway.trust.clock import ClockReading, check_issued
 from gateway.trust.keys import PublicKey, keyid, parse_public_key, verify_bytes
 
 MAX_INDEX_BYTES = 8 << 20
-COMMANDS = ("paused", "aborted")
+COMMANDS = tuple(Command)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,7 @@ import asyncio
 import os
 import re
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -33,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from gateway import registry  # noqa: E402
-from tests.peers import free_port, gateway_process, nginx, serve_args, stop, wait_port  # noqa: E402
+from tests.bench.common import bench_work, gateway  # noqa: E402
+from tests.peers import nginx  # noqa: E402
 
 
 def upstream_bytes(lines: list[str], path: str) -> int:
@@ -90,34 +89,20 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=500)
     ap.add_argument("--size-mb", type=int, default=50)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="cold-miss-"))
-    os.chmod(work, 0o755)
-    keys, reg = work / "keys", work / "registry"
-    registry.keygen(keys, "ecdsa-p256")
-    reg.mkdir()
+    bench = bench_work("cold-miss-")
+    work, keys, reg = bench.root, bench.keys, bench.registry
     model = work / "model.bin"
     model.write_bytes(os.urandom(args.size_mb << 20))
     size = model.stat().st_size
     artifact = "/artifacts/detector/1.0.0/model.bin"
 
     with nginx(reg, limit_rate="10m") as upstream:
-        port = free_port()
-        env = {"OTA_GATEWAY_LOG_LEVEL": "warning", "OTA_GATEWAY_MIRROR__POLL_INTERVAL_S": "0.5",
-               "OTA_GATEWAY_MIRROR__POLL_JITTER": "0"}  # fmt: skip
-        gw = gateway_process(
-            serve_args(work / "data", upstream.url, port, site="bench", trusted_key=keys / "public.pem"),
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_port(port, 30)
+        env = {"OTA_GATEWAY_MIRROR__POLL_INTERVAL_S": "0.5", "OTA_GATEWAY_MIRROR__POLL_JITTER": "0"}
+        with gateway(bench, upstream.url, env) as (base, _proc):
 
             async def run_ours() -> dict[str, object]:
                 t0 = time.monotonic()
-                task = asyncio.create_task(
-                    devices_get(f"http://127.0.0.1:{port}{artifact}", args.devices, size, t0, True)
-                )
+                task = asyncio.create_task(devices_get(base + artifact, args.devices, size, t0, True))
                 await asyncio.sleep(1.0)  # the devices are already asking (404) when the model lands
                 await asyncio.to_thread(
                     registry.publish,
@@ -131,8 +116,6 @@ def main() -> None:
                 return await task
 
             ours = asyncio.run(run_ours())
-        finally:
-            stop(gw)
         ours_up = upstream_bytes(upstream.access_log(), artifact)
 
         # The peer: nginx as a caching reverse proxy with proxy_cache_lock, in front of the same upstream.

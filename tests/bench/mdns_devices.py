@@ -39,6 +39,7 @@ from gateway.core.settings import DiscoverySettings  # noqa: E402
 from gateway.discovery.browse import DeviceBrowser  # noqa: E402
 from gateway.discovery.net import open_lan  # noqa: E402
 from gateway.inventory.store import Inventory  # noqa: E402
+from tests.bench.common import cpu_seconds  # noqa: E402
 from tests.discovery.netns import Lan, inside, make_lan, remove_lan  # noqa: E402
 from tests.discovery.test_avahi import BUS_CONF  # noqa: E402
 
@@ -56,17 +57,6 @@ enable-wide-area=no
 [publish]
 disable-publishing=yes
 """
-
-
-def cpu_s(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += t.user + t.system
-    return total
 
 
 async def ours(lan: Lan, count: int, spawn_devices: bool = False) -> tuple[float, float, float, int]:
@@ -89,7 +79,7 @@ async def ours(lan: Lan, count: int, spawn_devices: bool = False) -> tuple[float
             inventory.gone(device_id, source=source, now=now)
 
     browser = DeviceBrowser(settings, Sink(), lan=mdns)
-    cpu0, t0 = cpu_s([me]), time.perf_counter()
+    cpu0, t0 = cpu_seconds([me]), time.perf_counter()
     await browser.start()
     if spawn_devices:  # the devices come up while the gateway browses: their announcements
         devices = await lan.spawn(lan.dev, "devices", "--ip", lan.dev.ipv4, "--count", str(count))
@@ -98,11 +88,11 @@ async def ours(lan: Lan, count: int, spawn_devices: bool = False) -> tuple[float
         await asyncio.wait_for(all_in.wait(), PHASE_LIMIT_S)
     except TimeoutError:
         pass
-    elapsed, cpu = time.perf_counter() - t0, cpu_s([me]) - cpu0
+    elapsed, cpu = time.perf_counter() - t0, cpu_seconds([me]) - cpu0
     seen = len(inventory.devices)
-    cpu1 = cpu_s([me])
+    cpu1 = cpu_seconds([me])
     await asyncio.sleep(STEADY_S)  # the measurement window of the steady state
-    steady = cpu_s([me]) - cpu1
+    steady = cpu_seconds([me]) - cpu1
     await browser.stop()
     await mdns.close()
     return elapsed, cpu, steady, seen
@@ -141,7 +131,7 @@ async def avahi(lan: Lan, count: int) -> tuple[float, float, int] | str:
             if b"Server startup complete" in line:
                 break
         avahi_proc = psutil.Process(daemon.pid)
-        cpu0, t0 = cpu_s([avahi_proc]), time.perf_counter()
+        cpu0, t0 = cpu_seconds([avahi_proc]), time.perf_counter()
         browse = await asyncio.create_subprocess_exec(
             "avahi-browse", "-rp", "_ota-device._tcp", env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
@@ -166,9 +156,9 @@ async def avahi(lan: Lan, count: int) -> tuple[float, float, int] | str:
             if fields[0] == "=" and fields[2] == "IPv4":
                 resolved.add(fields[3])
             if len(resolved) >= count:
-                browse_cpu = cpu_s([browse_proc])
+                browse_cpu = cpu_seconds([browse_proc])
         elapsed = time.perf_counter() - t0
-        cpu = cpu_s([avahi_proc]) - cpu0 + (browse_cpu or cpu_s([browse_proc]))
+        cpu = cpu_seconds([avahi_proc]) - cpu0 + (browse_cpu or cpu_seconds([browse_proc]))
         return elapsed, cpu, len(resolved)
     finally:
         for proc in reversed(procs):

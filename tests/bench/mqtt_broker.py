@@ -34,6 +34,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tests.bench.common import cpu_seconds  # noqa: E402
 from tests.peers import free_port, serve_args, stop, wait_port  # noqa: E402
 
 BARE_AMQTT = """
@@ -189,9 +190,8 @@ def main() -> None:
     for kind in ("ours", "ours-aggregate-only", "amqtt", "mosquitto"):
         with broker(kind, work) as (port, proc):
             rates[kind] = ingest(port, args.messages, args.publishers, work)
-            cpu = proc.cpu_times()
             print(
-                f"{kind}: ingest {rates[kind]:.0f} msg/s QoS 1 ({args.messages} messages, {args.publishers} publishers); broker CPU {cpu.user + cpu.system:.1f} s so far"
+                f"{kind}: ingest {rates[kind]:.0f} msg/s QoS 1 ({args.messages} messages, {args.publishers} publishers); broker CPU {cpu_seconds([proc]):.1f} s so far"
             )
         if kind == "ours-aggregate-only":
             continue

@@ -22,18 +22,17 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
-import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from gateway import registry  # noqa: E402
-from tests.peers import free_port, gateway_process, nginx, serve_args, stop, wait_port  # noqa: E402
+from tests.bench.common import bench_work, gateway, wrk  # noqa: E402
+from tests.peers import free_port, nginx, wait_port  # noqa: E402
 
 WRK_LUA = """
 math.randomseed(os.time())
@@ -52,19 +51,6 @@ app = web.Application()
 app.router.add_get("/devices/{id}/updates", h)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
-
-
-def wrk(url: str, lua: Path, seconds: int) -> float:
-    out = subprocess.run(
-        ["wrk", "-t", "2", "-c", "64", "-d", f"{seconds}s", "-s", str(lua), url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    for line in out.splitlines():
-        if line.startswith("Requests/sec:"):
-            return float(line.split()[1])
-    raise RuntimeError(out)
 
 
 async def paced_load(base: str, devices: int, rate_per_s: float, seconds: float) -> list[float]:
@@ -123,14 +109,11 @@ def main() -> None:
     ap.add_argument("--long-pollers", type=int, default=2000)
     args = ap.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="poll-bench-"))
-    os.chmod(work, 0o755)
-    keys, reg = work / "keys", work / "registry"
-    registry.keygen(keys, "ecdsa-p256")
-    reg.mkdir()
+    bench = bench_work("poll-bench-")
+    work, reg = bench.root, bench.registry
     (work / "m1.bin").write_bytes(os.urandom(1 << 20))
     registry.publish(
-        reg, work / "m1.bin", keys / "private.pem", model_id="detector", version="1.0.0", site="bench"
+        reg, work / "m1.bin", bench.private_key, model_id="detector", version="1.0.0", site="bench"
     )
 
     import resource
@@ -139,21 +122,14 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     with nginx(reg, workers=1) as upstream:
-        port = free_port()
         env = {
             "OTA_GATEWAY_MIRROR__POLL_INTERVAL_S": str(args.interval),
             "OTA_GATEWAY_MIRROR__POLL_JITTER": "0",
-            "OTA_GATEWAY_LOG_LEVEL": "warning",
+            # the long-poll figure is every waiting device answered with the new version: measure
+            # the fan-out, not the canary waves (which would answer only wave 0)
+            "OTA_GATEWAY_GATES__ENABLED": "false",
         }
-        gw = gateway_process(
-            serve_args(work / "data", upstream.url, port, site="bench", trusted_key=keys / "public.pem"),
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_port(port, 30)
-            base = f"http://127.0.0.1:{port}"
+        with gateway(bench, upstream.url, env) as (base, proc):
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 status = subprocess.run(
@@ -172,7 +148,6 @@ def main() -> None:
                 if status == "200":
                     break
                 time.sleep(0.2)
-            proc = psutil.Process(gw.pid)
             print(
                 f"devices: {args.devices}, gateway upstream poll interval {args.interval} s, same 2-core box"
             )
@@ -199,7 +174,7 @@ def main() -> None:
 
             lua = work / "poll.lua"
             lua.write_text(WRK_LUA % args.devices)
-            ours = wrk(base + "/", lua, 8)
+            ours = wrk(base + "/", seconds=8, lua=lua).rps
             sample = subprocess.run(
                 ["curl", "-s", f"{base}/devices/dev-1/updates?fw=1.2.0"], capture_output=True
             ).stdout
@@ -210,7 +185,7 @@ def main() -> None:
             )
             try:
                 wait_port(bare_port)
-                bare_rps = wrk(f"http://127.0.0.1:{bare_port}/", lua, 8)
+                bare_rps = wrk(f"http://127.0.0.1:{bare_port}/", seconds=8, lua=lua).rps
             finally:
                 bare.terminate()
                 bare.wait()
@@ -220,7 +195,7 @@ def main() -> None:
             with nginx(
                 server=f"location / {{ default_type application/json; alias {work / 'answer.json'}; }}"
             ) as ng:
-                nginx_rps = wrk(ng.url + "/", lua, 8)
+                nginx_rps = wrk(ng.url + "/", seconds=8, lua=lua).rps
             print(
                 f"saturation (wrk, 64 connections): gateway {ours:.0f} polls/s; bare aiohttp same JSON "
                 f"{bare_rps:.0f}/s (ratio {ours / bare_rps:.2f}); nginx static file {nginx_rps:.0f}/s "
@@ -233,7 +208,7 @@ def main() -> None:
                 registry.publish(
                     reg,
                     work / "m2.bin",
-                    keys / "private.pem",
+                    bench.private_key,
                     model_id="detector",
                     version="1.1.0",
                     site="bench",
@@ -244,8 +219,6 @@ def main() -> None:
                 f"long poll: {args.long_pollers} devices waiting; new deployment published; last answered after "
                 f"{took:.2f} s (includes up to one upstream poll interval, {args.interval} s, and the 1 MiB mirror)"
             )
-        finally:
-            stop(gw)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import re
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -28,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from gateway import registry  # noqa: E402
-from tests.peers import free_port, gateway_process, nginx, serve_args, stop, wait_port  # noqa: E402
+from tests.bench.common import bench_work, cpu_seconds, gateway, wrk  # noqa: E402
+from tests.peers import nginx  # noqa: E402
 
 RANGES_LUA = """
 local size = %d
@@ -40,39 +38,15 @@ request = function()
 end
 """
 
-UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
-
-
-def cpu_seconds(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
-def wrk(url: str, seconds: int, connections: int, lua: Path | None) -> tuple[float, float]:
-    cmd = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--timeout", "30s"]
-    if lua is not None:
-        cmd += ["-s", str(lua)]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    m = re.search(r"requests in [\d.]+\w+, ([\d.]+)(\w+) read", out)
-    read = float(m.group(1)) * UNITS[m.group(2)] if m else 0.0
-    return rps, read
-
 
 def measure(
     label: str, url: str, procs: list[psutil.Process], seconds: int, conns: int, lua: Path | None
 ) -> dict[str, float]:
     c0 = cpu_seconds(procs)
-    rps, read = wrk(url, seconds, conns, lua)
+    run = wrk(url, seconds=seconds, connections=conns, lua=lua, timeout_s=30)
     cpu = cpu_seconds(procs) - c0
-    gb = read / 1e9
-    return {"rps": rps, "gb": gb, "cpu": cpu, "cpu_per_gb": cpu / gb if gb else float("nan")}
+    gb = run.bytes_read / 1e9
+    return {"rps": run.rps, "gb": gb, "cpu": cpu, "cpu_per_gb": cpu / gb if gb else float("nan")}
 
 
 def main() -> None:
@@ -81,29 +55,15 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--connections", type=int, default=64)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="range-bench-"))
-    os.chmod(work, 0o755)
-    keys, reg = work / "keys", work / "registry"
-    registry.keygen(keys, "ecdsa-p256")
-    reg.mkdir()
-    model = work / "model.bin"
+    work = bench_work("range-bench-")
+    model = work.root / "model.bin"
     model.write_bytes(os.urandom(args.size_mb << 20))
     size = model.stat().st_size
     manifest = registry.publish(
-        reg, model, keys / "private.pem", model_id="detector", version="1.0.0", site="bench"
+        work.registry, model, work.private_key, model_id="detector", version="1.0.0", site="bench"
     )
     path = "/" + manifest["artifact_url"].lstrip("/")
-    port = free_port()
-    env = {"OTA_GATEWAY_LOG_LEVEL": "warning"}
-    gw = gateway_process(
-        serve_args(work / "data", str(reg), port, site="bench", trusted_key=keys / "public.pem"),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port, 30)
-        base = f"http://127.0.0.1:{port}"
+    with gateway(work, str(work.registry)) as (base, gw_proc):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -112,15 +72,14 @@ def main() -> None:
                     break
             except OSError:
                 time.sleep(0.2)
-        lua = work / "ranges.lua"
+        lua = work.root / "ranges.lua"
         lua.write_text(RANGES_LUA % (size, path))
         results: dict[tuple[str, str], dict[str, float]] = {}
-        with nginx(reg, workers=1) as ng:
+        with nginx(work.registry, workers=1) as ng:
             ng_procs = [psutil.Process(ng.proc.pid), *psutil.Process(ng.proc.pid).children()]
-            gw_procs = [psutil.Process(gw.pid)]
             for workload, script in (("1 MiB ranges", lua), ("whole file", None)):
                 results[("ours", workload)] = measure(
-                    "ours", base + path, gw_procs, args.seconds, args.connections, script
+                    "ours", base + path, [gw_proc], args.seconds, args.connections, script
                 )
                 results[("nginx", workload)] = measure(
                     "nginx", ng.url + path, ng_procs, args.seconds, args.connections, script
@@ -139,8 +98,6 @@ def main() -> None:
             print(
                 f"{workload:14} ratio  req/s {o['rps'] / n['rps']:.2f}x, CPU-s/GB {o['cpu_per_gb'] / n['cpu_per_gb']:.2f}x (goal <= 1.5x)"
             )
-    finally:
-        stop(gw)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.broker import rules, wire
-from gateway.broker.rules import Credentials
+from gateway.broker.rules import PeerCredentials
 
 
 @pytest.mark.parametrize(
@@ -51,18 +51,18 @@ def test_may_subscribe(device: str, topic_filter: str, ok: bool) -> None:
 @pytest.mark.parametrize(
     ("creds", "lab", "device", "bad"),
     [
-        (Credentials("c", "dev1", "t", None), False, "dev1", False),
-        (Credentials("c", None, None, None), False, None, False),
-        (Credentials("lab-1", None, None, None), True, "lab-1", False),
-        (Credentials("lab/1", None, None, None), True, None, True),
-        (Credentials("c", None, "t", None), True, None, False),  # password without user name
-        (Credentials("c", None, None, "dev9"), False, "dev9", False),
-        (Credentials("c", "dev9", "t", "dev9"), False, "dev9", False),
-        (Credentials("c", "dev1", "t", "dev9"), False, None, True),
-        (Credentials("c", "../etc", "t", None), False, None, True),
+        (PeerCredentials("c", "dev1", "t", None), False, "dev1", False),
+        (PeerCredentials("c", None, None, None), False, None, False),
+        (PeerCredentials("lab-1", None, None, None), True, "lab-1", False),
+        (PeerCredentials("lab/1", None, None, None), True, None, True),
+        (PeerCredentials("c", None, "t", None), True, None, False),  # password without user name
+        (PeerCredentials("c", None, None, "dev9"), False, "dev9", False),
+        (PeerCredentials("c", "dev9", "t", "dev9"), False, "dev9", False),
+        (PeerCredentials("c", "dev1", "t", "dev9"), False, None, True),
+        (PeerCredentials("c", "../etc", "t", None), False, None, True),
     ],
 )
-def test_claimed_identity(creds: Credentials, lab: bool, device: str | None, bad: bool) -> None:
+def test_claimed_identity(creds: PeerCredentials, lab: bool, device: str | None, bad: bool) -> None:
     identity = rules.claimed_identity(creds, lab_mode=lab)
     assert identity.device_id == device
     assert identity.bad_credentials is bad

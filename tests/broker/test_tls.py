@@ -3,65 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.broker.conftest import Running, run, until
+from tests.pki import site_pki
 
 pytestmark = pytest.mark.peer
 
 
-def _issue(
-    path: Path,
-    cn: str,
-    issuer_key: ec.EllipticCurvePrivateKey | None,
-    issuer: x509.Name | None,
-    ca: bool = False,
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Name]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer or name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    cert = builder.sign(issuer_key or key, hashes.SHA256())
-    path.with_suffix(".pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    path.with_suffix(".key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return key, name
-
-
 @pytest.fixture
 def pki(tmp_path: Path) -> Path:
-    ca_key, ca_name = _issue(tmp_path / "ca", "site CA", None, None, ca=True)
-    _issue(tmp_path / "server", "gateway", ca_key, ca_name)
-    _issue(tmp_path / "dev1", "dev1", ca_key, ca_name)
+    site_pki(tmp_path, clients=["dev1"])
     return tmp_path
 
 

@@ -2,75 +2,26 @@
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import ipaddress
 import os
 import ssl
 from pathlib import Path
 
 import aiohttp
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.conftest import Registry
 from tests.gw import gateway_settings, running, until
+from tests.pki import site_pki
 
 MODEL = os.urandom(30_000)
 SHA = hashlib.sha256(MODEL).hexdigest()
 
 
-def _cert(
-    subject: str,
-    issuer_key: ec.EllipticCurvePrivateKey | None,
-    issuer: x509.Name | None,
-    *,
-    ca: bool = False,
-    ip: str | None = None,
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer or name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ip:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False
-        )
-    return key, builder.sign(issuer_key or key, hashes.SHA256())
-
-
-def _write(path: Path, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> tuple[str, str]:
-    key_path, cert_path = path.with_suffix(".key"), path.with_suffix(".pem")
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return str(cert_path), str(key_path)
-
-
 @pytest.fixture
 def pki(tmp_path: Path) -> dict[str, tuple[str, str]]:
-    ca_key, ca = _cert("site CA", None, None, ca=True)
-    out = {"ca": _write(tmp_path / "ca", ca_key, ca)}
-    k, c = _cert("gateway", ca_key, ca.subject, ip="127.0.0.1")
-    out["server"] = _write(tmp_path / "server", k, c)
-    k, c = _cert("cam-1", ca_key, ca.subject)
-    out["cam-1"] = _write(tmp_path / "cam-1", k, c)
-    return out
+    site = site_pki(tmp_path, clients=["cam-1"], hosts=["127.0.0.1"])
+    return {"ca": site.ca.pair, "server": site.server.pair, "cam-1": site.clients["cam-1"].pair}
 
 
 def client_ctx(ca: str, cert: tuple[str, str] | None) -> ssl.SSLContext:
@@ -99,9 +50,11 @@ async def test_mtls_identifies_devices_by_certificate(
             connector=aiohttp.TCPConnector(ssl=client_ctx(pki["ca"][0], pki["cam-1"]))
         ) as s:
             async with s.get(artifact) as r:
-                assert r.status == 200 and await r.read() == MODEL
+                assert r.status == 200
+                assert await r.read() == MODEL
             async with s.get(f"{base}/devices/cam-2/updates") as r:
-                assert r.status == 403 and "certificate is for 'cam-1'" in await r.text()
+                assert r.status == 403
+                assert "certificate is for 'cam-1'" in await r.text()
         # No client certificate: the TLS handshake itself is refused (CERT_REQUIRED in mtls mode).
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=client_ctx(pki["ca"][0], None))

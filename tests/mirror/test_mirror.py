@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import os
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,14 +53,6 @@ async def settle(m: Mirror, sha: str, timeout_s: float = 10) -> None:
     assert m.store.is_verified(sha)
 
 
-@pytest.fixture
-async def hostile(reg: Registry) -> AsyncIterator[Hostile]:
-    h = Hostile(reg.root)
-    await h.start()
-    yield h
-    await h.stop()
-
-
 async def test_folder_upstream_mirrors_and_verifies(reg: Registry, tmp_path: Path) -> None:
     manifest = reg.publish(MODEL)
     m = await open_mirror(reg, str(reg.root), tmp_path / "data")
@@ -68,12 +60,11 @@ async def test_folder_upstream_mirrors_and_verifies(reg: Registry, tmp_path: Pat
         assert await m.poll_once()
         await settle(m, manifest["sha256"])
         got = m.store.lookup("detector", "1.0.0", "detector-1.0.0.bin")
-        assert isinstance(got, Verified) and got.path.read_bytes() == MODEL
+        assert isinstance(got, Verified)
+        assert got.path.read_bytes() == MODEL
         sig = m.store.lookup("detector", "1.0.0", "detector-1.0.0.bin.sig")
-        assert (
-            isinstance(sig, Verified)
-            and sig.path.read_bytes() == (reg.root / (manifest["artifact_url"] + ".sig")).read_bytes()
-        )
+        assert isinstance(sig, Verified)
+        assert sig.path.read_bytes() == (reg.root / (manifest["artifact_url"] + ".sig")).read_bytes()
         assert not await m.poll_once()  # unchanged: nothing new
     finally:
         await m.close()
@@ -87,7 +78,9 @@ async def test_cut_mid_body_resumes_with_range(reg: Registry, tmp_path: Path, ho
         await m.poll_once()
         await settle(m, manifest["sha256"])
         ranges = hostile.requests(".bin")
-        assert ranges[0] is None and ranges[1] is not None and ranges[1].startswith("bytes=")
+        assert ranges[0] is None
+        assert ranges[1] is not None
+        assert ranges[1].startswith("bytes=")
         assert int(ranges[1][6:-1]) > 0
         assert m.store.blobs.blob_path(manifest["sha256"]).read_bytes() == MODEL
         assert m.stats["mirror.transport_errors"] >= 2
@@ -146,7 +139,9 @@ async def test_bad_indexes_rejected_last_good_kept(make_registry, tmp_path: Path
     m = await open_mirror(reg, hostile.url, tmp_path / "data")
     rel = "sites/test-site/index.json"
     try:
-        assert await m.poll_once() and m.index is not None and m.index.version == 2
+        assert await m.poll_once()
+        assert m.index is not None
+        assert m.index.version == 2
         stranger = make_registry("stranger")
         stranger.publish(b"evil", version="6.6.6")
         reg.publish(b"c", version="3.0.0", expires_s=1, now=0)
@@ -198,7 +193,8 @@ async def test_restart_resumes_partial(reg: Registry, tmp_path: Path, hostile: H
     try:
         await settle(m, manifest["sha256"])
         first_after_restart = hostile.requests(".bin")[before]
-        assert first_after_restart is not None and held > 0
+        assert first_after_restart is not None
+        assert held > 0
         assert int(first_after_restart.removeprefix("bytes=").rstrip("-")) >= held
         assert m.store.blobs.blob_path(manifest["sha256"]).read_bytes() == MODEL
     finally:
@@ -256,6 +252,7 @@ async def test_disk_full_is_a_clear_error_and_old_artifacts_still_served(
         assert "disk full" in m.stats.last_error["mirror.storage_errors"]
         assert not m.store.is_verified(big["sha256"])
         got = m.store.lookup("detector", "1.0.0", "detector-1.0.0.bin")
-        assert isinstance(got, Verified) and got.path.read_bytes() == b"o" * 100_000
+        assert isinstance(got, Verified)
+        assert got.path.read_bytes() == b"o" * 100_000
     finally:
         await m.close()

@@ -8,7 +8,7 @@ import os
 import random
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,14 +99,6 @@ async def test_index_that_failed_to_save_is_fetched_again(
         st = await until_status(gw, lambda st: st["upstream"]["last_error"] is None, "the error to clear")
 
 
-@pytest.fixture
-async def hostile(reg: Registry) -> AsyncIterator[Hostile]:
-    h = Hostile(reg.root)
-    await h.start()
-    yield h
-    await h.stop()
-
-
 @pytest.mark.parametrize("old", ["404", "stall"])
 async def test_corrected_artifact_url_is_followed_without_a_restart(
     reg: Registry, tmp_path: Path, hostile: Hostile, old: str
@@ -129,13 +121,15 @@ async def test_corrected_artifact_url_is_followed_without_a_restart(
             lambda st: bool(st["deployments"]) and st["deployments"][0]["mirrored"],
             "the artifact mirrored",
         )
-        assert st["index"]["version"] == 2 and st["deployments"][0]["sha256"] == m["sha256"]
+        assert st["index"]["version"] == 2
+        assert st["deployments"][0]["sha256"] == m["sha256"]
         host, port = gw.http_addresses[0][:2]
         async with (
             aiohttp.ClientSession() as s,
             s.get(f"http://{host}:{port}/artifacts/detector/1.0.0/detector-1.0.0.bin") as r,
         ):
-            assert r.status == 200 and await r.read() == MODEL
+            assert r.status == 200
+            assert await r.read() == MODEL
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -167,4 +161,5 @@ async def test_url_correction_at_a_random_instant_never_splices_the_old_file(
             aiohttp.ClientSession() as s,
             s.get(f"http://{host}:{port}/artifacts/detector/1.0.0/detector-1.0.0.bin") as r,
         ):
-            assert r.status == 200 and await r.read() == MODEL
+            assert r.status == 200
+            assert await r.read() == MODEL

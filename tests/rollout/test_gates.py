@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gateway.core.errors import DamagedStateError
-from gateway.core.gates import Control, Event, Limits, evaluate, new_gate, step
+from gateway.core.gates import Control, Event, GateLimits, evaluate, new_gate, step
 from gateway.core.manifest import HealthChecks
 from gateway.core.settings import GateSettings
 from gateway.core.waves import admit, wave_target
@@ -22,7 +22,7 @@ from gateway.rollout.keeper import GateKeeper
 from tests.rollout.sim import run
 
 SITE = GateSettings(min_devices_per_wave=1, soak_s=120.0, min_devices=2, min_samples=4, min_inferences=100)
-LIMITS = Limits.of(HealthChecks(max_cpu_percent=80, max_error_rate=0.05, warmup_inferences=10), SITE)
+LIMITS = GateLimits.of(HealthChecks(max_cpu_percent=80, max_error_rate=0.05, warmup_inferences=10), SITE)
 ELIGIBLE = {f"d{i}": {"hw": ("rev1", "rev2")[i % 2]} for i in range(100)}
 
 
@@ -56,7 +56,8 @@ def test_waves_are_sticky_ordered_and_deterministic() -> None:
     first = admit("m@2", ELIGIBLE, [], (1, 5, 100), 0, min_devices=1, order_attr="")
     assert first == admit("m@2", ELIGIBLE, [], (1, 5, 100), 0, min_devices=1, order_attr="")
     second = admit("m@2", ELIGIBLE, first, (1, 5, 100), 1, min_devices=1, order_attr="")
-    assert len(first) + len(second) == 5 and not set(first) & set(second)
+    assert len(first) + len(second) == 5
+    assert not set(first) & set(second)
     by_hw = admit("m@2", ELIGIBLE, [], (50, 100), 0, min_devices=1, order_attr="hw")
     assert {ELIGIBLE[d]["hw"] for d in by_hw} == {"rev1"}  # one hardware revision first
     joined = {**ELIGIBLE, "late": {"hw": "rev1"}}
@@ -87,7 +88,8 @@ def test_each_criterion_halts_with_its_evidence(figures: dict[str, object], crit
     state, decisions = step(state, now=60, limits=LIMITS, eligible=ELIGIBLE, windows=[cand, base])
     assert state.stage == "halted"
     verdict = next(v for v in decisions[-1].verdicts if v.criterion == criterion)
-    assert verdict.result == "fail" and verdict.samples  # figures and sample sizes go with it
+    assert verdict.result == "fail"
+    assert verdict.samples  # figures and sample sizes go with it
     assert criterion in decisions[-1].reason
 
 
@@ -95,9 +97,11 @@ def test_no_verdict_on_too_little_data() -> None:
     state = started()
     cand = window("2.0.0", 0, ["d1"], cpu_mean=99.0, samples=1)
     state, decisions = step(state, now=60, limits=LIMITS, eligible=ELIGIBLE, windows=[cand])
-    assert state.stage == "waves" and not decisions
+    assert state.stage == "waves"
+    assert not decisions
     verdict = next(v for v in evaluate(state, LIMITS) if v.criterion == "max_cpu_percent")
-    assert verdict.result == "insufficient" and verdict.samples["devices"] == 1
+    assert verdict.result == "insufficient"
+    assert verdict.samples["devices"] == 1
 
 
 def test_soak_and_warmup_before_advancing_then_done() -> None:
@@ -119,7 +123,8 @@ def test_soak_and_warmup_before_advancing_then_done() -> None:
         eligible=ELIGIBLE,
         windows=[window("2.0.0", 60, devs), window("1.0.0", 60, ["d50", "d51"])],
     )
-    assert [d.action for d in decisions] == ["advance"] and state.wave == 1
+    assert [d.action for d in decisions] == ["advance"]
+    assert state.wave == 1
 
 
 def test_install_failures_count_only_after_download() -> None:
@@ -147,11 +152,13 @@ def test_controls_hold_release_abort() -> None:
         eligible=ELIGIBLE,
         controls=[Control("hold", "operator:ana", "line stop")],
     )
-    assert state.held_by == "operator:ana" and decisions[0].by == "operator:ana"
+    assert state.held_by == "operator:ana"
+    assert decisions[0].by == "operator:ana"
     state, decisions = step(
         state, now=20, limits=LIMITS, eligible=ELIGIBLE, controls=[Control("release", "cloud")]
     )
-    assert state.held_by is None and decisions[0].action == "release"
+    assert state.held_by is None
+    assert decisions[0].action == "release"
     ran = next(iter(state.admitted))
     state, _ = step(
         state, now=30, limits=LIMITS, eligible=ELIGIBLE, events=[Event(ran, "activated", "2.0.0")]
@@ -163,20 +170,45 @@ def test_controls_hold_release_abort() -> None:
         eligible=ELIGIBLE,
         controls=[Control("abort", "cloud", "signed command")],
     )
-    assert state.stage == "aborted" and ran in state.rollback_set
+    assert state.stage == "aborted"
+    assert ran in state.rollback_set
 
 
 def test_state_and_audit_survive_a_restart(tmp_path: Path) -> None:
     store = GateStore(tmp_path)
     state = started()
-    state, decisions = step(
-        state, now=10, limits=LIMITS, eligible=ELIGIBLE, controls=[Control("hold", "operator:ana", "why not")]
+    (ran,) = state.admitted
+    state, opened = step(
+        state,
+        now=10,
+        limits=LIMITS,
+        eligible=ELIGIBLE,
+        windows=[window("2.0.0", 0, [ran]), window("1.0.0", 0, ["d50", "d51"])],
+        events=[
+            Event(ran, "downloaded", "2.0.0"),
+            Event(ran, "activated", "2.0.0"),
+        ],
     )
-    store.save({state.deployment: state}, decisions)
+    state, held = step(
+        state, now=20, limits=LIMITS, eligible=ELIGIBLE, controls=[Control("hold", "operator:ana", "why not")]
+    )
+    # The fields hold something, so a field the store drops or mangles shows.
+    assert state.held_by == "operator:ana"
+    assert ran in state.ran
+    assert ran in state.downloaded
+    assert state.heard
+    assert state.candidate.inferences > 0
+    assert state.baseline.devices == {"d50", "d51"}
+    assert len(state.decisions) >= 2
+    store.save({state.deployment: state}, [*opened, *held])
     loaded = GateStore(tmp_path).load()
-    assert loaded[state.deployment] == dataclasses.replace(state)
+    assert list(loaded) == [state.deployment]
+    assert loaded[state.deployment] == state
+    for f in dataclasses.fields(state):  # names the field, should one differ
+        assert getattr(loaded[state.deployment], f.name) == getattr(state, f.name), f.name
     audit = GateStore(tmp_path).audit()
-    assert audit[-1]["action"] == "hold" and audit[-1]["by"] == "operator:ana"
+    assert audit[-1]["action"] == "hold"
+    assert audit[-1]["by"] == "operator:ana"
 
 
 @pytest.mark.parametrize("story", ["cpu_spike", "missing_class", "runtime_errors"])
@@ -184,7 +216,8 @@ def test_bad_models_halt_in_the_first_wave_and_roll_back(story: str) -> None:
     r = run(story, seed=7)
     assert r.stage == "halted", r.decisions
     assert r.ever_ran_candidate <= r.first_wave_size
-    assert r.windows_to_halt is not None and r.windows_to_halt <= 2 + 1  # +1: the minimum sample's window
+    assert r.windows_to_halt is not None
+    assert r.windows_to_halt <= 2 + 1  # +1: the minimum sample's window
     assert r.rolled_back == r.ever_ran_candidate
 
 
@@ -202,27 +235,33 @@ def test_a_good_model_reaches_everyone_without_a_false_halt() -> None:
 
 def test_shadow_stage_judges_the_candidate_before_anyone_switches() -> None:
     site = dataclasses.replace(SITE, shadow=True)
-    limits = Limits.of(HealthChecks(warmup_inferences=10), site)
+    limits = GateLimits.of(HealthChecks(warmup_inferences=10), site)
     state = new_gate("detector@2.0.0", "detector", "2.0.0", "1.0.0", site, 0.0)
     state, decisions = step(state, now=0, limits=limits, eligible=ELIGIBLE)
-    assert state.stage == "shadow" and decisions[0].action == "open"
+    assert state.stage == "shadow"
+    assert decisions[0].action == "open"
     devs = [*state.admitted, "d99"]
     shadow = dataclasses.replace(
         window("2.0.0", 0, devs), key=GroupKey("detector", "2.0.0", "rev1", shadow=True)
     )
     active = window("1.0.0", 0, devs)
     state, _ = step(state, now=60, limits=limits, eligible=ELIGIBLE, windows=[shadow, active])
-    assert state.stage == "shadow" and not state.ran  # shadow metrics never count as running it
+    assert state.stage == "shadow"
+    assert not state.ran  # shadow metrics never count as running it
     shadow2 = dataclasses.replace(shadow, start=60, end=120)
     state, decisions = step(
         state, now=130, limits=limits, eligible=ELIGIBLE, windows=[shadow2, window("1.0.0", 60, devs)]
     )
-    assert state.stage == "waves" and decisions[-1].action == "advance" and "shadow" in decisions[-1].reason
+    assert state.stage == "waves"
+    assert decisions[-1].action == "advance"
+    assert "shadow" in decisions[-1].reason
     bad = dataclasses.replace(shadow, cpu_mean=90.0)
     state = new_gate("detector@2.0.0", "detector", "2.0.0", "1.0.0", site, 0.0)
     state, _ = step(state, now=0, limits=limits, eligible=ELIGIBLE)
     state, decisions = step(state, now=60, limits=limits, eligible=ELIGIBLE, windows=[bad, active])
-    assert state.stage == "halted" and "cpu_rise_percent" in decisions[-1].reason and not state.rollback_set
+    assert state.stage == "halted"
+    assert "cpu_rise_percent" in decisions[-1].reason
+    assert not state.rollback_set
 
 
 def _stored(tmp_path: Path) -> dict[str, Any]:
@@ -264,13 +303,16 @@ def test_keeper_moves_a_damaged_file_aside_and_starts_in_safe_mode(tmp_path: Pat
     (tmp_path / name).write_bytes(b'{"gates": {"m@1": {"stage"')
     keeper = GateKeeper(SITE, tmp_path)
     keeper.load()
-    assert keeper.site.safe_mode and name in keeper.site.safe_mode
+    assert keeper.site.safe_mode
+    assert name in keeper.site.safe_mode
     (rec,) = keeper.recovered
-    assert rec["file"] == str(tmp_path / name) and "safe mode" in rec["action"]
+    assert rec["file"] == str(tmp_path / name)
+    assert "safe mode" in rec["action"]
     assert [p.name.startswith(name + ".corrupt-") for p in tmp_path.glob(f"{name}.corrupt-*")] == [True]
     healthy = GateKeeper(SITE, tmp_path / "elsewhere")
     healthy.load()
-    assert healthy.site.safe_mode is None and not healthy.recovered
+    assert healthy.site.safe_mode is None
+    assert not healthy.recovered
 
 
 def test_gates_json_missing_beside_its_meta_is_safe_mode_too(tmp_path: Path) -> None:
@@ -278,4 +320,22 @@ def test_gates_json_missing_beside_its_meta_is_safe_mode_too(tmp_path: Path) -> 
     GateStore(tmp_path).save({}, [], {"known": {"m@1": {"model_id": "m"}}, "baselines": {}})
     (tmp_path / "gates.json").unlink()
     keeper.load()
-    assert keeper.site.safe_mode and "gates.json missing" in keeper.site.safe_mode
+    assert keeper.site.safe_mode
+    assert "gates.json missing" in keeper.site.safe_mode
+
+
+def test_a_gate_file_written_before_the_figures_merge_loads_and_judges_the_same(tmp_path: Path) -> None:
+    """``data/gates-before-figures.json`` was written by the gates before their evidence became
+    :class:`~gateway.core.figures.Figures` (it kept ``devices`` beside ``per_device``, and no
+    ``cpu_max``): it loads, and the evidence it holds is judged exactly as it was when it halted."""
+    (tmp_path / "gates.json").write_bytes(
+        (Path(__file__).parent / "data" / "gates-before-figures.json").read_bytes()
+    )
+    gate = GateStore(tmp_path).load()["detector@2.0.0"]
+    halt = gate.decisions[-1]
+    assert (halt.action, halt.reason) == ("halt", "failed: invalid_metrics")
+    assert evaluate(gate, LIMITS, halt.at) == list(halt.verdicts)
+    assert sorted(gate.candidate.devices) == ["d52"]
+    assert sorted(gate.baseline.devices) == ["d50", "d51"]
+    GateStore(tmp_path).save({gate.deployment: gate}, [])
+    assert GateStore(tmp_path).load()[gate.deployment] == gate

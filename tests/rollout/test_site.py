@@ -13,7 +13,7 @@ from gateway.core import site as S
 from gateway.core.aggregate import Aggregator
 from gateway.core.device import DeviceRecord
 from gateway.core.errors import ConfigError
-from gateway.core.gates import Action, Control, Event, Limits, Stage, evaluate, new_gate, step
+from gateway.core.gates import Action, Control, Event, GateLimits, Stage, evaluate, new_gate, step
 from gateway.core.manifest import HealthChecks
 from gateway.core.metrics import Sample
 from gateway.core.settings import GateSettings
@@ -206,7 +206,7 @@ def cand_window(start: float, devs: list[str], **kw: object) -> WindowStats:
 
 
 def first_gate(settings: GateSettings = SETTINGS, health: HealthChecks | None = None):  # type: ignore[no-untyped-def]
-    limits = Limits.of(health or HealthChecks(warmup_inferences=10), settings)
+    limits = GateLimits.of(health or HealthChecks(warmup_inferences=10), settings)
     eligible = {f"d{i}": {} for i in range(100)}
     state = new_gate("detector@2.0.0", "detector", "2.0.0", None, settings, 0.0)
     state, _ = step(state, now=0, limits=limits, eligible=eligible)

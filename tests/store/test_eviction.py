@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.core.eviction import (
     BlobUse,
@@ -55,9 +57,11 @@ def test_lru_order_and_quota(quota: int, incoming: int, evict: tuple[str, ...], 
 def test_protected_blobs_are_skipped_and_a_refusal_evicts_only_what_helps() -> None:
     blobs = [use("a", 10 * MB, 1.0), use("b", 10 * MB, 2.0), use("c", 10 * MB, 3.0)]
     choice = choose_evictions(blobs, {sha("a")}, quota_bytes=30 * MB, incoming_bytes=5 * MB)
-    assert choice.evict == (sha("b"),) and choice.fits
+    assert choice.evict == (sha("b"),)
+    assert choice.fits
     choice = choose_evictions(blobs, {sha("a"), sha("b"), sha("c")}, quota_bytes=30 * MB, incoming_bytes=1)
-    assert choice.evict == () and not choice.fits
+    assert choice.evict == ()
+    assert not choice.fits
 
 
 # -- what a device can still be offered -----------------------------------------------------------
@@ -151,7 +155,35 @@ def test_the_quota_story_three_versions_fit_twelve_megabytes() -> None:
         )
         assert keep == {sha("b"), sha("c")}
         choice = choose_evictions(blobs, keep, quota_bytes=12 * MB, incoming_bytes=5 * MB)
-        assert choice.evict == (sha("a"),) and choice.fits
+        assert choice.evict == (sha("a"),)
+        assert choice.fits
     # A device still running 1.0.0 keeps it: then the quota is honestly too small, and says so.
     keep |= running_blobs([("detector", "1.0.0")], NAMES)
     assert not choose_evictions(blobs, keep, quota_bytes=12 * MB, incoming_bytes=5 * MB).fits
+
+
+@given(
+    sizes=st.lists(st.tuples(st.integers(1, 50), st.floats(0, 1000), st.booleans()), max_size=12),
+    quota=st.integers(0, 300),
+    incoming=st.integers(0, 100),
+)
+def test_the_choice_never_touches_protection_and_goes_least_recently_used_first(
+    sizes: list[tuple[int, float, bool]], quota: int, incoming: int
+) -> None:
+    blobs = [BlobUse(f"{i:064x}", size * MB, last) for i, (size, last, _) in enumerate(sizes)]
+    keep = {b.sha256 for b, (_, _, kept) in zip(blobs, sizes, strict=True) if kept}
+    choice = choose_evictions(blobs, keep, quota_bytes=quota * MB, incoming_bytes=incoming * MB)
+    by_sha = {b.sha256: b for b in blobs}
+    assert not set(choice.evict) & keep
+    assert len(set(choice.evict)) == len(choice.evict)
+    lasts = [(by_sha[s].last_access, s) for s in choice.evict]
+    assert lasts == sorted(lasts)  # least recently used first
+    left = sum(b.size for b in blobs) - sum(by_sha[s].size for s in choice.evict)
+    assert choice.fits is (quota == 0 or left + incoming * MB <= quota * MB)
+    if choice.evict:  # nothing evicted beyond need: without the last one it would not fit
+        assert left + by_sha[choice.evict[-1]].size + incoming * MB > quota * MB
+    elif quota:
+        # nothing evicted: either it fits already, or nothing unprotected was there to take
+        assert choice.fits or all(b.sha256 in keep for b in blobs)
+    if choice.fits is False:  # refused: every unprotected blob was taken, and it still does not fit
+        assert set(choice.evict) == {b.sha256 for b in blobs} - keep

@@ -24,7 +24,9 @@ GOOD = {"model_version": "1.0.0", "model_id": "detector", "num_inferences": 100,
 
 def test_a_good_message_parses_and_the_device_clock_is_not_used() -> None:
     s = parse_metrics("cam-1", json.dumps({**GOOD, "timestamp": "1970-01-01T00:00:00Z"}).encode(), 1000.0)
-    assert s.received_at == 1000.0 and s.inferences == 100 and s.class_counts == {"person": 97, "forklift": 3}
+    assert s.received_at == 1000.0
+    assert s.inferences == 100
+    assert s.class_counts == {"person": 97, "forklift": 3}
 
 
 @pytest.mark.parametrize(
@@ -47,7 +49,8 @@ def test_a_good_message_parses_and_the_device_clock_is_not_used() -> None:
 def test_each_bad_field_is_named_with_the_device(change: dict[str, Any], field: str) -> None:
     with pytest.raises(FormatError) as info:
         parse_metrics("cam-1", {**GOOD, **change}, 0.0)
-    assert field in str(info.value) and "cam-1" in str(info.value)
+    assert field in str(info.value)
+    assert "cam-1" in str(info.value)
 
 
 def test_bad_json_and_oversized_messages() -> None:
@@ -68,7 +71,8 @@ def test_sketch_quantiles_are_within_the_relative_error(values: list[float], q: 
     ordered = sorted(values)
     exact = ordered[int(q * (len(ordered) - 1))]
     got = s.quantile(q)
-    assert got is not None and abs(got - exact) <= 0.0101 * exact
+    assert got is not None
+    assert abs(got - exact) <= 0.0101 * exact
 
 
 @settings(max_examples=100, deadline=None)
@@ -82,7 +86,8 @@ def test_sketch_merge_equals_adding_everything(a: list[float], b: list[float]) -
         sb.add(v)
         both.add(v)
     sb.merge(sa)
-    assert sb.buckets == both.buckets and sb.count == both.count
+    assert sb.buckets == both.buckets
+    assert sb.count == both.count
     assert LatencySketch.from_json(both.to_json()).buckets == both.buckets
 
 
@@ -90,8 +95,10 @@ def test_sketch_memory_is_bounded() -> None:
     s = LatencySketch(0.01, max_buckets=100)
     for i in range(100_000):
         s.add(1.0001**i)
-    assert len(s.buckets) <= 100 and s.count == 100_000
-    assert s.quantile(0.99) is not None and s.quantile(0.99) > s.quantile(0.5)  # type: ignore[operator]
+    assert len(s.buckets) <= 100
+    assert s.count == 100_000
+    assert s.quantile(0.99) is not None
+    assert s.quantile(0.99) > s.quantile(0.5)  # type: ignore[operator]
 
 
 def test_windows_are_aligned_per_group_and_figures_are_exact() -> None:
@@ -114,26 +121,35 @@ def test_windows_are_aligned_per_group_and_figures_are_exact() -> None:
     assert set(closed) == {("rev2", "1.0.0", False), ("rev1", "1.0.0", False), ("rev2", "2.0.0", True)}
     w = closed[("rev2", "1.0.0", False)]
     assert (w.start, w.end, w.devices, w.samples, w.inferences, w.errors) == (60.0, 120.0, 2, 2, 400, 2)
-    assert w.error_rate == 2 / 400 and w.cpu_mean == 40.0 and w.cpu_max == 50.0
+    assert w.error_rate == 2 / 400
+    assert w.cpu_mean == 40.0
+    assert w.cpu_max == 50.0
     assert math.isclose(w.mean_confidence or 0, (0.8 * 100 + 0.6 * 300) / 400)
-    assert w.class_counts == {"person": 194, "forklift": 6} and w.class_shares["forklift"] == 6 / 200
+    assert w.class_counts == {"person": 194, "forklift": 6}
+    assert w.class_shares["forklift"] == 6 / 200
     assert w.device_inferences == {"a": 100, "b": 300}
-    assert w.latency_p50_ms is not None and abs(w.latency_p50_ms - 40.0) <= 0.4
+    assert w.latency_p50_ms is not None
+    assert abs(w.latency_p50_ms - 40.0) <= 0.4
     assert [x.start for x in agg.close_due(180.0)] == [120.0]
 
 
 def test_bounds_count_overflow() -> None:
     agg = Aggregator(60.0, "hw", max_groups=2, max_devices=3)
-    for i in range(5):
-        agg.add(parse_metrics(f"d{i}", {**GOOD, "model_version": f"1.0.{i % 3}"}, 1.0), {})
-    for i in range(5):
-        agg.add(parse_metrics(f"e{i}", GOOD, 1.0), {"hw": "x"})
-    assert agg.overflow > 0
-    closed = agg.close_due(60.0)
-    assert len(closed) <= 2 and all(w.devices <= 3 for w in closed)
+    for i in range(5):  # one group: three devices fit, two overflow
+        agg.add(parse_metrics(f"d{i}", {**GOOD, "model_version": "1.0.0"}, 1.0), {"hw": "a"})
+    agg.add(parse_metrics("f0", {**GOOD, "model_version": "1.0.0"}, 1.0), {"hw": "b"})  # a second group
+    for i in range(4):  # a third group: no room, every report overflows
+        agg.add(parse_metrics(f"e{i}", {**GOOD, "model_version": "1.0.0"}, 1.0), {"hw": "x"})
+    assert agg.overflow == 2 + 4
+    closed = {w.key.cohort: w for w in agg.close_due(60.0)}
+    assert sorted(closed) == ["a", "b"]
+    assert closed["a"].devices == 3
+    assert closed["b"].devices == 1
 
 
 def test_health_probe_reports_on_this_machine(tmp_path: Path) -> None:
     h = probe(tmp_path)
-    assert h["disk_free_bytes"] > 0 and 0 <= h["ram_percent"] <= 100 and h["process_rss_bytes"] > 0
+    assert h["disk_free_bytes"] > 0
+    assert 0 <= h["ram_percent"] <= 100
+    assert h["process_rss_bytes"] > 0
     assert "temperature_c" in h  # None on boards without a sensor

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.trust.clock import (
     CLOCK_SKEW_S,
@@ -13,6 +15,7 @@ from gateway.trust.clock import (
     floor_ahead_s,
     judge_clock,
     raised_floor,
+    reference_time,
 )
 
 DAY = 86400.0
@@ -71,8 +74,10 @@ def test_issued_and_floor(
         with pytest.raises(FutureIssuedError) as err:
             check_issued("site index version 7", issued, reading, SKEW)
         text = str(err.value)
-        assert "site index version 7" in text and "trust.max_future_skew_s = 86400" in text
-        assert "2036-" in text and "2026-" in text  # names the issued time and the local clock
+        assert "site index version 7" in text
+        assert "trust.max_future_skew_s = 86400" in text
+        assert "2036-" in text
+        assert "2026-" in text  # names the issued time and the local clock
         return
     check_issued("site index", issued, reading, SKEW)
     got, was_capped = raised_floor(highest, issued, reading, SKEW, MIN_VALID)
@@ -103,3 +108,32 @@ def test_advice(system: float, floor: float, ahead: float | None, says: str | No
     assert floor_ahead_s(r, MIN_VALID) == ahead
     advice = floor_advice(r, MIN_VALID, SKEW)
     assert (advice is None) if says is None else (advice is not None and says in advice)
+
+
+def test_the_trust_boundary_is_the_floor_less_the_clock_skew() -> None:
+    assert judge_clock(MIN_VALID - CLOCK_SKEW_S, MIN_VALID).trusted
+    below = judge_clock(MIN_VALID - CLOCK_SKEW_S - 0.001, MIN_VALID)
+    assert not below.trusted
+    assert below.now == MIN_VALID  # an untrusted clock is read as the floor
+
+
+@given(
+    system=st.floats(0.0, MIN_VALID + 20 * YEAR),
+    highest=st.floats(MIN_VALID, MIN_VALID + 20 * YEAR),
+    issued=st.none() | st.floats(0.0, MIN_VALID + 40 * YEAR),
+)
+def test_the_floor_never_goes_down_nor_past_the_local_time_plus_the_skew(
+    system: float, highest: float, issued: float | None
+) -> None:
+    reading = judge_clock(system, highest)
+    try:
+        check_issued("index", issued, reading, SKEW)
+    except FutureIssuedError:
+        assert reading.trusted  # only a trusted clock refuses...
+        assert issued is not None
+        assert issued > reading.now + SKEW  # ...and only what is past the skew
+        return
+    got, capped = raised_floor(highest, issued, reading, SKEW, MIN_VALID)
+    assert got >= highest
+    assert got <= max(highest, reference_time(reading, MIN_VALID) + SKEW)
+    assert capped is (issued is not None and issued > highest and got != issued)
