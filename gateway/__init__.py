@@ -16,7 +16,7 @@ the imports and enforces the rules marked *):
    ``uplink`` (the disk outbox and its sinks), ``broker`` (embedded MQTT), ``discovery`` (mDNS),
    ``telemetry`` (ingest), ``rollout`` (the gate keeper shell and gate files), ``mirror``
    (upstream polling and transfers). Each declares the events it emits (a listener protocol or
-   list given at construction: ``store.artifacts.StoreListener``, the mirror's ``on_index``,
+   list given at construction: ``store.events.StoreListener``, the mirror's ``on_index``,
    telemetry's ``on_event``/``on_windows``); nobody assigns callbacks onto another from outside.
    ``polls`` (the poll answer and its render cache) stands on them.
 4. ``http``: the device and operator APIs. * It imports neither the broker nor the service: a

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 
 class _StoreEvents:
-    """The store's listener (:class:`gateway.store.artifacts.StoreListener`). The store is made
+    """The store's listener (:class:`gateway.store.events.StoreListener`). The store is made
     before the mirror that needs it, so this asks for the mirror when an event comes (after
     ``start``), not when it is made."""
 

@@ -146,3 +146,24 @@ def test_the_rules_can_fail(tmp_path: Path) -> None:
     probe.write_text("import asyncio\nfrom gateway.mirror import mirror\n")
     found = {t for t, _ in imports(probe)}
     assert "asyncio" in found and "gateway.mirror.mirror" in found
+
+
+MAX_MODULE_LINES = 400  # a module past this is asking to become a package
+MAX_FUNCTION_LINES = 80
+
+
+def test_modules_and_functions_stay_small() -> None:
+    big = [
+        f"{p.relative_to(ROOT)}: {n} lines"
+        for p in MODULES.values()
+        if (n := len(p.read_text().splitlines())) >= MAX_MODULE_LINES
+    ]
+    long = [
+        f"{p.relative_to(ROOT)}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines"
+        for p in MODULES.values()
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    assert not big and not long, "\n".join(big + long)

@@ -107,7 +107,7 @@ class Mirror:
             log.info("holding site index version %d from before the restart", self.index.version)
             self._apply(self.index)
 
-    # -- the store's listener (gateway.store.artifacts.StoreListener) ------------------------------
+    # -- the store's listener (gateway.store.events.StoreListener) ------------------------------
 
     def retry_after_s(self, sha256: str) -> int:
         """When a device should come back for an artifact in transit, from the transfer's pace."""

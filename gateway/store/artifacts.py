@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from gateway import atomic
 from gateway.core.errors import DamagedStateError
@@ -45,6 +45,7 @@ from gateway.core.eviction import (
 )
 from gateway.core.manifest import Deployment
 from gateway.store.blobs import QUARANTINE_MAX_FILES, BlobInfo, BlobStore
+from gateway.store.events import StoreListener, Unheard
 from gateway.store.hashing import Hashed, Inode, ScrubReport, hash_file
 from gateway.store.lookup import Pending, Verified
 from gateway.tasks import TaskGroup
@@ -61,36 +62,6 @@ class Entry:
     filename: str
     sha256: str
     length: int
-
-
-class StoreListener(Protocol):
-    """What the store tells the rest of the gateway, given at construction. Called on the loop:
-    none may block."""
-
-    def retry_after_s(self, sha256: str) -> int:
-        """Seconds a device should wait for a blob of a deployment in effect not yet verified."""
-        ...
-
-    def on_miss(self, sha256: str) -> None:
-        """A blob in effect is wanted but not verified here (asked for, broken, quarantined)."""
-        ...
-
-    def on_verified(self, sha256: str) -> None:
-        """A blob became verified (long polls waiting for it wake)."""
-        ...
-
-
-class Unheard:
-    """No listener: a fixed hint, nothing fetched again, nobody woken (tests, maintenance commands)."""
-
-    def retry_after_s(self, sha256: str) -> int:
-        return 5
-
-    def on_miss(self, sha256: str) -> None:
-        pass
-
-    def on_verified(self, sha256: str) -> None:
-        pass
 
 
 class ArtifactStore:
@@ -225,19 +196,6 @@ class ArtifactStore:
             held=self.verified.keys(),
             now=now,
         )
-
-    def previous_stable_entry(self, model_id: str, version: str) -> Entry | None:
-        """The version published before ``version``, if it is still verified here."""
-        versions = self.history.get(model_id, [])
-        if version not in versions:
-            return None
-        for earlier in reversed(versions[: versions.index(version)]):
-            for e in self.entries.values():
-                if e.model_id == model_id and e.version == earlier and e.sha256 in self.verified:
-                    return e
-        return None
-
-    # -- the lookup the download handler uses (memory only) -----------------------------------------
 
     def lookup(self, model_id: str, version: str, filename: str) -> Verified | Pending | None:
         is_sig = filename.endswith(".sig")

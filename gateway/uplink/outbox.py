@@ -37,32 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from gateway import atomic
 from gateway.core.errors import DamagedStateError, StorageError
+from gateway.uplink.outbox_file import connect_checked, set_aside
 
 log = logging.getLogger(__name__)
 
 DROP_ORDER = ("sample", "aggregate", "health")  # first to go; any other kind is kept longest
 GROUP_COMMIT_S = 0.004
 MAX_BATCH = 1000
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    at REAL NOT NULL,
-    body TEXT NOT NULL,
-    size INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS records_kind ON records(kind, seq);
-CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, acked INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS drops (kind TEXT, reason TEXT, count INTEGER, PRIMARY KEY (kind, reason));
-"""
-_COLUMNS = {
-    "records": {"seq", "kind", "at", "body", "size"},
-    "cursors": {"sink", "acked"},
-    "drops": {"kind", "reason", "count"},
-}
 
 
 class _Pending(NamedTuple):
@@ -157,44 +139,10 @@ class Outbox:
         self._writer.start()
 
     def _connect(self) -> sqlite3.Connection:
-        """Open, check (``PRAGMA quick_check`` and the tables' columns), create what is missing.
-
-        DamagedStateError when the file is not a sound outbox: not SQLite, a damaged page, a
-        truncated file, or tables of another shape. Other errors (locked, disk) propagate."""
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            check = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
-            if check != ["ok"]:
-                raise DamagedStateError(str(self.path), f"damaged ({'; '.join(map(str, check))[:200]})")
-            for table, columns in _COLUMNS.items():  # before creating what is missing
-                found = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-                if found and found != columns:
-                    raise DamagedStateError(str(self.path), f"wrong schema (table {table}: {sorted(found)})")
-            db.executescript(_SCHEMA)
-        except sqlite3.OperationalError:
-            db.close()
-            raise
-        except sqlite3.DatabaseError as exc:  # SQLITE_CORRUPT, SQLITE_NOTADB: a damaged file
-            db.close()
-            raise DamagedStateError(str(self.path), f"damaged ({exc})") from exc
-        except DamagedStateError:
-            db.close()
-            raise
-        return db
+        return connect_checked(self.path)
 
     def _set_aside(self, problem: str) -> None:
-        """Move the damaged database and its -wal/-shm aside (never deleted) for a fresh outbox."""
-        stamp = time.time()
-        moved = atomic.move_aside(self.path, stamp)
-        for suffix in ("-wal", "-shm"):
-            atomic.move_aside(self.path.with_name(self.path.name + suffix), stamp)
-        action = (
-            "moved aside with its -wal/-shm and a fresh outbox opened; "
-            "how many unsent records were lost is unknown"
-        )
-        self.recovered.append(atomic.recovered(self.path, problem, action, moved))
+        self.recovered.append(set_aside(self.path, problem))
 
     @property
     def db(self) -> sqlite3.Connection:

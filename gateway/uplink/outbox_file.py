@@ -1,0 +1,77 @@
+"""The outbox's SQLite file: its tables, opening it with a check, and setting a damaged one aside.
+
+:mod:`gateway.uplink.outbox` keeps the records; this module only knows what a sound outbox file
+looks like. A file that is not SQLite, has a damaged page (``PRAGMA quick_check``), is truncated, or
+has tables of another shape is a :class:`~gateway.core.errors.DamagedStateError`; the outbox then
+moves it (and its ``-wal``/``-shm``) aside, never deleting it, and starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway import atomic
+from gateway.core.errors import DamagedStateError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    at REAL NOT NULL,
+    body TEXT NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_kind ON records(kind, seq);
+CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, acked INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS drops (kind TEXT, reason TEXT, count INTEGER, PRIMARY KEY (kind, reason));
+"""
+COLUMNS = {
+    "records": {"seq", "kind", "at", "body", "size"},
+    "cursors": {"sink", "acked"},
+    "drops": {"kind", "reason", "count"},
+}
+
+
+def connect_checked(path: Path) -> sqlite3.Connection:
+    """Open, check (``PRAGMA quick_check`` and the tables' columns), create what is missing.
+
+    DamagedStateError when the file is not a sound outbox: not SQLite, a damaged page, a
+    truncated file, or tables of another shape. Other errors (locked, disk) propagate."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        check = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
+        if check != ["ok"]:
+            raise DamagedStateError(str(path), f"damaged ({'; '.join(map(str, check))[:200]})")
+        for table, columns in COLUMNS.items():  # before creating what is missing
+            found = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            if found and found != columns:
+                raise DamagedStateError(str(path), f"wrong schema (table {table}: {sorted(found)})")
+        db.executescript(SCHEMA)
+    except sqlite3.OperationalError:
+        db.close()
+        raise
+    except sqlite3.DatabaseError as exc:  # SQLITE_CORRUPT, SQLITE_NOTADB: a damaged file
+        db.close()
+        raise DamagedStateError(str(path), f"damaged ({exc})") from exc
+    except DamagedStateError:
+        db.close()
+        raise
+    return db
+
+
+def set_aside(path: Path, problem: str) -> dict[str, Any]:
+    """Move the damaged database and its -wal/-shm aside (never deleted) for a fresh outbox."""
+    stamp = time.time()
+    moved = atomic.move_aside(path, stamp)
+    for suffix in ("-wal", "-shm"):
+        atomic.move_aside(path.with_name(path.name + suffix), stamp)
+    action = (
+        "moved aside with its -wal/-shm and a fresh outbox opened; "
+        "how many unsent records were lost is unknown"
+    )
+    return atomic.recovered(path, problem, action, moved)
