@@ -125,6 +125,20 @@ def rollback_for(site: Site, device: DeviceRecord) -> Rollback | None:
     return None
 
 
+@dataclass(frozen=True)
+class GatesView:
+    """The poll policy's two questions (:class:`gateway.core.policy.SiteGates`) asked of one
+    published :class:`Site` value; the keeper asks them of the value it holds."""
+
+    site: Site
+
+    def admit(self, candidate: Deployment, device: DeviceRecord, now: float) -> str | None:
+        return admit(self.site, candidate, device)
+
+    def rollback_for(self, device: DeviceRecord, now: float) -> Rollback | None:
+        return rollback_for(self.site, device)
+
+
 # -- transitions ---------------------------------------------------------------------------------------
 
 

@@ -218,10 +218,10 @@ class GateKeeper:
     # -- what the poll policy asks -------------------------------------------------------------------
 
     def admit(self, candidate: Deployment, device: DeviceRecord, now: float) -> str | None:
-        return S.admit(self.site, candidate, device)
+        return S.GatesView(self.site).admit(candidate, device, now)
 
     def rollback_for(self, device: DeviceRecord, now: float) -> S.Rollback | None:
-        return S.rollback_for(self.site, device)
+        return S.GatesView(self.site).rollback_for(device, now)
 
     def status(self) -> list[dict[str, Any]]:
         out = []

@@ -469,17 +469,7 @@ class SiteSim:
             self.agg.add(_sample(self.rng, did, version, b, self.bias[did], t), dev.rec.attrs)
 
 
-@dataclass
-class _Gates:
-    """The keeper's two questions, on a published Site value."""
-
-    site: S.Site
-
-    def admit(self, candidate: Deployment, device: DeviceRecord, now: float) -> str | None:
-        return S.admit(self.site, candidate, device)
-
-    def rollback_for(self, device: DeviceRecord, now: float) -> S.Rollback | None:
-        return S.rollback_for(self.site, device)
+_Gates = S.GatesView  # what the devices' answers are asked of (the leak test swaps it)
 
 
 DEFAULT_SETTINGS = GateSettings(

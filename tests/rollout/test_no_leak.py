@@ -19,6 +19,8 @@ import dataclasses
 import os
 import random
 
+import pytest
+
 from tests.rollout.sim import DEFAULT_SETTINGS, STORY_BEHAVIOUR, Chaos, run
 
 SCHEDULES = int(os.environ.get("GATE_SCHEDULES", "60"))
@@ -66,7 +68,7 @@ def test_no_schedule_offers_the_candidate_beyond_its_open_wave() -> None:
     assert not failures, "\n".join(failures[:10])
 
 
-def test_a_leak_is_caught() -> None:
+def test_a_leak_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """The check itself can fail: a gate that admits every device it is asked about leaks."""
     from tests.rollout import sim
 
@@ -74,10 +76,5 @@ def test_a_leak_is_caught() -> None:
         def admit(self, candidate, device, now):  # type: ignore[no-untyped-def]
             return None
 
-    original = sim._Gates
-    sim._Gates = Leaky  # type: ignore[misc]
-    try:
-        r = run("cpu_spike", seed=1, devices=40, hours=1.0)
-    finally:
-        sim._Gates = original  # type: ignore[misc]
-    assert r.violations
+    monkeypatch.setattr(sim, "_Gates", Leaky)
+    assert run("cpu_spike", seed=1, devices=40, hours=1.0).violations

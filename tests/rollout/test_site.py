@@ -57,13 +57,6 @@ def apply(
 
 
 def answer(site: S.Site, dev: DeviceRecord) -> policy.PollAnswer:
-    class Gates:
-        def admit(self, c, d, now):  # type: ignore[no-untyped-def]
-            return S.admit(site, c, d)
-
-        def rollback_for(self, d, now):  # type: ignore[no-untyped-def]
-            return S.rollback_for(site, d)
-
     return policy.answer(
         deployments=site.deployments,
         commands=site.commands,
@@ -71,7 +64,7 @@ def answer(site: S.Site, dev: DeviceRecord) -> policy.PollAnswer:
         now=100.0,
         clock_trusted=True,
         verified=lambda _s: True,
-        gates=Gates(),
+        gates=S.GatesView(site),
     )
 
 
