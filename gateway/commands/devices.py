@@ -14,8 +14,7 @@ from typing import Any
 
 from gateway import atomic
 from gateway.commands import operator_client
-from gateway.commands.serve import add_common, load_settings
-from gateway.store.lock import data_dir_in_use
+from gateway.commands.serve import load_settings
 
 
 def _when(ts: float | None) -> str:
@@ -24,8 +23,8 @@ def _when(ts: float | None) -> str:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     settings = load_settings(args)
-    if data_dir_in_use(settings.data_path):
-        doc: dict[str, Any] = operator_client.call(settings, "GET", "/devices")
+    if operator_client.gateway_runs(args, settings):
+        doc: dict[str, Any] = operator_client.connect(args, settings).call("GET", "/devices")
     else:
         doc = atomic.read_json(settings.data_path / "inventory.json", {}) or {}
     devices = sorted(doc.get("devices", []), key=lambda d: d["device_id"])
@@ -52,7 +51,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("devices", help="list the devices this gateway knows, with their source")
-    add_common(p)
+    operator_client.add_client_args(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--all", action="store_true", help="include devices marked gone")
     p.set_defaults(func=cmd_devices)

@@ -34,6 +34,7 @@ from gateway.core.errors import (
 )
 from gateway.core.manifest import Deployment
 from gateway.core.pacing import Progress, TokenBucket, backoff_s
+from gateway.core.progress import ProgressLog
 from gateway.core.settings import MirrorSettings
 from gateway.diskspace import disk_space, space_refusal
 from gateway.mirror.upstream import Upstream
@@ -67,6 +68,7 @@ class Fetcher:
         self.min_free_bytes = min_free_bytes
         self.bucket = TokenBucket(float(settings.bandwidth_bytes_per_s))
         self.progress: dict[str, Progress] = {}
+        self.progress_log = ProgressLog(settings.progress_log_interval_s)  # percent, rate, ETA lines
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._where: dict[str, tuple[str, str]] = {}  # sha256 -> (artifact_url, signature_url) in flight
         self._publishing: set[str] = set()  # verified, being published: too late (and no need) to move
@@ -220,6 +222,10 @@ class Fetcher:
                         offset = await self._flush(f, buf, hasher, offset)
                         buf = bytearray()
                         progress.update(offset, time.monotonic())
+                        if line := self.progress_log.report(
+                            dep.key, offset, dep.length, progress.rate_bps, time.monotonic()
+                        ):
+                            log.info(line)
                 if buf:
                     offset = await self._flush(f, buf, hasher, offset)
                     progress.update(offset, time.monotonic())

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from gateway.core.errors import NotModified, RemoteDataError, StorageError, TransportError
 from gateway.core.manifest import Deployment
 from gateway.core.pacing import backoff_s, jittered, retry_after_s
+from gateway.core.progress import Estimate
 from gateway.core.settings import Settings
 from gateway.mirror.fetch import Fetcher
 from gateway.mirror.upstream import Upstream
@@ -98,7 +99,7 @@ class Mirror:
         self._index_rel = f"sites/{settings.site}/index.json"
         self.last_poll_ok: float | None = None
         self.last_error: str | None = None
-        self._told_empty = False
+        self.no_index: str | None = None  # what the upstream answered when it has no index for us
 
     async def open(self) -> None:
         """Re-verify the index held before a restart, and resume its transfers."""
@@ -123,6 +124,11 @@ class Mirror:
         """Bytes transferred so far of an artifact in transit (None: not in transit)."""
         progress = self.fetcher.progress.get(sha256)
         return progress.done if progress else None
+
+    def progress(self, sha256: str) -> Estimate | None:
+        """Done, total, rate and time left of an artifact in transit (None: not in transit)."""
+        p = self.fetcher.progress.get(sha256)
+        return Estimate(p.done, p.total, p.rate_bps) if p else None
 
     def prefetch(self) -> None:
         """Make sure every artifact in effect is verified here or on its way (a blob found corrupt
@@ -188,11 +194,9 @@ class Mirror:
             except TransportError as again:
                 if again.status != 404:
                     raise
-                # Normal on a fresh local registry: say it once, keep polling at the usual pace.
-                if not self._told_empty:
-                    log.info("no index published upstream yet (%s); polling", self.upstream.description)
-                    self._told_empty = True
+                self._no_index([exc, again])
                 return False
+        self.no_index = None
         if got is None:
             self.stats.inc("mirror.index_not_modified")
             return False
@@ -220,6 +224,18 @@ class Mirror:
         self.changed.set()
         self.changed = asyncio.Event()
         return True
+
+    def _no_index(self, answers: Sequence[TransportError]) -> None:
+        """Normal on a fresh local registry, and what a wrong site name looks like: say which URLs
+        were tried and what they answered, once (again if that changes), and keep polling."""
+        tried = ", ".join(f"{a.url} ({a.status} not found)" for a in answers)
+        message = (
+            f"no index published upstream for site {self.settings.site!r} yet: tried {tried}; "
+            "polling (check site and mirror.upstream if one was published)"
+        )
+        if message != self.no_index:
+            log.info("%s", message)
+        self.no_index = message
 
     async def run(self) -> None:
         """Poll forever: jittered interval when healthy, backoff with jitter when the uplink fails."""
