@@ -10,7 +10,7 @@ import shlex
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -18,7 +18,9 @@ from gateway import settings as settings_mod
 from gateway.core import settings as schema
 from gateway.core.human import duration
 from gateway.redact import redact
-from gateway.service import Gateway, run_until_signalled
+
+if TYPE_CHECKING:  # the service (every room) is imported only to serve: client commands start fast
+    from gateway.service import Gateway
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -143,6 +145,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # The first run's local registry folder, made for `registry publish`; any other folder
         # must exist (a typo must not become an empty registry polled forever).
         Path(settings.mirror.upstream).mkdir(parents=True, exist_ok=True)
+    from gateway.service import Gateway, run_until_signalled
+
     gateway = Gateway(settings)
     asyncio.run(run_until_signalled(gateway, lambda gw: print(banner(gw), flush=True)))
     return 0
