@@ -15,10 +15,11 @@ from typing import Any
 from gateway import atomic
 from gateway.commands import operator_client
 from gateway.commands.serve import load_settings
+from gateway.core.human import ago
 
 
 def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "-"
+    return ago(ts, time.time()) if ts else "-"
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -33,7 +34,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"devices": devices}, indent=2))
         return 0
-    print(f"{'DEVICE':24} {'SOURCES':18} {'MODEL@VERSION':24} {'LAST SEEN (UTC)':19} {'LAST EVENT':12} NOTES")
+    print(f"{'DEVICE':24} {'SOURCES':18} {'MODEL@VERSION':24} {'LAST SEEN':19} {'LAST EVENT':12} NOTES")
     for d in devices:
         model = f"{d.get('model_id') or '-'}@{d.get('model_version') or '-'}"
         notes = [f"{k}={v}" for k, v in sorted(d.get("attrs", {}).items())]
