@@ -81,7 +81,9 @@ def _deployment(d: dict[str, Any]) -> str:
     else:
         state = f"not mirrored yet ({size(d.get('length'))})"
     cohort = d.get("target_cohort") or "all devices"
-    return f"  {name:28} {state}; for {cohort}, {text(d.get('rollout_percentage'))}%"
+    pct = d.get("rollout_percentage")
+    share = f"{pct:g}%" if isinstance(pct, int | float) else "-"
+    return f"  {name:28} {state}; for {cohort}, {share}"
 
 
 def _gates(doc: dict[str, Any]) -> Lines:
