@@ -49,6 +49,9 @@ MAX_VALUE_CHARS = 128
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}\Z")  # \Z: "$" would allow a final newline
 RESERVED = {"wait"}
 STORAGE_RETRY_AFTER_S = 60
+# Metrics and events are answered 200 with a small body, not 204: the reference HTTP emitter
+# counts only a 200 as a successful send.
+ACCEPTED = {"accepted": 1}
 
 
 def bad_request(reason: str) -> web.HTTPBadRequest:
@@ -238,11 +241,11 @@ async def event(request: web.Request) -> web.Response:
         raise bad_request(str(exc)) from None
     request.app[STATS].inc(f"devices.events.{name}")
     request.app[INGEST].on_event(device_id, name, model_id, version, reason)
-    return web.Response(status=204)
+    return web.json_response(ACCEPTED)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """The reference metrics JSON over HTTP: 204 once it is durable in the outbox."""
+    """The reference metrics JSON over HTTP: 200 ``{"accepted": 1}`` once it is durable in the outbox."""
     device_id = device_id_of(request)
     authorize(request, device_id, write=True)
     doc = await _json_body(request)
@@ -258,4 +261,4 @@ async def metrics(request: web.Request) -> web.Response:
             text=f"cannot store metrics now ({exc}); retry later\n",
             headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)},
         ) from None
-    return web.Response(status=204)
+    return web.json_response(ACCEPTED)
