@@ -209,11 +209,14 @@ async def poll(request: web.Request) -> web.Response:
     if answer.blocked_by_firmware:
         headers["X-OTA-Blocked-By-Firmware"] = answer.blocked_by_firmware
     if rendered is None:
+        stats.count("devices.poll_answers", answer="204", reason=answer.reason)
         return web.Response(status=204, headers=headers)
     raw, etag = rendered
     headers["ETag"] = etag
     if _etag_matches(if_none_match, etag):
+        stats.count("devices.poll_answers", answer="304", reason=answer.reason)
         return web.Response(status=304, headers=headers)
+    stats.count("devices.poll_answers", answer="200", reason=answer.reason)
     return web.Response(body=raw, status=200, content_type="application/json", headers=headers)
 
 
