@@ -92,11 +92,13 @@ async def watchdog_loop(notifier: Notifier, status: Callable[[], Awaitable[str]]
     """Ping the watchdog from the event loop every half timeout, with a fresh STATUS line."""
     if notifier.watchdog_s is None:
         return
-    half = notifier.watchdog_s / 2  # a status check and a sleep stay within one interval
+    interval = notifier.watchdog_s
+    loop = asyncio.get_running_loop()
     while True:
+        begun = loop.time()
         try:
-            line = await asyncio.wait_for(status(), timeout=half)
+            line = await asyncio.wait_for(status(), timeout=interval / 2)
         except TimeoutError:
             line = "status check timed out"
         notifier.watchdog(line)
-        await asyncio.sleep(half)
+        await asyncio.sleep(max(0.0, interval - (loop.time() - begun)))
