@@ -380,12 +380,13 @@ async def run_until_signalled(gateway: Gateway, on_started: Callable[[Gateway], 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     notifier = Notifier.from_env()  # systemd Type=notify; nothing outside systemd
+    # Fed from the loop during start-up too (the blobs are re-hashed in worker threads meanwhile).
+    gateway.tasks.spawn(watchdog_loop(notifier, gateway.readiness.status_line), name="systemd watchdog")
     await gateway.start()
     try:
         if on_started is not None:
             on_started(gateway)
         notifier.ready(await gateway.readiness.status_line())
-        gateway.tasks.spawn(watchdog_loop(notifier, gateway.readiness.status_line), name="systemd watchdog")
         await stop.wait()
     finally:
         log.info("stopping")
