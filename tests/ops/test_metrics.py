@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from gateway.service import Gateway
 from tests.conftest import Registry
 from tests.gw import base_url, gateway_settings, running, until
 from tests.mirror.hostile import Fault, Hostile
-from tests.peers import need
+from tests.peers import ROOT, need
 
 MODEL = os.urandom(300_000)
 SHA = hashlib.sha256(MODEL).hexdigest()
@@ -166,6 +167,12 @@ async def test_every_family_is_there_with_sane_values_after_traffic(gw: Gateway)
     assert one(f, "ota_gateway_gate_admissions", deployment="detector@1.0.0") >= 0
     assert one(f, "ota_gateway_gate_halts", deployment="detector@1.0.0") == 0
     assert one(f, "ota_gateway_gate_wave", deployment="detector@1.0.0") >= 0
+    # the Grafana dashboard in deploy/ uses only names this exposition has
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    exprs = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel["targets"])
+    used = set(re.findall(r"ota_gateway_[a-z_]+", exprs))
+    exposed = {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
+    assert used and used <= exposed, used - exposed
 
 
 async def test_the_figures_stay_out_of_the_global_registry(gw: Gateway) -> None:
