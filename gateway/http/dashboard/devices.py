@@ -81,14 +81,18 @@ class DeviceQuery:
             limit,
         )
 
-    def matches(self, rec: DeviceRecord, now: float, cohort_attribute: str) -> bool:
+    @property
+    def everything(self) -> bool:
+        return not (self.text or self.version or self.cohort or self.state or self.seen or self.blocked)
+
+    def matches(self, rec: DeviceRecord, now: float, cohort_attribute: str, state: str | None = None) -> bool:
         if self.version and self.version not in _versions(rec):
             return False
         if self.cohort and rec.attrs.get(cohort_attribute, "") != (
             "" if self.cohort == NO_COHORT else self.cohort
         ):
             return False
-        if self.state and device_state(rec) != self.state:
+        if self.state and (state or device_state(rec)) != self.state:
             return False
         if self.blocked and bool(rec.blocked_by_firmware) != (self.blocked == "yes"):
             return False
@@ -146,12 +150,15 @@ def select(
     cohorts: Counter[str] = Counter()
     states: Counter[str] = Counter()
     blocked = 0
+    attr = cohort_attribute
     for rec in records:
+        state = device_state(rec)
         versions[rec.model_version or NO_VERSION] += 1
-        cohorts[rec.attrs.get(cohort_attribute, "")] += 1
-        states[device_state(rec)] += 1
-        blocked += bool(rec.blocked_by_firmware)
-        if query.matches(rec, now, cohort_attribute):
+        cohorts[rec.attrs.get(attr, "")] += 1
+        states[state] += 1
+        if rec.blocked_by_firmware:
+            blocked += 1
+        if query.everything or query.matches(rec, now, attr, state):
             matched.append(rec)
     total = len(matched)
     wanted = query.offset + query.limit

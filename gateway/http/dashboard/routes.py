@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ from gateway.rollout.keeper import GateKeeper
 from gateway.telemetry.history import Point, WindowHistory
 
 STATE_TTL_S = 1.0
+DEVICES_TTL_S = 2.0
+MAX_CACHED_PAGES = 32
 MAX_VERSION_CHARTS = 6
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -106,7 +110,27 @@ class Dashboard:
         self.clock = clock
         self.meter = RateMeter()
         self._state: tuple[float, bytes] | None = None
+        self._pages: dict[tuple[D.DeviceQuery, int, int], bytes] = {}
         self._charts: tuple[tuple[int, int], dict[str, list[dict[str, str]]]] | None = None
+
+    async def device_page(self, query: D.DeviceQuery) -> bytes:
+        """One page of devices. The pass over a big inventory runs in a worker thread on a snapshot
+        (the records are frozen values), so the loop keeps answering devices meanwhile; the same
+        query is answered from the last result while the inventory has not changed (for a second
+        or two: "last seen" moves on its own)."""
+        now = self.clock()
+        key = (query, self.inventory.version, int(now / DEVICES_TTL_S))
+        hit = self._pages.get(key)
+        if hit is not None:
+            return hit
+        records = list(self.inventory.devices.values())
+        cohort = self.settings.telemetry.cohort_attribute
+        doc = await asyncio.to_thread(D.select, records, query, now=now, cohort_attribute=cohort)
+        body = json.dumps(doc).encode()
+        self._pages = {k: v for k, v in self._pages.items() if k[1:] == key[1:]}  # drop stale pages
+        if len(self._pages) < MAX_CACHED_PAGES:
+            self._pages[key] = body
+        return body
 
     def _deployment(self, key: str) -> Deployment | None:
         site = self.gates.site
@@ -224,13 +248,11 @@ async def device_list(request: web.Request) -> web.Response:
         query = D.DeviceQuery.parse(_single(request.query))
     except ValueError as exc:
         raise web.HTTPBadRequest(text=f"{exc}\n") from None
-    doc = D.select(
-        dash.inventory.devices.values(),
-        query,
-        now=dash.clock(),
-        cohort_attribute=dash.settings.telemetry.cohort_attribute,
+    resp = web.Response(
+        body=await dash.device_page(query),
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
     )
-    resp = web.json_response(doc, headers={"Cache-Control": "no-store"})
     resp.enable_compression()
     return resp
 
