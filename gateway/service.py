@@ -51,6 +51,7 @@ from gateway.status_view import StatusView
 from gateway.store.artifacts import ArtifactStore
 from gateway.store.lock import lock_data_dir
 from gateway.tasks import TaskGroup
+from gateway.telemetry.history import WindowHistory
 from gateway.telemetry.ingest import Telemetry
 from gateway.trust.keys import load_trusted_keys
 from gateway.trust.state import TrustState
@@ -160,13 +161,14 @@ class Gateway:
 
         self.sinks, self.outbox, self.forwarder = _uplink(settings, self.data, self.stats, clock)
         self.gates = GateKeeper(settings.gates, self.data / "gates")
+        self.history = WindowHistory(settings.telemetry.history_windows)  # the dashboard's charts
         self.telemetry = Telemetry(
             settings.telemetry,
             self.inventory,
             self.outbox,
             self.stats,
             on_event=DeviceEvents(self.inventory, self.gates, clock),
-            on_windows=[self.gates.on_windows],
+            on_windows=[self.gates.on_windows, self.history.on_windows],
             journal=settings.uplink.forward_samples,
         )
         self.broker: Broker | None = None  # amqtt needs the running loop: made in start()
@@ -282,6 +284,7 @@ class Gateway:
                 gates=self.gates,
                 controls=self.site_loop,
                 status_view=self.status_view.status,
+                history=self.history,
             )
             add_probe_routes(operator_app, self.readiness, self.settings.site)
             add_metrics_route(operator_app, self.metrics.exposition)
