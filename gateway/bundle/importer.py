@@ -160,6 +160,7 @@ class Importer:
             return ImportReport(
                 name, IndexOutcome.ABSENT, why=f"no index for site {self.mirror.settings.site} ({holds})"
             )
+        before = self.mirror.index.version if self.mirror.index else None
         try:
             accepted = await self.mirror.poll_once()
         except TransportError as exc:
@@ -178,7 +179,9 @@ class Importer:
         except RemoteDataError as exc:
             return ImportReport(name, IndexOutcome.REFUSED, why=str(exc))
         if held is not None and index.version == held.version:
-            return ImportReport(name, IndexOutcome.HELD, held.version)
+            # The mirror's own loop may have polled the mounted bundle first: taken in all the same.
+            taken = IndexOutcome.HELD if before == held.version else IndexOutcome.ACCEPTED
+            return ImportReport(name, taken, held.version)
         return ImportReport(name, IndexOutcome.REFUSED, index.version, "not accepted (see the log)")
 
     async def _artifacts(self, source: BundleSource, report: ImportReport, deadline: float) -> None:
