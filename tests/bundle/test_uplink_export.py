@@ -120,7 +120,7 @@ async def test_kill_9_at_a_random_instant_never_moves_the_cursor_past_a_whole_fi
     assert await asyncio.to_thread(proc.wait, 120) == 0
     full_s = time.monotonic() - started  # one whole export, start-up included, on this box now
     rnd = random.Random(20261202)
-    landed = {"before the file": 0, "after the file": 0}
+    landed = {"before the file": 0, "mid-write": 0, "after the file": 0}
     for seed in range(max(2, SEEDS - 1)):
         before = cursor(data)
         dest = tmp_path / f"up-{seed}.jsonl"
@@ -135,7 +135,9 @@ async def test_kill_9_at_a_random_instant_never_moves_the_cursor_past_a_whole_fi
             landed["after the file"] += 1
         else:
             assert after == before, "the cursor moved without a whole file"
-            landed["before the file"] += 1
+            mid = await asyncio.to_thread(os.listdir, tmp_path)
+            mid = [n for n in mid if n.startswith(f".up-{seed}.jsonl.") and n.endswith(".part")]
+            landed["mid-write" if mid else "before the file"] += 1
     print(f"kill -9 instants: {landed} (a whole export took {full_s:.2f}s)")
     outbox = open_outbox(settings(data))  # and a whole one moves the cursor to the newest record
     try:
