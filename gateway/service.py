@@ -24,6 +24,9 @@ from aiohttp import web
 
 from gateway.access import Credentials
 from gateway.broker.server import Broker, mqtt_settings
+from gateway.bundle.importer import DEFAULT_TIMEOUT_S, Importer
+from gateway.bundle.source import Shelf
+from gateway.bundle.watch import ImportWatch
 from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings, parse_hostport
 from gateway.discovery.advertise import Advertiser, cert_fingerprint
@@ -56,7 +59,7 @@ from gateway.telemetry.ingest import Telemetry
 from gateway.trust.keys import load_trusted_keys
 from gateway.trust.state import TrustState
 from gateway.uplink.forwarder import Forwarder
-from gateway.uplink.outbox import Outbox
+from gateway.uplink.outbox import EXPORT_SINK, Outbox
 from gateway.uplink.sinks import HttpSink, MqttBridge, Sink
 
 log = logging.getLogger(__name__)
@@ -102,7 +105,7 @@ def _uplink(
         data / "outbox.sqlite",
         max_bytes=up.outbox_max_bytes,
         max_age_s=up.outbox_max_age_s,
-        sinks=[s.name for s in sinks] or ["none"],
+        sinks=[s.name for s in sinks] or [EXPORT_SINK],  # air-gapped: records wait for `uplink export`
         open_now=False,  # opened in start(), under the data folder's lock
     )
     forwarder = Forwarder(
@@ -150,7 +153,7 @@ class Gateway:
             listener=_StoreEvents(lambda: self.mirror, self.changes),
             stats=self.stats,
         )
-        upstream = upstream_from(settings.mirror)
+        self.shelf = Shelf(upstream_from(settings.mirror))  # lent to a bundle while it is imported
         devices = settings.devices
         self.inventory = Inventory(self.data / "inventory.json", max_devices=devices.max_devices)
         self.site_inventory = (
@@ -172,7 +175,14 @@ class Gateway:
             journal=settings.uplink.forward_samples,
         )
         self.broker: Broker | None = None  # amqtt needs the running loop: made in start()
-        self._wire_site(upstream)
+        self._wire_site(self.shelf)
+        self.imports = ImportWatch(
+            Importer(self.mirror, self.shelf),
+            self.data,
+            [Path(settings.mirror.import_dir)] if settings.mirror.import_dir else [],
+            scan_s=settings.mirror.import_scan_s,
+            timeout_s=DEFAULT_TIMEOUT_S,
+        )
         self.discovery: dict[str, Any] = {}
         self._cert_sha256 = (
             cert_fingerprint(Path(settings.http.tls_cert).read_bytes()) if settings.http.tls_cert else None
@@ -301,6 +311,7 @@ class Gateway:
         await self.broker.start()
         self._closers.append(self.broker.stop)
         self.tasks.spawn(self.mirror.run(), name="mirror poll")
+        self.tasks.spawn(self.imports.run(), name="bundle imports")
         if self.settings.discovery.enabled:
             await self._start_discovery()
         self.tasks.spawn(self.site_loop.run(), name="site report")
