@@ -58,9 +58,7 @@ from gateway.telemetry.history import WindowHistory
 from gateway.telemetry.ingest import Telemetry
 from gateway.trust.keys import load_trusted_keys
 from gateway.trust.state import TrustState
-from gateway.uplink.forwarder import Forwarder
-from gateway.uplink.outbox import EXPORT_SINK, Outbox
-from gateway.uplink.sinks import HttpSink, MqttBridge, Sink
+from gateway.uplink.assemble import uplink_from
 
 log = logging.getLogger(__name__)
 
@@ -82,42 +80,6 @@ class _StoreEvents:
 
     def on_verified(self, sha256: str) -> None:
         self._changes.notify()  # long polls waiting for this blob wake
-
-
-def _uplink(
-    settings: Settings, data: Path, stats: Stats, clock: Callable[[], float]
-) -> tuple[list[Sink], Outbox, Forwarder]:
-    """The sinks the settings name, the disk outbox in front of them, and the forwarder."""
-    up = settings.uplink
-    sinks: list[Sink] = []
-    if up.ingest_url:
-        sinks.append(
-            HttpSink(up.ingest_url, up.ingest_token, settings.site, ca_bundle=settings.mirror.ca_bundle)
-        )
-    if up.mqtt_url:
-        try:
-            sinks.append(MqttBridge(up.mqtt_url, settings.site, ca_bundle=settings.mirror.ca_bundle))
-        except ValueError as exc:
-            raise ConfigError(
-                "configuration", "uplink.mqtt_url", "mqtt://user:pass@host:port or mqtts://..."
-            ) from exc
-    outbox = Outbox(
-        data / "outbox.sqlite",
-        max_bytes=up.outbox_max_bytes,
-        max_age_s=up.outbox_max_age_s,
-        sinks=[s.name for s in sinks] or [EXPORT_SINK],  # air-gapped: records wait for `uplink export`
-        open_now=False,  # opened in start(), under the data folder's lock
-    )
-    forwarder = Forwarder(
-        outbox,
-        sinks,
-        stats,
-        retry_initial_s=settings.mirror.retry_initial_s,
-        retry_max_s=settings.mirror.retry_max_s,
-        idle_s=up.report_interval_s,
-        clock=clock,
-    )
-    return sinks, outbox, forwarder
 
 
 class Gateway:
@@ -162,7 +124,7 @@ class Gateway:
         self.credentials = Credentials(devices, self.site_inventory)
         self.matrix = load_matrix(Path(devices.compat_matrix)) if devices.compat_matrix else None
 
-        self.sinks, self.outbox, self.forwarder = _uplink(settings, self.data, self.stats, clock)
+        self.sinks, self.outbox, self.forwarder = uplink_from(settings, self.data, self.stats, clock)
         self.gates = GateKeeper(settings.gates, self.data / "gates")
         self.history = WindowHistory(settings.telemetry.history_windows)  # the dashboard's charts
         self.telemetry = Telemetry(
