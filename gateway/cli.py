@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.gate",
     "gateway.commands.discover",
     "gateway.commands.trust",
+    "gateway.commands.device",
 )
 
 
