@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.discover",
     "gateway.commands.trust",
     "gateway.commands.device",
+    "gateway.commands.demo",
 )
 
 

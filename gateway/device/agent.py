@@ -20,7 +20,6 @@ poll or an MQTT "poll now"), and sends the inference app's metrics every ``metri
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -45,6 +44,7 @@ Listener = Callable[[str, str, str, str, str | None], None]
 MetricsSource = Callable[[SlotInfo], Mapping[str, Any] | None]
 HealthCheck = Callable[[Path, SlotInfo], Awaitable[bool]]
 DOWNLOAD_ATTEMPTS = 3
+MANIFEST_FIELDS = ("model_id", "version", "sha256", "artifact_url", "signature_url")
 
 
 async def file_is_there(path: Path, _slot: SlotInfo) -> bool:
@@ -131,6 +131,9 @@ class DeviceAgent:
             return await self._back_to_previous_slot(s)
         if status != 200 or manifest is None:
             return False
+        missing = [k for k in MANIFEST_FIELDS if not isinstance(manifest.get(k), str)]
+        if missing:
+            raise AgentError(f"the manifest lacks {', '.join(missing)}")
         try:
             changed = await self.install(s, manifest, interrupt_after)
         except VerifyError:
@@ -259,13 +262,17 @@ class DeviceAgent:
             if self.mqtt is not None:
                 link = MqttLink(*self.mqtt, self.device_id, token=self.token, on_notice=self.poll_now)
             await link.start()
-            reporter = asyncio.create_task(self._report(s, link, stop), name=f"{self.device_id} metrics")
-            try:
-                await self._poll_loop(s, stop)
+            jobs = [
+                asyncio.create_task(self._report(s, link, stop), name=f"{self.device_id} metrics"),
+                asyncio.create_task(self._poll_loop(s, stop), name=f"{self.device_id} polls"),
+                asyncio.create_task(stop.wait()),
+            ]
+            try:  # a long poll or a download in flight is cut short on stop (a partial resumes)
+                await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                reporter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reporter
+                for job in jobs:
+                    job.cancel()
+                await asyncio.gather(*jobs, return_exceptions=True)
                 await link.close()
 
     async def _poll_loop(self, s: aiohttp.ClientSession, stop: asyncio.Event) -> None:
