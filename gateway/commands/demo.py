@@ -21,6 +21,7 @@ import random
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -98,6 +99,13 @@ def demo_settings(root: Path, args: argparse.Namespace) -> tuple[S.Settings, lis
 def _url(addresses: list[Any]) -> str:
     host, port = addresses[0][:2]
     return f"{host}:{port}"
+
+
+def _gate_status_hint(operator: str) -> str:
+    """The gate status command as this user can type it (the venv's script, this port)."""
+    prog = sys.argv[0] if Path(sys.argv[0]).name == "ota-gateway" else "ota-gateway"
+    env = "" if operator.endswith(":8081") else f"OTA_GATEWAY_OPERATOR__LISTEN={operator} "
+    return f"{env}{prog} gate status"
 
 
 def _verdict(v: dict[str, Any]) -> str:
@@ -306,7 +314,7 @@ async def run_demo(root: Path, args: argparse.Namespace) -> None:
         for note in notes:
             story.say(note)
         operator = _url(gw.operator_addresses)
-        story.say(f"dashboard: http://{operator}/   (gate status: ota-gateway gate status --json)")
+        story.say(f"dashboard: http://{operator}/   (or: {_gate_status_hint(operator)})")
         story.say(
             f"device API http://{_url(gw.http_addresses)}/, MQTT {_url(list(gw.broker.addresses.values())) if gw.broker else 'off'}, data in {root}"
         )
