@@ -28,6 +28,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.trust",
     "gateway.commands.bundle",
     "gateway.commands.uplink",
+    "gateway.commands.device",
+    "gateway.commands.demo",
 )
 
 
