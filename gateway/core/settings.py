@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.core.schedule import Schedule
+
 _HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]*):(\d{1,5})$")
 
 
@@ -92,6 +94,9 @@ class MirrorSettings:
     read_timeout_s: float = field(default=30.0, metadata=POSITIVE)
     retry_initial_s: float = field(default=1.0, metadata=POSITIVE)
     retry_max_s: float = field(default=300.0, metadata=POSITIVE)
+    # time-of-day windows with their own rate (gateway.core.schedule); outside them the cap above
+    schedule: Schedule = field(default_factory=Schedule)
+    schedule_timezone: str = "local"  # the zone of the windows' times: "local", "UTC" or an IANA name
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from gateway.core.manifest import Deployment
 from gateway.core.pacing import backoff_s, jittered, retry_after_s
 from gateway.core.settings import Settings
 from gateway.mirror.fetch import Fetcher
+from gateway.mirror.pace import Pacer
 from gateway.mirror.upstream import Upstream
 from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
@@ -90,6 +91,7 @@ class Mirror:
             settings.mirror,
             stats,
             min_free_bytes=settings.store.min_free_bytes,
+            pace=Pacer(settings.mirror, lambda: trust.clock(clock())),  # schedules judge trusted time
         )
         self.index: SiteIndex | None = None
         self.changed = asyncio.Event()  # set on every newly accepted index
