@@ -143,7 +143,7 @@ class Gateway:
             running=lambda: ((r.model_id, r.model_version or "") for r in self.inventory.live()),
             listener=_StoreEvents(lambda: self.mirror, self.changes),
         )
-        upstream = upstream_from(settings.mirror)
+        upstream = upstream_from(settings.mirror, site=settings.site)
         devices = settings.devices
         self.inventory = Inventory(self.data / "inventory.json", max_devices=devices.max_devices)
         self.site_inventory = (
@@ -253,6 +253,7 @@ class Gateway:
             store=self.store,
             held_index=lambda: self.mirror.index,
             held_keys=lambda: self.trust.trusted.key_list,
+            held_site=lambda site: self.mirror.children.held.get(site),
         )
         host, port = parse_hostport(self.settings.http.listen)
         self.http_addresses = await self._serve(device_app, host, port, server_tls(self.settings))

@@ -206,10 +206,12 @@ def _cross_check(s: Settings, source: str) -> None:
         host, _ = parse_hostport(s.operator.listen)
         if host not in ("127.0.0.1", "::1", "localhost") and not s.operator.token:
             raise ConfigError(source, "operator.token", "a token when operator.listen is not loopback")
+    if s.mirror.client_key and not s.mirror.client_cert:
+        raise ConfigError(source, "mirror.client_key", "set only with mirror.client_cert")
     if s.mirror.schedule_timezone not in ("local", "UTC"):
         try:
             zoneinfo.ZoneInfo(s.mirror.schedule_timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
             raise ConfigError(
                 source, "mirror.schedule_timezone", "'local', 'UTC' or an IANA zone such as 'Europe/Berlin'"
             ) from exc
