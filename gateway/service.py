@@ -115,7 +115,9 @@ class Gateway:
             listener=_StoreEvents(lambda: self.mirror, self.changes),
             stats=self.stats,
         )
-        self.shelf = Shelf(upstream_from(settings.mirror))  # lent to a bundle while it is imported
+        self.shelf = Shelf(
+            upstream_from(settings.mirror, site=settings.site)
+        )  # lent to a bundle while it is imported
         devices = settings.devices
         self.inventory = Inventory(self.data / "inventory.json", max_devices=devices.max_devices)
         self.site_inventory = (
@@ -243,6 +245,7 @@ class Gateway:
             store=self.store,
             held_index=lambda: self.mirror.index,
             held_keys=lambda: self.trust.trusted.key_list,
+            held_site=lambda site: self.mirror.children.held.get(site),
         )
         add_probe_routes(device_app, self.readiness, self.settings.site)
         host, port = parse_hostport(self.settings.http.listen)

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.core.manifest import valid_id
+from gateway.core.schedule import Schedule
+
 _HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]*):(\d{1,5})$")
 
 
@@ -88,6 +91,17 @@ class MirrorSettings:
     poll_jitter: float = field(default=0.2, metadata=FRACTION)
     bandwidth_bytes_per_s: int = field(default=0, metadata=NON_NEGATIVE)  # 0: no cap
     ca_bundle: str = ""  # PEM bundle; default: the system CA store
+    # Credentials for an upstream that is a parent gateway (tiers): its device token, sent as
+    # ``Authorization: Bearer``, and/or a TLS client certificate its http.client_ca signed.
+    token: str = ""
+    client_cert: str = ""  # PEM certificate (chain); with client_key
+    client_key: str = ""
+    # Tiers, on a parent: the child sites whose signed indexes this gateway also mirrors, holds and
+    # serves (``/sites/<site>/index.json``) with their artifacts, to its child gateways.
+    child_sites: tuple[str, ...] = field(
+        default=(),
+        metadata=_check("site names (letters, digits, '.', '_', '-')", lambda v: all(valid_id(x) for x in v)),
+    )
     connect_timeout_s: float = field(default=10.0, metadata=POSITIVE)
     read_timeout_s: float = field(default=30.0, metadata=POSITIVE)
     retry_initial_s: float = field(default=1.0, metadata=POSITIVE)
@@ -95,6 +109,9 @@ class MirrorSettings:
     # air-gapped sites: a folder (a USB mount) watched for bundles; empty: only <data>/import/
     import_dir: str = ""
     import_scan_s: float = field(default=2.0, metadata=POSITIVE)
+    # time-of-day windows with their own rate (gateway.core.schedule); outside them the cap above
+    schedule: Schedule = field(default_factory=Schedule)
+    schedule_timezone: str = "local"  # the zone of the windows' times: "local", "UTC" or an IANA name
 
 
 @dataclass(frozen=True)

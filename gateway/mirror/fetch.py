@@ -34,9 +34,10 @@ from gateway.core.errors import (
     UntrustedError,
 )
 from gateway.core.manifest import Deployment
-from gateway.core.pacing import Progress, TokenBucket, backoff_s
+from gateway.core.pacing import Progress, backoff_s
 from gateway.core.settings import MirrorSettings
 from gateway.diskspace import disk_space, space_refusal
+from gateway.mirror.pace import Pacer, system_clock
 from gateway.mirror.upstream import Upstream
 from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
@@ -72,6 +73,7 @@ class Fetcher:
         stats: Stats,
         *,
         min_free_bytes: int = 0,
+        pace: Pacer | None = None,
     ) -> None:
         self.store = store
         self.upstream = upstream
@@ -79,7 +81,7 @@ class Fetcher:
         self.settings = settings
         self.stats = stats
         self.min_free_bytes = min_free_bytes
-        self.bucket = TokenBucket(float(settings.bandwidth_bytes_per_s))
+        self.pace = pace or Pacer(settings, system_clock)  # the cap, from mirror.schedule
         self.progress: dict[str, Progress] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._where: dict[str, tuple[str, str]] = {}  # sha256 -> (artifact_url, signature_url) in flight
@@ -250,9 +252,7 @@ class Fetcher:
                 async for chunk in stream.chunks():
                     if offset + len(buf) + len(chunk) > dep.length:
                         raise LengthMismatchError(f"{dep.key}: upstream sent more than {dep.length} bytes")
-                    delay = self.bucket.delay_for(len(chunk), time.monotonic())
-                    if delay > 0:
-                        await asyncio.sleep(delay)
+                    await self.pace.take(len(chunk))
                     buf += chunk
                     if len(buf) >= WRITE_BATCH_BYTES:
                         offset = await self._flush(f, buf, hasher, offset)
