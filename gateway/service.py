@@ -23,6 +23,8 @@ from typing import IO, Any
 from aiohttp import web
 
 from gateway.access import Credentials
+from gateway.broker.external import ExternalBroker
+from gateway.broker.front import MqttFront
 from gateway.broker.server import Broker, mqtt_settings
 from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings, parse_hostport
@@ -87,7 +89,11 @@ def _uplink(
         )
     if up.mqtt_url:
         try:
-            sinks.append(MqttBridge(up.mqtt_url, settings.site, ca_bundle=settings.mirror.ca_bundle))
+            sinks.append(
+                MqttBridge(
+                    up.mqtt_url, settings.site, ca_bundle=settings.mirror.ca_bundle, window=up.mqtt_window
+                )
+            )
         except ValueError as exc:
             raise ConfigError(
                 "configuration", "uplink.mqtt_url", "mqtt://user:pass@host:port or mqtts://..."
@@ -163,7 +169,7 @@ class Gateway:
             on_windows=[self.gates.on_windows],
             journal=settings.uplink.forward_samples,
         )
-        self.broker: Broker | None = None  # amqtt needs the running loop: made in start()
+        self.broker: MqttFront | None = None  # amqtt needs the running loop: made in start()
         self._wire_site(upstream)
         self.discovery: dict[str, Any] = {}
         self._cert_sha256 = (
@@ -268,14 +274,7 @@ class Gateway:
             )
             host, port = parse_hostport(self.settings.operator.listen)
             self.operator_addresses = await self._serve(operator_app, host, port, None, "operator")
-        lab_mode = self.settings.mqtt.lab_mode
-        self.broker = Broker(
-            mqtt_settings(self.settings),
-            lambda user, password, cert_cn: self.credentials.mqtt_allows(
-                user, password, cert_cn, lab_mode=lab_mode
-            ),
-            lambda device, topic, payload: self.telemetry.mqtt_message(device, topic, payload, self.clock()),
-        )
+        self.broker = self._mqtt()
         await self.broker.start()
         self._closers.append(self.broker.stop)
         self.tasks.spawn(self.mirror.run(), name="mirror poll")
@@ -289,6 +288,24 @@ class Gateway:
             self.tasks.spawn(scrub, name="blob scrub")
         if self.sinks:
             self.tasks.spawn(self.forwarder.run(), name="uplink")
+
+    def _mqtt(self) -> MqttFront:
+        """The embedded broker, or a client of the site's broker (``mqtt.mode``): one face, one hook."""
+
+        def ingest(device: str, topic: str, payload: bytes) -> asyncio.Future[int] | None:
+            return self.telemetry.mqtt_message(device, topic, payload, self.clock())
+
+        s = self.settings
+        if s.mqtt.mode == "external":
+            return ExternalBroker(s.mqtt, f"ota-gateway-{s.site}", ingest)
+        lab_mode = s.mqtt.lab_mode
+        return Broker(
+            mqtt_settings(s),
+            lambda user, password, cert_cn: self.credentials.mqtt_allows(
+                user, password, cert_cn, lab_mode=lab_mode
+            ),
+            ingest,
+        )
 
     async def _start_discovery(self) -> None:
         """Advertise the device API and the broker over mDNS; browse devices into the inventory."""
