@@ -6,7 +6,9 @@ connections better than an embedded one. The gateway then connects to it as one 
 
 - subscribes at QoS 1 to ``devices/+/metrics`` and ``devices/+/events``, as a shared subscription
   ``$share/{mqtt.external_shared_group}/...`` [MQTT 5, 4.8.2] when a group is set, so several
-  gateways (or a restarted one) split the stream instead of each taking all of it;
+  gateways split the stream instead of each taking all of it. Plain by default: mosquitto 2.0
+  restores a persistent session's plain subscriptions after a restart but not its shared ones, so
+  messages published before we are back would find no subscriber (PUBACK reason 0x10) and be lost;
 - holds a persistent session (clean start off, session expiry ``mqtt.session_expiry_s``), so what
   arrives while it is away waits for it in the broker;
 - acknowledges a message only once it is durable in the outbox: the same ingest hook as the embedded
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 
 INGEST_KINDS = ("metrics", "events")
 KEEPALIVE_S = 30
+RECONNECT_MAX_S = 5  # paho's backoff cap: a restarted site broker is ours again within seconds
 
 
 def topic_filters(shared_group: str) -> list[str]:
@@ -89,7 +92,7 @@ class ExternalBroker:
 
     async def start(self) -> None:
         """Connects in the background: a site broker that is down at start-up is retried (paho's
-        backoff, 1 to 30 s) and logged, not a reason to stop the gateway."""
+        backoff, 1 to 5 s) and logged, not a reason to stop the gateway."""
         if self.endpoint.tls:
             try:
                 self.tls.context()
@@ -98,7 +101,7 @@ class ExternalBroker:
         client = mqtt_link.make_client(
             self.endpoint, self.client_id, self.tls, v5=True, manual_ack=True, reconnect=True
         )
-        client.reconnect_delay_set(1, 30)
+        client.reconnect_delay_set(1, RECONNECT_MAX_S)
         self._bridge = mqtt_link.LoopBridge(
             client,
             asyncio.get_running_loop(),
@@ -123,6 +126,7 @@ class ExternalBroker:
         client, self._client = self._client, None
         if client is None:
             return
+        self._up = False
         client.disconnect()
         await asyncio.to_thread(client.loop_stop)
         self._held.clear()

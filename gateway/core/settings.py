@@ -151,14 +151,14 @@ class MqttSettings:
     connect_timeout_s: float = field(default=10.0, metadata=POSITIVE)
     session_expiry_s: float = field(default=7 * 86400.0, metadata=POSITIVE)
     # mode = "external": the site broker, its TLS CA and our client certificate, our client id
-    # (empty: ota-gateway-<site>), the shared-subscription group (empty: a plain subscription), and
+    # (empty: ota-gateway-<site>), a shared-subscription group (empty: a plain subscription), and
     # how many unacknowledged QoS 1 messages it may have in flight to us (MQTT 5 Receive Maximum)
     external_url: str = field(default="", metadata=MQTT_URL_OR_EMPTY)
     external_ca: str = ""
     external_cert: str = ""
     external_key: str = ""
     external_client_id: str = ""
-    external_shared_group: str = field(default="ota-gateway", metadata=SHARE_NAME)
+    external_shared_group: str = field(default="", metadata=SHARE_NAME)
     external_receive_max: int = field(
         default=1000, metadata=_check("a number from 1 to 65535", lambda v: 1 <= v <= 65535)
     )
