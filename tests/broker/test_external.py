@@ -363,3 +363,24 @@ async def test_broker_restart_and_gateway_kill_lose_no_acknowledged_message(
     finally:
         stop(gw)
         m.stop()
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"OTA_GATEWAY_MQTT__MODE": "external"}, "mqtt.external_url"),
+        ({"OTA_GATEWAY_MQTT__MODE": "cluster"}, "mqtt.mode"),
+        (
+            {"OTA_GATEWAY_MQTT__MODE": "external", "OTA_GATEWAY_MQTT__EXTERNAL_URL": "http://x"},
+            "mqtt.external_url",
+        ),
+        ({"OTA_GATEWAY_MQTT__EXTERNAL_SHARED_GROUP": "a/b"}, "mqtt.external_shared_group"),
+        ({"OTA_GATEWAY_UPLINK__MQTT_WINDOW": "0"}, "uplink.mqtt_window"),
+    ],
+)
+def test_a_bad_external_setting_stops_start_up_naming_the_key(env: dict[str, str], key: str) -> None:
+    from gateway.core.errors import ConfigError
+    from gateway.settings import load
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load(None, environ=env)
