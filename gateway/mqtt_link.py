@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -122,6 +123,9 @@ class LoopBridge:
         self._on_disconnect = on_disconnect
         self._on_message = on_message
         self._on_publish = on_publish
+        self._lock = threading.Lock()
+        self._inbox: list[tuple[int, paho.MQTTMessage]] = []
+        self._scheduled = False
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
         if on_message is not None:
@@ -144,8 +148,22 @@ class LoopBridge:
         self._call(self._on_disconnect, reason)
 
     def _message(self, _c: Any, _u: Any, message: paho.MQTTMessage) -> None:
+        # A busy stream hands over in batches: one loop wake-up for all that arrived meanwhile,
+        # not one per message (each call_soon_threadsafe writes to the loop's self-pipe).
+        with self._lock:
+            self._inbox.append((self.generation, message))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._call(self._drain)
+
+    def _drain(self) -> None:
         assert self._on_message is not None
-        self._call(self._on_message, self.generation, message)
+        with self._lock:
+            batch, self._inbox = self._inbox, []
+            self._scheduled = False
+        for generation, message in batch:
+            self._on_message(generation, message)
 
     def _published(self, _c: Any, _u: Any, mid: int, reason: ReasonCode, _p: Any) -> None:
         assert self._on_publish is not None
