@@ -23,9 +23,8 @@ from typing import IO, Any
 from aiohttp import web
 
 from gateway.access import Credentials
-from gateway.broker.external import ExternalBroker
 from gateway.broker.front import MqttFront
-from gateway.broker.server import Broker, mqtt_settings
+from gateway.broker.mode import mqtt_front
 from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings, parse_hostport
 from gateway.discovery.advertise import Advertiser, cert_fingerprint
@@ -33,14 +32,19 @@ from gateway.discovery.browse import DeviceBrowser
 from gateway.discovery.net import open_lan
 from gateway.http import listener
 from gateway.http.app import build_device_app
+from gateway.http.metrics_endpoint import add_metrics_route
 from gateway.http.operator import build_operator_app
+from gateway.http.probes import add_probe_routes
 from gateway.http.tls import server_tls
 from gateway.inventory.store import Inventory, load_inventory_file
 from gateway.mirror.mirror import Mirror
 from gateway.mirror.upstream import Upstream, upstream_from
 from gateway.notify import Changes
 from gateway.polls import PollAnswers
+from gateway.prometheus import GatewayMetrics
+from gateway.readiness import Readiness, listener_state
 from gateway.rollout.keeper import GateKeeper
+from gateway.sdnotify import Notifier, watchdog_loop
 from gateway.settings import load_matrix
 from gateway.site_loop import DeviceEvents, SiteLoop
 from gateway.stats import Stats
@@ -48,6 +52,7 @@ from gateway.status_view import StatusView
 from gateway.store.artifacts import ArtifactStore
 from gateway.store.lock import lock_data_dir
 from gateway.tasks import TaskGroup
+from gateway.telemetry.history import WindowHistory
 from gateway.telemetry.ingest import Telemetry
 from gateway.trust.keys import load_trusted_keys
 from gateway.trust.state import TrustState
@@ -148,6 +153,7 @@ class Gateway:
             quota_bytes=settings.store.quota_bytes,
             running=lambda: ((r.model_id, r.model_version or "") for r in self.inventory.live()),
             listener=_StoreEvents(lambda: self.mirror, self.changes),
+            stats=self.stats,
         )
         upstream = upstream_from(settings.mirror)
         devices = settings.devices
@@ -160,13 +166,14 @@ class Gateway:
 
         self.sinks, self.outbox, self.forwarder = _uplink(settings, self.data, self.stats, clock)
         self.gates = GateKeeper(settings.gates, self.data / "gates")
+        self.history = WindowHistory(settings.telemetry.history_windows)  # the dashboard's charts
         self.telemetry = Telemetry(
             settings.telemetry,
             self.inventory,
             self.outbox,
             self.stats,
             on_event=DeviceEvents(self.inventory, self.gates, clock),
-            on_windows=[self.gates.on_windows],
+            on_windows=[self.gates.on_windows, self.history.on_windows],
             journal=settings.uplink.forward_samples,
         )
         self.broker: MqttFront | None = None  # amqtt needs the running loop: made in start()
@@ -231,6 +238,16 @@ class Gateway:
             started_at=self.started_at,
             clock=self.clock,
         )
+        self.readiness = Readiness(
+            trust=self.trust,
+            mirror=self.mirror,
+            data=self.data,
+            listeners=lambda: listener_state(
+                s, self.http_addresses, self.operator_addresses, self.broker.addresses if self.broker else {}
+            ),
+            clock=self.clock,
+        )
+        self.metrics = GatewayMetrics(self.status_view, self.readiness)  # its own registry
 
     async def start(self) -> None:
         self._lock = lock_data_dir(self.data)
@@ -260,6 +277,7 @@ class Gateway:
             held_index=lambda: self.mirror.index,
             held_keys=lambda: self.trust.trusted.key_list,
         )
+        add_probe_routes(device_app, self.readiness, self.settings.site)
         host, port = parse_hostport(self.settings.http.listen)
         self.http_addresses = await self._serve(device_app, host, port, server_tls(self.settings))
         if self.settings.operator.listen:
@@ -271,7 +289,10 @@ class Gateway:
                 gates=self.gates,
                 controls=self.site_loop,
                 status_view=self.status_view.status,
+                history=self.history,
             )
+            add_probe_routes(operator_app, self.readiness, self.settings.site)
+            add_metrics_route(operator_app, self.metrics.exposition)
             host, port = parse_hostport(self.settings.operator.listen)
             self.operator_addresses = await self._serve(operator_app, host, port, None, "operator")
         self.broker = self._mqtt()
@@ -290,21 +311,11 @@ class Gateway:
             self.tasks.spawn(self.forwarder.run(), name="uplink")
 
     def _mqtt(self) -> MqttFront:
-        """The embedded broker, or a client of the site's broker (``mqtt.mode``): one face, one hook."""
-
-        def ingest(device: str, topic: str, payload: bytes) -> asyncio.Future[int] | None:
-            return self.telemetry.mqtt_message(device, topic, payload, self.clock())
-
-        s = self.settings
-        if s.mqtt.mode == "external":
-            return ExternalBroker(s.mqtt, f"ota-gateway-{s.site}", ingest)
-        lab_mode = s.mqtt.lab_mode
-        return Broker(
-            mqtt_settings(s),
-            lambda user, password, cert_cn: self.credentials.mqtt_allows(
-                user, password, cert_cn, lab_mode=lab_mode
-            ),
-            ingest,
+        lab_mode = self.settings.mqtt.lab_mode
+        return mqtt_front(
+            self.settings,
+            lambda user, pw, cn: self.credentials.mqtt_allows(user, pw, cn, lab_mode=lab_mode),
+            lambda device, topic, payload: self.telemetry.mqtt_message(device, topic, payload, self.clock()),
         )
 
     async def _start_discovery(self) -> None:
@@ -377,11 +388,17 @@ async def run_until_signalled(gateway: Gateway, on_started: Callable[[Gateway], 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier.from_env()  # systemd Type=notify; nothing outside systemd
+    # Fed from the loop during start-up too (the blobs are re-hashed in worker threads meanwhile).
+    gateway.tasks.spawn(watchdog_loop(notifier, gateway.readiness.status_line), name="systemd watchdog")
     await gateway.start()
     try:
         if on_started is not None:
             on_started(gateway)
+        notifier.ready(await gateway.readiness.status_line())
         await stop.wait()
     finally:
         log.info("stopping")
+        notifier.stopping()
         await gateway.stop()
+        notifier.close()
