@@ -26,6 +26,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.gate",
     "gateway.commands.discover",
     "gateway.commands.trust",
+    "gateway.commands.bundle",
+    "gateway.commands.uplink",
 )
 
 

@@ -25,6 +25,9 @@ from aiohttp import web
 from gateway.access import Credentials
 from gateway.broker.front import MqttFront
 from gateway.broker.mode import mqtt_front
+from gateway.bundle.importer import DEFAULT_TIMEOUT_S, Importer
+from gateway.bundle.source import Shelf
+from gateway.bundle.watch import ImportWatch
 from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings, parse_hostport
 from gateway.discovery.advertise import Advertiser, cert_fingerprint
@@ -57,7 +60,7 @@ from gateway.telemetry.ingest import Telemetry
 from gateway.trust.keys import load_trusted_keys
 from gateway.trust.state import TrustState
 from gateway.uplink.forwarder import Forwarder
-from gateway.uplink.outbox import Outbox
+from gateway.uplink.outbox import EXPORT_SINK, Outbox
 from gateway.uplink.sinks import HttpSink, MqttBridge, Sink
 
 log = logging.getLogger(__name__)
@@ -94,11 +97,8 @@ def _uplink(
         )
     if up.mqtt_url:
         try:
-            sinks.append(
-                MqttBridge(
-                    up.mqtt_url, settings.site, ca_bundle=settings.mirror.ca_bundle, window=up.mqtt_window
-                )
-            )
+            ca = settings.mirror.ca_bundle
+            sinks.append(MqttBridge(up.mqtt_url, settings.site, ca_bundle=ca, window=up.mqtt_window))
         except ValueError as exc:
             raise ConfigError(
                 "configuration", "uplink.mqtt_url", "mqtt://user:pass@host:port or mqtts://..."
@@ -107,7 +107,7 @@ def _uplink(
         data / "outbox.sqlite",
         max_bytes=up.outbox_max_bytes,
         max_age_s=up.outbox_max_age_s,
-        sinks=[s.name for s in sinks] or ["none"],
+        sinks=[s.name for s in sinks] or [EXPORT_SINK],  # air-gapped: records wait for `uplink export`
         open_now=False,  # opened in start(), under the data folder's lock
     )
     forwarder = Forwarder(
@@ -155,7 +155,7 @@ class Gateway:
             listener=_StoreEvents(lambda: self.mirror, self.changes),
             stats=self.stats,
         )
-        upstream = upstream_from(settings.mirror)
+        self.shelf = Shelf(upstream_from(settings.mirror))  # lent to a bundle while it is imported
         devices = settings.devices
         self.inventory = Inventory(self.data / "inventory.json", max_devices=devices.max_devices)
         self.site_inventory = (
@@ -177,7 +177,14 @@ class Gateway:
             journal=settings.uplink.forward_samples,
         )
         self.broker: MqttFront | None = None  # amqtt needs the running loop: made in start()
-        self._wire_site(upstream)
+        self._wire_site(self.shelf)
+        self.imports = ImportWatch(
+            Importer(self.mirror, self.shelf),
+            self.data,
+            [Path(settings.mirror.import_dir)] if settings.mirror.import_dir else [],
+            scan_s=settings.mirror.import_scan_s,
+            timeout_s=DEFAULT_TIMEOUT_S,
+        )
         self.discovery: dict[str, Any] = {}
         self._cert_sha256 = (
             cert_fingerprint(Path(settings.http.tls_cert).read_bytes()) if settings.http.tls_cert else None
@@ -295,10 +302,16 @@ class Gateway:
             add_metrics_route(operator_app, self.metrics.exposition)
             host, port = parse_hostport(self.settings.operator.listen)
             self.operator_addresses = await self._serve(operator_app, host, port, None, "operator")
-        self.broker = self._mqtt()
+        lab_mode = self.settings.mqtt.lab_mode
+        self.broker = mqtt_front(
+            self.settings,
+            lambda user, pw, cn: self.credentials.mqtt_allows(user, pw, cn, lab_mode=lab_mode),
+            lambda device, topic, payload: self.telemetry.mqtt_message(device, topic, payload, self.clock()),
+        )
         await self.broker.start()
         self._closers.append(self.broker.stop)
         self.tasks.spawn(self.mirror.run(), name="mirror poll")
+        self.tasks.spawn(self.imports.run(), name="bundle imports")
         if self.settings.discovery.enabled:
             await self._start_discovery()
         self.tasks.spawn(self.site_loop.run(), name="site report")
@@ -309,14 +322,6 @@ class Gateway:
             self.tasks.spawn(scrub, name="blob scrub")
         if self.sinks:
             self.tasks.spawn(self.forwarder.run(), name="uplink")
-
-    def _mqtt(self) -> MqttFront:
-        lab_mode = self.settings.mqtt.lab_mode
-        return mqtt_front(
-            self.settings,
-            lambda user, pw, cn: self.credentials.mqtt_allows(user, pw, cn, lab_mode=lab_mode),
-            lambda device, topic, payload: self.telemetry.mqtt_message(device, topic, payload, self.clock()),
-        )
 
     async def _start_discovery(self) -> None:
         """Advertise the device API and the broker over mDNS; browse devices into the inventory."""

@@ -99,6 +99,9 @@ class MirrorSettings:
     read_timeout_s: float = field(default=30.0, metadata=POSITIVE)
     retry_initial_s: float = field(default=1.0, metadata=POSITIVE)
     retry_max_s: float = field(default=300.0, metadata=POSITIVE)
+    # air-gapped sites: a folder (a USB mount) watched for bundles; empty: only <data>/import/
+    import_dir: str = ""
+    import_scan_s: float = field(default=2.0, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,7 @@ class Mirror:
         self.last_poll_ok: float | None = None
         self.last_error: str | None = None
         self._told_empty = False
+        self._polling = asyncio.Lock()  # one round at a time: an import polls too (gateway.bundle)
 
     async def open(self) -> None:
         """Re-verify the index held before a restart, and resume its transfers."""
@@ -164,6 +165,10 @@ class Mirror:
 
     async def poll_once(self) -> bool:
         """One round: key list, then index. Returns True when a new index was accepted."""
+        async with self._polling:
+            return await self._poll_round()
+
+    async def _poll_round(self) -> bool:
         self.stats.inc("mirror.index_polls")
         try:
             got = await self._get("keys.json")

@@ -39,13 +39,14 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from gateway.core.errors import DamagedStateError, StorageError
-from gateway.uplink.outbox_file import Depth, connect_checked, set_aside
+from gateway.uplink.outbox_file import Depth, connect_checked, register_sinks, set_aside
 
 log = logging.getLogger(__name__)
 
 DROP_ORDER = ("sample", "aggregate", "health")  # first to go; any other kind is kept longest
 GROUP_COMMIT_S = 0.004
 MAX_BATCH = 1000
+EXPORT_SINK = "export"  # ``ota-gateway uplink export``'s cursor: kept whichever sinks run
 
 
 class _Pending(NamedTuple):
@@ -138,7 +139,13 @@ class Outbox:
             raise StorageError(f"cannot open the outbox {self.path}: {exc}", path=str(self.path)) from exc
         self._db = db
         self._bytes = self._scalar("SELECT COALESCE(SUM(size), 0) FROM records")
+        self._register_sinks()
         self._writer.start()
+
+    @_seam
+    def _register_sinks(self) -> None:
+        with self._lock:
+            register_sinks(self.db, self.sinks, EXPORT_SINK)
 
     def _connect(self) -> sqlite3.Connection:
         return connect_checked(self.path)
@@ -216,6 +223,8 @@ class Outbox:
                     )
                     seqs.append(int(cur.lastrowid or 0))
                     self._bytes += len(text)
+                if self._bytes > self.max_bytes:  # counted again: `uplink export` may have deleted some
+                    self._bytes = self._scalar_locked("SELECT COALESCE(SUM(size), 0) FROM records")
                 if self._bytes > self.max_bytes:
                     self._shed(cur, self._bytes - self.max_bytes, "over max_bytes")
                 cur.execute("COMMIT")
@@ -260,13 +269,16 @@ class Outbox:
         return self._scalar("SELECT COALESCE((SELECT acked FROM cursors WHERE sink = ?), 0)", (sink,))
 
     @_seam
-    def peek(self, sink: str, max_records: int = 500, max_bytes: int = 1 << 20) -> list[Record]:
-        """The oldest records this sink has not acknowledged (at least one, even if large)."""
+    def peek(
+        self, sink: str, max_records: int = 500, max_bytes: int = 1 << 20, *, after: int | None = None
+    ) -> list[Record]:
+        """The oldest records this sink has not acknowledged (at least one, even if large); with
+        ``after``, those past that sequence number instead (a reader paging ahead of its cursor)."""
         with self._lock:
             rows = self.db.execute(
                 "SELECT seq, kind, at, body, size FROM records WHERE seq > "
-                "COALESCE((SELECT acked FROM cursors WHERE sink = ?), 0) ORDER BY seq LIMIT ?",
-                (sink, max_records),
+                "COALESCE(?, (SELECT acked FROM cursors WHERE sink = ?), 0) ORDER BY seq LIMIT ?",
+                (after, sink, max_records),
             ).fetchall()
         out: list[Record] = []
         total = 0

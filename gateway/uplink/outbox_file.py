@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -71,6 +72,25 @@ def connect_checked(path: Path) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def register_sinks(db: sqlite3.Connection, sinks: Sequence[str], kept: str) -> None:
+    """Each sink in use has a cursor row, and only they and ``kept`` (the export's): ``ota-gateway
+    uplink export``, another process, reads the rows to learn whose records it must not delete."""
+    keep = [*sinks, kept]
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.executemany("INSERT OR IGNORE INTO cursors(sink, acked) VALUES (?, 0)", [(s,) for s in sinks])
+        db.execute(f"DELETE FROM cursors WHERE sink NOT IN ({','.join('?' * len(keep))})", keep)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def cursor_sinks(db: sqlite3.Connection) -> list[str]:
+    """The sinks with a cursor row (those a running gateway registered, see :func:`register_sinks`)."""
+    return [row[0] for row in db.execute("SELECT sink FROM cursors ORDER BY sink")]
 
 
 def set_aside(path: Path, problem: str) -> dict[str, Any]:
