@@ -23,7 +23,8 @@ from typing import IO, Any
 from aiohttp import web
 
 from gateway.access import Credentials
-from gateway.broker.server import Broker, mqtt_settings
+from gateway.broker.front import MqttFront
+from gateway.broker.mode import mqtt_front
 from gateway.bundle.importer import DEFAULT_TIMEOUT_S, Importer
 from gateway.bundle.source import Shelf
 from gateway.bundle.watch import ImportWatch
@@ -138,7 +139,7 @@ class Gateway:
             on_windows=[self.gates.on_windows, self.history.on_windows],
             journal=settings.uplink.forward_samples,
         )
-        self.broker: Broker | None = None  # amqtt needs the running loop: made in start()
+        self.broker: MqttFront | None = None  # amqtt needs the running loop: made in start()
         self._wire_site(self.shelf)
         self.imports = ImportWatch(
             Importer(self.mirror, self.shelf),
@@ -266,11 +267,9 @@ class Gateway:
             host, port = parse_hostport(self.settings.operator.listen)
             self.operator_addresses = await self._serve(operator_app, host, port, None, "operator")
         lab_mode = self.settings.mqtt.lab_mode
-        self.broker = Broker(
-            mqtt_settings(self.settings),
-            lambda user, password, cert_cn: self.credentials.mqtt_allows(
-                user, password, cert_cn, lab_mode=lab_mode
-            ),
+        self.broker = mqtt_front(
+            self.settings,
+            lambda user, pw, cn: self.credentials.mqtt_allows(user, pw, cn, lab_mode=lab_mode),
             lambda device, topic, payload: self.telemetry.mqtt_message(device, topic, payload, self.clock()),
         )
         await self.broker.start()

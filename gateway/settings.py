@@ -202,6 +202,10 @@ def _cross_check(s: Settings, source: str) -> None:
         raise ConfigError(
             source, "devices.access", "'token' only with devices.site_token or devices.tokens_file"
         )
+    if s.mqtt.mode == "external" and not s.mqtt.external_url:
+        raise ConfigError(
+            source, "mqtt.external_url", "the site broker's mqtt:// or mqtts:// URL with mode 'external'"
+        )
     if s.operator.listen:
         host, _ = parse_hostport(s.operator.listen)
         if host not in ("127.0.0.1", "::1", "localhost") and not s.operator.token:

@@ -29,7 +29,8 @@ def uplink_from(
         )
     if up.mqtt_url:
         try:
-            sinks.append(MqttBridge(up.mqtt_url, settings.site, ca_bundle=settings.mirror.ca_bundle))
+            ca = settings.mirror.ca_bundle
+            sinks.append(MqttBridge(up.mqtt_url, settings.site, ca_bundle=ca, window=up.mqtt_window))
         except ValueError as exc:
             raise ConfigError(
                 "configuration", "uplink.mqtt_url", "mqtt://user:pass@host:port or mqtts://..."
