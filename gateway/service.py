@@ -24,7 +24,11 @@ from aiohttp import web
 
 from gateway import instance
 from gateway.access import Credentials
-from gateway.broker.server import Broker, mqtt_settings
+from gateway.broker.front import MqttFront
+from gateway.broker.mode import mqtt_front
+from gateway.bundle.importer import DEFAULT_TIMEOUT_S, Importer
+from gateway.bundle.source import Shelf
+from gateway.bundle.watch import ImportWatch
 from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings, parse_hostport
 from gateway.discovery.advertise import Advertiser, cert_fingerprint
@@ -32,14 +36,19 @@ from gateway.discovery.browse import DeviceBrowser
 from gateway.discovery.net import open_lan
 from gateway.http import listener
 from gateway.http.app import build_device_app
+from gateway.http.metrics_endpoint import add_metrics_route
 from gateway.http.operator import build_operator_app
+from gateway.http.probes import add_probe_routes
 from gateway.http.tls import server_tls
 from gateway.inventory.store import Inventory, load_inventory_file
 from gateway.mirror.mirror import Mirror
 from gateway.mirror.upstream import Upstream, upstream_from
 from gateway.notify import Changes
 from gateway.polls import PollAnswers
+from gateway.prometheus import GatewayMetrics
+from gateway.readiness import Readiness, listener_state
 from gateway.rollout.keeper import GateKeeper
+from gateway.sdnotify import Notifier, watchdog_loop
 from gateway.settings import load_matrix
 from gateway.site_loop import DeviceEvents, SiteLoop
 from gateway.stats import Stats
@@ -47,12 +56,11 @@ from gateway.status_view import StatusView
 from gateway.store.artifacts import ArtifactStore
 from gateway.store.lock import lock_data_dir
 from gateway.tasks import TaskGroup
+from gateway.telemetry.history import WindowHistory
 from gateway.telemetry.ingest import Telemetry
 from gateway.trust.keys import load_trusted_keys
 from gateway.trust.state import TrustState
-from gateway.uplink.forwarder import Forwarder
-from gateway.uplink.outbox import Outbox
-from gateway.uplink.sinks import HttpSink, MqttBridge, Sink
+from gateway.uplink.assemble import uplink_from
 
 log = logging.getLogger(__name__)
 
@@ -74,42 +82,6 @@ class _StoreEvents:
 
     def on_verified(self, sha256: str) -> None:
         self._changes.notify()  # long polls waiting for this blob wake
-
-
-def _uplink(
-    settings: Settings, data: Path, stats: Stats, clock: Callable[[], float]
-) -> tuple[list[Sink], Outbox, Forwarder]:
-    """The sinks the settings name, the disk outbox in front of them, and the forwarder."""
-    up = settings.uplink
-    sinks: list[Sink] = []
-    if up.ingest_url:
-        sinks.append(
-            HttpSink(up.ingest_url, up.ingest_token, settings.site, ca_bundle=settings.mirror.ca_bundle)
-        )
-    if up.mqtt_url:
-        try:
-            sinks.append(MqttBridge(up.mqtt_url, settings.site, ca_bundle=settings.mirror.ca_bundle))
-        except ValueError as exc:
-            raise ConfigError(
-                "configuration", "uplink.mqtt_url", "mqtt://user:pass@host:port or mqtts://..."
-            ) from exc
-    outbox = Outbox(
-        data / "outbox.sqlite",
-        max_bytes=up.outbox_max_bytes,
-        max_age_s=up.outbox_max_age_s,
-        sinks=[s.name for s in sinks] or ["none"],
-        open_now=False,  # opened in start(), under the data folder's lock
-    )
-    forwarder = Forwarder(
-        outbox,
-        sinks,
-        stats,
-        retry_initial_s=settings.mirror.retry_initial_s,
-        retry_max_s=settings.mirror.retry_max_s,
-        idle_s=up.report_interval_s,
-        clock=clock,
-    )
-    return sinks, outbox, forwarder
 
 
 class Gateway:
@@ -144,8 +116,11 @@ class Gateway:
             quota_bytes=settings.store.quota_bytes,
             running=lambda: ((r.model_id, r.model_version or "") for r in self.inventory.live()),
             listener=_StoreEvents(lambda: self.mirror, self.changes),
+            stats=self.stats,
         )
-        upstream = upstream_from(settings.mirror)
+        self.shelf = Shelf(
+            upstream_from(settings.mirror, site=settings.site)
+        )  # lent to a bundle while it is imported
         devices = settings.devices
         self.inventory = Inventory(self.data / "inventory.json", max_devices=devices.max_devices)
         self.site_inventory = (
@@ -154,19 +129,27 @@ class Gateway:
         self.credentials = Credentials(devices, self.site_inventory)
         self.matrix = load_matrix(Path(devices.compat_matrix)) if devices.compat_matrix else None
 
-        self.sinks, self.outbox, self.forwarder = _uplink(settings, self.data, self.stats, clock)
+        self.sinks, self.outbox, self.forwarder = uplink_from(settings, self.data, self.stats, clock)
         self.gates = GateKeeper(settings.gates, self.data / "gates")
+        self.history = WindowHistory(settings.telemetry.history_windows)  # the dashboard's charts
         self.telemetry = Telemetry(
             settings.telemetry,
             self.inventory,
             self.outbox,
             self.stats,
             on_event=DeviceEvents(self.inventory, self.gates, clock),
-            on_windows=[self.gates.on_windows],
+            on_windows=[self.gates.on_windows, self.history.on_windows],
             journal=settings.uplink.forward_samples,
         )
-        self.broker: Broker | None = None  # amqtt needs the running loop: made in start()
-        self._wire_site(upstream)
+        self.broker: MqttFront | None = None  # amqtt needs the running loop: made in start()
+        self._wire_site(self.shelf)
+        self.imports = ImportWatch(
+            Importer(self.mirror, self.shelf),
+            self.data,
+            [Path(settings.mirror.import_dir)] if settings.mirror.import_dir else [],
+            scan_s=settings.mirror.import_scan_s,
+            timeout_s=DEFAULT_TIMEOUT_S,
+        )
         self.discovery: dict[str, Any] = {}
         self._cert_sha256 = (
             cert_fingerprint(Path(settings.http.tls_cert).read_bytes()) if settings.http.tls_cert else None
@@ -228,6 +211,16 @@ class Gateway:
             clock=self.clock,
             data_id=lambda: self.data_id,
         )
+        self.readiness = Readiness(
+            trust=self.trust,
+            mirror=self.mirror,
+            data=self.data,
+            listeners=lambda: listener_state(
+                s, self.http_addresses, self.operator_addresses, self.broker.addresses if self.broker else {}
+            ),
+            clock=self.clock,
+        )
+        self.metrics = GatewayMetrics(self.status_view, self.readiness)  # its own registry
 
     async def start(self) -> None:
         self._lock = lock_data_dir(self.data)
@@ -257,7 +250,9 @@ class Gateway:
             store=self.store,
             held_index=lambda: self.mirror.index,
             held_keys=lambda: self.trust.trusted.key_list,
+            held_site=lambda site: self.mirror.children.held.get(site),
         )
+        add_probe_routes(device_app, self.readiness, self.settings.site)
         host, port = parse_hostport(self.settings.http.listen)
         self.http_addresses = await self._serve(device_app, host, port, server_tls(self.settings))
         if self.settings.operator.listen:
@@ -269,20 +264,22 @@ class Gateway:
                 gates=self.gates,
                 controls=self.site_loop,
                 status_view=self.status_view.status,
+                history=self.history,
             )
+            add_probe_routes(operator_app, self.readiness, self.settings.site)
+            add_metrics_route(operator_app, self.metrics.exposition)
             host, port = parse_hostport(self.settings.operator.listen)
             self.operator_addresses = await self._serve(operator_app, host, port, None, "operator")
         lab_mode = self.settings.mqtt.lab_mode
-        self.broker = Broker(
-            mqtt_settings(self.settings),
-            lambda user, password, cert_cn: self.credentials.mqtt_allows(
-                user, password, cert_cn, lab_mode=lab_mode
-            ),
+        self.broker = mqtt_front(
+            self.settings,
+            lambda user, pw, cn: self.credentials.mqtt_allows(user, pw, cn, lab_mode=lab_mode),
             lambda device, topic, payload: self.telemetry.mqtt_message(device, topic, payload, self.clock()),
         )
         await self.broker.start()
         self._closers.append(self.broker.stop)
         self.tasks.spawn(self.mirror.run(), name="mirror poll")
+        self.tasks.spawn(self.imports.run(), name="bundle imports")
         if self.settings.discovery.enabled:
             await self._start_discovery()
         self.tasks.spawn(self.site_loop.run(), name="site report")
@@ -369,11 +366,17 @@ async def run_until_signalled(gateway: Gateway, on_started: Callable[[Gateway], 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier.from_env()  # systemd Type=notify; nothing outside systemd
+    # Fed from the loop during start-up too (the blobs are re-hashed in worker threads meanwhile).
+    gateway.tasks.spawn(watchdog_loop(notifier, gateway.readiness.status_line), name="systemd watchdog")
     await gateway.start()
     try:
         if on_started is not None:
             on_started(gateway)
+        notifier.ready(await gateway.readiness.status_line())
         await stop.wait()
     finally:
         log.info("stopping")
+        notifier.stopping()
         await gateway.stop()
+        notifier.close()

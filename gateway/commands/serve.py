@@ -124,7 +124,7 @@ def banner(gw: Gateway) -> str:
         "(devices.poll_interval_s)",
         f"  trusted keys:             {len(gw.trust.trusted.signing_keys())} (config trust.trusted_keys, or PEM files in {gw.key_dir.resolve()})",
     ]
-    if "://" not in upstream:
+    if upstream and "://" not in upstream:
         exe = own_command()
         folder = shlex.quote(str(Path(upstream).resolve()))
         lines += [

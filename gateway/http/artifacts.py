@@ -31,6 +31,7 @@ from aiohttp import web
 
 from gateway.core.manifest import valid_id
 from gateway.http.ranges import ByteRange, plan
+from gateway.stats import Stats
 from gateway.store.lookup import ArtifactLookup, Pending, Verified
 
 log = logging.getLogger(__name__)
@@ -73,10 +74,19 @@ def _open_verified(found: Verified) -> IO[bytes] | None:
     return f
 
 
+def _part_head(boundary: str, content_type: str, content_range: str) -> bytes:
+    return (
+        f"\r\n--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: {content_range}\r\n\r\n"
+    ).encode()
+
+
 class ArtifactHandler:
-    def __init__(self, store: ArtifactLookup, authorize: Authorizer | None = None) -> None:
+    def __init__(
+        self, store: ArtifactLookup, authorize: Authorizer | None = None, stats: Stats | None = None
+    ) -> None:
         self.store = store
         self.authorize = authorize
+        self.stats = stats if stats is not None else Stats()  # downloads.bytes, downloads.unavailable
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
@@ -89,6 +99,7 @@ class ArtifactHandler:
         if found is None:
             raise _not_found()
         if isinstance(found, Pending):
+            self.stats.inc("downloads.unavailable")
             raise web.HTTPServiceUnavailable(
                 text="artifact is being mirrored and verified; retry later\n",
                 headers={"Retry-After": str(found.retry_after_s)},
@@ -99,6 +110,7 @@ class ArtifactHandler:
             # again and takes it back or fetches it again; the device comes back meanwhile.
             log.warning("verified blob %s is not the file that was verified: not served", found.path)
             retry_after_s = self.store.broken(model_id, version, filename)
+            self.stats.inc("downloads.unavailable")
             raise web.HTTPServiceUnavailable(
                 text="artifact temporarily unavailable\n", headers={"Retry-After": str(retry_after_s)}
             )
@@ -108,8 +120,14 @@ class ArtifactHandler:
             f.close()
 
     async def _answer(self, request: web.Request, found: Verified, f: IO[bytes]) -> web.StreamResponse:
+        boundary = secrets.token_hex(16)
         decided = plan(
-            request.method, request.headers, size=found.size, etag=found.sha256, last_modified=found.mtime
+            request.method,
+            request.headers,
+            size=found.size,
+            etag=found.sha256,
+            last_modified=found.mtime,
+            part_head=len(_part_head(boundary, found.content_type, "")),
         )
         headers = {
             "ETag": f'"{found.sha256}"',
@@ -134,16 +152,8 @@ class ArtifactHandler:
             resp.content_length = only.length
             return await self._send(request, resp, f, [(b"", only)])
         # multipart/byteranges (RFC 9110 14.6): each part is a header block then the bytes.
-        boundary = secrets.token_hex(16)
         parts = [
-            (
-                (
-                    f"\r\n--{boundary}\r\nContent-Type: {found.content_type}\r\n"
-                    f"Content-Range: {r.content_range(found.size)}\r\n\r\n"
-                ).encode(),
-                r,
-            )
-            for r in decided.ranges
+            (_part_head(boundary, found.content_type, r.content_range(found.size)), r) for r in decided.ranges
         ]
         closing = f"\r\n--{boundary}--\r\n".encode()
         resp.content_type = "multipart/byteranges"
@@ -177,9 +187,10 @@ class ArtifactHandler:
                 sent = await loop.sendfile(transport, f, r.first, r.length)
             except NotImplementedError:  # a transport without sendfile (e.g. some TLS set-ups)
                 await self._copy(resp, f, r)
-            else:
-                if sent < r.length:  # truncated while streaming: cut the connection, never a short 200
-                    raise ConnectionResetError("blob shorter than verified")
+                sent = r.length
+            self.stats.inc("downloads.bytes", sent)
+            if sent < r.length:  # truncated while streaming: cut the connection, never a short 200
+                raise ConnectionResetError("blob shorter than verified")
         if closing:
             await resp.write(closing)
         await resp.write_eof()
@@ -199,8 +210,11 @@ class ArtifactHandler:
 
 
 def add_artifact_routes(
-    app: web.Application, store: ArtifactLookup, authorize: Authorizer | None = None
+    app: web.Application,
+    store: ArtifactLookup,
+    authorize: Authorizer | None = None,
+    stats: Stats | None = None,
 ) -> None:
-    handler = ArtifactHandler(store, authorize)
+    handler = ArtifactHandler(store, authorize, stats)
     # {filename:.+} would let a slash through to our validation; a plain segment never matches one.
     app.router.add_get("/artifacts/{model_id}/{version}/{filename}", handler.handle)

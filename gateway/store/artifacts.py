@@ -44,6 +44,7 @@ from gateway.core.eviction import (
     protected,
 )
 from gateway.core.manifest import Deployment
+from gateway.stats import Stats
 from gateway.store.blobs import QUARANTINE_MAX_FILES, BlobInfo, BlobStore
 from gateway.store.events import StoreListener, Unheard
 from gateway.store.hashing import Hashed, Inode, ScrubReport, hash_file
@@ -72,8 +73,10 @@ class ArtifactStore:
         quota_bytes: int = 0,
         running: Callable[[], Iterable[tuple[str | None, str]]] = lambda: (),
         listener: StoreListener | None = None,
+        stats: Stats | None = None,
     ) -> None:
         self.blobs = BlobStore(data_dir)
+        self.stats = stats if stats is not None else Stats()  # store.evictions, store.evicted_bytes
         self.quota_bytes = quota_bytes
         self._catalog_path = data_dir / "catalog.json"
         self.entries: dict[tuple[str, str, str], Entry] = {}
@@ -347,7 +350,9 @@ class ArtifactStore:
         )
         for sha in choice.evict:
             log.info("evicting blob %s (least recently used, not protected)", sha)
-            self.verified.pop(sha, None)
+            gone = self.verified.pop(sha, None)
+            self.stats.inc("store.evictions")
+            self.stats.inc("store.evicted_bytes", gone.size if gone else 0)
             await asyncio.to_thread(self.blobs.remove, sha)
         if choice.evict:
             self._dirty = True
