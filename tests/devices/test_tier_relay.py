@@ -114,7 +114,8 @@ def latencies(records: dict[int, dict[str, Any]]) -> set[float]:
 
 async def post(s: aiohttp.ClientSession, url: str, body: bytes, **headers: str) -> tuple[int, str]:
     async with s.post(url, data=body, headers=headers) as r:
-        return r.status, await r.text()
+        text = await r.text()
+        return r.status, text + (f"Retry-After: {r.headers['Retry-After']}" if r.status == 503 else "")
 
 
 def batch(site: str, records: list[dict[str, Any]]) -> bytes:
@@ -244,7 +245,7 @@ async def test_the_parent_answers_only_once_the_outbox_committed(
         assert not answer.done(), "answered before every record was committed"
         held[2].set_exception(StorageError("disk full", path="outbox.sqlite"))
         status, text = await answer
-        assert status == 503 and "disk full" in text, (status, text)
+        assert status == 503 and "disk full" in text and "Retry-After: 60" in text, (status, text)
         answer = asyncio.ensure_future(post(s, url, batch(CHILD, records), **{"Content-Encoding": "gzip"}))
         await until(lambda: len(held) == 6, "the re-sent batch handed to the outbox again")
         assert not answer.done()
