@@ -46,8 +46,9 @@ from gateway.core.eviction import (
 from gateway.core.manifest import Deployment
 from gateway.store.blobs import QUARANTINE_MAX_FILES, BlobInfo, BlobStore
 from gateway.store.events import StoreListener, Unheard
+from gateway.store.fill import Fills
 from gateway.store.hashing import Hashed, Inode, ScrubReport, hash_file
-from gateway.store.lookup import Pending, Verified
+from gateway.store.lookup import Pending, Streaming, Verified
 from gateway.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class ArtifactStore:
         self.running = running  # (model_id, version) devices report running
         self.listener: StoreListener = listener if listener is not None else Unheard()
         self.scrub = ScrubReport()
+        self.fills = Fills()  # partials arriving in verified chunks (gateway.store.fill)
         self.quarantined: list[str] = []  # this run's quarantined files (the newest few), for status
         self._checking: set[str] = set()  # blobs reported broken, being hashed again
         self.recovered: list[dict[str, Any]] = []  # a damaged catalog.json found at open (for /status)
@@ -197,7 +199,7 @@ class ArtifactStore:
             now=now,
         )
 
-    def lookup(self, model_id: str, version: str, filename: str) -> Verified | Pending | None:
+    def lookup(self, model_id: str, version: str, filename: str) -> Verified | Streaming | Pending | None:
         is_sig = filename.endswith(".sig")
         entry = self.entries.get((model_id, version, filename[:-4] if is_sig else filename))
         if entry is None:
@@ -208,6 +210,9 @@ class ArtifactStore:
                 return None
             if entry.sha256 not in self._checking:
                 self.listener.on_miss(entry.sha256)
+            fill = None if is_sig else self.fills.get(entry.sha256)
+            if fill is not None:
+                return Streaming(fill, self.listener.retry_after_s(entry.sha256))
             return Pending(self.listener.retry_after_s(entry.sha256))
         if not is_sig:
             self.last_access[entry.sha256] = time.time()
@@ -333,6 +338,7 @@ class ArtifactStore:
     async def publish(self, sha256: str, signature: bytes) -> BlobInfo:
         info = await asyncio.to_thread(self.blobs.publish, sha256, signature)
         self.verified[sha256] = info
+        self.fills.finish(sha256)
         self.last_access[sha256] = time.time()
         self._dirty = True
         await self.flush(force=True)
