@@ -19,13 +19,13 @@ import os
 import random
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.conftest import Registry
+from tests.gw import until
 from tests.mirror.chunk_devices import ChunkCheck
 from tests.mirror.hostile import Fault, Hostile
 from tests.peers import free_port, gateway_process, serve_args, stop
@@ -120,9 +120,7 @@ async def test_no_byte_outside_a_verified_chunk_reaches_a_device(
     crowd = [asyncio.ensure_future(devices.device(f"device {i}", stop_devices)) for i in range(6)]
     proc = gateway_process(args, env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while not hostile.requests(".bin") and time.monotonic() < deadline:  # seen at the upstream
-            await asyncio.sleep(0.02)  # polling a condition with a deadline
+        await until(lambda: hostile.requests(".bin"), 30, "the transfer seen at the upstream")
         await asyncio.sleep(rng.uniform(0.0, 1.4))  # kill -9 at a random instant of the transfer
         proc.kill()
         await asyncio.to_thread(proc.wait)
