@@ -124,8 +124,11 @@ class ChunkedDownload:
 
     async def run(self, meta: dict[str, Any], progress: Progress) -> tuple[int, Any]:
         dep = self.dep
-        chunking, digests = await fetch_list(self.upstream, dep)
         path = self.blobs.partial_path(dep.sha256)
+        assert dep.chunks is not None
+        # Devices asking from now on wait for verified chunks (or are cut off if the list is bad).
+        fill = self.fills.begin(dep.sha256, path, Chunking(dep.length, dep.chunks.size), 0)
+        chunking, digests = await fetch_list(self.upstream, dep)
         if meta:
             good, whole = await asyncio.to_thread(scan_partial, path, chunking, digests)
         else:
@@ -135,7 +138,7 @@ class ChunkedDownload:
                 "%s: %d chunks verified again on resume (%s recorded)", dep.key, good, meta["chunks_verified"]
             )
         offset = chunking.verified_bytes(good)
-        fill = self.fills.begin(dep.sha256, path, chunking, offset)
+        fill.advance(offset)
         progress.update(offset, time.monotonic())
         etag = meta.get("etag")
         refetches = 0
