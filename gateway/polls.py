@@ -2,8 +2,10 @@
 
 :class:`PollAnswers` reads, from memory only, the index in effect as the gate keeper published it
 (every deployment in it judged and durable), the device's inventory record, the trusted clock and
-which blobs are verified, and hands them to the pure :func:`gateway.core.policy.answer`. It also
-renders the answer's manifest and ETag, memoised: the same few answers go to thousands of devices.
+which blobs are verified, and hands them to the pure :func:`gateway.core.policy.answer` through
+:class:`gateway.core.poll_memo.PollMemo`, which gives a device its previous answer again while none
+of those inputs changed. It also renders the answer's manifest and ETag, memoised: the same few
+answers go to thousands of devices.
 
 It leaves to others: parsing the request, credentials, long polls and headers (``gateway.http``);
 what is in effect and when (``gateway.rollout`` and the site loop); the decision itself
@@ -19,6 +21,7 @@ from typing import Any
 
 from firmware_compat.matrix import CompatMatrix
 from gateway.core import policy
+from gateway.core.poll_memo import PollMemo
 from gateway.inventory.store import Inventory
 from gateway.rollout.keeper import GateKeeper
 from gateway.store.artifacts import ArtifactStore
@@ -45,6 +48,7 @@ class PollAnswers:
         self.matrix = matrix
         self.clock = clock
         self.render_cache: dict[Any, tuple[bytes, str]] = {}
+        self.memo = PollMemo()
 
     def answer_for(self, device_id: str) -> policy.PollAnswer:
         """What this device may install now (see :mod:`gateway.core.policy`)."""
@@ -53,9 +57,8 @@ class PollAnswers:
             return policy.PollAnswer(None, "unknown_device")
         site = self.gates.site  # the index in effect: every deployment in it judged
         reading = self.trust.clock(self.clock())
-        return policy.answer(
-            deployments=[d for d in site.deployments if d.end_time is None or d.end_time > reading.now],
-            commands=site.commands,
+        return self.memo.answer(
+            site=site,
             device=device,
             now=reading.now,
             clock_trusted=reading.trusted,

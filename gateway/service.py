@@ -31,14 +31,19 @@ from gateway.discovery.browse import DeviceBrowser
 from gateway.discovery.net import open_lan
 from gateway.http import listener
 from gateway.http.app import build_device_app
+from gateway.http.metrics_endpoint import add_metrics_route
 from gateway.http.operator import build_operator_app
+from gateway.http.probes import add_probe_routes
 from gateway.http.tls import server_tls
 from gateway.inventory.store import Inventory, load_inventory_file
 from gateway.mirror.mirror import Mirror
 from gateway.mirror.upstream import Upstream, upstream_from
 from gateway.notify import Changes
 from gateway.polls import PollAnswers
+from gateway.prometheus import GatewayMetrics
+from gateway.readiness import Readiness, listener_state
 from gateway.rollout.keeper import GateKeeper
+from gateway.sdnotify import Notifier, watchdog_loop
 from gateway.settings import load_matrix
 from gateway.site_loop import DeviceEvents, SiteLoop
 from gateway.stats import Stats
@@ -46,6 +51,7 @@ from gateway.status_view import StatusView
 from gateway.store.artifacts import ArtifactStore
 from gateway.store.lock import lock_data_dir
 from gateway.tasks import TaskGroup
+from gateway.telemetry.history import WindowHistory
 from gateway.telemetry.ingest import Telemetry
 from gateway.trust.keys import load_trusted_keys
 from gateway.trust.state import TrustState
@@ -142,6 +148,7 @@ class Gateway:
             quota_bytes=settings.store.quota_bytes,
             running=lambda: ((r.model_id, r.model_version or "") for r in self.inventory.live()),
             listener=_StoreEvents(lambda: self.mirror, self.changes),
+            stats=self.stats,
         )
         upstream = upstream_from(settings.mirror)
         devices = settings.devices
@@ -154,13 +161,14 @@ class Gateway:
 
         self.sinks, self.outbox, self.forwarder = _uplink(settings, self.data, self.stats, clock)
         self.gates = GateKeeper(settings.gates, self.data / "gates")
+        self.history = WindowHistory(settings.telemetry.history_windows)  # the dashboard's charts
         self.telemetry = Telemetry(
             settings.telemetry,
             self.inventory,
             self.outbox,
             self.stats,
             on_event=DeviceEvents(self.inventory, self.gates, clock),
-            on_windows=[self.gates.on_windows],
+            on_windows=[self.gates.on_windows, self.history.on_windows],
             journal=settings.uplink.forward_samples,
         )
         self.broker: Broker | None = None  # amqtt needs the running loop: made in start()
@@ -225,6 +233,16 @@ class Gateway:
             started_at=self.started_at,
             clock=self.clock,
         )
+        self.readiness = Readiness(
+            trust=self.trust,
+            mirror=self.mirror,
+            data=self.data,
+            listeners=lambda: listener_state(
+                s, self.http_addresses, self.operator_addresses, self.broker.addresses if self.broker else {}
+            ),
+            clock=self.clock,
+        )
+        self.metrics = GatewayMetrics(self.status_view, self.readiness)  # its own registry
 
     async def start(self) -> None:
         self._lock = lock_data_dir(self.data)
@@ -254,6 +272,7 @@ class Gateway:
             held_index=lambda: self.mirror.index,
             held_keys=lambda: self.trust.trusted.key_list,
         )
+        add_probe_routes(device_app, self.readiness, self.settings.site)
         host, port = parse_hostport(self.settings.http.listen)
         self.http_addresses = await self._serve(device_app, host, port, server_tls(self.settings))
         if self.settings.operator.listen:
@@ -265,7 +284,10 @@ class Gateway:
                 gates=self.gates,
                 controls=self.site_loop,
                 status_view=self.status_view.status,
+                history=self.history,
             )
+            add_probe_routes(operator_app, self.readiness, self.settings.site)
+            add_metrics_route(operator_app, self.metrics.exposition)
             host, port = parse_hostport(self.settings.operator.listen)
             self.operator_addresses = await self._serve(operator_app, host, port, None, "operator")
         lab_mode = self.settings.mqtt.lab_mode
@@ -360,11 +382,17 @@ async def run_until_signalled(gateway: Gateway, on_started: Callable[[Gateway], 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier.from_env()  # systemd Type=notify; nothing outside systemd
+    # Fed from the loop during start-up too (the blobs are re-hashed in worker threads meanwhile).
+    gateway.tasks.spawn(watchdog_loop(notifier, gateway.readiness.status_line), name="systemd watchdog")
     await gateway.start()
     try:
         if on_started is not None:
             on_started(gateway)
+        notifier.ready(await gateway.readiness.status_line())
         await stop.wait()
     finally:
         log.info("stopping")
+        notifier.stopping()
         await gateway.stop()
+        notifier.close()

@@ -1,17 +1,33 @@
-"""Named counters the components bump and the status page, dashboard and site report read."""
+"""Named counters the components bump and the status page, dashboard, site report and /metrics read.
+
+Plain counters are one name each (``mirror.bytes``). A few counters carry labels, for the
+Prometheus exposition (``devices.poll_answers`` by answer and reason): :meth:`Stats.count`. Their
+label values must come from a small fixed set (status codes, reason names), never from a device.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 
+Labels = tuple[tuple[str, str], ...]
+
 
 class Stats:
     def __init__(self) -> None:
         self._c: Counter[str] = Counter()
+        self._labelled: Counter[tuple[str, Labels]] = Counter()
         self.last_error: dict[str, str] = {}
 
     def inc(self, name: str, n: int = 1) -> None:
         self._c[name] += n
+
+    def count(self, name: str, n: int = 1, **labels: str) -> None:
+        """A labelled counter (label values from a small fixed set only)."""
+        self._labelled[(name, tuple(sorted(labels.items())))] += n
+
+    def labelled(self, name: str) -> list[tuple[dict[str, str], int]]:
+        """Every label set of the counter ``name`` with its count."""
+        return [(dict(labels), n) for (key, labels), n in sorted(self._labelled.items()) if key == name]
 
     def error(self, name: str, message: str) -> None:
         self._c[name] += 1

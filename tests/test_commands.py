@@ -121,12 +121,18 @@ async def test_dashboard_shows_the_site_at_a_glance(reg: Registry, tmp_path: Pat
     async with running(gateway_settings(reg, tmp_path / "data")) as gw:
         await until(lambda: gw.store.is_verified(SHA), what="mirrored")
         host, port = gw.operator_addresses[0][:2]
-        async with aiohttp.ClientSession() as s, s.get(f"http://{host}:{port}/") as r:
-            page = await r.text()
-        assert r.status == 200
-        assert r.content_type == "text/html"
-        for part in ("OTA Gateway: site test-site", "detector", "Canary gates", "This box", "Counters"):
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://{host}:{port}/") as r:
+                page = await r.text()
+            assert r.status == 200
+            assert r.content_type == "text/html"
+            async with s.get(f"http://{host}:{port}/dashboard/state") as r:
+                state = await r.json()
+        for part in ("Rollouts", "Devices", "Mirroring", "This box"):
             assert part in page
+        assert state["site"] == "test-site"
+        assert [m["name"] for m in state["mirroring"]] == ["detector@1.0.0"]
+        assert state["mirroring"][0]["text"].startswith("verified")
 
 
 async def test_gate_controls_confirm_in_one_line_and_refuse_what_would_do_nothing(

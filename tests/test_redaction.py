@@ -79,7 +79,7 @@ def test_serve_never_shows_url_secrets(tmp_path: Path) -> None:
                 break
             assert time.monotonic() < deadline, status
             time.sleep(0.1)  # polling a condition with a deadline
-        dashboard = get(base + "/")
+        dashboard = get(base + "/") + get(base + "/dashboard/state")
         stop(proc)
         assert proc.stdout is not None
         banner = proc.stdout.read()

@@ -1,4 +1,5 @@
-"""The systemd unit: a configuration error is not a restart loop (issue 11, "State files").
+"""The systemd unit: a configuration error is not a restart loop (issue 11, "State files"); it is
+Type=notify with a watchdog, after time-sync.target, and the config decides the data folder (issue 13).
 
 ``Restart=always`` restarts the gateway after any fault it could recover from by itself; a typo in
 the config file is not one, so the unit names the configuration exit code in
@@ -59,3 +60,15 @@ def test_the_unit_verifies(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == "", done.stderr  # a value systemd cannot parse is only a warning
+
+
+def test_the_unit_waits_for_the_clock_notifies_and_leaves_the_data_folder_to_the_config() -> None:
+    """Type=notify with a watchdog (the gateway sends READY=1 and WATCHDOG=1: tests/ops/test_sdnotify.py),
+    ordered after time-sync.target, and no environment that would beat the config's data_dir."""
+    assert unit_values("Type") == ["notify"]
+    assert int(unit_values("WatchdogSec")[0]) >= 10
+    assert "time-sync.target" in " ".join(unit_values("After")).split()
+    assert "time-sync.target" in " ".join(unit_values("Wants")).split()
+    environment = " ".join(unit_values("Environment"))
+    assert "OTA_GATEWAY_CONFIG=" in environment
+    assert "DATA_DIR" not in environment and "--data" not in " ".join(unit_values("ExecStart"))

@@ -149,6 +149,9 @@ class TelemetrySettings:
 
     window_s: float = field(default=60.0, metadata=POSITIVE)
     cohort_attribute: str = "hw"
+    # closed windows kept per model version for the dashboard's charts (in memory; 240 one-minute
+    # windows are the last four hours)
+    history_windows: int = field(default=240, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The device-facing aiohttp application: downloads, polls, metrics, events, and tier endpoints.
 
-This module only assembles routes; each concern has its own module. It also serves the verified
+This module only assembles routes; each concern has its own module (``/healthz`` and ``/readyz``
+are :mod:`gateway.http.probes`, added by the service). It also serves the verified
 index and key list as it holds them (``/index.json``, ``/sites/<site>/index.json``, ``/keys.json``)
 so that another gateway can use this one as its upstream (tiers) with the cloud's own signatures.
 Like the model files, they need a device credential when ``devices.access`` is not ``open``: a
@@ -39,13 +40,6 @@ from gateway.polls import PollAnswers
 from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
 from gateway.trust.index import KeyList, SiteIndex
-
-
-async def healthz(request: web.Request) -> web.Response:
-    index = request.app[HELD_INDEX]()
-    return web.json_response(
-        {"ok": True, "site": request.app[SITE], "index_version": index.version if index else None}
-    )
 
 
 async def serve_held_index(request: web.Request) -> web.Response:
@@ -96,12 +90,11 @@ def build_device_app(
     app[INGEST] = ingest
     app[HELD_INDEX] = held_index
     app[HELD_KEYS] = held_keys
-    app.router.add_get("/healthz", healthz)
     app.router.add_get("/index.json", serve_held_index)
     app.router.add_get("/sites/{site}/index.json", serve_held_index)
     app.router.add_get("/keys.json", serve_held_keys)
     app.router.add_get("/devices/{device_id}/updates", devices.poll)
     app.router.add_post("/devices/{device_id}/events", devices.event)
     app.router.add_post("/devices/{device_id}/metrics", devices.metrics)
-    add_artifact_routes(app, store, devices.authorize_any)
+    add_artifact_routes(app, store, devices.authorize_any, stats)
     return app

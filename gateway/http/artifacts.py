@@ -41,6 +41,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from gateway.core.manifest import valid_id
 from gateway.http.ranges import ByteRange, plan
+from gateway.stats import Stats
 from gateway.store.fill import Fill
 from gateway.store.lookup import ArtifactLookup, Pending, Streaming, Verified
 
@@ -99,9 +100,12 @@ def _open_partial(fill: Fill) -> IO[bytes] | None:
 
 
 class ArtifactHandler:
-    def __init__(self, store: ArtifactLookup, authorize: Authorizer | None = None) -> None:
+    def __init__(
+        self, store: ArtifactLookup, authorize: Authorizer | None = None, stats: Stats | None = None
+    ) -> None:
         self.store = store
         self.authorize = authorize
+        self.stats = stats if stats is not None else Stats()  # downloads.bytes, downloads.unavailable
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
@@ -114,6 +118,7 @@ class ArtifactHandler:
         if found is None:
             raise _not_found()
         if isinstance(found, Pending):
+            self.stats.inc("downloads.unavailable")
             raise web.HTTPServiceUnavailable(
                 text="artifact is being mirrored and verified; retry later\n",
                 headers={"Retry-After": str(found.retry_after_s)},
@@ -126,6 +131,7 @@ class ArtifactHandler:
             # again and takes it back or fetches it again; the device comes back meanwhile.
             log.warning("verified blob %s is not the file that was verified: not served", found.path)
             retry_after_s = self.store.broken(model_id, version, filename)
+            self.stats.inc("downloads.unavailable")
             raise web.HTTPServiceUnavailable(
                 text="artifact temporarily unavailable\n", headers={"Retry-After": str(retry_after_s)}
             )
@@ -204,9 +210,10 @@ class ArtifactHandler:
                 sent = await loop.sendfile(transport, f, r.first, r.length)
             except NotImplementedError:  # a transport without sendfile (e.g. some TLS set-ups)
                 await self._copy(resp, f, r)
-            else:
-                if sent < r.length:  # truncated while streaming: cut the connection, never a short 200
-                    raise ConnectionResetError("blob shorter than verified")
+                sent = r.length
+            self.stats.inc("downloads.bytes", sent)
+            if sent < r.length:  # truncated while streaming: cut the connection, never a short 200
+                raise ConnectionResetError("blob shorter than verified")
         if closing:
             await resp.write(closing)
         await resp.write_eof()
@@ -227,6 +234,7 @@ class ArtifactHandler:
             headers["Content-Range"] = f"bytes */{size}"
             return web.Response(status=416, headers=headers, text="range not satisfiable\n")
         if len(decided.ranges) > 1:
+            self.stats.inc("downloads.unavailable")
             raise web.HTTPServiceUnavailable(
                 text="several ranges at once are served once the artifact is verified; retry later\n",
                 headers={"Retry-After": str(found.retry_after_s)},
@@ -234,6 +242,7 @@ class ArtifactHandler:
         span = decided.ranges[0] if decided.ranges else ByteRange(0, size - 1)
         f = await asyncio.get_running_loop().run_in_executor(None, _open_partial, fill)
         if f is None:
+            self.stats.inc("downloads.unavailable")
             raise web.HTTPServiceUnavailable(
                 text="artifact is being mirrored and verified; retry later\n",
                 headers={"Retry-After": str(found.retry_after_s)},
@@ -295,9 +304,10 @@ class ArtifactHandler:
             sent = await asyncio.get_running_loop().sendfile(transport, f, r.first, r.length)
         except NotImplementedError:
             await self._copy(resp, f, r)
-        else:
-            if sent < r.length:
-                raise ConnectionResetError("partial file shorter than its verified chunks")
+            sent = r.length
+        self.stats.inc("downloads.bytes", sent)
+        if sent < r.length:
+            raise ConnectionResetError("partial file shorter than its verified chunks")
 
     @staticmethod
     async def _copy(resp: web.StreamResponse, f: IO[bytes], r: ByteRange) -> None:
@@ -313,8 +323,11 @@ class ArtifactHandler:
 
 
 def add_artifact_routes(
-    app: web.Application, store: ArtifactLookup, authorize: Authorizer | None = None
+    app: web.Application,
+    store: ArtifactLookup,
+    authorize: Authorizer | None = None,
+    stats: Stats | None = None,
 ) -> None:
-    handler = ArtifactHandler(store, authorize)
+    handler = ArtifactHandler(store, authorize, stats)
     # {filename:.+} would let a slash through to our validation; a plain segment never matches one.
     app.router.add_get("/artifacts/{model_id}/{version}/{filename}", handler.handle)

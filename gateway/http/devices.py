@@ -49,6 +49,9 @@ MAX_VALUE_CHARS = 128
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}\Z")  # \Z: "$" would allow a final newline
 RESERVED = {"wait"}
 STORAGE_RETRY_AFTER_S = 60
+# Metrics and events are answered 200 with a small body, not 204: the reference HTTP emitter
+# counts only a 200 as a successful send.
+ACCEPTED = {"accepted": 1}
 
 
 def bad_request(reason: str) -> web.HTTPBadRequest:
@@ -206,11 +209,14 @@ async def poll(request: web.Request) -> web.Response:
     if answer.blocked_by_firmware:
         headers["X-OTA-Blocked-By-Firmware"] = answer.blocked_by_firmware
     if rendered is None:
+        stats.count("devices.poll_answers", answer="204", reason=answer.reason)
         return web.Response(status=204, headers=headers)
     raw, etag = rendered
     headers["ETag"] = etag
     if _etag_matches(if_none_match, etag):
+        stats.count("devices.poll_answers", answer="304", reason=answer.reason)
         return web.Response(status=304, headers=headers)
+    stats.count("devices.poll_answers", answer="200", reason=answer.reason)
     return web.Response(body=raw, status=200, content_type="application/json", headers=headers)
 
 
@@ -238,11 +244,11 @@ async def event(request: web.Request) -> web.Response:
         raise bad_request(str(exc)) from None
     request.app[STATS].inc(f"devices.events.{name}")
     request.app[INGEST].on_event(device_id, name, model_id, version, reason)
-    return web.Response(status=204)
+    return web.json_response(ACCEPTED)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """The reference metrics JSON over HTTP: 204 once it is durable in the outbox."""
+    """The reference metrics JSON over HTTP: 200 ``{"accepted": 1}`` once it is durable in the outbox."""
     device_id = device_id_of(request)
     authorize(request, device_id, write=True)
     doc = await _json_body(request)
@@ -258,4 +264,4 @@ async def metrics(request: web.Request) -> web.Response:
             text=f"cannot store metrics now ({exc}); retry later\n",
             headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)},
         ) from None
-    return web.Response(status=204)
+    return web.json_response(ACCEPTED)

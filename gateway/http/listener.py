@@ -114,16 +114,20 @@ class GuardedProtocol(asyncio.Protocol):
     """aiohttp's ``RequestHandler`` with a count and a header deadline around it.
 
     Everything the transport says is passed on unchanged; this object only watches when a request
-    head starts and whether aiohttp has parsed it before the deadline.
+    head starts and whether aiohttp has parsed it before the deadline. The deadline's timer is not
+    armed and cancelled for every request (that cost a timer per poll): it is armed when a head
+    starts and none is pending, and when it fires it looks at the head that is waiting now, if any,
+    and sleeps again until that one's own deadline.
     """
 
-    __slots__ = ("_counted", "_guard", "_heads", "_timer", "_transport", "inner")
+    __slots__ = ("_counted", "_guard", "_head_at", "_heads", "_timer", "_transport", "inner")
 
     def __init__(self, inner: RequestHandler, guard: Guard) -> None:
         self.inner = inner
         self._guard = guard
         self._counted = True
         self._timer: asyncio.TimerHandle | None = None
+        self._head_at: float | None = None  # when the head being waited for began
         self._heads = 0
         self._transport: asyncio.Transport | None = None
 
@@ -132,18 +136,28 @@ class GuardedProtocol(asyncio.Protocol):
             self._counted = False
             self._guard.live -= 1
 
-    def _arm(self) -> None:
+    def _head_started(self) -> None:
         loop = asyncio.get_running_loop()
         self._heads = self.inner._request_count
-        self._timer = loop.call_later(self._guard.limits.header_timeout_s, self._expired)
+        self._head_at = loop.time()
+        if self._timer is None:
+            self._timer = loop.call_at(self._head_at + self._guard.limits.header_timeout_s, self._expired)
 
     def _disarm(self) -> None:
+        self._head_at = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _expired(self) -> None:
         self._timer = None
+        if self._head_at is None:
+            return  # every head so far was parsed in time
+        deadline = self._head_at + self._guard.limits.header_timeout_s
+        loop = asyncio.get_running_loop()
+        if loop.time() < deadline:  # a later head: wait for its own deadline
+            self._timer = loop.call_at(deadline, self._expired)
+            return
         inner = self.inner
         if inner._request_count != self._heads or inner._request_in_progress or inner._messages:
             return  # a head arrived; a request is being handled
@@ -157,15 +171,15 @@ class GuardedProtocol(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self.inner.connection_made(transport)
-        self._arm()
+        self._head_started()
 
     def data_received(self, data: bytes) -> None:
         inner = self.inner
-        if self._timer is None and not inner._request_in_progress and not inner._messages:
-            self._arm()  # the first bytes of a new request head
+        if self._head_at is None and not inner._request_in_progress and not inner._messages:
+            self._head_started()  # the first bytes of a new request head
         inner.data_received(data)
-        if self._timer is not None and inner._request_count != self._heads:
-            self._disarm()
+        if self._head_at is not None and inner._request_count != self._heads:
+            self._head_at = None  # parsed in time; the timer, if it fires, finds nothing waiting
 
     def eof_received(self) -> None:
         self.inner.eof_received()

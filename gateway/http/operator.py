@@ -1,4 +1,5 @@
-"""The operator API and dashboard: status, cache maintenance, gate controls.
+"""The operator API: status, cache maintenance, gate controls, and the dashboard's routes
+(:mod:`gateway.http.dashboard`).
 
 Bound to loopback by default; anywhere else it requires ``operator.token``, sent as
 ``Authorization: Bearer <token>`` or as the password of HTTP Basic (so a browser can open the
@@ -28,7 +29,6 @@ import asyncio
 import base64
 import binascii
 import hmac
-import html
 import ipaddress
 import json
 import secrets
@@ -45,6 +45,7 @@ from gateway.core.errors import FormatError
 from gateway.core.gates import CONTROLS
 from gateway.core.settings import Settings, parse_hostport
 from gateway.core.site import ControlRefused
+from gateway.http import dashboard
 from gateway.http.context import (
     GATE_CONTROLS,
     GATE_SETTINGS,
@@ -60,6 +61,7 @@ from gateway.redact import redact_tree
 from gateway.rollout.keeper import GateKeeper
 from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
+from gateway.telemetry.history import WindowHistory
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -260,83 +262,6 @@ async def cache_prune(request: web.Request) -> web.Response:
     return web.json_response({"removed": sorted(before - set(store.verified))})
 
 
-def _row(cells: list[object]) -> str:
-    return "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
-
-
-async def dashboard(request: web.Request) -> web.Response:
-    st = redact_tree(request.app[STATUS]())
-    idx = st["index"] or {}
-    deployments = "".join(
-        _row(
-            [
-                d["model_id"],
-                d["version"],
-                d["target_cohort"] or "everyone",
-                f"{d['rollout_percentage']:g}%",
-                "yes" if d["mirrored"] else f"fetching ({d['progress_bytes'] or 0} of {d['length']} bytes)",
-            ]
-        )
-        for d in st["deployments"]
-    )
-    gates = "".join(
-        _row(
-            [
-                g["deployment"],
-                g["baseline"] or "-",
-                g["stage"]
-                + (f" (held by {g['held_by']})" if g["held_by"] else "")
-                + (" (waiting for approval)" if g.get("awaiting_approval") else ""),
-                g["wave"],
-                g["admitted"],
-                g["rollback"],
-                (g["last_decision"] or {}).get("reason", ""),
-            ]
-        )[: -len("</tr>")]
-        + "<td>"
-        + "".join(
-            f'<button data-gate="{html.escape(g["deployment"])}" data-action="{a}">{a}</button>'
-            for a in ("hold", "release", *(("approve",) if g.get("awaiting_approval") else ()), "abort")
-        )
-        + "</td></tr>"
-        for g in st["gates"]
-    )
-    health = st["health"]
-    counters = "".join(_row([k, v]) for k, v in st["counters"].items())
-    errors = "".join(_row([k, v]) for k, v in st["last_errors"].items())
-    clock = "ok" if st["clock"]["trusted"] else "WRONG: " + st["clock"]["note"]
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="10">
-<title>OTA Gateway {html.escape(st["gateway"]["site"])}</title>
-<style>body{{font:14px sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:1.5em}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}</style></head><body>
-<h1>OTA Gateway: site {html.escape(st["gateway"]["site"])}</h1>
-<p>version {html.escape(st["gateway"]["version"])}, up {st["gateway"]["uptime_s"]} s, clock {html.escape(clock)}</p>
-<h2>Upstream</h2><p>{html.escape(str(st["upstream"]["url"]))}; last error: {html.escape(str(st["upstream"]["last_error"]))}</p>
-<h2>Signed index</h2><p>version {html.escape(str(idx.get("version")))}, expired: {html.escape(str(idx.get("expired")))}</p>
-<h2>Deployments</h2><table><tr><th>model</th><th>version</th><th>cohort</th><th>share</th><th>mirrored</th></tr>{deployments}</table>
-<h2>Canary gates</h2><table><tr><th>deployment</th><th>baseline</th><th>stage</th><th>wave</th><th>admitted</th><th>rollback</th><th>last decision</th><th></th></tr>{gates}</table>
-<h2>This box</h2><p>CPU {html.escape(str(health.get("system_cpu_percent")))} %, RAM {html.escape(str(health.get("ram_percent")))} %,
-disk free {html.escape(str(health.get("disk_free_bytes")))} bytes, temperature {html.escape(str(health.get("temperature_c")))} C,
-MQTT connections {html.escape(str(st["mqtt"].get("connections")))}, devices known {len(request.app[INVENTORY].devices)}</p>
-<h2>Counters</h2><table>{counters}</table><h2>Last errors</h2><table>{errors}</table>
-<script>
-// Gate controls: same-origin JSON with this process's token (see gateway.http.operator.refusal).
-const csrf = {json.dumps(request.app[CSRF_TOKEN])};
-document.querySelectorAll("button[data-gate]").forEach((b) => b.addEventListener("click", async () => {{
-  const why = prompt(b.dataset.action + " " + b.dataset.gate + ": why? (goes in the audit log)");
-  if (!why) return;
-  if (b.dataset.action === "abort" && !confirm("Abort " + b.dataset.gate + " for good? Its devices roll back.")) return;
-  const r = await fetch("gates/" + encodeURIComponent(b.dataset.gate) + "/" + b.dataset.action, {{
-    method: "POST", headers: {{"Content-Type": "application/json", "X-OTA-CSRF": csrf}},
-    body: JSON.stringify({{who: "dashboard", why: why}})}});
-  alert(r.ok ? "done" : r.status + " " + await r.text());
-  location.reload();
-}}));
-</script>
-</body></html>"""
-    return web.Response(text=page, content_type="text/html")
-
-
 def build_operator_app(
     settings: Settings,
     *,
@@ -346,6 +271,7 @@ def build_operator_app(
     gates: GateKeeper,
     controls: GateControls,
     status_view: Callable[[], dict[str, Any]],
+    history: WindowHistory | None = None,
 ) -> web.Application:
     op = settings.operator
     csrf_token = secrets.token_urlsafe(24)  # per process: a page from before a restart must reload
@@ -361,7 +287,15 @@ def build_operator_app(
     app[GATE_CONTROLS] = controls
     app[STATUS] = status_view
     app[CSRF_TOKEN] = csrf_token
-    app.router.add_get("/", dashboard)
+    board = dashboard.Dashboard(
+        dashboard.Assets.load(csrf_token),  # package data, read once here (start-up), served from memory
+        settings,
+        status=status_view,
+        gates=gates,
+        inventory=inventory,
+        history=history if history is not None else WindowHistory(),
+    )
+    dashboard.add_routes(app, board)
     app.router.add_get("/status", status)
     app.router.add_get("/devices", devices)
     app.router.add_get("/gates", gates_status)

@@ -252,6 +252,7 @@ class Fetcher:
     async def _flush(self, f: object, buf: bytearray, hasher: hashlib._Hash, offset: int) -> int:
         data = bytes(buf)
         await asyncio.to_thread(self.store.blobs.append, f, data)
+        self.stats.inc("mirror.bytes", len(data))
         hasher.update(data)
         return offset + len(data)
 

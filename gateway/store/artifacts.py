@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,25 +44,17 @@ from gateway.core.eviction import (
     protected,
 )
 from gateway.core.manifest import Deployment
+from gateway.stats import Stats
 from gateway.store.blobs import QUARANTINE_MAX_FILES, BlobInfo, BlobStore
 from gateway.store.events import StoreListener, Unheard
 from gateway.store.fill import Fills
 from gateway.store.hashing import Hashed, Inode, ScrubReport, hash_file
-from gateway.store.lookup import Pending, Streaming, Verified
+from gateway.store.lookup import Entry, Pending, Streaming, Verified
 from gateway.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 
 ACCESS_FLUSH_S = 60.0
-
-
-@dataclass(frozen=True)
-class Entry:
-    model_id: str
-    version: str
-    filename: str
-    sha256: str
-    length: int
 
 
 class ArtifactStore:
@@ -73,8 +65,10 @@ class ArtifactStore:
         quota_bytes: int = 0,
         running: Callable[[], Iterable[tuple[str | None, str]]] = lambda: (),
         listener: StoreListener | None = None,
+        stats: Stats | None = None,
     ) -> None:
         self.blobs = BlobStore(data_dir)
+        self.stats = stats if stats is not None else Stats()  # store.evictions, store.evicted_bytes
         self.quota_bytes = quota_bytes
         self._catalog_path = data_dir / "catalog.json"
         self.entries: dict[tuple[str, str, str], Entry] = {}
@@ -211,9 +205,8 @@ class ArtifactStore:
             if entry.sha256 not in self._checking:
                 self.listener.on_miss(entry.sha256)
             fill = None if is_sig else self.fills.get(entry.sha256)
-            if fill is not None:
-                return Streaming(fill, self.listener.retry_after_s(entry.sha256))
-            return Pending(self.listener.retry_after_s(entry.sha256))
+            hint = self.listener.retry_after_s(entry.sha256)
+            return Pending(hint) if fill is None else Streaming(fill, hint)
         if not is_sig:
             self.last_access[entry.sha256] = time.time()
             self._dirty = True
@@ -353,7 +346,9 @@ class ArtifactStore:
         )
         for sha in choice.evict:
             log.info("evicting blob %s (least recently used, not protected)", sha)
-            self.verified.pop(sha, None)
+            gone = self.verified.pop(sha, None)
+            self.stats.inc("store.evictions")
+            self.stats.inc("store.evicted_bytes", gone.size if gone else 0)
             await asyncio.to_thread(self.blobs.remove, sha)
         if choice.evict:
             self._dirty = True

@@ -11,6 +11,17 @@ from gateway.store.fill import Fill
 
 
 @dataclass(frozen=True)
+class Entry:
+    """What a URL name (model, version, file) stands for: a blob by its sha256, of this length."""
+
+    model_id: str
+    version: str
+    filename: str
+    sha256: str
+    length: int
+
+
+@dataclass(frozen=True)
 class Verified:
     """A verified file ready to serve. ``sha256`` is of exactly these bytes (strong ETag)."""
 

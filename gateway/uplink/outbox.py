@@ -32,13 +32,14 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from gateway.core.errors import DamagedStateError, StorageError
-from gateway.uplink.outbox_file import connect_checked, set_aside
+from gateway.uplink.outbox_file import Depth, connect_checked, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class Outbox:
         self._closed = False
         self._bytes = 0
         self.recovered: list[dict[str, Any]] = []  # a damaged database found at open (for /status)
+        self._dropped: Counter[tuple[str, str]] = Counter()  # this run's drops (kind, reason), /metrics
         self._writer = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
         if open_now:
             self.open()
@@ -244,6 +246,7 @@ class Outbox:
                 self._bytes -= size
 
     def _count_drop(self, cur: sqlite3.Cursor, kind: str, reason: str) -> None:
+        self._dropped[(kind, reason)] += 1
         cur.execute(
             "INSERT INTO drops(kind, reason, count) VALUES (?, ?, 1) "
             "ON CONFLICT(kind, reason) DO UPDATE SET count = count + 1",
@@ -321,6 +324,7 @@ class Outbox:
     def count_drop(self, kind: str, reason: str, n: int = 1) -> None:
         """Count records lost outside the outbox's own bounds (e.g. refused by the cloud)."""
         with self._lock:
+            self._dropped[(kind, reason)] += n
             self.db.execute(
                 "INSERT INTO drops(kind, reason, count) VALUES (?, ?, ?) "
                 "ON CONFLICT(kind, reason) DO UPDATE SET count = count + excluded.count",
@@ -340,6 +344,15 @@ class Outbox:
         for kind, reason, count in rows:
             out.setdefault(kind, {})[reason] = count
         return out
+
+    @_seam
+    def depth(self) -> Depth:
+        """Records waiting, their bytes, the oldest one's time, and this run's drops (for /metrics)."""
+        with self._lock:
+            n, size, oldest = self.db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(at) FROM records"
+            ).fetchone()
+            return Depth(int(n), int(size), oldest, dict(self._dropped))
 
     def stats(self) -> dict[str, Any]:
         """For the status page: never raises (a damaged outbox is shown as such)."""

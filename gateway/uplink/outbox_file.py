@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway import atomic
 from gateway.core.errors import DamagedStateError
@@ -33,6 +33,15 @@ COLUMNS = {
     "cursors": {"sink", "acked"},
     "drops": {"kind", "reason", "count"},
 }
+
+
+class Depth(NamedTuple):
+    """How full the outbox is (:meth:`gateway.uplink.outbox.Outbox.depth`, for /metrics)."""
+
+    records: int
+    bytes: int
+    oldest_at: float | None
+    dropped: dict[tuple[str, str], int]  # (kind, reason) -> records dropped since start
 
 
 def connect_checked(path: Path) -> sqlite3.Connection:

@@ -26,12 +26,13 @@ import time
 from pathlib import Path
 
 import aiohttp
+import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from gateway import registry  # noqa: E402
-from tests.bench.common import bench_work, gateway, wrk  # noqa: E402
+from tests.bench.common import bench_work, cpu_seconds, gateway, wrk  # noqa: E402
 from tests.peers import free_port, nginx, wait_port  # noqa: E402
 
 WRK_LUA = """
@@ -174,7 +175,9 @@ def main() -> None:
 
             lua = work / "poll.lua"
             lua.write_text(WRK_LUA % args.devices)
-            ours = wrk(base + "/", seconds=8, lua=lua).rps
+            cpu0 = cpu_seconds([proc])
+            ours_run = wrk(base + "/", seconds=8, lua=lua)
+            ours, ours_cpu = ours_run.rps, (cpu_seconds([proc]) - cpu0) / (ours_run.rps * 8)
             sample = subprocess.run(
                 ["curl", "-s", f"{base}/devices/dev-1/updates?fw=1.2.0"], capture_output=True
             ).stdout
@@ -185,7 +188,10 @@ def main() -> None:
             )
             try:
                 wait_port(bare_port)
+                bare_proc = psutil.Process(bare.pid)
+                cpu0 = cpu_seconds([bare_proc])
                 bare_rps = wrk(f"http://127.0.0.1:{bare_port}/", seconds=8, lua=lua).rps
+                bare_cpu = (cpu_seconds([bare_proc]) - cpu0) / (bare_rps * 8)
             finally:
                 bare.terminate()
                 bare.wait()
@@ -200,6 +206,10 @@ def main() -> None:
                 f"saturation (wrk, 64 connections): gateway {ours:.0f} polls/s; bare aiohttp same JSON "
                 f"{bare_rps:.0f}/s (ratio {ours / bare_rps:.2f}); nginx static file {nginx_rps:.0f}/s "
                 f"(ratio {ours / nginx_rps:.3f})"
+            )
+            print(
+                f"CPU per poll (steadier than polls/s on a busy box): gateway {ours_cpu * 1e6:.0f} us, bare "
+                f"aiohttp {bare_cpu * 1e6:.0f} us (polls per CPU-second, ratio {bare_cpu / ours_cpu:.2f})"
             )
             print(f"gateway RSS after {args.devices} devices: {proc.memory_info().rss / 2**20:.0f} MiB")
 

@@ -93,3 +93,44 @@ def test_example_inventory_file_loads() -> None:
     ex = Path(__file__).parent.parent.parent / "config" / "inventory.example.json"
     assert load_inventory_file(ex)
     json.loads(ex.read_text())
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_repeated_poll_records_what_a_full_merge_would(seed: int) -> None:
+    """The poll fast path (same attributes as the device's last poll: only last_seen moves) leaves
+    the same records, changes and version as merging every poll in full, whatever else happens."""
+    import random
+
+    rng = random.Random(seed)
+    fast, full = Inventory(None, max_devices=6), Inventory(None, max_devices=6)
+    full._last_poll = _Forgetful()  # never remembers a poll: every poll takes the full merge
+    pinned = {"dev-1": {"hw": "rev9"}}
+    for inv in (fast, full):
+        inv.apply_file(pinned, now=0)
+    for step in range(400):
+        dev = f"dev-{rng.randrange(8)}"
+        op = rng.randrange(10)
+        attrs = rng.choice(
+            [{"hw": "rev2"}, {"hw": "rev2", "model_version": "1.0.0"}, {"model": "det", "model_id": "x"}, {}]
+        )
+        event = rng.choice(["activated", "rolled_back"])
+        blocked = rng.choice([None, "3.0.0"])
+        for inv in (fast, full):
+            if op < 6:
+                inv.upsert(dev, dict(attrs), source="poll", now=step)
+            elif op == 6:
+                inv.upsert(dev, {"hw": "rev3"}, source="mdns", now=step)
+            elif op == 7:
+                inv.event(dev, event, model_id="det", version="2.0.0", now=step)
+            elif op == 8:
+                inv.gone(dev, source="mdns", now=step)
+            else:
+                inv.set_blocked(dev, blocked, now=step)
+        assert fast.devices == full.devices, step
+        assert list(fast.changes) == list(full.changes), step
+        assert fast.version == full.version, step
+
+
+class _Forgetful(dict):  # type: ignore[type-arg]
+    def __setitem__(self, key: object, value: object) -> None:
+        pass

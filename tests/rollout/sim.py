@@ -37,6 +37,7 @@ from gateway.core.device import DeviceRecord
 from gateway.core.gates import Action, Control, Event, Stage
 from gateway.core.manifest import Deployment, parse_deployment
 from gateway.core.metrics import Sample
+from gateway.core.poll_memo import PollMemo, uncached
 from gateway.core.settings import GateSettings
 from gateway.core.waves import wave_target
 from gateway.rollout.keeper import GateKeeper
@@ -122,6 +123,7 @@ class Result:
     long_polls_answered: int = 0
     restarts: int = 0
     decisions: list[str] = field(default_factory=list)
+    memo_hits: int = 0  # poll answers the memo gave (each checked against the policy asked afresh)
 
 
 @dataclass
@@ -177,6 +179,7 @@ class SiteSim:
         self.index: tuple[Deployment, ...] = () if self.first_version else (self.stable,)
         self.commands: dict[str, str] = {}
         self.site = S.Site()
+        self.memo = PollMemo()
         self.agg = Aggregator(WINDOW_S, "hw")
         self.windows: list[Any] = []
         self.events: list[Event] = []
@@ -352,6 +355,7 @@ class SiteSim:
         reloaded = GateKeeper(self.settings, self.folder)
         reloaded.load()
         self.site = reloaded.site
+        self.memo = PollMemo()  # a new process remembers no answer
         self.windows, self.events = [], []
         self.agg = Aggregator(WINDOW_S, "hw")
         self.result.restarts += 1
@@ -364,16 +368,21 @@ class SiteSim:
     # -- the devices ------------------------------------------------------------------------------------------
 
     def answer(self, dev: Device, t: float) -> policy.PollAnswer:
-        offered = [d for d in self.site.deployments if d.end_time is None or d.end_time > t]
-        return policy.answer(
-            deployments=offered,
-            commands=self.site.commands,
-            device=dev.rec,
-            now=t,
-            clock_trusted=True,
-            verified=self.verified.__contains__,
-            gates=_Gates(self.site),
-        )
+        """The gateway's answer through its poll memo, checked against the policy asked afresh."""
+        facts: dict[str, Any] = {
+            "site": self.site,
+            "device": dev.rec,
+            "now": t,
+            "clock_trusted": True,
+            "verified": self.verified.__contains__,
+            "matrix": None,
+        }
+        answer = self.memo.answer(**facts, gates=_Gates(self.site))
+        fresh = uncached(**facts, gates=_Gates(self.site))
+        if answer != fresh:
+            raise AssertionError(f"poll memo gave {answer}, the policy {fresh} ({dev.rec.device_id} at {t})")
+        self.result.memo_hits = self.memo.hits
+        return answer
 
     def on_poll(self, t: float, device_id: str) -> None:
         dev = self.devices[device_id]

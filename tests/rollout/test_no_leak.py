@@ -53,17 +53,19 @@ def schedule(seed: int) -> dict[str, object]:
 
 
 def test_no_schedule_offers_the_candidate_beyond_its_open_wave() -> None:
-    answers = restarts = 0
+    answers = restarts = memo_hits = 0
     failures: list[str] = []
     for seed in range(SCHEDULES):
         spec = schedule(seed)
         r = run(**spec)  # type: ignore[arg-type]
         answers += r.polls + r.long_polls_answered
         restarts += r.restarts
+        memo_hits += r.memo_hits
         if r.violations:
             failures.append(f"seed {seed} ({spec['story']}, {spec['devices']} devices): {r.violations[0]}")
     print(
-        f"{SCHEDULES} schedules, {answers} poll answers checked, {restarts} restarts, {len(failures)} leaks"
+        f"{SCHEDULES} schedules, {answers} poll answers checked, {restarts} restarts, {len(failures)} leaks; "
+        f"{memo_hits} answers from the poll memo, each the same as the policy's"
     )
     assert not failures, "\n".join(failures[:10])
 
