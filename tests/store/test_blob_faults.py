@@ -187,6 +187,7 @@ async def test_the_scrub_finds_rot_quarantines_it_and_status_shows_it(
         assert int(str(report["bytes"])) >= len(MODEL)
         assert any(p.name.startswith(SHA) for p in (tmp_path / "data" / "quarantine").iterdir())
         await devices_until_good(http, gw, damaged_at, random.Random(7))
+        await until(lambda: gw.store.is_verified(SHA), what="the blob verified again")
         assert blob.read_bytes() == MODEL
 
 
