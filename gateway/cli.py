@@ -26,6 +26,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.gate",
     "gateway.commands.discover",
     "gateway.commands.trust",
+    "gateway.commands.bundle",
+    "gateway.commands.uplink",
+    "gateway.commands.device",
+    "gateway.commands.demo",
 )
 
 

@@ -43,9 +43,10 @@ def listener_state(
     up = {"device http": bool(http)}
     if settings.operator.listen:
         up["operator"] = bool(operator)
-    if settings.mqtt.listen:
+    embedded = settings.mqtt.mode == "embedded"  # external: we listen on nothing for MQTT
+    if embedded and settings.mqtt.listen:
         up["mqtt"] = "tcp" in mqtt
-    if settings.mqtt.tls_listen:
+    if embedded and settings.mqtt.tls_listen:
         up["mqtt tls"] = "tls" in mqtt
     return up
 

@@ -23,7 +23,11 @@ from typing import IO, Any
 from aiohttp import web
 
 from gateway.access import Credentials
-from gateway.broker.server import Broker, mqtt_settings
+from gateway.broker.front import MqttFront
+from gateway.broker.mode import mqtt_front
+from gateway.bundle.importer import DEFAULT_TIMEOUT_S, Importer
+from gateway.bundle.source import Shelf
+from gateway.bundle.watch import ImportWatch
 from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings, parse_hostport
 from gateway.discovery.advertise import Advertiser, cert_fingerprint
@@ -55,9 +59,7 @@ from gateway.telemetry.history import WindowHistory
 from gateway.telemetry.ingest import Telemetry
 from gateway.trust.keys import load_trusted_keys
 from gateway.trust.state import TrustState
-from gateway.uplink.forwarder import Forwarder
-from gateway.uplink.outbox import Outbox
-from gateway.uplink.sinks import HttpSink, MqttBridge, Sink
+from gateway.uplink.assemble import uplink_from
 
 log = logging.getLogger(__name__)
 
@@ -79,42 +81,6 @@ class _StoreEvents:
 
     def on_verified(self, sha256: str) -> None:
         self._changes.notify()  # long polls waiting for this blob wake
-
-
-def _uplink(
-    settings: Settings, data: Path, stats: Stats, clock: Callable[[], float]
-) -> tuple[list[Sink], Outbox, Forwarder]:
-    """The sinks the settings name, the disk outbox in front of them, and the forwarder."""
-    up = settings.uplink
-    sinks: list[Sink] = []
-    if up.ingest_url:
-        sinks.append(
-            HttpSink(up.ingest_url, up.ingest_token, settings.site, ca_bundle=settings.mirror.ca_bundle)
-        )
-    if up.mqtt_url:
-        try:
-            sinks.append(MqttBridge(up.mqtt_url, settings.site, ca_bundle=settings.mirror.ca_bundle))
-        except ValueError as exc:
-            raise ConfigError(
-                "configuration", "uplink.mqtt_url", "mqtt://user:pass@host:port or mqtts://..."
-            ) from exc
-    outbox = Outbox(
-        data / "outbox.sqlite",
-        max_bytes=up.outbox_max_bytes,
-        max_age_s=up.outbox_max_age_s,
-        sinks=[s.name for s in sinks] or ["none"],
-        open_now=False,  # opened in start(), under the data folder's lock
-    )
-    forwarder = Forwarder(
-        outbox,
-        sinks,
-        stats,
-        retry_initial_s=settings.mirror.retry_initial_s,
-        retry_max_s=settings.mirror.retry_max_s,
-        idle_s=up.report_interval_s,
-        clock=clock,
-    )
-    return sinks, outbox, forwarder
 
 
 class Gateway:
@@ -150,7 +116,9 @@ class Gateway:
             listener=_StoreEvents(lambda: self.mirror, self.changes),
             stats=self.stats,
         )
-        upstream = upstream_from(settings.mirror)
+        self.shelf = Shelf(
+            upstream_from(settings.mirror, site=settings.site)
+        )  # lent to a bundle while it is imported
         devices = settings.devices
         self.inventory = Inventory(self.data / "inventory.json", max_devices=devices.max_devices)
         self.site_inventory = (
@@ -159,7 +127,7 @@ class Gateway:
         self.credentials = Credentials(devices, self.site_inventory)
         self.matrix = load_matrix(Path(devices.compat_matrix)) if devices.compat_matrix else None
 
-        self.sinks, self.outbox, self.forwarder = _uplink(settings, self.data, self.stats, clock)
+        self.sinks, self.outbox, self.forwarder = uplink_from(settings, self.data, self.stats, clock)
         self.gates = GateKeeper(settings.gates, self.data / "gates")
         self.history = WindowHistory(settings.telemetry.history_windows)  # the dashboard's charts
         self.telemetry = Telemetry(
@@ -171,8 +139,15 @@ class Gateway:
             on_windows=[self.gates.on_windows, self.history.on_windows],
             journal=settings.uplink.forward_samples,
         )
-        self.broker: Broker | None = None  # amqtt needs the running loop: made in start()
-        self._wire_site(upstream)
+        self.broker: MqttFront | None = None  # amqtt needs the running loop: made in start()
+        self._wire_site(self.shelf)
+        self.imports = ImportWatch(
+            Importer(self.mirror, self.shelf),
+            self.data,
+            [Path(settings.mirror.import_dir)] if settings.mirror.import_dir else [],
+            scan_s=settings.mirror.import_scan_s,
+            timeout_s=DEFAULT_TIMEOUT_S,
+        )
         self.discovery: dict[str, Any] = {}
         self._cert_sha256 = (
             cert_fingerprint(Path(settings.http.tls_cert).read_bytes()) if settings.http.tls_cert else None
@@ -271,6 +246,7 @@ class Gateway:
             store=self.store,
             held_index=lambda: self.mirror.index,
             held_keys=lambda: self.trust.trusted.key_list,
+            held_site=lambda site: self.mirror.children.held.get(site),
         )
         add_probe_routes(device_app, self.readiness, self.settings.site)
         host, port = parse_hostport(self.settings.http.listen)
@@ -291,16 +267,15 @@ class Gateway:
             host, port = parse_hostport(self.settings.operator.listen)
             self.operator_addresses = await self._serve(operator_app, host, port, None, "operator")
         lab_mode = self.settings.mqtt.lab_mode
-        self.broker = Broker(
-            mqtt_settings(self.settings),
-            lambda user, password, cert_cn: self.credentials.mqtt_allows(
-                user, password, cert_cn, lab_mode=lab_mode
-            ),
+        self.broker = mqtt_front(
+            self.settings,
+            lambda user, pw, cn: self.credentials.mqtt_allows(user, pw, cn, lab_mode=lab_mode),
             lambda device, topic, payload: self.telemetry.mqtt_message(device, topic, payload, self.clock()),
         )
         await self.broker.start()
         self._closers.append(self.broker.stop)
         self.tasks.spawn(self.mirror.run(), name="mirror poll")
+        self.tasks.spawn(self.imports.run(), name="bundle imports")
         if self.settings.discovery.enabled:
             await self._start_discovery()
         self.tasks.spawn(self.site_loop.run(), name="site report")

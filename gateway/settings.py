@@ -18,12 +18,14 @@ import dataclasses
 import os
 import tomllib
 import typing
+import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from firmware_compat.matrix import CompatMatrix, MatrixError, parse_matrix
 from gateway.core.errors import ConfigError
+from gateway.core.schedule import Schedule, ScheduleSpecError, parse_schedule
 from gateway.core.settings import GATE_CRITERIA, Settings, parse_hostport
 
 ENV_PREFIX = "OTA_GATEWAY_"
@@ -92,6 +94,12 @@ def _build(cls: type[Any], data: Mapping[str, Any], source: str, prefix: str) ->
             continue
         tp = hints[name]
         value = data[name]
+        if tp is Schedule:  # a list of tables with keys of its own (``from`` is no Python name)
+            try:
+                kwargs[name] = parse_schedule(value)
+            except ScheduleSpecError as exc:
+                raise ConfigError(source, prefix + name + exc.where, exc.expect) from exc
+            continue
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             if not isinstance(value, Mapping):
                 raise ConfigError(source, prefix + name, f"a [{prefix + name}] table")
@@ -194,10 +202,23 @@ def _cross_check(s: Settings, source: str) -> None:
         raise ConfigError(
             source, "devices.access", "'token' only with devices.site_token or devices.tokens_file"
         )
+    if s.mqtt.mode == "external" and not s.mqtt.external_url:
+        raise ConfigError(
+            source, "mqtt.external_url", "the site broker's mqtt:// or mqtts:// URL with mode 'external'"
+        )
     if s.operator.listen:
         host, _ = parse_hostport(s.operator.listen)
         if host not in ("127.0.0.1", "::1", "localhost") and not s.operator.token:
             raise ConfigError(source, "operator.token", "a token when operator.listen is not loopback")
+    if s.mirror.client_key and not s.mirror.client_cert:
+        raise ConfigError(source, "mirror.client_key", "set only with mirror.client_cert")
+    if s.mirror.schedule_timezone not in ("local", "UTC"):
+        try:
+            zoneinfo.ZoneInfo(s.mirror.schedule_timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
+            raise ConfigError(
+                source, "mirror.schedule_timezone", "'local', 'UTC' or an IANA zone such as 'Europe/Berlin'"
+            ) from exc
     waves = s.gates.waves
     if (
         not waves
@@ -216,5 +237,5 @@ def as_dict(settings: Any) -> Any:
     if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
         return {f.name: as_dict(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
     if isinstance(settings, tuple):
-        return list(settings)
+        return [as_dict(v) for v in settings]
     return settings

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.broker.server import Broker
+from gateway.broker.front import MqttFront
 from gateway.core.settings import Settings
 from gateway.health import probe
 from gateway.inventory.store import Inventory
@@ -37,7 +37,7 @@ class StatusView:
         store: ArtifactStore,
         gates: GateKeeper,
         inventory: Inventory,
-        broker: Callable[[], Broker | None],
+        broker: Callable[[], MqttFront | None],
         forwarder: Forwarder,
         sinks: Sequence[Sink],
         outbox: Outbox,

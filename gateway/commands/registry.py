@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import registry
+from gateway.commands.bundle import register_export
 from gateway.core.errors import ConfigError
 from gateway.core.manifest import HEALTH_KEYS, Command
 
@@ -133,3 +134,5 @@ def register(sub: Any) -> None:
     kl.add_argument("--public-key", nargs="+", required=True, help="online public keys")
     kl.add_argument("--version", type=int, required=True)
     kl.set_defaults(func=cmd_keylist)
+
+    register_export(rs)

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.core.manifest import valid_id
+from gateway.core.schedule import Schedule
+
 _HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]*):(\d{1,5})$")
 
 
@@ -43,6 +46,13 @@ FRACTION = _check("a number from 0 to 1", lambda v: 0 <= v <= 1)
 URL_OR_EMPTY = _check(
     "an http:// or https:// URL, or empty", lambda v: v == "" or re.match(r"^https?://", v) is not None
 )
+
+MQTT_URL_OR_EMPTY = _check(
+    "an mqtt:// or mqtts:// URL with a host, or empty",
+    lambda v: v == "" or re.match(r"^mqtts?://([^@/]*@)?[^@/:]+", v) is not None,
+)
+# A shared subscription's name: no '/', '+', '#' [MQTT 5, 4.8.2]
+SHARE_NAME = _check("a name without '/', '+' or '#', or empty", lambda v: not any(c in v for c in "/+#"))
 
 
 def choice(*options: str) -> dict[str, Any]:
@@ -88,10 +98,27 @@ class MirrorSettings:
     poll_jitter: float = field(default=0.2, metadata=FRACTION)
     bandwidth_bytes_per_s: int = field(default=0, metadata=NON_NEGATIVE)  # 0: no cap
     ca_bundle: str = ""  # PEM bundle; default: the system CA store
+    # Credentials for an upstream that is a parent gateway (tiers): its device token, sent as
+    # ``Authorization: Bearer``, and/or a TLS client certificate its http.client_ca signed.
+    token: str = ""
+    client_cert: str = ""  # PEM certificate (chain); with client_key
+    client_key: str = ""
+    # Tiers, on a parent: the child sites whose signed indexes this gateway also mirrors, holds and
+    # serves (``/sites/<site>/index.json``) with their artifacts, to its child gateways.
+    child_sites: tuple[str, ...] = field(
+        default=(),
+        metadata=_check("site names (letters, digits, '.', '_', '-')", lambda v: all(valid_id(x) for x in v)),
+    )
     connect_timeout_s: float = field(default=10.0, metadata=POSITIVE)
     read_timeout_s: float = field(default=30.0, metadata=POSITIVE)
     retry_initial_s: float = field(default=1.0, metadata=POSITIVE)
     retry_max_s: float = field(default=300.0, metadata=POSITIVE)
+    # air-gapped sites: a folder (a USB mount) watched for bundles; empty: only <data>/import/
+    import_dir: str = ""
+    import_scan_s: float = field(default=2.0, metadata=POSITIVE)
+    # time-of-day windows with their own rate (gateway.core.schedule); outside them the cap above
+    schedule: Schedule = field(default_factory=Schedule)
+    schedule_timezone: str = "local"  # the zone of the windows' times: "local", "UTC" or an IANA name
 
 
 @dataclass(frozen=True)
@@ -124,8 +151,10 @@ class DeviceSettings:
 
 @dataclass(frozen=True)
 class MqttSettings:
-    """The embedded broker."""
+    """The MQTT side: the embedded broker, or the site's own broker as a client (``mode``)."""
 
+    # "embedded": our broker on listen/tls_listen; "external": we are a client of the site's broker
+    mode: str = field(default="embedded", metadata=choice("embedded", "external"))
     listen: str = field(default="0.0.0.0:1883", metadata=HOSTPORT)
     tls_listen: str = field(default="", metadata=HOSTPORT)
     lab_mode: bool = False  # allow anonymous clients; never on a production site
@@ -141,6 +170,18 @@ class MqttSettings:
     client_ca: str = ""  # PEM CA of device certificates (mTLS, user = CN); empty: http.client_ca
     connect_timeout_s: float = field(default=10.0, metadata=POSITIVE)
     session_expiry_s: float = field(default=7 * 86400.0, metadata=POSITIVE)
+    # mode = "external": the site broker, its TLS CA and our client certificate, our client id
+    # (empty: ota-gateway-<site>), a shared-subscription group (empty: a plain subscription), and
+    # how many unacknowledged QoS 1 messages it may have in flight to us (MQTT 5 Receive Maximum)
+    external_url: str = field(default="", metadata=MQTT_URL_OR_EMPTY)
+    external_ca: str = ""
+    external_cert: str = ""
+    external_key: str = ""
+    external_client_id: str = ""
+    external_shared_group: str = field(default="", metadata=SHARE_NAME)
+    external_receive_max: int = field(
+        default=1000, metadata=_check("a number from 1 to 65535", lambda v: 1 <= v <= 65535)
+    )
 
 
 @dataclass(frozen=True)
@@ -160,7 +201,11 @@ class UplinkSettings:
 
     ingest_url: str = field(default="", metadata=URL_OR_EMPTY)
     ingest_token: str = ""
-    mqtt_url: str = ""  # mqtt://user:pass@host:port or mqtts://...
+    mqtt_url: str = field(default="", metadata=MQTT_URL_OR_EMPTY)  # mqtt://user:pass@host:port or mqtts://...
+    # records published to mqtt_url before their PUBACKs are in (1: one at a time)
+    mqtt_window: int = field(
+        default=100, metadata=_check("a number from 1 to 65535", lambda v: 1 <= v <= 65535)
+    )
     report_interval_s: float = field(default=60.0, metadata=POSITIVE)
     outbox_max_bytes: int = field(default=256 << 20, metadata=POSITIVE)
     outbox_max_age_s: float = field(default=7 * 86400.0, metadata=POSITIVE)

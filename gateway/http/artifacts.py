@@ -99,6 +99,12 @@ def _open_partial(fill: Fill) -> IO[bytes] | None:
     return f
 
 
+def _part_head(boundary: str, content_type: str, content_range: str) -> bytes:
+    return (
+        f"\r\n--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: {content_range}\r\n\r\n"
+    ).encode()
+
+
 class ArtifactHandler:
     def __init__(
         self, store: ArtifactLookup, authorize: Authorizer | None = None, stats: Stats | None = None
@@ -141,8 +147,14 @@ class ArtifactHandler:
             f.close()
 
     async def _answer(self, request: web.Request, found: Verified, f: IO[bytes]) -> web.StreamResponse:
+        boundary = secrets.token_hex(16)
         decided = plan(
-            request.method, request.headers, size=found.size, etag=found.sha256, last_modified=found.mtime
+            request.method,
+            request.headers,
+            size=found.size,
+            etag=found.sha256,
+            last_modified=found.mtime,
+            part_head=len(_part_head(boundary, found.content_type, "")),
         )
         headers = {
             "ETag": f'"{found.sha256}"',
@@ -167,16 +179,8 @@ class ArtifactHandler:
             resp.content_length = only.length
             return await self._send(request, resp, f, [(b"", only)])
         # multipart/byteranges (RFC 9110 14.6): each part is a header block then the bytes.
-        boundary = secrets.token_hex(16)
         parts = [
-            (
-                (
-                    f"\r\n--{boundary}\r\nContent-Type: {found.content_type}\r\n"
-                    f"Content-Range: {r.content_range(found.size)}\r\n\r\n"
-                ).encode(),
-                r,
-            )
-            for r in decided.ranges
+            (_part_head(boundary, found.content_type, r.content_range(found.size)), r) for r in decided.ranges
         ]
         closing = f"\r\n--{boundary}--\r\n".encode()
         resp.content_type = "multipart/byteranges"

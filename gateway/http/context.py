@@ -58,6 +58,7 @@ INGEST: web.AppKey[DeviceIngest] = web.AppKey("ingest")
 STORE: web.AppKey[ArtifactStore] = web.AppKey("store", ArtifactStore)
 HELD_INDEX: web.AppKey[Callable[[], SiteIndex | None]] = web.AppKey("held_index")
 HELD_KEYS: web.AppKey[Callable[[], KeyList | None]] = web.AppKey("held_keys")
+HELD_SITE: web.AppKey[Callable[[str], SiteIndex | None]] = web.AppKey("held_site")  # child sites' indexes
 GATES: web.AppKey[GateKeeper] = web.AppKey("gates", GateKeeper)
 GATE_CONTROLS: web.AppKey[GateControls] = web.AppKey("gate_controls")
 STATUS: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("status")

@@ -7,10 +7,25 @@ every hostile header can be tested directly. Decisions where the RFC leaves a ch
   does not understand): 200 with the whole representation.
 * A syntactically invalid ranges-specifier is ignored (14.2: MAY ignore or reject): 200. Numbers
   are ASCII digits only (``str.isdigit`` would accept other scripts' digits).
-* More than :data:`MAX_RANGES` ranges, or more than two overlapping ones, is ignored (14.2 allows
-  it; it is the classic amplification attack): 200, so the body is never multiplied.
-* Satisfiable ranges are sorted and coalesced where they overlap or touch; one left means a plain
-  206, several mean ``multipart/byteranges``.
+* Delta clients of the field ask for many ranges in one request: SWUpdate's zchunk handler up to
+  150 (and it fails on anything but 206), Apache serves up to 200 (``MaxRanges``). So up to
+  :data:`MAX_RANGES` (200) range-specs are served. The response stays bounded by three rules, each
+  a case of 14.2's "MAY ignore or reject ... many small ranges or overlapping ranges" (the classic
+  amplification attack), and each answers 200 with the whole file, never an error:
+
+  1. more than :data:`MAX_RANGES` range-specs: ignored;
+  2. more than :data:`MAX_OVERLAPS` (20, Apache's ``MaxRangeOverlaps``) satisfiable ranges that start
+     before everything sorted ahead of them has ended: ignored;
+  3. the satisfiable ranges are sorted and coalesced where they overlap or touch (15.3.7.2: "a
+     server MAY coalesce any of the ranges that overlap ... regardless of the order"; a client
+     reads each part's ``Content-Range``), so the bytes sent are at most the file's length; the
+     whole 206 body, part headers included, must stay within :data:`MAX_BODY_FACTOR` (2) times the
+     file, or the range set is ignored: a multipart answer that costs more than the file twice over
+     is worse for both sides than the file.
+
+  One range left means a plain 206, several mean ``multipart/byteranges`` (15.3.7.2, 14.6).
+  Rule 3 needs the part header's size, so the shell passes ``part_head`` (the bytes one part
+  header costs beside its Content-Range value; the closing delimiter is counted as one more).
 * No satisfiable range at all: 416 with ``Content-Range: bytes */LENGTH`` (15.5.17).
 * ``If-Range`` (13.1.5): an entity tag must match the strong ETag by strong comparison (a weak tag
   never matches); a date must equal ``Last-Modified`` exactly. Otherwise the Range is ignored and
@@ -27,7 +42,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-MAX_RANGES = 16
+MAX_RANGES = 200
+MAX_OVERLAPS = 20
+MAX_BODY_FACTOR = 2
 MAX_DIGITS = 18  # beyond 10**18 bytes nothing is satisfiable; also bounds int() work
 
 _ASCII_DIGITS = re.compile(r"^[0-9]+$")
@@ -107,8 +124,8 @@ def parse_byte_ranges(value: str, size: int) -> list[ByteRange] | str:
     for r in wanted:  # a range overlaps when it starts before everything earlier has ended
         overlaps += r.first <= reach
         reach = max(reach, r.last)
-    if overlaps > 2:
-        return "more than two overlapping ranges"
+    if overlaps > MAX_OVERLAPS:
+        return f"more than {MAX_OVERLAPS} overlapping ranges"
     merged: list[ByteRange] = []
     for r in wanted:
         if merged and r.first <= merged[-1].last + 1:
@@ -116,6 +133,15 @@ def parse_byte_ranges(value: str, size: int) -> list[ByteRange] | str:
         else:
             merged.append(r)
     return merged
+
+
+def body_bytes(ranges: list[ByteRange] | tuple[ByteRange, ...], size: int, part_head: int) -> int:
+    """The 206 body for these (coalesced) ranges: their bytes and, for several, each part's header
+    (``part_head`` plus its Content-Range value) and the closing delimiter (at most ``part_head``)."""
+    body = sum(r.length for r in ranges)
+    if len(ranges) > 1:
+        body += sum(part_head + len(r.content_range(size)) for r in ranges) + part_head
+    return body
 
 
 def _etags(value: str) -> list[tuple[bool, str]] | None:
@@ -147,10 +173,12 @@ def plan(
     size: int,
     etag: str,
     last_modified: float,
+    part_head: int = 128,
 ) -> Plan:
     """Decide the answer for a GET or HEAD of a representation of ``size`` bytes.
 
-    ``etag`` is the opaque strong tag without quotes; ``last_modified`` is POSIX seconds.
+    ``etag`` is the opaque strong tag without quotes; ``last_modified`` is POSIX seconds;
+    ``part_head`` the bytes of one multipart part header beside its Content-Range value.
     """
     lm = int(last_modified)
     if (value := headers.get("If-Match")) is not None:
@@ -186,4 +214,6 @@ def plan(
         return Plan(200, why=f"Range ignored: {ranges}")
     if not ranges:
         return Plan(416, why="no satisfiable range")
+    if body_bytes(ranges, size, part_head) > MAX_BODY_FACTOR * size:
+        return Plan(200, why=f"Range ignored: a 206 body over {MAX_BODY_FACTOR}x the file")
     return Plan(206, tuple(ranges), why="Range")

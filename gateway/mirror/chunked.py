@@ -31,7 +31,8 @@ from typing import Any
 from gateway.core.chunks import DIGEST_BYTES, Chunking, parse_list
 from gateway.core.errors import DigestMismatchError, FormatError, LengthMismatchError
 from gateway.core.manifest import Deployment
-from gateway.core.pacing import Progress, TokenBucket
+from gateway.core.pacing import Progress
+from gateway.mirror.pace import Pacer
 from gateway.mirror.upstream import Stream, Upstream
 from gateway.stats import Stats
 from gateway.store.blobs import BlobStore
@@ -110,7 +111,7 @@ class ChunkedDownload:
         upstream: Upstream,
         blobs: BlobStore,
         fills: Fills,
-        bucket: TokenBucket,
+        pace: Pacer,
         stats: Stats,
         tails: dict[str, tuple[int, bytes]],
     ) -> None:
@@ -118,7 +119,7 @@ class ChunkedDownload:
         self.upstream = upstream
         self.blobs = blobs
         self.fills = fills
-        self.bucket = bucket
+        self.pace = pace  # the bandwidth cap and the uplink schedule
         self.stats = stats
         self.tails = tails  # sha256 -> (offset, the bytes of an unfinished chunk), across attempts
 
@@ -200,9 +201,7 @@ class ChunkedDownload:
             async for piece in stream.chunks():
                 if offset + len(buf) + len(piece) > dep.length:
                     raise LengthMismatchError(f"{dep.key}: upstream sent more than {dep.length} bytes")
-                delay = self.bucket.delay_for(len(piece), time.monotonic())
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                await self.pace.take(len(piece))
                 buf += piece
                 while offset < dep.length:
                     i = offset // chunking.size

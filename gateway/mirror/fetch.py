@@ -22,6 +22,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.core.errors import (
@@ -33,10 +34,11 @@ from gateway.core.errors import (
     UntrustedError,
 )
 from gateway.core.manifest import Deployment
-from gateway.core.pacing import Progress, TokenBucket, backoff_s
+from gateway.core.pacing import Progress, backoff_s
 from gateway.core.settings import MirrorSettings
 from gateway.diskspace import disk_space, space_refusal
 from gateway.mirror.chunked import ChunkedDownload
+from gateway.mirror.pace import Pacer, system_clock
 from gateway.mirror.upstream import Upstream
 from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
@@ -49,6 +51,19 @@ WRITE_BATCH_BYTES = 1 << 20
 BAD_DATA_RETRY_S = 300.0
 
 
+@dataclass(frozen=True)
+class Failure:
+    """A transfer's failed attempts so far (an import reads them to report what became of it)."""
+
+    attempts: int
+    why: str
+    bad_data: bool  # refused (length, sha256, signature) rather than cut or unstored
+
+    @classmethod
+    def after(cls, previous: Failure | None, why: str, *, bad_data: bool) -> Failure:
+        return cls((previous.attempts if previous else 0) + 1, why, bad_data)
+
+
 class Fetcher:
     def __init__(
         self,
@@ -59,6 +74,7 @@ class Fetcher:
         stats: Stats,
         *,
         min_free_bytes: int = 0,
+        pace: Pacer | None = None,
     ) -> None:
         self.store = store
         self.upstream = upstream
@@ -66,7 +82,7 @@ class Fetcher:
         self.settings = settings
         self.stats = stats
         self.min_free_bytes = min_free_bytes
-        self.bucket = TokenBucket(float(settings.bandwidth_bytes_per_s))
+        self.pace = pace or Pacer(settings, system_clock)  # the cap, from mirror.schedule
         self.progress: dict[str, Progress] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._where: dict[str, tuple[str, str]] = {}  # sha256 -> (artifact_url, signature_url) in flight
@@ -74,6 +90,8 @@ class Fetcher:
         self._publishing: set[str] = set()  # verified, being published: too late (and no need) to move
         self._group = TaskGroup()
         self._slots = asyncio.Semaphore(2)  # two transfers at once share the uplink
+        self.failures: dict[str, Failure] = {}  # sha256 -> its failed attempts so far, the last one's why
+        self._wakes: dict[str, asyncio.Event] = {}
 
     def ensure(self, dep: Deployment) -> asyncio.Task[None] | None:
         """Start (once) the transfer of ``dep``'s artifact unless it is already verified here."""
@@ -97,6 +115,12 @@ class Fetcher:
             self._where[dep.sha256] = where
         return task
 
+    def retry_now(self, sha256: str) -> None:
+        """End the wait before a failed transfer's next attempt (a bundle with it was just mounted)."""
+        wake = self._wakes.get(sha256)
+        if wake is not None:
+            wake.set()
+
     def cancel_except(self, keep: set[str]) -> None:
         for sha, task in list(self._tasks.items()):
             if sha not in keep:
@@ -119,8 +143,10 @@ class Fetcher:
             try:
                 async with self._slots:
                     await self._transfer(dep)
+                self.failures.pop(dep.sha256, None)
                 return
             except TransportError as exc:
+                failure = Failure.after(self.failures.get(dep.sha256), str(exc), bad_data=False)
                 self.stats.error("mirror.transport_errors", f"{dep.key}: {exc}")
                 delay = backoff_s(
                     attempt,
@@ -131,18 +157,32 @@ class Fetcher:
                 log.warning("fetch %s failed (%s); retrying in %.1fs", dep.key, exc, delay)
             except RemoteDataError as exc:
                 self.store.fills.fail(dep.sha256, str(exc))  # waiting downloads are cut off
+                failure = Failure.after(self.failures.get(dep.sha256), str(exc), bad_data=True)
                 self.stats.error("mirror.rejected_artifacts", f"{dep.key}: {exc}")
                 delay = BAD_DATA_RETRY_S * (0.5 + random.random())
                 log.error("rejected artifact %s: %s; the last good state keeps serving", dep.key, exc)
             except StorageError as exc:
                 self.store.fills.fail(dep.sha256, str(exc))
+                failure = Failure.after(self.failures.get(dep.sha256), str(exc), bad_data=False)
                 self.stats.error("mirror.storage_errors", f"{dep.key}: {exc}")
                 delay = backoff_s(
                     attempt, initial_s=5.0, max_s=self.settings.retry_max_s, rand=random.random()
                 )
                 log.error("cannot store %s: %s; retrying in %.1fs", dep.key, exc, delay)
+            self.failures[dep.sha256] = failure
             attempt += 1
-            await asyncio.sleep(delay)
+            await self._pause(dep.sha256, delay)
+
+    async def _pause(self, sha256: str, delay: float) -> None:
+        """Wait ``delay`` before the next attempt, or until :meth:`retry_now`."""
+        wake = self._wakes[sha256] = asyncio.Event()
+        try:
+            await asyncio.wait_for(wake.wait(), delay)
+        except TimeoutError:
+            pass
+        finally:
+            if self._wakes.get(sha256) is wake:
+                del self._wakes[sha256]
 
     async def _transfer(self, dep: Deployment) -> None:
         store = self.store.blobs
@@ -166,7 +206,7 @@ class Fetcher:
         progress = self.progress.setdefault(dep.sha256, Progress(total=dep.length))
         if dep.chunks is not None:
             chunked = ChunkedDownload(
-                dep, self.upstream, store, self.store.fills, self.bucket, self.stats, self._tails
+                dep, self.upstream, store, self.store.fills, self.pace, self.stats, self._tails
             )
             offset, hasher = await chunked.run(meta, progress)
         else:
@@ -225,9 +265,7 @@ class Fetcher:
                 async for chunk in stream.chunks():
                     if offset + len(buf) + len(chunk) > dep.length:
                         raise LengthMismatchError(f"{dep.key}: upstream sent more than {dep.length} bytes")
-                    delay = self.bucket.delay_for(len(chunk), time.monotonic())
-                    if delay > 0:
-                        await asyncio.sleep(delay)
+                    await self.pace.take(len(chunk))
                     buf += chunk
                     if len(buf) >= WRITE_BATCH_BYTES:
                         offset = await self._flush(f, buf, hasher, offset)

@@ -27,7 +27,9 @@ from gateway.core.errors import NotModified, RemoteDataError, StorageError, Tran
 from gateway.core.manifest import Deployment
 from gateway.core.pacing import backoff_s, jittered, retry_after_s
 from gateway.core.settings import Settings
+from gateway.mirror.children import ChildSites
 from gateway.mirror.fetch import Fetcher
+from gateway.mirror.pace import Pacer
 from gateway.mirror.upstream import Upstream
 from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
@@ -90,8 +92,10 @@ class Mirror:
             settings.mirror,
             stats,
             min_free_bytes=settings.store.min_free_bytes,
+            pace=Pacer(settings.mirror, lambda: trust.clock(clock())),  # schedules judge trusted time
         )
         self.index: SiteIndex | None = None
+        self.children = ChildSites(settings.mirror.child_sites, trust, trust.dir / "sites", stats)
         self.changed = asyncio.Event()  # set on every newly accepted index
         self.listeners = tuple(on_index)
         self._validators: dict[str, _Validators] = {}
@@ -100,10 +104,13 @@ class Mirror:
         self.last_error: str | None = None
         self._told_empty = False
         self._told = 0  # devices told to come back later
+        self._polling = asyncio.Lock()  # one round at a time: an import polls too (gateway.bundle)
 
     async def open(self) -> None:
         """Re-verify the index held before a restart, and resume its transfers."""
         self.index = await asyncio.to_thread(self.trust.load, self.clock())
+        await asyncio.to_thread(self.children.load, self.clock())
+        self._learn()
         if self.index is not None:
             log.info("holding site index version %d from before the restart", self.index.version)
             self._apply(self.index)
@@ -118,7 +125,7 @@ class Mirror:
 
     def on_miss(self, sha256: str) -> None:
         """A device asked for an artifact still in transit: make sure its transfer is running."""
-        d = by_sha(in_effect(self.index, self.clock())).get(sha256)
+        d = by_sha(self._live(self.index, self.clock())).get(sha256)
         if d is not None:
             self.fetcher.ensure(d)
 
@@ -130,13 +137,27 @@ class Mirror:
     def prefetch(self) -> None:
         """Make sure every artifact in effect is verified here or on its way (a blob found corrupt
         and removed, or a transfer that gave up, is fetched again on the next poll)."""
-        for d in by_sha(in_effect(self.index, self.trust.clock(self.clock()).now)).values():
+        for d in by_sha(self._live(self.index, self.trust.clock(self.clock()).now)).values():
             if not self.store.is_verified(d.sha256):
                 self.fetcher.ensure(d)
 
+    def _live(self, index: SiteIndex | None, now: float) -> list[Deployment]:
+        """This site's deployments in effect, then those of the child sites held for tiers."""
+        children = [d for d in self.children.deployments() if d.end_time is None or d.end_time > now]
+        return in_effect(index, now) + children
+
     def _apply(self, index: SiteIndex) -> None:
+        self._learn(index)
+        for listener in self.listeners:
+            try:
+                listener(index)
+            except Exception:
+                log.exception("index listener failed")
+
+    def _learn(self, index: SiteIndex | None = None) -> None:
+        """The store learns, and the fetcher fetches, what this site and its child sites name."""
         now = self.trust.clock(self.clock()).now
-        live = in_effect(index, now)
+        live = self._live(index or self.index, now)
         self.store.learn(live, now)
         wanted = by_sha(live)
         self.fetcher.cancel_except(set(wanted))
@@ -144,11 +165,6 @@ class Mirror:
         # the same sha256 is restarted on the new one (see Fetcher.ensure).
         for d in wanted.values():
             self.fetcher.ensure(d)
-        for listener in self.listeners:
-            try:
-                listener(index)
-            except Exception:
-                log.exception("index listener failed")
 
     async def _get(self, rel: str) -> tuple[bytes, _Validators] | None:
         """Conditional GET; None when unchanged. The new validators are returned, not stored:
@@ -167,6 +183,10 @@ class Mirror:
 
     async def poll_once(self) -> bool:
         """One round: key list, then index. Returns True when a new index was accepted."""
+        async with self._polling:
+            return await self._poll_round()
+
+    async def _poll_round(self) -> bool:
         self.stats.inc("mirror.index_polls")
         try:
             got = await self._get("keys.json")
@@ -179,6 +199,8 @@ class Mirror:
         except RemoteDataError as exc:
             self.stats.error("mirror.rejected_key_lists", str(exc))
             log.error("rejected key list: %s", exc)
+        if self.children.sites and await self.children.poll(self._get, self._commit, self.clock()):
+            self._learn()
         rel = self._index_rel
         try:
             got = await self._get(rel)

@@ -25,7 +25,7 @@ from urllib.parse import unquote, urljoin, urlparse
 
 import aiohttp
 
-from gateway.core.errors import NotModified, TransportError
+from gateway.core.errors import ConfigError, NotModified, TransportError
 from gateway.core.settings import MirrorSettings
 
 CHUNK_BYTES = 256 << 10
@@ -64,24 +64,34 @@ class Upstream(Protocol):
 
 
 def make_upstream(
-    spec: str, *, ca_bundle: str = "", connect_timeout_s: float = 10, read_timeout_s: float = 30
+    spec: str,
+    *,
+    ca_bundle: str = "",
+    connect_timeout_s: float = 10,
+    read_timeout_s: float = 30,
+    credentials: Credentials | None = None,
 ) -> Upstream:
     parsed = urlparse(spec)
     if parsed.scheme in ("http", "https"):
         return HttpUpstream(
-            spec, ca_bundle=ca_bundle, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s
+            spec,
+            ca_bundle=ca_bundle,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            credentials=credentials,
         )
     if parsed.scheme == "file":
         return DirUpstream(Path(unquote(parsed.path)))
     return DirUpstream(Path(spec))
 
 
-def upstream_from(settings: MirrorSettings) -> Upstream:
+def upstream_from(settings: MirrorSettings, *, site: str = "") -> Upstream:
     return make_upstream(
         settings.upstream,
         ca_bundle=settings.ca_bundle,
         connect_timeout_s=settings.connect_timeout_s,
         read_timeout_s=settings.read_timeout_s,
+        credentials=Credentials.of(settings, site),
     )
 
 
@@ -119,15 +129,50 @@ def _content_range(value: str | None) -> tuple[int, int | None] | None:
         return None
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """What a child gateway shows its parent (tiers): a bearer token and/or a TLS client
+    certificate, and its own site name (``X-OTA-Gateway``) so the parent can list it."""
+
+    token: str = ""
+    client_cert: str = ""  # PEM chain; with client_key
+    client_key: str = ""
+    site: str = ""
+
+    @classmethod
+    def of(cls, settings: MirrorSettings, site: str = "") -> Credentials:
+        return cls(settings.token, settings.client_cert, settings.client_key, site)
+
+    def headers(self) -> dict[str, str]:
+        out = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        if self.site:
+            out["X-OTA-Gateway"] = self.site
+        return out
+
+
 class HttpUpstream:
     def __init__(
-        self, base: str, *, ca_bundle: str = "", connect_timeout_s: float = 10, read_timeout_s: float = 30
+        self,
+        base: str,
+        *,
+        ca_bundle: str = "",
+        connect_timeout_s: float = 10,
+        read_timeout_s: float = 30,
+        credentials: Credentials | None = None,
     ) -> None:
         self.base = base if base.endswith("/") else base + "/"
         self.description = self.base
+        self.credentials = credentials or Credentials()
         self._ssl: ssl.SSLContext | bool = True
-        if ca_bundle:
-            self._ssl = ssl.create_default_context(cafile=ca_bundle)
+        if ca_bundle or self.credentials.client_cert:
+            self._ssl = ssl.create_default_context(cafile=ca_bundle or None)
+        if self.credentials.client_cert and isinstance(self._ssl, ssl.SSLContext):
+            try:
+                self._ssl.load_cert_chain(self.credentials.client_cert, self.credentials.client_key or None)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    self.credentials.client_cert, "mirror.client_cert", f"a PEM certificate and key ({exc})"
+                ) from exc
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
@@ -140,7 +185,7 @@ class HttpUpstream:
                 trust_env=True,  # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as factories need
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=8),
                 auto_decompress=False,
-                headers={"User-Agent": "ota-gateway"},
+                headers={"User-Agent": "ota-gateway", **self.credentials.headers()},
             )
         return self._session
 

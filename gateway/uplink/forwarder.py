@@ -81,6 +81,10 @@ class Forwarder:
             try:
                 refused = await self._deliver(sink, batch)
             except TransportError as exc:
+                done = getattr(exc, "delivered_seq", None)  # a sink that got part of it through
+                if done is not None:
+                    await asyncio.to_thread(self.outbox.ack, sink.name, done)
+                    self.stats.inc(f"uplink.{sink.name}.records", sum(1 for r in batch if r.seq <= done))
                 delay = getattr(exc, "retry_after_s", None) or backoff_s(
                     failures, initial_s=self.retry_initial_s, max_s=self.retry_max_s, rand=random.random()
                 )

@@ -26,64 +26,34 @@ gate decisions last. Every drop is counted by kind and reason, and the counts go
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any
 
 from gateway.core.errors import DamagedStateError, StorageError
-from gateway.uplink.outbox_file import Depth, connect_checked, set_aside
+from gateway.uplink.outbox_file import (
+    Depth,
+    Pending,
+    connect_checked,
+    register_sinks,
+    resolve,
+    seam,
+    set_aside,
+)
 
 log = logging.getLogger(__name__)
 
 DROP_ORDER = ("sample", "aggregate", "health")  # first to go; any other kind is kept longest
 GROUP_COMMIT_S = 0.004
 MAX_BATCH = 1000
-
-
-class _Pending(NamedTuple):
-    kind: str
-    at: float
-    text: str
-    loop: asyncio.AbstractEventLoop
-    fut: asyncio.Future[int]
-
-
-T = TypeVar("T")
-
-
-def _seam(method: Callable[..., T]) -> Callable[..., T]:
-    """SQLite errors at run time (a page damaged under us, the disk) become a StorageError naming
-    the file: the uplink backs off and the status page says so; the next start sets the file aside."""
-
-    @functools.wraps(method)
-    def wrapper(self: Outbox, *args: Any, **kwargs: Any) -> T:
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.Error as exc:
-            raise StorageError(
-                f"outbox {self.path} failed: {exc} (a damaged file is set aside at the next start)",
-                path=str(self.path),
-            ) from exc
-
-    return wrapper
-
-
-def _resolve(items: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
-    for fut, outcome in items:
-        if fut.done():
-            continue
-        if isinstance(outcome, BaseException):
-            fut.set_exception(outcome)
-        else:
-            fut.set_result(outcome)
+EXPORT_SINK = "export"  # ``ota-gateway uplink export``'s cursor: kept whichever sinks run
 
 
 @dataclass(frozen=True)
@@ -113,7 +83,7 @@ class Outbox:
         self.sinks = tuple(sinks)
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # one connection, used by the writer thread and by readers
-        self._pending: list[_Pending] = []
+        self._pending: list[Pending] = []
         self._cv = threading.Condition()
         self._closed = False
         self._bytes = 0
@@ -138,7 +108,13 @@ class Outbox:
             raise StorageError(f"cannot open the outbox {self.path}: {exc}", path=str(self.path)) from exc
         self._db = db
         self._bytes = self._scalar("SELECT COALESCE(SUM(size), 0) FROM records")
+        self._register_sinks()
         self._writer.start()
+
+    @seam
+    def _register_sinks(self) -> None:
+        with self._lock:
+            register_sinks(self.db, self.sinks, EXPORT_SINK)
 
     def _connect(self) -> sqlite3.Connection:
         return connect_checked(self.path)
@@ -162,7 +138,7 @@ class Outbox:
         with self._cv:
             if self._closed:
                 raise StorageError("the outbox is closed", path=str(self.path))
-            self._pending.append(_Pending(kind, now, text, loop, fut))
+            self._pending.append(Pending(kind, now, text, loop, fut))
             self._cv.notify()
         return fut
 
@@ -199,11 +175,11 @@ class Outbox:
                 by_loop.setdefault(p.loop, []).append((p.fut, outcome))
             for loop, items in by_loop.items():
                 try:
-                    loop.call_soon_threadsafe(_resolve, items)
+                    loop.call_soon_threadsafe(resolve, items)
                 except RuntimeError:
                     pass  # that loop is closed: nobody waits any more
 
-    def _commit(self, batch: list[_Pending]) -> list[int]:
+    def _commit(self, batch: list[Pending]) -> list[int]:
         with self._lock:
             cur = self.db.cursor()
             cur.execute("BEGIN IMMEDIATE")
@@ -216,6 +192,8 @@ class Outbox:
                     )
                     seqs.append(int(cur.lastrowid or 0))
                     self._bytes += len(text)
+                if self._bytes > self.max_bytes:  # counted again: `uplink export` may have deleted some
+                    self._bytes = self._scalar_locked("SELECT COALESCE(SUM(size), 0) FROM records")
                 if self._bytes > self.max_bytes:
                     self._shed(cur, self._bytes - self.max_bytes, "over max_bytes")
                 cur.execute("COMMIT")
@@ -255,18 +233,21 @@ class Outbox:
 
     # -- reading and acknowledging -------------------------------------------------------------------
 
-    @_seam
+    @seam
     def acked(self, sink: str) -> int:
         return self._scalar("SELECT COALESCE((SELECT acked FROM cursors WHERE sink = ?), 0)", (sink,))
 
-    @_seam
-    def peek(self, sink: str, max_records: int = 500, max_bytes: int = 1 << 20) -> list[Record]:
-        """The oldest records this sink has not acknowledged (at least one, even if large)."""
+    @seam
+    def peek(
+        self, sink: str, max_records: int = 500, max_bytes: int = 1 << 20, *, after: int | None = None
+    ) -> list[Record]:
+        """The oldest records this sink has not acknowledged (at least one, even if large); with
+        ``after``, those past that sequence number instead (a reader paging ahead of its cursor)."""
         with self._lock:
             rows = self.db.execute(
                 "SELECT seq, kind, at, body, size FROM records WHERE seq > "
-                "COALESCE((SELECT acked FROM cursors WHERE sink = ?), 0) ORDER BY seq LIMIT ?",
-                (sink, max_records),
+                "COALESCE(?, (SELECT acked FROM cursors WHERE sink = ?), 0) ORDER BY seq LIMIT ?",
+                (after, sink, max_records),
             ).fetchall()
         out: list[Record] = []
         total = 0
@@ -277,7 +258,7 @@ class Outbox:
             total += size
         return out
 
-    @_seam
+    @seam
     def ack(self, sink: str, up_to_seq: int) -> None:
         """``sink`` has every record up to ``up_to_seq``; records every sink has are deleted."""
         with self._lock:
@@ -304,7 +285,7 @@ class Outbox:
             cur.execute("COMMIT")
             self._bytes -= int(freed)
 
-    @_seam
+    @seam
     def expire(self, now: float) -> int:
         """Drop records older than ``max_age_s`` (counted); returns how many."""
         with self._lock:
@@ -320,7 +301,7 @@ class Outbox:
             cur.execute("COMMIT")
         return len(rows)
 
-    @_seam
+    @seam
     def count_drop(self, kind: str, reason: str, n: int = 1) -> None:
         """Count records lost outside the outbox's own bounds (e.g. refused by the cloud)."""
         with self._lock:
@@ -331,7 +312,7 @@ class Outbox:
                 (kind, reason, n),
             )
 
-    @_seam
+    @seam
     def take_drops(self) -> dict[str, dict[str, int]]:
         """Drop counts since the last call (they then go upstream as a ``drops`` record)."""
         with self._lock:
@@ -345,7 +326,7 @@ class Outbox:
             out.setdefault(kind, {})[reason] = count
         return out
 
-    @_seam
+    @seam
     def depth(self) -> Depth:
         """Records waiting, their bytes, the oldest one's time, and this run's drops (for /metrics)."""
         with self._lock:

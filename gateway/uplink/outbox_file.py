@@ -1,6 +1,7 @@
 """The outbox's SQLite file: its tables, opening it with a check, and setting a damaged one aside.
 
-:mod:`gateway.uplink.outbox` keeps the records; this module only knows what a sound outbox file
+:mod:`gateway.uplink.outbox` keeps the records (its small pieces, a pending record, the seam that
+turns SQLite errors into StorageError, live here too); this module knows what a sound outbox file
 looks like. A file that is not SQLite, has a damaged page (``PRAGMA quick_check``), is truncated, or
 has tables of another shape is a :class:`~gateway.core.errors.DamagedStateError`; the outbox then
 moves it (and its ``-wal``/``-shm``) aside, never deleting it, and starts a fresh one.
@@ -8,13 +9,16 @@ moves it (and its ``-wal``/``-shm``) aside, never deleting it, and starts a fres
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import sqlite3
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from gateway import atomic
-from gateway.core.errors import DamagedStateError
+from gateway.core.errors import DamagedStateError, StorageError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -73,6 +77,25 @@ def connect_checked(path: Path) -> sqlite3.Connection:
     return db
 
 
+def register_sinks(db: sqlite3.Connection, sinks: Sequence[str], kept: str) -> None:
+    """Each sink in use has a cursor row, and only they and ``kept`` (the export's): ``ota-gateway
+    uplink export``, another process, reads the rows to learn whose records it must not delete."""
+    keep = [*sinks, kept]
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.executemany("INSERT OR IGNORE INTO cursors(sink, acked) VALUES (?, 0)", [(s,) for s in sinks])
+        db.execute(f"DELETE FROM cursors WHERE sink NOT IN ({','.join('?' * len(keep))})", keep)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def cursor_sinks(db: sqlite3.Connection) -> list[str]:
+    """The sinks with a cursor row (those a running gateway registered, see :func:`register_sinks`)."""
+    return [row[0] for row in db.execute("SELECT sink FROM cursors ORDER BY sink")]
+
+
 def set_aside(path: Path, problem: str) -> dict[str, Any]:
     """Move the damaged database and its -wal/-shm aside (never deleted) for a fresh outbox."""
     stamp = time.time()
@@ -84,3 +107,43 @@ def set_aside(path: Path, problem: str) -> dict[str, Any]:
         "how many unsent records were lost is unknown"
     )
     return atomic.recovered(path, problem, action, moved)
+
+
+class Pending(NamedTuple):
+    """A record waiting for the outbox's next group commit, and who waits for its sequence number."""
+
+    kind: str
+    at: float
+    text: str
+    loop: asyncio.AbstractEventLoop
+    fut: asyncio.Future[int]
+
+
+T = TypeVar("T")
+
+
+def seam(method: Callable[..., T]) -> Callable[..., T]:
+    """SQLite errors at run time (a page damaged under us, the disk) become a StorageError naming
+    the file: the uplink backs off and the status page says so; the next start sets the file aside."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StorageError(
+                f"outbox {self.path} failed: {exc} (a damaged file is set aside at the next start)",
+                path=str(self.path),
+            ) from exc
+
+    return wrapper
+
+
+def resolve(items: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
+    for fut, outcome in items:
+        if fut.done():
+            continue
+        if isinstance(outcome, BaseException):
+            fut.set_exception(outcome)
+        else:
+            fut.set_result(outcome)

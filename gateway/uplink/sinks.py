@@ -10,18 +10,19 @@ counts it, and moves on so that one bad record cannot block the site's uplink fo
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
-from urllib.parse import urlsplit
 
 import aiohttp
-from amqtt.client import MQTTClient
-from amqtt.mqtt.constants import QOS_1
+import paho.mqtt.client as paho
+from paho.mqtt.reasoncodes import ReasonCode
 
+from gateway import mqtt_link
 from gateway.core.errors import TransportError
 from gateway.uplink.outbox import Record
 
@@ -98,49 +99,152 @@ class HttpSink:
 
 
 class MqttBridge:
-    """Each record published to ``sites/{site}/{kind}`` at QoS 1; delivered once the broker's PUBACK is in."""
+    """Each record published to ``sites/{site}/{kind}`` at QoS 1, up to ``window`` of them before
+    their PUBACKs are in (MQTT 3.1.1, 4.3.2: a sender may have many QoS 1 messages in flight).
 
-    def __init__(self, url: str, site: str, *, ca_bundle: str = "") -> None:
+    Why a window: one record per round trip is 20 records/s at 50 ms; a site's 20,000-record batch
+    would take 1,000 s. The cloud deduplicates by ``(site, seq)``, so records arriving out of order
+    or twice are safe. A failed delivery raises :class:`TransportError` whose ``delivered_seq`` is
+    the last record of the longest run from the start of the batch whose PUBACKs all arrived: the
+    forwarder moves the outbox cursor that far, never past a record without its PUBACK.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        site: str,
+        *,
+        ca_bundle: str = "",
+        window: int = 100,
+        timeout_s: float = 10.0,
+    ) -> None:
         self.name = "mqtt"
         self.url = url
         self.site = site
-        self.ca_bundle = ca_bundle or None
-        self._client: MQTTClient | None = None
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError("uplink.mqtt_url: expected mqtt://user:pass@host:port or mqtts://...")
+        self.window = max(1, window)
+        self.timeout_s = timeout_s
+        self.endpoint = mqtt_link.Endpoint.from_url(url)  # ValueError: the service names the key
+        self.tls = mqtt_link.Tls(ca_file=ca_bundle)
+        self._client: paho.Client | None = None
+        self._current: paho.Client | None = None  # the connection whose callbacks count
+        self._connack: asyncio.Future[None] | None = None
+        self._flight: dict[int, int] = {}  # paho mid -> index in the batch being delivered
+        self._acked: list[bool] = []
+        self._room: asyncio.Event = asyncio.Event()  # set when a PUBACK frees a place, or the link fails
+        self._lost: str | None = None
 
-    async def _connect(self) -> MQTTClient:
-        client = MQTTClient(
-            client_id=f"ota-gateway-{self.site}",
-            config={"auto_reconnect": False, "keep_alive": 30, "plugins": {}},
+    # -- paho's events, on the loop ---------------------------------------------------------------
+
+    def _connected(self, _gen: int, _present: bool, reason: ReasonCode) -> None:
+        if self._connack is not None and not self._connack.done():
+            if reason.is_failure:
+                self._connack.set_exception(
+                    TransportError(f"cloud broker refused us: {reason}", url=self.url)
+                )
+            else:
+                self._connack.set_result(None)
+
+    def _disconnected(self, reason: ReasonCode | int) -> None:
+        self._lost = f"connection lost ({reason})"
+        self._room.set()
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_exception(TransportError(f"cloud broker: {self._lost}", url=self.url))
+
+    def _published(self, mid: int, reason: int) -> None:
+        index = self._flight.pop(mid, None)
+        if index is not None and reason < 0x80:
+            self._acked[index] = True
+        self._room.set()
+
+    # -- delivery ----------------------------------------------------------------------------------
+
+    async def _connect(self) -> paho.Client:
+        loop = asyncio.get_running_loop()
+        client = mqtt_link.make_client(self.endpoint, f"ota-gateway-{self.site}", self.tls, v5=False)
+        client.max_inflight_messages_set(self.window)
+
+        # callbacks of a connection we dropped may still arrive: only the current one's count
+        def current(fn: Callable[..., None]) -> Callable[..., None]:
+            return lambda *args: fn(*args) if self._current is client else None
+
+        mqtt_link.LoopBridge(
+            client,
+            loop,
+            on_connect=current(self._connected),
+            on_disconnect=current(self._disconnected),
+            on_publish=current(self._published),
         )
+        self._current = client
+        self._connack = loop.create_future()
+        self._lost = None
+        host = self.endpoint.host
         try:
-            await client.connect(self.url, cleansession=True, cafile=self.ca_bundle)
-        except Exception as exc:
-            raise TransportError(
-                f"cloud broker {urlsplit(self.url).hostname}: {exc!r}", url=self.url
-            ) from exc
+            await asyncio.wait_for(
+                asyncio.to_thread(client.connect, host, self.endpoint.port, 30), self.timeout_s
+            )
+            client.loop_start()
+            await asyncio.wait_for(self._connack, self.timeout_s)
+        except TransportError:
+            await self._stop(client)
+            raise
+        except (OSError, TimeoutError, ValueError, ssl.SSLError) as exc:
+            await self._stop(client)
+            raise TransportError(f"cloud broker {host}: {exc!r}", url=self.url) from exc
         return client
 
     async def deliver(self, records: Sequence[Record]) -> None:
         if self._client is None:
             self._client = await self._connect()
+        client = self._client
+        self._flight.clear()
+        self._acked = [False] * len(records)
         try:
-            for r in records:
+            for i, r in enumerate(records):
+                await self._wait(lambda: len(self._flight) < self.window)
                 payload = json.dumps({"site": self.site, **r.to_json()}, separators=(",", ":")).encode()
-                await self._client.publish(f"sites/{self.site}/{r.kind}", payload, qos=QOS_1, ack_timeout=10)
-        except Exception as exc:
+                info = client.publish(f"sites/{self.site}/{r.kind}", payload, qos=1)
+                if info.rc != paho.MQTT_ERR_SUCCESS:
+                    raise TransportError(f"cloud broker publish: {paho.error_string(info.rc)}", url=self.url)
+                self._flight[info.mid] = i
+            await self._wait(lambda: not self._flight)
+            if not all(self._acked):
+                raise TransportError("cloud broker refused a record (PUBACK reason code)", url=self.url)
+        except TransportError as exc:
+            exc.delivered_seq = self._prefix(records)  # type: ignore[attr-defined]
             await self._drop()
-            raise TransportError(f"cloud broker publish failed: {exc!r}", url=self.url) from exc
+            raise
+
+    async def _wait(self, ready: Callable[[], bool]) -> None:
+        """Until ``ready()``; a lost link or no PUBACK within ``timeout_s`` is a TransportError."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        while not ready():
+            if self._lost is not None:
+                raise TransportError(f"cloud broker: {self._lost}", url=self.url)
+            self._room.clear()
+            try:
+                await asyncio.wait_for(self._room.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise TransportError(f"cloud broker: no PUBACK in {self.timeout_s} s", url=self.url) from None
+
+    def _prefix(self, records: Sequence[Record]) -> int | None:
+        n = 0
+        while n < len(records) and self._acked[n]:
+            n += 1
+        return records[n - 1].seq if n else None
 
     async def _drop(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            try:
-                await client.disconnect()
-            except Exception:
-                log.debug("disconnect from the cloud broker failed", exc_info=True)
+            await self._stop(client)
+
+    @staticmethod
+    async def _stop(client: paho.Client) -> None:
+        try:
+            client.disconnect()
+        except Exception:
+            log.debug("disconnect from the cloud broker failed", exc_info=True)
+        await asyncio.to_thread(client.loop_stop)
 
     async def close(self) -> None:
         await self._drop()

@@ -7,7 +7,15 @@ from email.utils import formatdate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.http.ranges import MAX_RANGES, ByteRange, parse_byte_ranges, plan
+from gateway.http.ranges import (
+    MAX_BODY_FACTOR,
+    MAX_OVERLAPS,
+    MAX_RANGES,
+    ByteRange,
+    body_bytes,
+    parse_byte_ranges,
+    plan,
+)
 
 SIZE = 1000
 TAG = "ab" * 32
@@ -55,10 +63,49 @@ def test_many_or_overlapping_ranges_never_multiply_the_body() -> None:
     assert p({"Range": "bytes=" + ",".join(["0-999"] * 60)}) == (200, [])
     spread = ",".join(f"{i * 10}-{i * 10 + 1}" for i in range(MAX_RANGES + 1))
     assert p({"Range": "bytes=" + spread}) == (200, [])
-    assert p({"Range": "bytes=0-500,1-2,3-4,5-6"}) == (200, [])  # three overlap the first
+    assert p({"Range": "bytes=0-500,1-2,3-4,5-6"}) == (206, [(0, 500)])  # three overlaps: coalesced
+    many = ",".join(["0-500"] + [f"{i}-{i}" for i in range(MAX_OVERLAPS + 1)])  # one overlap too many
+    assert p({"Range": "bytes=" + many}) == (200, [])
+    assert p({"Range": "bytes=" + ",".join(["0-0"] * (MAX_OVERLAPS + 1))}) == (206, [(0, 0)])
     assert p({"Range": "bytes=0-10,5-20"}) == (206, [(0, 20)])  # coalesced
     assert p({"Range": "bytes=0-9,10-19"}) == (206, [(0, 19)])  # adjacent coalesce too
     assert p({"Range": "bytes=500-509, 0-9"}) == (206, [(0, 9), (500, 509)])
+
+
+def swupdate_like(size: int, chunk: int, count: int, seed: int = 14) -> list[tuple[int, int]]:
+    """Whole zchunk-style chunks scattered over the file, in no particular order (SWUpdate sends
+    at most 150 per request)."""
+    import random
+
+    starts = random.Random(seed).sample(range(0, size // chunk), count)
+    return [(s * chunk, s * chunk + chunk - 1) for s in starts]
+
+
+def test_swupdate_shaped_150_ranges_are_206_in_order() -> None:
+    size, chunk = 10_000_000, 16_384
+    wanted = swupdate_like(size, chunk, 150)
+    status, got = p({"Range": "bytes=" + ",".join(f"{a}-{b}" for a, b in wanted)}, size=size)
+    assert status == 206
+    # Sorted and coalesced where chunks touch (RFC 9110 15.3.7.2): the same bytes, maybe fewer parts.
+    assert {i for a, b in got for i in range(a, b + 1, chunk)} == {a for a, _ in wanted}
+    assert sum(b - a + 1 for a, b in got) == 150 * chunk
+    assert got == sorted(got)
+
+
+def test_up_to_200_ranges_then_the_whole_file() -> None:
+    size = 1_000_000
+    spread = [f"{i * 4000}-{i * 4000 + 99}" for i in range(MAX_RANGES)]
+    status, got = p({"Range": "bytes=" + ",".join(spread)}, size=size)
+    assert (status, len(got)) == (206, MAX_RANGES)
+    assert p({"Range": "bytes=" + ",".join([*spread, "999000-999001"])}, size=size) == (200, [])
+
+
+def test_a_206_body_beyond_twice_the_file_is_the_whole_file() -> None:
+    # 100 one-byte ranges of a 1000-byte file: ~100 part headers would be ~15x the file.
+    assert p({"Range": "bytes=" + ",".join(f"{i * 10}-{i * 10}" for i in range(100))}) == (200, [])
+    assert p({"Range": "bytes=0-0,500-500"}) == (206, [(0, 0), (500, 500)])  # small but bounded
+    got = plan("GET", {"Range": "bytes=0-0,100-100"}, size=200, etag=TAG, last_modified=MTIME)
+    assert got.status == 200  # two part headers are more than twice a 200-byte file
 
 
 def test_conditionals() -> None:
@@ -91,6 +138,7 @@ def test_any_range_header_gives_200_206_or_416_within_bounds(header: str, size: 
     if got.status == 206:
         assert 1 <= len(got.ranges) <= MAX_RANGES
         assert sum(r.length for r in got.ranges) <= size  # coalesced: never more than the file
+        assert body_bytes(got.ranges, size, 128) <= MAX_BODY_FACTOR * size
         assert all(0 <= r.first <= r.last < size for r in got.ranges)
 
 

@@ -1,0 +1,235 @@
+"""One import: mount the bundle as the mirror's upstream, run the mirror's own round, report.
+
+Nothing here judges data. The key list and the index go through :meth:`Mirror.poll_once` (trust:
+signatures, rollback, expiry, site, clock), the artifacts through the mirror's fetcher (length,
+sha256, detached signature, atomic publish into the store). This module only mounts the bundle
+(:class:`~gateway.bundle.source.Shelf`), asks the fetcher to try now, and watches what became of
+each artifact the accepted index puts in effect, so the operator is told, per file, what happened.
+
+Idempotent by construction: a second import of the same bundle finds the index "not modified" (or
+the same version) and every artifact verified, changes nothing and says so. Resumable likewise: an
+artifact cut short (a truncated bundle, a pulled stick) stays a partial, never served; the next
+bundle that holds it resumes the transfer from there (the member's validator is its sha256, the
+same in every bundle). Imports are one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from gateway.bundle.layout import Member
+from gateway.bundle.source import BundleSource, Shelf
+from gateway.core.errors import RemoteDataError, StorageError, TransportError
+from gateway.core.manifest import Deployment
+from gateway.mirror.mirror import Mirror, by_sha, in_effect
+from gateway.trust.index import MAX_INDEX_BYTES
+
+DEFAULT_TIMEOUT_S = 3600.0
+TRANSPORT_RETRIES = 3  # a cut read of a member the bundle holds whole is tried again this often
+
+
+class IndexOutcome(StrEnum):
+    ACCEPTED = "accepted"
+    HELD = "already held"
+    REFUSED = "refused"
+    INCOMPLETE = "incomplete"
+    ABSENT = "not in the bundle"
+    UNREADABLE = "unreadable bundle"
+
+
+class ArtifactOutcome(StrEnum):
+    VERIFIED = "verified"
+    HELD = "already verified"
+    REFUSED = "refused"
+    INCOMPLETE = "incomplete in the bundle"
+    ABSENT = "not in the bundle"
+    FAILED = "failed"
+    UNFINISHED = "unfinished"
+
+
+@dataclass
+class ImportReport:
+    bundle: str
+    index: IndexOutcome
+    index_version: int | None = None
+    why: str = ""
+    artifacts: dict[str, tuple[ArtifactOutcome, str]] = field(default_factory=dict)
+    unused_members: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """The index the gateway holds now is the bundle's (or newer), with all its artifacts."""
+        done = (ArtifactOutcome.VERIFIED, ArtifactOutcome.HELD)
+        return self.index in (IndexOutcome.ACCEPTED, IndexOutcome.HELD) and all(
+            o in done for o, _ in self.artifacts.values()
+        )
+
+    @property
+    def changed(self) -> bool:
+        return self.index is IndexOutcome.ACCEPTED or any(
+            o is ArtifactOutcome.VERIFIED for o, _ in self.artifacts.values()
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bundle": self.bundle,
+            "ok": self.ok,
+            "changed": self.changed,
+            "index": {"outcome": self.index.value, "version": self.index_version, "why": self.why},
+            "artifacts": {k: {"outcome": o.value, "why": w} for k, (o, w) in sorted(self.artifacts.items())},
+            "unused_members": self.unused_members,
+        }
+
+    def lines(self) -> list[str]:
+        version = f" version {self.index_version}" if self.index_version is not None else ""
+        head = f"index{version}: {self.index.value}" + (f" ({self.why})" if self.why else "")
+        out = [f"{self.bundle}: {head}"]
+        out += [
+            f"  {k}: {o.value}" + (f" ({w})" if w else "") for k, (o, w) in sorted(self.artifacts.items())
+        ]
+        if self.ok and not self.changed:
+            out.append("nothing new: this gateway already held everything in the bundle")
+        elif not self.ok:
+            out.append("not complete: what verified is kept; insert a whole, newer bundle to finish")
+        return out
+
+
+def report_from_json(doc: dict[str, Any]) -> ImportReport:
+    """The report a running gateway wrote (the ``import`` command reads it back)."""
+    idx = doc.get("index", {})
+    arts = {
+        k: (ArtifactOutcome(v["outcome"]), str(v.get("why", ""))) for k, v in doc.get("artifacts", {}).items()
+    }
+    return ImportReport(
+        str(doc.get("bundle", "")),
+        IndexOutcome(idx.get("outcome", IndexOutcome.UNREADABLE.value)),
+        idx.get("version"),
+        str(idx.get("why", "")),
+        arts,
+        int(doc.get("unused_members", 0)),
+    )
+
+
+@dataclass
+class _Watch:
+    dep: Deployment
+    member: Member
+    seen: int  # failed attempts when we started watching
+    retries: int = 0
+
+
+class Importer:
+    def __init__(self, mirror: Mirror, shelf: Shelf, *, poll_s: float = 0.05) -> None:
+        self.mirror = mirror
+        self.shelf = shelf
+        self.poll_s = poll_s
+        self._one = asyncio.Lock()
+
+    async def run(self, path: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> ImportReport:
+        try:
+            source = await BundleSource.open(path)
+        except (RemoteDataError, TransportError) as exc:
+            return ImportReport(str(path), IndexOutcome.UNREADABLE, why=str(exc))
+        async with self._one:
+            self.shelf.mount(source)
+            try:
+                report = await self._index(source)
+                if report.index is not IndexOutcome.UNREADABLE:
+                    await self._artifacts(source, report, time.monotonic() + timeout_s)
+            finally:
+                self.shelf.mount(None)
+        return report
+
+    def _index_rel(self, source: BundleSource) -> str | None:
+        members = source.layout.members
+        for rel in (f"sites/{self.mirror.settings.site}/index.json", "index.json"):
+            if rel in members:
+                return rel
+        return None
+
+    async def _index(self, source: BundleSource) -> ImportReport:
+        name = str(source.layout.path)
+        rel = self._index_rel(source)
+        if rel is None:
+            holds = source.layout.index or "no index"
+            return ImportReport(
+                name, IndexOutcome.ABSENT, why=f"no index for site {self.mirror.settings.site} ({holds})"
+            )
+        before = self.mirror.index.version if self.mirror.index else None
+        try:
+            accepted = await self.mirror.poll_once()
+        except TransportError as exc:
+            return ImportReport(name, IndexOutcome.INCOMPLETE, why=str(exc))
+        except StorageError as exc:
+            return ImportReport(name, IndexOutcome.UNREADABLE, why=f"cannot store it: {exc}")
+        held = self.mirror.index
+        if accepted and held is not None:
+            return ImportReport(name, IndexOutcome.ACCEPTED, held.version)
+        # Not taken in: ask the same verifier again, for the operator's report only.
+        try:
+            raw = (await source.get(rel, max_bytes=MAX_INDEX_BYTES)).body
+            index = await asyncio.to_thread(self.mirror.trust.verify, raw, self.mirror.clock())
+        except TransportError as exc:
+            return ImportReport(name, IndexOutcome.INCOMPLETE, why=str(exc))
+        except RemoteDataError as exc:
+            return ImportReport(name, IndexOutcome.REFUSED, why=str(exc))
+        if held is not None and index.version == held.version:
+            # The mirror's own loop may have polled the mounted bundle first: taken in all the same.
+            taken = IndexOutcome.HELD if before == held.version else IndexOutcome.ACCEPTED
+            return ImportReport(name, taken, held.version)
+        return ImportReport(name, IndexOutcome.REFUSED, index.version, "not accepted (see the log)")
+
+    async def _artifacts(self, source: BundleSource, report: ImportReport, deadline: float) -> None:
+        mirror, members = self.mirror, source.layout.members
+        fetcher = mirror.fetcher
+        wanted = by_sha(in_effect(mirror.index, mirror.trust.clock(mirror.clock()).now))
+        used = {u for d in wanted.values() for u in (d.artifact_url, d.signature_url)}
+        report.unused_members = sum(1 for n in members if n not in used and not n.endswith("index.json"))
+        watching: dict[str, _Watch] = {}
+        for sha, d in wanted.items():
+            member = members.get(d.artifact_url)
+            if mirror.store.is_verified(sha):
+                report.artifacts[d.key] = (ArtifactOutcome.HELD, "")
+            elif member is None:
+                report.artifacts[d.key] = (ArtifactOutcome.ABSENT, d.artifact_url)
+            else:
+                failure = fetcher.failures.get(sha)
+                watching[sha] = _Watch(d, member, failure.attempts if failure else 0)
+                fetcher.ensure(d)
+                fetcher.retry_now(sha)
+        while watching and time.monotonic() < deadline:
+            for sha, w in list(watching.items()):
+                outcome = self._judge(sha, w)
+                if outcome is not None:
+                    report.artifacts[w.dep.key] = outcome
+                    del watching[sha]
+            if watching:
+                await asyncio.sleep(self.poll_s)  # polling the fetcher's outcome with a deadline
+        for w in watching.values():
+            report.artifacts[w.dep.key] = (ArtifactOutcome.UNFINISHED, "the import timed out")
+
+    def _judge(self, sha: str, w: _Watch) -> tuple[ArtifactOutcome, str] | None:
+        """What became of one artifact's transfer from the bundle; None: not settled yet."""
+        fetcher = self.mirror.fetcher
+        if self.mirror.store.is_verified(sha):
+            return ArtifactOutcome.VERIFIED, ""
+        failure = fetcher.failures.get(sha)
+        if failure is None or failure.attempts <= w.seen:
+            return None
+        if failure.bad_data:
+            return ArtifactOutcome.REFUSED, failure.why
+        if not w.member.complete:
+            m = w.member
+            return ArtifactOutcome.INCOMPLETE, f"{m.present} of {m.size} bytes; the next bundle resumes it"
+        if w.retries < TRANSPORT_RETRIES:
+            w.retries += 1
+            w.seen = failure.attempts
+            fetcher.ensure(w.dep)
+            fetcher.retry_now(sha)
+            return None
+        return ArtifactOutcome.FAILED, failure.why

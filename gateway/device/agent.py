@@ -1,0 +1,323 @@
+"""The reference A/B update flow of a device, configured only by ``OTA_SERVICE_URL``, its id, its
+attributes and the cloud's public key.
+
+One cycle (:meth:`DeviceAgent.update_once`):
+
+1. poll ``GET /devices/<id>/updates`` with its attributes (``fw``, ``hw``, ...) and the model it
+   runs (``model_id``, ``model_version``), ``If-None-Match`` on the manifest it already handled, and
+   optionally ``?wait=`` (long poll);
+2. on a manifest: download into the inactive slot (resumed with ``Range``/``If-Range``), check its
+   sha256 and the cloud's signature, switch slots, run the health check, report each step as an
+   event (``downloaded``, ``verified``, ``activated``, ``healthy``; ``failed`` or ``rolled_back``);
+3. obey the gateway's rollbacks: a manifest with ``"rollback": true`` (the previous stable version:
+   switched back to without a download when the other slot holds it), and ``204`` with
+   ``X-OTA-Reason: rollback_previous_slot`` (a halted first version: back to the other slot).
+
+:meth:`DeviceAgent.run` repeats it on the gateway's ``Retry-After`` (or right away after a long
+poll or an MQTT "poll now"), and sends the inference app's metrics every ``metrics_interval_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from gateway.device.errors import AgentError, VerifyError
+from gateway.device.metrics import HttpLink, MetricsLink, MqttLink
+from gateway.device.slots import SlotInfo, Slots
+from gateway.device.transfer import Busy, download, retry_after
+from gateway.device.verify import load_public_key, verify_artifact
+
+log = logging.getLogger(__name__)
+
+# (device id, event, model id, version, reason): what a demo's narrator or a test listens to
+Listener = Callable[[str, str, str, str, str | None], None]
+# the inference app's figures for the model it runs now (None: nothing to report this time)
+MetricsSource = Callable[[SlotInfo], Mapping[str, Any] | None]
+HealthCheck = Callable[[Path, SlotInfo], Awaitable[bool]]
+DOWNLOAD_ATTEMPTS = 3
+MANIFEST_FIELDS = ("model_id", "version", "sha256", "artifact_url", "signature_url")
+
+
+async def file_is_there(path: Path, _slot: SlotInfo) -> bool:
+    """The default health check: the model file is there and not empty. A real agent starts its
+    inference app on the new model and waits for its first good inferences."""
+    size = await asyncio.to_thread(lambda: path.stat().st_size if path.exists() else 0)
+    return size > 0
+
+
+@dataclass
+class DeviceAgent:
+    service_url: str
+    device_id: str
+    public_key_pem: bytes
+    state_dir: Path
+    attrs: dict[str, str] = field(default_factory=dict)
+    token: str | None = None
+    model_id: str | None = None  # the model it asks for before it runs any
+    wait_s: float = 0.0  # long poll
+    poll_interval_s: float = 60.0  # when the gateway says nothing (no Retry-After)
+    metrics_interval_s: float = 10.0
+    metrics_source: MetricsSource | None = None
+    mqtt: tuple[str, int] | None = None  # the gateway's broker; None: metrics over HTTP
+    health_check: HealthCheck = file_is_there
+    listeners: Sequence[Listener] = ()
+    events: list[str] = field(default_factory=list)
+    etag: str | None = None  # of the manifest it last handled
+    _slots: Slots | None = field(default=None, init=False, repr=False)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+
+    # -- what it runs ------------------------------------------------------------------------------
+
+    async def slots(self) -> Slots:
+        if self._slots is None:
+            self._slots = await asyncio.to_thread(Slots.open, self.state_dir)
+        return self._slots
+
+    async def running(self) -> SlotInfo | None:
+        return await asyncio.to_thread((await self.slots()).current)
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    # -- the flow ---------------------------------------------------------------------------------
+
+    async def poll(
+        self, s: aiohttp.ClientSession, wait_s: float = 0
+    ) -> tuple[int, dict[str, Any] | None, Mapping[str, str]]:
+        params = dict(self.attrs)
+        current = await self.running()
+        if current is not None:
+            params["model_id"], params["model_version"] = current.model_id, current.version
+        elif self.model_id:
+            params["model_id"] = self.model_id
+        if wait_s:
+            params["wait"] = f"{wait_s:g}"
+        headers = self._headers()
+        if self.etag:
+            headers["If-None-Match"] = self.etag
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=wait_s + 30)
+        url = f"{self.service_url}/devices/{self.device_id}/updates"
+        async with s.get(url, params=params, headers=headers, timeout=timeout) as r:
+            body = await r.json() if r.status == 200 else None
+            if r.status not in (200, 204, 304):
+                raise AgentError(f"poll: HTTP {r.status}: {(await r.text())[:200]}")
+            return r.status, body, r.headers
+
+    async def update_once(
+        self, s: aiohttp.ClientSession, interrupt_after: int | None = None, wait_s: float = 0
+    ) -> bool:
+        """One poll and what it asks for; True when the active model changed."""
+        status, manifest, headers = await self.poll(s, wait_s)
+        return await self.handle(s, status, manifest, headers, interrupt_after)
+
+    async def handle(
+        self,
+        s: aiohttp.ClientSession,
+        status: int,
+        manifest: dict[str, Any] | None,
+        headers: Mapping[str, str],
+        interrupt_after: int | None = None,
+    ) -> bool:
+        if status == 204 and headers.get("X-OTA-Reason") == "rollback_previous_slot":
+            return await self._back_to_previous_slot(s)
+        if status != 200 or manifest is None:
+            return False
+        missing = [k for k in MANIFEST_FIELDS if not isinstance(manifest.get(k), str)]
+        if missing:
+            raise AgentError(f"the manifest lacks {', '.join(missing)}")
+        try:
+            changed = await self.install(s, manifest, interrupt_after)
+        except VerifyError:
+            self.etag = headers.get("ETag")  # these bytes are refused: not fetched again
+            raise
+        self.etag = headers.get("ETag")
+        return changed
+
+    async def install(
+        self, s: aiohttp.ClientSession, manifest: dict[str, Any], interrupt_after: int | None = None
+    ) -> bool:
+        slots = await self.slots()
+        current, previous = await asyncio.to_thread(lambda: (slots.current(), slots.previous()))
+        sha256 = str(manifest["sha256"])
+        if current is not None and current.sha256 == sha256:
+            return False  # running it already
+        rollback = bool(manifest.get("rollback"))
+        if previous is None or previous.sha256 != sha256:
+            await self._fetch(s, slots, manifest, interrupt_after)
+        elif not rollback:
+            await self.event(s, "verified", manifest)  # still in the other slot, checked then
+        await asyncio.to_thread(slots.switch)
+        if rollback and current is not None:
+            why = f"the gateway rolled {current.version} back to {manifest['version']}"
+            await self.event(
+                s, "rolled_back", {"model_id": current.model_id, "version": current.version}, why
+            )
+            return True
+        await self.event(s, "activated", manifest)
+        new = await self.running()
+        assert new is not None
+        if await self.health_check(slots.model_path(new.name), new):
+            await self.event(s, "healthy", manifest)
+            return True
+        await asyncio.to_thread(slots.switch)  # the new model does not work here: back to the old one
+        await self.event(s, "rolled_back", manifest, "the health check failed after activation")
+        return False
+
+    async def _fetch(
+        self, s: aiohttp.ClientSession, slots: Slots, manifest: dict[str, Any], interrupt_after: int | None
+    ) -> None:
+        """Into the inactive slot: download (resumed), verify, commit; ``failed`` when refused."""
+        sha256 = str(manifest["sha256"])
+        partial, etag = await asyncio.to_thread(slots.prepare, sha256)
+        got_etag = etag
+
+        async def remember(value: str) -> None:
+            nonlocal got_etag
+            got_etag = value
+            await asyncio.to_thread(slots.remember_etag, sha256, value)
+
+        complete = False
+        for attempt in range(DOWNLOAD_ATTEMPTS):
+            stop_after = interrupt_after if attempt == 0 else None
+            try:
+                complete = await download(
+                    s,
+                    manifest["artifact_url"],
+                    partial,
+                    etag=got_etag,
+                    headers=self._headers(),
+                    on_etag=remember,
+                    stop_after=stop_after,
+                )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.info("%s: download interrupted (%s); resuming", self.device_id, exc)
+            if complete:
+                break
+        if not complete:
+            raise AgentError(f"download of {manifest['artifact_url']} did not complete")
+        await self.event(s, "downloaded", manifest)
+        async with s.get(manifest["signature_url"], headers=self._headers()) as r:
+            if r.status != 200:
+                raise AgentError(f"signature {manifest['signature_url']}: HTTP {r.status}")
+            signature = await r.read()
+        key = load_public_key(self.public_key_pem)
+        try:
+            await asyncio.to_thread(verify_artifact, key, partial, signature, sha256)
+        except VerifyError as exc:
+            await asyncio.to_thread(slots.discard_partial)
+            await self.event(s, "failed", manifest, str(exc))
+            raise
+        await self.event(s, "verified", manifest)
+        await asyncio.to_thread(slots.commit, manifest["model_id"], manifest["version"], sha256)
+
+    async def _back_to_previous_slot(self, s: aiohttp.ClientSession) -> bool:
+        slots = await self.slots()
+        current, previous = await asyncio.to_thread(lambda: (slots.current(), slots.previous()))
+        if current is None or previous is None:
+            log.warning("%s: told to go back to the previous slot, which holds nothing", self.device_id)
+            return False
+        await asyncio.to_thread(slots.switch)
+        why = f"the gateway halted {current.version}: back to the previous slot ({previous.version})"
+        await self.event(s, "rolled_back", {"model_id": current.model_id, "version": current.version}, why)
+        self.etag = None
+        return True
+
+    async def event(
+        self, s: aiohttp.ClientSession, name: str, manifest: Mapping[str, Any], reason: str | None = None
+    ) -> int:
+        """Report one step (``POST /devices/<id>/events``); a lost report is logged, not fatal."""
+        body = {"event": name, "model_id": manifest["model_id"], "version": manifest["version"]}
+        if reason:
+            body["reason"] = reason
+        self.events.append(name)
+        for listener in self.listeners:
+            listener(self.device_id, name, body["model_id"], body["version"], reason)
+        url = f"{self.service_url}/devices/{self.device_id}/events"
+        try:
+            async with s.post(url, json=body, headers=self._headers()) as r:
+                return r.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("%s: event %s not sent: %s", self.device_id, name, exc)
+            return 0
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def poll_now(self, _notice: Mapping[str, Any] | None = None) -> None:
+        """The gateway's MQTT notice (or anyone) asks for a poll before the interval ends."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll and report until ``stop`` is set."""
+        async with aiohttp.ClientSession() as s:
+            link: MetricsLink = HttpLink(s, self.service_url, self.device_id, self._headers())
+            if self.mqtt is not None:
+                link = MqttLink(*self.mqtt, self.device_id, token=self.token, on_notice=self.poll_now)
+            await link.start()
+            jobs = [
+                asyncio.create_task(self._report(s, link, stop), name=f"{self.device_id} metrics"),
+                asyncio.create_task(self._poll_loop(s, stop), name=f"{self.device_id} polls"),
+                asyncio.create_task(stop.wait()),
+            ]
+            try:  # a long poll or a download in flight is cut short on stop (a partial resumes)
+                await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for job in jobs:
+                    job.cancel()
+                await asyncio.gather(*jobs, return_exceptions=True)
+                await link.close()
+
+    async def _poll_loop(self, s: aiohttp.ClientSession, stop: asyncio.Event) -> None:
+        backoff_s = 1.0
+        while not stop.is_set():
+            delay_s = self.poll_interval_s
+            try:
+                status, manifest, headers = await self.poll(s, self.wait_s)
+                changed = await self.handle(s, status, manifest, headers)
+                backoff_s = 1.0
+                delay_s = retry_after(headers, self.poll_interval_s)
+                if changed or self.wait_s:
+                    delay_s = random.uniform(0.0, 1.0)  # a long poll asks again soon (jittered)
+            except Busy as exc:
+                delay_s = exc.retry_after_s
+            except (AgentError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                log.warning("%s: %s (next try in %.0f s)", self.device_id, exc, backoff_s)
+                delay_s, backoff_s = backoff_s * random.uniform(0.5, 1.5), min(backoff_s * 2, 60.0)
+            await self._sleep(delay_s, stop)
+
+    async def _sleep(self, delay_s: float, stop: asyncio.Event) -> None:
+        self._wake.clear()
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waits, timeout=delay_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def _report(self, s: aiohttp.ClientSession, link: MetricsLink, stop: asyncio.Event) -> None:
+        """The inference app's figures for the model it runs, every ``metrics_interval_s``; over HTTP
+        when the MQTT link cannot take them."""
+        fallback = HttpLink(s, self.service_url, self.device_id, self._headers())
+        while not stop.is_set():
+            await asyncio.sleep(self.metrics_interval_s * random.uniform(0.8, 1.2))
+            current = await self.running()
+            figures = self.metrics_source(current) if current and self.metrics_source else None
+            if current is None or figures is None:
+                continue
+            doc = {
+                **figures,
+                "device_id": self.device_id,
+                "timestamp": time.time(),
+                "model_id": current.model_id,
+                "model_version": current.version,
+            }
+            if not await link.send(doc) and link is not fallback:
+                await fallback.send(doc)

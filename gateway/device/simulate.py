@@ -1,0 +1,75 @@
+"""Made-up inference figures, for the demo and for trying an agent without a model runtime.
+
+A real device's inference app counts its inferences, errors and latency and reads its CPU, RAM and
+temperature; here a :class:`Profile` per model version stands in for that, with some noise, so a
+candidate can look healthy or bad to the gateway's gates. Nothing here runs a model.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.device.slots import SlotInfo
+
+CLASSES = {"person": 0.55, "forklift": 0.3, "pallet": 0.15}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How a model behaves on this hardware, on average."""
+
+    cpu_percent: float = 30.0
+    latency_ms: float = 40.0
+    error_rate: float = 0.002
+    ram_percent: float = 40.0
+    temperature_c: float = 52.0
+    inferences_per_s: float = 20.0
+
+
+HEALTHY = Profile()
+BURNS_CPU = Profile(cpu_percent=72.0, latency_ms=95.0, error_rate=0.004, ram_percent=48.0, temperature_c=63.0)
+
+
+class SimulatedInference:
+    """A :data:`gateway.device.agent.MetricsSource`: figures for whatever version the device runs,
+    from ``profiles`` by version (``default`` for the others)."""
+
+    def __init__(
+        self,
+        profiles: Mapping[str, Profile],
+        *,
+        interval_s: float,
+        rng: random.Random,
+        default: Profile = HEALTHY,
+    ) -> None:
+        self.profiles = dict(profiles)
+        self.interval_s = interval_s
+        self.rng = rng
+        self.default = default
+        self.started = 0.0
+
+    def __call__(self, slot: SlotInfo) -> dict[str, Any]:
+        p = self.profiles.get(slot.version, self.default)
+        r = self.rng
+        n = max(1, round(p.inferences_per_s * self.interval_s * r.uniform(0.8, 1.2)))
+        errors = sum(r.random() < p.error_rate for _ in range(n))
+        counts: dict[str, int] = {}
+        for _ in range(n - errors):
+            name = r.choices(list(CLASSES), weights=list(CLASSES.values()))[0]
+            counts[name] = counts.get(name, 0) + 1
+        self.started += self.interval_s
+        return {
+            "num_inferences": n,
+            "num_errors": errors,
+            "error_rate": errors / n,
+            "avg_latency_ms": round(max(1.0, r.gauss(p.latency_ms, p.latency_ms * 0.08)), 2),
+            "cpu_percent": round(min(100.0, max(0.0, r.gauss(p.cpu_percent, 3.0))), 1),
+            "ram_percent": round(min(100.0, max(0.0, r.gauss(p.ram_percent, 2.0))), 1),
+            "temperature_c": round(r.gauss(p.temperature_c, 1.0), 1),
+            "uptime_seconds": round(self.started),
+            "class_counts": counts,
+            "mean_confidence": round(min(1.0, r.gauss(0.88, 0.02)), 3),
+        }

@@ -1,0 +1,23 @@
+"""The device agent stands apart from the server: a device installs it for ``aiohttp``,
+``cryptography`` and ``paho-mqtt``, never for the broker, the store or mDNS."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.peers import ROOT
+
+PROBE = """
+import sys
+import gateway.device.agent, gateway.device.cli, gateway.device.simulate
+ours = sorted(m for m in sys.modules if m.startswith("gateway.") and not m.startswith("gateway.device"))
+heavy = sorted(m for m in ("amqtt", "zeroconf", "psutil", "diskcache", "aiofiles") if m in sys.modules)
+print(ours, heavy)
+"""
+
+
+def test_the_device_agent_imports_nothing_of_the_server() -> None:
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['gateway.core', 'gateway.core.errors'] []"

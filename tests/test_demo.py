@@ -1,0 +1,65 @@
+"""``ota-gateway demo`` as a newcomer runs it: within the deadline the operator API (what the
+dashboard reads) shows the bad candidate halted and every device that ran it back on 1.0.0, the
+terminal told the story, and Ctrl-C ends it with exit code 0 and nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.peers import ROOT, free_port, stop
+
+DEADLINE_S = 90.0  # the promise is two minutes on the embedded default; the demo's own gates are short
+
+
+def get(operator: str, path: str) -> Any:
+    with urllib.request.urlopen(f"http://{operator}{path}", timeout=5) as r:
+        return json.load(r)
+
+
+def halted_and_rolled_back(operator: str) -> bool:
+    try:
+        gates, devices = get(operator, "/gates"), get(operator, "/devices")["devices"]
+    except (urllib.error.URLError, OSError, ValueError):
+        return False  # not up yet
+    gate = next((g for g in gates["gates"] if g["deployment"] == "detector@2.0.0"), None)
+    if gate is None or gate["stage"] != "halted":
+        return False
+    back = [d for d in devices if d.get("last_event") == "rolled_back"]
+    on_candidate = [d for d in devices if d.get("model_version") == "2.0.0"]
+    return len(back) >= 2 and not on_candidate
+
+
+def test_the_demo_halts_a_bad_candidate_and_rolls_it_back_then_stops_on_ctrl_c(tmp_path: Path) -> None:
+    operator = f"127.0.0.1:{free_port()}"
+    data = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "gateway", "demo", "--devices", "8", "--data", str(data),
+           "--http", f"127.0.0.1:{free_port()}", "--mqtt", f"127.0.0.1:{free_port()}", "--operator", operator]  # fmt: skip
+    out = tmp_path / "stdout.txt"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with out.open("w") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, text=True)
+    try:
+        t0 = time.monotonic()
+        while not halted_and_rolled_back(operator):
+            assert proc.poll() is None, out.read_text()[-3000:]
+            assert time.monotonic() - t0 < DEADLINE_S, (
+                "no halt and rollback in time:\n" + out.read_text()[-3000:]
+            )
+            time.sleep(0.2)  # polling the operator API with a deadline
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0, out.read_text()[-3000:]
+    finally:
+        stop(proc)
+    told = out.read_text()
+    assert f"dashboard: http://{operator}/" in told
+    assert "HALTED at wave 0" in told and "cpu" in told and "rolled back to 1.0.0" in told
+    assert (data / "gateway" / "gates").is_dir()  # --data keeps it all
