@@ -202,6 +202,7 @@ class ChunkedDownload:
                 if offset + len(buf) + len(piece) > dep.length:
                     raise LengthMismatchError(f"{dep.key}: upstream sent more than {dep.length} bytes")
                 await self.pace.take(len(piece))
+                self.stats.inc("mirror.bytes", len(piece))
                 buf += piece
                 while offset < dep.length:
                     i = offset // chunking.size
