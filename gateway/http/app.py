@@ -26,6 +26,7 @@ from gateway.http.context import (
     HTTP_SETTINGS,
     INGEST,
     INVENTORY,
+    POLL_QUERIES,
     POLLS,
     SITE,
     STATS,
@@ -64,6 +65,7 @@ def build_device_app(
     app[STATS] = stats
     app[CLOCK] = clock
     app[POLLS] = polls
+    app[POLL_QUERIES] = {}
     app[CHANGES] = changes
     app[INGEST] = ingest
     app[HELD_INDEX] = held_index

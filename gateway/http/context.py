@@ -53,6 +53,8 @@ STATS: web.AppKey[Stats] = web.AppKey("stats", Stats)
 CREDENTIALS: web.AppKey[Credentials] = web.AppKey("credentials", Credentials)
 INVENTORY: web.AppKey[Inventory] = web.AppKey("inventory", Inventory)
 POLLS: web.AppKey[PollAnswers] = web.AppKey("polls", PollAnswers)
+# A poll's query string -> its parsed attributes and wait: thousands of devices send a few strings.
+POLL_QUERIES: web.AppKey[dict[str, tuple[dict[str, str], float]]] = web.AppKey("poll_queries")
 CHANGES: web.AppKey[Changes] = web.AppKey("changes", Changes)  # long polls wait on it
 INGEST: web.AppKey[DeviceIngest] = web.AppKey("ingest")
 STORE: web.AppKey[ArtifactStore] = web.AppKey("store", ArtifactStore)
