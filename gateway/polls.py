@@ -21,6 +21,7 @@ from typing import Any
 
 from firmware_compat.matrix import CompatMatrix
 from gateway.core import policy
+from gateway.core.manifest import Deployment
 from gateway.core.poll_memo import PollMemo
 from gateway.inventory.store import Inventory
 from gateway.rollout.keeper import GateKeeper
@@ -47,7 +48,7 @@ class PollAnswers:
         self.store = store
         self.matrix = matrix
         self.clock = clock
-        self.render_cache: dict[Any, tuple[bytes, str]] = {}
+        self.render_cache: dict[Any, tuple[Deployment, tuple[bytes, str]]] = {}
         self.memo = PollMemo()
 
     def answer_for(self, device_id: str) -> policy.PollAnswer:
@@ -73,10 +74,12 @@ class PollAnswers:
         d = answer.deployment
         if d is None:
             return None
-        key = (d, base, answer.rollback, answer.shadow)
+        # Keyed by the deployment's identity (hashing a manifest's every field cost more than the
+        # lookup); the entry holds the deployment, so its id is not reused while it is cached.
+        key = (id(d), base, answer.rollback, answer.shadow)
         cache = self.render_cache
-        if (hit := cache.get(key)) is not None:
-            return hit
+        if (hit := cache.get(key)) is not None and hit[0] is d:
+            return hit[1]
         url = f"{base}/artifacts/{d.model_id}/{d.version}/{d.filename}"
         body = d.to_device(url, url + ".sig")
         if answer.rollback:
@@ -87,5 +90,5 @@ class PollAnswers:
         rendered = raw, '"' + hashlib.sha256(raw).hexdigest()[:32] + '"'
         if len(cache) >= RENDER_CACHE_MAX:
             cache.clear()
-        cache[key] = rendered
+        cache[key] = (d, rendered)
         return rendered

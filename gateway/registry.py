@@ -8,6 +8,7 @@ files, servable by nginx, S3, ``python -m http.server``, or used as a folder ups
     REGISTRY/keys.json                                 optional signed key list (rotation)
     REGISTRY/artifacts/<model_id>/<version>/<file>     the model, as published
     REGISTRY/artifacts/<model_id>/<version>/<file>.sig detached signature (DER ECDSA or Ed25519)
+    REGISTRY/artifacts/<model_id>/<version>/<file>.chunks  the chunk list (raw SHA-256 per chunk)
 
 Artifact URLs in the index are relative to the registry root. No private key is ever written
 inside the registry folder: the tool refuses a key path there.
@@ -30,6 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from firmware_compat.version import try_version
 from gateway import atomic
+from gateway.core import chunks
+from gateway.core.chunks import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 from gateway.core.errors import ConfigError, FormatError
 from gateway.core.manifest import HEALTH_KEYS, format_time, parse_deployment, parse_time, valid_id
 from gateway.trust.canonical import canonical_json
@@ -151,14 +154,21 @@ def publish(
     expires_s: float = DEFAULT_EXPIRES_S,
     now: float | None = None,
     keep: int = DEFAULT_KEEP,
+    chunk_size: int = DEFAULT_CHUNK_BYTES,
 ) -> dict[str, Any]:
-    """Copy the model in, sign it, and add its deployment to the signed index; returns the manifest.
+    """Copy the model in, sign it, write its chunk list (``chunk_size`` 0: none), and add its deployment to the signed index; returns the manifest.
 
     Superseded deployments (same model, cohort and firmware range) are retired from the index but
     for the newest ``keep`` of them, this one included: an index that lists every version ever
     published makes every artifact look wanted, and a gateway's quota then fills for good. The
     files stay in the registry."""
     _check_publish(registry, key_path, model_id, version, percent=percent, health=health, keep=keep)
+    if chunk_size and not MIN_CHUNK_BYTES <= chunk_size <= MAX_CHUNK_BYTES:
+        raise ConfigError(
+            "command line",
+            "--chunk-size",
+            f"0 (no chunk list) or {MIN_CHUNK_BYTES} to {MAX_CHUNK_BYTES} bytes",
+        )
     key = load_private_key(key_path)
     rel, data = _copy_in(registry, model_file, model_id, version, key)
     compat = {k: v for k, v in (("min_firmware", min_firmware), ("max_firmware", max_firmware)) if v}
@@ -174,6 +184,16 @@ def publish(
         "compatibility": compat,
         "health_checks": {k: (int(v) if k == "warmup_inferences" else v) for k, v in (health or {}).items()},
     }
+    if chunk_size:
+        # The device streams verified chunks while the gateway still mirrors the rest; the list's
+        # digest rides in the signed index, so the list needs no signature of its own.
+        listed = chunks.digests(data, chunk_size)
+        atomic.write_bytes(registry / (rel + ".chunks"), listed)
+        manifest["chunks"] = {
+            "size": chunk_size,
+            "sha256": hashlib.sha256(listed).hexdigest(),
+            "url": rel + ".chunks",
+        }
     if data_version is not None:
         manifest["data_version"] = data_version
     for name, value in (("start_time", start), ("end_time", end)):

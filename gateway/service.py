@@ -251,6 +251,7 @@ class Gateway:
             held_index=lambda: self.mirror.index,
             held_keys=lambda: self.trust.trusted.key_list,
             held_site=lambda site: self.mirror.children.held.get(site),
+            relay=self.outbox,
         )
         add_probe_routes(device_app, self.readiness, self.settings.site)
         host, port = parse_hostport(self.settings.http.listen)

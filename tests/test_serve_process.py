@@ -105,7 +105,7 @@ def test_first_run_without_config_then_publish(tmp_path: Path) -> None:
 def test_kill_9_mid_mirror_resumes_and_never_serves_a_partial(reg: Registry, tmp_path: Path) -> None:
     model = os.urandom(4_000_000)
     sha = hashlib.sha256(model).hexdigest()
-    manifest = reg.publish(model)
+    manifest = reg.publish(model, chunk_size=0)  # no chunk list: nothing is served before the whole file
     data = tmp_path / "data"
     part = data / "partial" / f"{sha}.part"
     with nginx(reg.root, limit_rate="1m") as upstream:

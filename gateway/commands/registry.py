@@ -53,6 +53,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         data_version=args.data_version,
         expires_s=args.expires_days * 86400,
         keep=args.keep,
+        chunk_size=args.chunk_size,
     )
     where = registry.index_path(Path(args.registry_dir), args.site)
     print(json.dumps(manifest, indent=2, sort_keys=True))
@@ -108,6 +109,14 @@ def register(sub: Any) -> None:
         default=registry.DEFAULT_KEEP,
         help="superseded deployments of the same model and cohort to keep listing, this one included"
         f" (default {registry.DEFAULT_KEEP}); older ones are retired from the index",
+    )
+    pub.add_argument(
+        "--chunk-size",
+        type=int,
+        default=registry.DEFAULT_CHUNK_BYTES,
+        help="bytes per chunk of the signed chunk list written beside the model, so gateways can"
+        f" serve verified chunks while the rest still arrives (default {registry.DEFAULT_CHUNK_BYTES};"
+        " 0: no chunk list, devices wait for the whole verified file)",
     )
     pub.set_defaults(func=cmd_publish)
 

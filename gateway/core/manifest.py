@@ -8,6 +8,10 @@ Timestamps (``start_time``, ``end_time``) are RFC 3339 strings on the wire and P
 ``length`` is the artifact's size in bytes: the reference format has no such field, but the trust
 model needs one (an artifact longer than announced is refused before it fills the disk), so the
 registry tool always writes it and the gateway requires it.
+
+``chunks`` (optional, an extra field devices ignore) names the artifact's signed chunk list:
+``{"size": 1048576, "sha256": "<digest of the list file>", "url": "<where the list is>"}``; see
+:mod:`gateway.core.chunks`. Without it an artifact is only served once it is whole and verified.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.core.chunks import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 from gateway.core.errors import FormatError
 
 # \Z, not $: "$" also matches before a final newline, so "v1\n" would pass as an id.
@@ -42,6 +47,7 @@ KNOWN_FIELDS = frozenset(
         "end_time",
         "compatibility",
         "health_checks",
+        "chunks",
     }
 )
 
@@ -108,6 +114,15 @@ class HealthChecks:
 
 
 @dataclass(frozen=True)
+class ChunkList:
+    """Where the signed chunk list of an artifact is, its digest, and the chunk size it cuts by."""
+
+    size: int
+    sha256: str
+    url: str
+
+
+@dataclass(frozen=True)
 class Deployment:
     """One deployment manifest. ``raw`` is the cloud's dict, kept to pass unknown fields through."""
 
@@ -125,6 +140,7 @@ class Deployment:
     min_firmware: str | None = None
     max_firmware: str | None = None
     health: HealthChecks = HealthChecks()
+    chunks: ChunkList | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -188,6 +204,27 @@ def _expected_classes(v: Any, what: str) -> tuple[tuple[str, float], ...]:
             raise FormatError(f"{what}.expected_classes.{name}: expected a share from 0 to 1")
         out.append((name, float(share)))
     return tuple(sorted(out))
+
+
+def parse_chunks(v: Any, what: str) -> ChunkList | None:
+    """The ``chunks`` field: absent (None), or size, sha256 and url, each checked."""
+    if v is None:
+        return None
+    if not isinstance(v, Mapping):
+        raise FormatError(f"{what}.chunks: expected an object with size, sha256 and url")
+    size = v.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or not MIN_CHUNK_BYTES <= size <= MAX_CHUNK_BYTES:
+        raise FormatError(
+            f"{what}.chunks.size: expected a whole number of bytes from {MIN_CHUNK_BYTES} to {MAX_CHUNK_BYTES}, "
+            f"got {size!r}"
+        )
+    sha = _str(v, "sha256", f"{what}.chunks")
+    assert sha is not None
+    if not _SHA256.match(sha):
+        raise FormatError(f"{what}.chunks.sha256: expected 64 lowercase hex digits")
+    url = _str(v, "url", f"{what}.chunks")
+    assert url is not None
+    return ChunkList(size, sha, url)
 
 
 def parse_deployment(d: Any, what: str = "deployment") -> Deployment:
@@ -256,5 +293,6 @@ def parse_deployment(d: Any, what: str = "deployment") -> Deployment:
         min_firmware=_str(compat, "min_firmware", f"{what}.compatibility", required=False),
         max_firmware=_str(compat, "max_firmware", f"{what}.compatibility", required=False),
         health=health,
+        chunks=parse_chunks(d.get("chunks"), what),
         raw=dict(d),
     )

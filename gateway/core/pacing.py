@@ -6,6 +6,7 @@ delays returned (timers as values, the mitmproxy way), so the rules are tested e
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 
@@ -60,14 +61,18 @@ class Progress:
         self.done = done
 
 
-def retry_after_s(progress: Progress | None, rand: float, *, floor_s: int = 1, cap_s: int = 120) -> int:
-    """When a device waiting for this artifact should come back.
+def retry_after_s(progress: Progress | None, nth: int, *, floor_s: int = 1, cap_s: int = 120) -> int:
+    """When the ``nth`` device told to wait for this artifact should come back.
 
-    The estimate of the fill's remaining time, stretched by up to 25% of random jitter so the
-    devices come back spread over the moments after it is ready rather than in one storm. With no
-    rate known yet: a short, jittered wait.
+    Never before the fill's expected finish (remaining bytes over the measured rate, rounded up: a
+    device told to come back earlier only gets another 503), and spread evenly after it, device by
+    device, over a window of a quarter of that time (at least 2 s): the returns are slotted, not
+    left to chance, so they do not bunch up in the second the fill ends. With no rate known yet:
+    the first few seconds, slotted the same way.
     """
+    nth = max(0, nth)
     if progress is None or progress.rate_bps <= 0 or progress.total <= 0:
-        return floor_s + int(rand * 5)
-    remaining = max(0, progress.total - progress.done) / progress.rate_bps
-    return int(min(cap_s, max(floor_s, remaining * (1.0 + 0.25 * rand) + rand)))
+        return floor_s + nth % 5
+    eta = math.ceil(max(0, progress.total - progress.done) / progress.rate_bps)
+    window = max(2, math.ceil(eta / 4))
+    return int(min(cap_s, max(floor_s, eta + nth % window)))

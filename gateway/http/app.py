@@ -2,7 +2,8 @@
 
 This module only assembles routes; each concern has its own module (``/healthz`` and ``/readyz``
 are :mod:`gateway.http.probes`, added by the service). The verified indexes and key list it
-holds for child gateways (tiers) are :mod:`gateway.http.tiers`.
+holds for child gateways (tiers) are :mod:`gateway.http.tiers`; the uplink relay for them
+:mod:`gateway.http.relay`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from gateway.http import devices
 from gateway.http.artifacts import add_artifact_routes
 from gateway.http.context import (
     CHANGES,
+    CHILD_SITES,
     CLOCK,
     CREDENTIALS,
     DEVICE_SETTINGS,
@@ -26,11 +28,15 @@ from gateway.http.context import (
     HTTP_SETTINGS,
     INGEST,
     INVENTORY,
+    POLL_QUERIES,
     POLLS,
+    RELAY,
     SITE,
     STATS,
     DeviceIngest,
+    RelayJournal,
 )
+from gateway.http.relay import add_relay_routes
 from gateway.http.tiers import add_tier_routes
 from gateway.inventory.store import Inventory
 from gateway.notify import Changes
@@ -54,6 +60,7 @@ def build_device_app(
     held_index: Callable[[], SiteIndex | None],
     held_keys: Callable[[], KeyList | None],
     held_site: Callable[[str], SiteIndex | None] = lambda site: None,
+    relay: RelayJournal | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=settings.http.max_body_bytes)
     app[SITE] = settings.site
@@ -64,12 +71,16 @@ def build_device_app(
     app[STATS] = stats
     app[CLOCK] = clock
     app[POLLS] = polls
+    app[POLL_QUERIES] = {}
     app[CHANGES] = changes
     app[INGEST] = ingest
     app[HELD_INDEX] = held_index
     app[HELD_KEYS] = held_keys
     app[HELD_SITE] = held_site
     add_tier_routes(app)
+    if relay is not None:  # a parent's uplink relay for its child gateways
+        app[RELAY], app[CHILD_SITES] = relay, frozenset(settings.mirror.child_sites)
+        add_relay_routes(app)
     app.router.add_get("/devices/{device_id}/updates", devices.poll)
     app.router.add_post("/devices/{device_id}/events", devices.event)
     app.router.add_post("/devices/{device_id}/metrics", devices.metrics)

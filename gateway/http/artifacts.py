@@ -10,9 +10,18 @@ Conditional and range logic is :mod:`gateway.http.ranges` (pure); this shell onl
 ``FileResponse`` is not used: it answers 206 to an ``If-Range`` whose tag no longer matches and
 416 to an unknown range unit.
 
-While an artifact of a deployment in effect is not yet mirrored and verified: 503 with a
-``Retry-After`` that follows the fill's progress (the store computes it), so the waiting devices
-come back when it should be ready instead of in a storm.
+While an artifact of a deployment in effect is still arriving and has a signed chunk list, a
+download is answered at once (200 or 206, ``Content-Length`` from the manifest): the bytes inside
+verified chunks are sent from the partial file, and the response waits (each wait bounded by
+:data:`STREAM_WAIT_S`) for the mirror to verify the next chunk. Never a byte past the verified
+chunks; if the mirror fails for good, or nothing is verified for that long, the connection is cut
+and the device resumes later with ``Range``. Until the whole file is verified there is no ``ETag``
+or ``Last-Modified``, and a request with ``If-Range`` gets the whole representation (no validator
+of ours can match yet). Several ranges at once are not streamed: 503.
+
+An artifact without a chunk list (or when the store cannot take it) answers 503 with a
+``Retry-After`` that follows the fill's expected finish (the store computes it), so the waiting
+devices come back when it should be ready instead of in a storm.
 """
 
 from __future__ import annotations
@@ -28,16 +37,19 @@ from email.utils import formatdate
 from typing import IO
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from gateway.core.manifest import valid_id
 from gateway.http.ranges import ByteRange, plan
 from gateway.stats import Stats
-from gateway.store.lookup import ArtifactLookup, Pending, Verified
+from gateway.store.fill import Fill
+from gateway.store.lookup import ArtifactLookup, Pending, Streaming, Verified
 
 log = logging.getLogger(__name__)
 
 _FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$")
 CHUNK = 1 << 20
+STREAM_WAIT_S = 60.0  # a streaming download waits this long at most for the next verified chunk
 
 Authorizer = Callable[[web.Request], Awaitable[None]]
 
@@ -74,6 +86,19 @@ def _open_verified(found: Verified) -> IO[bytes] | None:
     return f
 
 
+def _open_partial(fill: Fill) -> IO[bytes] | None:
+    """Open the partial file being filled (not following links); None unless a regular file."""
+    try:
+        fd = os.open(fill.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        return None
+    return f
+
+
 def _part_head(boundary: str, content_type: str, content_range: str) -> bytes:
     return (
         f"\r\n--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: {content_range}\r\n\r\n"
@@ -104,6 +129,8 @@ class ArtifactHandler:
                 text="artifact is being mirrored and verified; retry later\n",
                 headers={"Retry-After": str(found.retry_after_s)},
             )
+        if isinstance(found, Streaming):
+            return await self._stream(request, found)
         f = await asyncio.get_running_loop().run_in_executor(None, _open_verified, found)
         if f is None:
             # Gone, short or changed since it was verified: the store stops serving it, hashes it
@@ -195,6 +222,96 @@ class ArtifactHandler:
             await resp.write(closing)
         await resp.write_eof()
         return resp
+
+    async def _stream(self, request: web.Request, found: Streaming) -> web.StreamResponse:
+        """A download of an artifact still arriving: what is verified now, the rest as it is."""
+        fill = found.fill
+        size = fill.length
+        # No whole-file validator exists yet: If-Range cannot match (RFC 9110 13.1.5: send the
+        # whole representation), and the other preconditions have nothing to compare with.
+        asked = (
+            {"Range": r} if (r := request.headers.get("Range")) and "If-Range" not in request.headers else {}
+        )
+        decided = plan(request.method, asked, size=size, etag='"', last_modified=0.0)
+        headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, no-store, no-transform"}
+        if decided.status == 416:
+            headers["Content-Range"] = f"bytes */{size}"
+            return web.Response(status=416, headers=headers, text="range not satisfiable\n")
+        if len(decided.ranges) > 1:
+            self.stats.inc("downloads.unavailable")
+            raise web.HTTPServiceUnavailable(
+                text="several ranges at once are served once the artifact is verified; retry later\n",
+                headers={"Retry-After": str(found.retry_after_s)},
+            )
+        span = decided.ranges[0] if decided.ranges else ByteRange(0, size - 1)
+        f = await asyncio.get_running_loop().run_in_executor(None, _open_partial, fill)
+        if f is None:
+            self.stats.inc("downloads.unavailable")
+            raise web.HTTPServiceUnavailable(
+                text="artifact is being mirrored and verified; retry later\n",
+                headers={"Retry-After": str(found.retry_after_s)},
+            )
+        try:
+            resp = web.StreamResponse(status=decided.status, headers=headers)
+            resp.content_type = found.content_type
+            resp.content_length = span.length
+            if decided.status == 206:
+                resp.headers["Content-Range"] = span.content_range(size)
+            writer = await resp.prepare(request)
+            if request.method == "HEAD" or writer is None or span.length <= 0:
+                await resp.write_eof()
+                return resp
+            if not await self._stream_span(request, resp, writer, fill, f, span):
+                # Cut off (the mirror failed, or stalled): the device resumes later with Range.
+                if request.transport is not None:
+                    request.transport.close()
+                return resp
+            await resp.write_eof()
+            return resp
+        finally:
+            f.close()
+
+    async def _stream_span(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        writer: AbstractStreamWriter,
+        fill: Fill,
+        f: IO[bytes],
+        span: ByteRange,
+    ) -> bool:
+        """Send ``span`` as its chunks are verified; False when it has to be cut off."""
+        pos, end = span.first, span.last + 1
+        while pos < end:
+            if fill.verified <= pos and not await fill.wait_past(pos, STREAM_WAIT_S):
+                return False
+            if fill.failed is not None:
+                return False
+            upto = min(end, fill.verified)
+            await self._send_bytes(request, resp, writer, f, ByteRange(pos, upto - 1))
+            pos = upto
+        return True
+
+    async def _send_bytes(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        writer: AbstractStreamWriter,
+        f: IO[bytes],
+        r: ByteRange,
+    ) -> None:
+        await writer.drain()
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("connection lost")
+        try:
+            sent = await asyncio.get_running_loop().sendfile(transport, f, r.first, r.length)
+        except NotImplementedError:
+            await self._copy(resp, f, r)
+            sent = r.length
+        self.stats.inc("downloads.bytes", sent)
+        if sent < r.length:
+            raise ConnectionResetError("partial file shorter than its verified chunks")
 
     @staticmethod
     async def _copy(resp: web.StreamResponse, f: IO[bytes], r: ByteRange) -> None:

@@ -8,6 +8,7 @@ outbox), a small protocol here says what http calls, and the service passes the 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -36,6 +37,14 @@ class DeviceIngest(Protocol):
     ) -> None: ...
 
 
+class RelayJournal(Protocol):
+    """The outbox, for records relayed from child gateways (tiers)."""
+
+    def append_nowait(self, kind: str, body: dict[str, Any], now: float) -> asyncio.Future[int]:
+        """The future resolves once the record is committed; StorageError: not durable."""
+        ...
+
+
 class GateControls(Protocol):
     """An operator's gate control, applied at once (the site loop)."""
 
@@ -53,12 +62,16 @@ STATS: web.AppKey[Stats] = web.AppKey("stats", Stats)
 CREDENTIALS: web.AppKey[Credentials] = web.AppKey("credentials", Credentials)
 INVENTORY: web.AppKey[Inventory] = web.AppKey("inventory", Inventory)
 POLLS: web.AppKey[PollAnswers] = web.AppKey("polls", PollAnswers)
+# A poll's query string -> its parsed attributes and wait: thousands of devices send a few strings.
+POLL_QUERIES: web.AppKey[dict[str, tuple[dict[str, str], float]]] = web.AppKey("poll_queries")
 CHANGES: web.AppKey[Changes] = web.AppKey("changes", Changes)  # long polls wait on it
 INGEST: web.AppKey[DeviceIngest] = web.AppKey("ingest")
 STORE: web.AppKey[ArtifactStore] = web.AppKey("store", ArtifactStore)
 HELD_INDEX: web.AppKey[Callable[[], SiteIndex | None]] = web.AppKey("held_index")
 HELD_KEYS: web.AppKey[Callable[[], KeyList | None]] = web.AppKey("held_keys")
 HELD_SITE: web.AppKey[Callable[[str], SiteIndex | None]] = web.AppKey("held_site")  # child sites' indexes
+RELAY: web.AppKey[RelayJournal] = web.AppKey("relay")
+CHILD_SITES: web.AppKey[frozenset[str]] = web.AppKey("child_sites")  # who may relay here
 GATES: web.AppKey[GateKeeper] = web.AppKey("gates", GateKeeper)
 GATE_CONTROLS: web.AppKey[GateControls] = web.AppKey("gate_controls")
 STATUS: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("status")

@@ -38,6 +38,7 @@ from gateway.http.context import (
     HTTP_SETTINGS,
     INGEST,
     INVENTORY,
+    POLL_QUERIES,
     POLLS,
     STATS,
 )
@@ -45,6 +46,8 @@ from gateway.http.context import (
 log = logging.getLogger(__name__)
 
 MAX_QUERY_PARAMS = 32
+MAX_POLL_QUERIES = 4096  # distinct query strings remembered
+MAX_REMEMBERED_QUERY_CHARS = 512
 MAX_VALUE_CHARS = 128
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}\Z")  # \Z: "$" would allow a final newline
 RESERVED = {"wait"}
@@ -141,6 +144,21 @@ def poll_attributes(query: Mapping[str, str]) -> dict[str, str]:
     return attrs
 
 
+def poll_query(request: web.Request, max_wait_s: float) -> tuple[dict[str, str], float]:
+    """The poll's attributes (read only: shared by every poll with the same query string) and its
+    wait, parsed once per distinct query string (a site sends a few: the same firmware and model)."""
+    memo = request.app[POLL_QUERIES]
+    raw = request.query_string
+    if (hit := memo.get(raw)) is not None:
+        return hit
+    parsed = poll_attributes(request.query), wait_of(request, max_wait_s)  # 400 on anything odd
+    if len(raw) <= MAX_REMEMBERED_QUERY_CHARS:  # a hostile client's long strings are not kept
+        if len(memo) >= MAX_POLL_QUERIES:
+            memo.clear()
+        memo[raw] = parsed
+    return parsed
+
+
 def wait_of(request: web.Request, max_wait_s: float) -> float:
     raw = request.query.get("wait")
     if raw is None:
@@ -175,8 +193,7 @@ async def poll(request: web.Request) -> web.Response:
     settings = app[DEVICE_SETTINGS]
     device_id = device_id_of(request)
     owner = authorize(request, device_id, write=False)
-    attrs = poll_attributes(request.query)
-    wait_s = wait_of(request, settings.max_wait_s)
+    attrs, wait_s = poll_query(request, settings.max_wait_s)
     stats.inc("devices.polls")
     if owner:  # a poll from another address than the id's own (open access) records nothing
         inventory.upsert(device_id, attrs, source="poll", now=clock())

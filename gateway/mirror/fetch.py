@@ -38,6 +38,7 @@ from gateway.core.pacing import Progress, backoff_s
 from gateway.core.progress import ProgressLog
 from gateway.core.settings import MirrorSettings
 from gateway.diskspace import disk_space, space_refusal
+from gateway.mirror.chunked import ChunkedDownload
 from gateway.mirror.pace import Pacer, system_clock
 from gateway.mirror.upstream import Upstream
 from gateway.stats import Stats
@@ -87,6 +88,7 @@ class Fetcher:
         self.progress_log = ProgressLog(settings.progress_log_interval_s)  # percent, rate, ETA lines
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._where: dict[str, tuple[str, str]] = {}  # sha256 -> (artifact_url, signature_url) in flight
+        self._tails: dict[str, tuple[int, bytes]] = {}  # see gateway.mirror.chunked
         self._publishing: set[str] = set()  # verified, being published: too late (and no need) to move
         self._group = TaskGroup()
         self._slots = asyncio.Semaphore(2)  # two transfers at once share the uplink
@@ -125,6 +127,8 @@ class Fetcher:
         for sha, task in list(self._tasks.items()):
             if sha not in keep:
                 task.cancel()
+                self.store.fills.fail(sha, "no longer in effect")
+                self._tails.pop(sha, None)
                 self._tasks.pop(sha, None)
                 self._where.pop(sha, None)
 
@@ -154,11 +158,13 @@ class Fetcher:
                 )
                 log.warning("fetch %s failed (%s); retrying in %.1fs", dep.key, exc, delay)
             except RemoteDataError as exc:
+                self.store.fills.fail(dep.sha256, str(exc))  # waiting downloads are cut off
                 failure = Failure.after(self.failures.get(dep.sha256), str(exc), bad_data=True)
                 self.stats.error("mirror.rejected_artifacts", f"{dep.key}: {exc}")
                 delay = BAD_DATA_RETRY_S * (0.5 + random.random())
                 log.error("rejected artifact %s: %s; the last good state keeps serving", dep.key, exc)
             except StorageError as exc:
+                self.store.fills.fail(dep.sha256, str(exc))
                 failure = Failure.after(self.failures.get(dep.sha256), str(exc), bad_data=False)
                 self.stats.error("mirror.storage_errors", f"{dep.key}: {exc}")
                 delay = backoff_s(
@@ -199,13 +205,27 @@ class Fetcher:
             raise StorageError(refusal)
         if offset > dep.length or (meta.get("url") not in (None, dep.artifact_url)):
             offset, meta = 0, {}
-        hasher = hashlib.sha256()
-        if offset:
-            hasher = await asyncio.to_thread(_hash_prefix, store.partial_path(dep.sha256), offset)
         progress = self.progress.setdefault(dep.sha256, Progress(total=dep.length))
-        progress.update(offset, time.monotonic())
-        if offset < dep.length:
-            offset, hasher = await self._download(dep, offset, meta.get("etag"), hasher, progress)
+        if dep.chunks is not None:
+            chunked = ChunkedDownload(
+                dep,
+                self.upstream,
+                store,
+                self.store.fills,
+                self.pace,
+                self.stats,
+                self._tails,
+                self.progress_log,
+            )
+            offset, hasher = await chunked.run(meta, progress)
+        else:
+            self.store.fills.fail(dep.sha256, "published without a chunk list")
+            hasher = hashlib.sha256()
+            if offset:
+                hasher = await asyncio.to_thread(_hash_prefix, store.partial_path(dep.sha256), offset)
+            progress.update(offset, time.monotonic())
+            if offset < dep.length:
+                offset, hasher = await self._download(dep, offset, meta.get("etag"), hasher, progress)
         if offset != dep.length:
             raise LengthMismatchError(f"{dep.key}: got {offset} bytes, the manifest says {dep.length}")
         if hasher.hexdigest() != dep.sha256:

@@ -104,6 +104,7 @@ class Mirror:
         self.last_poll_ok: float | None = None
         self.last_error: str | None = None
         self.no_index: str | None = None  # what the upstream answered when it has no index for us
+        self._told = 0  # devices told to come back later
         self._polling = asyncio.Lock()  # one round at a time: an import polls too (gateway.bundle)
 
     async def open(self) -> None:
@@ -118,8 +119,10 @@ class Mirror:
     # -- the store's listener (gateway.store.events.StoreListener) ------------------------------
 
     def retry_after_s(self, sha256: str) -> int:
-        """When a device should come back for an artifact in transit, from the transfer's pace."""
-        return retry_after_s(self.fetcher.progress.get(sha256), random.random())
+        """When a device should come back for an artifact in transit (one without a chunk list, or
+        one the store cannot take): after the transfer's expected finish, spread device by device."""
+        self._told += 1  # slots the devices' returns after the expected finish (core.pacing)
+        return retry_after_s(self.fetcher.progress.get(sha256), self._told)
 
     def on_miss(self, sha256: str) -> None:
         """A device asked for an artifact still in transit: make sure its transfer is running."""

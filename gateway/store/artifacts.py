@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,22 +47,14 @@ from gateway.core.manifest import Deployment
 from gateway.stats import Stats
 from gateway.store.blobs import QUARANTINE_MAX_FILES, BlobInfo, BlobStore
 from gateway.store.events import StoreListener, Unheard
+from gateway.store.fill import Fills
 from gateway.store.hashing import Hashed, Inode, ScrubReport, hash_file
-from gateway.store.lookup import Pending, Verified
+from gateway.store.lookup import Entry, Pending, Streaming, Verified
 from gateway.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 
 ACCESS_FLUSH_S = 60.0
-
-
-@dataclass(frozen=True)
-class Entry:
-    model_id: str
-    version: str
-    filename: str
-    sha256: str
-    length: int
 
 
 class ArtifactStore:
@@ -90,6 +82,7 @@ class ArtifactStore:
         self.running = running  # (model_id, version) devices report running
         self.listener: StoreListener = listener if listener is not None else Unheard()
         self.scrub = ScrubReport()
+        self.fills = Fills()  # partials arriving in verified chunks (gateway.store.fill)
         self.quarantined: list[str] = []  # this run's quarantined files (the newest few), for status
         self._checking: set[str] = set()  # blobs reported broken, being hashed again
         self.recovered: list[dict[str, Any]] = []  # a damaged catalog.json found at open (for /status)
@@ -200,7 +193,7 @@ class ArtifactStore:
             now=now,
         )
 
-    def lookup(self, model_id: str, version: str, filename: str) -> Verified | Pending | None:
+    def lookup(self, model_id: str, version: str, filename: str) -> Verified | Streaming | Pending | None:
         is_sig = filename.endswith(".sig")
         entry = self.entries.get((model_id, version, filename[:-4] if is_sig else filename))
         if entry is None:
@@ -211,7 +204,9 @@ class ArtifactStore:
                 return None
             if entry.sha256 not in self._checking:
                 self.listener.on_miss(entry.sha256)
-            return Pending(self.listener.retry_after_s(entry.sha256))
+            fill = None if is_sig else self.fills.get(entry.sha256)
+            hint = self.listener.retry_after_s(entry.sha256)
+            return Pending(hint) if fill is None else Streaming(fill, hint)
         if not is_sig:
             self.last_access[entry.sha256] = time.time()
             self._dirty = True
@@ -336,6 +331,7 @@ class ArtifactStore:
     async def publish(self, sha256: str, signature: bytes) -> BlobInfo:
         info = await asyncio.to_thread(self.blobs.publish, sha256, signature)
         self.verified[sha256] = info
+        self.fills.finish(sha256)
         self.last_access[sha256] = time.time()
         self._dirty = True
         await self.flush(force=True)

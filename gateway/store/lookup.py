@@ -1,10 +1,24 @@
-"""What the artifact handler asks the store: is this URL a verified file, pending, or nothing?"""
+"""What the artifact handler asks the store: is this URL a verified file, arriving in verified
+chunks, pending, or nothing?"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from gateway.store.fill import Fill
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What a URL name (model, version, file) stands for: a blob by its sha256, of this length."""
+
+    model_id: str
+    version: str
+    filename: str
+    sha256: str
+    length: int
 
 
 @dataclass(frozen=True)
@@ -26,8 +40,18 @@ class Pending:
     retry_after_s: int
 
 
+@dataclass(frozen=True)
+class Streaming:
+    """Still arriving, with a signed chunk list: the bytes below ``fill.verified`` may be served
+    from the partial file, the rest as the mirror verifies it. No whole-file validator yet."""
+
+    fill: Fill
+    retry_after_s: int  # for what cannot be streamed (several ranges at once)
+    content_type: str = "application/octet-stream"
+
+
 class ArtifactLookup(Protocol):
-    def lookup(self, model_id: str, version: str, filename: str) -> Verified | Pending | None:
+    def lookup(self, model_id: str, version: str, filename: str) -> Verified | Streaming | Pending | None:
         """``filename`` may end in ``.sig`` (the detached signature). Never does blocking I/O."""
 
     def broken(self, model_id: str, version: str, filename: str) -> int:

@@ -63,7 +63,7 @@ async def test_importing_twice_changes_nothing_the_second_time_and_says_so(
 async def test_an_artifact_with_a_flipped_byte_is_refused_and_the_good_bundle_still_imports(
     reg: Registry, gw: Gateway, tmp_path: Path
 ) -> None:
-    reg.publish(MODEL)
+    reg.publish(MODEL, chunk_size=0)  # the whole file's sha256 decides (no chunk list)
     good = make_bundle(reg, tmp_path / "site.tar")
     bad = rewrite(good, tmp_path / "bad.tar", lambda f: f.__setitem__(ART, flip(f[ART], 1234)))
     report = await gw.imports.importer.run(bad, timeout_s=30)
@@ -151,7 +151,7 @@ async def test_a_bundle_for_another_site_is_not_taken(reg: Registry, gw: Gateway
 async def test_a_truncated_bundle_keeps_what_verified_and_the_whole_one_completes_it(
     reg: Registry, gw: Gateway, tmp_path: Path
 ) -> None:
-    reg.publish(MODEL)
+    reg.publish(MODEL, chunk_size=0)  # no chunk list: nothing served before the whole file
     whole = make_bundle(reg, tmp_path / "site.tar")
     start, size = member_offset(whole, ART)
     cut = tmp_path / "cut.tar"

@@ -71,10 +71,7 @@ def export(reg: Registry, dest: Path) -> Path:
 def test_registry_export_writes_the_index_keys_artifacts_signatures_and_named_files(
     reg: Registry, tmp_path: Path
 ) -> None:
-    chunks = reg.root / "artifacts" / "detector" / "1.0.0" / "chunks.json"
-    chunks.parent.mkdir(parents=True)
-    chunks.write_text('{"chunks": []}')
-    reg.publish(MODEL, extra={"chunks": {"url": "artifacts/detector/1.0.0/chunks.json"}})
+    reg.publish(MODEL)  # with its chunk list (chunks.url), a file the manifest names
     from gateway import registry
 
     registry.sign_key_list(reg.root, reg.private_key, [reg.public_key], version=1)
@@ -87,7 +84,7 @@ def test_registry_export_writes_the_index_keys_artifacts_signatures_and_named_fi
     assert names[0] == "bundle.json"
     assert names[1:3] == ["keys.json", "sites/test-site/index.json"]
     assert sorted(names[3:-1]) == [
-        "artifacts/detector/1.0.0/chunks.json",
+        "artifacts/detector/1.0.0/detector-1.0.0.bin.chunks",
         "artifacts/detector/1.0.0/detector-1.0.0.bin.sig",
     ]
     assert names[-1] == "artifacts/detector/1.0.0/detector-1.0.0.bin"  # a cut loses an artifact's tail

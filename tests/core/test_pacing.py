@@ -83,36 +83,57 @@ def progress(total: int, done: int, rate_bps: float) -> Progress:
 
 
 @pytest.mark.parametrize(
-    ("p", "rand", "expected"),
+    ("p", "nth", "expected"),
     [
-        (None, 0.0, 1),  # no transfer known: a short wait...
-        (None, ALMOST_ONE, 5),  # ...jittered over a few seconds
-        (progress(1000, 0, 0.0), 0.5, 3),  # no rate measured yet: the same
-        (progress(0, 0, 100.0), 0.0, 1),  # no length known: the same
-        (progress(10_000, 5_000, 1_000.0), 0.0, 5),  # 5 s left
-        (progress(10_000, 5_000, 1_000.0), ALMOST_ONE, 7),  # stretched by up to 25%, plus up to 1 s
-        (progress(10_000, 9_990, 1_000.0), 0.0, 1),  # nearly done: the floor
-        (progress(10_000, 10_000, 1_000.0), 0.0, 1),  # done: the floor
-        (progress(10_000, 12_000, 1_000.0), 0.0, 1),  # more than the length: not negative
-        (progress(10**9, 0, 1_000.0), 0.0, 120),  # a long transfer: the cap
+        (None, 0, 1),  # no transfer known: a short wait...
+        (None, 4, 5),  # ...slotted over a few seconds
+        (None, 5, 1),
+        (progress(1000, 0, 0.0), 2, 3),  # no rate measured yet: the same
+        (progress(0, 0, 100.0), 0, 1),  # no length known: the same
+        (progress(10_000, 5_000, 1_000.0), 0, 5),  # 5 s left: never sooner
+        (progress(10_000, 5_000, 1_000.0), 1, 6),  # spread over a 2 s window after the finish
+        (progress(10_000, 5_000, 1_000.0), 2, 5),
+        (progress(10_000, 5_500, 1_000.0), 0, 5),  # 4.5 s left: rounded up, never early
+        (progress(100_000, 0, 1_000.0), 10, 110),  # 100 s left: a 25 s window...
+        (progress(100_000, 0, 1_000.0), 24, 120),  # ...within the cap
+        (progress(10_000, 9_990, 1_000.0), 0, 1),  # nearly done: the next second...
+        (progress(10_000, 9_990, 1_000.0), 1, 2),  # ...and the one after, not all in one
+        (progress(10_000, 10_000, 1_000.0), 0, 1),  # done: the floor
+        (progress(10_000, 12_000, 1_000.0), 0, 1),  # more than the length: not negative
+        (progress(10**9, 0, 1_000.0), 0, 120),  # a long transfer: the cap
     ],
 )
-def test_retry_after_follows_progress(p: Progress | None, rand: float, expected: int) -> None:
-    assert retry_after_s(p, rand) == expected
+def test_retry_after_follows_the_expected_finish(p: Progress | None, nth: int, expected: int) -> None:
+    assert retry_after_s(p, nth) == expected
+
+
+def test_retry_after_spreads_waiting_devices_evenly_after_the_finish() -> None:
+    """Near the end of a fill, the devices told to wait come back over several seconds in equal
+    numbers, not half of them in one second."""
+    p = progress(50 << 20, 48 << 20, 10 << 20)  # 0.2 s left
+    waits = [retry_after_s(p, n) for n in range(500)]
+    assert min(waits) == 1
+    per_second = {w: waits.count(w) for w in set(waits)}
+    assert max(per_second.values()) <= len(waits) // 2
+    p = progress(50 << 20, 0, 1 << 20)  # 50 s left: a 13 s window after it
+    waits = [retry_after_s(p, n) for n in range(500)]
+    assert min(waits) == 50
+    assert max(waits) == 62
+    assert max(waits.count(w) for w in set(waits)) <= 500 // 13 + 1
 
 
 @given(
     total=st.integers(1, 10**10),
     done=st.integers(0, 10**10),
     rate=st.floats(1.0, 1e9),
-    rand=st.floats(0.0, 1.0, exclude_max=True),
+    nth=st.integers(0, 10**6),
 )
-def test_retry_after_is_within_floor_and_cap_and_no_later_with_more_progress(
-    total: int, done: int, rate: float, rand: float
+def test_retry_after_is_within_floor_and_cap_and_never_before_the_finish(
+    total: int, done: int, rate: float, nth: int
 ) -> None:
-    wait = retry_after_s(progress(total, done, rate), rand)
+    wait = retry_after_s(progress(total, done, rate), nth)
     assert 1 <= wait <= 120
-    assert retry_after_s(progress(total, min(total, done + total // 2), rate), rand) <= wait
+    assert wait >= min(120, max(0, total - done) / rate)
 
 
 # -- the bandwidth cap and the rate ------------------------------------------------------------------

@@ -186,7 +186,7 @@ async def test_curl_resumes_an_interrupted_download(gw: Gateway, tmp_path: Path)
 async def test_not_yet_mirrored_is_503_with_retry_after(
     reg: Registry, tmp_path: Path, hostile: Hostile
 ) -> None:
-    manifest = reg.publish(MODEL)
+    manifest = reg.publish(MODEL, chunk_size=0)  # without a chunk list: nothing before the whole file
     hostile.faults[manifest["artifact_url"]] = Fault(stall_after=1000, times=100)
     settings = gateway_settings(reg, tmp_path / "data", upstream=hostile.url, mirror={"read_timeout_s": 30.0})
     async with running(settings) as g:

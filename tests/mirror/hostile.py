@@ -1,8 +1,10 @@
 """A small upstream of the tests' own that misbehaves on purpose, on a real aiohttp server.
 
 It serves a registry folder with ``Range: bytes=N-`` support and a strong ETag, and per path can:
-cut the connection after N bytes, stall after N bytes, serve other bytes, or serve a longer body.
-Every request is logged with its Range header, so tests can count what crossed the "uplink".
+cut the connection after N bytes, stall after N bytes, serve other bytes, flip the byte at one
+offset (one bad chunk), or serve a longer body. ``pace_s`` paces every body (per 64 KiB) like a
+slow uplink. Every request is logged with its Range header, and the body bytes sent per path are
+counted, so tests can count what crossed the "uplink".
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class Fault:
     stall_after: int | None = None  # stop sending (but keep the connection) after this many
     wrong: bool = False  # serve other bytes of the same length
     extra: int = 0  # append this many bytes
+    corrupt_at: int | None = None  # flip the byte at this offset of the file (if it is sent)
     times: int = 1  # how many requests misbehave before the path behaves
 
 
@@ -31,6 +34,8 @@ class Hostile:
     log: list[tuple[str, str | None]] = field(default_factory=list)
     override: dict[str, bytes] = field(default_factory=dict)  # path -> body served instead
     url: str = ""
+    pace_s: float = 0.0  # sleep after each 64 KiB of a body: a slow uplink
+    sent: dict[str, int] = field(default_factory=dict)  # path -> body bytes written
     _runner: web.AppRunner | None = None
 
     def requests(self, suffix: str) -> list[str | None]:
@@ -56,6 +61,9 @@ class Hostile:
             fault = None
         if fault is not None and fault.wrong:
             data = bytes(b ^ 0xFF for b in data)
+        if fault is not None and fault.corrupt_at is not None and fault.corrupt_at < len(data):
+            at = fault.corrupt_at
+            data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
         if fault is not None and fault.extra:
             data = data + b"X" * fault.extra
         start, status = 0, 200
@@ -82,7 +90,11 @@ class Hostile:
             request.transport.close()
             return resp
         for i in range(0, len(body), 64 << 10):
-            await resp.write(body[i : i + (64 << 10)])
+            piece = body[i : i + (64 << 10)]
+            await resp.write(piece)
+            self.sent[rel] = self.sent.get(rel, 0) + len(piece)
+            if self.pace_s:
+                await asyncio.sleep(self.pace_s)
         await resp.write_eof()
         return resp
 

@@ -125,6 +125,9 @@ async def test_a_deleted_blob_is_fetched_again(
             (tmp_path / "data" / "blobs" / "sha256" / f"{SHA}.sig").unlink()
             damaged_at = time.monotonic()
             seen = await devices_until_good(http, gw, damaged_at, rng)
+        # Streamed in verified chunks, a device can hold every byte just before the whole file's
+        # sha256 and signature are checked and the blob published.
+        await until(lambda: gw.store.is_verified(SHA), what="the blob verified again")
         assert 503 in seen or blob.exists()
         assert blob.read_bytes() == MODEL  # fetched again, verified again
         status = (await (await http.get(operator_url(gw) + "/status")).json())["deployments"]
@@ -150,6 +153,7 @@ async def test_a_flipped_byte_is_never_served_and_the_blob_comes_back(
             damaged_at = time.monotonic()
             # Downloads started before the flip may stream either bytes; none after it may.
             await devices_until_good(http, gw, damaged_at, rng)
+        await until(lambda: gw.store.is_verified(SHA), what="the blob verified again")
         assert blob.read_bytes() == MODEL
         quarantined = list((tmp_path / "data" / "quarantine").iterdir())
         assert [p.name.rpartition("-")[0] for p in quarantined if not p.name.endswith(".sig")] == [SHA]
@@ -183,6 +187,7 @@ async def test_the_scrub_finds_rot_quarantines_it_and_status_shows_it(
         assert int(str(report["bytes"])) >= len(MODEL)
         assert any(p.name.startswith(SHA) for p in (tmp_path / "data" / "quarantine").iterdir())
         await devices_until_good(http, gw, damaged_at, random.Random(7))
+        await until(lambda: gw.store.is_verified(SHA), what="the blob verified again")
         assert blob.read_bytes() == MODEL
 
 
