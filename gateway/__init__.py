@@ -6,11 +6,13 @@ the imports and enforces the rules marked *):
 1. ``gateway.core`` and ``firmware_compat``: the pure decisions and their values. Settings
    dataclasses, manifests and metrics schemas, errors, device records, cohorts, eligibility, the
    poll policy, waves, gates and the site's decision state (``core.site``: ``apply_index``,
-   ``on_control``, ``tick``), telemetry windows and aggregation, pacing, the eviction choice.
+   ``on_control``, ``tick``), telemetry windows and aggregation, pacing, the eviction choice,
+   figures for people (``human``, ``progress``), the limit on repeated log lines (``repeats``).
    No I/O, no clock, no asyncio: values and ``now`` in, decisions out. * It imports only the
    standard library, ``firmware_compat`` and itself.
 2. Small shared helpers: ``atomic`` (crash-safe writes), ``stats``, ``tasks``, ``notify``,
-   ``health``, ``redact``, ``accept``, ``diskspace``.
+   ``health``, ``redact``, ``accept``, ``diskspace``, ``instance`` (which gateway owns a data
+   folder, and where its operator API listens).
 3. The I/O rooms, each with one job: ``trust`` (verify the signed index and keys, the clock
    floor), ``store`` (verified blobs on disk) *never importing network code*, ``inventory``,
    ``uplink`` (the disk outbox and its sinks), ``broker`` (embedded MQTT), ``discovery`` (mDNS),

@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from aiohttp import web
 
+from gateway import instance
 from gateway.access import Credentials
 from gateway.broker.front import MqttFront
 from gateway.broker.mode import mqtt_front
@@ -98,6 +99,7 @@ class Gateway:
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self.http_addresses: list[Any] = []
         self.operator_addresses: list[Any] = []
+        self.data_id: str | None = None  # the data folder's identity (gateway.instance), read in start()
         self.key_dir = self.data / "trusted-keys"
         keys = load_trusted_keys([Path(p) for p in settings.trust.trusted_keys], "configuration")
         self.trust = TrustState(
@@ -207,6 +209,7 @@ class Gateway:
             data=self.data,
             started_at=self.started_at,
             clock=self.clock,
+            data_id=lambda: self.data_id,
         )
         self.readiness = Readiness(
             trust=self.trust,
@@ -221,6 +224,7 @@ class Gateway:
 
     async def start(self) -> None:
         self._lock = lock_data_dir(self.data)
+        self.data_id = await asyncio.to_thread(instance.ensure_data_id, self.data)
         listener.ensure_descriptors(self.settings)
         self.key_dir.mkdir(exist_ok=True)
         await asyncio.to_thread(self.outbox.open)
@@ -287,6 +291,10 @@ class Gateway:
             self.tasks.spawn(scrub, name="blob scrub")
         if self.sinks:
             self.tasks.spawn(self.forwarder.run(), name="uplink")
+        record = instance.Record.of(
+            self.operator_addresses, self.settings.site, self.data_id, self.started_at
+        )
+        await asyncio.to_thread(instance.write_record, self.data, record)  # the CLI finds us by it
 
     async def _start_discovery(self) -> None:
         """Advertise the device API and the broker over mDNS; browse devices into the inventory."""
@@ -347,6 +355,7 @@ class Gateway:
         await self.inventory.flush(self.clock(), force=True)
         await asyncio.to_thread(self.outbox.close)
         if self._lock is not None:
+            await asyncio.to_thread(instance.remove_record, self.data)
             self._lock.close()
             self._lock = None
 

@@ -8,6 +8,7 @@ operator API's, and each figure's meaning is its component's.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ class StatusView:
         data: Path,
         started_at: float,
         clock: Callable[[], float],
+        data_id: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.trust = trust
@@ -60,6 +62,7 @@ class StatusView:
         self.data = data
         self.started_at = started_at
         self.clock = clock
+        self.data_id = data_id
 
     def recovered(self) -> list[dict[str, Any]]:
         """Every damaged state file this run found, what it was and what was done about it."""
@@ -86,6 +89,7 @@ class StatusView:
                     "length": d.length,
                     "mirrored": self.store.is_verified(d.sha256),
                     "progress_bytes": self.mirror.progress_bytes(d.sha256),
+                    "progress": progress.to_json() if (progress := self.mirror.progress(d.sha256)) else None,
                     "target_cohort": d.target_cohort,
                     "rollout_percentage": d.rollout_percentage,
                 }
@@ -95,6 +99,11 @@ class StatusView:
                 "version": __version__,
                 "site": self.settings.site,
                 "uptime_s": round(self.clock() - self.started_at),
+                "started": self.started_at,
+                # Which data folder this is (gateway.instance): the CLI checks it before it trusts us.
+                "data_id": self.data_id(),
+                "data_dir": os.path.abspath(self.data),
+                "pid": os.getpid(),
             },
             "clock": {
                 "trusted": reading.trusted,
@@ -107,6 +116,7 @@ class StatusView:
                 "url": self.mirror.upstream.description,
                 "last_poll_ok": self.mirror.last_poll_ok,
                 "last_error": self.mirror.last_error,
+                "no_index": self.mirror.no_index,
             },
             "index": None
             if index is None

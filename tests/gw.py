@@ -28,7 +28,10 @@ def gateway_settings(reg: Registry, data: Path, upstream: str | None = None, **s
         mqtt=S.MqttSettings(listen="127.0.0.1:0"),
         trust=S.TrustSettings(trusted_keys=(str(reg.public_key),)),
         mirror=S.MirrorSettings(
-            upstream=upstream or str(reg.root), poll_interval_s=0.2, retry_initial_s=0.05, retry_max_s=0.2
+            upstream=str(reg.root) if upstream is None else upstream,
+            poll_interval_s=0.2,
+            retry_initial_s=0.05,
+            retry_max_s=0.2,
         ),
         discovery=S.DiscoverySettings(enabled=False),
     )

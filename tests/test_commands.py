@@ -53,7 +53,7 @@ async def test_status_and_cache_through_the_running_gateway(
     async with running(gateway_settings(reg, tmp_path / "data")) as gw:
         await until(lambda: gw.store.is_verified(SHA), what="mirrored")
         config = write_config(gw, tmp_path / "gw.toml")
-        code, out = await run_cli(capsys, "status", "--config", str(config))
+        code, out = await run_cli(capsys, "status", "--config", str(config), "--json")
         status = json.loads(out)
         assert code == 0
         assert status["index"]["version"] == 1
@@ -66,15 +66,15 @@ async def test_status_and_cache_through_the_running_gateway(
         blob.chmod(0o644)
         with blob.open("r+b") as f:
             f.write(b"\0" * 16)
-        code, out = await run_cli(capsys, "cache", "verify", "--config", str(config))
+        code, out = await run_cli(capsys, "cache", "verify", "--config", str(config), "--json")
         assert code == 0
         assert json.loads(out)["corrupt_removed"] == [SHA]
         await until(lambda: gw.store.is_verified(SHA), what="fetched again after corruption")
-        code, out = await run_cli(capsys, "cache", "prune", "--config", str(config))
+        code, out = await run_cli(capsys, "cache", "prune", "--config", str(config), "--json")
         assert code == 0
         assert json.loads(out) == {"removed": []}  # in effect: never pruned
         baseline, current = await supersede(reg, gw)
-        code, out = await run_cli(capsys, "cache", "prune", "--config", str(config))
+        code, out = await run_cli(capsys, "cache", "prune", "--config", str(config), "--json")
         assert code == 0
         assert json.loads(out) == {"removed": [SHA]}
         assert not gw.store.is_verified(SHA)
@@ -108,7 +108,7 @@ async def test_offline_cache_ls_and_prune(
     assert code == 0
     assert SHA[:12] in out
     assert "detector/1.0.0" in out
-    code, out = await run_cli(capsys, "cache", "prune", "--config", str(config))
+    code, out = await run_cli(capsys, "cache", "prune", "--config", str(config), "--json")
     assert code == 0
     assert json.loads(out) == {"removed": [SHA]}
     code, out = await run_cli(capsys, "cache", "ls", "--config", str(config), "--json")

@@ -242,7 +242,7 @@ def test_gate_state_lost_holds_every_candidate_until_released(seed: Seed, tmp_pa
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         shown = subprocess.run(
-            [sys.executable, "-m", "gateway", "status", "--data", str(data)],
+            [sys.executable, "-m", "gateway", "status", "--json", "--data", str(data)],
             env=env, capture_output=True, text=True, timeout=30, check=False,
         )  # fmt: skip
         assert shown.returncode == 0, shown.stderr

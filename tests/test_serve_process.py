@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gateway import registry
 from tests.conftest import Registry
 from tests.peers import free_port, gateway_process, nginx, stop, wait_port
 
@@ -65,32 +64,39 @@ def ports() -> list[str]:
     ]
 
 
+def read_banner(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    banner = ""
+    while "next poll" not in banner:  # the banner's last line
+        line = proc.stdout.readline()
+        assert line, f"serve exited early: {banner}"
+        banner += line
+    return banner
+
+
 def test_first_run_without_config_then_publish(tmp_path: Path) -> None:
     args = ports()
+    args[5] = ""  # --mqtt "": the broker is off, and the banner says so
     with serve(args, tmp_path) as proc:
-        assert proc.stdout is not None
-        banner = ""
-        while "next poll" not in banner:  # the banner's last line
-            line = proc.stdout.readline()
-            assert line, f"serve exited early: {banner}"
-            banner += line
+        banner = read_banner(proc)
         assert "data folder:" in banner and str(tmp_path / "data") in banner
-        assert "registry publish registry" in banner
         assert (tmp_path / "registry").is_dir()
-        # The banner's own instructions, followed to the letter.
-        registry.keygen(tmp_path / "keys", "ecdsa-p256")
-        (tmp_path / "data" / "trusted-keys" / "public.pem").write_bytes(
-            (tmp_path / "keys" / "public.pem").read_bytes()
-        )
+        assert f"device API and downloads: http://{args[1]}/" in banner
+        assert "MQTT broker (metrics):    off" in banner
+        assert "polling:                  upstream every 0.3 s (mirror.poll_interval_s)" in banner
+        assert "devices told every 5 min" in banner
+        assert "0.0.0.0" not in banner and "None" not in banner
+        # The banner's own instructions, run as printed by a shell in another folder, with an
+        # environment that does not point at this checkout.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
         model = os.urandom(300_000)
-        (tmp_path / "model.onnx").write_bytes(model)
-        registry.publish(
-            tmp_path / "registry",
-            tmp_path / "model.onnx",
-            tmp_path / "keys" / "private.pem",
-            model_id="my-model",
-            version="1.0.0",
-        )
+        (elsewhere / "model.onnx").write_bytes(model)
+        hints = banner.split("To publish a model into the local registry folder:\n")[1].splitlines()[:3]
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        for hint in hints:
+            done = subprocess.run(hint, shell=True, cwd=elsewhere, env=env, capture_output=True, text=True)
+            assert done.returncode == 0, f"{hint}: {done.stderr}"
         url = f"http://{args[1]}/artifacts/my-model/1.0.0/model.onnx"
         wait_for(lambda: fetch(url)[0] == 200, 20, "the published model to be served")
         assert fetch(url)[1] == model

@@ -22,7 +22,7 @@ from gateway.inventory.store import Inventory
 from gateway.rollout.keeper import GateKeeper
 from gateway.store.artifacts import ArtifactStore
 from gateway.store.blobs import BlobStore
-from gateway.store.lock import data_dir_in_use, lock_data_dir
+from gateway.store.lock import lock_data_dir
 
 
 def _held_deployments(settings: Settings) -> list[Any]:
@@ -99,12 +99,29 @@ async def _offline(settings: Settings, action: str) -> dict[str, Any]:
 
 def _maintain(args: argparse.Namespace, action: str) -> int:
     settings = load_settings(args)
-    if data_dir_in_use(settings.data_path):
-        result = operator_client.call(settings, "POST", f"/cache/{action}")
+    if operator_client.gateway_runs(args, settings):
+        result = operator_client.connect(args, settings).call("POST", f"/cache/{action}")
     else:
         result = asyncio.run(_offline(settings, action))
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2) if args.json else _confirmation(action, result))
     return 0
+
+
+def _confirmation(action: str, result: dict[str, Any]) -> str:
+    """One line that says what was done (``--json``: the whole result)."""
+    if action == "prune":
+        removed = result.get("removed", [])
+        names = ", ".join(sha[:12] for sha in removed)
+        return (
+            f"prune: removed {len(removed)} artifact(s){': ' + names if names else ' (nothing unprotected)'}"
+        )
+    corrupt = result.get("corrupt_removed")
+    if corrupt is None:  # offline: the store removed any corrupt blob while it opened
+        return (
+            f"verify: {result.get('checked', 0)} artifact(s) checked, {len(result.get('verified', []))} good"
+        )
+    bad = f"{len(corrupt)} corrupt, removed and fetched again: {', '.join(s[:12] for s in corrupt)}"
+    return f"verify: {result.get('checked', 0)} artifact(s) checked, " + (bad if corrupt else "all good")
 
 
 def register(sub: Any) -> None:
@@ -115,10 +132,12 @@ def register(sub: Any) -> None:
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_ls)
     v = cs.add_parser("verify", help="re-hash every blob; corrupt ones are removed and fetched again")
-    add_common(v)
+    operator_client.add_client_args(v)
+    v.add_argument("--json", action="store_true")
     v.set_defaults(func=lambda a: _maintain(a, "verify"))
     pr = cs.add_parser(
         "prune", help="remove blobs no device can be offered, runs, or falls back to (see store.quota_bytes)"
     )
-    add_common(pr)
+    operator_client.add_client_args(pr)
+    pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=lambda a: _maintain(a, "prune"))

@@ -14,18 +14,18 @@ from typing import Any
 
 from gateway import atomic
 from gateway.commands import operator_client
-from gateway.commands.serve import add_common, load_settings
-from gateway.store.lock import data_dir_in_use
+from gateway.commands.serve import load_settings
+from gateway.core.human import ago
 
 
 def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "-"
+    return ago(ts, time.time()) if ts else "-"
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
     settings = load_settings(args)
-    if data_dir_in_use(settings.data_path):
-        doc: dict[str, Any] = operator_client.call(settings, "GET", "/devices")
+    if operator_client.gateway_runs(args, settings):
+        doc: dict[str, Any] = operator_client.connect(args, settings).call("GET", "/devices")
     else:
         doc = atomic.read_json(settings.data_path / "inventory.json", {}) or {}
     devices = sorted(doc.get("devices", []), key=lambda d: d["device_id"])
@@ -34,7 +34,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"devices": devices}, indent=2))
         return 0
-    print(f"{'DEVICE':24} {'SOURCES':18} {'MODEL@VERSION':24} {'LAST SEEN (UTC)':19} {'LAST EVENT':12} NOTES")
+    print(f"{'DEVICE':24} {'SOURCES':18} {'MODEL@VERSION':24} {'LAST SEEN':19} {'LAST EVENT':12} NOTES")
     for d in devices:
         model = f"{d.get('model_id') or '-'}@{d.get('model_version') or '-'}"
         notes = [f"{k}={v}" for k, v in sorted(d.get("attrs", {}).items())]
@@ -52,7 +52,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("devices", help="list the devices this gateway knows, with their source")
-    add_common(p)
+    operator_client.add_client_args(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--all", action="store_true", help="include devices marked gone")
     p.set_defaults(func=cmd_devices)

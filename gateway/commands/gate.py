@@ -11,13 +11,13 @@ import sys
 from typing import Any
 
 from gateway.commands import operator_client
-from gateway.commands.serve import add_common, load_settings
+from gateway.commands.serve import load_settings
 from gateway.core.errors import TransportError
 from gateway.core.gates import Action
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    doc = operator_client.call(load_settings(args), "GET", "/gates")
+    doc = operator_client.connect(args, load_settings(args)).call("GET", "/gates")
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
@@ -46,9 +46,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_control(args: argparse.Namespace) -> int:
     body = {"who": args.who or getpass.getuser(), "why": args.why}
     try:
-        doc = operator_client.call(
-            load_settings(args), "POST", f"/gates/{args.deployment}/{args.action}", body
-        )
+        client = operator_client.connect(args, load_settings(args))
+        doc = client.call("POST", f"/gates/{args.deployment}/{args.action}", body)
     except TransportError as exc:
         if exc.status in (404, 409):
             print(f"ota-gateway: {args.action} {args.deployment} refused: {exc.detail}", file=sys.stderr)
@@ -64,7 +63,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("gate", help="see and control the site's canary gates")
     gs = p.add_subparsers(dest="gate_command", required=True, metavar="ACTION")
     st = gs.add_parser("status", help="every gate: stage, wave, devices, last decision")
-    add_common(st)
+    operator_client.add_client_args(st)
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
     for action, text in (
@@ -74,7 +73,7 @@ def register(sub: Any) -> None:
         (Action.APPROVE, "let a wave that passed advance (gates.approve_each_wave)"),
     ):
         c = gs.add_parser(action, help=text)
-        add_common(c)
+        operator_client.add_client_args(c)
         c.add_argument("deployment", metavar="MODEL@VERSION")
         c.add_argument("--why", required=True, help="goes in the audit log")
         c.add_argument("--who", help="default: your user name")

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
+import shlex
+import socket
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import psutil
 
 from gateway import settings as settings_mod
 from gateway.core import settings as schema
+from gateway.core.human import duration
 from gateway.redact import redact
-from gateway.service import Gateway, run_until_signalled
+
+if TYPE_CHECKING:  # the service (every room) is imported only to serve: client commands start fast
+    from gateway.service import Gateway
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -52,35 +61,78 @@ def access_note(s: schema.Settings) -> str:
     )
 
 
+def lan_addresses(host: str) -> list[str]:
+    """The addresses a device on the LAN reaches a listener bound to ``host`` on: a wildcard bind
+    stands for every interface address (loopback only when there is nothing else)."""
+    if host not in ("0.0.0.0", "::", ""):
+        return [host]
+    families = {socket.AF_INET} if host != "::" else {socket.AF_INET, socket.AF_INET6}
+    found: list[str] = []
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family not in families:
+                continue
+            ip = ipaddress.ip_address(a.address.split("%")[0])
+            if not ip.is_link_local and str(ip) not in found:
+                found.append(str(ip))
+    lan = [a for a in found if not ipaddress.ip_address(a).is_loopback]
+    return lan or found or ["127.0.0.1"]
+
+
+def urls(addresses: list[Any], scheme: str = "http") -> str:
+    """``http://A:PORT/`` for each LAN address of each bound socket; "off" when none is bound."""
+    out: list[str] = []
+    for a in addresses:
+        if isinstance(a, tuple):
+            for ip in lan_addresses(str(a[0])):
+                url = f"{scheme}://{f'[{ip}]' if ':' in ip else ip}:{a[1]}/"
+                if url not in out:
+                    out.append(url)
+    return "  ".join(out) or "off"
+
+
+def own_command() -> str:
+    """How to run this very ``ota-gateway`` from any shell: the absolute path of the installed
+    script, or ``python -m gateway`` with this interpreter (a checkout, a venv not on PATH)."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if argv0 is not None and argv0.name == "ota-gateway" and argv0.exists():
+        return shlex.quote(str(argv0.resolve()))
+    return f"{shlex.quote(sys.executable)} -m gateway"
+
+
 def banner(gw: Gateway) -> str:
     s = gw.settings
     data = s.data_path.resolve()
-    http = ", ".join(f"{a[0]}:{a[1]}" for a in gw.http_addresses if isinstance(a, tuple))
-    op = ", ".join(f"{a[0]}:{a[1]}" for a in gw.operator_addresses if isinstance(a, tuple))
     mqtt = ", ".join(
         f"{h}:{p} ({name})" for name, (h, p) in (gw.broker.addresses.items() if gw.broker else [])
     )
     upstream = s.mirror.upstream
     lines = [
         f"OTA Gateway for site {s.site!r}",
-        f"  device API and downloads: http://{http}/  (OTA_SERVICE_URL for devices)",
-        f"  operator dashboard:       http://{op}/" if op else "  operator dashboard:       off",
-        f"  MQTT broker (metrics):    {mqtt}",
+        f"  device API and downloads: {urls(gw.http_addresses, 'https' if s.http.tls_cert else 'http')}"
+        "  (OTA_SERVICE_URL for devices)",
+        f"  operator dashboard:       {urls(gw.operator_addresses)}",
+        f"  MQTT broker (metrics):    {mqtt or 'off'}",
         f"  device access:            {access_note(s)}",
         f"  data folder:              {data}",
         f"  mDNS:                     {gw.discovery['advertiser'].name!r} (_ota-gateway._tcp)"
         if gw.discovery
         else "  mDNS:                     off",
         f"  upstream registry:        {redact(upstream)}",
-        f"  trusted keys:             {len(gw.trust.trusted.signing_keys())} (config trust.trusted_keys, or PEM files in {gw.key_dir})",
+        f"  polling:                  upstream every {duration(s.mirror.poll_interval_s)} "
+        f"(mirror.poll_interval_s); devices told every {duration(s.devices.poll_interval_s)} "
+        "(devices.poll_interval_s)",
+        f"  trusted keys:             {len(gw.trust.trusted.signing_keys())} (config trust.trusted_keys, or PEM files in {gw.key_dir.resolve()})",
     ]
-    if not Path(upstream).is_absolute() and "://" not in upstream:
+    if upstream and "://" not in upstream:
+        exe = own_command()
+        folder = shlex.quote(str(Path(upstream).resolve()))
         lines += [
             "",
             "To publish a model into the local registry folder:",
-            "  ota-gateway registry keygen keys",
-            f"  cp keys/public.pem {gw.key_dir}/",
-            f"  ota-gateway registry publish {upstream} model.onnx --key keys/private.pem --model-id my-model --version 1.0.0",
+            f"  {exe} registry keygen keys",
+            f"  cp keys/public.pem {shlex.quote(str(gw.key_dir.resolve()))}/",
+            f"  {exe} registry publish {folder} model.onnx --key keys/private.pem --model-id my-model --version 1.0.0",
             "The gateway picks up the new index on its next poll (mirror.poll_interval_s).",
         ]
     return "\n".join(lines)
@@ -89,9 +141,12 @@ def banner(gw: Gateway) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     logging.getLogger().setLevel(settings.log_level.upper())
-    upstream = settings.mirror.upstream
-    if "://" not in upstream:
-        Path(upstream).mkdir(parents=True, exist_ok=True)
+    if settings.mirror.upstream == schema.MirrorSettings.upstream:
+        # The first run's local registry folder, made for `registry publish`; any other folder
+        # must exist (a typo must not become an empty registry polled forever).
+        Path(settings.mirror.upstream).mkdir(parents=True, exist_ok=True)
+    from gateway.service import Gateway, run_until_signalled
+
     gateway = Gateway(settings)
     asyncio.run(run_until_signalled(gateway, lambda gw: print(banner(gw), flush=True)))
     return 0

@@ -17,7 +17,7 @@ import json
 import time
 from typing import Any
 
-from gateway import atomic
+from gateway import atomic, instance
 from gateway.commands.serve import add_common, load_settings
 from gateway.core.errors import GatewayError, StorageError
 from gateway.core.manifest import format_time
@@ -100,7 +100,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             else "none"
         )
     )
-    print(f"gateway running: {'yes' if out['gateway_running'] else 'no'}")
+    record = instance.read_record(load_settings(args).data_path) if out["gateway_running"] else None
+    running = f"yes (pid {record.pid}, operator API {record.operator or 'off'})" if record else "yes"
+    print(f"gateway running: {running if out['gateway_running'] else 'no'}")
     if out["note"]:
         print(f"note: {out['note']}")
     return 0

@@ -113,6 +113,7 @@ class MirrorSettings:
     read_timeout_s: float = field(default=30.0, metadata=POSITIVE)
     retry_initial_s: float = field(default=1.0, metadata=POSITIVE)
     retry_max_s: float = field(default=300.0, metadata=POSITIVE)
+    progress_log_interval_s: float = field(default=10.0, metadata=POSITIVE)  # a long transfer's log line
     # air-gapped sites: a folder (a USB mount) watched for bundles; empty: only <data>/import/
     import_dir: str = ""
     import_scan_s: float = field(default=2.0, metadata=POSITIVE)

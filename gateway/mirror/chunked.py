@@ -32,6 +32,7 @@ from gateway.core.chunks import DIGEST_BYTES, Chunking, parse_list
 from gateway.core.errors import DigestMismatchError, FormatError, LengthMismatchError
 from gateway.core.manifest import Deployment
 from gateway.core.pacing import Progress
+from gateway.core.progress import ProgressLog
 from gateway.mirror.pace import Pacer
 from gateway.mirror.upstream import Stream, Upstream
 from gateway.stats import Stats
@@ -114,8 +115,10 @@ class ChunkedDownload:
         pace: Pacer,
         stats: Stats,
         tails: dict[str, tuple[int, bytes]],
+        progress_log: ProgressLog | None = None,
     ) -> None:
         self.dep = dep
+        self.progress_log = progress_log or ProgressLog()  # percent, rate and ETA lines
         self.upstream = upstream
         self.blobs = blobs
         self.fills = fills
@@ -217,6 +220,8 @@ class ChunkedDownload:
                     fill.advance(offset)
                     now = time.monotonic()
                     progress.update(offset, now)
+                    if line := self.progress_log.report(dep.key, offset, dep.length, progress.rate_bps, now):
+                        log.info(line)
                     if now - recorded >= RECORD_EVERY_S or offset == dep.length:
                         recorded = now
                         record = {**meta, "chunks_verified": chunking.chunks_within(offset)}

@@ -35,6 +35,7 @@ from gateway.core.errors import (
 )
 from gateway.core.manifest import Deployment
 from gateway.core.pacing import Progress, backoff_s
+from gateway.core.progress import ProgressLog
 from gateway.core.settings import MirrorSettings
 from gateway.diskspace import disk_space, space_refusal
 from gateway.mirror.chunked import ChunkedDownload
@@ -84,6 +85,7 @@ class Fetcher:
         self.min_free_bytes = min_free_bytes
         self.pace = pace or Pacer(settings, system_clock)  # the cap, from mirror.schedule
         self.progress: dict[str, Progress] = {}
+        self.progress_log = ProgressLog(settings.progress_log_interval_s)  # percent, rate, ETA lines
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._where: dict[str, tuple[str, str]] = {}  # sha256 -> (artifact_url, signature_url) in flight
         self._tails: dict[str, tuple[int, bytes]] = {}  # see gateway.mirror.chunked
@@ -206,7 +208,14 @@ class Fetcher:
         progress = self.progress.setdefault(dep.sha256, Progress(total=dep.length))
         if dep.chunks is not None:
             chunked = ChunkedDownload(
-                dep, self.upstream, store, self.store.fills, self.pace, self.stats, self._tails
+                dep,
+                self.upstream,
+                store,
+                self.store.fills,
+                self.pace,
+                self.stats,
+                self._tails,
+                self.progress_log,
             )
             offset, hasher = await chunked.run(meta, progress)
         else:
@@ -271,6 +280,10 @@ class Fetcher:
                         offset = await self._flush(f, buf, hasher, offset)
                         buf = bytearray()
                         progress.update(offset, time.monotonic())
+                        if line := self.progress_log.report(
+                            dep.key, offset, dep.length, progress.rate_bps, time.monotonic()
+                        ):
+                            log.info(line)
                 if buf:
                     offset = await self._flush(f, buf, hasher, offset)
                     progress.update(offset, time.monotonic())

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from gateway.core.errors import NotModified, RemoteDataError, StorageError, TransportError
 from gateway.core.manifest import Deployment
 from gateway.core.pacing import backoff_s, jittered, retry_after_s
+from gateway.core.progress import Estimate
 from gateway.core.settings import Settings
 from gateway.mirror.children import ChildSites
 from gateway.mirror.fetch import Fetcher
@@ -102,7 +103,7 @@ class Mirror:
         self._index_rel = f"sites/{settings.site}/index.json"
         self.last_poll_ok: float | None = None
         self.last_error: str | None = None
-        self._told_empty = False
+        self.no_index: str | None = None  # what the upstream answered when it has no index for us
         self._told = 0  # devices told to come back later
         self._polling = asyncio.Lock()  # one round at a time: an import polls too (gateway.bundle)
 
@@ -133,6 +134,11 @@ class Mirror:
         """Bytes transferred so far of an artifact in transit (None: not in transit)."""
         progress = self.fetcher.progress.get(sha256)
         return progress.done if progress else None
+
+    def progress(self, sha256: str) -> Estimate | None:
+        """Done, total, rate and time left of an artifact in transit (None: not in transit)."""
+        p = self.fetcher.progress.get(sha256)
+        return Estimate(p.done, p.total, p.rate_bps) if p else None
 
     def prefetch(self) -> None:
         """Make sure every artifact in effect is verified here or on its way (a blob found corrupt
@@ -213,11 +219,9 @@ class Mirror:
             except TransportError as again:
                 if again.status != 404:
                     raise
-                # Normal on a fresh local registry: say it once, keep polling at the usual pace.
-                if not self._told_empty:
-                    log.info("no index published upstream yet (%s); polling", self.upstream.description)
-                    self._told_empty = True
+                self._no_index([exc, again])
                 return False
+        self.no_index = None
         if got is None:
             self.stats.inc("mirror.index_not_modified")
             return False
@@ -245,6 +249,20 @@ class Mirror:
         self.changed.set()
         self.changed = asyncio.Event()
         return True
+
+    def _no_index(self, answers: Sequence[TransportError]) -> None:
+        """Normal on a fresh local registry, and what a wrong site name looks like: say which URLs
+        were tried and what they answered, once (again if that changes), and keep polling."""
+        tried = ", ".join(f"{a.url} ({a.status} not found)" for a in answers if a.url)
+        message = (
+            f"no index published upstream for site {self.settings.site!r} yet: tried {tried}; "
+            "polling (check site and mirror.upstream if one was published)"
+            if tried
+            else "no upstream (mirror.upstream is empty): indexes come only from bundles"
+        )
+        if message != self.no_index:
+            log.info("%s", message)
+        self.no_index = message
 
     async def run(self) -> None:
         """Poll forever: jittered interval when healthy, backoff with jitter when the uplink fails."""

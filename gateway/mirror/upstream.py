@@ -63,6 +63,9 @@ class Upstream(Protocol):
     async def close(self) -> None: ...
 
 
+SCHEMES = ("http", "https", "file")
+
+
 def make_upstream(
     spec: str,
     *,
@@ -71,8 +74,16 @@ def make_upstream(
     read_timeout_s: float = 30,
     credentials: Credentials | None = None,
 ) -> Upstream:
+    """The upstream ``spec`` names; a typo stops start-up (:class:`ConfigError` on ``mirror.upstream``):
+    an unknown scheme (``htps://``), an http(s) URL without a host, a folder that does not exist."""
+    if not spec:
+        return NoUpstream()
     parsed = urlparse(spec)
     if parsed.scheme in ("http", "https"):
+        if not parsed.hostname:
+            raise ConfigError(
+                "configuration", "mirror.upstream", f"a URL with a host name ({spec!r} has none)"
+            )
         return HttpUpstream(
             spec,
             ca_bundle=ca_bundle,
@@ -81,8 +92,53 @@ def make_upstream(
             credentials=credentials,
         )
     if parsed.scheme == "file":
-        return DirUpstream(Path(unquote(parsed.path)))
-    return DirUpstream(Path(spec))
+        root = Path(unquote(parsed.path))
+    elif parsed.scheme or "://" in spec:
+        raise ConfigError(
+            "configuration",
+            "mirror.upstream",
+            f"an http://, https:// or file:// URL or a folder path (not the scheme {parsed.scheme or spec!r})",
+        )
+    else:
+        root = Path(spec)
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise ConfigError("configuration", "mirror.upstream", f"an existing registry folder ({root} {what})")
+    return DirUpstream(root)
+
+
+class NoUpstream:
+    """``mirror.upstream = ""``: an air-gapped site, where only bundles bring indexes and artifacts."""
+
+    description = "none (mirror.upstream is empty: bundles only)"
+
+    async def get(
+        self, rel: str, *, etag: str | None = None, last_modified: str | None = None, max_bytes: int
+    ) -> Fetched:
+        raise TransportError(f"{rel}: no upstream", status=404, url=None)
+
+    async def stream(self, rel: str, *, offset: int, if_range: str | None) -> Stream:
+        raise TransportError(f"{rel}: no upstream", status=404, url=None)
+
+    async def close(self) -> None:
+        return None
+
+
+def describe(exc: BaseException) -> str:
+    """A library exception in one short line (its repr runs to hundreds of characters)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate of {exc.host} refused ({exc.certificate_error})"[:160]
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+        return f"cannot connect to {exc.host}:{exc.port} ({reason})"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the transfer was cut short"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def upstream_from(settings: MirrorSettings, *, site: str = "") -> Upstream:
@@ -111,7 +167,7 @@ class _HttpStream:
             async for chunk in self._resp.content.iter_chunked(CHUNK_BYTES):
                 yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TransportError(f"transfer cut: {exc!r}", url=str(self._resp.url)) from exc
+            raise TransportError(f"transfer cut: {describe(exc)}", url=str(self._resp.url)) from exc
 
     async def close(self) -> None:
         self._resp.release()
@@ -216,7 +272,7 @@ class HttpUpstream:
                         )
                 return Fetched(bytes(body), resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TransportError(f"GET {url}: {exc!r}", url=url) from exc
+            raise TransportError(f"GET {url}: {describe(exc)}", url=url) from exc
 
     async def stream(self, rel: str, *, offset: int, if_range: str | None) -> Stream:
         url = self.url(rel)
@@ -228,7 +284,7 @@ class HttpUpstream:
         try:
             resp = await self._http().get(url, headers=headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TransportError(f"GET {url}: {exc!r}", url=url) from exc
+            raise TransportError(f"GET {url}: {describe(exc)}", url=url) from exc
         if resp.status == 206:
             cr = _content_range(resp.headers.get("Content-Range"))
             if cr is None or cr[0] != offset:

@@ -26,9 +26,7 @@ ART = "artifacts/detector/1.0.0/detector-1.0.0.bin"
 
 @pytest.fixture
 async def gw(reg: Registry, tmp_path: Path) -> AsyncIterator[Gateway]:
-    settings = gateway_settings(
-        reg, tmp_path / "data", upstream=str(tmp_path / "no-uplink"), gates=OPEN_FIRST
-    )
+    settings = gateway_settings(reg, tmp_path / "data", upstream="", gates=OPEN_FIRST)
     async with running(settings) as g:
         yield g
 

@@ -43,9 +43,7 @@ def cli(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
 @contextmanager
 def gateway(reg: Registry, data: Path, **env: str) -> Iterator[str]:
     port = free_port()
-    args = serve_args(
-        data, str(data.parent / "no-uplink"), port, site="test-site", trusted_key=reg.public_key
-    )
+    args = serve_args(data, "", port, site="test-site", trusted_key=reg.public_key)
     proc = gateway_process(args, env={**ENV, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, 30)
