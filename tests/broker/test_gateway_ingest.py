@@ -108,9 +108,9 @@ async def test_the_gateway_tells_a_connected_device_about_updates(gw: Gateway) -
         assert gw.broker is not None and gw.broker.connected("cam-2")
         await gw.broker.publish("devices/cam-2/updates", b'{"rollback": true}')
         assert await asyncio.wait_for(got.get(), 10) == b'{"rollback": true}'
-    finally:
-        client.loop_stop()
-        client.disconnect()
+    finally:  # paho's blocking stop in a thread: the broker runs on this loop
+        await asyncio.to_thread(client.disconnect)
+        await asyncio.to_thread(client.loop_stop)
 
 
 async def test_invalid_metrics_are_counted_and_dropped_and_http_metrics_work(gw: Gateway) -> None:

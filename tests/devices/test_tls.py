@@ -98,11 +98,13 @@ async def test_mqtt_over_tls_identifies_devices_by_certificate(
         try:
             assert await asyncio.wait_for(result, 15) == 0
             body = {"model_id": "detector", "model_version": "1.0.0", "num_inferences": 5}
-            ok.publish("devices/cam-1/metrics", json.dumps(body), qos=1).wait_for_publish(10)
+            sent = ok.publish("devices/cam-1/metrics", json.dumps(body), qos=1)
+            # paho's blocking calls go to a thread: the broker they wait for runs on this loop.
+            await asyncio.to_thread(sent.wait_for_publish, 10)
             await until(lambda: gw.stats["telemetry.samples"] == 1, what="a metrics sample over TLS")
         finally:
-            ok.loop_stop()
-            ok.disconnect()
+            await asyncio.to_thread(ok.disconnect)
+            await asyncio.to_thread(ok.loop_stop)
         # The same certificate cannot claim another device's name.
         refused: asyncio.Future[int] = loop.create_future()
         other = attempt("cam-2")
@@ -114,5 +116,5 @@ async def test_mqtt_over_tls_identifies_devices_by_certificate(
         try:
             assert await asyncio.wait_for(refused, 15) != 0
         finally:
-            other.loop_stop()
-            other.disconnect()
+            await asyncio.to_thread(other.disconnect)
+            await asyncio.to_thread(other.loop_stop)

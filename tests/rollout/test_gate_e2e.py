@@ -142,6 +142,6 @@ async def test_a_bad_candidate_halts_in_wave_0_and_its_devices_roll_back(
             halts = [a for a in doc["audit"] if a["action"] == "halt" and a["deployment"] == "detector@2.0.0"]
             assert len(halts) == 1 and "cpu_rise_percent" in halts[0]["reason"] and halts[0]["wave"] == 0
         finally:
-            for c in clients:
-                c.loop_stop()
-                c.disconnect()
+            for c in clients:  # paho's blocking stop in a thread: the broker runs on this loop
+                await asyncio.to_thread(c.disconnect)
+                await asyncio.to_thread(c.loop_stop)
