@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core.chunks import DIGEST_BYTES, Chunking, parse_list
-from gateway.core.errors import DigestMismatchError, FormatError, LengthMismatchError
+from gateway.core.errors import DigestMismatchError, FormatError, LengthMismatchError, TransportError
 from gateway.core.manifest import Deployment
 from gateway.core.pacing import Progress
 from gateway.core.progress import ProgressLog
@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 
 MAX_CHUNK_REFETCHES = 3  # a chunk failing its digest this many times in a row: the artifact is bad
 RECORD_EVERY_S = 1.0
+
+
+class NoChunkList(Exception):
+    """The upstream has no chunk list for this artifact (404: a static mirror without the file, or
+    a parent gateway): the artifact is then fetched whole and verified before any byte is served."""
 
 
 async def fetch_list(upstream: Upstream, dep: Deployment) -> tuple[Chunking, tuple[bytes, ...]]:
@@ -132,7 +137,13 @@ class ChunkedDownload:
         assert dep.chunks is not None
         # Devices asking from now on wait for verified chunks (or are cut off if the list is bad).
         fill = self.fills.begin(dep.sha256, path, Chunking(dep.length, dep.chunks.size), 0)
-        chunking, digests = await fetch_list(self.upstream, dep)
+        try:
+            chunking, digests = await fetch_list(self.upstream, dep)
+        except TransportError as exc:
+            if exc.status != 404:
+                raise
+            self.fills.fail(dep.sha256, "the upstream holds no chunk list")
+            raise NoChunkList(f"{dep.key}: the upstream holds no chunk list ({dep.chunks.url})") from exc
         if meta:
             good, whole = await asyncio.to_thread(scan_partial, path, chunking, digests)
         else:

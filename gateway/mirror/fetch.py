@@ -38,7 +38,7 @@ from gateway.core.pacing import Progress, backoff_s
 from gateway.core.progress import ProgressLog
 from gateway.core.settings import MirrorSettings
 from gateway.diskspace import disk_space, space_refusal
-from gateway.mirror.chunked import ChunkedDownload
+from gateway.mirror.chunked import ChunkedDownload, NoChunkList
 from gateway.mirror.pace import Pacer, system_clock
 from gateway.mirror.upstream import Upstream
 from gateway.stats import Stats
@@ -206,7 +206,8 @@ class Fetcher:
         if offset > dep.length or (meta.get("url") not in (None, dep.artifact_url)):
             offset, meta = 0, {}
         progress = self.progress.setdefault(dep.sha256, Progress(total=dep.length))
-        if dep.chunks is not None:
+        whole = dep.chunks is None
+        if not whole:
             chunked = ChunkedDownload(
                 dep,
                 self.upstream,
@@ -217,8 +218,12 @@ class Fetcher:
                 self._tails,
                 self.progress_log,
             )
-            offset, hasher = await chunked.run(meta, progress)
-        else:
+            try:
+                offset, hasher = await chunked.run(meta, progress)
+            except NoChunkList as exc:
+                log.info("%s; it is verified whole before it is served", exc)
+                whole = True
+        if whole:
             self.store.fills.fail(dep.sha256, "published without a chunk list")
             hasher = hashlib.sha256()
             if offset:
