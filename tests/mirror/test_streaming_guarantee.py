@@ -30,7 +30,7 @@ from tests.mirror.chunk_devices import ChunkCheck
 from tests.mirror.hostile import Fault, Hostile
 from tests.peers import free_port, gateway_process, serve_args, stop
 
-SCHEDULES = int(os.environ.get("STREAM_SCHEDULES", "2"))
+SCHEDULES = int(os.environ.get("STREAM_SCHEDULES", "1"))
 CHUNK = 64 << 10
 MODEL = os.urandom(48 * CHUNK + 777)
 ENV = {
