@@ -15,9 +15,11 @@ the imports and enforces the rules marked *):
    folder, and where its operator API listens).
 3. The I/O rooms, each with one job: ``trust`` (verify the signed index and keys, the clock
    floor), ``store`` (verified blobs on disk) *never importing network code*, ``inventory``,
-   ``uplink`` (the disk outbox and its sinks), ``broker`` (embedded MQTT), ``discovery`` (mDNS),
-   ``telemetry`` (ingest), ``rollout`` (the gate keeper shell and gate files), ``mirror``
-   (upstream polling and transfers). Each declares the events it emits (a listener protocol or
+   ``uplink`` (the disk outbox and its sinks), ``broker`` (embedded MQTT, or the site's own broker
+   through ``broker.external`` and ``mqtt_link``), ``discovery`` (mDNS), ``telemetry`` (ingest and
+   the dashboard's history), ``rollout`` (the gate keeper shell and gate files), ``mirror``
+   (upstream polling and transfers, verified chunk by chunk), ``bundle`` (air-gapped imports and
+   exports through the mirror's own checks), ``prometheus`` and ``readiness``. Each declares the events it emits (a listener protocol or
    list given at construction: ``store.events.StoreListener``, the mirror's ``on_index``,
    telemetry's ``on_event``/``on_windows``); nobody assigns callbacks onto another from outside.
    ``polls`` (the poll answer and its render cache) stands on them.
@@ -26,6 +28,9 @@ the imports and enforces the rules marked *):
    small protocol there where the real object lives in a room above or beside it.
 5. ``site_loop`` (the gates in time, and what follows their transitions), ``status_view``;
    ``service``: wiring only; ``settings`` (loading); ``commands`` and ``cli`` on top.
+
+Beside the house, ``gateway.device`` is the reference device agent: it imports only
+``gateway.core.errors`` of the gateway, so a device can run it without the server's rooms.
 """
 
 __version__ = "0.1.0"
