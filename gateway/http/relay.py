@@ -10,8 +10,9 @@ Each child record becomes one record of kind ``relay`` in the parent's outbox, b
 "seq", "kind", "at", "body"}`` (the child's own fields untouched), and the answer is 200 only once
 all of them are committed: the child's cursor moves only past records durable here, so the
 lossless guarantee holds across the tier. A child that re-sends a batch whose answer it lost is
-answered 200 again without journalling the records twice: the parent keeps each child's last batch
-(``seq`` -> ``at``, one batch per child, so it cannot grow). A duplicate that still gets through
+answered 200 again without journalling the records twice: the parent keeps each child's newest
+``seq`` -> ``at`` (at most ``REMEMBERED_SEQS`` per child, so it cannot grow; a child's own batches
+arriving in between do not push a re-sent one out). A duplicate that still gets through
 (after a parent restart) is harmless: the cloud deduplicates a relayed record by its child's
 ``(site, seq)``.
 """
@@ -19,6 +20,7 @@ answered 200 again without journalling the records twice: the parent keeps each 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 from typing import Any
 
@@ -36,6 +38,7 @@ PATH = "/uplink/batches"
 # fields per record): the bound on the body, on the wire and once decompressed.
 MAX_BYTES = 32 << 20
 MAX_KIND_CHARS = 64
+REMEMBERED_SEQS = 10_000
 LAST_BATCHES: web.AppKey[dict[str, dict[int, float]]] = web.AppKey("relay_last_batches")
 
 
@@ -117,8 +120,11 @@ async def relay_batch(request: web.Request) -> web.Response:
             text=f"cannot store the batch now ({exc}); retry later\n",
             headers={"Retry-After": str(devices.STORAGE_RETRY_AFTER_S)},
         ) from None
-    if records:
-        app[LAST_BATCHES][site] = {r["seq"]: r["at"] for r in records}
+    if records:  # the newest seqs, in arrival order; the oldest go past the bound
+        remembered = app[LAST_BATCHES].setdefault(site, {})
+        remembered.update((r["seq"], r["at"]) for r in records)
+        for seq in list(itertools.islice(remembered, max(0, len(remembered) - REMEMBERED_SEQS))):
+            del remembered[seq]
     app[STATS].inc("relay.records", len(fresh))
     app[STATS].inc("relay.duplicates", len(records) - len(fresh))
     app[INVENTORY].upsert(f"gateway.{site}", {"kind": "gateway", "site": site}, source="tier", now=now)
