@@ -1,7 +1,7 @@
 """The poll answer: what a device may install now, and the manifest body that says so.
 
 :class:`PollAnswers` reads, from memory only, the index in effect as the gate keeper published it
-(every deployment in it judged and durable), the device's inventory record, the trusted clock and
+(every deployment in it judged and durable), the device's inventory record, the clock it is given and
 which blobs are verified, and hands them to the pure :func:`gateway.core.policy.answer` through
 :class:`gateway.core.poll_memo.PollMemo`, which gives a device its previous answer again while none
 of those inputs changed. It also renders the answer's manifest and ETag, memoised: the same few
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from typing import Any
 
 from firmware_compat.matrix import CompatMatrix
@@ -40,30 +39,30 @@ class PollAnswers:
         trust: TrustState,
         store: ArtifactStore,
         matrix: CompatMatrix | None,
-        clock: Callable[[], float],
     ) -> None:
         self.inventory = inventory
         self.gates = gates
         self.trust = trust
         self.store = store
         self.matrix = matrix
-        self.clock = clock
         self.render_cache: dict[Any, tuple[Deployment, tuple[bytes, str]]] = {}
         self.memo = PollMemo()
+        self._verified = store.is_verified  # one bound method, not one per poll
 
-    def answer_for(self, device_id: str) -> policy.PollAnswer:
-        """What this device may install now (see :mod:`gateway.core.policy`)."""
-        device = self.inventory.get(device_id)
+    def answer_for(self, device_id: str, system_now: float) -> policy.PollAnswer:
+        """What this device may install at ``system_now`` (the system clock; judged against the
+        trusted floor here), see :mod:`gateway.core.policy`."""
+        device = self.inventory.devices.get(device_id)
         if device is None:
             return policy.PollAnswer(None, "unknown_device")
         site = self.gates.site  # the index in effect: every deployment in it judged
-        reading = self.trust.clock(self.clock())
+        now, trusted = self.trust.now(system_now)
         return self.memo.answer(
             site=site,
             device=device,
-            now=reading.now,
-            clock_trusted=reading.trusted,
-            verified=self.store.is_verified,
+            now=now,
+            clock_trusted=trusted,
+            verified=self._verified,
             matrix=self.matrix,
             gates=self.gates,
         )

@@ -192,7 +192,6 @@ class Gateway:
             trust=self.trust,
             store=self.store,
             matrix=self.matrix,
-            clock=self.clock,
         )
         self.status_view = StatusView(
             s,

@@ -10,20 +10,29 @@ from __future__ import annotations
 from collections import Counter
 
 Labels = tuple[tuple[str, str], ...]
+LabelledKey = tuple[str, Labels]
 
 
 class Stats:
     def __init__(self) -> None:
         self._c: Counter[str] = Counter()
-        self._labelled: Counter[tuple[str, Labels]] = Counter()
+        self._labelled: Counter[LabelledKey] = Counter()
         self.last_error: dict[str, str] = {}
 
     def inc(self, name: str, n: int = 1) -> None:
         self._c[name] += n
 
+    @staticmethod
+    def key(name: str, **labels: str) -> LabelledKey:
+        """A labelled counter's key, for :meth:`bump` (a hot path builds it once)."""
+        return name, tuple(sorted(labels.items()))
+
     def count(self, name: str, n: int = 1, **labels: str) -> None:
         """A labelled counter (label values from a small fixed set only)."""
-        self._labelled[(name, tuple(sorted(labels.items())))] += n
+        self._labelled[self.key(name, **labels)] += n
+
+    def bump(self, key: LabelledKey, n: int = 1) -> None:
+        self._labelled[key] += n
 
     def labelled(self, name: str) -> list[tuple[dict[str, str], int]]:
         """Every label set of the counter ``name`` with its count."""

@@ -17,25 +17,21 @@ from gateway.core.settings import Settings
 from gateway.http import devices
 from gateway.http.artifacts import add_artifact_routes
 from gateway.http.context import (
-    CHANGES,
     CHILD_SITES,
     CLOCK,
     CREDENTIALS,
-    DEVICE_SETTINGS,
     HELD_INDEX,
     HELD_KEYS,
     HELD_SITE,
-    HTTP_SETTINGS,
     INGEST,
     INVENTORY,
-    POLL_QUERIES,
-    POLLS,
     RELAY,
     SITE,
     STATS,
     DeviceIngest,
     RelayJournal,
 )
+from gateway.http.polling import PollEndpoint
 from gateway.http.relay import add_relay_routes
 from gateway.http.tiers import add_tier_routes
 from gateway.inventory.store import Inventory
@@ -64,15 +60,10 @@ def build_device_app(
 ) -> web.Application:
     app = web.Application(client_max_size=settings.http.max_body_bytes)
     app[SITE] = settings.site
-    app[HTTP_SETTINGS] = settings.http
-    app[DEVICE_SETTINGS] = settings.devices
     app[CREDENTIALS] = credentials
     app[INVENTORY] = inventory
     app[STATS] = stats
     app[CLOCK] = clock
-    app[POLLS] = polls
-    app[POLL_QUERIES] = {}
-    app[CHANGES] = changes
     app[INGEST] = ingest
     app[HELD_INDEX] = held_index
     app[HELD_KEYS] = held_keys
@@ -81,7 +72,17 @@ def build_device_app(
     if relay is not None:  # a parent's uplink relay for its child gateways
         app[RELAY], app[CHILD_SITES] = relay, frozenset(settings.mirror.child_sites)
         add_relay_routes(app)
-    app.router.add_get("/devices/{device_id}/updates", devices.poll)
+    poll = PollEndpoint(
+        credentials=credentials,
+        inventory=inventory,
+        stats=stats,
+        clock=clock,
+        polls=polls,
+        changes=changes,
+        devices=settings.devices,
+        http=settings.http,
+    )
+    app.router.add_get("/devices/{device_id}/updates", poll.handle)
     app.router.add_post("/devices/{device_id}/events", devices.event)
     app.router.add_post("/devices/{device_id}/metrics", devices.metrics)
     add_artifact_routes(app, store, devices.authorize_any, stats)

@@ -15,10 +15,8 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from gateway.access import Credentials
-from gateway.core.settings import DeviceSettings, GateSettings, HttpSettings
+from gateway.core.settings import GateSettings
 from gateway.inventory.store import Inventory
-from gateway.notify import Changes
-from gateway.polls import PollAnswers
 from gateway.rollout.keeper import GateKeeper
 from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
@@ -54,17 +52,11 @@ class GateControls(Protocol):
 
 
 SITE: web.AppKey[str] = web.AppKey("site", str)
-HTTP_SETTINGS: web.AppKey[HttpSettings] = web.AppKey("http_settings", HttpSettings)
-DEVICE_SETTINGS: web.AppKey[DeviceSettings] = web.AppKey("device_settings", DeviceSettings)
 GATE_SETTINGS: web.AppKey[GateSettings] = web.AppKey("gate_settings", GateSettings)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 STATS: web.AppKey[Stats] = web.AppKey("stats", Stats)
 CREDENTIALS: web.AppKey[Credentials] = web.AppKey("credentials", Credentials)
 INVENTORY: web.AppKey[Inventory] = web.AppKey("inventory", Inventory)
-POLLS: web.AppKey[PollAnswers] = web.AppKey("polls", PollAnswers)
-# A poll's query string -> its parsed attributes and wait: thousands of devices send a few strings.
-POLL_QUERIES: web.AppKey[dict[str, tuple[dict[str, str], float]]] = web.AppKey("poll_queries")
-CHANGES: web.AppKey[Changes] = web.AppKey("changes", Changes)  # long polls wait on it
 INGEST: web.AppKey[DeviceIngest] = web.AppKey("ingest")
 STORE: web.AppKey[ArtifactStore] = web.AppKey("store", ArtifactStore)
 HELD_INDEX: web.AppKey[Callable[[], SiteIndex | None]] = web.AppKey("held_index")

@@ -69,10 +69,13 @@ def load_inventory_file(path: Path) -> dict[str, dict[str, str]]:
 
 
 def _seen_at(rec: DeviceRecord, now: float) -> DeviceRecord:
-    """``dataclasses.replace(rec, last_seen=now)`` at a fifth of its cost (it runs on every poll):
-    a copy of the frozen record's fields with one changed, made without calling ``__init__``."""
+    """``dataclasses.replace(rec, last_seen=now)`` at a fifth of its cost (it runs for every device
+    that polled, when its time is folded in): a copy of the frozen record's fields with one
+    changed, made without calling ``__init__``."""
     new = object.__new__(DeviceRecord)
-    new.__dict__.update(rec.__dict__, last_seen=now)
+    fields = new.__dict__
+    fields.update(rec.__dict__)
+    fields["last_seen"] = now
     return new
 
 
@@ -118,7 +121,11 @@ class Inventory:
         self.recovered: list[dict[str, Any]] = []  # a damaged inventory.json found at load (for /status)
         # Each device's last poll attributes and the record they gave: a poll that repeats them
         # only moves last_seen (and keeps the record's attrs object, which the poll memo keys on).
-        self._last_poll: dict[str, tuple[dict[str, str], DeviceRecord]] = {}
+        self._last_poll: dict[str, tuple[Mapping[str, str], DeviceRecord]] = {}
+        # When a repeated poll last moved a device's last_seen, not yet written into its record: a
+        # poll then stores one float instead of copying the record. Folded in (:meth:`_fold`)
+        # before a record is read for its time (get, live, records) or changed.
+        self._touched: dict[str, float] = {}
 
     # -- loading ----------------------------------------------------------------------------------
 
@@ -174,21 +181,28 @@ class Inventory:
         if source != "poll":
             self._merge(device_id, clean_attrs(attrs), source, now, touch=True)
             return
-        rec = self.devices.get(device_id)
+        self.polled(device_id, dict(attrs), now)
+
+    def polled(self, device_id: str, attrs: Mapping[str, str], now: float) -> None:
+        """``upsert(source="poll")``, fast when the poll repeats the device's last one (the usual
+        case): then the merge would give the same record with ``last_seen`` moved, nothing to report.
+        ``attrs`` is kept by reference: the caller never changes it afterwards (the poll handler's
+        parsed query strings are shared and read only)."""
         last = self._last_poll.get(device_id)
-        if rec is not None and last is not None and last[1] is rec and last[0] == attrs:
-            # The merge would give this same record with last_seen moved: nothing to report.
-            touched = _seen_at(rec, now)
-            self.devices[device_id] = touched
-            self._last_poll[device_id] = (last[0], touched)
+        if (
+            last is not None
+            and (last[0] is attrs or last[0] == attrs)
+            and last[1] is self.devices.get(device_id)
+        ):
+            self._touched[device_id] = now
             self._dirty = True
             return
-        self._merge(device_id, clean_attrs(attrs), source, now, touch=True)
+        self._merge(device_id, clean_attrs(attrs), "poll", now, touch=True)
         if (merged := self.devices.get(device_id)) is not None:
-            self._last_poll[device_id] = (dict(attrs), merged)
+            self._last_poll[device_id] = (attrs, merged)
 
     def gone(self, device_id: str, *, source: str, now: float) -> None:
-        rec = self.devices.get(device_id)
+        rec = self._fold(device_id)
         if rec is None:
             return
         sources = rec.sources - {source}
@@ -204,7 +218,7 @@ class Inventory:
     def event(
         self, device_id: str, event: str, *, model_id: str | None, version: str | None, now: float
     ) -> None:
-        rec = self.devices.get(device_id) or DeviceRecord(device_id=device_id, first_seen=now)
+        rec = self._fold(device_id) or DeviceRecord(device_id=device_id, first_seen=now)
         changes: dict[str, Any] = {"last_event": event, "last_event_at": now, "last_seen": now, "gone": False}
         if event in ("activated", "healthy") and version:
             changes.update(model_version=version, model_id=model_id or rec.model_id)
@@ -216,6 +230,7 @@ class Inventory:
     def set_blocked(self, device_id: str, blocked_by: str | None, now: float) -> None:
         rec = self.devices.get(device_id)
         if rec is not None and rec.blocked_by_firmware != blocked_by:
+            rec = self._fold(device_id) or rec
             self._put(
                 dataclasses.replace(rec, blocked_by_firmware=blocked_by),
                 {"change": "blocked_by_firmware", "version": blocked_by},
@@ -223,15 +238,35 @@ class Inventory:
             )
 
     def get(self, device_id: str) -> DeviceRecord | None:
-        return self.devices.get(device_id)
+        return self._fold(device_id)
 
     def live(self) -> list[DeviceRecord]:
+        """The devices not gone, for decisions (gates, reports): their ``last_seen`` may lag the
+        last poll (:meth:`records` has it exact). Reading them leaves every record as it is, so a
+        device's next repeated poll finds the same record object (the poll memo's fast check)."""
         return [r for r in self.devices.values() if not r.gone]
+
+    def records(self) -> list[DeviceRecord]:
+        """Every record, ``last_seen`` up to date (``devices`` may hold older times)."""
+        for device_id in list(self._touched):
+            self._fold(device_id)
+        return list(self.devices.values())
 
     # -- internals ----------------------------------------------------------------------------------
 
-    def _merge(self, device_id: str, attrs: dict[str, str], source: str, now: float, *, touch: bool) -> None:
+    def _fold(self, device_id: str) -> DeviceRecord | None:
+        """The device's record with the last poll's time written in (stored back)."""
         rec = self.devices.get(device_id)
+        seen = self._touched.pop(device_id, None)
+        if rec is None or seen is None or seen <= rec.last_seen:
+            return rec
+        new = self.devices[device_id] = _seen_at(rec, seen)
+        if (last := self._last_poll.get(device_id)) is not None and last[1] is rec:
+            self._last_poll[device_id] = (last[0], new)  # the next repeated poll is still fast
+        return new
+
+    def _merge(self, device_id: str, attrs: dict[str, str], source: str, now: float, *, touch: bool) -> None:
+        rec = self._fold(device_id)
         if rec is None:
             rec = DeviceRecord(device_id=device_id, first_seen=now)
         pinned = self.pinned.get(device_id, {})
@@ -263,7 +298,7 @@ class Inventory:
 
     def _put(self, rec: DeviceRecord, change: dict[str, Any], now: float) -> None:
         if rec.device_id not in self.devices and len(self.devices) >= self.max_devices:
-            oldest = min(self.devices.values(), key=lambda r: r.last_seen)
+            oldest = min(self.records(), key=lambda r: r.last_seen)
             del self.devices[oldest.device_id]
             self._last_poll.pop(oldest.device_id, None)
             log.warning(
@@ -286,7 +321,7 @@ class Inventory:
         return out, dropped
 
     def to_json(self) -> dict[str, Any]:
-        return records_json(self.devices.values())
+        return records_json(self.records())
 
     async def flush(self, now: float, *, force: bool = False) -> None:
         if (
@@ -299,5 +334,5 @@ class Inventory:
         self._last_flush = now
         # The records are immutable values: the loop only copies the list; the JSON is built in the
         # worker thread (10k devices take ~100 ms to turn into JSON, too long to hold the loop).
-        path, records = self.path, list(self.devices.values())
+        path, records = self.path, self.records()
         await asyncio.to_thread(lambda: atomic.write_json(path, records_json(records)))

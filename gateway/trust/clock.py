@@ -49,7 +49,7 @@ gateway call its correct clock wrong and refuse every normally issued index as e
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.core.errors import RemoteDataError
 from gateway.core.manifest import format_time
@@ -81,8 +81,7 @@ class FutureIssuedError(RemoteDataError):
         )
 
 
-@dataclass(frozen=True)
-class ClockReading:
+class ClockReading(NamedTuple):  # a tuple: read on every device poll, made cheaply
     now: float
     trusted: bool
     system: float
@@ -90,9 +89,15 @@ class ClockReading:
 
 
 def judge_clock(system_now: float, floor: float, skew_s: float = CLOCK_SKEW_S) -> ClockReading:
+    now, trusted = trusted_now(system_now, floor, skew_s)
+    return ClockReading(now, trusted, system_now, floor)
+
+
+def trusted_now(system_now: float, floor: float, skew_s: float = CLOCK_SKEW_S) -> tuple[float, bool]:
+    """:func:`judge_clock`'s ``(now, trusted)`` alone (what every device poll needs)."""
     if system_now >= floor - skew_s:
-        return ClockReading(now=system_now, trusted=True, system=system_now, floor=floor)
-    return ClockReading(now=floor, trusted=False, system=system_now, floor=floor)
+        return system_now, True
+    return floor, False
 
 
 def check_issued(what: str, issued: float | None, reading: ClockReading, max_future_skew_s: float) -> None:

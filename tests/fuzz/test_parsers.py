@@ -39,8 +39,9 @@ from gateway.core.errors import FormatError, RemoteDataError
 from gateway.core.manifest import parse_deployment, parse_time
 from gateway.core.metrics import parse_metrics
 from gateway.discovery.txt import MAX_TXT_KEYS, device_attrs, encode_txt, parse_txt
-from gateway.http.devices import MAX_QUERY_PARAMS, bearer_of, poll_attributes, wait_of
+from gateway.http.devices import bearer_of
 from gateway.http.operator import _presented_token
+from gateway.http.polling import MAX_QUERY_PARAMS, poll_attributes, wait_of
 from gateway.http.ranges import MAX_RANGES, parse_byte_ranges, plan
 from gateway.telemetry.ingest import parse_event
 from gateway.trust.canonical import canonical_json
@@ -110,7 +111,7 @@ def test_conditional_plan(cases: Counter[str], method: str, headers: dict[str, s
         assert "Range" in headers
 
 
-# -- poll query attributes (gateway/http/devices.py) --------------------------------------------
+# -- poll query attributes (gateway/http/polling.py) --------------------------------------------
 
 
 @FUZZ
@@ -122,12 +123,12 @@ def test_conditional_plan(cases: Counter[str], method: str, headers: dict[str, s
 @example(pairs=[("fw\n", "1.0")])
 @example(pairs=[("model_id", "detector\n")])
 def test_poll_attributes(cases: Counter[str], pairs: list[tuple[str, str]]) -> None:
-    cases["http.devices.poll_attributes"] += 1
+    cases["http.polling.poll_attributes"] += 1
     try:
         attrs = poll_attributes(MultiDict(pairs))
     except web.HTTPBadRequest:
         return
-    cases["http.devices.poll_attributes -> accepted"] += 1
+    cases["http.polling.poll_attributes -> accepted"] += 1
     for key, value in attrs.items():
         assert re.fullmatch(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}", key), key
         assert key != "wait" and len(value) <= 128 and value.isprintable()
@@ -144,10 +145,10 @@ def test_poll_attributes(cases: Counter[str], pairs: list[tuple[str, str]]) -> N
     )
 )
 def test_wait_of(cases: Counter[str], raw: str) -> None:
-    cases["http.devices.wait_of"] += 1
+    cases["http.polling.wait_of"] += 1
     request = make_mocked_request("GET", "/devices/d/updates?" + urlencode([("wait", raw)]))
     try:
-        value = wait_of(request, 30.0)
+        value = wait_of(request.query, 30.0)
     except web.HTTPBadRequest:
         return
     assert math.isfinite(value) and 0 <= value <= 30.0

@@ -123,7 +123,7 @@ class Dashboard:
         hit = self._pages.get(key)
         if hit is not None:
             return hit
-        records = list(self.inventory.devices.values())
+        records = self.inventory.records()
         cohort = self.settings.telemetry.cohort_attribute
         doc = await asyncio.to_thread(D.select, records, query, now=now, cohort_attribute=cohort)
         body = json.dumps(doc).encode()

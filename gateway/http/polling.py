@@ -1,0 +1,205 @@
+"""``GET /devices/{id}/updates``: the update poll, with long poll, answered from memory.
+
+It answers 200 with the manifest this device may install (the cloud's fields untouched, its
+``artifact_url``/``signature_url`` pointing here), 204 when there is none (``X-OTA-Reason`` says
+why), 304 when ``If-None-Match`` matches. Every answer carries a jittered ``Retry-After`` so a site
+that lost power does not come back as one herd. ``?wait=SECONDS`` holds the request until the answer
+for *this* device changes, or the wait ends. No poll ever causes an upstream request.
+
+A site's thousands of devices send the same few questions and get the same few answers, so
+:class:`PollEndpoint` keeps, besides the answers themselves (:class:`gateway.polls.PollAnswers`),
+what turns them into HTTP: each distinct query string parsed once, and each distinct set of
+response headers built once (an answer's reason, ETag and ``Retry-After`` value: a few hundred at
+most). What it still does on every poll is what must be fresh: the credential check, the inventory's
+``last_seen``, the answer's inputs, and the random ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Callable, Mapping
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.access import Credentials
+from gateway.core.manifest import valid_id
+from gateway.core.pacing import jittered
+from gateway.core.policy import PollAnswer
+from gateway.core.settings import DeviceSettings, HttpSettings
+from gateway.http.devices import admit, bad_request, device_id_of
+from gateway.inventory.store import Inventory
+from gateway.notify import Changes
+from gateway.polls import PollAnswers
+from gateway.stats import LabelledKey, Stats
+
+MAX_QUERY_PARAMS = 32
+MAX_POLL_QUERIES = 4096  # distinct query strings remembered
+MAX_REMEMBERED_QUERY_CHARS = 512
+MAX_VALUE_CHARS = 128
+MAX_HEADER_SETS = 1024  # distinct answers' header sets remembered
+MAX_RETRY_SETS = 128  # of each, the Retry-After values remembered
+_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}\Z")  # \Z: "$" would allow a final newline
+RESERVED = {"wait"}
+
+
+def poll_attributes(query: Mapping[str, str]) -> dict[str, str]:
+    """Query parameters -> device attributes; 400 on anything odd or unbounded."""
+    if len(query) > MAX_QUERY_PARAMS:
+        raise bad_request(f"at most {MAX_QUERY_PARAMS} query parameters")
+    attrs: dict[str, str] = {}
+    for key, value in query.items():
+        if key in RESERVED:
+            continue
+        if not _KEY.match(key):
+            raise bad_request(f"query parameter {key[:40]!r}: a name of letters, digits, '_', '.', '-'")
+        if len(value) > MAX_VALUE_CHARS or not value.isprintable():
+            raise bad_request(
+                f"query parameter {key}: a printable value of at most {MAX_VALUE_CHARS} characters"
+            )
+        if key in attrs:
+            raise bad_request(f"query parameter {key}: given twice")
+        attrs[key] = value
+    for key in ("model_id", "model_version"):
+        if key in attrs and not valid_id(attrs[key]):
+            raise bad_request(f"query parameter {key}: letters, digits, '.', '_' or '-'")
+    return attrs
+
+
+def wait_of(query: Mapping[str, str], max_wait_s: float) -> float:
+    raw = query.get("wait")
+    if raw is None:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise bad_request("wait: a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise bad_request("wait: a number of seconds of at least 0")
+    return min(value, max_wait_s)
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    return any(t.strip().removeprefix("W/") == etag for t in header.split(","))
+
+
+class _HeaderSets:
+    """One answer's response headers, one set per ``Retry-After`` value (a few dozen: the poll
+    interval's jitter in whole seconds)."""
+
+    __slots__ = ("base", "by_retry", "counter")
+
+    def __init__(self, answer: PollAnswer, status: str, etag: str | None, counter: LabelledKey) -> None:
+        base = {"Cache-Control": "no-store", "X-OTA-Reason": answer.reason}
+        if answer.blocked_by_firmware:
+            base["X-OTA-Blocked-By-Firmware"] = answer.blocked_by_firmware
+        if etag is not None:
+            base["ETag"] = etag
+        if status == "200":
+            base["Content-Type"] = "application/json"
+        self.base = base
+        self.counter = counter
+        self.by_retry: dict[int, CIMultiDict[str]] = {}
+
+    def with_retry_after(self, seconds: int) -> CIMultiDict[str]:
+        if (headers := self.by_retry.get(seconds)) is None:
+            headers = CIMultiDict({"Retry-After": str(seconds), **self.base})
+            if len(self.by_retry) < MAX_RETRY_SETS:  # a long interval with a wide jitter: not all kept
+                self.by_retry[seconds] = headers
+        return headers
+
+
+class PollEndpoint:
+    """The poll handler with what it reads fixed at construction (no per-request lookups)."""
+
+    def __init__(
+        self,
+        *,
+        credentials: Credentials,
+        inventory: Inventory,
+        stats: Stats,
+        clock: Callable[[], float],
+        polls: PollAnswers,
+        changes: Changes,
+        devices: DeviceSettings,
+        http: HttpSettings,
+    ) -> None:
+        self.credentials = credentials
+        self.inventory = inventory
+        self.stats = stats
+        self.clock = clock
+        self.polls = polls
+        self.changes = changes
+        self.settings = devices
+        self.public_url = http.public_url.rstrip("/") if http.public_url else ""
+        self._queries: dict[str, tuple[dict[str, str], float]] = {}
+        self._headers: dict[tuple[str | None, ...], _HeaderSets] = {}
+
+    def query(self, request: web.Request) -> tuple[dict[str, str], float]:
+        """The poll's attributes (read only: shared by every poll with the same query string) and
+        its wait, parsed once per distinct query string (a site sends a few: the same firmware and
+        model)."""
+        raw = request.query_string
+        if (hit := self._queries.get(raw)) is not None:
+            return hit
+        query = request.query
+        parsed = poll_attributes(query), wait_of(query, self.settings.max_wait_s)  # 400 on anything odd
+        if len(raw) <= MAX_REMEMBERED_QUERY_CHARS:  # a hostile client's long strings are not kept
+            if len(self._queries) >= MAX_POLL_QUERIES:
+                self._queries.clear()
+            self._queries[raw] = parsed
+        return parsed
+
+    def retry_after(self) -> int:
+        s = self.settings
+        return max(1, round(jittered(s.poll_interval_s, s.poll_jitter, random.random())))
+
+    def headers(self, answer: PollAnswer, status: str, etag: str | None) -> CIMultiDict[str]:
+        """The response headers for this answer, built once per distinct set; counts the answer."""
+        key = (status, answer.reason, answer.blocked_by_firmware, etag)
+        if (sets := self._headers.get(key)) is None:
+            if len(self._headers) >= MAX_HEADER_SETS:
+                self._headers.clear()
+            counter = Stats.key("devices.poll_answers", answer=status, reason=answer.reason)
+            sets = self._headers[key] = _HeaderSets(answer, status, etag, counter)
+        self.stats.bump(sets.counter)
+        return sets.with_retry_after(self.retry_after())
+
+    async def handle(self, request: web.Request) -> web.Response:
+        inventory, polls = self.inventory, self.polls
+        device_id = device_id_of(request)
+        now = self.clock()
+        owner = admit(self.credentials, self.stats, now, request, device_id, False)
+        attrs, wait_s = self.query(request)
+        self.stats.inc("devices.polls")
+        if owner:  # a poll from another address than the id's own (open access) records nothing
+            inventory.polled(device_id, attrs, now)
+        if_none_match = request.headers.get("If-None-Match")
+        base = self.public_url or f"{request.scheme}://{request.host}"
+        answer = polls.answer_for(device_id, now)
+        rendered = polls.render(answer, base)
+        if wait_s > 0 and (rendered is None or etag_matches(if_none_match, rendered[1])):
+            # Long poll: nothing new for this device yet; wait until its answer changes.
+            held = rendered[1] if rendered else None
+            deadline = now + wait_s
+            while (remaining := deadline - self.clock()) > 0:
+                await self.changes.wait(remaining)
+                now = self.clock()
+                answer = polls.answer_for(device_id, now)
+                rendered = polls.render(answer, base)
+                if (rendered[1] if rendered else None) != held:
+                    break
+        if owner:
+            inventory.set_blocked(device_id, answer.blocked_by_firmware, now)
+        if rendered is None:
+            return web.Response(status=204, headers=self.headers(answer, "204", None))
+        raw, etag = rendered
+        if etag_matches(if_none_match, etag):
+            return web.Response(status=304, headers=self.headers(answer, "304", etag))
+        return web.Response(body=raw, headers=self.headers(answer, "200", etag))
