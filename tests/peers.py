@@ -6,6 +6,8 @@ Each peer runs on an ephemeral port with its own prefix folder, is waited for by
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import shutil
 import signal
@@ -17,8 +19,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -171,3 +175,33 @@ def nginx(
     finally:
         stop(proc)
         shutil.rmtree(prefix, ignore_errors=True)
+
+
+class IngestServer:
+    """The cloud's HTTP ingest (``POST /ingest``) on 127.0.0.1:``port``; a subclass's ``handle``
+    says what it keeps of each batch (:func:`ingest_batch` reads one)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/ingest", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+async def ingest_batch(request: web.Request) -> dict[str, Any]:
+    """An uplink batch's JSON, gzipped or not."""
+    raw = await request.read()
+    doc: dict[str, Any] = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+    return doc

@@ -33,7 +33,6 @@ devices offered each candidate, upstream transfers a kill cut short.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import itertools
 import json
 import os
@@ -54,7 +53,7 @@ from aiohttp import web
 from gateway.core.settings import GateSettings
 from gateway.core.waves import wave_target
 from tests.conftest import Registry
-from tests.peers import free_port, gateway_process, nginx, serve_args, stop
+from tests.peers import IngestServer, free_port, gateway_process, ingest_batch, nginx, serve_args, stop
 
 CRASH_POINTS = int(os.environ.get("CRASH_POINTS", "20"))
 SEED = int(os.environ.get("CRASH_SEED", "11"))
@@ -101,37 +100,22 @@ class Ledger:
             )
 
 
-class Sink:
+class Sink(IngestServer):
     """The cloud's HTTP ingest: keeps each record by sequence number; a duplicate must be identical."""
 
     def __init__(self, ledger: Ledger) -> None:
+        super().__init__(free_port())
         self.ledger = ledger
         self.by_seq: dict[int, dict[str, Any]] = {}
-        self.port = free_port()
-        self.runner: web.AppRunner | None = None
         self.down = False  # the uplink is out: batches get 503 and stay in the outbox
 
     async def handle(self, request: web.Request) -> web.Response:
         if self.down:
             return web.Response(status=503)
-        raw = await request.read()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        for r in json.loads(raw)["records"]:
+        for r in (await ingest_batch(request))["records"]:
             if self.by_seq.setdefault(r["seq"], r) != r:
                 self.ledger.violations.append(f"seq {r['seq']} delivered twice with different records")
         return web.Response(status=204)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/ingest", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
 
 
 class Process:

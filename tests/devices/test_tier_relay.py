@@ -32,24 +32,22 @@ from gateway.core.errors import StorageError
 from gateway.uplink.outbox import Outbox
 from tests import gw
 from tests.conftest import Registry
-from tests.peers import free_port, gateway_process, serve_args, stop, wait_port
+from tests.peers import IngestServer, free_port, gateway_process, ingest_batch, serve_args, stop, wait_port
 
 TOKEN = "plant-site-token"
 PARENT, CHILD = "plant", "line-1"
 SEEDS = int(os.environ.get("GATE_RELAY_SEEDS", "1"))
 
 
-class Cloud:
+class Cloud(IngestServer):
     """The cloud's HTTP ingest: what it holds, by the (site, seq) of the record's origin."""
 
     def __init__(self, port: int) -> None:
-        self.port = port
+        super().__init__(port)
         self.records: dict[tuple[str, int], dict[str, Any]] = {}
-        self.runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
-        raw = await request.read()  # aiohttp inflates a gzip body itself
-        doc = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+        doc = await ingest_batch(request)
         for r in doc["records"]:
             key = (r["body"]["site"], r["body"]["seq"]) if r["kind"] == "relay" else (doc["site"], r["seq"])
             self.records.setdefault(key, r)
@@ -57,17 +55,6 @@ class Cloud:
 
     def relayed(self) -> dict[int, dict[str, Any]]:
         return {seq: r for (site, seq), r in self.records.items() if site == CHILD}
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/ingest", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
 
 
 FAST = {"OTA_GATEWAY_MIRROR__RETRY_MAX_S": "0.5", "OTA_GATEWAY_UPLINK__REPORT_INTERVAL_S": "0.5"}

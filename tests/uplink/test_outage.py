@@ -5,7 +5,6 @@ record arrives on both sinks, duplicates only by sequence number, nothing lost."
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 import signal
 import subprocess
@@ -19,38 +18,23 @@ import paho.mqtt.client as paho
 from aiohttp import web
 
 from tests.conftest import Registry
-from tests.peers import free_port, gateway_process, need, stop, wait_port
+from tests.peers import IngestServer, free_port, gateway_process, ingest_batch, need, stop, wait_port
 
 
-class Ingest:
+class Ingest(IngestServer):
     """The cloud's HTTP ingest: dedupes by (site, seq), as the contract says the cloud does."""
 
     def __init__(self, port: int) -> None:
-        self.port = port
+        super().__init__(port)
         self.by_seq: dict[int, dict[str, Any]] = {}
         self.deliveries = 0
-        self.runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        doc = json.loads(raw)
+        doc = await ingest_batch(request)
         for r in doc["records"]:
             assert self.by_seq.setdefault(r["seq"], r) == r  # a duplicate is the same record
         self.deliveries += 1
         return web.Response(status=204)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/ingest", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
 
 
 @contextmanager
