@@ -34,6 +34,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,23 @@ class Chunks:
         if hashlib.sha256(body).digest() != self.digests[index]:
             self.bad_bytes += len(body)
 
+    async def rehash(self, pieces: AsyncIterator[bytes], on_first: Callable[[], None]) -> int:
+        """Re-hash a body chunk by chunk as its pieces come (``on_first`` at the first byte);
+        returns its length."""
+        got, buf, index = 0, bytearray(), 0
+        async for piece in pieces:
+            if got == 0 and piece:
+                on_first()
+            got += len(piece)
+            buf += piece
+            while len(buf) >= self.size:
+                self.check(bytes(buf[: self.size]), index)
+                del buf[: self.size]
+                index += 1
+        if buf:
+            self.check(bytes(buf), index)
+        return got
+
 
 @dataclass
 class Run:
@@ -83,19 +101,7 @@ class Run:
 
 async def read_checked(r: aiohttp.ClientResponse, chunks: Chunks, run: Run, asked: float) -> int:
     """The body, re-hashed chunk by chunk as it comes; returns its length."""
-    got, buf, index = 0, bytearray(), 0
-    async for piece in r.content.iter_any():
-        if got == 0 and piece:
-            run.first_bytes.append(time.monotonic() - asked)
-        got += len(piece)
-        buf += piece
-        while len(buf) >= chunks.size:
-            chunks.check(bytes(buf[: chunks.size]), index)
-            del buf[: chunks.size]
-            index += 1
-    if buf:
-        chunks.check(bytes(buf), index)
-    return got
+    return await chunks.rehash(r.content.iter_any(), lambda: run.first_bytes.append(time.monotonic() - asked))
 
 
 async def devices_get(
@@ -141,19 +147,11 @@ async def waiting_device(url: str, chunks: Chunks, t0: float) -> tuple[float, fl
             async with s.get(url) as r:
                 if r.status == 200:
                     answered = time.monotonic()
-                    first: float | None = None
-                    index, buf = 0, bytearray()
-                    async for piece in r.content.iter_any():
-                        if first is None:
-                            first = time.monotonic()
-                        buf += piece
-                        while len(buf) >= chunks.size:
-                            chunks.check(bytes(buf[: chunks.size]), index)
-                            del buf[: chunks.size]
-                            index += 1
-                    if buf:
-                        chunks.check(bytes(buf), index)
-                    assert first is not None
+                    firsts: list[float] = []
+                    await chunks.rehash(
+                        r.content.iter_any(), lambda firsts=firsts: firsts.append(time.monotonic())
+                    )
+                    first = firsts[0]
                     return answered - t0, first - answered, first - t0
                 await r.read()
             await asyncio.sleep(0.02)
