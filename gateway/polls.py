@@ -28,6 +28,7 @@ from gateway.store.artifacts import ArtifactStore
 from gateway.trust.state import TrustState
 
 RENDER_CACHE_MAX = 256
+UNKNOWN_DEVICE = policy.PollAnswer(None, "unknown_device")  # one object: the reply is kept by identity
 
 
 class PollAnswers:
@@ -47,25 +48,19 @@ class PollAnswers:
         self.matrix = matrix
         self.render_cache: dict[Any, tuple[Deployment, tuple[bytes, str]]] = {}
         self.memo = PollMemo()
-        self._verified = store.is_verified  # one bound method, not one per poll
+        # The verified blobs' membership test itself, not a method around it: the poll memo asks it
+        # on every poll (the store only ever changes that dict, never replaces it).
+        self._verified = store.verified.__contains__
 
     def answer_for(self, device_id: str, system_now: float) -> policy.PollAnswer:
         """What this device may install at ``system_now`` (the system clock; judged against the
         trusted floor here), see :mod:`gateway.core.policy`."""
         device = self.inventory.devices.get(device_id)
         if device is None:
-            return policy.PollAnswer(None, "unknown_device")
+            return UNKNOWN_DEVICE
         site = self.gates.site  # the index in effect: every deployment in it judged
         now, trusted = self.trust.now(system_now)
-        return self.memo.answer(
-            site=site,
-            device=device,
-            now=now,
-            clock_trusted=trusted,
-            verified=self._verified,
-            matrix=self.matrix,
-            gates=self.gates,
-        )
+        return self.memo.answer(site, device, now, trusted, self._verified, self.matrix, self.gates)
 
     def render(self, answer: policy.PollAnswer, base: str) -> tuple[bytes, str] | None:
         """The manifest body and its ETag, its URLs under ``base``; memoised per (deployment, base

@@ -46,4 +46,9 @@ class Stats:
         return self._c[name]
 
     def snapshot(self) -> dict[str, int]:
-        return dict(sorted(self._c.items()))
+        """Every plain counter, and each labelled counter's total under its name
+        (``devices.poll_answers``: every poll answered)."""
+        totals = Counter(self._c)
+        for (name, _labels), n in self._labelled.items():
+            totals[name] += n
+        return dict(sorted(totals.items()))

@@ -41,6 +41,14 @@ def jittered(interval_s: float, jitter: float, rand: float) -> float:
     return max(0.0, interval_s * (1.0 + jitter * (2.0 * rand - 1.0)))
 
 
+def jittered_seconds_table(interval_s: float, jitter: float, bits: int = 12) -> tuple[int, ...]:
+    """``max(1, round(jittered(...)))`` at the midpoints of ``2**bits`` equal slices of [0, 1):
+    indexed by ``bits`` random bits, the whole seconds come out with the distribution of rounding
+    ``jittered`` of a uniform ``rand``, to within one slice (a hot path draws bits, not floats)."""
+    n = 1 << bits
+    return tuple(max(1, round(jittered(interval_s, jitter, (i + 0.5) / n))) for i in range(n))
+
+
 @dataclass
 class Progress:
     """A transfer's progress and its smoothed rate, for the devices waiting on it."""

@@ -16,7 +16,9 @@ that on every answer):
   (``start_time``/``end_time``: between two edges every comparison with ``now`` comes out the same);
 * the verified state of the blobs the policy asked about (it asks about one at most).
 
-It leaves the render of the manifest, and the matrix (fixed for the life of the process), to the
+Equal answers come back as one object, whichever devices they went to, so the caller can keep what
+it derives from an answer (the HTTP reply) by the answer's identity. It leaves the render of the
+manifest, and the matrix (fixed for the life of the process), to the
 caller. ``gates`` must answer from ``site`` alone, as :class:`gateway.core.site.GatesView` does.
 """
 
@@ -33,6 +35,7 @@ from gateway.core.device import DeviceRecord
 from gateway.core.site import Site
 
 MAX_ENTRIES = 200_000  # above the inventory's default bound: a full site stays in memory
+MAX_ANSWERS = 4096  # distinct answers (a few per deployment and reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +104,12 @@ class PollMemo:
         self._inputs: tuple[object, ...] | None = None
         self._edges: tuple[float, ...] = ()
         self._entries: dict[str, _Entry] = {}
+        self._answers: dict[tuple[object, ...], policy.PollAnswer] = {}
         self.hits = 0
         self.misses = 0
 
     def answer(
         self,
-        *,
         site: Site,
         device: DeviceRecord,
         now: float,
@@ -120,6 +123,7 @@ class PollMemo:
             if inputs != self._inputs:  # every remembered answer was for another index or gate
                 self._inputs, self._edges = inputs, window_edges(site)
                 self._entries.clear()
+                self._answers.clear()
             self._site = site
         slot = bisect_right(self._edges, now) if self._edges else 0
         entries = self._entries
@@ -160,6 +164,7 @@ class PollMemo:
             matrix=matrix,
             gates=gates,
         )
+        answer = self._interned(answer)
         if len(entries) >= self.max_entries:
             entries.clear()
         entries[device.device_id] = _Entry(
@@ -172,4 +177,23 @@ class PollMemo:
             tuple(consulted),
             answer,
         )
+        return answer
+
+    def _interned(self, answer: policy.PollAnswer) -> policy.PollAnswer:
+        """The one object of all equal answers (the same deployment object, the same fields), so a
+        caller may key what it derives from an answer (its HTTP form) by identity."""
+        d = answer.deployment
+        key = (
+            id(d),
+            answer.reason,
+            answer.detail,
+            answer.blocked_by_firmware,
+            answer.rollback,
+            answer.shadow,
+        )
+        if (same := self._answers.get(key)) is not None and same.deployment is d:
+            return same
+        if len(self._answers) >= MAX_ANSWERS:
+            self._answers.clear()
+        self._answers[key] = answer
         return answer

@@ -17,30 +17,33 @@ most). What it still does on every poll is what must be fresh: the credential ch
 from __future__ import annotations
 
 import math
-import random
 import re
 from collections.abc import Callable, Mapping
+from random import getrandbits
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.access import Credentials
 from gateway.core.manifest import valid_id
-from gateway.core.pacing import jittered
+from gateway.core.pacing import jittered_seconds_table
 from gateway.core.policy import PollAnswer
 from gateway.core.settings import DeviceSettings, HttpSettings
 from gateway.http.devices import admit, bad_request, device_id_of
 from gateway.inventory.store import Inventory
 from gateway.notify import Changes
 from gateway.polls import PollAnswers
-from gateway.stats import LabelledKey, Stats
+from gateway.stats import Stats
 
 MAX_QUERY_PARAMS = 32
 MAX_POLL_QUERIES = 4096  # distinct query strings remembered
 MAX_REMEMBERED_QUERY_CHARS = 512
 MAX_VALUE_CHARS = 128
-MAX_HEADER_SETS = 1024  # distinct answers' header sets remembered
+MAX_REPLIES = 1024  # distinct (answer, base URL) remembered as HTTP
 MAX_RETRY_SETS = 128  # of each, the Retry-After values remembered
+MAX_BASES = 64  # distinct Host values remembered
+MAX_VALID_IDS = 200_000  # device ids already checked (a full site)
+RETRY_BITS = 12  # Retry-After drawn from 4096 quantiles of the jitter
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}\Z")  # \Z: "$" would allow a final newline
 RESERVED = {"wait"}
 
@@ -90,12 +93,12 @@ def etag_matches(header: str | None, etag: str) -> bool:
 
 
 class _HeaderSets:
-    """One answer's response headers, one set per ``Retry-After`` value (a few dozen: the poll
-    interval's jitter in whole seconds)."""
+    """One answer's response headers for one status, one set per ``Retry-After`` value (a few
+    dozen: the poll interval's jitter in whole seconds)."""
 
     __slots__ = ("base", "by_retry", "counter")
 
-    def __init__(self, answer: PollAnswer, status: str, etag: str | None, counter: LabelledKey) -> None:
+    def __init__(self, answer: PollAnswer, status: str, etag: str | None) -> None:
         base = {"Cache-Control": "no-store", "X-OTA-Reason": answer.reason}
         if answer.blocked_by_firmware:
             base["X-OTA-Blocked-By-Firmware"] = answer.blocked_by_firmware
@@ -104,7 +107,7 @@ class _HeaderSets:
         if status == "200":
             base["Content-Type"] = "application/json"
         self.base = base
-        self.counter = counter
+        self.counter = Stats.key("devices.poll_answers", answer=status, reason=answer.reason)
         self.by_retry: dict[int, CIMultiDict[str]] = {}
 
     def with_retry_after(self, seconds: int) -> CIMultiDict[str]:
@@ -113,6 +116,20 @@ class _HeaderSets:
             if len(self.by_retry) < MAX_RETRY_SETS:  # a long interval with a wide jitter: not all kept
                 self.by_retry[seconds] = headers
         return headers
+
+
+class _Reply:
+    """One answer as HTTP under one base URL: the manifest body and its ETag (both None: a 204),
+    and the header sets of each status it can go out with."""
+
+    __slots__ = ("answer", "etag", "fresh", "not_modified", "raw")
+
+    def __init__(self, answer: PollAnswer, rendered: tuple[bytes, str] | None) -> None:
+        self.answer = answer  # held: its id() in the key is not reused while cached
+        self.raw: bytes | None = rendered[0] if rendered else None
+        self.etag: str | None = rendered[1] if rendered else None
+        self.fresh = _HeaderSets(answer, "200" if rendered else "204", self.etag)
+        self.not_modified = _HeaderSets(answer, "304", self.etag) if rendered else self.fresh
 
 
 class PollEndpoint:
@@ -138,8 +155,36 @@ class PollEndpoint:
         self.changes = changes
         self.settings = devices
         self.public_url = http.public_url.rstrip("/") if http.public_url else ""
+        # The device API is served over TLS exactly when it has a certificate (gateway.service).
+        self.scheme = "https" if http.tls_cert else "http"
+        self.retry_s = jittered_seconds_table(devices.poll_interval_s, devices.poll_jitter, RETRY_BITS)
         self._queries: dict[str, tuple[dict[str, str], float]] = {}
-        self._headers: dict[tuple[str | None, ...], _HeaderSets] = {}
+        self._replies: dict[tuple[int, str], _Reply] = {}
+        self._bases: dict[str | None, str] = {}
+        self._valid_ids: set[str] = set()
+
+    def device_id(self, request: web.Request) -> str:
+        """The path's device id, checked once per id (a site's ids come back every poll)."""
+        device_id: str = request.match_info["device_id"]
+        if device_id not in self._valid_ids:
+            device_id_of(request)  # 400 on a bad one
+            if len(self._valid_ids) >= MAX_VALID_IDS:
+                self._valid_ids.clear()
+            self._valid_ids.add(device_id)
+        return device_id
+
+    def base_url(self, request: web.Request) -> str:
+        """Where the manifest's URLs point: ``http.public_url``, else the address the device used
+        (its ``Host``), one string per distinct ``Host``."""
+        if self.public_url:
+            return self.public_url
+        host = request.headers.get("Host")
+        if (base := self._bases.get(host)) is None:
+            base = f"{self.scheme}://{request.host}"
+            if len(self._bases) >= MAX_BASES:  # a client sending many Host values: not all kept
+                self._bases.clear()
+            self._bases[host] = base
+        return base
 
     def query(self, request: web.Request) -> tuple[dict[str, str], float]:
         """The poll's attributes (read only: shared by every poll with the same query string) and
@@ -156,50 +201,52 @@ class PollEndpoint:
             self._queries[raw] = parsed
         return parsed
 
-    def retry_after(self) -> int:
-        s = self.settings
-        return max(1, round(jittered(s.poll_interval_s, s.poll_jitter, random.random())))
+    def reply(self, answer: PollAnswer, base: str) -> _Reply:
+        """The answer's body, ETag and header sets, built once per answer and base URL (the poll
+        memo gives every device with an equal answer the same object)."""
+        key = (id(answer), base)
+        if (hit := self._replies.get(key)) is not None and hit.answer is answer:
+            return hit
+        if len(self._replies) >= MAX_REPLIES:
+            self._replies.clear()
+        reply = self._replies[key] = _Reply(answer, self.polls.render(answer, base))
+        return reply
 
-    def headers(self, answer: PollAnswer, status: str, etag: str | None) -> CIMultiDict[str]:
-        """The response headers for this answer, built once per distinct set; counts the answer."""
-        key = (status, answer.reason, answer.blocked_by_firmware, etag)
-        if (sets := self._headers.get(key)) is None:
-            if len(self._headers) >= MAX_HEADER_SETS:
-                self._headers.clear()
-            counter = Stats.key("devices.poll_answers", answer=status, reason=answer.reason)
-            sets = self._headers[key] = _HeaderSets(answer, status, etag, counter)
+    def respond(self, reply: _Reply, if_none_match: str | None) -> web.Response:
+        """200 with the manifest, 304 when the device has it, 204 when there is none; counted, and
+        a ``Retry-After`` drawn from the poll interval's jitter."""
+        raw = reply.raw
+        if reply.etag is not None and etag_matches(if_none_match, reply.etag):
+            sets, status = reply.not_modified, 304
+        else:
+            sets, status = reply.fresh, 200 if raw is not None else 204
         self.stats.bump(sets.counter)
-        return sets.with_retry_after(self.retry_after())
+        headers = sets.with_retry_after(self.retry_s[getrandbits(RETRY_BITS)])
+        return web.Response(status=status, body=raw if status == 200 else None, headers=headers)
 
     async def handle(self, request: web.Request) -> web.Response:
         inventory, polls = self.inventory, self.polls
-        device_id = device_id_of(request)
+        device_id = self.device_id(request)
         now = self.clock()
         owner = admit(self.credentials, self.stats, now, request, device_id, False)
         attrs, wait_s = self.query(request)
-        self.stats.inc("devices.polls")
         if owner:  # a poll from another address than the id's own (open access) records nothing
             inventory.polled(device_id, attrs, now)
         if_none_match = request.headers.get("If-None-Match")
-        base = self.public_url or f"{request.scheme}://{request.host}"
+        base = self.base_url(request)
         answer = polls.answer_for(device_id, now)
-        rendered = polls.render(answer, base)
-        if wait_s > 0 and (rendered is None or etag_matches(if_none_match, rendered[1])):
+        reply = self.reply(answer, base)
+        if wait_s > 0 and (reply.etag is None or etag_matches(if_none_match, reply.etag)):
             # Long poll: nothing new for this device yet; wait until its answer changes.
-            held = rendered[1] if rendered else None
+            held = reply.etag
             deadline = now + wait_s
             while (remaining := deadline - self.clock()) > 0:
                 await self.changes.wait(remaining)
                 now = self.clock()
                 answer = polls.answer_for(device_id, now)
-                rendered = polls.render(answer, base)
-                if (rendered[1] if rendered else None) != held:
+                reply = self.reply(answer, base)
+                if reply.etag != held:
                     break
         if owner:
             inventory.set_blocked(device_id, answer.blocked_by_firmware, now)
-        if rendered is None:
-            return web.Response(status=204, headers=self.headers(answer, "204", None))
-        raw, etag = rendered
-        if etag_matches(if_none_match, etag):
-            return web.Response(status=304, headers=self.headers(answer, "304", etag))
-        return web.Response(body=raw, headers=self.headers(answer, "200", etag))
+        return self.respond(reply, if_none_match)

@@ -4,12 +4,20 @@ hint by progress, the bandwidth cap and the smoothed rate. Pure: ``now`` and ``r
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.pacing import Progress, TokenBucket, backoff_s, jittered, retry_after_s
+from gateway.core.pacing import (
+    Progress,
+    TokenBucket,
+    backoff_s,
+    jittered,
+    jittered_seconds_table,
+    retry_after_s,
+)
 
 ALMOST_ONE = math.nextafter(1.0, 0.0)  # rand is uniform in [0, 1)
 
@@ -71,6 +79,34 @@ def test_jitter_spreads_over_the_whole_range() -> None:
     assert min(got) == 80.0
     assert max(got) > 119.9
     assert len({int(g) for g in got}) == 40  # every second of the spread is used
+
+
+@given(
+    interval=st.floats(0.0, 3_600.0),
+    jitter=st.floats(0.0, 1.0),
+    rand=st.floats(0.0, 1.0, exclude_max=True),
+)
+def test_the_seconds_table_agrees_with_rounding_jittered(interval: float, jitter: float, rand: float) -> None:
+    """Slot ``i`` holds what a ``rand`` in that slot rounds to, to within the seconds one slot spans
+    (plus one: the rounding may step inside it)."""
+    table = jittered_seconds_table(interval, jitter, bits=8)
+    exact = max(1, round(jittered(interval, jitter, rand)))
+    assert abs(table[int(rand * 256)] - exact) <= 1 + 2 * interval * jitter / 256
+    assert all(
+        max(1, round(interval * (1 - jitter))) <= s <= max(1, round(interval * (1 + jitter))) for s in table
+    )
+
+
+def test_the_seconds_table_has_the_distribution_of_rounded_jitter() -> None:
+    """300 s +/- 10 %: every whole second from 270 to 330 appears, each as often as a uniform
+    ``rand`` rounds to it (the two end seconds half as often: half a second of spread each)."""
+    table = jittered_seconds_table(300.0, 0.1)
+    counts = Counter(table)
+    assert sorted(counts) == list(range(270, 331))
+    per_second = len(table) / 60
+    assert all(abs(counts[s] - per_second) <= 1 for s in range(271, 330))
+    assert abs(counts[270] - per_second / 2) <= 1 and abs(counts[330] - per_second / 2) <= 1
+    assert table == tuple(sorted(table))  # slot i is the i-th quantile
 
 
 # -- Retry-After by progress -------------------------------------------------------------------------
