@@ -20,6 +20,7 @@ from typing import Any
 
 from firmware_compat.matrix import CompatMatrix
 from gateway.core import policy
+from gateway.core.device import DeviceRecord
 from gateway.core.manifest import Deployment
 from gateway.core.poll_memo import PollMemo
 from gateway.inventory.store import Inventory
@@ -55,7 +56,10 @@ class PollAnswers:
     def answer_for(self, device_id: str, system_now: float) -> policy.PollAnswer:
         """What this device may install at ``system_now`` (the system clock; judged against the
         trusted floor here), see :mod:`gateway.core.policy`."""
-        device = self.inventory.devices.get(device_id)
+        return self.answer(self.inventory.devices.get(device_id), system_now)
+
+    def answer(self, device: DeviceRecord | None, system_now: float) -> policy.PollAnswer:
+        """:meth:`answer_for` with the device's inventory record in hand (the poll just touched it)."""
         if device is None:
             return UNKNOWN_DEVICE
         site = self.gates.site  # the index in effect: every deployment in it judged

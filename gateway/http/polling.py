@@ -230,11 +230,11 @@ class PollEndpoint:
         now = self.clock()
         owner = admit(self.credentials, self.stats, now, request, device_id, False)
         attrs, wait_s = self.query(request)
-        if owner:  # a poll from another address than the id's own (open access) records nothing
-            inventory.polled(device_id, attrs, now)
+        # A poll from another address than the id's own (open access) records nothing.
+        record = inventory.polled(device_id, attrs, now) if owner else inventory.devices.get(device_id)
         if_none_match = request.headers.get("If-None-Match")
         base = self.base_url(request)
-        answer = polls.answer_for(device_id, now)
+        answer = polls.answer(record, now)
         reply = self.reply(answer, base)
         if wait_s > 0 and (reply.etag is None or etag_matches(if_none_match, reply.etag)):
             # Long poll: nothing new for this device yet; wait until its answer changes.
@@ -243,10 +243,11 @@ class PollEndpoint:
             while (remaining := deadline - self.clock()) > 0:
                 await self.changes.wait(remaining)
                 now = self.clock()
-                answer = polls.answer_for(device_id, now)
+                record = inventory.devices.get(device_id)
+                answer = polls.answer(record, now)
                 reply = self.reply(answer, base)
                 if reply.etag != held:
                     break
-        if owner:
-            inventory.set_blocked(device_id, answer.blocked_by_firmware, now)
+        if owner and record is not None and record.blocked_by_firmware != answer.blocked_by_firmware:
+            inventory.set_blocked(device_id, answer.blocked_by_firmware, now)  # record is devices[id]
         return self.respond(reply, if_none_match)

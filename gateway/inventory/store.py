@@ -183,23 +183,23 @@ class Inventory:
             return
         self.polled(device_id, dict(attrs), now)
 
-    def polled(self, device_id: str, attrs: Mapping[str, str], now: float) -> None:
+    def polled(self, device_id: str, attrs: Mapping[str, str], now: float) -> DeviceRecord | None:
         """``upsert(source="poll")``, fast when the poll repeats the device's last one (the usual
         case): then the merge would give the same record with ``last_seen`` moved, nothing to report.
         ``attrs`` is kept by reference: the caller never changes it afterwards (the poll handler's
-        parsed query strings are shared and read only)."""
+        parsed query strings are shared and read only). Returns ``devices[device_id]`` (None when
+        the inventory is full and the device is new), for the poll's answer."""
         last = self._last_poll.get(device_id)
-        if (
-            last is not None
-            and (last[0] is attrs or last[0] == attrs)
-            and last[1] is self.devices.get(device_id)
-        ):
-            self._touched[device_id] = now
-            self._dirty = True
-            return
+        if last is not None and (last[0] is attrs or last[0] == attrs):
+            rec = last[1]
+            if rec is self.devices.get(device_id):
+                self._touched[device_id] = now
+                self._dirty = True
+                return rec
         self._merge(device_id, clean_attrs(attrs), "poll", now, touch=True)
         if (merged := self.devices.get(device_id)) is not None:
             self._last_poll[device_id] = (attrs, merged)
+        return merged
 
     def gone(self, device_id: str, *, source: str, now: float) -> None:
         rec = self._fold(device_id)
