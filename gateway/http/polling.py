@@ -216,12 +216,14 @@ class PollEndpoint:
         """200 with the manifest, 304 when the device has it, 204 when there is none; counted, and
         a ``Retry-After`` drawn from the poll interval's jitter."""
         raw = reply.raw
-        if reply.etag is not None and etag_matches(if_none_match, reply.etag):
+        if if_none_match is not None and reply.etag is not None and etag_matches(if_none_match, reply.etag):
             sets, status = reply.not_modified, 304
         else:
             sets, status = reply.fresh, 200 if raw is not None else 204
         self.stats.bump(sets.counter)
-        headers = sets.with_retry_after(self.retry_s[getrandbits(RETRY_BITS)])
+        seconds = self.retry_s[getrandbits(RETRY_BITS)]
+        if (headers := sets.by_retry.get(seconds)) is None:
+            headers = sets.with_retry_after(seconds)
         return web.Response(status=status, body=raw if status == 200 else None, headers=headers)
 
     async def handle(self, request: web.Request) -> web.Response:
