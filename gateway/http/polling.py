@@ -161,16 +161,21 @@ class PollEndpoint:
         self._queries: dict[str, tuple[dict[str, str], float]] = {}
         self._replies: dict[tuple[int, str], _Reply] = {}
         self._bases: dict[str | None, str] = {}
-        self._valid_ids: set[str] = set()
+        self._ids: dict[str, str] = {}  # each valid device id seen, to its one string object
 
     def device_id(self, request: web.Request) -> str:
-        """The path's device id, checked once per id (a site's ids come back every poll)."""
-        device_id: str = request.match_info["device_id"]
-        if device_id not in self._valid_ids:
+        """The path's device id, checked once per id, and always the same string object for the
+        same id: the one the inventory holds when it has the device. Every table a poll reads is
+        keyed by device id (bindings, inventory, poll memo); with one object per id, a lookup that
+        finds its slot compares by identity and never reads the characters again."""
+        raw: str = request.match_info["device_id"]
+        if (device_id := self._ids.get(raw)) is None:
             device_id_of(request)  # 400 on a bad one
-            if len(self._valid_ids) >= MAX_VALID_IDS:
-                self._valid_ids.clear()
-            self._valid_ids.add(device_id)
+            rec = self.inventory.devices.get(raw)
+            device_id = rec.device_id if rec is not None else raw
+            if len(self._ids) >= MAX_VALID_IDS:
+                self._ids.clear()
+            self._ids[device_id] = device_id
         return device_id
 
     def base_url(self, request: web.Request) -> str:
