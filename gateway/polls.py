@@ -53,13 +53,10 @@ class PollAnswers:
         # on every poll (the store only ever changes that dict, never replaces it).
         self._verified = store.verified.__contains__
 
-    def answer_for(self, device_id: str, system_now: float) -> policy.PollAnswer:
-        """What this device may install at ``system_now`` (the system clock; judged against the
-        trusted floor here), see :mod:`gateway.core.policy`."""
-        return self.answer(self.inventory.devices.get(device_id), system_now)
-
     def answer(self, device: DeviceRecord | None, system_now: float) -> policy.PollAnswer:
-        """:meth:`answer_for` with the device's inventory record in hand (the poll just touched it)."""
+        """What the device of this inventory record may install at ``system_now`` (the system
+        clock; judged against the trusted floor here), see :mod:`gateway.core.policy`. The caller
+        hands in the record it holds (the poll just touched it): no second inventory lookup."""
         if device is None:
             return UNKNOWN_DEVICE
         site = self.gates.site  # the index in effect: every deployment in it judged

@@ -8,10 +8,12 @@ for *this* device changes, or the wait ends. No poll ever causes an upstream req
 
 A site's thousands of devices send the same few questions and get the same few answers, so
 :class:`PollEndpoint` keeps, besides the answers themselves (:class:`gateway.polls.PollAnswers`),
-what turns them into HTTP: each distinct query string parsed once, and each distinct set of
-response headers built once (an answer's reason, ETag and ``Retry-After`` value: a few hundred at
-most). What it still does on every poll is what must be fresh: the credential check, the inventory's
-``last_seen``, the answer's inputs, and the random ``Retry-After``.
+what turns them into HTTP: each distinct query string parsed once, each device id checked once
+(and held as one string object), and each answer's body, ETag and header sets built once per base
+URL (the poll memo gives equal answers as one object, so that is one lookup by identity). What it
+still does on every poll is what must be fresh: the credential check, the inventory's
+``last_seen``, the answer's inputs, and the random ``Retry-After`` (drawn from a table of the
+jitter's quantiles).
 """
 
 from __future__ import annotations

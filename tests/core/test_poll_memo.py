@@ -169,3 +169,36 @@ def test_a_changed_input_is_caught() -> None:
     assert memo.answer(**facts, now=2000.0) == uncached(**facts, now=2000.0)
     assert uncached(**facts, now=2000.0).deployment is None  # the window closed at its edge
     assert window_edges(site) == (1000.0, 2000.0)
+
+
+def test_equal_answers_are_one_object_until_the_inputs_change() -> None:
+    """The HTTP layer keeps each answer's reply by the answer's identity: devices with equal answers
+    must share one object, and a new index must not hand out an object of the old one."""
+    rng = random.Random(1)
+    d1, d2 = deployment("1.0.0", rng), deployment("2.0.0", rng)
+    d1 = dataclasses.replace(d1, target_cohort="", rollout_percentage=100, start_time=None, end_time=None)
+    d2 = dataclasses.replace(d2, target_cohort="", rollout_percentage=100, start_time=None, end_time=None)
+
+    def site_of(d: Deployment) -> S.Site:
+        site, _ = S.apply_index(
+            S.Site(),
+            index_version=1,
+            deployments=(d,),
+            commands={},
+            now=1500.0,
+            settings=dataclasses.replace(SETTINGS, enabled=False),
+            verified=lambda _s: True,
+            devices=[],
+            matrix=None,
+        )
+        return site
+
+    memo, site = PollMemo(), site_of(d1)
+    devs = [DeviceRecord(f"dev-{i}", {"hw": "rev2", "fw": "1.3.0"}, model_id="detector") for i in range(5)]
+    answers = [memo.answer(site, dev, 1500.0, True, lambda _s: True, None, S.GatesView(site)) for dev in devs]
+    assert answers[0].deployment == d1
+    assert all(a is answers[0] for a in answers)  # computed five times, one object
+    assert memo.misses == 5
+    site = site_of(d2)
+    after = memo.answer(site, devs[0], 1500.0, True, lambda _s: True, None, S.GatesView(site))
+    assert after.deployment == d2 and after is not answers[0]
