@@ -293,7 +293,10 @@ class Mirror:
                 )
                 failures += 1
                 log.warning("index poll failed (%s); next try in %.1fs", exc, delay)
-            await self.store.flush()
+            try:
+                await self.store.flush()  # a failed catalog write is counted there and retried
+            except Exception:  # the loop outlives a bug in it too
+                log.exception("catalog flush failed unexpectedly")
             await asyncio.sleep(delay)
 
     async def close(self) -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import atomic
-from gateway.core.errors import DamagedStateError
+from gateway.core.errors import DamagedStateError, StorageError
 from gateway.core.eviction import (
     BlobUse,
     Named,
@@ -381,9 +381,15 @@ class ArtifactStore:
         now = time.time()
         if not self._dirty or (not force and now - self._last_flush < ACCESS_FLUSH_S):
             return
-        self._dirty = False
-        self._last_flush = now
-        await asyncio.to_thread(atomic.write_json, self._catalog_path, self.to_json())
+        self._dirty, self._last_flush = False, now
+        try:
+            await asyncio.to_thread(atomic.write_json, self._catalog_path, self.to_json())
+        except StorageError as exc:
+            # The blobs are on disk; the catalog only names them for a restart: a failed write
+            # fails neither the publish or eviction that asked for it nor the mirror loop.
+            self._dirty, self._last_flush = True, 0.0  # the next flush tries again at once
+            self.stats.error("store.catalog_write_errors", str(exc))
+            log.warning("%s; the catalog is kept in memory and written on the next flush", exc)
 
     def to_json(self) -> dict[str, Any]:
         return {

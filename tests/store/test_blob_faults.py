@@ -299,3 +299,38 @@ def test_the_quarantine_is_bounded_and_keeps_the_newest(tmp_path: Path) -> None:
     assert sorted(p.name for p in blobs.quarantine_dir.iterdir() if p.name.endswith(".sig")) == sorted(
         f"{n}.sig" for n in blobs.quarantined()
     )
+
+
+async def test_a_catalog_that_cannot_be_written_stops_nothing_and_is_written_once_it_can(
+    reg: Registry, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """``catalog.json`` cannot be replaced (here a directory stands in its place; in the field: out
+    of descriptors, or a read-only remount): the mirror keeps polling and mirrors the next version,
+    devices download it, ``/status`` counts the failed writes, and the catalog is written once the
+    disk takes it again. (Found under load in CI: EMFILE in the catalog's temp file ended the
+    mirror's poll loop for good.)"""
+    reg.publish(MODEL)
+    catalog = tmp_path / "data" / "catalog.json"
+    async with running(gateway_settings(reg, tmp_path / "data")) as gw:
+        await until(lambda: gw.store.is_verified(SHA), what="artifact mirrored")
+        await until(catalog.exists, what="catalog written")
+        catalog.unlink()
+        catalog.mkdir()  # os.replace onto it fails: IsADirectoryError
+        second = os.urandom(MB)
+        reg.publish(second, version="2.0.0")
+        path2 = "/artifacts/detector/2.0.0/detector-2.0.0.bin"
+
+        async def second_served() -> bool:
+            return (await download(http, gw, path2))[:2] == (200, second)
+
+        deadline = time.monotonic() + 15
+        while not await second_served():
+            assert time.monotonic() < deadline, "the second version was never served"
+            await asyncio.sleep(0.1)
+        async with http.get(operator_url(gw) + "/status") as r:
+            counters = (await r.json())["counters"]
+        assert counters.get("store.catalog_write_errors", 0) >= 1
+        catalog.rmdir()
+        await until(catalog.is_file, what="catalog written again")
+        names = {e["version"] for e in json.loads(catalog.read_text())["entries"]}
+        assert {"1.0.0", "2.0.0"} <= names
