@@ -79,6 +79,19 @@ def _seen_at(rec: DeviceRecord, now: float) -> DeviceRecord:
     return new
 
 
+class _LastPoll:
+    """A device's last poll: the attributes it sent, the record they gave, and when a repeated poll
+    last moved ``last_seen`` without it being written into the record yet (:meth:`Inventory._fold`):
+    a repeated poll writes one float here, in the slot it has just read."""
+
+    __slots__ = ("attrs", "record", "seen")
+
+    def __init__(self, attrs: Mapping[str, str], record: DeviceRecord) -> None:
+        self.attrs = attrs
+        self.record = record
+        self.seen: float | None = None
+
+
 def records_json(records: Iterable[DeviceRecord]) -> dict[str, Any]:
     """The persisted (and operator API) form of the records, built by hand: ``dataclasses.asdict``
     deep-copies every field and costs ten times as much."""
@@ -119,13 +132,11 @@ class Inventory:
         self._dirty = False
         self._last_flush = 0.0
         self.recovered: list[dict[str, Any]] = []  # a damaged inventory.json found at load (for /status)
-        # Each device's last poll attributes and the record they gave: a poll that repeats them
-        # only moves last_seen (and keeps the record's attrs object, which the poll memo keys on).
-        self._last_poll: dict[str, tuple[Mapping[str, str], DeviceRecord]] = {}
-        # When a repeated poll last moved a device's last_seen, not yet written into its record: a
-        # poll then stores one float instead of copying the record. Folded in (:meth:`_fold`)
-        # before a record is read for its time (get, live, records) or changed.
-        self._touched: dict[str, float] = {}
+        # Each device's last poll: a poll that repeats its attributes only moves last_seen (and
+        # keeps the record's attrs object, which the poll memo keys on). The time is stored in the
+        # slot, not copied into the record; it is folded in (:meth:`_fold`) before a record is read
+        # for its time (get, records) or changed.
+        self._last_poll: dict[str, _LastPoll] = {}
 
     # -- loading ----------------------------------------------------------------------------------
 
@@ -171,6 +182,7 @@ class Inventory:
 
     def apply_file(self, entries: Mapping[str, Mapping[str, str]], now: float) -> None:
         self.pinned = {k: dict(v) for k, v in entries.items()}
+        self.records()  # every repeated poll's time folded in before the slots that hold it go
         self._last_poll.clear()  # the pinned keys take part in every merge
         for device_id, attrs in entries.items():
             self._merge(device_id, dict(attrs), "file", now, touch=False)
@@ -190,15 +202,15 @@ class Inventory:
         parsed query strings are shared and read only). Returns ``devices[device_id]`` (None when
         the inventory is full and the device is new), for the poll's answer."""
         last = self._last_poll.get(device_id)
-        if last is not None and (last[0] is attrs or last[0] == attrs):
-            rec = last[1]
+        if last is not None and (last.attrs is attrs or last.attrs == attrs):
+            rec = last.record
             if rec is self.devices.get(device_id):
-                self._touched[device_id] = now
+                last.seen = now
                 self._dirty = True
                 return rec
         self._merge(device_id, clean_attrs(attrs), "poll", now, touch=True)
         if (merged := self.devices.get(device_id)) is not None:
-            self._last_poll[device_id] = (attrs, merged)
+            self._last_poll[device_id] = _LastPoll(attrs, merged)
         return merged
 
     def gone(self, device_id: str, *, source: str, now: float) -> None:
@@ -248,8 +260,9 @@ class Inventory:
 
     def records(self) -> list[DeviceRecord]:
         """Every record, ``last_seen`` up to date (``devices`` may hold older times)."""
-        for device_id in list(self._touched):
-            self._fold(device_id)
+        for device_id, last in self._last_poll.items():  # _fold changes slots, never the keys
+            if last.seen is not None:
+                self._fold(device_id)
         return list(self.devices.values())
 
     # -- internals ----------------------------------------------------------------------------------
@@ -257,12 +270,15 @@ class Inventory:
     def _fold(self, device_id: str) -> DeviceRecord | None:
         """The device's record with the last poll's time written in (stored back)."""
         rec = self.devices.get(device_id)
-        seen = self._touched.pop(device_id, None)
-        if rec is None or seen is None or seen <= rec.last_seen:
+        last = self._last_poll.get(device_id)
+        if last is None or (seen := last.seen) is None:
+            return rec
+        last.seen = None
+        if rec is None or seen <= rec.last_seen:
             return rec
         new = self.devices[device_id] = _seen_at(rec, seen)
-        if (last := self._last_poll.get(device_id)) is not None and last[1] is rec:
-            self._last_poll[device_id] = (last[0], new)  # the next repeated poll is still fast
+        if last.record is rec:
+            last.record = new  # the next repeated poll is still fast
         return new
 
     def _merge(self, device_id: str, attrs: dict[str, str], source: str, now: float, *, touch: bool) -> None:
