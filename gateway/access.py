@@ -152,6 +152,16 @@ class Credentials:
         return self.allow_unknown or device_id in self.known or device_id in self.tokens
 
 
+class _Binding:
+    """The address an id is held to, and when the id was last active from it."""
+
+    __slots__ = ("address", "last")
+
+    def __init__(self, address: str, last: float) -> None:
+        self.address = address
+        self.last = last
+
+
 class OpenBindings:
     """``open`` mode's one defence: a device id belongs to the address it first spoke from.
 
@@ -161,25 +171,26 @@ class OpenBindings:
     refused. The table holds at most ``max_entries`` ids: when full, expired bindings go first, then
     the least recently active ones. Pure: ``now`` is passed in, nothing is read or written.
 
-    Activity is recorded in place (one dict write per poll: every poll of the site refreshes its
-    binding), so the table is ordered by when each id was bound, not by activity; expired bindings
-    are dropped from its front as new ones come, and when it overflows it is sorted once and keeps
-    the most recently active seven eighths (a sort per ``max_entries / 8`` new ids, not a scan each).
+    Activity is recorded in place (every poll of the site refreshes its binding: one time written
+    into the entry it has just read), so the table is ordered by when each id was bound, not by
+    activity; expired bindings are dropped from its front as new ones come, and when it overflows
+    it is sorted once and keeps the most recently active seven eighths (a sort per
+    ``max_entries / 8`` new ids, not a scan each).
     """
 
     def __init__(self, ttl_s: float, max_entries: int) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
-        self._bound: dict[str, tuple[str, float]] = {}  # id -> (address, last active); oldest bound first
+        self._bound: dict[str, _Binding] = {}  # oldest bound first
 
     def __len__(self) -> int:
         return len(self._bound)
 
     def bound_to(self, device_id: str, now: float) -> str | None:
         entry = self._bound.get(device_id)
-        if entry is None or now - entry[1] > self.ttl_s:
+        if entry is None or now - entry.last > self.ttl_s:
             return None
-        return entry[0]
+        return entry.address
 
     def seen(self, device_id: str, address: str | None, now: float) -> Refusal | None:
         """A request for ``device_id`` from ``address``: binds or refreshes, or says why not.
@@ -191,30 +202,30 @@ class OpenBindings:
             return None
         bound = self._bound
         entry = bound.get(device_id)
-        if entry is not None and now - entry[1] <= self.ttl_s:
-            if entry[0] != address:
+        if entry is not None and now - entry.last <= self.ttl_s:
+            if entry.address != address:
                 return Refusal(
                     403,
                     f"device {device_id!r} is bound to another address (devices.access = 'open' holds "
                     f"an id to the address it first used until it is silent for {self.ttl_s:g} s)",
                 )
-            bound[device_id] = (address, now)  # the owner again: refreshed in place
+            entry.last = now  # the owner again: refreshed in place, no write to the table
             return None
         if entry is not None:
             del bound[device_id]  # expired: bound anew, at the back
-        bound[device_id] = (address, now)
+        bound[device_id] = _Binding(address, now)
         self._trim(now)
         return None
 
     def _trim(self, now: float) -> None:
         bound = self._bound
         while bound:
-            device_id, (_, last) = next(iter(bound.items()))
-            if now - last <= self.ttl_s:
+            device_id, oldest = next(iter(bound.items()))
+            if now - oldest.last <= self.ttl_s:
                 break
             del bound[device_id]
         if len(bound) > self.max_entries:
             keep = self.max_entries - self.max_entries // 8
-            newest = sorted(bound.items(), key=lambda item: item[1][1], reverse=True)[:keep]
+            newest = sorted(bound.items(), key=lambda item: item[1].last, reverse=True)[:keep]
             bound.clear()
             bound.update(reversed(newest))
