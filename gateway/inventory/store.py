@@ -21,7 +21,7 @@ from typing import Any
 
 from gateway import atomic
 from gateway.core.device import DeviceRecord
-from gateway.core.errors import ConfigError, DamagedStateError
+from gateway.core.errors import ConfigError, DamagedStateError, StorageError
 from gateway.core.manifest import valid_id
 
 log = logging.getLogger(__name__)
@@ -351,4 +351,8 @@ class Inventory:
         # The records are immutable values: the loop only copies the list; the JSON is built in the
         # worker thread (10k devices take ~100 ms to turn into JSON, too long to hold the loop).
         path, records = self.path, self.records()
-        await asyncio.to_thread(lambda: atomic.write_json(path, records_json(records)))
+        try:
+            await asyncio.to_thread(lambda: atomic.write_json(path, records_json(records)))
+        except StorageError as exc:  # kept in memory: the next flush tries again, not the next change
+            self._dirty, self._last_flush = True, 0.0
+            log.warning("%s; the inventory is kept in memory and written on the next flush", exc)

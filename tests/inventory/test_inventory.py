@@ -61,6 +61,19 @@ def test_attrs_bounded() -> None:
     assert rec.attrs == {f"k{i}": "v" * 128 for i in range(32)}
 
 
+async def test_a_write_that_fails_is_tried_again_at_the_next_flush(tmp_path: Path) -> None:
+    """The inventory file cannot be replaced (a directory stands in its place): nothing raises, and
+    the next flush writes it once it can, without waiting for a new change or the flush interval."""
+    path = tmp_path / "inventory.json"
+    inv = Inventory(path, flush_interval_s=30.0)
+    inv.upsert("dev-1", {"hw": "rev2"}, source="poll", now=100.0)
+    path.mkdir()
+    await inv.flush(100.0, force=True)  # os.replace onto a directory: a StorageError, kept quiet
+    path.rmdir()
+    await inv.flush(101.0)  # not forced, well inside the interval
+    assert [d["device_id"] for d in json.loads(path.read_text())["devices"]] == ["dev-1"]
+
+
 async def test_persisted_across_restart(tmp_path: Path) -> None:
     inv = Inventory(tmp_path / "inventory.json")
     inv.upsert("a", {"hw": "rev1", "model_version": "1.0"}, source="poll", now=1)
