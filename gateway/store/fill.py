@@ -53,6 +53,15 @@ class Fill:
         self.done = True
         self._wake()
 
+    async def settled(self, timeout_s: float) -> bool:
+        """Wait until the fill is published (True) or failed, or ``timeout_s`` passed (False)."""
+        while not self.done and self.failed is None:
+            try:
+                await asyncio.wait_for(self._moved.wait(), timeout_s)
+            except TimeoutError:
+                return False
+        return self.done
+
     async def wait_past(self, offset: int, timeout_s: float) -> bool:
         """Wait until bytes past ``offset`` are verified; False when the fill failed or nothing moved
         for ``timeout_s``."""

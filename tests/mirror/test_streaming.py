@@ -147,3 +147,43 @@ async def test_a_mirror_failing_for_good_cuts_the_download_after_verified_bytes_
         assert check.bad_bytes == 0, check.problems
         await until(lambda: gw.stats["mirror.rejected_artifacts"], what="the artifact refused")
         assert f"chunk {bad_chunk} failed its digest" in gw.stats.last_error["mirror.rejected_artifacts"]
+
+
+async def test_a_download_landing_while_the_artifact_is_published_is_served_not_503(
+    reg: Registry, tmp_path: Path, hostile: Hostile, monkeypatch: Any
+) -> None:
+    """Between the partial's move into place and the store marking it verified (the blob folder's
+    fsync: slow on an SD card), a new download found the fill still streaming but its file gone,
+    and got 503 (a CI flake in ``test_range_clients``). It must wait for the publish and get the
+    verified file. The slow fsync is the one fault injected (a real sleep in the real call)."""
+    import threading
+
+    from gateway import atomic
+
+    moved, release = threading.Event(), threading.Event()
+    real_fsync_dir = atomic.fsync_dir
+
+    def slow_fsync_dir(path: Path) -> None:
+        if (path / SHA).exists() and not moved.is_set():  # the blob folder, the partial just moved in
+            moved.set()
+            release.wait(5)
+        real_fsync_dir(path)
+
+    monkeypatch.setattr(atomic, "fsync_dir", slow_fsync_dir)
+    reg.publish(MODEL, chunk_size=CHUNK)
+    async with running(settings(reg, tmp_path, hostile)) as gw:
+        await asyncio.to_thread(moved.wait, 15)
+        assert moved.is_set(), "the publish never reached the blob folder's fsync"
+        assert not gw.store.is_verified(SHA)  # inside the window
+        async with aiohttp.ClientSession() as s:
+
+            async def one_get() -> tuple[int, str | None, bytes]:  # once: no retry on a 503
+                async with s.get(base_url(gw) + PATH) as r:
+                    return r.status, r.headers.get("ETag"), await r.read()
+
+            got = asyncio.ensure_future(one_get())
+            await asyncio.sleep(0.3)  # the download is in, waiting on the publish
+            release.set()
+            status, etag, body = await got
+        assert (status, etag) == (200, f'"{SHA}"')  # served as the verified blob
+        assert body == MODEL
