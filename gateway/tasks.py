@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
@@ -45,3 +45,18 @@ class TaskGroup:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=timeout_s)
+
+
+async def in_thread(fn: Callable[..., T], *args: Any, discard: Callable[[T], Any] | None = None) -> T:
+    """``fn(*args)`` in a worker thread, finished even when the caller is cancelled: cancellation
+    waits for the thread before it goes on (a file is never closed under a read or write still
+    running in it: its descriptor number may already belong to another file), and hands a result
+    the thread made for nobody to ``discard`` (a file opened for a cancelled reader is closed)."""
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})
+        if discard is not None and not task.cancelled() and task.exception() is None:
+            discard(task.result())
+        raise

@@ -38,6 +38,7 @@ from gateway.mirror.upstream import Stream, Upstream
 from gateway.stats import Stats
 from gateway.store.blobs import BlobStore
 from gateway.store.fill import Fill, Fills
+from gateway.tasks import in_thread
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +80,6 @@ def scan_partial(path: Path, chunking: Chunking, digests: tuple[bytes, ...]) -> 
             whole.update(data)
             good += 1
     return good, whole
-
-
-async def _in_thread(fn: Any, *args: Any) -> Any:
-    """``fn`` in a worker thread; on cancellation the write still finishes before the caller closes
-    the file under it (a closed descriptor's number may be reused by another file)."""
-    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait({task})
-        raise
 
 
 def _verify_write(blobs: BlobStore, f: Any, data: bytes, digest: bytes, whole: Any) -> bool:
@@ -225,7 +215,7 @@ class ChunkedDownload:
                         break
                     data = bytes(buf[:need])
                     del buf[:need]
-                    if not await _in_thread(_verify_write, self.blobs, f, data, digests[i], whole):
+                    if not await in_thread(_verify_write, self.blobs, f, data, digests[i], whole):
                         return offset, whole, i
                     offset += need
                     fill.advance(offset)
@@ -236,7 +226,7 @@ class ChunkedDownload:
                     if now - recorded >= RECORD_EVERY_S or offset == dep.length:
                         recorded = now
                         record = {**meta, "chunks_verified": chunking.chunks_within(offset)}
-                        await _in_thread(_record, self.blobs, f, dep.sha256, record)
+                        await in_thread(_record, self.blobs, f, dep.sha256, record)
             return offset, whole, None
         except BaseException:
             if buf:

@@ -20,13 +20,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import unquote, urljoin, urlparse
 
 import aiohttp
 
 from gateway.core.errors import ConfigError, NotModified, TransportError
 from gateway.core.settings import MirrorSettings
+from gateway.tasks import in_thread
 
 CHUNK_BYTES = 256 << 10
 
@@ -305,6 +306,10 @@ class HttpUpstream:
 # -- folder --------------------------------------------------------------------------------------
 
 
+def _open_binary(path: Path) -> BinaryIO:
+    return path.open("rb")
+
+
 class _FileStream:
     def __init__(self, path: Path, start: int, total: int, etag: str) -> None:
         self.status = 206 if start else 200
@@ -314,10 +319,12 @@ class _FileStream:
         self._path = path
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        f = await asyncio.to_thread(self._path.open, "rb")
+        # Each step finishes in its thread even when the reader is cancelled (``in_thread``): the
+        # file is closed after its last read, and a file opened for a cancelled reader is closed.
+        f = await in_thread(_open_binary, self._path, discard=lambda f: f.close())
         try:
-            await asyncio.to_thread(f.seek, self.start)
-            while chunk := await asyncio.to_thread(f.read, CHUNK_BYTES):
+            await in_thread(f.seek, self.start)
+            while chunk := await in_thread(f.read, CHUNK_BYTES):
                 yield chunk
         finally:
             f.close()
