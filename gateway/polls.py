@@ -49,9 +49,7 @@ class PollAnswers:
         self.matrix = matrix
         self.render_cache: dict[Any, tuple[Deployment, tuple[bytes, str]]] = {}
         self.memo = PollMemo()
-        # The verified blobs' membership test itself, not a method around it: the poll memo asks it
-        # on every poll (the store only ever changes that dict, never replaces it).
-        self._verified = store.verified.__contains__
+        self._verified = store.is_verified  # one bound method, not one per poll
 
     def answer(self, device: DeviceRecord | None, system_now: float) -> policy.PollAnswer:
         """What the device of this inventory record may install at ``system_now`` (the system

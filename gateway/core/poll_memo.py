@@ -18,7 +18,8 @@ that on every answer):
 
 Equal answers come back as one object, whichever devices they went to, so the caller can keep what
 it derives from an answer (the HTTP reply) by the answer's identity. It leaves the render of the
-manifest, and the matrix (fixed for the life of the process), to the caller. ``gates`` must answer from ``site`` alone, as :class:`gateway.core.site.GatesView` does.
+manifest, and the matrix (fixed for the life of the process), to the caller. ``gates`` must
+answer from ``site`` alone, as :class:`gateway.core.site.GatesView` does.
 """
 
 from __future__ import annotations

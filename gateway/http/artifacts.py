@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 _FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$")
 CHUNK = 1 << 20
 STREAM_WAIT_S = 60.0  # a streaming download waits this long at most for the next verified chunk
-PUBLISH_WAIT_S = 10.0  # a partial that cannot be opened mid-fill is being published: wait this long
+PUBLISH_WAIT_S = 10.0  # a fully verified fill is being published: a download waits this long for it
 
 Authorizer = Callable[[web.Request], Awaitable[None]]
 
@@ -114,7 +114,7 @@ class ArtifactHandler:
         self.authorize = authorize
         self.stats = stats if stats is not None else Stats()  # downloads.bytes, downloads.unavailable
 
-    async def handle(self, request: web.Request, *, settled: bool = False) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
         model_id, version, filename = m["model_id"], m["version"], m["filename"]
         if not _valid_parts(model_id, version, filename):
@@ -122,6 +122,14 @@ class ArtifactHandler:
         if self.authorize is not None:
             await self.authorize(request)
         found = self.store.lookup(model_id, version, filename)
+        # Every chunk verified: the whole file is being checked and moved into place (its partial
+        # may already be gone). Served as the verified blob once it is published.
+        if (
+            isinstance(found, Streaming)
+            and found.fill.verified >= found.fill.length
+            and await found.fill.settled(PUBLISH_WAIT_S)
+        ):
+            found = self.store.lookup(model_id, version, filename)
         if found is None:
             raise _not_found()
         if isinstance(found, Pending):
@@ -131,7 +139,7 @@ class ArtifactHandler:
                 headers={"Retry-After": str(found.retry_after_s)},
             )
         if isinstance(found, Streaming):
-            return await self._stream(request, found, settled)
+            return await self._stream(request, found)
         f = await asyncio.get_running_loop().run_in_executor(None, _open_verified, found)
         if f is None:
             # Gone, short or changed since it was verified: the store stops serving it, hashes it
@@ -224,7 +232,7 @@ class ArtifactHandler:
         await resp.write_eof()
         return resp
 
-    async def _stream(self, request: web.Request, found: Streaming, settled: bool) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, found: Streaming) -> web.StreamResponse:
         """A download of an artifact still arriving: what is verified now, the rest as it is."""
         fill = found.fill
         size = fill.length
@@ -246,9 +254,6 @@ class ArtifactHandler:
             )
         span = decided.ranges[0] if decided.ranges else ByteRange(0, size - 1)
         f = await asyncio.get_running_loop().run_in_executor(None, _open_partial, fill)
-        if f is None and fill.verified >= size and not settled and await fill.settled(PUBLISH_WAIT_S):
-            # Every chunk verified, the partial being moved into place: served as the blob it is now.
-            return await self.handle(request, settled=True)
         if f is None:
             self.stats.inc("downloads.unavailable")
             raise web.HTTPServiceUnavailable(

@@ -44,7 +44,7 @@ MAX_VALUE_CHARS = 128
 MAX_REPLIES = 1024  # distinct (answer, base URL) remembered as HTTP
 MAX_RETRY_SETS = 128  # of each, the Retry-After values remembered
 MAX_BASES = 64  # distinct Host values remembered
-MAX_VALID_IDS = 200_000  # device ids already checked (a full site)
+MAX_IDS = 200_000  # device ids already checked (a full site)
 RETRY_BITS = 12  # Retry-After drawn from 4096 quantiles of the jitter
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}\Z")  # \Z: "$" would allow a final newline
 RESERVED = {"wait"}
@@ -175,7 +175,7 @@ class PollEndpoint:
             device_id_of(request)  # 400 on a bad one
             rec = self.inventory.devices.get(raw)
             device_id = rec.device_id if rec is not None else raw
-            if len(self._ids) >= MAX_VALID_IDS:
+            if len(self._ids) >= MAX_IDS:
                 self._ids.clear()
             self._ids[device_id] = device_id
         return device_id
@@ -223,14 +223,12 @@ class PollEndpoint:
         """200 with the manifest, 304 when the device has it, 204 when there is none; counted, and
         a ``Retry-After`` drawn from the poll interval's jitter."""
         raw = reply.raw
-        if if_none_match is not None and reply.etag is not None and etag_matches(if_none_match, reply.etag):
+        if reply.etag is not None and etag_matches(if_none_match, reply.etag):
             sets, status = reply.not_modified, 304
         else:
             sets, status = reply.fresh, 200 if raw is not None else 204
         self.stats.bump(sets.counter)
-        seconds = self.retry_s[getrandbits(RETRY_BITS)]
-        if (headers := sets.by_retry.get(seconds)) is None:
-            headers = sets.with_retry_after(seconds)
+        headers = sets.with_retry_after(self.retry_s[getrandbits(RETRY_BITS)])
         return web.Response(status=status, body=raw if status == 200 else None, headers=headers)
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -257,6 +255,6 @@ class PollEndpoint:
                 reply = self.reply(answer, base)
                 if reply.etag != held:
                     break
-        if owner and record is not None and record.blocked_by_firmware != answer.blocked_by_firmware:
-            inventory.set_blocked(device_id, answer.blocked_by_firmware, now)  # record is devices[id]
+        if owner:
+            inventory.set_blocked(device_id, answer.blocked_by_firmware, now)
         return self.respond(reply, if_none_match)

@@ -125,7 +125,7 @@ class TrustState:
 
     def now(self, system_now: float) -> tuple[float, bool]:
         """``clock(system_now)``'s ``(now, trusted)`` alone, for the hot path of a poll."""
-        return trusted_now(system_now, max(self.min_valid_time, self.highest_issued))  # floor, inline
+        return trusted_now(system_now, self.floor)
 
     def advice(self, system_now: float) -> str | None:
         """One line on why the clock is not trusted and what to do; None when it is."""

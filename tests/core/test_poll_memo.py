@@ -140,10 +140,8 @@ def test_the_memo_answers_as_the_policy_asked_afresh(seed: int) -> None:
     assert run(seed) > 0  # and it did answer from memory
 
 
-def test_a_changed_input_is_caught() -> None:
-    """The check can fail: a memo that ignored the clock would give a closed window's answer."""
-    rng = random.Random(0)
-    d = dataclasses.replace(deployment("1.0.0", rng), start_time=1000.0, end_time=2000.0)
+def ungated_site(d: Deployment) -> S.Site:
+    """A site whose index in effect is ``d`` alone, gates off, every blob verified."""
     site, _ = S.apply_index(
         S.Site(),
         index_version=1,
@@ -155,6 +153,14 @@ def test_a_changed_input_is_caught() -> None:
         devices=[],
         matrix=None,
     )
+    return site
+
+
+def test_a_changed_input_is_caught() -> None:
+    """The check can fail: a memo that ignored the clock would give a closed window's answer."""
+    rng = random.Random(0)
+    d = dataclasses.replace(deployment("1.0.0", rng), start_time=1000.0, end_time=2000.0)
+    site = ungated_site(d)
     dev = DeviceRecord("dev-1", {"hw": "rev2"}, model_id="detector")
     facts: dict[str, Any] = {
         "site": site,
@@ -179,26 +185,12 @@ def test_equal_answers_are_one_object_until_the_inputs_change() -> None:
     d1 = dataclasses.replace(d1, target_cohort="", rollout_percentage=100, start_time=None, end_time=None)
     d2 = dataclasses.replace(d2, target_cohort="", rollout_percentage=100, start_time=None, end_time=None)
 
-    def site_of(d: Deployment) -> S.Site:
-        site, _ = S.apply_index(
-            S.Site(),
-            index_version=1,
-            deployments=(d,),
-            commands={},
-            now=1500.0,
-            settings=dataclasses.replace(SETTINGS, enabled=False),
-            verified=lambda _s: True,
-            devices=[],
-            matrix=None,
-        )
-        return site
-
-    memo, site = PollMemo(), site_of(d1)
+    memo, site = PollMemo(), ungated_site(d1)
     devs = [DeviceRecord(f"dev-{i}", {"hw": "rev2", "fw": "1.3.0"}, model_id="detector") for i in range(5)]
     answers = [memo.answer(site, dev, 1500.0, True, lambda _s: True, None, S.GatesView(site)) for dev in devs]
     assert answers[0].deployment == d1
     assert all(a is answers[0] for a in answers)  # computed five times, one object
     assert memo.misses == 5
-    site = site_of(d2)
+    site = ungated_site(d2)
     after = memo.answer(site, devs[0], 1500.0, True, lambda _s: True, None, S.GatesView(site))
     assert after.deployment == d2 and after is not answers[0]
