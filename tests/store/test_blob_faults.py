@@ -301,32 +301,40 @@ def test_the_quarantine_is_bounded_and_keeps_the_newest(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_a_catalog_that_cannot_be_written_stops_nothing_and_is_written_once_it_can(
-    reg: Registry, tmp_path: Path, http: aiohttp.ClientSession
+    reg: Registry, tmp_path: Path, http: aiohttp.ClientSession, seed: int
 ) -> None:
     """``catalog.json`` cannot be replaced (here a directory stands in its place; in the field: out
-    of descriptors, or a read-only remount): the mirror keeps polling and mirrors the next version,
-    devices download it, ``/status`` counts the failed writes, and the catalog is written once the
-    disk takes it again. (Found under load in CI: EMFILE in the catalog's temp file ended the
-    mirror's poll loop for good.)"""
+    of descriptors, or a read-only remount), from a random instant after start-up, mirrored or not:
+    the mirror keeps polling and mirrors the next version, devices download both, ``/status``
+    counts the failed writes, and the catalog is written once the disk takes it again. (Found under
+    load in CI: EMFILE in the catalog's temp file ended the mirror's poll loop for good.)"""
+    rng = random.Random(seed)
     reg.publish(MODEL)
     catalog = tmp_path / "data" / "catalog.json"
+    second = os.urandom(MB)
+    path2 = "/artifacts/detector/2.0.0/detector-2.0.0.bin"
     async with running(gateway_settings(reg, tmp_path / "data")) as gw:
-        await until(lambda: gw.store.is_verified(SHA), what="artifact mirrored")
-        await until(catalog.exists, what="catalog written")
-        catalog.unlink()
-        catalog.mkdir()  # os.replace onto it fails: IsADirectoryError
-        second = os.urandom(MB)
+        await asyncio.sleep(rng.uniform(0, 0.5))  # the fault lands at a random instant
+        while True:  # the gateway may be replacing the file at this very moment
+            catalog.unlink(missing_ok=True)
+            try:
+                catalog.mkdir()  # os.replace onto it fails: IsADirectoryError
+                break
+            except FileExistsError:
+                continue
+        await asyncio.sleep(rng.uniform(0, 0.3))
         reg.publish(second, version="2.0.0")
-        path2 = "/artifacts/detector/2.0.0/detector-2.0.0.bin"
 
-        async def second_served() -> bool:
-            return (await download(http, gw, path2))[:2] == (200, second)
+        async def served(path: str, model: bytes) -> None:
+            deadline = time.monotonic() + 15
+            while (await download(http, gw, path))[:2] != (200, model):
+                assert time.monotonic() < deadline, f"{path} was never served"
+                await asyncio.sleep(0.1)
 
-        deadline = time.monotonic() + 15
-        while not await second_served():
-            assert time.monotonic() < deadline, "the second version was never served"
-            await asyncio.sleep(0.1)
+        await served(path2, second)
+        await served(PATH, MODEL)
         async with http.get(operator_url(gw) + "/status") as r:
             counters = (await r.json())["counters"]
         assert counters.get("store.catalog_write_errors", 0) >= 1
