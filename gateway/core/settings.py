@@ -247,8 +247,21 @@ class GateSettings:
     approve_each_wave: bool = False  # a wave that passed waits for `ota-gateway gate approve`
     dry_run: tuple[str, ...] = ()  # criteria evaluated and recorded, never halting
     waves: tuple[float, ...] = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0)
-    min_devices_per_wave: int = field(default=1, metadata=POSITIVE)
-    soak_s: float = field(default=900.0, metadata=NON_NEGATIVE)
+    min_devices_per_wave: int = field(default=2, metadata=POSITIVE)
+    # a wave advances when every criterion says "no worse" and soak_min_s has passed; still
+    # undecided at soak_max_s, it waits for a person (`ota-gateway gate approve`)
+    soak_min_s: float = field(default=300.0, metadata=NON_NEGATIVE)
+    soak_max_s: float = field(default=14_400.0, metadata=POSITIVE)
+    # the chance that a candidate no worse than its margins is halted, over its whole rollout
+    # (every criterion, wave and look): the tests' stated rate
+    false_halt_rate: float = field(default=0.05, metadata=FRACTION)
+    # the evidence a criterion needs to say "no worse than its margin" (a risk, per criterion)
+    no_worse_risk: float = field(default=0.2, metadata=FRACTION)
+    # how far back a device's own level on the baseline looks (a half-life of its windows)
+    reference_half_life_s: float = field(default=21_600.0, metadata=POSITIVE)
+    # a gate opened before its devices have levels on the baseline (a fresh gateway) waits this
+    # long for them before wave 1; then it opens on the absolute limits alone
+    reference_wait_s: float = field(default=900.0, metadata=NON_NEGATIVE)
     wave_order: str = ""  # attribute to order waves by, e.g. "hw" or "line"
     shadow: bool = False  # run every candidate in shadow on the first wave's devices first
     warmup_share: float = field(default=0.8, metadata=FRACTION)  # of a wave's devices past warm-up

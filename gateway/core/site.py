@@ -45,6 +45,7 @@ from gateway.core.gates import (
     open_gate,
     step,
 )
+from gateway.core.gates import levels as L
 from gateway.core.manifest import Command, Deployment, HealthChecks, parse_deployment
 from gateway.core.settings import GateSettings
 from gateway.core.window import WindowStats
@@ -86,6 +87,8 @@ class Site:
     known: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # every manifest seen
     cloud_held: frozenset[str] = frozenset()  # gates held by a signed ``paused``
     safe_mode: str | None = None  # why new gates open held (the gate state could not be read)
+    # every device's own level on each version in the index (a gate compares with it when it opens)
+    levels: Mapping[str, L.Levels] = field(default_factory=dict)
     version: int = 0  # bumps with every change that can change an answer
 
     def judged(self, key: str) -> bool:
@@ -254,6 +257,7 @@ def apply_index(
             eligible=eligible_for(d, live, devices, now, matrix),
             held_by=SAFE_MODE if site.safe_mode else None,
             running=_running(d.version, d.model_id, devices),
+            reference=site.levels.get(baseline.key) if baseline is not None else None,
         )
         decisions += made
     site = dataclasses.replace(
@@ -305,6 +309,14 @@ def tick(
     site, decisions = _cloud_commands(site, now, settings, devices, matrix)
     changed = bool(decisions)
     by_key = {d.key: d for d in site.deployments}
+    if windows:
+        levels = L.update(
+            L.prune(site.levels, by_key),
+            windows,
+            versions=frozenset(by_key),
+            half_life_s=settings.reference_half_life_s,
+        )
+        site = dataclasses.replace(site, levels=levels)
     gates = dict(site.gates)
     for key, gate in site.gates.items():
         d = by_key.get(key)
@@ -316,6 +328,9 @@ def tick(
             eligible=_lazy_eligible(site, key, now, devices, matrix) if gate.active else {},
             windows=windows,
             events=events,
+            reference=site.levels.get(f"{gate.model_id}@{gate.baseline_version}")
+            if gate.baseline_version
+            else None,
         )
         changed = changed or _answers_differ(gate, new)
         gates[key] = new

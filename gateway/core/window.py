@@ -6,6 +6,7 @@ This is the value the canary gates judge and the cloud receives. Produced by
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,68 @@ class GroupKey:
     model_version: str
     cohort: str  # value of the cohort attribute (e.g. hw=rev2), "" when unknown
     shadow: bool = False  # metrics of a candidate running in shadow beside the active model
+
+
+@dataclass(slots=True)
+class DeviceWindow:
+    """One device's reports in one window, as sums: what the gates compare a device with its own
+    past (:mod:`gateway.core.gates.levels`). Filled in place by the aggregator, read-only after."""
+
+    samples: int = 0
+    inferences: int = 0
+    errors: int = 0
+    lat_sum: float = 0.0  # log latency, weighted by inferences (latency is compared as a ratio)
+    lat_w: int = 0
+    cpu_sum: float = 0.0
+    cpu_n: int = 0
+    ram_sum: float = 0.0
+    ram_n: int = 0
+    temp_sum: float = 0.0
+    temp_n: int = 0
+    conf_sum: float = 0.0
+    conf_w: int = 0
+    unknown_sum: float = 0.0
+    unknown_w: int = 0
+    classes: dict[str, int] = field(default_factory=dict)
+
+    def add(
+        self,
+        inferences: int,
+        errors: int,
+        latency_ms: float | None,
+        cpu: float | None,
+        ram: float | None,
+        temp: float | None,
+        confidence: float | None,
+        unknown: float | None,
+        classes: Mapping[str, int],
+    ) -> None:
+        self.samples += 1
+        self.inferences += inferences
+        self.errors += errors
+        w = inferences if inferences > 1 else 1
+        if latency_ms is not None:
+            self.lat_sum += math.log(max(latency_ms, 1e-3)) * w
+            self.lat_w += w
+        if cpu is not None:
+            self.cpu_sum += cpu
+            self.cpu_n += 1
+        if ram is not None:
+            self.ram_sum += ram
+            self.ram_n += 1
+        if temp is not None:
+            self.temp_sum += temp
+            self.temp_n += 1
+        if confidence is not None:
+            self.conf_sum += confidence * w
+            self.conf_w += w
+        if unknown is not None:
+            self.unknown_sum += unknown * w
+            self.unknown_w += w
+        if classes:
+            mine = self.classes
+            for name, k in classes.items():
+                mine[name] = mine.get(name, 0) + k
 
 
 @dataclass(frozen=True)
@@ -46,6 +109,8 @@ class WindowStats:
     # messages refused as invalid from devices on this version (counted against a candidate)
     invalid: int = 0
     device_invalid: Mapping[str, int] = field(default_factory=dict)
+    # each device's own figures in the window (the gates' paired comparisons; never sent upstream)
+    device_windows: Mapping[str, DeviceWindow] = field(default_factory=dict)
 
     @property
     def class_shares(self) -> dict[str, float]:

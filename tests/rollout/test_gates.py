@@ -21,7 +21,9 @@ from gateway.rollout.gate_store import GateStore
 from gateway.rollout.keeper import GateKeeper
 from tests.rollout.sim import run
 
-SITE = GateSettings(min_devices_per_wave=1, soak_s=120.0, min_devices=2, min_samples=4, min_inferences=100)
+SITE = GateSettings(
+    min_devices_per_wave=1, soak_min_s=120.0, min_devices=2, min_samples=4, min_inferences=100
+)
 LIMITS = GateLimits.of(HealthChecks(max_cpu_percent=80, max_error_rate=0.05, warmup_inferences=10), SITE)
 ELIGIBLE = {f"d{i}": {"hw": ("rev1", "rev2")[i % 2]} for i in range(100)}
 

@@ -270,7 +270,7 @@ def test_dry_run_criteria_are_recorded_never_acted_on() -> None:
 
 
 def test_approve_each_wave_waits_for_a_person() -> None:
-    settings = dataclasses.replace(SETTINGS, approve_each_wave=True, soak_s=60.0)
+    settings = dataclasses.replace(SETTINGS, approve_each_wave=True, soak_min_s=60.0)
     state, limits, eligible = first_gate(settings)
     devs = [*sorted(state.admitted), "d99"]
     state, decisions = step(state, now=70, limits=limits, eligible=eligible, windows=[cand_window(0, devs)])

@@ -13,7 +13,7 @@ the manifest's confidence floor and expected classes, silence and invalid metric
 
 A wave is judged on the evidence gathered since it opened: the candidate's aggregate windows, and
 the baseline's (the previous stable version, same cohorts, same windows). Any criterion that fails
-with enough data halts at once; a wave advances only after its soak (``soak_s`` and the manifest's
+with enough data halts at once; a wave advances only after its soak (``soak_min_s`` and the manifest's
 ``warmup_inferences`` reached by ``warmup_share`` of the wave's devices) and when no criterion fails
 and the candidate's own absolute checks had enough data. Relative and behavioural checks need a
 baseline; without one (a model's first version at the site) they say so ("insufficient") and do not

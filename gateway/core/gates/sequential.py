@@ -1,0 +1,140 @@
+"""Anytime-valid tests: the three answers of a criterion, at any number of looks, at a stated rate.
+
+Two shapes of evidence, each with its textbook formula (no library of the field fits the core's
+stdlib-only rule; ``tests/core/gates/test_sequential.py`` checks each by its own simulation):
+
+* a mean with an estimated variance (:func:`judge_mean`): the normal-mixture confidence sequence
+  (Robbins; Howard, Ramdas, McAuliffe, Sekhon, "Time-uniform, nonparametric, nonasymptotic
+  confidence sequences", Ann. Statist. 2021, eq. (14); the mixture SPRT of Lindon, Sanden and
+  Shirikian, KDD 2022). With the mixing scale ``tau`` the boundary around the estimate is
+  ``sqrt(V (V + tau^2) / tau^2 * (log((V + tau^2) / V) + 2 log(1 / alpha)))``; it covers the true value
+  at every look at once with probability 1 - alpha (asymptotically, with V estimated). The evidence
+  number is the one-sided (half-normal) mixture e-value against the margin: a test supermartingale
+  for every value on the good side of the margin, so the coordinator may multiply the e-values of
+  independent sites.
+* a share of devices (:func:`judge_share`: install failures, silence): the likelihood ratio of a
+  Bernoulli stream, mixed over a grid of alternatives past the margin (each a test martingale at
+  the margin, a supermartingale on the good side), so one or two devices already say something.
+
+"Worse" needs the evidence past the margin at the stated rate; "no worse" needs it on the good side
+at ``no_worse_alpha``; anything else is "undecided": never a pass for lack of data.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)  # where between the margin and the end the share alternatives sit
+
+
+class Answer(enum.StrEnum):
+    WORSE = "worse"  # past the margin: halt
+    NO_WORSE = "no_worse"  # on the good side of the margin: may advance
+    UNDECIDED = "undecided"  # keep collecting; after the longest soak, a person decides
+    FAIL = "worse"  # the names of the fixed-threshold gate, kept for its callers
+    PASS = "no_worse"
+    INSUFFICIENT = "undecided"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Answer | None:
+        """Verdicts stored by the fixed-threshold gate read back as the three answers."""
+        return {"pass": cls.NO_WORSE, "fail": cls.WORSE, "insufficient": cls.UNDECIDED}.get(str(value))
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    answer: Answer
+    estimate: float
+    lower: float  # the confidence sequence at the stated rate, on the estimate's scale
+    upper: float
+    e_value: float  # evidence that it is worse than the margin (1: none; >= 1/alpha: worse)
+
+
+def width(variance: float, tau: float, alpha: float) -> float:
+    """Half-width of the normal-mixture confidence sequence at level 1 - alpha."""
+    v = max(variance, 1e-300)
+    t2 = tau * tau
+    return math.sqrt(v * (v + t2) / t2 * (math.log((v + t2) / v) + 2.0 * math.log(1.0 / alpha)))
+
+
+def _log_phi(x: float) -> float:
+    """log of the standard normal distribution function, also far in its lower tail."""
+    if x > -30.0:
+        return math.log(0.5 * math.erfc(-x / math.sqrt(2.0)))
+    return -x * x / 2.0 - math.log(-x) - 0.5 * math.log(2.0 * math.pi)
+
+
+def e_value_mean(z: float, variance: float, tau: float) -> float:
+    """Half-normal mixture e-value that the mean exceeds the margin by ``z`` (estimate - margin, on
+    the worse side), for an estimate of ``variance``."""
+    v = max(variance, 1e-300)
+    t2 = tau * tau
+    s = v * (v + t2)
+    exponent = z * z * t2 / (2.0 * s) if z > 0 else 0.0
+    log_e = (
+        math.log(2.0) + 0.5 * math.log(v / (v + t2)) + min(exponent, 700.0) + _log_phi(z * tau / math.sqrt(s))
+    )
+    return math.exp(min(log_e, 700.0))
+
+
+def judge_mean(
+    estimate: float,
+    variance: float,
+    margin: float,
+    *,
+    tau: float,
+    alpha: float,
+    no_worse_alpha: float,
+    higher_is_worse: bool = True,
+) -> Judgement:
+    """Is the mean worse than ``margin`` (above it, or below it when ``higher_is_worse`` is False)?"""
+    lo, hi = estimate - width(variance, tau, alpha), estimate + width(variance, tau, alpha)
+    ok = width(variance, tau, no_worse_alpha)
+    z = estimate - margin if higher_is_worse else margin - estimate
+    e = e_value_mean(z, variance, tau)
+    if (lo > margin) if higher_is_worse else (hi < margin):
+        answer = Answer.WORSE
+    elif (estimate + ok < margin) if higher_is_worse else (estimate - ok > margin):
+        answer = Answer.NO_WORSE
+    else:
+        answer = Answer.UNDECIDED
+    return Judgement(answer, estimate, lo, hi, e)
+
+
+def share_e_values(bad: int, n: int, margin: float) -> tuple[float, float]:
+    """(evidence the share exceeds ``margin``, evidence it is below it) after ``bad`` of ``n``."""
+    m = min(max(margin, 1e-6), 1 - 1e-6)
+
+    def mix(grid: tuple[float, ...]) -> float:
+        total = 0.0
+        for p in grid:
+            total += math.exp(bad * math.log(p / m) + (n - bad) * math.log((1 - p) / (1 - m)))
+        return total / len(grid)
+
+    worse = mix(tuple(m + g * (1 - m) for g in _GRID))
+    better = mix(tuple(g * m for g in _GRID))
+    return worse, better
+
+
+def judge_share(bad: int, n: int, margin: float, *, alpha: float, no_worse_alpha: float) -> Judgement:
+    """Is the share of bad devices above ``margin``? Bounds are the shares the evidence rules out."""
+    worse, better = share_e_values(bad, n, margin)
+    estimate = bad / n if n else 0.0
+    lo, hi = _share_bounds(bad, n, alpha)
+    if worse >= 1 / alpha:
+        answer = Answer.WORSE
+    elif better >= 1 / no_worse_alpha:
+        answer = Answer.NO_WORSE
+    else:
+        answer = Answer.UNDECIDED
+    return Judgement(answer, estimate, lo, hi, worse)
+
+
+def _share_bounds(bad: int, n: int, alpha: float) -> tuple[float, float]:
+    """The shares p the evidence has not ruled out (each tested as a margin), to a hundredth."""
+    if n == 0:
+        return 0.0, 1.0
+    kept = [p / 100 for p in range(1, 100) if max(share_e_values(bad, n, p / 100)) < 1 / alpha]
+    return (kept[0], kept[-1]) if kept else (bad / n, bad / n)
