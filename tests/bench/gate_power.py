@@ -28,11 +28,11 @@ asserts a time; the wall time is printed. ``scipy`` and ``numpy`` are for this b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import multiprocessing
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -45,18 +45,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import numpy as np
-from scipy.stats import mannwhitneyu
-
 from gateway.core.settings import GateSettings
 from gateway.core.waves import wave_target
 from gateway.rollout.replay import replay_trace
+from tests.bench.mann_whitney import mann_whitney
 from tests.rollout import site_traces
-from tests.rollout.site_traces import BASELINE, CANDIDATE, CLASSES, GOOD_STORIES, STORIES, site_trace
+from tests.rollout.site_traces import GOOD_STORIES, STORIES, site_trace
 
 JUDGES = ("new", "before", "mw")
 RATE = 0.05  # the stated false-halt rate (gates.false_halt_rate's default)
-WINDOW_S = 60.0
 
 # The code before runs in its own interpreter, its checkout first on the path; it builds the same
 # trace from this checkout's generator (a pure file, loaded by path) and answers one line per job.
@@ -94,110 +91,16 @@ def _outcome(r: Mapping[str, Any]) -> Outcome:
     )
 
 
-# ---- the Mann-Whitney judge (Kayenta's method), at the site's margins ----
-
-
-def _values(m: Mapping[str, Any]) -> dict[str, float]:
-    n = m["num_inferences"]
-    total = sum(m["class_counts"].values())
-    out = {
-        "errors": m["num_errors"] / n if n else 0.0,
-        "latency": m["avg_latency_ms"],
-        "cpu": m["cpu_percent"],
-        "confidence": m["mean_confidence"],
-    }
-    for name, _ in CLASSES:
-        out[f"class:{name}"] = m["class_counts"].get(name, 0) / total if total else 0.0
-    return out
-
-
-def _margins(s: GateSettings) -> dict[str, tuple[str, float, str]]:
-    """metric -> (how the baseline is shifted, by how much, the side that is worse)."""
-    out = {
-        "errors": ("add", s.error_rate_rise_max, "greater"),
-        "latency": ("mul", s.latency_ratio_max, "greater"),
-        "cpu": ("add", s.cpu_rise_max_percent, "greater"),
-        "confidence": ("add", -s.confidence_drop_max, "less"),
-    }
-    for name, share in CLASSES:
-        if share >= s.class_floor:
-            out[f"class:{name}"] = ("mul", s.class_collapse_ratio, "less")
-    return out
-
-
-def _worse(cand: list[float], base: list[float], how: str, by: float, side: str, alpha: float) -> bool:
-    if len(cand) < 2 or len(base) < 2:
-        return False
-    b = np.asarray(base)
-    b = b + by if how == "add" else b * by
-    c = np.asarray(cand)
-    if np.ptp(c) == 0 and np.ptp(b) == 0 and c[0] == b[0]:
-        return False
-    return bool(mannwhitneyu(c, b, alternative=side, method="asymptotic").pvalue < alpha)
-
-
-def mann_whitney(trace: Sequence[Mapping[str, Any]], s: GateSettings, seed: int) -> dict[str, Any]:
-    """Kayenta's judge over the trace, at the same margins and soak as the code before."""
-    head = trace[0]
-    ids = [d["id"] for d in head["devices"]]
-    rng = random.Random(f"mw/{seed}")
-    order = rng.sample(ids, len(ids))
-    poll, pub = float(head["poll_interval_s"]), float(head["publish_s"])
-    margins = _margins(s)
-    alpha = RATE / len(margins)
-    switch: dict[str, float] = {}  # device -> when it runs the candidate
-    cand: dict[str, list[float]] = defaultdict(list)
-    base: dict[str, list[float]] = defaultdict(list)
-    wave, opened = -1, pub
-    result: dict[str, Any] = {
-        "outcome": "undecided",
-        "halted_at_s": None,
-        "exposed": 0,
-        "full_at_s": None,
-        "published_at_s": pub,
-    }
-
-    def open_wave(k: int, at: float) -> None:
-        for d in order[: wave_target(s.waves, k, len(ids), s.min_devices_per_wave)]:
-            switch.setdefault(d, at + rng.uniform(0.0, poll))
-
-    records = iter(trace[1:])
-    pending = next(records, None)
-    look = pub
-    while look <= pub + 24 * 3600 and pending is not None:
-        if wave + 1 < len(s.waves) and (wave < 0 or look - opened >= s.soak_s):
-            wave, opened = wave + 1, look
-            open_wave(wave, look)
-            if wave == len(s.waves) - 1 or len(switch) == len(ids):
-                result.update(outcome="done", full_at_s=look)
-                break
-        look += WINDOW_S
-        first = min(switch.values())
-        while pending is not None and pending["t"] <= look:
-            t, d = pending["t"], pending["device"]
-            on = CANDIDATE if switch.get(d, math.inf) <= t else BASELINE
-            if pending["version"] == on and t >= first:
-                into = cand if on == CANDIDATE else base
-                for k, v in _values(pending["metrics"]).items():
-                    into[k].append(v)
-            pending = next(records, None)
-        if any(_worse(cand[k], base[k], *margins[k], alpha) for k in margins):
-            result.update(outcome="halted", halted_at_s=look)
-            break
-    halt = result["halted_at_s"]
-    result["exposed"] = len(switch) if halt is None else sum(1 for at in switch.values() if at <= halt)
-    return result
-
-
 # ---- the jobs, two processes ----
 
 
 class _Worker:
     """One pool process: the judges of one trace; the code before in a child of its own."""
 
-    def __init__(self, before: str | None) -> None:
+    def __init__(self, before: str | None, judges: frozenset[str]) -> None:
+        self.judges = judges
         self.child: subprocess.Popen[str] | None = None
-        if before:
+        if before and "before" in judges:
             env = {**os.environ, "PYTHONPATH": before}
             self.child = subprocess.Popen(
                 [sys.executable, "-c", _BEFORE, site_traces.__file__],
@@ -212,8 +115,11 @@ class _Worker:
         story, devices, seed, report_s = job
         s = GateSettings()
         trace = site_trace(story, devices, seed, report_s=report_s)
-        out = {"new": _outcome(replay_trace(trace, s, name=story, seed=seed).to_json())}
-        out["mw"] = _outcome(mann_whitney(trace, s, seed))
+        out = {}
+        if "new" in self.judges:
+            out["new"] = _outcome(replay_trace(trace, s, name=story, seed=seed).to_json())
+        if "mw" in self.judges:
+            out["mw"] = _outcome(mann_whitney(trace, s, seed, RATE))
         if self.child is not None:
             assert self.child.stdin is not None and self.child.stdout is not None
             line = {"story": story, "devices": devices, "seed": seed, "report_s": report_s}
@@ -226,9 +132,9 @@ class _Worker:
 _worker: _Worker | None = None  # one per pool process (multiprocessing's initializer pattern)
 
 
-def _init(before: str | None) -> None:
+def _init(before: str | None, judges: frozenset[str]) -> None:
     global _worker
-    _worker = _Worker(before)
+    _worker = _Worker(before, judges)
 
 
 def _run(job: tuple[str, int, int, float]) -> tuple[tuple[str, int, int], dict[str, Outcome], bool]:
@@ -238,7 +144,17 @@ def _run(job: tuple[str, int, int, float]) -> tuple[tuple[str, int, int], dict[s
 
 # ---- the figures ----
 
-Results = dict[tuple[str, int, str], list[tuple[Outcome, bool]]]  # (story, size, judge) -> per seed
+# (story, size, judge) -> seed -> (its outcome, whether the site had a bad camera)
+Results = dict[tuple[str, int, str], dict[int, tuple[Outcome, bool]]]
+
+
+def _load(path: str, results: Results, keep: frozenset[str]) -> None:
+    """Outcomes an earlier run wrote with ``--out`` (JSON lines), for the judges not run now."""
+    for line in Path(path).read_text().splitlines():
+        doc = json.loads(line)
+        for judge, o in doc["judges"].items():
+            if judge not in keep:
+                results[doc["story"], doc["size"], judge][doc["seed"]] = (Outcome(**o), doc["bad_camera"])
 
 
 def _first_wave(size: int) -> int:
@@ -284,7 +200,7 @@ def report(results: Results, stories: Sequence[str], sizes: Sequence[int], judge
     print(f"{'story':17}{'size':>5} " + " | ".join(cols for _ in judges))
     for story in stories:
         for size in sizes:
-            cells = [_cell(results[story, size, j], story, size) for j in judges]
+            cells = [_cell(list(results[story, size, j].values()), story, size) for j in judges]
             print(f"{story:17}{size:>5} " + " | ".join(cells))
     print("\nissue 24, what it must show:")
     for judge in judges:
@@ -300,7 +216,7 @@ def goals(results: Results, stories: Sequence[str], sizes: Sequence[int], judge:
 
     for story in (s for s in GOOD_STORIES if s in stories):
         for size in sizes:
-            rows = results[story, size, judge]
+            rows = list(results[story, size, judge].values())
             n = len(rows)
             allowance = RATE + 2 * math.sqrt(RATE * (1 - RATE) / n)
             share = sum(o.outcome == "halted" for o, _ in rows) / n
@@ -310,24 +226,33 @@ def goals(results: Results, stories: Sequence[str], sizes: Sequence[int], judge:
             )
     if 20 in sizes:
         for story in (s for s in stories if s not in GOOD_STORIES):
-            rows = results[story, 20, judge]
+            rows = list(results[story, 20, judge].values())
             ok = sum(o.outcome == "halted" and o.exposed <= _first_wave(20) for o, _ in rows) / len(rows)
             out.append(
                 f"{verdict(ok >= 0.9)} {story} at 20: {ok:.1%} halted within the first wave (goal 90 %)"
             )
     if "errors_x3" in stories:
         for size in sizes:
-            t = [math.inf if o.halt_min is None else o.halt_min for o, _ in results["errors_x3", size, judge]]
+            t = [
+                math.inf if o.halt_min is None else o.halt_min
+                for o, _ in results["errors_x3", size, judge].values()
+            ]
             out.append(
                 f"{verdict(_median(t) < 30)} errors_x3 at {size}: median {_mins(_median(t))} min to halt (goal < 30)"
             )
     if "good" in stories and any(k[2] == "before" for k in results):
         for size in sizes:
             mine = _median(
-                [math.inf if o.full_min is None else o.full_min for o, _ in results["good", size, judge]]
+                [
+                    math.inf if o.full_min is None else o.full_min
+                    for o, _ in results["good", size, judge].values()
+                ]
             )
             old = _median(
-                [math.inf if o.full_min is None else o.full_min for o, _ in results["good", size, "before"]]
+                [
+                    math.inf if o.full_min is None else o.full_min
+                    for o, _ in results["good", size, "before"].values()
+                ]
             )
             out.append(
                 f"{verdict(mine <= old)} good at {size}: median {_mins(mine)} min to full rollout, "
@@ -342,43 +267,72 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=10_000)
     ap.add_argument("--sizes", default="10,20,50")
     ap.add_argument("--stories", default=",".join(STORIES))
+    ap.add_argument("--judges", default=",".join(JUDGES), help="which judges to run now")
     ap.add_argument("--report-s", type=float, default=120.0, help="seconds between a device's reports")
     ap.add_argument("--before", default="/work/wt-before", help="checkout of the code before ('' to skip)")
     ap.add_argument("--processes", type=int, default=2)
+    ap.add_argument("--out", help="append every trace's outcomes to this file (JSON lines)")
+    ap.add_argument(
+        "--load", action="append", default=[], help="outcomes of an earlier --out, for other judges"
+    )
     args = ap.parse_args()
-    sizes = [int(x) for x in args.sizes.split(",")]
+    sizes = sorted(int(x) for x in args.sizes.split(","))
     stories = [x for x in args.stories.split(",") if x]
-    unknown = [x for x in stories if x not in STORIES]
-    if unknown:
-        ap.error(f"--stories: unknown {', '.join(unknown)}; known: {', '.join(STORIES)}")
-    before = args.before if args.before and Path(args.before, "gateway").is_dir() else None
-    judges = [j for j in JUDGES if j != "before" or before]
-    seeds = range(args.first_seed, args.first_seed + args.seeds)
-    jobs = [
-        (st, n, seed, args.report_s) for n in sorted(sizes, reverse=True) for st in stories for seed in seeds
+    unknown = [x for x in stories if x not in STORIES] + [
+        j for j in args.judges.split(",") if j not in JUDGES
     ]
+    if unknown:
+        ap.error(f"unknown {', '.join(unknown)}; stories: {', '.join(STORIES)}; judges: {', '.join(JUDGES)}")
+    before = args.before if args.before and Path(args.before, "gateway").is_dir() else None
+    run = frozenset(j for j in args.judges.split(",") if j != "before" or before)
+    results: Results = defaultdict(dict)
+    for path in args.load:
+        _load(path, results, run)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    jobs = [(st, n, seed, args.report_s) for n in reversed(sizes) for st in stories for seed in seeds]
     print(
         f"{len(jobs)} traces: stories {', '.join(stories)}; sites of {args.sizes} devices; seeds {seeds.start}-"
         f"{seeds.stop - 1}; reports every {args.report_s:g} s; publish at 2 h of 8 h; default gate settings; "
-        f"the code before: {before or 'skipped'}; {args.processes} processes; load {os.getloadavg()[0]:.1f}",
+        f"judges run now: {', '.join(sorted(run))} (the code before: {before or 'skipped'}); "
+        f"{args.processes} processes; load average {os.getloadavg()[0]:.1f}",
         flush=True,
     )
-    results: Results = defaultdict(list)
     t0 = time.perf_counter()
-    with multiprocessing.Pool(args.processes, initializer=_init, initargs=(before,)) as pool:
-        for i, ((story, size, _), out, cam) in enumerate(pool.imap_unordered(_run, jobs), start=1):
-            for judge, o in out.items():
-                results[story, size, judge].append((o, cam))
-            if i % max(1, len(jobs) // 20) == 0 or i == len(jobs):
-                el = time.perf_counter() - t0
-                print(
-                    f"  {i}/{len(jobs)} traces, {el:.0f} s, about {el / i * (len(jobs) - i):.0f} s left",
-                    flush=True,
-                )
-    report(results, stories, sorted(sizes), judges)
+    _run_jobs(jobs, results, before, run, args.processes, args.out)
+    judges = [j for j in JUDGES if any(results[st, n, j] for st in stories for n in sizes)]
+    report(results, stories, sizes, judges)
     print(
         f"\nwall time {time.perf_counter() - t0:.0f} s; load average now {os.getloadavg()[0]:.1f} (2 cores)"
     )
+
+
+def _run_jobs(
+    jobs: Sequence[tuple[str, int, int, float]],
+    results: Results,
+    before: str | None,
+    run: frozenset[str],
+    processes: int,
+    out: str | None,
+) -> None:
+    t0 = time.perf_counter()
+    sink = open(out, "a") if out else None  # noqa: SIM115 (closed below, written as results come)
+    try:
+        with multiprocessing.Pool(processes, initializer=_init, initargs=(before, run)) as pool:
+            for i, ((story, size, seed), got, cam) in enumerate(pool.imap_unordered(_run, jobs), start=1):
+                for judge, o in got.items():
+                    results[story, size, judge][seed] = (o, cam)
+                if sink is not None:
+                    doc = {"story": story, "size": size, "seed": seed, "bad_camera": cam}
+                    doc["judges"] = {j: dataclasses.asdict(o) for j, o in got.items()}
+                    sink.write(json.dumps(doc) + "\n")
+                    sink.flush()
+                if i % max(1, len(jobs) // 20) == 0 or i == len(jobs):
+                    el = time.perf_counter() - t0
+                    left = el / i * (len(jobs) - i)
+                    print(f"  {i}/{len(jobs)} traces, {el:.0f} s, about {left:.0f} s left", flush=True)
+    finally:
+        if sink is not None:
+            sink.close()
 
 
 if __name__ == "__main__":
