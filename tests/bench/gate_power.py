@@ -176,7 +176,8 @@ def _cell(rows: list[tuple[Outcome, bool]], story: str, size: int) -> str:
     first = sum(1 for o, _ in rows if o.outcome == "halted" and o.exposed <= _first_wave(size))
     cell = (
         f"{len(halts) / n:6.1%} {_mins(_median(halts)):>4} {_mins(max(halts, default=math.inf)):>4} "
-        f"{max(o.exposed for o, _ in rows):>4} {first / n:6.1%}"
+        f"{max(o.exposed for o, _ in rows):>4} {first / n:6.1%} "
+        f"{sum(o.outcome == 'undecided' for o, _ in rows) / n:6.1%}"
     )
     if story in GOOD_STORIES:
         full = [math.inf if o.full_min is None else o.full_min for o, _ in rows]
@@ -192,11 +193,14 @@ def report(results: Results, stories: Sequence[str], sizes: Sequence[int], judge
     print(
         "\nhalted: share halted; t50, tmax: median and worst minutes from the publish to the halt; exp: worst"
         "\nexposure (devices that ever ran the candidate); wave0: share halted with no more devices exposed"
-        "\nthan the first wave admits; good stories: full, median minutes to full rollout (never: -), and"
-        "\ncamH, the share of the seeds with a bad camera that halted\n"
+        "\nthan the first wave admits; undec: share neither halted nor done at the trace's end (waiting);"
+        "\ngood stories: full, median minutes to full rollout (never: -), and camH, the share of the seeds"
+        "\nwith a bad camera that halted\n"
     )
-    print(f"{'':22} " + " | ".join(f"{j:^41}" for j in judges))
-    cols = f"{'halted':>6} {'t50':>4} {'tmax':>4} {'exp':>4} {'wave0':>6} {'full':>5} {'camH':>6}"
+    print(f"{'':22} " + " | ".join(f"{j:^48}" for j in judges))
+    cols = (
+        f"{'halted':>6} {'t50':>4} {'tmax':>4} {'exp':>4} {'wave0':>6} {'undec':>6} {'full':>5} {'camH':>6}"
+    )
     print(f"{'story':17}{'size':>5} " + " | ".join(cols for _ in judges))
     for story in stories:
         for size in sizes:
