@@ -25,10 +25,18 @@ from typing import Any
 
 from firmware_compat.matrix import CompatMatrix, MatrixError, parse_matrix
 from gateway.core.errors import ConfigError
+from gateway.core.gates.table import BY_NAME as GATE_CRITERIA
 from gateway.core.schedule import Schedule, ScheduleSpecError, parse_schedule
-from gateway.core.settings import GATE_CRITERIA, Settings, parse_hostport
+from gateway.core.settings import Settings, parse_hostport
 
 ENV_PREFIX = "OTA_GATEWAY_"
+# keys an older config file may still carry, and what took their place
+RETIRED = {
+    "gates.soak_s": "gates.soak_min_s (renamed: a wave advances once its criteria say 'no worse')",
+    "gates.min_devices": "nothing: the gates' decisions now state their error rate (gates.false_halt_rate); remove it",
+    "gates.min_inferences": "nothing: the gates judge counts as counts (gates.false_halt_rate); remove it",
+    "gates.min_expected_class_count": "nothing: a class's evidence is judged as counts; remove it",
+}
 
 
 def load_matrix(path: Path) -> CompatMatrix:
@@ -85,6 +93,8 @@ def _build(cls: type[Any], data: Mapping[str, Any], source: str, prefix: str) ->
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
+        if prefix + key in RETIRED:
+            raise ConfigError(source, prefix + key, RETIRED[prefix + key])
         if key not in fields:
             known = ", ".join(sorted(fields))
             raise ConfigError(source, prefix + key, f"a known key (one of: {known})")

@@ -33,6 +33,8 @@ import aiohttp
 from gateway import registry
 from gateway.core import settings as S
 from gateway.core.errors import ConfigError
+from gateway.core.gates import Verdict
+from gateway.core.gates.words import say
 from gateway.device.agent import DeviceAgent
 from gateway.device.simulate import BURNS_CPU, HEALTHY, SimulatedInference
 from gateway.service import Gateway
@@ -46,9 +48,8 @@ GATES = S.GateSettings(
     waves=(10.0, 50.0, 100.0),
     min_devices_per_wave=2,
     soak_min_s=15.0,
-    min_devices=2,
+    reference_wait_s=20.0,
     min_samples=4,
-    min_inferences=100,
     silence_after_s=30.0,
 )
 
@@ -109,20 +110,11 @@ def _gate_status_hint(operator: str) -> str:
 
 
 def _verdict(v: dict[str, Any]) -> str:
-    c, base, limit, name = v.get("candidate"), v.get("baseline"), v.get("limit"), v["criterion"]
-    if c is None or limit is None:
-        return name
-    if name == "max_cpu_percent":
-        return f"cpu {c:.0f}% > {limit:.0f}% (the cloud's limit)"
-    if name == "cpu_rise_percent":
-        return f"cpu +{c:.0f} points over the baseline's {base or 0:.0f}% > +{limit:.0f}"
-    if name == "latency_ratio":
-        return f"latency p50 {c:.1f}x the baseline's > {limit:g}x"
-    if name == "max_latency_ms":
-        return f"latency p95 {c:.0f} ms > {limit:.0f} ms"
-    if name == "temperature_rise_c":
-        return f"temperature +{c:.1f} °C over the baseline's > +{limit:g} °C"
-    return f"{name} {c:.3g} > {limit:.3g}"
+    """A verdict from the audit log in words (the same words as the dashboard and `gate status`)."""
+    try:
+        return say(Verdict(**v))
+    except TypeError:
+        return str(v.get("criterion", "?"))
 
 
 def _sizes(verdicts: list[dict[str, Any]]) -> str:
@@ -184,7 +176,7 @@ class Story:
             self.wave = int(a.get("wave", 0))
             action, reason = a.get("action"), a.get("reason", "")
             if action == "halt":
-                failing = [v for v in a.get("verdicts", []) if v.get("result") == "fail"]
+                failing = [v for v in a.get("verdicts", []) if v.get("result") == "worse"]
                 self.say(f"gate {MODEL}@{V2} HALTED at wave {self.wave} ({_sizes(failing)}):")
                 for v in failing:
                     print(f"{'':10}{_verdict(v)}", flush=True)

@@ -215,27 +215,6 @@ class UplinkSettings:
 
 # Every criterion a gate judges (``class:<name>`` and ``expected_class:<name>`` per class); named by
 # gates.dry_run and in every decision record.
-GATE_CRITERIA = (
-    "max_cpu_percent",
-    "max_ram_percent",
-    "max_latency_ms",
-    "max_error_rate",
-    "max_temperature_c",
-    "latency_ratio",
-    "error_rate_rise",
-    "cpu_rise_percent",
-    "temperature_rise_c",
-    "confidence_drop",
-    "min_confidence",
-    "unknown_rate",
-    "install_failures",
-    "silence",
-    "invalid_metrics",
-    "class",
-    "expected_class",
-)
-
-
 @dataclass(frozen=True)
 class GateSettings:
     """Site canary gates: site overrides that may only tighten the cloud's limits."""
@@ -289,11 +268,8 @@ class GateSettings:
     silent_max: float = field(default=0.3, metadata=FRACTION)
     # invalid metrics from devices on the candidate: share above the baseline's
     invalid_rise_max: float = field(default=0.05, metadata=FRACTION)
-    # no verdict on less than this
-    min_devices: int = field(default=2, metadata=POSITIVE)
+    # no criterion answers on fewer windows of evidence than this
     min_samples: int = field(default=10, metadata=POSITIVE)
-    min_inferences: int = field(default=1000, metadata=POSITIVE)
-    min_expected_class_count: float = field(default=20.0, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)

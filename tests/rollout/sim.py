@@ -485,7 +485,6 @@ DEFAULT_SETTINGS = GateSettings(
     waves=(1.0, 5.0, 10.0, 25.0, 50.0, 100.0),
     min_devices_per_wave=2,
     soak_min_s=300.0,
-    min_devices=2,
     min_samples=6,
     silence_after_s=180.0,
 )

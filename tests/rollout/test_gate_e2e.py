@@ -42,7 +42,6 @@ async def test_a_bad_candidate_halts_in_wave_0_and_its_devices_roll_back(
             "waves": (10.0, 50.0, 100.0),
             "min_devices_per_wave": 2,
             "soak_min_s": 30.0,
-            "min_devices": 2,
             "min_samples": 4,
         },
     )

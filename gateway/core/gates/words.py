@@ -9,7 +9,8 @@ from gateway.core.gates.values import Verdict
 ANSWER = {"worse": "worse", "no_worse": "no worse", "undecided": "undecided"}
 
 
-def _value(unit: Unit, x: float) -> str:
+def value_text(unit: Unit, x: float) -> str:
+    """A number in a criterion's unit, for people."""
     if unit == Unit.RATE:
         return f"{x * 100:.1f} %"
     if unit == Unit.PERCENT:
@@ -43,11 +44,11 @@ def _bound(c: Criterion, v: Verdict, shift: float, scale: float) -> str:
     hi = v.upper * scale + shift if v.upper is not None else None
     worse_high = c.higher_is_worse
     if v.result == "worse" and lo is not None and hi is not None:
-        return f"at least {_value(unit, lo)}" if worse_high else f"at most {_value(unit, hi)}"
+        return f"at least {value_text(unit, lo)}" if worse_high else f"at most {value_text(unit, hi)}"
     if v.result == "no_worse" and lo is not None and hi is not None:
-        return f"at most {_value(unit, hi)}" if worse_high else f"at least {_value(unit, lo)}"
+        return f"at most {value_text(unit, hi)}" if worse_high else f"at least {value_text(unit, lo)}"
     if lo is not None and hi is not None:
-        return f"between {_value(unit, lo)} and {_value(unit, hi)}"
+        return f"between {value_text(unit, lo)} and {value_text(unit, hi)}"
     return ""
 
 
@@ -67,11 +68,9 @@ def say(v: Verdict) -> str:
     if c.kind == Kind.SHARE:
         bad = v.samples.get("failed", v.samples.get("silent", 0))
         n = v.samples.get("devices", v.samples.get("runners", 0))
-        return f"{what} {bad} of {n} ({_bound(c, v, 0.0, 1.0)}), limit {_value(c.unit, v.limit or 0.0)}: {answer}"
+        return f"{what} {bad} of {n} ({_bound(c, v, 0.0, 1.0)}), limit {value_text(c.unit, v.limit or 0.0)}: {answer}"
     if c.kind == Kind.ABSOLUTE:
-        return (
-            f"{what} {_value(c.unit, v.candidate)} ({_bound(c, v, 0.0, 1.0)}), limit {_limit(c, v)}: {answer}"
-        )
+        return f"{what} {value_text(c.unit, v.candidate)} ({_bound(c, v, 0.0, 1.0)}), limit {_limit(c, v)}: {answer}"
     if c.unit == Unit.LOG_MS:  # a ratio of latencies
         of = f" the baseline's {v.baseline:.0f} ms" if v.baseline is not None else " the baseline"
         return f"{what} {v.candidate:.2f}x{of} ({_bound(c, v, 0.0, 1.0)}), margin {_limit(c, v)}: {answer}"
@@ -80,15 +79,15 @@ def say(v: Verdict) -> str:
             f"{what} {v.candidate:.2f}x expected ({_bound(c, v, 0.0, 1.0)}), margin {_limit(c, v)}: {answer}"
         )
     base = v.baseline or 0.0
-    shown = f"{what} {_value(c.unit, base + v.candidate)} ({_bound(c, v, base, 1.0)})"
-    return f"{shown}, baseline {_value(c.unit, base)}, margin {_limit(c, v)}: {answer}"
+    shown = f"{what} {value_text(c.unit, base + v.candidate)} ({_bound(c, v, base, 1.0)})"
+    return f"{shown}, baseline {value_text(c.unit, base)}, margin {_limit(c, v)}: {answer}"
 
 
 def _limit(c: Criterion, v: Verdict) -> str:
     x = v.limit or 0.0
     if c.kind == Kind.RELATIVE:
         return _step(c.unit, x)
-    return _value(c.unit, x)
+    return value_text(c.unit, x)
 
 
 def say_short(v: Verdict) -> str:
