@@ -192,6 +192,7 @@ class Gateway:
             trust=self.trust,
             store=self.store,
             matrix=self.matrix,
+            admit_on_poll=self.site_loop.admit_on_poll,
         )
         self.status_view = StatusView(
             s,

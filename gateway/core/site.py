@@ -42,12 +42,14 @@ from gateway.core.gates import (
     apply_controls,
     artifact_changed,
     control_refusal,
+    fill_wave,
     open_gate,
     step,
 )
 from gateway.core.gates import levels as L
 from gateway.core.manifest import Command, Deployment, HealthChecks, parse_deployment
 from gateway.core.settings import GateSettings
+from gateway.core.waves import wave_target
 from gateway.core.window import WindowStats
 
 log = logging.getLogger(__name__)
@@ -291,6 +293,31 @@ def on_control(
         raise ControlRefused(refusal)
     eligible = _Lazy(lambda: _eligible(site, key, now, devices, matrix))
     new, decisions = apply_controls(gate, [control], now=now, eligible=eligible, settings=settings)
+    site = dataclasses.replace(site, gates={**site.gates, key: new}, version=site.version + 1)
+    return site, Effects(tuple(decisions), changed=True)
+
+
+def admit_on_poll(
+    site: Site,
+    key: str,
+    device: DeviceRecord,
+    *,
+    now: float,
+    settings: GateSettings,
+    devices: Sequence[DeviceRecord],
+    matrix: CompatMatrix | None,
+) -> tuple[Site, Effects]:
+    """A device told ``waiting_for_wave`` asks: if the open wave of ``key`` has a free place at the
+    site's size now, the wave admits (in rank order) in this step, before the device is answered."""
+    gate = site.gates.get(key)
+    if gate is None or device.device_id in gate.admitted or not gate.active:
+        return site, Effects()
+    room = wave_target(settings.waves, gate.wave, len(devices), settings.min_devices_per_wave)
+    if room <= len(gate.admitted):
+        return site, Effects()  # full even if every device were eligible: no eligibility pass
+    new, decisions = fill_wave(gate, now, _eligible(site, key, now, devices, matrix), settings)
+    if new is gate:
+        return site, Effects()
     site = dataclasses.replace(site, gates={**site.gates, key: new}, version=site.version + 1)
     return site, Effects(tuple(decisions), changed=True)
 

@@ -88,7 +88,7 @@ def _build(cls: type[_T], doc: Any, where: str) -> _T:
 
 def state_to_json(s: GateState) -> dict[str, Any]:
     out = dataclasses.asdict(s)
-    for key in ("ran", "downloaded", "failed", "observed", "preexisting"):
+    for key in ("ran", "downloaded", "failed", "observed", "preexisting", "reporters"):
         out[key] = sorted(out[key])
     return out
 

@@ -43,7 +43,14 @@ from here.
 """
 
 from gateway.core.gates.criteria import evaluate
-from gateway.core.gates.machine import apply_controls, artifact_changed, control_refusal, open_gate, step
+from gateway.core.gates.machine import (
+    apply_controls,
+    artifact_changed,
+    control_refusal,
+    fill_wave,
+    open_gate,
+    step,
+)
 from gateway.core.gates.values import (
     CONTROLS,
     MAX_DECISIONS,
@@ -77,6 +84,7 @@ __all__ = [
     "artifact_changed",
     "control_refusal",
     "evaluate",
+    "fill_wave",
     "new_gate",
     "open_gate",
     "step",

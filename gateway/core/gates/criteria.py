@@ -149,7 +149,9 @@ def _share(
         bad, n = len(state.failed & tried), len(tried)
         samples = {"devices": n, "failed": bad}
     else:
-        runners = [d for d in state.ran if d in state.admitted and d not in state.failed]
+        runners = [
+            d for d in state.ran if d in state.admitted and d not in state.failed and d in state.reporters
+        ]
         if now is None:
             return None
         bad = sum(1 for d in runners if now - state.heard.get(d, now) > s.silence_after_s)

@@ -139,6 +139,39 @@ def _refresh_reference(
     return dataclasses.replace(state, reference=ref, classes=judged_classes(ref, settings.class_floor))
 
 
+def fill_wave(
+    state: GateState, now: float, eligible: Mapping[str, Mapping[str, str]], settings: GateSettings
+) -> tuple[GateState, list[Decision]]:
+    """A device asks while its gate's open wave has free places (the site has grown since the wave
+    opened, or it opened before any device was known): the wave admits, in rank order, up to what it
+    admits at the site's size now. The first device at a new site gets its first model at once."""
+    log = _Log(now)
+    if not state.active or state.held_by is not None or state.awaiting_approval:
+        return state, log.out
+    if not state.admitted and not (
+        _reference_ready(state, eligible) or now - state.opened_at >= settings.reference_wait_s
+    ):
+        return state, log.out
+    fresh = admit(
+        state.deployment,
+        eligible,
+        state.admitted,
+        settings.waves,
+        state.wave,
+        min_devices=settings.min_devices_per_wave,
+        order_attr=settings.wave_order,
+    )
+    if not fresh:
+        return state, log.out
+    first = not state.admitted
+    state = dataclasses.replace(state, admitted={**state.admitted, **fresh})
+    if first:
+        state = log(
+            state, Action.OPEN, f"{state.stage} stage, wave {state.wave + 1}: {len(fresh)} device(s) admitted"
+        )
+    return state, log.out
+
+
 def artifact_changed(state: GateState, sha256: str, now: float) -> tuple[GateState, list[Decision]]:
     """The cloud re-signed the same version with other bytes: the wave's evidence and soak start
     over; who is admitted stays (the same devices fetch the new bytes, verified end to end)."""
