@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway import registry
 from tests.conftest import Registry
 from tests.ddi_client import DdiDevice, feedback_body
 from tests.gw import OPEN_FIRST, base_url, gateway_settings, running, until
@@ -180,3 +181,64 @@ async def test_hostile_bodies_and_other_voices_change_nothing(
         after = await state()
         assert after["cam-a"] == ("healthy", "1.0.0")
         assert after["cam-b"] == before["cam-b"]
+
+
+async def test_ddi_is_served_only_when_enabled_and_under_its_tenant(reg: Registry, tmp_path: Path) -> None:
+    reg.publish(os.urandom(1000), version="1.0.0")
+    for enabled, tenant in ((False, "DEFAULT"), (True, "plant-3")):
+        settings = gateway_settings(
+            reg, tmp_path / f"data-{enabled}", ddi={"enabled": enabled, "tenant": tenant}
+        )
+        async with running(settings) as gw, aiohttp.ClientSession() as http:
+            base = base_url(gw)
+            async with http.get(f"{base}/DEFAULT/controller/v1/cam-1") as r:
+                assert r.status == 404
+            async with http.get(f"{base}/plant-3/controller/v1/cam-1") as r:
+                assert r.status == (200 if enabled else 404)
+                if enabled:
+                    doc = await r.json()
+                    # devices.poll_interval_s 300 s with devices.poll_jitter 0.25, as HH:MM:SS
+                    assert "00:03:45" <= doc["config"]["polling"]["sleep"] <= "00:06:15"
+                    assert (
+                        doc["_links"]["configData"]["href"]
+                        == f"{base}/plant-3/controller/v1/cam-1/configData"
+                    )
+
+
+async def test_a_deployment_the_cloud_pauses_is_cancelled_for_the_device_that_had_it_in_progress(
+    reg: Registry, tmp_path: Path
+) -> None:
+    reg.publish(os.urandom(5000), version="1.0.0")
+    settings = gateway_settings(reg, tmp_path / "data", ddi={"enabled": True}, gates=OPEN_FIRST)
+    async with running(settings) as gw, aiohttp.ClientSession() as http:
+        base = base_url(gw)
+        a = DdiDevice(http, base, "cam-a")
+        b = DdiDevice(http, base, "cam-b")
+        await until(lambda: gw.store.verified, timeout_s=20, what="the artifact mirrored")
+        links = (await a.poll())["_links"]
+        status, doc = await a.get_json(links["deploymentBase"]["href"])  # cam-a starts it
+        assert status == 200
+        action = doc["id"]
+        assert (
+            await a.feedback(links["deploymentBase"]["href"] + "/feedback", action, "proceeding", "none")
+            == 200
+        )
+        assert "deploymentBase" in (await b.poll())["_links"]  # cam-b only saw the offer
+        registry.set_command(reg.root, reg.private_key, "detector@1.0.0", "paused", site=reg.site)
+        deadline = asyncio.get_running_loop().time() + 20
+        while "cancelAction" not in (links := (await a.poll()).get("_links", {})):
+            assert "deploymentBase" in links  # offered until the paused index is in effect
+            assert asyncio.get_running_loop().time() < deadline, "no cancelAction after the pause"
+            await asyncio.sleep(0.05)  # the device's own period
+        cancel = links["cancelAction"]["href"]
+        assert cancel.endswith(f"/cancelAction/{action}")
+        status, doc = await a.get_json(cancel)
+        assert status == 200 and doc == {"id": action, "cancelAction": {"stopId": action}}
+        assert "_links" not in await b.poll()  # nothing in progress: simply no longer offered
+        assert (
+            await a.feedback(cancel + "/feedback", action, "closed", "success", "cancellation acknowledged.")
+            == 200
+        )
+        assert "_links" not in await a.poll()  # acknowledged: nothing offered (held by the cloud)
+        status, _ = await a.get_json(cancel)
+        assert status == 404
