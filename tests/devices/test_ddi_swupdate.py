@@ -181,6 +181,8 @@ async def test_swupdate_suricatta_updates_through_the_gateway_with_a_cut_and_a_r
                     and "pending testing" in dev1_log.read_text(errors="replace"),
                     timeout_s=90, what=f"dev1 installed the .swu (see {dev1_log})",
                 )  # fmt: skip
+            banner = (tmp_path / "gateway.log").read_text(errors="replace")
+            assert "hawkBit DDI:              tenant 'DEFAULT' on the device API" in banner
             text = dev1_log.read_text(errors="replace")
             assert "Update action available" in text and "SWUPDATE successful" in text
             # this build checks the downloaded file against the announced SHA-1 (and fails the update on
