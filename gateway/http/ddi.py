@@ -12,7 +12,8 @@ DDI device in a shadow wave is offered nothing until the waves proper.
 
 What it keeps, in memory only: the actions it offered (action id -> deployment), each device's
 action in progress (from fetching ``deploymentBase`` until a closed feedback) so a withdrawn or
-halted action is cancelled (``cancelAction``) before anything else is offered, which devices sent
+halted action is cancelled (``cancelAction``) before anything else is offered (a device that refuses,
+``rejected`` as RAUC does once installing, is asked once and its result still counts), which devices sent
 ``configData`` since start (the others are asked for it), and each artifact's SHA-1 and MD5 (DDI
 clients check those; the cloud signs SHA-256), hashed once off the loop from the verified blob.
 After a restart a device's action in progress is forgotten: the next answer is offered afresh.
@@ -95,6 +96,7 @@ class DdiEndpoint:
         )
         self.offered: dict[int, Offer] = {}
         self.in_progress: dict[str, int] = {}
+        self.refused: dict[str, int] = {}  # device -> its action in progress whose cancellation it refused
         self.described: set[str] = set()  # devices that sent configData since start
         self.hashed: dict[str, asyncio.Future[tuple[str, str]]] = {}
 
@@ -134,8 +136,21 @@ class DdiEndpoint:
 
     def _start(self, device_id: str, action: int) -> None:
         if device_id not in self.in_progress and len(self.in_progress) >= self.max_devices:
-            self.in_progress.pop(next(iter(self.in_progress)))
+            self._done(next(iter(self.in_progress)))
+        if self.in_progress.get(device_id) != action:
+            self.refused.pop(device_id, None)
         self.in_progress[device_id] = action
+
+    def _done(self, device_id: str) -> None:
+        self.in_progress.pop(device_id, None)
+        self.refused.pop(device_id, None)
+
+    def _to_cancel(self, device_id: str, offer: int | None) -> int | None:
+        """The device's action in progress when it is no longer offered, unless it refused to stop."""
+        running = self.in_progress.get(device_id)
+        if running is None or running == offer or self.refused.get(device_id) == running:
+            return None
+        return running
 
     async def _feedback_body(self, request: web.Request, action: int) -> ddi.Feedback:
         doc = await json_body(request)
@@ -150,9 +165,8 @@ class DdiEndpoint:
     async def base(self, request: web.Request) -> web.Response:
         device_id, owner, _record, answer = self._ask(request, write=False)
         offer = self._offer(answer)
-        cancel = None
-        if owner and (running := self.in_progress.get(device_id)) is not None and running != offer:
-            cancel = running  # withdrawn or halted while the device had it in progress
+        # withdrawn or halted while the device had it in progress: cancelled before anything else
+        cancel = self._to_cancel(device_id, offer) if owner else None
         if owner:
             self.inventory.set_blocked(device_id, answer.blocked_by_firmware, self.clock())
         self.stats.count("devices.poll_answers", answer="ddi", reason=answer.reason)
@@ -203,7 +217,7 @@ class DdiEndpoint:
             raise web.HTTPConflict(text=f"action {action} is not this device's: nothing recorded\n")
         d = self.offered[action].deployment
         if fb.closed:
-            self.in_progress.pop(device_id, None)
+            self._done(device_id)
         else:
             self._start(device_id, action)
         if (event := ddi.feedback_event(fb)) is not None:
@@ -214,9 +228,9 @@ class DdiEndpoint:
         return web.Response(status=200)
 
     async def cancel(self, request: web.Request) -> web.Response:
-        device_id, _owner, _record, _answer = self._ask(request, write=False)
+        device_id, _owner, _record, answer = self._ask(request, write=False)
         action = self._action(request)
-        if self.in_progress.get(device_id) != action:
+        if self._to_cancel(device_id, self._offer(answer)) != action:
             raise web.HTTPNotFound(text=f"no cancellation of action {action} for this device\n")
         return web.json_response(ddi.cancel_document(action), headers={"Cache-Control": "no-store"})
 
@@ -227,8 +241,12 @@ class DdiEndpoint:
         if self.in_progress.get(device_id) != action:
             self.stats.inc("ddi.refused_feedback")
             raise web.HTTPConflict(text=f"no cancellation of action {action} for this device\n")
-        if fb.closed:  # acknowledged (or refused: the device goes on with it; either way, asked once)
-            self.in_progress.pop(device_id, None)
+        if fb.execution == ddi.Execution.REJECTED:
+            # it goes on with it (RAUC once installing): asked once, and its result still counts
+            self.refused[device_id] = action
+            self.stats.inc("ddi.cancel_refused")
+        elif fb.closed:
+            self._done(device_id)
             self.stats.inc("ddi.cancelled")
         return web.Response(status=200)
 

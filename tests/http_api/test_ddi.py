@@ -242,3 +242,35 @@ async def test_a_deployment_the_cloud_pauses_is_cancelled_for_the_device_that_ha
         assert "_links" not in await a.poll()  # acknowledged: nothing offered (held by the cloud)
         status, _ = await a.get_json(cancel)
         assert status == 404
+
+
+async def test_a_device_that_refuses_the_cancellation_is_asked_once_and_its_result_still_counts(
+    reg: Registry, tmp_path: Path
+) -> None:
+    """rauc-hawkbit-updater, once installing, answers a cancelAction with ``rejected`` and goes on;
+    its ``closed`` result must still reach the inventory and the gates (it runs what it installed)."""
+    reg.publish(os.urandom(5000), version="1.0.0")
+    settings = gateway_settings(reg, tmp_path / "data", ddi={"enabled": True}, gates=OPEN_FIRST)
+    async with running(settings) as gw, aiohttp.ClientSession() as http:
+        base = base_url(gw)
+        c = DdiDevice(http, base, "cam-c")
+        await until(lambda: gw.store.verified, timeout_s=20, what="the artifact mirrored")
+        links = (await c.poll())["_links"]
+        status, doc = await c.get_json(links["deploymentBase"]["href"])
+        assert status == 200
+        action, feedback = doc["id"], links["deploymentBase"]["href"] + "/feedback"
+        assert await c.feedback(feedback, action, "proceeding", "none", "Installing.") == 200
+        registry.set_command(reg.root, reg.private_key, "detector@1.0.0", "paused", site=reg.site)
+        deadline = asyncio.get_running_loop().time() + 20
+        while "cancelAction" not in (links := (await c.poll()).get("_links", {})):
+            assert asyncio.get_running_loop().time() < deadline, "no cancelAction after the pause"
+            await asyncio.sleep(0.05)  # the device's own period
+        cancel = links["cancelAction"]["href"]
+        msg = "Cancelation impossible, installation started already."
+        assert await c.feedback(cancel + "/feedback", action, "rejected", "success", msg) == 200
+        assert "_links" not in await c.poll()  # asked once
+        assert (await c.get_json(cancel))[0] == 404
+        assert await c.feedback(feedback, action, "closed", "success", "Software bundle installed.") == 200
+        async with http.get(f"{_operator(gw)}/devices") as r:
+            (rec,) = [d for d in (await r.json())["devices"] if d["device_id"] == "cam-c"]
+        assert (rec["last_event"], rec["model_version"]) == ("healthy", "1.0.0")
