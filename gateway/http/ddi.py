@@ -14,7 +14,8 @@ What it keeps, in memory only: the actions it offered (action id -> deployment),
 action in progress (from fetching ``deploymentBase`` until a closed feedback) so a withdrawn or
 halted action is cancelled (``cancelAction``) before anything else is offered (a device that refuses,
 ``rejected`` as RAUC does once installing, is asked once and its result still counts), which devices sent
-``configData`` since start (the others are asked for it), and each artifact's SHA-1 and MD5 (DDI
+``configData`` since start or since their last closed action (the others are asked for it:
+an update may have changed ``fw``), and each artifact's SHA-1 and MD5 (DDI
 clients check those; the cloud signs SHA-256), hashed once off the loop from the verified blob.
 After a restart a device's action in progress is forgotten: the next answer is offered afresh.
 """
@@ -218,6 +219,7 @@ class DdiEndpoint:
         d = self.offered[action].deployment
         if fb.closed:
             self._done(device_id)
+            self.described.discard(device_id)  # as hawkBit: after an action, ask for its attributes again
         else:
             self._start(device_id, action)
         if (event := ddi.feedback_event(fb)) is not None:

@@ -86,6 +86,7 @@ async def test_a_candidate_failing_its_first_wave_over_ddi_is_halted_there(
                         assert await d.download(doc) == v1
                         assert await d.feedback(fb, action, "proceeding", "none") == 200
                         assert await d.feedback(fb, action, "closed", "success", "Update Installed.") == 200
+                        d.attrs["model_version"] = "1.0.0"  # what it reports when asked: what it runs
                         rolled_back.add(dev)
                     else:
                         assert version == "2.0.0" and await d.download(doc) == v2
@@ -94,6 +95,7 @@ async def test_a_candidate_failing_its_first_wave_over_ddi_is_halted_there(
                             assert (
                                 await d.feedback(fb, action, "closed", "success", "Update Installed.") == 200
                             )
+                            d.attrs["model_version"] = "2.0.0"
                         elif role[dev] == "fail":
                             assert await d.feedback(fb, action, "closed", "failure", "ERROR : rawfile") == 200
                         else:
