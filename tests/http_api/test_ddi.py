@@ -78,6 +78,10 @@ async def test_200_ddi_devices_cost_the_upstream_no_index_request_and_one_artifa
         assert [p for p, _ in hostile.log if p.endswith(".bin")] == artifact  # still the one fetch
         records = {r.device_id: r for r in gw.inventory.records()}
         assert all(records[f"ddi-{i:03d}"].model_version == "1.0.0" for i in range(200))
+        async with http.get(f"{_operator(gw)}/metrics") as r:  # the same Prometheus counts
+            exposition = await r.text()
+        assert 'ota_gateway_polls_total{answer="ddi",reason="eligible"}' in exposition
+        assert 'ota_gateway_polls_total{answer="ddi",reason="up_to_date"}' in exposition
 
 
 def _operator(gw: Any) -> str:
