@@ -33,7 +33,6 @@ from aiohttp import web
 
 from gateway.access import Credentials
 from gateway.core import ddi
-from gateway.core.device import DeviceRecord
 from gateway.core.errors import FormatError
 from gateway.core.manifest import Deployment
 from gateway.core.pacing import jittered_seconds_table
@@ -103,15 +102,15 @@ class DdiEndpoint:
 
     # -- shared steps ------------------------------------------------------------------------------
 
-    def _ask(self, request: web.Request, *, write: bool) -> tuple[str, bool, DeviceRecord | None, PollAnswer]:
-        """The controller id, whether it may change what is recorded about it, its record and its
-        answer: the native poll's own steps (credentials, ``inventory.polled``, the poll answer)."""
+    def _ask(self, request: web.Request, *, write: bool) -> tuple[str, bool, PollAnswer]:
+        """The controller id, whether it may change what is recorded about it, and its answer: the
+        native poll's own steps (credentials, ``inventory.polled``, the poll answer)."""
         device_id = device_id_of(request)
         now = self.clock()
         owner = admit(self.credentials, self.stats, now, request, device_id, write)
         inv = self.inventory
         record = inv.polled(device_id, NO_ATTRS, now) if owner else inv.devices.get(device_id)
-        return device_id, owner, record, self.polls.answer(record, now)
+        return device_id, owner, self.polls.answer(record, now)
 
     def _offer(self, answer: PollAnswer) -> int | None:
         """The action of what the answer offers (nothing in the shadow stage)."""
@@ -164,7 +163,7 @@ class DdiEndpoint:
     # -- handlers ----------------------------------------------------------------------------------
 
     async def base(self, request: web.Request) -> web.Response:
-        device_id, owner, _record, answer = self._ask(request, write=False)
+        device_id, owner, answer = self._ask(request, write=False)
         offer = self._offer(answer)
         # withdrawn or halted while the device had it in progress: cancelled before anything else
         cancel = self._to_cancel(device_id, offer) if owner else None
@@ -181,7 +180,7 @@ class DdiEndpoint:
         return web.json_response(doc, headers={"Cache-Control": "no-store", "X-OTA-Reason": answer.reason})
 
     async def deployment(self, request: web.Request) -> web.Response:
-        device_id, owner, _record, answer = self._ask(request, write=False)
+        device_id, owner, answer = self._ask(request, write=False)
         action = self._action(request)
         if action != self._offer(answer):
             raise web.HTTPNotFound(text=f"action {action} is not offered to this device ({answer.reason})\n")
@@ -210,7 +209,7 @@ class DdiEndpoint:
         return web.json_response(doc, headers={"Cache-Control": "no-store"})
 
     async def feedback(self, request: web.Request) -> web.Response:
-        device_id, _owner, _record, answer = self._ask(request, write=True)
+        device_id, _owner, answer = self._ask(request, write=True)
         action = self._action(request)
         fb = await self._feedback_body(request, action)
         if action not in (self._offer(answer), self.in_progress.get(device_id)) or action not in self.offered:
@@ -230,14 +229,14 @@ class DdiEndpoint:
         return web.Response(status=200)
 
     async def cancel(self, request: web.Request) -> web.Response:
-        device_id, _owner, _record, answer = self._ask(request, write=False)
+        device_id, _owner, answer = self._ask(request, write=False)
         action = self._action(request)
         if self._to_cancel(device_id, self._offer(answer)) != action:
             raise web.HTTPNotFound(text=f"no cancellation of action {action} for this device\n")
         return web.json_response(ddi.cancel_document(action), headers={"Cache-Control": "no-store"})
 
     async def cancel_feedback(self, request: web.Request) -> web.Response:
-        device_id, _owner, _record, _answer = self._ask(request, write=True)
+        device_id, _owner, _answer = self._ask(request, write=True)
         action = self._action(request)
         fb = await self._feedback_body(request, action)
         if self.in_progress.get(device_id) != action:
@@ -269,7 +268,7 @@ class DdiEndpoint:
 
     async def md5sum(self, request: web.Request) -> web.Response:
         """``md5sum-http``: ``<md5>  <filename>``, as hawkBit serves it."""
-        _device_id, _owner, _record, _answer = self._ask(request, write=False)
+        _device_id, _owner, _answer = self._ask(request, write=False)
         offer = self.offered.get(self._action(request))
         d = offer.deployment if offer is not None else None
         if d is None or request.match_info["filename"] != d.filename:
