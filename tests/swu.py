@@ -57,8 +57,17 @@ class SigningCert:
         return out.read_bytes()
 
 
-def build_swu(folder: Path, signer: SigningCert, *, version: str, payload: bytes, target: Path) -> Path:
-    """``folder/update-<version>.swu`` installing ``payload`` as the file ``target``."""
+def build_swu(
+    folder: Path,
+    signer: SigningCert,
+    *,
+    version: str,
+    payload: bytes,
+    target: Path,
+    declared: bytes | None = None,
+) -> Path:
+    """``folder/update-<version>.swu`` installing ``payload`` as the file ``target``. ``declared``:
+    the bytes whose sha256 the (signed) description names instead, so the install fails."""
     folder.mkdir(parents=True, exist_ok=True)
     description = f"""software =
 {{
@@ -69,7 +78,7 @@ def build_swu(folder: Path, signer: SigningCert, *, version: str, payload: bytes
         {{
             filename = "payload.bin";
             path = "{target}";
-            sha256 = "{hashlib.sha256(payload).hexdigest()}";
+            sha256 = "{hashlib.sha256(payload if declared is None else declared).hexdigest()}";
         }}
     );
 }}
