@@ -71,8 +71,10 @@ class Feedback:
         return self.execution in (Execution.CLOSED, Execution.CANCELED, Execution.REJECTED)
 
     def reason(self) -> str | None:
-        text = "; ".join(d for d in self.details if d.strip())
-        return text[:MAX_REASON_CHARS] if text else None
+        """The details as one line (a device's text goes into the log: no line breaks or control
+        characters), at most what a device event's reason may hold."""
+        text = "; ".join(d for d in self.details if d.strip())[:MAX_REASON_CHARS]
+        return "".join(c if c.isprintable() else " " for c in text) or None
 
 
 def action_id(model_id: str, version: str, sha256: str, *, rollback: bool) -> int:

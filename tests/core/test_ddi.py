@@ -162,3 +162,13 @@ def test_config_data_is_the_devices_attributes_bounded_as_a_polls() -> None:
     ):
         with pytest.raises(FormatError):
             ddi.parse_config_data(bad)
+
+
+def test_a_feedbacks_reason_is_one_bounded_printable_line() -> None:
+    body = suricatta_feedback(
+        7, "failure", "closed", "ERROR : x\nFAKE LOG LINE\r", "", "\x1b[31mred", "y" * 3000
+    )
+    reason = ddi.parse_feedback(body, 7).reason()
+    assert reason is not None and reason.isprintable() and len(reason) == ddi.MAX_REASON_CHARS
+    assert reason.startswith("ERROR : x FAKE LOG LINE ; ")
+    assert ddi.parse_feedback(suricatta_feedback(7, "none", "proceeding", " ", ""), 7).reason() is None
