@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from random import getrandbits
+from types import MappingProxyType
 
 from aiohttp import web
 
@@ -50,7 +51,7 @@ RETRY_BITS = 10
 MAX_ACTIONS = 4096  # distinct actions remembered (deployments and rollbacks): a handful in practice
 MAX_HASHED = 256  # artifacts whose SHA-1/MD5 are remembered
 HASH_BLOCK = 1 << 20
-NO_ATTRS: dict[str, str] = {}  # a DDI poll carries no attributes: one shared, read-only object
+NO_ATTRS: Mapping[str, str] = MappingProxyType({})  # a DDI poll carries no attributes: one shared object
 
 
 @dataclass(frozen=True)
