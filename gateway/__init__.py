@@ -7,7 +7,8 @@ the imports and enforces the rules marked *):
    dataclasses, manifests and metrics schemas, errors, device records, cohorts, eligibility, the
    poll policy, waves, gates and the site's decision state (``core.site``: ``apply_index``,
    ``on_control``, ``tick``), telemetry windows and aggregation, pacing, the eviction choice,
-   figures for people (``human``, ``progress``), the limit on repeated log lines (``repeats``).
+   figures for people (``human``, ``progress``), the limit on repeated log lines (``repeats``),
+   hawkBit DDI's documents, action ids and feedback (``ddi``).
    No I/O, no clock, no asyncio: values and ``now`` in, decisions out. * It imports only the
    standard library, ``firmware_compat`` and itself.
 2. Small shared helpers: ``atomic`` (crash-safe writes), ``stats``, ``tasks``, ``notify``,
@@ -23,9 +24,10 @@ the imports and enforces the rules marked *):
    list given at construction: ``store.events.StoreListener``, the mirror's ``on_index``,
    telemetry's ``on_event``/``on_windows``); nobody assigns callbacks onto another from outside.
    ``polls`` (the poll answer and its render cache) stands on them.
-4. ``http``: the device and operator APIs. * It imports neither the broker nor the service: a
-   handler reads the narrow objects it uses from typed ``web.AppKey``s (``http.context``), with a
-   small protocol there where the real object lives in a room above or beside it.
+4. ``http``: the device and operator APIs (hawkBit DDI, ``http.ddi``, beside the native one).
+   * It imports neither the broker nor the service: a handler reads the narrow objects it uses
+   from typed ``web.AppKey``s (``http.context``), with a small protocol there where the real
+   object lives in a room above or beside it.
 5. ``site_loop`` (the gates in time, and what follows their transitions), ``status_view``;
    ``service``: wiring only; ``settings`` (loading); ``commands`` and ``cli`` on top.
 

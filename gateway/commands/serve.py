@@ -124,6 +124,12 @@ def banner(gw: Gateway) -> str:
         "(devices.poll_interval_s)",
         f"  trusted keys:             {len(gw.trust.trusted.signing_keys())} (config trust.trusted_keys, or PEM files in {gw.key_dir.resolve()})",
     ]
+    if s.ddi.enabled:
+        lines.insert(
+            2,
+            f"  hawkBit DDI:              tenant {s.ddi.tenant!r} on the device API"
+            f" (/{s.ddi.tenant}/controller/v1/<device id>: SWUpdate, RAUC, Zephyr)",
+        )
     if upstream and "://" not in upstream:
         exe = own_command()
         folder = shlex.quote(str(Path(upstream).resolve()))

@@ -293,6 +293,21 @@ class DiscoverySettings:
 
 
 @dataclass(frozen=True)
+class DdiSettings:
+    """hawkBit DDI on the device port (``/{tenant}/controller/v1/{controllerId}``), for stock
+    SWUpdate (suricatta), RAUC (rauc-hawkbit-updater) and Zephyr devices."""
+
+    enabled: bool = False
+    tenant: str = field(
+        default="DEFAULT",
+        metadata=_check(
+            "a tenant name of letters, digits, '-', '_' or '.'",
+            lambda v: re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", v) is not None,
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration tree."""
 
@@ -316,6 +331,7 @@ class Settings:
     gates: GateSettings = GateSettings()
     operator: OperatorSettings = OperatorSettings()
     discovery: DiscoverySettings = DiscoverySettings()
+    ddi: DdiSettings = DdiSettings()
 
     @property
     def data_path(self) -> Path:

@@ -1,4 +1,5 @@
-"""The device-facing aiohttp application: downloads, polls, metrics, events, and tier endpoints.
+"""The device-facing aiohttp application: downloads, polls, metrics, events, tier endpoints, and
+hawkBit DDI (:mod:`gateway.http.ddi`) when ``ddi.enabled``.
 
 This module only assembles routes; each concern has its own module (``/healthz`` and ``/readyz``
 are :mod:`gateway.http.probes`, added by the service). The verified indexes and key list it
@@ -31,6 +32,7 @@ from gateway.http.context import (
     DeviceIngest,
     RelayJournal,
 )
+from gateway.http.ddi import DdiEndpoint, add_ddi_routes
 from gateway.http.polling import PollEndpoint
 from gateway.http.relay import add_relay_routes
 from gateway.http.tiers import add_tier_routes
@@ -86,4 +88,16 @@ def build_device_app(
     app.router.add_post("/devices/{device_id}/events", devices.event)
     app.router.add_post("/devices/{device_id}/metrics", devices.metrics)
     add_artifact_routes(app, store, devices.authorize_any, stats)
+    if settings.ddi.enabled:  # hawkBit DDI: the same answers, credentials and events as above
+        ddi = DdiEndpoint(
+            settings,
+            credentials=credentials,
+            inventory=inventory,
+            stats=stats,
+            clock=clock,
+            polls=polls,
+            store=store,
+            ingest=ingest,
+        )
+        add_ddi_routes(app, ddi)
     return app
