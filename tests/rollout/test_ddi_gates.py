@@ -1,7 +1,9 @@
 """A gate story with hawkBit DDI devices only: the real gateway, 20 devices speaking DDI as
 suricatta does, each polling on its own jittered period. They run 1.0.0 (their configData says so);
-2.0.0 lands at a random instant. Its first wave's devices install it: one succeeds, one stalls in
-progress, one fails after download (feedback ``failure``). The candidate halts in that wave; the
+2.0.0 lands at a random instant. Its first wave's nine devices install it: one succeeds, one stalls in
+progress, the others fail after download (feedback ``failure``). The candidate halts in that wave
+(the share of failed installs is judged at the stated false-halt rate: seven of nine, against a
+limit of 20 %, is evidence enough; one of three would not be); the
 device that ran it is offered 1.0.0 again (the rollback), the stalled one gets ``cancelAction``,
 and no other device of the site is ever offered 2.0.0, checked on every answer. Three seeds."""
 
@@ -21,7 +23,8 @@ from tests.ddi_client import DdiDevice
 from tests.gw import base_url, gateway_settings, running, until
 
 DEVICES = [f"ddi-{i}" for i in range(20)]
-ROLES = ("success", "stall", "fail")  # by the order in which wave 0's devices are first offered 2.0.0
+ROLES = ("success", "stall", "fail")  # by the order in which wave 1's devices are first offered 2.0.0
+WAVE_1 = 9
 
 
 @pytest.mark.parametrize("seed", [3, 17, 2028])
@@ -40,7 +43,7 @@ async def test_a_candidate_failing_its_first_wave_over_ddi_is_halted_there(
         ddi={"enabled": True},
         telemetry={"window_s": 1.0},
         uplink={"report_interval_s": 1.0},
-        gates={"waves": (10.0, 50.0, 100.0), "min_devices_per_wave": 3, "soak_s": 60.0, "min_devices": 2},
+        gates={"waves": (10.0, 50.0, 100.0), "min_devices_per_wave": WAVE_1, "soak_min_s": 60.0},
     )
     async with running(settings) as gw, aiohttp.ClientSession() as http:
         base = base_url(gw)
@@ -109,7 +112,7 @@ async def test_a_candidate_failing_its_first_wave_over_ddi_is_halted_there(
             await asyncio.sleep(rng.uniform(0.0, 1.5))  # the index lands mid-polling
             reg.publish(v2, version="2.0.0")
             await until(
-                lambda: len(role) == 3 and rolled_back and cancelled,
+                lambda: rolled_back and cancelled,
                 timeout_s=60,
                 what="the wave's devices: one rolled back, one cancelled",
             )
@@ -119,7 +122,7 @@ async def test_a_candidate_failing_its_first_wave_over_ddi_is_halted_there(
         errors = [r for r in results if isinstance(r, BaseException)]
         assert not errors, errors
         by_role = {r: d for d, r in role.items()}
-        assert len(offered) == 3  # wave 0 only: 10% of 20, at least min_devices_per_wave
+        assert 3 <= len(offered) <= WAVE_1  # wave 1 only: 10% of 20, at least min_devices_per_wave
         assert rolled_back == {by_role["success"]}  # the device that ran 2.0.0 is offered 1.0.0 again
         assert cancelled == {by_role["stall"]}  # the one with it in progress is told to stop
         async with http.get(f"http://{gw.operator_addresses[0][0]}:{gw.operator_addresses[0][1]}/gates") as r:
@@ -128,7 +131,7 @@ async def test_a_candidate_failing_its_first_wave_over_ddi_is_halted_there(
         assert gate["stage"] == "halted"
         halt = gate["last_decision"]
         assert halt["action"] == "halt" and halt["wave"] == 0
-        assert any(v["criterion"] == "install_failures" and v["result"] == "fail" for v in halt["verdicts"])
+        assert any(v["criterion"] == "install_failures" and v["result"] == "worse" for v in halt["verdicts"])
         for dev in DEVICES:  # the rest of the site is never offered it
             d = DdiDevice(http, base, dev, tokens[dev])
             async with http.get(d.controller, headers=d.headers) as r:

@@ -11,8 +11,8 @@ import pytest
 
 from gateway.core.gates import GateLimits
 from gateway.core.gates.table import CRITERIA, Kind, Unit, family
-from gateway.core.gates.words import say
 from gateway.core.gates.values import Result, Verdict
+from gateway.core.gates.words import say
 from gateway.core.manifest import HealthChecks
 from gateway.core.settings import GateSettings
 
