@@ -13,7 +13,8 @@ from typing import Any
 from gateway.commands import gate_replay, operator_client
 from gateway.commands.serve import load_settings
 from gateway.core.errors import TransportError
-from gateway.core.gates import Action
+from gateway.core.gates import Action, Verdict
+from gateway.core.gates.words import say
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -37,10 +38,25 @@ def cmd_status(args: argparse.Namespace) -> int:
         held = f" (held by {g['held_by']})" if g["held_by"] else ""
         held += " (waiting for approval)" if g.get("awaiting_approval") else ""
         print(
-            f"{g['deployment']:28} {g['baseline'] or '-':10} {g['stage']:9} {g['wave']:>4} {g['admitted']:>8} "
+            f"{g['deployment']:28} {g['baseline'] or '-':10} {g['stage']:9} {g['wave'] + 1:>4} {g['admitted']:>8} "
             f"{g['ran']:>5} {g['rollback']:>8}  {last.get('action', '-')}: {last.get('reason', '')}{held}"
         )
+        for line in _evidence(last):
+            print(f"    {line}")
     return 0
+
+
+def _evidence(decision: dict[str, Any]) -> list[str]:
+    """The last decision's criteria in words, worse first, then undecided (what holds the wave)."""
+    order = {"worse": 0, "undecided": 1}
+    verdicts = []
+    for v in decision.get("verdicts", []):
+        try:
+            verdicts.append(Verdict(**v))
+        except (TypeError, ValueError):
+            continue
+    shown = sorted((v for v in verdicts if str(v.result) in order), key=lambda v: order[str(v.result)])
+    return [say(v) for v in shown]
 
 
 def cmd_control(args: argparse.Namespace) -> int:
