@@ -5,7 +5,8 @@ the imports and enforces the rules marked *):
 
 1. ``gateway.core`` and ``firmware_compat``: the pure decisions and their values. Settings
    dataclasses, manifests and metrics schemas, errors, device records, cohorts, eligibility, the
-   poll policy, waves, gates and the site's decision state (``core.site``: ``apply_index``,
+   poll policy, waves, gates (anytime-valid paired decisions, one table of criteria) and the site's
+   decision state (``core.site``: ``apply_index``,
    ``on_control``, ``tick``), telemetry windows and aggregation, pacing, the eviction choice,
    figures for people (``human``, ``progress``), the limit on repeated log lines (``repeats``),
    hawkBit DDI's documents, action ids and feedback (``ddi``).
@@ -18,7 +19,8 @@ the imports and enforces the rules marked *):
    floor), ``store`` (verified blobs on disk) *never importing network code*, ``inventory``,
    ``uplink`` (the disk outbox and its sinks), ``broker`` (embedded MQTT, or the site's own broker
    through ``broker.external`` and ``mqtt_link``), ``discovery`` (mDNS), ``telemetry`` (ingest and
-   the dashboard's history), ``rollout`` (the gate keeper shell and gate files), ``mirror``
+   the dashboard's history), ``rollout`` (the gate keeper shell, gate files, and ``gate replay``: the same decisions over a
+   recorded or simulated site), ``mirror``
    (upstream polling and transfers, verified chunk by chunk), ``bundle`` (air-gapped imports and
    exports through the mirror's own checks), ``prometheus`` and ``readiness``. Each declares the events it emits (a listener protocol or
    list given at construction: ``store.events.StoreListener``, the mirror's ``on_index``,
