@@ -119,7 +119,7 @@ def _verdict(v: dict[str, Any]) -> str:
 
 def _sizes(verdicts: list[dict[str, Any]]) -> str:
     n = next((v.get("samples") for v in verdicts if v.get("samples")), None) or {}
-    return f"{n.get('devices', '?')} devices, {n.get('samples', '?')} samples"
+    return f"{n.get('devices', '?')} devices, {n.get('windows', '?')} windows of evidence"
 
 
 @dataclass
@@ -177,7 +177,7 @@ class Story:
             action, reason = a.get("action"), a.get("reason", "")
             if action == "halt":
                 failing = [v for v in a.get("verdicts", []) if v.get("result") == "worse"]
-                self.say(f"gate {MODEL}@{V2} HALTED at wave {self.wave} ({_sizes(failing)}):")
+                self.say(f"gate {MODEL}@{V2} HALTED at wave {self.wave + 1} ({_sizes(failing)}):")
                 for v in failing:
                     print(f"{'':10}{_verdict(v)}", flush=True)
                 self.halted_at = time.monotonic()

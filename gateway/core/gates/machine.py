@@ -102,7 +102,8 @@ def open_gate(
         state = dataclasses.replace(state, held_by=held_by)
         return log(state, Action.HOLD, f"opened held ({base})", by=held_by), log.out
     if not _reference_ready(state, eligible):
-        wait = f"{settings.reference_wait_s / 60:g} min"
+        w = settings.reference_wait_s
+        wait = f"{w:.0f} s" if w < 120 else f"{w / 60:.0f} min"
         return log(
             state,
             Action.WAIT_REFERENCE,
