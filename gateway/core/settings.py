@@ -294,6 +294,10 @@ class GateSettings:
     min_samples: int = field(default=10, metadata=POSITIVE)
     min_inferences: int = field(default=1000, metadata=POSITIVE)
     min_expected_class_count: float = field(default=20.0, metadata=POSITIVE)
+    # the site's own metrics kept as a replay trace (``<data>/traces/``, ``ota-gateway gate trace``):
+    # at most this many bytes (0: none kept) and this long, the oldest hour dropped first
+    trace_max_bytes: int = field(default=256 << 20, metadata=NON_NEGATIVE)
+    trace_keep_s: float = field(default=8 * 86400.0, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)
