@@ -348,3 +348,9 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+    @property
+    def gate_step_s(self) -> float:
+        """How often the site loop closes metric windows and steps the gates (``gate replay`` steps
+        a recorded site at the same pace, so it decides on the same batches of windows)."""
+        return min(self.uplink.report_interval_s, self.telemetry.window_s, 5.0)
