@@ -43,7 +43,9 @@ GATES = {
 }
 
 
-def _config(reg: Registry, data: Path) -> tuple[Path, int, int]:
+def site_config(reg: Registry, data: Path) -> tuple[Path, int, int]:
+    """A config file for a gateway on loopback with one-second windows and small gates: (file,
+    HTTP port, operator port)."""
     http, operator = free_port(), free_port()
     gates = "\n".join(f"{k} = {json.dumps(v)}" for k, v in GATES.items())
     text = f"""site = "{reg.site}"
@@ -139,7 +141,7 @@ async def test_replay_of_the_sites_own_trace_decides_as_the_live_gateway(
 ) -> None:
     rng = random.Random(seed)
     reg.publish(os.urandom(20_000), version="1.0.0")
-    config, http_port, operator = _config(reg, tmp_path / "data")
+    config, http_port, operator = site_config(reg, tmp_path / "data")
     proc = gateway_process(["--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     stop_at = [time.monotonic() + 100.0]
     try:
