@@ -51,7 +51,7 @@ class Telemetry:
         outbox: Outbox,
         stats: Stats,
         *,
-        on_event: Sequence[EventListener],
+        on_event: EventListener | Sequence[EventListener],
         on_windows: Sequence[WindowListener] = (),
         journal: bool = True,
     ) -> None:
@@ -59,7 +59,9 @@ class Telemetry:
         self.inventory = inventory
         self.outbox = outbox
         self.stats = stats
-        self.event_listeners = tuple(on_event)
+        self.event_listeners: tuple[EventListener, ...] = (
+            (on_event,) if callable(on_event) else tuple(on_event)
+        )
         self.journal = journal
         self.recent: deque[WindowStats] = deque(maxlen=5000)
         self.listeners = tuple(on_windows)
