@@ -18,9 +18,9 @@ the imports and enforces the rules marked *):
 3. The I/O rooms, each with one job: ``trust`` (verify the signed index and keys, the clock
    floor), ``store`` (verified blobs on disk) *never importing network code*, ``inventory``,
    ``uplink`` (the disk outbox and its sinks), ``broker`` (embedded MQTT, or the site's own broker
-   through ``broker.external`` and ``mqtt_link``), ``discovery`` (mDNS), ``telemetry`` (ingest and
-   the dashboard's history), ``rollout`` (the gate keeper shell, gate files, and ``gate replay``: the same decisions over a
-   recorded or simulated site), ``mirror``
+   through ``broker.external`` and ``mqtt_link``), ``discovery`` (mDNS), ``telemetry`` (ingest, the
+   dashboard's history, the site's trace), ``rollout`` (the gate keeper shell, gate files, and
+   ``gate replay``: the same decisions over a recorded or simulated site), ``mirror``
    (upstream polling and transfers, verified chunk by chunk), ``bundle`` (air-gapped imports and
    exports through the mirror's own checks), ``prometheus`` and ``readiness``. Each declares the events it emits (a listener protocol or
    list given at construction: ``store.events.StoreListener``, the mirror's ``on_index``,

@@ -58,6 +58,7 @@ from gateway.store.lock import lock_data_dir
 from gateway.tasks import TaskGroup
 from gateway.telemetry.history import WindowHistory
 from gateway.telemetry.ingest import Telemetry
+from gateway.telemetry.trace_log import TraceLog
 from gateway.trust.keys import load_trusted_keys
 from gateway.trust.state import TrustState
 from gateway.uplink.assemble import uplink_from
@@ -132,13 +133,21 @@ class Gateway:
         self.sinks, self.outbox, self.forwarder = uplink_from(settings, self.data, self.stats, clock)
         self.gates = GateKeeper(settings.gates, self.data / "gates")
         self.history = WindowHistory(settings.telemetry.history_windows)  # the dashboard's charts
+        g = settings.gates  # the site's own trace, for `ota-gateway gate trace`
+        self.trace = TraceLog(
+            self.data / "traces",
+            max_bytes=g.trace_max_bytes,
+            keep_s=g.trace_keep_s,
+            stats=self.stats,
+            clock=clock,
+        )
         self.telemetry = Telemetry(
             settings.telemetry,
             self.inventory,
             self.outbox,
             self.stats,
-            on_event=DeviceEvents(self.inventory, self.gates, clock),
-            on_windows=[self.gates.on_windows, self.history.on_windows],
+            on_event=[DeviceEvents(self.inventory, self.gates, clock), self.trace.on_event],
+            on_windows=[self.gates.on_windows, self.history.on_windows, self.trace.on_windows],
             journal=settings.uplink.forward_samples,
         )
         self.broker: MqttFront | None = None  # amqtt needs the running loop: made in start()
@@ -284,6 +293,8 @@ class Gateway:
         if self.settings.discovery.enabled:
             await self._start_discovery()
         self.tasks.spawn(self.site_loop.run(), name="site report")
+        self.tasks.spawn(self.trace.run(), name="site trace")
+        self._closers.append(self.trace.close)
         if self.settings.store.scrub_bytes_per_s > 0:
             scrub = self.store.scrub_forever(
                 self.settings.store.scrub_bytes_per_s, self.settings.store.scrub_interval_s

@@ -116,9 +116,8 @@ class SiteLoop:
         """Every few seconds: close metric windows and step the gates; once per interval, put one
         site report in the outbox."""
         interval = self.settings.uplink.report_interval_s
-        window = self.settings.telemetry.window_s
         while True:
-            await asyncio.sleep(min(interval, window, 5.0))
+            await asyncio.sleep(self.settings.gate_step_s)
             now = self.clock()
             try:
                 await self.telemetry.close_windows(now)

@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from gateway.commands import gate_replay, operator_client
+from gateway.commands import gate_replay, gate_trace, operator_client
 from gateway.commands.serve import load_settings
 from gateway.core.errors import TransportError
 from gateway.core.gates import Action, Verdict
@@ -83,6 +83,7 @@ def register(sub: Any) -> None:
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
     gate_replay.register(gs)
+    gate_trace.register(gs)
     for action, text in (
         (Action.HOLD, "stop a rollout where it is (admitted devices keep the candidate)"),
         (Action.RELEASE, "resume a held rollout, or a halted one from its current wave"),

@@ -5,9 +5,12 @@ The commands (and the dashboard) print these; ``--json`` keeps the raw numbers (
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 DASH = "-"
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_SPAN = re.compile(r"(\d+(?:\.\d+)?)\s*(min|[smhdw])")
 
 
 def size(n: float | None) -> str:
@@ -70,3 +73,21 @@ def text(value: object) -> str:
     if isinstance(value, bool):
         return yes_no(value)
     return str(value)
+
+
+def parse_duration(text: str) -> float:
+    """A span a person types: ``90``, ``90s``, ``30m``, ``12h``, ``7d``, ``2w``, ``1h30m`` -> seconds
+    (above 0). ValueError says what is expected."""
+    t = text.strip().lower()
+    try:
+        seconds = float(t)
+    except ValueError:
+        parts = _SPAN.findall(t)
+        if not parts or _SPAN.sub("", t).strip():
+            raise ValueError(
+                f"{text!r} is not a duration: a number of seconds, or e.g. 90s, 30m, 12h, 7d, 1h30m"
+            ) from None
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{text!r} is not a duration above 0")
+    return seconds

@@ -270,6 +270,10 @@ class GateSettings:
     invalid_rise_max: float = field(default=0.05, metadata=FRACTION)
     # no criterion answers on fewer windows of evidence than this
     min_samples: int = field(default=10, metadata=POSITIVE)
+    # the site's own metrics kept as a replay trace (``<data>/traces/``, ``ota-gateway gate trace``):
+    # at most this many bytes (0: none kept) and this long, the oldest hour dropped first
+    trace_max_bytes: int = field(default=256 << 20, metadata=NON_NEGATIVE)
+    trace_keep_s: float = field(default=8 * 86400.0, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)
@@ -336,3 +340,9 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+    @property
+    def gate_step_s(self) -> float:
+        """How often the site loop closes metric windows and steps the gates (``gate replay`` steps
+        a recorded site at the same pace, so it decides on the same batches of windows)."""
+        return min(self.uplink.report_interval_s, self.telemetry.window_s, 5.0)

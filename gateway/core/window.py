@@ -81,6 +81,31 @@ class DeviceWindow:
             for name, k in classes.items():
                 mine[name] = mine.get(name, 0) + k
 
+    def as_message(self, model_id: str, model_version: str) -> dict[str, Any]:
+        """The window turned back into one metrics message (the reference fields) that gives the
+        same figures to the gates: the sums, and the means with their weights (one message of all
+        the inferences). A site's recorded trace is made of these (``ota-gateway gate trace``)."""
+        msg: dict[str, Any] = {
+            "model_id": model_id,
+            "model_version": model_version,
+            "num_inferences": self.inferences,
+            "num_errors": self.errors,
+        }
+        for key, total, n, lo, hi in (
+            ("cpu_percent", self.cpu_sum, self.cpu_n, 0.0, 25_600.0),
+            ("ram_percent", self.ram_sum, self.ram_n, 0.0, 100.0),
+            ("temperature_c", self.temp_sum, self.temp_n, -100.0, 250.0),
+            ("mean_confidence", self.conf_sum, self.conf_w, 0.0, 1.0),
+            ("unknown_rate", self.unknown_sum, self.unknown_w, 0.0, 1.0),
+        ):
+            if n:
+                msg[key] = min(hi, max(lo, total / n))
+        if self.lat_w:  # the mean of log latency, as the gates compare it
+            msg["avg_latency_ms"] = min(3.6e6, math.exp(self.lat_sum / self.lat_w))
+        if self.classes:
+            msg["class_counts"] = dict(self.classes)
+        return msg
+
 
 @dataclass(frozen=True)
 class WindowStats:
