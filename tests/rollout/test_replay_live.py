@@ -38,7 +38,6 @@ GATES = {
     "min_devices_per_wave": 2,
     "soak_min_s": 4.0,
     "reference_wait_s": 3.0,
-    "min_devices": 2,
     "min_samples": 4,
 }
 
