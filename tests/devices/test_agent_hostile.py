@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from gateway.device.slots import Slots
 from tests.conftest import Registry, is_root
 from tests.gw import until
 from tests.peers import ROOT
@@ -43,6 +44,7 @@ class Hostile:
     script: list[Answer]
     artifact: Callable[[web.Request], Any] | None = None
     polls: int = 0
+    metrics: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
 
@@ -58,6 +60,13 @@ class Hostile:
         assert self.artifact is not None
         return await self.artifact(request)  # type: ignore[no-any-return]
 
+    async def endless_metrics_answer(self, request: web.Request) -> web.StreamResponse:
+        self.metrics += 1
+        r = web.StreamResponse(status=200)
+        await r.prepare(request)
+        while True:
+            await r.write(b"x" * 65536)
+
     async def event(self, request: web.Request) -> web.Response:
         self.events.append(await request.json())
         return web.Response(status=204)
@@ -68,6 +77,7 @@ async def serving(h: Hostile) -> AsyncIterator[Hostile]:
     app = web.Application()
     app.router.add_get("/devices/{id}/updates", h.poll)
     app.router.add_post("/devices/{id}/events", h.event)
+    app.router.add_post("/devices/{id}/metrics", h.endless_metrics_answer)
     app.router.add_get("/a/model.bin", h.get_artifact)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
@@ -275,3 +285,18 @@ async def test_a_full_disk_is_one_message_no_partial_and_a_failure_exit(
                 assert used(state) - before < 64 << 10
                 proc.send_signal(signal.SIGTERM)
                 assert await asyncio.to_thread(proc.wait, 20) == 0
+
+
+async def test_an_endless_answer_to_metrics_does_not_stop_the_reports(reg: Registry, tmp_path: Path) -> None:
+    """A device with a model reports metrics; the gateway answers each post with a body that never ends."""
+    state = tmp_path / "state"
+    slots = Slots.open(state)
+    partial, _ = slots.prepare("ab" * 32)
+    partial.write_bytes(b"model")
+    slots.commit("detector", "1.0.0", "ab" * 32)
+    slots.switch()
+    h = Hostile([(204, b"", {"Retry-After": "1"})])
+    async with serving(h):
+        with agent(h, reg, state, tmp_path, "--simulate", "--metrics-interval", "0.2") as proc:
+            await until(lambda: h.metrics >= 3 or proc.poll() is not None, 20, "three metrics reports")
+            assert proc.poll() is None, text(tmp_path, "err")[-2000:]
