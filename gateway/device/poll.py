@@ -52,12 +52,15 @@ async def error_text(r: aiohttp.ClientResponse) -> str:
     return (await r.content.read(MAX_ERROR_TEXT)).decode("utf-8", "replace")
 
 
+_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number",
+               bool: "true or false", type(None): "null"}  # fmt: skip
+
+
 def check_manifest(doc: Any) -> dict[str, Any]:
     """``doc`` if it has the shape the flow needs; :class:`AgentError` naming what is wrong."""
     if not isinstance(doc, dict):
-        raise AgentError(
-            f"the gateway's answer is not a manifest (a JSON {type(doc).__name__}, not an object)"
-        )
+        what = _JSON_TYPES.get(type(doc), type(doc).__name__)
+        raise AgentError(f"the gateway's answer is {what}, not a manifest (a JSON object)")
     missing = [k for k in MANIFEST_FIELDS if not isinstance(doc.get(k), str)]
     if missing:
         raise AgentError(f"the manifest lacks {', '.join(missing)} (or they are not strings)")

@@ -258,7 +258,9 @@ async def test_a_full_disk_is_one_message_no_partial_and_a_failure_exit(
     with small_disk(tmp_path / "state", "1m") as state:
         h = Hostile([(200, as_json(manifest(len(model), sha)), {})], trickle(model, 100_000, go_on))
         async with serving(h):
-            with agent(h, reg, state, tmp_path, "--once") as proc:
+            once = tmp_path / "once"
+            once.mkdir()
+            with agent(h, reg, state, once, "--once") as proc:
                 await until(lambda: any(p.stat().st_size >= 100_000 for p in state.glob("*/model.part")), 30)
                 st = os.statvfs(state)  # the disk fills up under the running download
                 filler = state / "filler"
@@ -266,7 +268,7 @@ async def test_a_full_disk_is_one_message_no_partial_and_a_failure_exit(
                     f.write(b"\0" * (st.f_bavail * st.f_frsize - 4096))
                 go_on.set()
                 code = await asyncio.to_thread(proc.wait, 30)
-        err = text(tmp_path, "err")
+        err = text(once, "err")
         assert code != 0 and "Traceback" not in err, err[-3000:]
         assert "no room" in err and "cannot reach" not in err and len(err.strip().splitlines()) == 1, err
         assert not list(state.glob("*/model.part")), "the partial is left filling the disk"
