@@ -140,7 +140,8 @@ def _top(text: str) -> dict[str, Any]:
             if not isinstance(key, str):
                 raise FormatError("body: not JSON (an object key must be a string)")
             _, pos = _expect(text, pos, ":")
-            doc[key], pos = _records(text, pos) if key == "records" else _value(text, pos)
+            listed = key == "records" and text[_skip(text, pos) : _skip(text, pos) + 1] == "["
+            doc[key], pos = _records(text, pos) if listed else _value(text, pos)
             c, pos = _expect(text, pos, ",}")
             if c == "}":
                 break
