@@ -76,6 +76,8 @@ async def read_body(request: web.Request) -> bytearray:
             raw += chunk
             if len(raw) > MAX_BYTES:
                 raise too_large()
+            if len(raw) % (1 << 20) < len(chunk):  # a buffered body is read without a pause: let others in
+                await asyncio.sleep(0)
     except RequestPayloadError as exc:
         raise devices.bad_request(f"body: a broken gzip stream ({exc})") from None
     return raw  # not copied on the loop: parsed in a worker thread
@@ -205,8 +207,11 @@ def child_site(request: web.Request) -> str:
     raise web.HTTPForbidden(text=f"{why}; a device credential cannot relay\n")
 
 
-def _texts(records: list[dict[str, Any]]) -> list[str]:
-    return [json.dumps(r, separators=(",", ":"), sort_keys=True) for r in records]
+def _fresh(records: list[dict[str, Any]], last: dict[int, float]) -> list[str]:
+    """The records not journalled already (a re-sent batch), as the outbox's JSON text. Blocking."""
+    return [
+        json.dumps(r, separators=(",", ":"), sort_keys=True) for r in records if last.get(r["seq"]) != r["at"]
+    ]
 
 
 async def relay_batch(request: web.Request) -> web.Response:
@@ -227,11 +232,9 @@ async def relay_batch(request: web.Request) -> web.Response:
         raise web.HTTPForbidden(
             text=f"this credential is child site {site!r}'s: it cannot relay for {claimed!r}\n"
         )
-    last = app[LAST_BATCHES].get(site, {})
-    fresh = [r for r in records if last.get(r["seq"]) != r["at"]]
     now = app[CLOCK]()
     try:
-        texts = await asyncio.to_thread(_texts, fresh)
+        texts = await asyncio.to_thread(_fresh, records, app[LAST_BATCHES].get(site, {}))
         await asyncio.to_thread(
             app[RELAY].append_bounded, "relay", texts, now, key=site, quota_bytes=app[RELAY_QUOTA]
         )
@@ -252,10 +255,10 @@ async def relay_batch(request: web.Request) -> web.Response:
         remembered.update((r["seq"], r["at"]) for r in records)
         for seq in list(itertools.islice(remembered, max(0, len(remembered) - REMEMBERED_SEQS))):
             del remembered[seq]
-    app[STATS].inc("relay.records", len(fresh))
-    app[STATS].inc("relay.duplicates", len(records) - len(fresh))
+    app[STATS].inc("relay.records", len(texts))
+    app[STATS].inc("relay.duplicates", len(records) - len(texts))
     app[INVENTORY].upsert(f"gateway.{site}", {"kind": "gateway", "site": site}, source="tier", now=now)
-    return web.json_response({"accepted": len(fresh), "duplicates": len(records) - len(fresh)})
+    return web.json_response({"accepted": len(texts), "duplicates": len(records) - len(texts)})
 
 
 def add_relay_routes(app: web.Application, relay: RelayJournal, settings: Settings) -> None:
