@@ -125,3 +125,11 @@ def test_more_records_than_a_child_sends_are_refused_before_the_rest_is_read() -
     assert len(parse_batch(ok)[1]) == MAX_RECORDS
     with pytest.raises(TooManyRecords, match=str(MAX_RECORDS)):
         parse_batch(b'{"site":"s","records":[' + b",".join([one] * (MAX_RECORDS + 1)) + b"]}")
+
+
+def test_a_childs_largest_batch_is_within_the_bounds() -> None:
+    """What a child's forwarder sends at most (records, bytes of bodies) always fits the relay."""
+    from gateway.http.relay import MAX_BYTES
+    from gateway.uplink.forwarder import BATCH_BYTES, BATCH_RECORDS
+
+    assert BATCH_RECORDS <= MAX_RECORDS and BATCH_BYTES + BATCH_RECORDS * 200 <= MAX_BYTES
