@@ -34,7 +34,8 @@ the imports and enforces the rules marked *):
    ``service``: wiring only; ``settings`` (loading); ``commands`` and ``cli`` on top.
 
 Beside the house, ``gateway.device`` is the reference device agent: it imports only
-``gateway.core.errors`` of the gateway, so a device can run it without the server's rooms.
+``gateway.core.errors`` and ``gateway.core.jsondoc`` (pure, stdlib only) of the gateway, so a
+device can run it without the server's rooms.
 """
 
 __version__ = "0.1.0"

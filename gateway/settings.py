@@ -220,6 +220,13 @@ def _cross_check(s: Settings, source: str) -> None:
         host, _ = parse_hostport(s.operator.listen)
         if host not in ("127.0.0.1", "::1", "localhost") and not s.operator.token:
             raise ConfigError(source, "operator.token", "a token when operator.listen is not loopback")
+    children = [entry.partition("=") for entry in s.mirror.child_tokens]
+    if any(site not in s.mirror.child_sites for site, _, _ in children):
+        raise ConfigError(source, "mirror.child_tokens", "entries for sites listed in mirror.child_sites")
+    if len({site for site, _, _ in children}) != len(children) or len({t for _, _, t in children}) != len(
+        children
+    ):
+        raise ConfigError(source, "mirror.child_tokens", "one entry per child site, each with its own secret")
     if s.mirror.client_key and not s.mirror.client_cert:
         raise ConfigError(source, "mirror.client_key", "set only with mirror.client_cert")
     if s.mirror.schedule_timezone not in ("local", "UTC"):

@@ -45,6 +45,19 @@ def test_precedence_file_env_cli(tmp_path: Path) -> None:
         ("[gates]\nwaves = [5, 1, 100]\n", "gates.waves", "increasing"),
         ('[devices]\naccess = "token"\n', "devices.access", "site_token"),
         ("mirror = 3\n", "mirror", "table"),
+        ('[mirror]\nchild_tokens = ["line-1"]\n', "mirror.child_tokens", "<child site>=<secret"),
+        ('[mirror]\nchild_tokens = ["line-1=short"]\n', "mirror.child_tokens", "at least 16"),
+        (
+            '[mirror]\nchild_tokens = ["line-1=0123456789abcdef"]\n',
+            "mirror.child_tokens",
+            "mirror.child_sites",
+        ),
+        (
+            '[mirror]\nchild_sites = ["a", "b"]\nchild_tokens = ["a=0123456789abcdef", "b=0123456789abcdef"]\n',
+            "mirror.child_tokens",
+            "its own secret",
+        ),
+        ("[uplink]\nrelay_quota_bytes = 0\n", "uplink.relay_quota_bytes", "greater than 0"),
     ],
 )
 def test_bad_file_names_file_key_and_expectation(tmp_path: Path, text: str, key: str, expect: str) -> None:

@@ -11,6 +11,12 @@ the same version) and every artifact verified, changes nothing and says so. Resu
 artifact cut short (a truncated bundle, a pulled stick) stays a partial, never served; the next
 bundle that holds it resumes the transfer from there (the member's validator is its sha256, the
 same in every bundle). Imports are one at a time.
+
+A partial left by an earlier bundle is only a guess until the whole file verifies: when a transfer
+that resumed one is refused (its sha256 or signature), the partial is gone and the transfer is
+tried once more from byte 0 with this bundle's own bytes, so a damaged copy inserted first never
+makes the genuine bundle fail. A member the tar holds with another size or as another type is
+reported as such (:attr:`~gateway.bundle.layout.Member.problem`) without a transfer.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ class ArtifactOutcome(StrEnum):
     HELD = "already verified"
     REFUSED = "refused"
     INCOMPLETE = "incomplete in the bundle"
+    DAMAGED = "damaged in the bundle"
     ABSENT = "not in the bundle"
     FAILED = "failed"
     UNFINISHED = "unfinished"
@@ -120,6 +127,7 @@ class _Watch:
     dep: Deployment
     member: Member
     seen: int  # failed attempts when we started watching
+    resumed: bool  # a partial from before this bundle was there: a refusal is retried from byte 0
     retries: int = 0
 
 
@@ -197,9 +205,12 @@ class Importer:
                 report.artifacts[d.key] = (ArtifactOutcome.HELD, "")
             elif member is None:
                 report.artifacts[d.key] = (ArtifactOutcome.ABSENT, d.artifact_url)
+            elif member.problem:
+                report.artifacts[d.key] = (ArtifactOutcome.DAMAGED, member.problem)
             else:
                 failure = fetcher.failures.get(sha)
-                watching[sha] = _Watch(d, member, failure.attempts if failure else 0)
+                have, _ = await asyncio.to_thread(mirror.store.blobs.partial_state, sha)
+                watching[sha] = _Watch(d, member, failure.attempts if failure else 0, resumed=have > 0)
                 fetcher.ensure(d)
                 fetcher.retry_now(sha)
         while watching and time.monotonic() < deadline:
@@ -221,6 +232,10 @@ class Importer:
         failure = fetcher.failures.get(sha)
         if failure is None or failure.attempts <= w.seen:
             return None
+        if failure.bad_data and w.resumed:  # refused over a partial another bundle left: again, whole
+            w.resumed = False
+            self._again(sha, w, failure.attempts)
+            return None
         if failure.bad_data:
             return ArtifactOutcome.REFUSED, failure.why
         if not w.member.complete:
@@ -228,8 +243,12 @@ class Importer:
             return ArtifactOutcome.INCOMPLETE, f"{m.present} of {m.size} bytes; the next bundle resumes it"
         if w.retries < TRANSPORT_RETRIES:
             w.retries += 1
-            w.seen = failure.attempts
-            fetcher.ensure(w.dep)
-            fetcher.retry_now(sha)
+            self._again(sha, w, failure.attempts)
             return None
         return ArtifactOutcome.FAILED, failure.why
+
+    def _again(self, sha: str, w: _Watch, attempts: int) -> None:
+        """Ask the fetcher for one more attempt now; its outcome is judged like the first."""
+        w.seen = attempts
+        self.mirror.fetcher.ensure(w.dep)
+        self.mirror.fetcher.retry_now(sha)

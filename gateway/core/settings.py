@@ -76,6 +76,11 @@ class HttpSettings:
     idle_timeout_s: float = field(default=75.0, metadata=POSITIVE)  # idle keep-alive connection
 
 
+def _child_token_ok(entry: str) -> bool:
+    site, sep, secret = entry.partition("=")
+    return bool(sep) and valid_id(site) and len(secret) >= 16
+
+
 @dataclass(frozen=True)
 class TrustSettings:
     """Which cloud keys we believe, and how far we trust our own clock."""
@@ -108,6 +113,16 @@ class MirrorSettings:
     child_sites: tuple[str, ...] = field(
         default=(),
         metadata=_check("site names (letters, digits, '.', '_', '-')", lambda v: all(valid_id(x) for x in v)),
+    )
+    # Each child gateway's own credential, bound to its site: "<child site>=<secret>" (a secret of
+    # at least 16 characters, one per child). Only it may relay that site's uplink records or
+    # announce that site as a child gateway; it also reads what a device token may read.
+    child_tokens: tuple[str, ...] = field(
+        default=(),
+        metadata=_check(
+            '"<child site>=<secret of at least 16 characters>" entries',
+            lambda v: all(_child_token_ok(x) for x in v),
+        ),
     )
     connect_timeout_s: float = field(default=10.0, metadata=POSITIVE)
     read_timeout_s: float = field(default=30.0, metadata=POSITIVE)
@@ -209,6 +224,10 @@ class UplinkSettings:
     )
     report_interval_s: float = field(default=60.0, metadata=POSITIVE)
     outbox_max_bytes: int = field(default=256 << 20, metadata=POSITIVE)
+    # On a parent (tiers): what the records relayed for one child site may hold of the outbox at
+    # most; past it (or when the outbox is full) the child is answered 503 with Retry-After, and
+    # no local record is ever shed for a relayed one.
+    relay_quota_bytes: int = field(default=32 << 20, metadata=POSITIVE)
     outbox_max_age_s: float = field(default=7 * 86400.0, metadata=POSITIVE)
     forward_samples: bool = True  # journal every metrics message durably (before its PUBACK) and send it up
 

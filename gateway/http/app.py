@@ -13,12 +13,12 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from gateway.access import Credentials
+from gateway.access import ChildCredentials, Credentials
 from gateway.core.settings import Settings
 from gateway.http import devices
 from gateway.http.artifacts import add_artifact_routes
 from gateway.http.context import (
-    CHILD_SITES,
+    CHILDREN,
     CLOCK,
     CREDENTIALS,
     HELD_INDEX,
@@ -26,7 +26,6 @@ from gateway.http.context import (
     HELD_SITE,
     INGEST,
     INVENTORY,
-    RELAY,
     SITE,
     STATS,
     DeviceIngest,
@@ -70,10 +69,10 @@ def build_device_app(
     app[HELD_INDEX] = held_index
     app[HELD_KEYS] = held_keys
     app[HELD_SITE] = held_site
+    app[CHILDREN] = ChildCredentials(settings.mirror.child_sites, settings.mirror.child_tokens)
     add_tier_routes(app)
     if relay is not None:  # a parent's uplink relay for its child gateways
-        app[RELAY], app[CHILD_SITES] = relay, frozenset(settings.mirror.child_sites)
-        add_relay_routes(app)
+        add_relay_routes(app, relay, settings)
     poll = PollEndpoint(
         credentials=credentials,
         inventory=inventory,

@@ -20,7 +20,7 @@ from gateway.core import jsondoc
 from gateway.core.errors import FormatError, StorageError
 from gateway.core.events import parse_event
 from gateway.core.manifest import valid_id
-from gateway.http.context import CLOCK, CREDENTIALS, INGEST, STATS
+from gateway.http.context import CHILDREN, CLOCK, CREDENTIALS, INGEST, STATS
 from gateway.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,11 @@ def admit(
 
 
 async def authorize_any(request: web.Request) -> None:
-    """Downloads: any valid device credential (model files are company property)."""
-    refusal = request.app[CREDENTIALS].check_any(bearer=bearer_of(request), cert_cn=cert_cn_of(request))
+    """Downloads: any valid device credential, or a child gateway's (model files are company property)."""
+    bearer, cert_cn = bearer_of(request), cert_cn_of(request)
+    refusal = request.app[CREDENTIALS].check_any(bearer=bearer, cert_cn=cert_cn)
+    if refusal is not None and request.app[CHILDREN].site_of(bearer=bearer, cert_cn=cert_cn) is not None:
+        return  # a child gateway's own credential reads what a device may read
     if refusal is not None:
         request.app[STATS].inc(f"downloads.refused_{refusal.status}")
         cls = web.HTTPUnauthorized if refusal.status == 401 else web.HTTPForbidden

@@ -9,9 +9,11 @@ model files they need a device credential when ``devices.access`` is not ``open`
 Basic for ``mirror.upstream = "http://child:TOKEN@parent:8080/"``) or a client certificate the
 site CA signed (the child's ``mirror.client_cert``).
 
-A child names its site in ``X-OTA-Gateway``; an authorised request that does is recorded in the
-inventory as ``gateway.<site>`` with ``kind = gateway``, so the parent lists its children beside
-its devices (and reports them upstream the same way).
+A child names its site in ``X-OTA-Gateway``; a request that does with that child's own credential
+(``mirror.child_tokens``, or a certificate for ``gateway.<site>``) is recorded in the inventory as
+``gateway.<site>`` with ``kind = gateway``, so the parent lists its children beside its devices
+(and reports them upstream the same way). With any other credential the header is not believed:
+the request is served as a device's, and nothing is recorded (``tiers.unproven_announcements``).
 """
 
 from __future__ import annotations
@@ -20,19 +22,23 @@ from aiohttp import web
 
 from gateway.core.manifest import valid_id
 from gateway.http import devices
-from gateway.http.context import CLOCK, HELD_INDEX, HELD_KEYS, HELD_SITE, INVENTORY, SITE, STATS
+from gateway.http.context import CHILDREN, CLOCK, HELD_INDEX, HELD_KEYS, HELD_SITE, INVENTORY, SITE, STATS
 
 GATEWAY_HEADER = "X-OTA-Gateway"
 
 
 def note_child(request: web.Request) -> None:
-    """An authorised child gateway: into the inventory as a device of kind ``gateway``."""
+    """A child gateway with its own credential: into the inventory as a device of kind ``gateway``."""
     site = request.headers.get(GATEWAY_HEADER, "")
     if not site:
         return
     if not valid_id(site):
         raise devices.bad_request(f"{GATEWAY_HEADER}: a site name of letters, digits, '.', '_' or '-'")
     app = request.app
+    proven = app[CHILDREN].site_of(bearer=devices.bearer_of(request), cert_cn=devices.cert_cn_of(request))
+    if proven != site:  # only a child gateway's own credential announces it
+        app[STATS].inc("tiers.unproven_announcements")
+        return
     app[INVENTORY].upsert(
         f"gateway.{site}", {"kind": "gateway", "site": site}, source="tier", now=app[CLOCK]()
     )

@@ -127,7 +127,14 @@ async def test_an_interrupted_download_resumes_then_verifies_and_switches_slots(
                 slots.remember_etag(m2["sha256"], value)
 
             assert not await download(
-                s, m2["artifact_url"], partial, etag=etag, headers={}, on_etag=keep, stop_after=300_000
+                s,
+                m2["artifact_url"],
+                partial,
+                length=m2["length"],
+                etag=etag,
+                headers={},
+                on_etag=keep,
+                stop_after=300_000,
             )
             seen.clear()
             assert await second.update_once(s)
