@@ -3,15 +3,15 @@
 Two shapes of evidence, each with its textbook formula (no library of the field fits the core's
 stdlib-only rule; ``tests/core/gates/test_sequential.py`` checks each by its own simulation):
 
-* a mean with an estimated variance (:func:`judge_mean`): the normal-mixture confidence sequence
-  (Robbins; Howard, Ramdas, McAuliffe, Sekhon, "Time-uniform, nonparametric, nonasymptotic
-  confidence sequences", Ann. Statist. 2021, eq. (14); the mixture SPRT of Lindon, Sanden and
-  Shirikian, KDD 2022). With the mixing scale ``tau`` the boundary around the estimate is
-  ``sqrt(V (V + tau^2) / tau^2 * (log((V + tau^2) / V) + 2 log(1 / alpha)))``; it covers the true value
-  at every look at once with probability 1 - alpha (asymptotically, with V estimated). The evidence
-  number is the one-sided (half-normal) mixture e-value against the margin: a test supermartingale
-  for every value on the good side of the margin, so the coordinator may multiply the e-values of
-  independent sites.
+* a mean with an estimated variance (:func:`judge_mean`): the one-sided (half-normal) mixture of
+  Gaussian likelihood ratios against the margin, the mixture SPRT of Lindon, Sanden and Shirikian
+  (KDD 2022) and the normal-mixture boundary of Robbins (Howard, Ramdas, McAuliffe, Sekhon,
+  "Time-uniform, nonparametric, nonasymptotic confidence sequences", Ann. Statist. 2021). For every
+  value on the good side of the margin it is a test supermartingale, so by Ville's inequality it
+  reaches ``1 / alpha`` at any look with probability at most ``alpha`` (asymptotically, with the
+  variance estimated; the simulations check it), and the coordinator may multiply the e-values of
+  independent sites. :func:`width` is the two-sided normal-mixture boundary, ``sqrt(V (V + tau^2) /
+  tau^2 * (log((V + tau^2) / V) + 2 log(1 / alpha)))``, a first guess for :func:`boundary`.
 * a share of devices (:func:`judge_share`: install failures, silence): the likelihood ratio of a
   Bernoulli stream, mixed over a grid of alternatives past the margin (each a test martingale at
   the margin, a supermartingale on the good side), so one or two devices already say something.
@@ -79,6 +79,20 @@ def e_value_mean(z: float, variance: float, tau: float) -> float:
     return math.exp(min(log_e, 700.0))
 
 
+def boundary(variance: float, tau: float, alpha: float) -> float:
+    """How far past a margin an estimate must be for the one-sided e-value to reach ``1 / alpha``
+    (the e-value grows with that distance; found by bisection). An infinite variance: never."""
+    if not math.isfinite(variance):
+        return math.inf
+    lo, hi = 0.0, max(width(variance, tau, alpha), 1e-12)
+    while e_value_mean(hi, variance, tau) < 1.0 / alpha:
+        hi *= 2.0
+    for _ in range(60):
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if e_value_mean(mid, variance, tau) < 1.0 / alpha else (lo, mid)
+    return hi
+
+
 def judge_mean(
     estimate: float,
     variance: float,
@@ -89,14 +103,20 @@ def judge_mean(
     no_worse_alpha: float,
     higher_is_worse: bool = True,
 ) -> Judgement:
-    """Is the mean worse than ``margin`` (above it, or below it when ``higher_is_worse`` is False)?"""
-    lo, hi = estimate - width(variance, tau, alpha), estimate + width(variance, tau, alpha)
-    ok = width(variance, tau, no_worse_alpha)
+    """Is the mean worse than ``margin`` (above it, or below it when ``higher_is_worse`` is False)?
+
+    Worse when the one-sided e-value against the margin reaches ``1 / alpha`` (Ville's inequality:
+    a candidate on the good side of the margin gets there at most at ``alpha``, at any look); no
+    worse when the e-value the other way reaches ``1 / no_worse_alpha``. The bounds are where those
+    tests would flip: the margins this evidence rules out."""
+    past = boundary(variance, tau, alpha)
+    ok = boundary(variance, tau, no_worse_alpha)
+    lo, hi = estimate - past, estimate + past
     z = estimate - margin if higher_is_worse else margin - estimate
-    e = e_value_mean(z, variance, tau)
-    if (lo > margin) if higher_is_worse else (hi < margin):
+    e = e_value_mean(z, variance, tau) if math.isfinite(variance) else 0.0
+    if z >= past:
         answer = Answer.WORSE
-    elif (estimate + ok < margin) if higher_is_worse else (estimate - ok > margin):
+    elif -z >= ok:
         answer = Answer.NO_WORSE
     else:
         answer = Answer.UNDECIDED
