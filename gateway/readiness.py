@@ -52,7 +52,8 @@ def listener_state(
 
 
 class Readiness:
-    """``listeners``: the configured listeners by name, True when they listen."""
+    """``listeners``: the configured listeners by name, True when they listen; ``failing``: the
+    supervisor's words for each task that keeps failing."""
 
     def __init__(
         self,
@@ -62,12 +63,14 @@ class Readiness:
         data: Path,
         listeners: Callable[[], Mapping[str, bool]],
         clock: Callable[[], float],
+        failing: Callable[[], Sequence[str]] = tuple,
     ) -> None:
         self.trust = trust
         self.mirror = mirror
         self.data = data
         self.listeners = listeners
         self.clock = clock
+        self.failing = failing  # the supervisor's words for the tasks that keep failing
 
     async def reasons(self) -> tuple[str, ...]:
         """Empty when ready."""
@@ -82,6 +85,7 @@ class Readiness:
                 clock_trusted=reading.trusted,
                 store_problem=problem,
                 listeners_down=tuple(name for name, up in self.listeners().items() if not up),
+                failing_tasks=tuple(self.failing()),
             )
         )
 

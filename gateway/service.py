@@ -29,6 +29,7 @@ from gateway.broker.mode import mqtt_front
 from gateway.bundle.importer import DEFAULT_TIMEOUT_S, Importer
 from gateway.bundle.source import Shelf
 from gateway.bundle.watch import ImportWatch
+from gateway.core import supervision
 from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings, parse_hostport
 from gateway.discovery.advertise import Advertiser, cert_fingerprint
@@ -55,6 +56,7 @@ from gateway.stats import Stats
 from gateway.status_view import StatusView
 from gateway.store.artifacts import ArtifactStore
 from gateway.store.lock import lock_data_dir
+from gateway.supervisor import Supervisor
 from gateway.tasks import TaskGroup
 from gateway.telemetry.history import WindowHistory
 from gateway.telemetry.ingest import Telemetry
@@ -93,7 +95,14 @@ class Gateway:
         self.started_at = clock()
         self.data = settings.data_path
         self.stats = Stats()
-        self.tasks = TaskGroup()
+        self.tasks = TaskGroup()  # short-lived tasks (an index being judged)
+        sup = settings.supervision
+        self.supervisor = Supervisor(  # every long-lived task: restarted, and failing ones reported
+            supervision.Policy(
+                sup.restart_initial_s, sup.restart_max_s, sup.failing_after, sup.failing_window_s
+            ),
+            faults=supervision.parse_fault_plan(sup.inject_faults),
+        )
         self._lock: IO[str] | None = None
         self._runners: list[web.AppRunner] = []
         self._closers: list[Callable[[], Awaitable[None]]] = []
@@ -209,6 +218,7 @@ class Gateway:
             started_at=self.started_at,
             clock=self.clock,
             data_id=lambda: self.data_id,
+            tasks=self.supervisor.snapshot,
         )
         self.readiness = Readiness(
             trust=self.trust,
@@ -218,6 +228,7 @@ class Gateway:
                 s, self.http_addresses, self.operator_addresses, self.broker.addresses if self.broker else {}
             ),
             clock=self.clock,
+            failing=self.supervisor.failing,
         )
         self.metrics = GatewayMetrics(self.status_view, self.readiness)  # its own registry
 
@@ -278,18 +289,17 @@ class Gateway:
         )
         await self.broker.start()
         self._closers.append(self.broker.stop)
-        self.tasks.spawn(self.mirror.run(), name="mirror poll")
-        self.tasks.spawn(self.imports.run(), name="bundle imports")
+        self.supervisor.supervise("mirror-poll", self.mirror.run)
+        self.supervisor.supervise("bundle-imports", self.imports.run)
         if self.settings.discovery.enabled:
             await self._start_discovery()
-        self.tasks.spawn(self.site_loop.run(), name="site report")
-        if self.settings.store.scrub_bytes_per_s > 0:
-            scrub = self.store.scrub_forever(
-                self.settings.store.scrub_bytes_per_s, self.settings.store.scrub_interval_s
-            )
-            self.tasks.spawn(scrub, name="blob scrub")
+        self.supervisor.supervise("site-loop", self.site_loop.run)
+        store = self.settings.store
+        if store.scrub_bytes_per_s > 0:
+            scrub = lambda: self.store.scrub_forever(store.scrub_bytes_per_s, store.scrub_interval_s)  # noqa: E731
+            self.supervisor.supervise("blob-scrub", scrub)
         if self.sinks:
-            self.tasks.spawn(self.forwarder.run(), name="uplink")
+            self.supervisor.supervise("uplink", self.forwarder.run)
         record = instance.Record.of(
             self.operator_addresses, self.settings.site, self.data_id, self.started_at
         )
@@ -341,6 +351,7 @@ class Gateway:
 
     async def stop(self) -> None:
         """Reverse order: background loops, servers, then the components they used."""
+        await self.supervisor.close()
         await self.tasks.close()
         for runner in reversed(self._runners):
             await runner.cleanup()
@@ -368,7 +379,10 @@ async def run_until_signalled(gateway: Gateway, on_started: Callable[[Gateway], 
         loop.add_signal_handler(sig, stop.set)
     notifier = Notifier.from_env()  # systemd Type=notify; nothing outside systemd
     # Fed from the loop during start-up too (the blobs are re-hashed in worker threads meanwhile).
-    gateway.tasks.spawn(watchdog_loop(notifier, gateway.readiness.status_line), name="systemd watchdog")
+    failing = gateway.supervisor.failing
+    gateway.supervisor.supervise(
+        "systemd-watchdog", lambda: watchdog_loop(notifier, gateway.readiness.status_line, failing)
+    )
     await gateway.start()
     try:
         if on_started is not None:
