@@ -307,7 +307,7 @@ async def run_demo(root: Path, args: argparse.Namespace) -> None:
     await asyncio.to_thread(registry.keygen, root / "keys")
     (root / "registry").mkdir()
     await asyncio.to_thread(_publish, root, V1)
-    gw = Gateway(settings)
+    gw = Gateway.from_settings(settings)
     await gw.start()
     story = Story(args.devices)
     try:

@@ -93,8 +93,9 @@ class ArtifactStore:
     # -- start-up ---------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Load the catalog and re-verify every blob before it may be served."""
+        """Make the folders, load the catalog and re-verify every blob before it may be served."""
         try:
+            await asyncio.to_thread(self.blobs.create_dirs)
             doc = await asyncio.to_thread(atomic.read_json, self._catalog_path, {})
             self._load_catalog(doc or {})
         except DamagedStateError as exc:

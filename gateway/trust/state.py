@@ -84,24 +84,35 @@ class TrustState:
         self.max_future_skew_s = max_future_skew_s
         self.recovered: list[dict[str, Any]] = []  # a damaged state.json found here (for /status)
         self._rebuild_floors = False  # state.json was damaged: rebuild from the held index in load()
-        path = directory / "state.json"
+        self._state_read = False  # the constructor reads nothing: load_state() does, under the lock
+        self.highest_issued = 0.0
+        self.floor_source: dict[str, Any] = {"kind": FloorKind.MIN_VALID_TIME.value}
+        self.trusted = TrustedIndex(root_keys, site)
+
+    def load_state(self, *, repair: bool = True) -> None:
+        """Blocking: read ``state.json`` (the floors). A damaged one is moved aside and the floors
+        are rebuilt from the held index in :meth:`load`; with ``repair=False`` (a reader beside a
+        running gateway, which owns the folder) it is only ignored, and nothing is written."""
+        self._state_read = True
+        path = self.dir / "state.json"
         try:
             state = _state_from_json(atomic.read_json(path, {}))
         except DamagedStateError as exc:
-            moved = atomic.move_aside(path)
-            action = "floors rebuilt from the newest signed index held (min_valid_time if none)"
-            self.recovered.append(atomic.recovered(path, exc.problem, action, moved))
-            self._rebuild_floors = True
             state = {}
+            if repair:
+                moved = atomic.move_aside(path)
+                action = "floors rebuilt from the newest signed index held (min_valid_time if none)"
+                self.recovered.append(atomic.recovered(path, exc.problem, action, moved))
+                self._rebuild_floors = True
         self.highest_issued = float(state.get("highest_issued", 0.0))
         source = state.get("floor_source")
         if isinstance(source, dict):
-            self.floor_source: dict[str, Any] = source
+            self.floor_source = source
         elif self.highest_issued > self.min_valid_time:
             self.floor_source = {"kind": FloorKind.UNKNOWN.value}
         else:
             self.floor_source = {"kind": FloorKind.MIN_VALID_TIME.value}
-        self.trusted = TrustedIndex(root_keys, site, highest_version=int(state.get("highest_version", 0)))
+        self.trusted.highest_version = int(state.get("highest_version", 0))
 
     def refresh_keys(self) -> None:
         """Root keys = configured ones + PEM files dropped into ``key_dir`` (no restart needed)."""
@@ -116,8 +127,15 @@ class TrustState:
                 keys[keyid(key)] = key
         self.trusted.root_keys = keys
 
+    def _ensure_state(self) -> None:
+        """The floors are read before any is used or written (a folder's floors are never lowered
+        by a state object that has not read them); the gateway reads them in :meth:`load`."""
+        if not self._state_read:
+            self.load_state()
+
     @property
     def floor(self) -> float:
+        self._ensure_state()
         return max(self.min_valid_time, self.highest_issued)
 
     def clock(self, system_now: float) -> ClockReading:
@@ -133,12 +151,15 @@ class TrustState:
 
     def source(self) -> dict[str, Any]:
         """Where the floor came from: the stored source, or min_valid_time when that is higher."""
+        self._ensure_state()
         if self.min_valid_time >= self.highest_issued:
             return {"kind": FloorKind.MIN_VALID_TIME.value}
         return dict(self.floor_source)
 
     def load(self, system_now: float) -> SiteIndex | None:
         """Re-verify what we held before a restart; a held index that no longer verifies is dropped."""
+        if not self._state_read:
+            self.load_state()
         self.refresh_keys()
         now = self.clock(system_now).now
         keys_path, index_path = self.dir / "keys.json", self.dir / "index.json"
@@ -195,6 +216,7 @@ class TrustState:
         atomic.write_bytes(self.dir / "keys.json", raw)
 
     def verify(self, raw: bytes, system_now: float) -> SiteIndex:
+        self._ensure_state()
         self.refresh_keys()
         reading = self.clock(system_now)
         return self.trusted.verify_index(
@@ -203,6 +225,7 @@ class TrustState:
 
     def accept(self, index: SiteIndex, system_now: float) -> None:
         """Persist first, then believe: a crash in between leaves the old state whole."""
+        self._ensure_state()
         reading = self.clock(system_now)
         highest_issued, capped = raised_floor(
             self.highest_issued, index.issued, reading, self.max_future_skew_s, self.min_valid_time
@@ -246,6 +269,7 @@ class TrustState:
         it), never raise it; audited before it takes effect. Only on a stopped gateway (the caller
         holds the data folder lock), so a running one cannot write its old floor back. Returns the
         audit record, or None when the floor is not above that and there is nothing to lower."""
+        self._ensure_state()
         old_floor = self.floor
         target = system_now if system_now >= self.min_valid_time else 0.0
         highest_issued = min(self.highest_issued, target)

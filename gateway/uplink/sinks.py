@@ -64,11 +64,14 @@ class HttpSink:
         self.token = token
         self.site = site
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self.ssl: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
+        self.ca_bundle = ca_bundle  # read at the first delivery: a constructor reads no file
+        self.ssl: ssl.SSLContext | bool = True
         self._session: aiohttp.ClientSession | None = None
 
     async def deliver(self, records: Sequence[Record]) -> None:
         if self._session is None:
+            if self.ca_bundle:
+                self.ssl = ssl.create_default_context(cafile=self.ca_bundle)
             self._session = aiohttp.ClientSession(timeout=self.timeout, trust_env=True)
         body = gzip.compress(
             json.dumps(
