@@ -93,9 +93,8 @@ class ArtifactStore:
     # -- start-up ---------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Make the folders, load the catalog and re-verify every blob before it may be served."""
+        """Load the catalog and re-verify every blob before it may be served."""
         try:
-            await asyncio.to_thread(self.blobs.create_dirs)
             doc = await asyncio.to_thread(atomic.read_json, self._catalog_path, {})
             self._load_catalog(doc or {})
         except DamagedStateError as exc:
@@ -106,7 +105,7 @@ class ArtifactStore:
             action = "rebuilt from the blobs on disk and the index in effect"
             self.recovered.append(atomic.recovered(self._catalog_path, exc.problem, action, moved))
             self._dirty = True
-        for sha in await asyncio.to_thread(self.blobs.list_blobs):
+        for sha in await asyncio.to_thread(self.blobs.open):  # makes the folders, lists the blobs
             info = await asyncio.to_thread(self.blobs.check, sha)
             if info is not None:
                 self.verified[sha] = info

@@ -108,6 +108,11 @@ class BlobStore:
             sha256, st.st_size, st.st_mtime, len(sig), hashlib.sha256(sig).hexdigest(), st.st_ctime_ns
         )
 
+    def open(self) -> list[str]:
+        """Blocking: make the folders (see :meth:`create_dirs`), then the verified blobs' names."""
+        self.create_dirs()
+        return self.list_blobs()
+
     def list_blobs(self) -> list[str]:
         if not self.blob_dir.is_dir():  # a reader on a folder no gateway has opened yet
             return []
