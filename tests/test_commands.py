@@ -159,7 +159,7 @@ async def test_gate_controls_confirm_in_one_line_and_refuse_what_would_do_nothin
         assert out == ""  # refused: the wave is not waiting for approval
         code, out = await run_cli(capsys, "gate", "hold", *ctl)
         assert code == 0
-        assert out == "hold: detector@1.0.0 is now waves at wave 0, held by operator:ana\n"
+        assert out == "hold: detector@1.0.0 is now waves at wave 1, held by operator:ana\n"
         code, out = await run_cli(capsys, "gate", "abort", *ctl)
         assert code == 0
         assert out.startswith("abort: detector@1.0.0 is now aborted")

@@ -55,11 +55,20 @@ def test_the_demo_halts_a_bad_candidate_and_rolls_it_back_then_stops_on_ctrl_c(t
                 "no halt and rollback in time:\n" + out.read_text()[-3000:]
             )
             time.sleep(0.2)  # polling the operator API with a deadline
+        # The hint it printed works as printed, from another folder (it failed: "no gateway runs
+        # on ./data"), and numbers the waves from 1.
+        hint = out.read_text().split("(or: ", 1)[1].split(")\n", 1)[0]
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        ran = subprocess.run(hint, shell=True, cwd=elsewhere, capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0, (hint, ran.stderr)
+        row = next(line.split() for line in ran.stdout.splitlines() if line.startswith("detector@2.0.0"))
+        assert row[2:4] == ["halted", "1"], ran.stdout  # stage, and the first wave is wave 1
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0, out.read_text()[-3000:]
     finally:
         stop(proc)
     told = out.read_text()
     assert f"dashboard: http://{operator}/" in told
-    assert "HALTED at wave 0" in told and "cpu" in told and "rolled back to 1.0.0" in told
+    assert "HALTED at wave 1" in told and "cpu" in told and "rolled back to 1.0.0" in told
     assert (data / "gateway" / "gates").is_dir()  # --data keeps it all

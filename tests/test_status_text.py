@@ -57,6 +57,7 @@ def test_every_section_reads_as_text_for_a_person() -> None:
         "detector@2.0.0               mirroring 45% (13.5 MB of 30.0 MB) at 2.1 MB/s, about 7.9 s left; for all devices, 100%",
         "detector@1.0.0               mirrored, 29.0 MB; for hw:rev2, 25%",
         "waiting for approval",
+        "waves at wave 2, ",  # the stored index 1 is the second wave: numbered from 1 for people
         "29.0 MB of the 4.0 GB quota",
         "85.2 GB free",
         "MQTT broker:       off",

@@ -14,6 +14,7 @@ from gateway.commands import operator_client
 from gateway.commands.serve import load_settings
 from gateway.core.errors import TransportError
 from gateway.core.gates import Action
+from gateway.core.human import wave
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -37,7 +38,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         held = f" (held by {g['held_by']})" if g["held_by"] else ""
         held += " (waiting for approval)" if g.get("awaiting_approval") else ""
         print(
-            f"{g['deployment']:28} {g['baseline'] or '-':10} {g['stage']:9} {g['wave']:>4} {g['admitted']:>8} "
+            f"{g['deployment']:28} {g['baseline'] or '-':10} {g['stage']:9} {wave(g['wave'])[5:]:>4} {g['admitted']:>8} "
             f"{g['ran']:>5} {g['rollback']:>8}  {last.get('action', '-')}: {last.get('reason', '')}{held}"
         )
     return 0
@@ -55,7 +56,7 @@ def cmd_control(args: argparse.Namespace) -> int:
         raise
     g = doc["gate"]
     held = f", held by {g['held_by']}" if g["held_by"] else ""
-    print(f"{args.action}: {g['deployment']} is now {g['stage']} at wave {g['wave']}{held}")
+    print(f"{args.action}: {g['deployment']} is now {g['stage']} at {wave(g['wave'])}{held}")
     return 0
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.commands import operator_client
 from gateway.commands.serve import load_settings
-from gateway.core.human import ago, duration, size, text, when
+from gateway.core.human import ago, duration, size, text, wave, when
 from gateway.core.progress import Estimate
 
 Lines = list[str]
@@ -99,7 +99,7 @@ def _gates(doc: dict[str, Any]) -> Lines:
         if last:
             notes.append(f"last decision {last.get('action')}: {text(last.get('reason'))}")
         out.append(
-            f"  {g['deployment']:28} {g['stage']} at wave {g['wave']}, {g['admitted']} admitted, "
+            f"  {g['deployment']:28} {g['stage']} at {wave(g.get('wave'))}, {g['admitted']} admitted, "
             f"{g['ran']} ran it, baseline {text(g.get('baseline'))}"
             + (f"; {'; '.join(notes)}" if notes else "")
         )
