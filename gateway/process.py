@@ -26,9 +26,10 @@ async def run_until_signalled(gateway: Gateway, on_started: Callable[[Gateway], 
     notifier = Notifier.from_env()  # systemd Type=notify; nothing outside systemd
     # Fed from the loop during start-up too (the blobs are re-hashed in worker threads meanwhile).
     failing = gateway.supervisor.failing
-    gateway.supervisor.supervise(
-        "systemd-watchdog", lambda: watchdog_loop(notifier, gateway.readiness.status_line, failing)
-    )
+    if notifier.watchdog_s is not None:  # under systemd with WatchdogSec= only
+        gateway.supervisor.supervise(
+            "systemd-watchdog", lambda: watchdog_loop(notifier, gateway.readiness.status_line, failing)
+        )
     try:
         await gateway.start()
     except BaseException:

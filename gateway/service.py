@@ -44,6 +44,7 @@ from gateway.http.probes import add_probe_routes
 from gateway.http.tls import server_tls
 from gateway.inventory.store import Inventory
 from gateway.mirror.mirror import Mirror
+from gateway.mirror.store_events import StoreEvents
 from gateway.mirror.upstream import Upstream
 from gateway.notify import Changes
 from gateway.polls import PollAnswers
@@ -63,25 +64,6 @@ from gateway.trust.state import TrustState
 from gateway.uplink.assemble import uplink_from
 
 log = logging.getLogger(__name__)
-
-
-class _StoreEvents:
-    """The store's listener (:class:`gateway.store.events.StoreListener`). The store is made
-    before the mirror that needs it, so this asks for the mirror when an event comes (after
-    ``start``), not when it is made."""
-
-    def __init__(self, mirror: Callable[[], Mirror], changes: Changes) -> None:
-        self._mirror = mirror
-        self._changes = changes
-
-    def retry_after_s(self, sha256: str) -> int:
-        return self._mirror().retry_after_s(sha256)
-
-    def on_miss(self, sha256: str) -> None:
-        self._mirror().on_miss(sha256)
-
-    def on_verified(self, sha256: str) -> None:
-        self._changes.notify()  # long polls waiting for this blob wake
 
 
 class Gateway:
@@ -124,7 +106,7 @@ class Gateway:
             self.data,
             quota_bytes=settings.store.quota_bytes,
             running=lambda: ((r.model_id, r.model_version or "") for r in self.inventory.live()),
-            listener=_StoreEvents(lambda: self.mirror, self.changes),
+            listener=StoreEvents(lambda: self.mirror, self.changes),
             stats=self.stats,
         )
         self.shelf = Shelf(files.upstream)  # lent to a bundle while it is imported
@@ -308,6 +290,11 @@ class Gateway:
             self.operator_addresses, self.settings.site, self.data_id, self.started_at
         )
         await asyncio.to_thread(instance.write_record, self.data, record)  # the CLI finds us by it
+        log.info(
+            "operator API on %s: %s written, client commands find the gateway",
+            record.operator or "off",
+            instance.RECORD_NAME,
+        )
         lab_mode = self.settings.mqtt.lab_mode
         self.broker = mqtt_front(
             self.settings,
@@ -327,6 +314,7 @@ class Gateway:
         self.supervisor.supervise("mirror-poll", self.mirror.run)
         self.supervisor.supervise("bundle-imports", self.imports.run)
         self.supervisor.supervise("site-loop", self.site_loop.run)
+        self.supervisor.supervise("readiness-log", self.readiness.watch)
         store = self.settings.store
         if store.scrub_bytes_per_s > 0:
             scrub = lambda: self.store.scrub_forever(store.scrub_bytes_per_s, store.scrub_interval_s)  # noqa: E731

@@ -94,7 +94,7 @@ class Supervisor:
             run += 1
             if error is None:
                 self.state[name] = "finished"
-                log.info("task %s finished", name)
+                log.debug("task %s finished", name)
                 return
             now = self.clock()
             health = sv.on_failure(self.health[name], error, now, self.policy)

@@ -312,13 +312,7 @@ class ArtifactStore:
             begun = time.monotonic()
             try:
                 report = await self.scrub_pass(rate_bytes_per_s)
-                log.info(
-                    "scrub: %d blobs, %d bytes re-hashed, %d mismatched, %d missing",
-                    report.blobs,
-                    report.bytes,
-                    len(report.mismatches),
-                    len(report.missing),
-                )
+                log.info("scrub: %s", report.words())
             except Exception:  # a disk error in one pass must not end the scrub for good
                 log.exception("scrub pass failed")
             wait = max(0.0, interval_s - (time.monotonic() - begun))

@@ -42,9 +42,10 @@ def shown_text(value: Any) -> list[str]:
         (human.size, None, "–"),
         (human.size, 0, "0 B"),
         (human.size, 999, "999 B"),
-        (human.size, 30_000_000, "30 MB"),
+        (human.size, 30_000_000, "30.0 MB"),  # one size format: gateway.core.human.size
         (human.size, 85_211_258_880, "85.2 GB"),
         (human.rate, 1_400_000, "1.4 MB/s"),
+        (human.size, 262_144, "262.1 kB"),
         (human.duration, 14, "14 s"),
         (human.duration, 185, "3 min 5 s"),
         (human.duration, 7500, "2 h 5 min"),
@@ -234,7 +235,7 @@ def test_the_status_as_text_has_no_python_values_the_issue_saw() -> None:
     for s in shown_text(doc):
         assert not REPRS.search(s), s
     assert "85.2 GB" in text and "Clock not trusted" in text and "No signed index" in text
-    assert doc["mirroring"][0]["text"] == "3 MB of 30 MB, 1.5 MB/s, about 18 s left"
+    assert doc["mirroring"][0]["text"] == "3.0 MB of 30.0 MB, 1.5 MB/s, about 18 s left"
     assert ["Last good poll", "never"] in doc["summary"] and ["Sink http", "not tried yet"] in doc["uplink"]
 
 
