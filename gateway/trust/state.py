@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import atomic
-from gateway.core.errors import DamagedStateError, FormatError, RemoteDataError, StorageError
+from gateway.core.errors import ConfigError, DamagedStateError, FormatError, RemoteDataError, StorageError
 from gateway.core.manifest import format_time, parse_time
 from gateway.trust.clock import (
     DEFAULT_MAX_FUTURE_SKEW_S,
@@ -39,7 +39,7 @@ from gateway.trust.clock import (
     trusted_now,
 )
 from gateway.trust.index import SiteIndex, TrustedIndex
-from gateway.trust.keys import PublicKey, keyid, parse_public_key
+from gateway.trust.keys import PRIVATE_KEY_ADVICE, PublicKey, holds_private_key, keyid, parse_public_key
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class TrustState:
         self.recovered: list[dict[str, Any]] = []  # a damaged state.json found here (for /status)
         self._rebuild_floors = False  # state.json was damaged: rebuild from the held index in load()
         self._state_read = False  # the constructor reads nothing: load_state() does, under the lock
+        self._reported: dict[Path, tuple[int, str]] = {}  # bad files in key_dir, logged once each
         self.highest_issued = 0.0
         self.floor_source: dict[str, Any] = {"kind": FloorKind.MIN_VALID_TIME.value}
         self.trusted = TrustedIndex(root_keys, site)
@@ -114,18 +115,33 @@ class TrustState:
             self.floor_source = {"kind": FloorKind.MIN_VALID_TIME.value}
         self.trusted.highest_version = int(state.get("highest_version", 0))
 
-    def refresh_keys(self) -> None:
-        """Root keys = configured ones + PEM files dropped into ``key_dir`` (no restart needed)."""
+    def refresh_keys(self, *, at_start: bool = False) -> None:
+        """Root keys = configured ones + PEM files dropped into ``key_dir`` (no restart needed).
+        A private key there stops start-up (``at_start``: ConfigError naming the file); one dropped
+        in while running is an error in the log (once per file version) and is never used."""
         keys = dict(self.configured_keys)
         if self.key_dir is not None and self.key_dir.is_dir():
             for path in sorted(self.key_dir.glob("*.pem")):
                 try:
-                    key = parse_public_key(path.read_bytes(), str(path))
+                    pem = path.read_bytes()
+                    if at_start and holds_private_key(pem):
+                        raise ConfigError(str(path), "trusted-keys", PRIVATE_KEY_ADVICE)
+                    key = parse_public_key(pem, str(path))
                 except (OSError, FormatError) as exc:
-                    log.error("ignoring trusted key file %s: %s", path, exc)
+                    self._key_file_problem(path, exc)
                     continue
                 keys[keyid(key)] = key
         self.trusted.root_keys = keys
+
+    def _key_file_problem(self, path: Path, exc: Exception) -> None:
+        """Log a bad file in ``key_dir`` once per version of it (keys are refreshed every poll)."""
+        try:
+            stamp = (path.stat().st_mtime_ns, str(exc))
+        except OSError:
+            stamp = (0, str(exc))
+        if self._reported.get(path) != stamp:
+            self._reported[path] = stamp
+            log.error("ignoring trusted key file %s: %s", path, exc)
 
     def _ensure_state(self) -> None:
         """The floors are read before any is used or written (a folder's floors are never lowered
@@ -160,7 +176,7 @@ class TrustState:
         """Re-verify what we held before a restart; a held index that no longer verifies is dropped."""
         if not self._state_read:
             self.load_state()
-        self.refresh_keys()
+        self.refresh_keys(at_start=True)
         now = self.clock(system_now).now
         keys_path, index_path = self.dir / "keys.json", self.dir / "index.json"
         if keys_path.exists():
