@@ -248,3 +248,20 @@ def test_the_rate_meter_takes_the_rate_over_recent_readings_and_restarts_with_a_
     p = m.observe({"a": (5, 100)}, 3)["a"]  # started again from fewer bytes
     assert p.rate_bytes_per_s is None
     assert m.observe({}, 4) == {} and not m._readings  # artifacts no longer mirrored are forgotten
+
+
+def test_the_rollout_card_counts_those_left_to_roll_back_as_devices_report() -> None:
+    settings = GateSettings()
+    g = new_gate("detector@2.0.0", "detector", "2.0.0", "1.0.0", settings, NOW - 600)
+    g = type(g)(**{**g.__dict__, "stage": Stage.HALTED, "admitted": {"a": 0, "b": 0}, "ran": frozenset("ab")})
+
+    def summary(on: set[str] | None) -> str:
+        still = None if on is None else on.__contains__
+        p = gate_panel.panel(
+            g, deployment=None, settings=settings, history=WindowHistory(), now=NOW, on_candidate=still
+        )
+        return str(p["summary"])
+
+    assert summary(None).endswith("2 ran it, 2 to roll back")
+    assert summary({"a"}).endswith("2 ran it, 1 to roll back (1 back on 1.0.0)")
+    assert summary(set()).endswith("2 ran it, 0 to roll back (2 back on 1.0.0)")

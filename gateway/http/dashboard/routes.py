@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from html import escape
 from importlib import resources
 from typing import Any
@@ -160,6 +161,11 @@ class Dashboard:
         self._charts = (key, out)
         return out
 
+    def _on_version(self, device_id: str, *, version: str) -> bool:
+        """Whether the inventory has the device on ``version`` still (its last report)."""
+        rec = self.inventory.get(device_id)
+        return rec is not None and rec.model_version == version and rec.last_event != "rolled_back"
+
     def state(self, now: float) -> bytes:
         if self._state is not None and 0 <= now - self._state[0] < STATE_TTL_S:
             return self._state[1]
@@ -179,6 +185,7 @@ class Dashboard:
                 settings=self.settings.gates,
                 history=self.history,
                 now=now,
+                on_candidate=partial(self._on_version, version=g.version),
             )
             gates.append({**panel, "charts": charts.get(name, [])})
         versions = [{"name": k, "charts": v} for k, v in charts.items() if k not in self.gates.gates]
