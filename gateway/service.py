@@ -300,6 +300,7 @@ class Gateway:
             self.settings,
             lambda user, pw, cn: self.credentials.mqtt_allows(user, pw, cn, lab_mode=lab_mode),
             lambda device, topic, payload: self.telemetry.mqtt_message(device, topic, payload, self.clock()),
+            self.supervisor.supervise,
         )
         await self.broker.start()
         stack.push_async_callback(self.broker.stop)
@@ -308,9 +309,9 @@ class Gateway:
     async def _open_tasks(self, stack: AsyncExitStack) -> None:
         """mDNS and the long-lived tasks, under the supervisor (closed first on the way down)."""
         stack.push_async_callback(self.tasks.close)
-        stack.push_async_callback(self.supervisor.close)
         if self.settings.discovery.enabled:
             await self._start_discovery(stack)
+        stack.push_async_callback(self.supervisor.close)  # first on the way down: before mDNS stops
         self.supervisor.supervise("mirror-poll", self.mirror.run)
         self.supervisor.supervise("bundle-imports", self.imports.run)
         self.supervisor.supervise("site-loop", self.site_loop.run)
@@ -340,7 +341,9 @@ class Gateway:
             cert_sha256=self._cert_sha256,
             lan=lan,
         )
-        browser = DeviceBrowser(s.discovery, self.inventory, self.clock, lan=lan)
+        browser = DeviceBrowser(
+            s.discovery, self.inventory, self.clock, lan=lan, supervise=self.supervisor.supervise
+        )
         await advertiser.start()
         stack.push_async_callback(advertiser.stop)
         await browser.start()

@@ -39,7 +39,15 @@ from tests.peers import ROOT, IngestServer, free_port, gateway_process, ingest_b
 
 SEEDS = int(os.environ.get("CHAOS_SEEDS", "20"))
 PROCESS_SEEDS = int(os.environ.get("CHAOS_PROCESS_SEEDS", "1"))
-TASKS = {"mirror-poll", "bundle-imports", "site-loop", "readiness-log", "blob-scrub", "uplink"}
+TASKS = {
+    "mirror-poll",
+    "bundle-imports",
+    "site-loop",
+    "readiness-log",
+    "blob-scrub",
+    "uplink",
+    "mqtt-keepalive-sweep",
+}
 MAX_BACKOFF_S = 0.25
 FAULTS_WITHIN_S = (0.05, 0.8)
 
