@@ -73,3 +73,19 @@ def test_an_empty_gateway_says_so() -> None:
     out = render(empty, NOW)
     assert "none held yet" in out and "tried X (404 not found)" in out
     assert "none in the signed index" in out and "None" not in out
+
+
+def test_the_tasks_section_names_each_supervised_task_and_a_failing_one() -> None:
+    tasks = [
+        {"name": "mirror-poll", "state": "running", "restarts": 0, "failing": False, "last_error": None,
+         "last_failure_ago_s": None},
+        {"name": "uplink", "state": "restarting", "restarts": 7, "failing": True,
+         "last_error": "RuntimeError('boom')", "last_failure_ago_s": 65.0},
+    ]  # fmt: skip
+    out = render({**doc(), "tasks": tasks}, NOW)
+    assert "Tasks" in out and "None" not in out
+    assert "mirror-poll:       running, 0 restart(s)" in out
+    assert (
+        "uplink:            FAILING, not ready, 7 restart(s); last error 1 min 5 s ago: RuntimeError('boom')"
+        in out
+    )

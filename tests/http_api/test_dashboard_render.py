@@ -265,3 +265,21 @@ def test_the_rollout_card_counts_those_left_to_roll_back_as_devices_report() -> 
     assert summary(None).endswith("2 ran it, 2 to roll back")
     assert summary({"a"}).endswith("2 ran it, 1 to roll back (1 back on 1.0.0)")
     assert summary(set()).endswith("2 ran it, 0 to roll back (2 back on 1.0.0)")
+
+
+TASKS = [
+    {"name": "mirror-poll", "state": "running", "restarts": 2, "failing": False, "last_error": "x",
+     "last_failure_ago_s": 30.0},
+    {"name": "uplink", "state": "restarting", "restarts": 7, "failing": True,
+     "last_error": "RuntimeError('boom')", "last_failure_ago_s": 1.0},
+]  # fmt: skip
+
+
+def test_supervised_tasks_show_their_restarts_and_a_failing_one_is_an_alert() -> None:
+    st = status(tasks=TASKS)
+    alerts = view.alerts(st, NOW)
+    assert any("Task uplink keeps failing (7 restarts; last: RuntimeError('boom'))" in a for a in alerts)
+    assert ["Tasks", "2 supervised; FAILING: uplink"] in view.summary(st, NOW)
+    calm = status(tasks=[{**TASKS[0]}])
+    assert ["Tasks", "1 supervised; restarts: mirror-poll 2x"] in view.summary(calm, NOW)
+    assert not any("keeps failing" in a for a in view.alerts(calm, NOW))
