@@ -76,6 +76,7 @@ def test_the_demo_halts_a_bad_candidate_and_rolls_it_back_then_stops_on_ctrl_c(t
         assert ran.returncode == 0, (hint, ran.stderr)
         row = next(line.split() for line in ran.stdout.splitlines() if line.startswith("detector@2.0.0"))
         assert row[2:4] == ["halted", "1"], ran.stdout  # stage, and the first wave is wave 1
+        assert row[6] == "0", ran.stdout  # ROLLBACK: none left, as the devices reported
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0, out.read_text()[-3000:]
     finally:

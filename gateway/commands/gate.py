@@ -39,7 +39,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         held += " (waiting for approval)" if g.get("awaiting_approval") else ""
         print(
             f"{g['deployment']:28} {g['baseline'] or '-':10} {g['stage']:9} {wave(g['wave'])[5:]:>4} {g['admitted']:>8} "
-            f"{g['ran']:>5} {g['rollback']:>8}  {last.get('action', '-')}: {last.get('reason', '')}{held}"
+            f"{g['ran']:>5} {g.get('rollback_left', g['rollback']):>8}  {last.get('action', '-')}: {last.get('reason', '')}{held}"
         )
     return 0
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.core.device import still_on
 from gateway.core.manifest import Deployment, parse_deployment
 from gateway.core.settings import Settings
 from gateway.http.dashboard import devices as D
@@ -163,8 +164,7 @@ class Dashboard:
 
     def _on_version(self, device_id: str, *, version: str) -> bool:
         """Whether the inventory has the device on ``version`` still (its last report)."""
-        rec = self.inventory.get(device_id)
-        return rec is not None and rec.model_version == version and rec.last_event != "rolled_back"
+        return still_on(self.inventory.get(device_id), version)
 
     def state(self, now: float) -> bytes:
         if self._state is not None and 0 <= now - self._state[0] < STATE_TTL_S:
