@@ -119,7 +119,8 @@ async def watch_tasks(http: aiohttp.ClientSession, gw: Gateway, deadline_s: floa
         assert set(tasks) >= TASKS, tasks
         for t in tasks.values():
             if t["state"] == "restarting":
-                assert t["last_failure_ago_s"] <= MAX_BACKOFF_S + 0.5, t  # waiting past its backoff
+                # waiting past its backoff (1 s of slack: the loop of a busy two-core box)
+                assert t["last_failure_ago_s"] <= MAX_BACKOFF_S + 1.0, t
             assert not t["failing"], t
         if all(tasks[n]["restarts"] >= 1 and tasks[n]["state"] == "running" for n in TASKS):
             return tasks
