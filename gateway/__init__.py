@@ -12,7 +12,8 @@ the imports and enforces the rules marked *):
    hawkBit DDI's documents, action ids and feedback (``ddi``).
    No I/O, no clock, no asyncio: values and ``now`` in, decisions out. * It imports only the
    standard library, ``firmware_compat`` and itself.
-2. Small shared helpers: ``atomic`` (crash-safe writes), ``stats``, ``tasks``, ``notify``,
+2. Small shared helpers: ``atomic`` (crash-safe writes), ``stats``, ``tasks``, ``supervisor``
+   (every long-lived task restarted with backoff; the failing ones named), ``notify``,
    ``health``, ``redact``, ``accept``, ``diskspace``, ``instance`` (which gateway owns a data
    folder, and where its operator API listens).
 3. The I/O rooms, each with one job: ``trust`` (verify the signed index and keys, the clock
@@ -31,7 +32,10 @@ the imports and enforces the rules marked *):
    from typed ``web.AppKey``s (``http.context``), with a small protocol there where the real
    object lives in a room above or beside it.
 5. ``site_loop`` (the gates in time, and what follows their transitions), ``status_view``;
-   ``service``: wiring only; ``settings`` (loading); ``commands`` and ``cli`` on top.
+   ``config_files`` (the files the configuration names, read in one step); ``service``: wiring
+   only: constructors take values and do no I/O, and ``start`` opens everything under the data
+   folder's lock in one ``AsyncExitStack`` (a failed start closes what it opened, in reverse);
+   ``process`` (signals and systemd around it); ``settings`` (loading); ``commands`` and ``cli``.
 
 Beside the house, ``gateway.device`` is the reference device agent: it imports only
 ``gateway.core.errors`` and ``gateway.core.jsondoc`` (pure, stdlib only) of the gateway, so a

@@ -18,10 +18,10 @@ import contextlib
 import logging
 import os
 import random
+import shlex
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,10 +31,12 @@ from typing import Any
 import aiohttp
 
 from gateway import registry
+from gateway.commands.serve import own_command
 from gateway.core import settings as S
 from gateway.core.errors import ConfigError
 from gateway.core.gates import Verdict
 from gateway.core.gates.words import say
+from gateway.core.human import wave
 from gateway.device.agent import DeviceAgent
 from gateway.device.simulate import BURNS_CPU, HEALTHY, SimulatedInference
 from gateway.service import Gateway
@@ -102,11 +104,11 @@ def _url(addresses: list[Any]) -> str:
     return f"{host}:{port}"
 
 
-def _gate_status_hint(operator: str) -> str:
-    """The gate status command as this user can type it (the venv's script, this port)."""
-    prog = sys.argv[0] if Path(sys.argv[0]).name == "ota-gateway" else "ota-gateway"
-    env = "" if operator.endswith(":8081") else f"OTA_GATEWAY_OPERATOR__LISTEN={operator} "
-    return f"{env}{prog} gate status"
+def _gate_status_hint(data: Path) -> str:
+    """The gate status command as this user can type it from any folder: this very
+    ``ota-gateway`` by its absolute path, and the demo's data folder (whose ``gateway.json`` says
+    where the operator API listens, whichever port it took)."""
+    return f"{own_command()} gate status --data {shlex.quote(str(data.resolve()))}"
 
 
 def _verdict(v: dict[str, Any]) -> str:
@@ -177,7 +179,7 @@ class Story:
             action, reason = a.get("action"), a.get("reason", "")
             if action == "halt":
                 failing = [v for v in a.get("verdicts", []) if v.get("result") == "worse"]
-                self.say(f"gate {MODEL}@{V2} HALTED at wave {self.wave + 1} ({_sizes(failing)}):")
+                self.say(f"gate {MODEL}@{V2} HALTED at {wave(self.wave)} ({_sizes(failing)}):")
                 for v in failing:
                     print(f"{'':10}{_verdict(v)}", flush=True)
                 self.halted_at = time.monotonic()
@@ -299,14 +301,14 @@ async def run_demo(root: Path, args: argparse.Namespace) -> None:
     await asyncio.to_thread(registry.keygen, root / "keys")
     (root / "registry").mkdir()
     await asyncio.to_thread(_publish, root, V1)
-    gw = Gateway(settings)
+    gw = Gateway.from_settings(settings)
     await gw.start()
     story = Story(args.devices)
     try:
         for note in notes:
             story.say(note)
         operator = _url(gw.operator_addresses)
-        story.say(f"dashboard: http://{operator}/   (or: {_gate_status_hint(operator)})")
+        story.say(f"dashboard: http://{operator}/   (or: {_gate_status_hint(settings.data_path)})")
         story.say(
             f"device API http://{_url(gw.http_addresses)}/, MQTT {_url(list(gw.broker.addresses.values())) if gw.broker else 'off'}, data in {root}"
         )

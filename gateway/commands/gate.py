@@ -15,6 +15,7 @@ from gateway.commands.serve import load_settings
 from gateway.core.errors import TransportError
 from gateway.core.gates import Action, Verdict
 from gateway.core.gates.words import say
+from gateway.core.human import wave
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -38,8 +39,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         held = f" (held by {g['held_by']})" if g["held_by"] else ""
         held += " (waiting for approval)" if g.get("awaiting_approval") else ""
         print(
-            f"{g['deployment']:28} {g['baseline'] or '-':10} {g['stage']:9} {g['wave'] + 1:>4} {g['admitted']:>8} "
-            f"{g['ran']:>5} {g['rollback']:>8}  {last.get('action', '-')}: {last.get('reason', '')}{held}"
+            f"{g['deployment']:28} {g['baseline'] or '-':10} {g['stage']:9} {wave(g['wave'])[5:]:>4} {g['admitted']:>8} "
+            f"{g['ran']:>5} {g.get('rollback_left', g['rollback']):>8}  {last.get('action', '-')}: {last.get('reason', '')}{held}"
         )
         for line in _evidence(last):
             print(f"    {line}")
@@ -71,7 +72,7 @@ def cmd_control(args: argparse.Namespace) -> int:
         raise
     g = doc["gate"]
     held = f", held by {g['held_by']}" if g["held_by"] else ""
-    print(f"{args.action}: {g['deployment']} is now {g['stage']} at wave {g['wave']}{held}")
+    print(f"{args.action}: {g['deployment']} is now {g['stage']} at {wave(g['wave'])}{held}")
     return 0
 
 

@@ -151,9 +151,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # The first run's local registry folder, made for `registry publish`; any other folder
         # must exist (a typo must not become an empty registry polled forever).
         Path(settings.mirror.upstream).mkdir(parents=True, exist_ok=True)
-    from gateway.service import Gateway, run_until_signalled
+    from gateway.process import run_until_signalled
+    from gateway.service import Gateway
 
-    gateway = Gateway(settings)
+    gateway = Gateway.from_settings(settings)
     asyncio.run(run_until_signalled(gateway, lambda gw: print(banner(gw), flush=True)))
     return 0
 

@@ -62,6 +62,12 @@ def when(ts: float | None, now: float) -> str:
     return f"{datetime.fromtimestamp(float(ts), UTC):%Y-%m-%d %H:%M UTC} ({ago(ts, now)})"
 
 
+def wave(index: object) -> str:
+    """A wave for people, numbered from 1 ("wave 1" is the first); the gates store and the JSON
+    documents carry the 0-based index. A missing index is a dash."""
+    return f"wave {index + 1}" if isinstance(index, int) and not isinstance(index, bool) else "wave -"
+
+
 def yes_no(flag: object) -> str:
     return DASH if flag is None else ("yes" if flag else "no")
 

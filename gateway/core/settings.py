@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.core.manifest import valid_id
 from gateway.core.schedule import Schedule
+from gateway.core.supervision import parse_fault_plan
 
 _HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]*):(\d{1,5})$")
 
@@ -53,6 +54,17 @@ MQTT_URL_OR_EMPTY = _check(
 )
 # A shared subscription's name: no '/', '+', '#' [MQTT 5, 4.8.2]
 SHARE_NAME = _check("a name without '/', '+' or '#', or empty", lambda v: not any(c in v for c in "/+#"))
+
+
+def _fault_plan_ok(v: Any) -> bool:
+    try:
+        parse_fault_plan(v)
+    except ValueError:
+        return False
+    return True
+
+
+FAULT_PLAN = _check('empty (a test-only fault plan such as "seed=7;after=0.2-1.5;times=1")', _fault_plan_ok)
 
 
 def choice(*options: str) -> dict[str, Any]:
@@ -331,6 +343,19 @@ class DdiSettings:
 
 
 @dataclass(frozen=True)
+class SupervisionSettings:
+    """How the long-lived tasks are restarted, and when one that keeps failing makes the gateway
+    not ready (``/readyz`` 503, no more systemd watchdog pings: systemd restarts the process)."""
+
+    restart_initial_s: float = field(default=1.0, metadata=POSITIVE)
+    restart_max_s: float = field(default=60.0, metadata=POSITIVE)
+    failing_after: int = field(default=5, metadata=POSITIVE)  # failures within failing_window_s
+    failing_window_s: float = field(default=600.0, metadata=POSITIVE)
+    # Tests only: make tasks raise (gateway.core.supervision.FaultPlan), e.g. "seed=7;after=0.2-1.5".
+    inject_faults: str = field(default="", metadata=FAULT_PLAN)
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration tree."""
 
@@ -355,6 +380,7 @@ class Settings:
     operator: OperatorSettings = OperatorSettings()
     discovery: DiscoverySettings = DiscoverySettings()
     ddi: DdiSettings = DdiSettings()
+    supervision: SupervisionSettings = SupervisionSettings()
 
     @property
     def data_path(self) -> Path:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,10 +87,13 @@ def _check_signatures(
     except ValueError as exc:  # NaN or a lone surrogate: nothing anyone could have signed
         raise FormatError(f"{what}: signed part has no canonical JSON form ({exc})") from exc
     known = False
+    strangers: list[str] = []  # key ids of signatures by keys we do not trust, for the message
     for entry in sigs:
         if not isinstance(entry, dict):
             continue
         kid, sig_b64 = entry.get("keyid"), entry.get("sig")
+        if isinstance(kid, str) and kid not in keys and len(strangers) < 3:
+            strangers.append(_shown_keyid(kid))
         if not isinstance(kid, str) or not isinstance(sig_b64, str) or kid not in keys:
             continue
         known = True
@@ -100,8 +104,17 @@ def _check_signatures(
         if verify_bytes(keys[kid], sig, payload):
             return kid
     if not known:
-        raise UntrustedError(f"{what}: signed by no trusted key")
+        by = f"key id {', '.join(strangers)}" if strangers else "no key id"
+        raise UntrustedError(
+            f"{what}: signed by {by}: no trusted key (trusted: {', '.join(sorted(keys)) or 'none'}; "
+            "add the signer's public key to trust.trusted_keys or the data folder's trusted-keys/)"
+        )
     raise UntrustedError(f"{what}: signature does not verify")
+
+
+def _shown_keyid(kid: str) -> str:
+    """A key id from remote data as it may appear in a log line: hex, at most 64 characters."""
+    return kid if re.fullmatch(r"[0-9a-f]{1,64}", kid) else f"{kid[:64]!r} (not a key id)"
 
 
 def _version(signed: Mapping[str, Any], what: str) -> int:

@@ -202,6 +202,16 @@ def limits_of(deployment: Deployment | None, settings: GateSettings) -> GateLimi
     return GateLimits.of(deployment.health if deployment else HealthChecks(), settings)
 
 
+def _summary(g: GateState, settings: GateSettings, on_candidate: Callable[[str], bool] | None) -> str:
+    head = f"wave {g.wave + 1} of {len(settings.waves)}, {len(g.admitted)} admitted"
+    if not g.stopped:
+        return f"{head}, {len(g.ran)} running it"
+    left = [d for d in g.rollback_set if on_candidate is None or on_candidate(d)]
+    back = len(g.rollback_set) - len(left)
+    went = f" ({back} back on {g.baseline_version or 'their previous version'})" if back else ""
+    return f"{head}, {len(g.ran)} ran it, {len(left)} to roll back{went}"
+
+
 def panel(
     g: GateState,
     *,
@@ -209,8 +219,11 @@ def panel(
     settings: GateSettings,
     history: WindowHistory,
     now: float,
+    on_candidate: Callable[[str], bool] | None = None,
 ) -> dict[str, Any]:
-    """Everything the page shows of one gate but its charts (:func:`charts`, drawn apart: cached)."""
+    """Everything the page shows of one gate but its charts (:func:`charts`, drawn apart: cached).
+    ``on_candidate(device)``: whether the inventory has the device on the candidate still, so the
+    card counts those left to roll back as the devices report, not the gate's fixed set."""
     last = g.decisions[-1] if g.decisions else None
     stage = STAGE_TEXT.get(g.stage, str(g.stage))
     if g.held_by:
@@ -225,10 +238,7 @@ def panel(
         "stage": str(g.stage),
         "held": bool(g.held_by),
         "stage_text": stage,
-        "summary": (
-            f"wave {g.wave + 1} of {len(settings.waves)}, {len(g.admitted)} admitted, "
-            f"{len(g.ran)} running it, {len(g.rollback_set)} to roll back"
-        ),
+        "summary": _summary(g, settings, on_candidate),
         "last": ACTION_TEXT.get(last.action, str(last.action)) + f": {last.reason}" if last else "",
         "last_when": human.ago(last.at, now) if last else "",
         "waves": waves(g, settings.waves),
