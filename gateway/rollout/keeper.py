@@ -24,7 +24,7 @@ from gateway import atomic
 from gateway.core import site as S
 from gateway.core.device import DeviceRecord
 from gateway.core.errors import DamagedStateError
-from gateway.core.gates import Control, Event, GateState
+from gateway.core.gates import Action, Control, Event, GateState
 from gateway.core.manifest import Deployment, parse_deployment
 from gateway.core.settings import GateSettings
 from gateway.core.waves import wave_target
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 SAFE_MODE_ACTION = "safe mode: every candidate held at waiting_for_wave until `ota-gateway gate release`"
 Transition = Callable[[S.Site], tuple[S.Site, S.Effects]]
+# decisions a person should see in the log as warnings; a gate opening or advancing is news, not one
+ALARMING = frozenset({Action.HALT, Action.ABORT, Action.OBSERVE, Action.AWAIT, Action.HOLD})
 
 
 class GateKeeper:
@@ -121,7 +123,8 @@ class GateKeeper:
                 await durable(effects)
             self.site = new
         for d in effects.decisions:
-            log.warning("gate %s wave %d: %s (%s)", d.deployment, d.wave, d.action, d.reason)
+            level = logging.WARNING if d.action in ALARMING else logging.INFO
+            log.log(level, "gate %s wave %d: %s (%s)", d.deployment, d.wave + 1, d.action, d.reason)
         return effects
 
     # -- transitions --------------------------------------------------------------------------------
