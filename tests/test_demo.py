@@ -83,5 +83,5 @@ def test_the_demo_halts_a_bad_candidate_and_rolls_it_back_then_stops_on_ctrl_c(t
         stop(proc)
     told = out.read_text()
     assert f"dashboard: http://{operator}/" in told
-    assert "HALTED at wave 1" in told and "cpu" in told and "rolled back to 1.0.0" in told
+    assert "HALTED at wave 1" in told and "CPU" in told and "rolled back to 1.0.0" in told
     assert (data / "gateway" / "gates").is_dir()  # --data keeps it all
