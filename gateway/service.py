@@ -59,7 +59,7 @@ from gateway.tasks import TaskGroup
 from gateway.telemetry.history import WindowHistory
 from gateway.telemetry.ingest import Telemetry
 from gateway.trust.keys import load_trusted_keys
-from gateway.trust.state import TrustState
+from gateway.trust.tuf_state import make_trust_state
 from gateway.uplink.assemble import uplink_from
 
 log = logging.getLogger(__name__)
@@ -102,14 +102,7 @@ class Gateway:
         self.data_id: str | None = None  # the data folder's identity (gateway.instance), read in start()
         self.key_dir = self.data / "trusted-keys"
         keys = load_trusted_keys([Path(p) for p in settings.trust.trusted_keys], "configuration")
-        self.trust = TrustState(
-            self.data / "trust",
-            keys,
-            settings.site,
-            settings.trust.min_valid_time,
-            key_dir=self.key_dir,
-            max_future_skew_s=settings.trust.max_future_skew_s,
-        )
+        self.trust = make_trust_state(settings.trust, self.data / "trust", keys, settings.site, self.key_dir)
         self.changes = Changes()  # long polls wait on it
         self.store = ArtifactStore(
             self.data,
@@ -249,6 +242,7 @@ class Gateway:
             store=self.store,
             held_index=lambda: self.mirror.index,
             held_keys=lambda: self.trust.trusted.key_list,
+            held_tuf=self.trust.metadata,
             held_site=lambda site: self.mirror.children.held.get(site),
             relay=self.outbox,
         )

@@ -52,6 +52,7 @@ MQTT_URL_OR_EMPTY = _check(
     lambda v: v == "" or re.match(r"^mqtts?://([^@/]*@)?[^@/:]+", v) is not None,
 )
 # A shared subscription's name: no '/', '+', '#' [MQTT 5, 4.8.2]
+TRUST_FORMAT = _check('"index" or "tuf"', lambda v: v in ("index", "tuf"))
 SHARE_NAME = _check("a name without '/', '+' or '#', or empty", lambda v: not any(c in v for c in "/+#"))
 
 
@@ -87,6 +88,13 @@ class TrustSettings:
     # How far a signed index's ``issued`` may lie ahead of a trusted local clock: further is refused
     # (a cloud with a wrong clock), and the clock floor never rises past local time plus this.
     max_future_skew_s: float = field(default=86400.0, metadata=POSITIVE)
+    # What the upstream publishes and the site verifies: "index" (the signed site index and key
+    # list) or "tuf" (a TUF repository, verified with python-tuf: thresholds, delegations, rotation).
+    format: str = field(default="index", metadata=TRUST_FORMAT)
+    tuf_root: str = ""  # "tuf": the trusted root.json the chain starts from (the registry's 1.root.json)
+    tuf_metadata: str = (
+        "metadata"  # "tuf": the metadata folder under mirror.upstream ("tuf/metadata" on a parent gateway)
+    )
 
 
 @dataclass(frozen=True)
