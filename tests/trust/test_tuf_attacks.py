@@ -270,3 +270,74 @@ async def test_tuf_attack_is_refused_and_the_last_good_state_serves(
         if attack in ("rollback", "indefinite-freeze", "endless-data", "mix-and-match", "arbitrary-package",
                       "root-rotation-old-keys-only", "timestamp-key-changes-content"):  # fmt: skip
             await gw.until(lambda s: s["index"]["version"] == version, "the genuine state after the attack")
+
+
+async def _baseline(tmp_path: Path, rng: random.Random) -> tuple[TufRegistry, bytes]:
+    treg = make_tuf_registry(tmp_path)
+    treg.delegate("detector", "a")
+    treg.delegate("counter", "b")
+    good = rng.randbytes(rng.randrange(10_000, 100_000))
+    treg.publish(good, "detector", "1.0.0", "a")
+    return treg, good
+
+
+def _ts_version(treg: TufRegistry) -> int:
+    return int(json.loads((treg.root / "metadata" / "timestamp.json").read_bytes())["signed"]["version"])
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_fast_forward_by_a_stolen_timestamp_key_is_undone_by_rotating_it(
+    tmp_path: Path, seed: int
+) -> None:
+    """The thief fast-forwards the timestamp version (TUF 1.0, 5.3.11): the genuine timestamps are
+    then refused as rollbacks, until the root rotates the timestamp key; the site then drops the
+    thief's timestamp (it no longer verifies) and takes the genuine one again."""
+    rng = random.Random(seed)
+    treg, good = await _baseline(tmp_path, rng)
+    async with lying_upstream(treg.root) as up, tuf_gateway(treg, tmp_path / "data", up.url) as gw:
+        await gw.until(
+            lambda s: s["index"] is not None and s["index"]["version"] == _ts_version(treg), "index"
+        )
+        repo = Repo(treg.root)
+        forged = repo.timestamp()
+        forged.signed.version = 10**6 + rng.randrange(1000)
+        forged.signatures.clear()
+        forged.sign(L.signer(treg.keys / "timestamp" / "private.pem"))
+        up.overrides["metadata/timestamp.json"] = to_bytes(forged)
+        await gw.until(
+            lambda s: s["index"]["version"] == forged.signed.version, "the fast-forwarded timestamp"
+        )
+        up.overrides.clear()
+        repo.refresh_timestamp(L.signer(treg.keys / "timestamp" / "private.pem"))
+        await gw.until(
+            lambda s: "(rollback)" in s["last_errors"].get("mirror.rejected_indexes", ""), "rollback"
+        )
+        new_key = treg.key("timestamp-2")
+        roots = [L.signer(treg.keys / f"root-{i}" / "private.pem") for i in (1, 2)]
+        L.rotate(treg.root, "timestamp", roots, None, add=[L.public_key(new_key / "public.pem")],
+                 remove=[L.public_key(treg.keys / "timestamp" / "public.pem").keyid])  # fmt: skip
+        repo.refresh_timestamp(L.signer(new_key / "private.pem"))
+        await gw.until(lambda s: s["index"]["version"] == _ts_version(treg), "the genuine timestamp again")
+        assert _ts_version(treg) < forged.signed.version
+        assert (await gw.get("/tuf/metadata/2.root.json"))[0] == 200
+        assert await gw.get(GOOD) == (200, good)
+
+
+async def test_rollback_floor_holds_across_a_restart(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    treg, good = await _baseline(tmp_path, rng)
+    old = (treg.root / "metadata" / "timestamp.json").read_bytes()
+    treg.publish(rng.randbytes(3000), "counter", "1.0.0", "b")
+    async with lying_upstream(treg.root) as up:
+        async with tuf_gateway(treg, tmp_path / "data", up.url) as gw:
+            await gw.until(
+                lambda s: s["index"] is not None and s["index"]["version"] == _ts_version(treg), "index"
+            )
+        up.overrides["metadata/timestamp.json"] = old  # the old timestamp, to a gateway just restarted
+        async with tuf_gateway(treg, tmp_path / "data", up.url) as gw:
+            st = await gw.until(
+                lambda s: "(rollback)" in s["last_errors"].get("mirror.rejected_indexes", ""),
+                "rollback refused",
+            )
+            assert st["index"]["version"] == _ts_version(treg)  # the held set, re-verified at start
+            assert await gw.get(GOOD) == (200, good)
