@@ -100,9 +100,10 @@ async def tuf_gateway(
     *,
     metadata: str = "metadata",
     env: dict[str, str] | None = None,
+    http_port: int | None = None,
 ) -> AsyncIterator[GatewayProcess]:
     """``ota-gateway serve`` as its own process, on TUF, polling ``upstream`` every 0.2 s."""
-    http_port, op_port = free_port(), free_port()
+    http_port, op_port = http_port or free_port(), free_port()
     args = ["--data", str(data), "--upstream", upstream, "--http", f"127.0.0.1:{http_port}",
             "--operator", f"127.0.0.1:{op_port}", "--mqtt", "", "--site", "test-site"]  # fmt: skip
     environ = {
