@@ -82,6 +82,13 @@ def cmd_command(args: argparse.Namespace) -> int:
         Path(args.registry_dir), Path(args.key), args.target, command, site=args.site
     )
     print(f"index version {signed['version']}: commands = {json.dumps(signed.get('commands', {}))}")
+    if Repo(Path(args.registry_dir)).exists():  # TUF: into the model's delegated role, by its key
+        online = tuf_life.online(Path(args.online_keys)) if args.online_keys else None
+        signers = [tuf_life.signer(Path(args.key))]
+        print(
+            "TUF: "
+            + tuf_life.set_command(Path(args.registry_dir), args.target, command, signers, online).line()
+        )
     return 0
 
 
@@ -147,6 +154,9 @@ def register(sub: Any) -> None:
     c.add_argument("command_name", choices=[*Command, "clear"], metavar="paused|aborted|clear")
     c.add_argument("--key", required=True)
     c.add_argument("--site", default=None)
+    c.add_argument(
+        "--online-keys", metavar="KEY_DIR", help="TUF registries: the snapshot and timestamp keys' folder"
+    )
     c.set_defaults(func=cmd_command)
 
     kl = rs.add_parser("keylist", help="sign the list of online keys allowed to sign indexes")

@@ -40,6 +40,7 @@ from gateway.registry.tuf_repo import (
     link_target,
 )
 from gateway.trust.keys import parse_public_key
+from gateway.trust.tuf import COMMANDS_FIELD
 
 DEFAULT_ROOT_KEYS = 3
 DEFAULT_ROOT_THRESHOLD = 2
@@ -367,3 +368,29 @@ def migrate(
                 add_target(registry, manifest, [legacy], keys_online, site=site, keep=1 << 30, now=now)
             )
     return out
+
+
+def set_command(
+    registry: Path,
+    target: str,
+    command: str | None,
+    signers: Sequence[Signer],
+    keys_online: Online | None,
+    *,
+    now: float | None = None,
+) -> Outcome:
+    """The coordinator's hold or abort (``paused``, ``aborted``; None clears) for ``model@version``,
+    signed into that model's delegated role (``x-ota-commands``): its own keys say it."""
+    repo = Repo(registry)
+    repo.need()
+    model, _, version = target.partition("@")
+    name = role_for(repo, f"artifacts/{model}/{version}/{model}")
+    md = repo.role(name)
+    commands = dict(md.signed.unrecognized_fields.get(COMMANDS_FIELD) or {})
+    if command is None:
+        commands.pop(target, None)
+    else:
+        commands[target] = command
+    md.signed.unrecognized_fields[COMMANDS_FIELD] = commands
+    _bump(md, time.time() if now is None else now, DELEGATED_EXPIRES_S)
+    return repo.commit(md, name, signers, keys_online, now=now)

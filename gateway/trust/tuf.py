@@ -39,13 +39,15 @@ from gateway.core.errors import (
     RollbackError,
     UntrustedError,
 )
-from gateway.core.manifest import Deployment, parse_deployment, parse_time
+from gateway.core.manifest import Command, Deployment, parse_deployment, parse_time, valid_id
 from gateway.trust.index import SiteIndex
 from gateway.trust.keys import PublicKey, keyid, parse_public_key
 
 MAX_ROOT_ROTATIONS = 32
 MAX_BYTES = {"root": 512_000, "timestamp": 16_384, "snapshot": 2_000_000, "targets": 5_000_000}
 ISSUED = "x-ota-issued"
+COMMANDS_FIELD = "x-ota-commands"  # in a targets role's signed part: the coordinator's hold/abort
+COMMANDS = tuple(Command)
 
 
 def translate(exc: Exception, what: str) -> RemoteDataError:
@@ -187,11 +189,33 @@ class TufSet:
                 return role.name
         return "targets"
 
+    def _commands(
+        self, role: str, signed: Targets, into: dict[str, str], rejected: list[tuple[str, str]]
+    ) -> None:
+        """A role's coordinator commands (``x-ota-commands``: ``{"model@version": "paused" |
+        "aborted"}``), each only for a model whose targets that role is the authority for."""
+        found = signed.unrecognized_fields.get(COMMANDS_FIELD) or {}
+        if not isinstance(found, dict):
+            rejected.append((f"{role}: {COMMANDS_FIELD}", "expected {'model@version': 'paused' | 'aborted'}"))
+            return
+        for target, command in found.items():
+            model, _, version = str(target).partition("@")
+            if command not in COMMANDS or not valid_id(model) or not valid_id(version):
+                rejected.append(
+                    (f"{role}: {COMMANDS_FIELD}.{target}", "expected 'paused' or 'aborted' for model@version")
+                )
+            elif self._authority(f"artifacts/{model}/{version}/{model}") != role:
+                rejected.append((f"{role}: {COMMANDS_FIELD}.{target}", f"{model} is not delegated to {role}"))
+            else:
+                into[str(target)] = str(command)
+
     def index(self) -> SiteIndex:
         """The deployments the verified targets carry for this site, as the legacy index would."""
         deployments: list[Deployment] = []
         rejected: list[tuple[str, str]] = []
+        commands: dict[str, str] = {}
         for role, signed in [(n, s) for n, s in self.tms._trusted_set.items() if isinstance(s, Targets)]:
+            self._commands(role, signed, commands, rejected)
             for path, target in signed.targets.items():
                 what = f"{role}: {path}"
                 if self._authority(path) != role:
@@ -214,7 +238,7 @@ class TufSet:
             site=self.site,
             deployments=tuple(deployments),
             rejected=tuple(rejected),
-            commands={},
+            commands=commands,
             signed_by="tuf",
             raw=pack(self.files),
         )

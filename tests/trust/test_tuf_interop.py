@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from gateway.core import settings as S
+from gateway.registry import tuf_life
 from gateway.service import Gateway
 from tests.conftest import Registry
 from tests.gw import base_url, gateway_settings, running, until
@@ -72,3 +73,45 @@ async def test_python_tuf_updater_through_a_gateway_and_a_child_gateway(tmp_path
                 child.mirror.index.deployments[0].sha256), 20, "the child's verified model")  # fmt: skip
             got, _ = await device_download(tmp_path, "device-2", child, treg.first_root)
             assert got == data
+
+
+async def test_coordinator_commands_ride_in_the_models_own_role(tmp_path: Path) -> None:
+    """``registry command`` on a TUF registry signs the hold into the model's role; a command for
+    a model another role signs is dropped with its reason."""
+    treg = make_tuf_registry(tmp_path)
+    treg.delegate("detector", "a")
+    treg.delegate("counter", "b")
+    treg.publish(os.urandom(2000), "detector", "1.0.0", "a")
+    treg.publish(os.urandom(2000), "counter", "1.0.0", "b")
+    key_a, key_b = treg.key("a") / "private.pem", treg.key("b") / "private.pem"
+    online = f"--online-keys={treg.keys}"
+    async with running(tuf_settings(treg, tmp_path / "data", str(treg.root))) as gw:
+        await until(
+            lambda: gw.mirror.index is not None and len(gw.mirror.index.deployments) == 2, 20, "index"
+        )
+        assert (
+            run_cli(
+                "registry", "command", str(treg.root), "detector@1.0.0", "paused", f"--key={key_a}", online
+            )
+            == 0
+        )
+        await until(lambda: gw.mirror.index.commands == {"detector@1.0.0": "paused"}, 20, "the hold")  # type: ignore[union-attr]
+        # counter's key signs an abort of detector into counter's role: not counter's to say.
+        tuf_life.set_command(
+            treg.root, "counter@1.0.0", "aborted", [tuf_life.signer(key_b)], tuf_life.online(treg.keys)
+        )
+        md = tuf_life.Repo(treg.root).role("counter")
+        md.signed.unrecognized_fields["x-ota-commands"]["detector@1.0.0"] = "aborted"
+        md.signed.version += 1
+        md.signatures.clear()
+        md.sign(tuf_life.signer(key_b))
+        tuf_life.Repo(treg.root).write(md, "counter")
+        tuf_life.Repo(treg.root).publish_online(
+            tuf_life.online(treg.keys), changed={"counter": md.signed.version}
+        )
+        await until(
+            lambda: gw.mirror.index.commands.get("counter@1.0.0") == "aborted", 20, "counter's own abort"
+        )  # type: ignore[union-attr]
+        index = gw.mirror.index
+        assert index is not None and index.commands["detector@1.0.0"] == "paused"
+        assert any("detector is not delegated to counter" in why for _, why in index.rejected)
