@@ -254,6 +254,11 @@ class Mirror:
                 trust.trusted.site,
             )
             index = await asyncio.to_thread(trust.verify_set, s, self.clock()) if s.changed else None
+        except TransportError as exc:
+            if exc.status != 404:
+                raise
+            self._no_index([exc])  # nothing published yet (or no upstream: bundles only)
+            return False
         except RemoteDataError as exc:
             self.stats.error("mirror.rejected_indexes", str(exc))
             log.error("rejected TUF metadata: %s; the last good state keeps serving", exc)
