@@ -13,8 +13,9 @@ the imports and enforces the rules marked *):
 2. Small shared helpers: ``atomic`` (crash-safe writes), ``stats``, ``tasks``, ``notify``,
    ``health``, ``redact``, ``accept``, ``diskspace``, ``instance`` (which gateway owns a data
    folder, and where its operator API listens).
-3. The I/O rooms, each with one job: ``trust`` (verify the signed index and keys, the clock
-   floor), ``store`` (verified blobs on disk) *never importing network code*, ``inventory``,
+3. The I/O rooms, each with one job: ``trust`` (verify the signed index and keys, or a TUF
+   repository with python-tuf's ``TrustedMetadataSet`` (``trust.tuf``, ``trust.tuf_state``); the
+   clock floor), ``store`` (verified blobs on disk) *never importing network code*, ``inventory``,
    ``uplink`` (the disk outbox and its sinks), ``broker`` (embedded MQTT, or the site's own broker
    through ``broker.external`` and ``mqtt_link``), ``discovery`` (mDNS), ``telemetry`` (ingest and
    the dashboard's history), ``rollout`` (the gate keeper shell and gate files), ``mirror``
@@ -30,7 +31,11 @@ the imports and enforces the rules marked *):
    ``service``: wiring only; ``settings`` (loading); ``commands`` and ``cli`` on top.
 
 Beside the house, ``gateway.device`` is the reference device agent: it imports only
-``gateway.core.errors`` of the gateway, so a device can run it without the server's rooms.
+``gateway.core.errors`` of the gateway, so a device can run it without the server's rooms (its
+signed statement format, ``device.statement``, is the one the registry signs). ``gateway.registry``
+is the cloud-side tool (the signed index; the TUF repository: ``registry.tuf_repo`` for the files,
+``registry.tuf_life`` for the life of keys): it imports no I/O room of the service but the pure
+signature helpers of ``trust.keys`` and ``trust.canonical``.
 """
 
 __version__ = "0.1.0"

@@ -27,6 +27,7 @@ from securesystemslib.signer import CryptoSigner, Key, Signer, SSlibKey
 from tuf.api.metadata import DelegatedRole, Delegations, Metadata, Root, TargetFile, Targets
 
 from gateway.core.errors import ConfigError
+from gateway.core.manifest import TUF_COMMANDS as COMMANDS_FIELD
 from gateway.registry import _load_signed, keygen, load_private_key, retire_superseded
 from gateway.registry import publish as legacy_publish
 from gateway.registry.tuf_repo import (
@@ -40,7 +41,6 @@ from gateway.registry.tuf_repo import (
     link_target,
 )
 from gateway.trust.keys import parse_public_key
-from gateway.trust.tuf import COMMANDS_FIELD
 
 DEFAULT_ROOT_KEYS = 3
 DEFAULT_ROOT_THRESHOLD = 2

@@ -45,13 +45,13 @@ from tuf.api.serialization.json import JSONSerializer
 
 from gateway import atomic
 from gateway.core.errors import ConfigError, FormatError
-from gateway.core.manifest import format_time
+from gateway.core.manifest import TUF_ISSUED, format_time
 
 TOP_ROLES = ("root", "targets", "snapshot", "timestamp")
 DAY_S = 86400
 EXPIRES_S = {"root": 365 * DAY_S, "targets": 90 * DAY_S, "snapshot": 30 * DAY_S, "timestamp": DAY_S}
 DELEGATED_EXPIRES_S = 90 * DAY_S
-ISSUED = "x-ota-issued"  # in the timestamp's signed part: when it was signed (the gateway's clock floor)
+ISSUED = TUF_ISSUED  # in the timestamp's signed part: when it was signed (the gateway's clock floor)
 _ROOT_FILE = re.compile(r"^(\d+)\.root\.json$")
 
 

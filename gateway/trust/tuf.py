@@ -39,14 +39,22 @@ from gateway.core.errors import (
     RollbackError,
     UntrustedError,
 )
-from gateway.core.manifest import Command, Deployment, parse_deployment, parse_time, valid_id
+from gateway.core.manifest import (
+    TUF_COMMANDS,
+    TUF_ISSUED,
+    Command,
+    Deployment,
+    parse_deployment,
+    parse_time,
+    valid_id,
+)
 from gateway.trust.index import SiteIndex
 from gateway.trust.keys import PublicKey, keyid, parse_public_key
 
 MAX_ROOT_ROTATIONS = 32
 MAX_BYTES = {"root": 512_000, "timestamp": 16_384, "snapshot": 2_000_000, "targets": 5_000_000}
-ISSUED = "x-ota-issued"
-COMMANDS_FIELD = "x-ota-commands"  # in a targets role's signed part: the coordinator's hold/abort
+ISSUED = TUF_ISSUED
+COMMANDS_FIELD = TUF_COMMANDS  # in a targets role's signed part: the coordinator's hold/abort
 COMMANDS = tuple(Command)
 
 
