@@ -61,5 +61,7 @@ async def test_a_tuf_site_without_its_root_stops_with_one_line(tmp_path: Path) -
     bad = tmp_path / "root.json"
     bad.write_text('{"signed": {}, "signatures": []}')
     settings = _settings(tmp_path, tmp_path / "data", "", format="tuf", tuf_root=str(bad))
-    with pytest.raises(ConfigError, match=r"trust\.tuf_root: expected a TUF root\.json signed by its own keys"):
+    with pytest.raises(
+        ConfigError, match=r"trust\.tuf_root: expected a TUF root\.json signed by its own keys"
+    ):
         Gateway(settings)
