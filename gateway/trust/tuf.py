@@ -101,6 +101,7 @@ class TufSet:
         self.site = site
         self.files: dict[str, bytes] = {f"{self.tms.root.version}.root.json": trusted_root}
         self.changed = False  # anything taken in beyond what was held
+        self._roles: list[str] = []  # the targets roles taken in, in order
 
     def _feed(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -171,6 +172,7 @@ class TufSet:
         name, _ = self.role_name(role)
         self._feed(name, self.tms.update_delegated_targets, data, role, delegator)
         self.files[name] = data
+        self._roles.append(role)
         self.changed |= not held
 
     # -- what it proves ------------------------------------------------------------------------------
@@ -222,7 +224,9 @@ class TufSet:
         deployments: list[Deployment] = []
         rejected: list[tuple[str, str]] = []
         commands: dict[str, str] = {}
-        for role, signed in [(n, s) for n, s in self.tms._trusted_set.items() if isinstance(s, Targets)]:
+        for role in self._roles:
+            signed = self.tms[role]
+            assert isinstance(signed, Targets)
             self._commands(role, signed, commands, rejected)
             for path, target in signed.targets.items():
                 what = f"{role}: {path}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from gateway import atomic
 from gateway.core.errors import ConfigError, RemoteDataError
 from gateway.core.settings import TrustSettings
 from gateway.trust.clock import check_issued
@@ -58,17 +59,22 @@ class TufTrustState(TrustState):
         try:
             self.held = unpack(path.read_bytes())
         except (OSError, RemoteDataError) as exc:
-            log.warning("held TUF metadata unreadable, starting from the trusted root: %s", exc)
+            moved = atomic.move_aside(path)
+            action = "starting from the trusted root (trust.tuf_root); the next refresh fetches the set again"
+            self.recovered.append(atomic.recovered(path, str(exc), action, moved))
             return None
         now = self.clock(system_now).now
+        index: SiteIndex | None = None
         try:
             s = self.replay(now)
-        except RemoteDataError as exc:
+            index = s.index()
+            self.trusted.root_keys = s.signing_keys()
+            self.trusted.accept(index)
+        except RemoteDataError as exc:  # kept all the same: its timestamp is the rollback floor
             log.warning("held TUF metadata no longer verifies, serving nothing until a refresh: %s", exc)
-            return None
-        index = s.index()
-        self.trusted.root_keys = s.signing_keys()
-        self.trusted.accept(index)
+        if self._rebuild_floors:  # state.json was damaged: the floors from the set held
+            self._rebuild_floors = False
+            self._rebuild(index, system_now)
         return index
 
     def replay(self, now: float) -> TufSet:

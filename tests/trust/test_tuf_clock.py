@@ -65,3 +65,26 @@ async def test_a_tuf_site_without_its_root_stops_with_one_line(tmp_path: Path) -
         ConfigError, match=r"trust\.tuf_root: expected a TUF root\.json signed by its own keys"
     ):
         Gateway(settings)
+
+
+async def test_a_damaged_held_set_is_moved_aside_and_fetched_again(tmp_path: Path) -> None:
+    treg = make_tuf_registry(tmp_path)
+    treg.delegate("detector", "a")
+    treg.publish(os.urandom(3000), "detector", "1.0.0", "a")
+    root = str(treg.root / "metadata" / "1.root.json")
+    settings = _settings(treg.root, tmp_path / "data", str(treg.root), format="tuf", tuf_root=root)
+    async with running(settings) as gw:
+        await until(lambda: gw.mirror.index is not None, 20, "the first set")
+        version = gw.mirror.index.version  # type: ignore[union-attr]
+    held = tmp_path / "data" / "trust" / "tuf.json"
+    held.write_bytes(held.read_bytes()[:100])  # a torn write the atomic rename never allows, or a bad disk
+    (tmp_path / "data" / "trust" / "state.json").write_text("{not json")
+    async with running(settings) as gw:
+        assert [r["file"] for r in gw.trust.recovered] == [
+            str(tmp_path / "data" / "trust" / "state.json"),
+            str(held),
+        ]
+        assert list(held.parent.glob("tuf.json.corrupt-*"))
+        await until(
+            lambda: gw.mirror.index is not None and gw.mirror.index.version == version, 20, "fetched again"
+        )
