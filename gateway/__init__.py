@@ -31,8 +31,9 @@ the imports and enforces the rules marked *):
    ``service``: wiring only; ``settings`` (loading); ``commands`` and ``cli`` on top.
 
 Beside the house, ``gateway.device`` is the reference device agent: it imports only
-``gateway.core.errors`` of the gateway, so a device can run it without the server's rooms (its
-signed statement format, ``device.statement``, is the one the registry signs). ``gateway.registry``
+``gateway.core.errors`` of the gateway, so a device can run it without the server's rooms (it
+checks the signed statement whose format, ``core.statement``, the registry signs and the trust
+room checks too). ``gateway.registry``
 is the cloud-side tool (the signed index; the TUF repository: ``registry.tuf_repo`` for the files,
 ``registry.tuf_life`` for the life of keys): it imports no I/O room of the service but the pure
 signature helpers of ``trust.keys`` and ``trust.canonical``.

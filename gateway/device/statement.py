@@ -16,15 +16,12 @@ file as ``detector 2.0.0``. Beside that signature the registry puts a small DSSE
 another model, version, length or sha256, or, when the agent requires statements, is missing;
 and a version lower than the one running, unless the statement says it is a rollback target or
 the device's other slot already holds exactly that file (it verified it before: the gateway's
-own rollback). The registry signs with :func:`payload` and :func:`pae` from here, so there is one
-definition of the format.
+own rollback). The format is :mod:`gateway.core.statement`, shared with the registry that signs
+it and the gateway that checks it too.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,38 +30,19 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from firmware_compat.version import try_version
+from gateway.core.statement import decode, mismatch
 from gateway.device.errors import VerifyError
 from gateway.device.slots import SlotInfo
 from gateway.device.verify import PublicKey
-
-PAYLOAD_TYPE = "application/vnd.ota-gateway.statement+json"
-FIELDS = ("model_id", "version", "length", "sha256")
-
-
-def pae(payload_type: str, body: bytes) -> bytes:
-    """DSSE's pre-authentication encoding: what the signature covers."""
-    t = payload_type.encode()
-    return b"DSSEv1 %d %s %d %s" % (len(t), t, len(body), body)
-
-
-def payload(model_id: str, version: str, length: int, sha256: str, *, rollback_target: bool = False) -> bytes:
-    doc = {"_type": "ota-statement", "model_id": model_id, "version": version, "length": length,
-           "sha256": sha256, "rollback_target": rollback_target}  # fmt: skip
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _verified(envelope: Any, key: PublicKey) -> dict[str, Any]:
     """The statement's fields, once a signature by ``key`` verifies over it."""
     try:
-        if envelope.get("payloadType") != PAYLOAD_TYPE:
-            raise VerifyError(f"statement: payloadType is not {PAYLOAD_TYPE}")
-        body = base64.b64decode(envelope["payload"], validate=True)
-        sigs = [base64.b64decode(s["sig"], validate=True) for s in envelope["signatures"]]
-        fields = json.loads(body)
-    except (AttributeError, KeyError, TypeError, ValueError, binascii.Error) as exc:
-        raise VerifyError(f"statement: not a DSSE envelope ({exc})") from exc
-    signed = pae(PAYLOAD_TYPE, body)
-    for sig in sigs:
+        signed, sigs, fields = decode(envelope)
+    except ValueError as exc:
+        raise VerifyError(f"statement: {exc}") from exc
+    for _keyid, sig in sigs:
         try:
             if isinstance(key, ec.EllipticCurvePublicKey):
                 key.verify(sig, signed, ec.ECDSA(hashes.SHA256()))
@@ -72,8 +50,6 @@ def _verified(envelope: Any, key: PublicKey) -> dict[str, Any]:
                 key.verify(sig, signed)
         except InvalidSignature:
             continue
-        if not isinstance(fields, dict) or fields.get("_type") != "ota-statement":
-            raise VerifyError("statement: not an ota-statement")
         return fields
     raise VerifyError("statement: not signed by the cloud's key")
 
@@ -98,15 +74,9 @@ def check(
             raise VerifyError("no signed statement in the manifest (this device requires one)")
         return
     fields = _verified(envelope, key)
-    for name in FIELDS:
-        claimed = manifest.get(name)
-        if claimed is None and name == "length":
-            continue
-        if fields.get(name) != claimed:
-            raise VerifyError(
-                f"statement signed for {fields.get('model_id')} {fields.get('version')} "
-                f"({name} {fields.get(name)!r}), the manifest claims {claimed!r}: refused (disguised file)"
-            )
+    why = mismatch(fields, manifest)
+    if why is not None:
+        raise VerifyError(why)
     if current is None or current.model_id != fields["model_id"]:
         return
     new, running = _order(str(fields["version"])), _order(current.version)

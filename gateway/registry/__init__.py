@@ -31,11 +31,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from firmware_compat.version import try_version
 from gateway import atomic
-from gateway.core import chunks
+from gateway.core import chunks, statement
 from gateway.core.chunks import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 from gateway.core.errors import ConfigError, FormatError
 from gateway.core.manifest import HEALTH_KEYS, format_time, parse_deployment, parse_time, valid_id
-from gateway.device import statement
 from gateway.trust.canonical import canonical_json
 from gateway.trust.keys import keyid, public_pem
 

@@ -235,7 +235,7 @@ class TufSet:
                     continue
                 try:
                     dep = _deployment(path, target)
-                except (FormatError, ValueError, TypeError, KeyError) as exc:
+                except (RemoteDataError, ValueError, TypeError, KeyError) as exc:
                     rejected.append((what, str(exc)))
                     continue
                 if target.custom.get("site", "*") in ("*", self.site):
