@@ -58,6 +58,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
     )
     where = registry.index_path(Path(args.registry_dir), args.site)
     if tuf:  # also the target in the model's delegated role (TUF), signed by --key and --cosign
+        for flag, path in [
+            ("--online-keys", args.online_keys),
+            *[("--cosign", p) for p in args.cosign or []],
+        ]:
+            if path:
+                tuf_life.outside(Path(path), Path(args.registry_dir), flag)
         online = tuf_life.online(Path(args.online_keys)) if args.online_keys else None
         manifest, outcome = tuf_life.publish(
             Path(args.registry_dir),

@@ -14,10 +14,16 @@ from gateway.registry.tuf_repo import EXPIRES_S, Online, Repo
 
 
 def _online(args: argparse.Namespace) -> Online | None:
-    return tuf_life.online(Path(args.online_keys)) if args.online_keys else None
+    if not args.online_keys:
+        return None
+    tuf_life.outside(Path(args.online_keys), Path(args.registry_dir), "--online-keys")
+    return tuf_life.online(Path(args.online_keys))
 
 
-def _signers(paths: list[str]) -> list[Any]:
+def _signers(paths: list[str], args: argparse.Namespace, flag: str = "--key") -> list[Any]:
+    """Private keys, each refused when it sits inside the registry folder (it would be published)."""
+    for p in paths or []:
+        tuf_life.outside(Path(p), Path(args.registry_dir), flag)
     return [tuf_life.signer(Path(p)) for p in paths or []]
 
 
@@ -47,7 +53,7 @@ def cmd_delegate(args: argparse.Namespace) -> int:
         Path(args.registry_dir),
         args.model,
         keys,
-        _signers(args.targets_key),
+        _signers(args.targets_key, args, "--targets-key"),
         _online(args),
         threshold=args.threshold,
         paths=args.path or (),
@@ -57,14 +63,15 @@ def cmd_delegate(args: argparse.Namespace) -> int:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    print(tuf_life.sign(Path(args.registry_dir), args.role, _signers(args.key), _online(args)).line())
+    print(tuf_life.sign(Path(args.registry_dir), args.role, _signers(args.key, args), _online(args)).line())
     return 0
 
 
 def cmd_timestamp(args: argparse.Namespace) -> int:
     repo = Repo(Path(args.registry_dir))
     repo.need()
-    version = repo.refresh_timestamp(tuf_life.signer(Path(args.key)), expires_s=args.expires_hours * 3600)
+    (signer,) = _signers([args.key], args)
+    version = repo.refresh_timestamp(signer, expires_s=args.expires_hours * 3600)
     print(f"timestamp version {version} published (expires in {args.expires_hours:g} h)")
     return 0
 
@@ -73,7 +80,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     o = tuf_life.rotate(
         Path(args.registry_dir),
         args.role,
-        _signers(args.key),
+        _signers(args.key, args),
         _online(args),
         add=[tuf_life.public_key(Path(p)) for p in args.add or []],
         remove=[tuf_life.keyid_of(v) for v in args.remove or []],
@@ -85,12 +92,13 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     keyid = tuf_life.keyid_of(args.revoked)
-    o = tuf_life.revoke(Path(args.registry_dir), args.role, keyid, _signers(args.key), _online(args))
+    o = tuf_life.revoke(Path(args.registry_dir), args.role, keyid, _signers(args.key, args), _online(args))
     print(f"revoked {keyid[:16]}… from {args.role}: {o.line()}")
     return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    _signers([args.key], args)
     for o in tuf_life.migrate(Path(args.registry_dir), Path(args.keys), Path(args.key)):
         print(o.line())
     return 0

@@ -67,12 +67,12 @@ def online(key_dir: Path) -> Online:
     return Online(signer(snap) if snap.exists() else None, signer(key_dir / "timestamp" / "private.pem"))
 
 
-def _outside(path: Path, registry: Path, flag: str) -> None:
+def outside(path: Path, registry: Path, flag: str) -> None:
     try:
         path.resolve().relative_to(registry.resolve())
     except ValueError:
         return
-    raise ConfigError("command line", flag, f"a key folder kept outside the registry folder {registry}")
+    raise ConfigError("command line", flag, f"a private key kept outside the registry folder {registry}")
 
 
 def init(
@@ -86,7 +86,7 @@ def init(
 ) -> list[Outcome]:
     """Write the keys (root-1..n, targets, snapshot, timestamp) into ``key_dir`` and version 1 of
     every top role into the registry, signed by all of them (the key ceremony)."""
-    _outside(key_dir, registry, "--keys")
+    outside(key_dir, registry, "--keys")
     if not 1 <= threshold <= root_keys:
         raise ConfigError("command line", "--threshold", f"1 to --root-keys ({root_keys})")
     repo = Repo(registry)

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from tuf.api import exceptions as tuf_errors
 
+from gateway import registry
 from tests.registry.tufkit import TufRegistry, make_tuf_registry, run, static_server, updater
 
 
@@ -48,7 +49,7 @@ def test_init_makes_a_two_of_three_root_with_consistent_snapshots_and_no_private
     inside.mkdir()
     capsys.readouterr()
     assert run("registry", "init", str(inside), f"--keys={inside / 'keys'}") == 2
-    assert "--keys: expected a key folder kept outside the registry folder" in capsys.readouterr().err
+    assert "--keys: expected a private key kept outside the registry folder" in capsys.readouterr().err
     assert run("registry", "init", str(treg.root), f"--keys={tmp_path / 'k2'}") == 2  # already one
 
 
@@ -175,6 +176,11 @@ def test_revoking_a_model_key_stops_what_it_signed_until_the_others_sign_again(
 
 def test_bad_commands_get_one_line(treg: TufRegistry, capsys: pytest.CaptureFixture[str]) -> None:
     key = f"--key={treg.key('a') / 'private.pem'}"
+    registry.keygen(treg.root / "oops")  # a key someone left inside the registry: it would be published
+    assert (
+        run("registry", "sign", str(treg.root), "targets", f"--key={treg.root / 'oops' / 'private.pem'}") == 2
+    )
+    assert run("registry", "timestamp", str(treg.root), f"--key={treg.root / 'oops' / 'private.pem'}") == 2
     assert run("registry", "sign", str(treg.root), "nosuchrole", key) == 2
     assert run("registry", "revoke", str(treg.root), "detector", "feed", key) == 2
     assert (
@@ -189,6 +195,6 @@ def test_bad_commands_get_one_line(treg: TufRegistry, capsys: pytest.CaptureFixt
         == 2
     )
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(
+    assert len(err) == 5 and all(
         line.startswith("ota-gateway: configuration error: command line:") for line in err
     )
