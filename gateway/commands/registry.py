@@ -12,7 +12,7 @@ from gateway.commands.bundle import register_export
 from gateway.commands.registry_tuf import register_tuf
 from gateway.core.errors import ConfigError
 from gateway.core.manifest import HEALTH_KEYS, Command
-from gateway.registry import tuf_life
+from gateway.registry import tuf_life, tuf_targets
 from gateway.registry.tuf_repo import Repo
 
 
@@ -65,7 +65,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             if path:
                 tuf_life.outside(Path(path), Path(args.registry_dir), flag)
         online = tuf_life.online(Path(args.online_keys)) if args.online_keys else None
-        manifest, outcome = tuf_life.publish(
+        manifest, outcome = tuf_targets.publish(
             Path(args.registry_dir),
             Path(args.model_file),
             Path(args.key),
@@ -93,7 +93,7 @@ def cmd_command(args: argparse.Namespace) -> int:
         signers = [tuf_life.signer(Path(args.key))]
         print(
             "TUF: "
-            + tuf_life.set_command(Path(args.registry_dir), args.target, command, signers, online).line()
+            + tuf_targets.set_command(Path(args.registry_dir), args.target, command, signers, online).line()
         )
     return 0
 

@@ -1,4 +1,4 @@
-"""``ota-gateway registry init|delegate|sign|timestamp|root rotate|revoke|migrate``: the registry
+"""``ota-gateway registry init|delegate|sign|timestamp|root rotate|revoke|unpublish|migrate``: the registry
 as a TUF repository (:mod:`gateway.registry.tuf_life`). Private keys are named on the command
 line and never written inside the registry folder."""
 
@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from gateway.registry import tuf_life
+from gateway.registry import tuf_life, tuf_targets
 from gateway.registry.tuf_repo import EXPIRES_S, Online, Repo
 
 
@@ -97,9 +97,17 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_unpublish(args: argparse.Namespace) -> int:
+    o = tuf_targets.unpublish(
+        Path(args.registry_dir), args.model, args.version, _signers(args.key, args), _online(args)
+    )
+    print(o.line())
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     _signers([args.key], args)
-    for o in tuf_life.migrate(Path(args.registry_dir), Path(args.keys), Path(args.key)):
+    for o in tuf_targets.migrate(Path(args.registry_dir), Path(args.keys), Path(args.key)):
         print(o.line())
     return 0
 
@@ -110,6 +118,20 @@ def _online_arg(p: argparse.ArgumentParser) -> None:
         metavar="KEY_DIR",
         help="the folder holding snapshot/private.pem and timestamp/private.pem (as registry init made it)",
     )
+
+
+def _register_rotate(rs: Any) -> None:
+    r = rs.add_parser("root", help="TUF: root rotation")
+    rr = r.add_subparsers(dest="root_command", required=True, metavar="rotate")
+    rot = rr.add_parser("rotate", help="a new root: a top role's keys and threshold changed")
+    rot.add_argument("registry_dir", metavar="REGISTRY_DIR")
+    rot.add_argument("--role", choices=("root", "targets", "snapshot", "timestamp"), required=True)
+    rot.add_argument("--add", action="append", help="a public key to add to ROLE (repeat)")
+    rot.add_argument("--remove", action="append", help="a keyid or PEM file to remove from ROLE (repeat)")
+    rot.add_argument("--threshold", type=int)
+    rot.add_argument("--key", action="append", required=True, help="a root private key, old or new (repeat)")
+    _online_arg(rot)
+    rot.set_defaults(func=cmd_rotate)
 
 
 def register_tuf(rs: Any) -> None:
@@ -156,17 +178,7 @@ def register_tuf(rs: Any) -> None:
     t.add_argument("--expires-hours", type=float, default=EXPIRES_S["timestamp"] / 3600)
     t.set_defaults(func=cmd_timestamp)
 
-    r = rs.add_parser("root", help="TUF: root rotation")
-    rr = r.add_subparsers(dest="root_command", required=True, metavar="rotate")
-    rot = rr.add_parser("rotate", help="a new root: a top role's keys and threshold changed")
-    rot.add_argument("registry_dir", metavar="REGISTRY_DIR")
-    rot.add_argument("--role", choices=("root", "targets", "snapshot", "timestamp"), required=True)
-    rot.add_argument("--add", action="append", help="a public key to add to ROLE (repeat)")
-    rot.add_argument("--remove", action="append", help="a keyid or PEM file to remove from ROLE (repeat)")
-    rot.add_argument("--threshold", type=int)
-    rot.add_argument("--key", action="append", required=True, help="a root private key, old or new (repeat)")
-    _online_arg(rot)
-    rot.set_defaults(func=cmd_rotate)
+    _register_rotate(rs)
 
     v = rs.add_parser("revoke", help="TUF: take a key away from a delegation or a top role")
     v.add_argument("registry_dir", metavar="REGISTRY_DIR")
@@ -177,6 +189,14 @@ def register_tuf(rs: Any) -> None:
     )
     _online_arg(v)
     v.set_defaults(func=cmd_revoke)
+
+    u = rs.add_parser("unpublish", help="TUF: take a model version out of its delegated role")
+    u.add_argument("registry_dir", metavar="REGISTRY_DIR")
+    u.add_argument("model", metavar="MODEL")
+    u.add_argument("version", metavar="VERSION")
+    u.add_argument("--key", action="append", required=True, help="a private key of the model's role (repeat)")
+    _online_arg(u)
+    u.set_defaults(func=cmd_unpublish)
 
     m = rs.add_parser("migrate", help="TUF: write a TUF repository from an existing registry's index")
     m.add_argument("registry_dir", metavar="REGISTRY_DIR")

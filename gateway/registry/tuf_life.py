@@ -1,5 +1,5 @@
-"""The life of a TUF registry's keys and targets: init, delegate, publish, sign, rotate, revoke,
-timestamp, migrate (TUF specification 1.0, sections 2 and 4; python-tuf's Metadata API).
+"""The life of a TUF registry's keys and roles: init, delegate, sign, rotate, revoke (TUF
+specification 1.0, sections 2 and 4; python-tuf's Metadata API).
 
 Roles and their keys (``registry init`` writes them into a key folder outside the registry)::
 
@@ -12,24 +12,22 @@ Roles and their keys (``registry init`` writes them into a key folder outside th
     timestamp  online: freshness only, re-signed by a cron (``registry timestamp``)
 
 A change short of its threshold is staged and finished by ``registry sign ROLE --key`` on the
-machines holding the other keys. The files themselves are :mod:`gateway.registry.tuf_repo`.
+machines holding the other keys. The files themselves are :mod:`gateway.registry.tuf_repo`; the
+targets (publish, unpublish, commands, migrate) :mod:`gateway.registry.tuf_targets`.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from securesystemslib.signer import CryptoSigner, Key, Signer, SSlibKey
-from tuf.api.metadata import DelegatedRole, Delegations, Metadata, Root, TargetFile, Targets
+from tuf.api.metadata import DelegatedRole, Delegations, Metadata, Root, Targets
 
 from gateway.core.errors import ConfigError
-from gateway.core.manifest import TUF_COMMANDS as COMMANDS_FIELD
-from gateway.registry import _load_signed, keygen, load_private_key, retire_superseded
-from gateway.registry import publish as legacy_publish
+from gateway.registry import keygen, load_private_key
 from gateway.registry.tuf_repo import (
     DELEGATED_EXPIRES_S,
     EXPIRES_S,
@@ -38,7 +36,6 @@ from gateway.registry.tuf_repo import (
     Outcome,
     Repo,
     expiry,
-    link_target,
 )
 from gateway.trust.keys import parse_public_key
 
@@ -165,58 +162,6 @@ def _bump(md: Metadata[Any], now: float, expires_s: float) -> None:
     md.signed.expires = expiry(now, expires_s)
 
 
-def role_for(repo: Repo, path: str) -> str:
-    """The delegated role whose path patterns take ``path`` (the first, as clients search)."""
-    delegations = repo.targets().delegations
-    for role in (delegations.roles or {}).values() if delegations else ():
-        if role.is_delegated_path(path):
-            return role.name
-    raise ConfigError(
-        "command line", "--model-id", f"a model delegated first (registry delegate): no role takes {path}"
-    )
-
-
-def add_target(
-    registry: Path,
-    manifest: Mapping[str, Any],
-    signers: Sequence[Signer],
-    keys_online: Online | None,
-    *,
-    site: str | None = None,
-    keep: int = 2,
-    now: float | None = None,
-) -> Outcome:
-    """Add a published model to its delegated role: the target (length, sha256) with the
-    deployment manifest in ``custom``; superseded ones beyond ``keep`` are retired."""
-    repo = Repo(registry)
-    repo.need()
-    now = time.time() if now is None else now
-    path = str(manifest["artifact_url"])
-    link_target(registry, path, str(manifest["sha256"]))
-    name = role_for(repo, path)
-    if repo.has_role(name):
-        md = repo.role(name)
-        _bump(md, now, DELEGATED_EXPIRES_S)
-    else:
-        md = Metadata(Targets(expires=expiry(now, DELEGATED_EXPIRES_S)))
-    custom = {"manifest": manifest_text(manifest), "site": site or "*"}
-    new = TargetFile(int(manifest["length"]), {"sha256": str(manifest["sha256"])}, path, {"custom": custom})
-    held = {p: t for p, t in md.signed.targets.items() if p != path}
-    same_site = {
-        p: json.loads(t.custom["manifest"]) for p, t in held.items() if t.custom.get("site") == custom["site"]
-    }
-    kept = {id(d) for d in retire_superseded([*same_site.values(), manifest], manifest, keep)}
-    md.signed.targets = {p: t for p, t in held.items() if p not in same_site or id(same_site[p]) in kept}
-    md.signed.targets[path] = new
-    return repo.commit(md, name, signers, keys_online, now=now)
-
-
-def manifest_text(manifest: Mapping[str, Any]) -> str:
-    """The manifest as canonical JSON text: TUF's canonical JSON has no floats (percentages and
-    health limits are), so the manifest rides as a string the target's signature covers."""
-    return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def sign(
     registry: Path,
     name: str,
@@ -311,86 +256,3 @@ def keyid_of(value: str) -> str:
     """A keyid as given, or the keyid of a PEM file (public or private)."""
     path = Path(value)
     return public_key(path).keyid if path.exists() else value
-
-
-def publish(
-    registry: Path,
-    model_file: Path,
-    key_path: Path,
-    keys_online: Online | None,
-    *,
-    cosigners: Sequence[Path] = (),
-    **kwargs: Any,
-) -> tuple[dict[str, Any], Outcome]:
-    """``registry publish`` on a TUF registry: the legacy index, ``.sig`` and chunk list as always,
-    and the target in its model's delegated role, signed by ``key_path`` (and ``cosigners``)."""
-    manifest = legacy_publish(registry, model_file, key_path, **kwargs)
-    signers = [signer(p) for p in (key_path, *cosigners)]
-    outcome = add_target(
-        registry,
-        manifest,
-        signers,
-        keys_online,
-        site=kwargs.get("site"),
-        keep=kwargs.get("keep", 2),
-        now=kwargs.get("now"),
-    )
-    return manifest, outcome
-
-
-def migrate(
-    registry: Path, key_dir: Path, legacy_key: Path, *, now: float | None = None, **init_args: Any
-) -> list[Outcome]:
-    """A TUF repository beside an existing registry's index(es): every model delegated to the
-    legacy signing key (threshold 1, so ``.sig`` files and the index stay signed by the same key),
-    and every deployment listed today added as a target. Keys are made as by :func:`init` unless
-    ``key_dir`` already holds them."""
-    repo = Repo(registry)
-    out: list[Outcome] = []
-    if not repo.exists():
-        out += init(registry, key_dir, now=now, **init_args)
-    keys_online = online(key_dir)
-    targets_signer = [signer(key_dir / "targets" / "private.pem")]
-    legacy = signer(legacy_key)
-    indexes = [(None, registry / "index.json")] + [
-        (p.parent.name, p) for p in sorted((registry / "sites").glob("*/index.json"))
-    ]
-    for site, path in indexes:
-        if not path.exists():
-            continue
-        for manifest in _load_signed(path, site).get("deployments", []):
-            model = str(manifest["model_id"])
-            if _held(repo, model) == 0:
-                out.append(
-                    delegate(registry, model, [legacy.public_key], targets_signer, keys_online, now=now)
-                )
-            out.append(
-                add_target(registry, manifest, [legacy], keys_online, site=site, keep=1 << 30, now=now)
-            )
-    return out
-
-
-def set_command(
-    registry: Path,
-    target: str,
-    command: str | None,
-    signers: Sequence[Signer],
-    keys_online: Online | None,
-    *,
-    now: float | None = None,
-) -> Outcome:
-    """The coordinator's hold or abort (``paused``, ``aborted``; None clears) for ``model@version``,
-    signed into that model's delegated role (``x-ota-commands``): its own keys say it."""
-    repo = Repo(registry)
-    repo.need()
-    model, _, version = target.partition("@")
-    name = role_for(repo, f"artifacts/{model}/{version}/{model}")
-    md = repo.role(name)
-    commands = dict(md.signed.unrecognized_fields.get(COMMANDS_FIELD) or {})
-    if command is None:
-        commands.pop(target, None)
-    else:
-        commands[target] = command
-    md.signed.unrecognized_fields[COMMANDS_FIELD] = commands
-    _bump(md, time.time() if now is None else now, DELEGATED_EXPIRES_S)
-    return repo.commit(md, name, signers, keys_online, now=now)

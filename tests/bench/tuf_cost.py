@@ -39,7 +39,7 @@ from gateway import registry  # noqa: E402
 from gateway.core.errors import NotModified  # noqa: E402
 from gateway.mirror.tuf_poll import refresh  # noqa: E402
 from gateway.mirror.upstream import Fetched, make_upstream  # noqa: E402
-from gateway.registry import tuf_life  # noqa: E402
+from gateway.registry import tuf_life, tuf_targets  # noqa: E402
 from gateway.registry.tuf_repo import DELEGATED_EXPIRES_S, Repo, expiry  # noqa: E402
 from gateway.trust.index import TrustedIndex  # noqa: E402
 from gateway.trust.keys import keyid, parse_public_key  # noqa: E402
@@ -92,7 +92,7 @@ def build(work: Path, targets: int, models: int) -> tuple[Path, Path, list[dict[
         role = Targets(expires=expiry(time.time(), DELEGATED_EXPIRES_S))
         for d in deployments:
             if d["model_id"] == name:
-                text = tuf_life.manifest_text(d)
+                text = tuf_targets.manifest_text(d)
                 role.targets[str(d["artifact_url"])] = TargetFile(
                     int(d["length"]),
                     {"sha256": str(d["sha256"])},
@@ -149,7 +149,7 @@ async def main() -> None:
         # One model gains a version: both formats published by the real publish path.
         model_file = work / "m.onnx"
         model_file.write_bytes(b"new version")
-        tuf_life.publish(reg, model_file, cloud, tuf_life.online(work / "tuf-keys"), model_id="model000",
+        tuf_targets.publish(reg, model_file, cloud, tuf_life.online(work / "tuf-keys"), model_id="model000",
                          version="9.0.0", keep=1 << 30)  # fmt: skip
         idx_one, _, _ = await index_sync(reg, pub, etag)
         tuf_one, one_reqs, _, held = await tuf_sync(reg, held)

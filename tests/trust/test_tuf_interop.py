@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from gateway.core import settings as S
-from gateway.registry import tuf_life
+from gateway.registry import tuf_life, tuf_targets
 from gateway.service import Gateway
 from tests.conftest import Registry
 from tests.gw import base_url, gateway_settings, running, until
@@ -97,7 +97,7 @@ async def test_coordinator_commands_ride_in_the_models_own_role(tmp_path: Path) 
         )
         await until(lambda: gw.mirror.index.commands == {"detector@1.0.0": "paused"}, 20, "the hold")  # type: ignore[union-attr]
         # counter's key signs an abort of detector into counter's role: not counter's to say.
-        tuf_life.set_command(
+        tuf_targets.set_command(
             treg.root, "counter@1.0.0", "aborted", [tuf_life.signer(key_b)], tuf_life.online(treg.keys)
         )
         md = tuf_life.Repo(treg.root).role("counter")
