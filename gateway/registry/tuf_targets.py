@@ -83,9 +83,16 @@ def publish(
     **kwargs: Any,
 ) -> tuple[dict[str, Any], Outcome]:
     """``registry publish`` on a TUF registry: the legacy index, ``.sig`` and chunk list as always,
-    and the target in its model's delegated role, signed by ``key_path`` (and ``cosigners``)."""
-    manifest = legacy_publish(registry, model_file, key_path, **kwargs)
+    and the target in its model's delegated role, signed by ``key_path`` (and ``cosigners``).
+    What the TUF side needs (online keys, a delegation taking the path) is checked before anything
+    is written. The legacy index, signed by ``key_path`` alone, lists it at once."""
+    if keys_online is None:
+        raise ConfigError(
+            "command line", "--online-keys", "the snapshot and timestamp keys' folder (a TUF registry)"
+        )
+    role_for(Repo(registry), f"artifacts/{kwargs.get('model_id')}/{kwargs.get('version')}/{model_file.name}")
     signers = [signer(p) for p in (key_path, *cosigners)]
+    manifest = legacy_publish(registry, model_file, key_path, **kwargs)
     outcome = add_target(
         registry,
         manifest,

@@ -198,3 +198,17 @@ def test_bad_commands_get_one_line(treg: TufRegistry, capsys: pytest.CaptureFixt
     assert len(err) == 5 and all(
         line.startswith("ota-gateway: configuration error: command line:") for line in err
     )
+
+
+def test_publish_checks_the_tuf_side_before_writing_anything(
+    treg: TufRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x" * 100)
+    key = f"--key={treg.key('a') / 'private.pem'}"
+    args = ["registry", "publish", str(treg.root), str(model), key, "--model-id=detector", "--version=1.0.0"]
+    assert run(*args) == 2  # no --online-keys
+    assert run(*args, f"--online-keys={treg.keys}") == 2  # detector not delegated
+    err = capsys.readouterr().err
+    assert "--online-keys: expected" in err and "a model delegated first (registry delegate)" in err
+    assert not (treg.root / "index.json").exists() and not (treg.root / "artifacts").exists()
