@@ -52,6 +52,9 @@ from gateway.trust.index import SiteIndex
 from gateway.trust.keys import PublicKey, keyid, parse_public_key
 
 MAX_ROOT_ROTATIONS = 32
+# What python-tuf raises for bad remote data (its RepositoryError tree, deserialisation included;
+# a few shapes still surface as ValueError, KeyError or TypeError). A RuntimeError is a bug: not caught.
+BAD_DATA = (tuf_errors.RepositoryError, ValueError, KeyError, TypeError)
 MAX_BYTES = {"root": 512_000, "timestamp": 16_384, "snapshot": 2_000_000, "targets": 5_000_000}
 ISSUED = TUF_ISSUED
 COMMANDS_FIELD = TUF_COMMANDS  # in a targets role's signed part: the coordinator's hold/abort
@@ -95,7 +98,7 @@ class TufSet:
     def __init__(self, trusted_root: bytes, now: float, site: str) -> None:
         try:
             self.tms = TrustedMetadataSet(trusted_root, EnvelopeType.METADATA)
-        except Exception as exc:  # python-tuf raises several kinds for a bad trusted root
+        except BAD_DATA as exc:
             raise translate(exc, "trusted root") from exc
         self.tms.reference_time = datetime.fromtimestamp(now, UTC)
         self.site = site
@@ -106,9 +109,7 @@ class TufSet:
     def _feed(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except RemoteDataError:
-            raise
-        except Exception as exc:
+        except BAD_DATA as exc:
             raise translate(exc, what) from exc
 
     def next_root(self) -> str:
@@ -127,7 +128,7 @@ class TufSet:
                 self.tms.update_timestamp(data)
             except tuf_errors.ExpiredMetadataError:
                 pass  # loaded all the same: the floor for rollback of the next one
-            except Exception:
+            except BAD_DATA:
                 return False
             self.files["timestamp.json"] = data
             return True
@@ -135,7 +136,7 @@ class TufSet:
             self.tms.update_timestamp(data)
         except tuf_errors.EqualVersionNumberError:
             return False
-        except Exception as exc:
+        except BAD_DATA as exc:
             raise translate(exc, "timestamp.json") from exc
         self.files["timestamp.json"] = data
         self.changed = True

@@ -99,7 +99,9 @@ def test_tuf_set(cases: Counter[str], repo: dict[str, bytes], stage: str, m: Any
     except RemoteDataError:
         return
     cases["trust.tuf -> accepted"] += 1
-    assert data == original or stage == "root"  # only the genuine bytes pass (a root: none here)
+    # Only what was signed passes: the same signed part (a timestamp, which no hash pins, may be
+    # re-serialised or carry other signatures beside the threshold).
+    assert stage != "root" and json.loads(data)["signed"] == json.loads(original)["signed"]
     s.index()
 
 
