@@ -212,3 +212,19 @@ def test_publish_checks_the_tuf_side_before_writing_anything(
     err = capsys.readouterr().err
     assert "--online-keys: expected" in err and "a model delegated first (registry delegate)" in err
     assert not (treg.root / "index.json").exists() and not (treg.root / "artifacts").exists()
+
+
+def test_a_two_key_targets_role_signs_a_delegation_in_two_steps(treg: TufRegistry, tmp_path: Path) -> None:
+    second = treg.key("targets-2")
+    roots = [f"--key={treg.keys / f'root-{i}' / 'private.pem'}" for i in (2, 3)]
+    assert run("registry", "root", "rotate", str(treg.root), "--role=targets", f"--add={second / 'public.pem'}",
+               "--threshold=2", *roots, f"--online-keys={treg.keys}") == 0  # fmt: skip
+    treg.delegate("detector", "a")  # signed by the first targets key only: staged
+    assert (treg.root / "staged" / "targets.json").exists()
+    assert run("registry", "sign", str(treg.root), "targets", f"--key={second / 'private.pem'}",
+               f"--online-keys={treg.keys}") == 0  # fmt: skip
+    treg.publish(b"m" * 2000, "detector", "1.0.0", "a")
+    with static_server(treg.root) as base:
+        device = _device(tmp_path, treg, base)
+        assert device.get_targetinfo("artifacts/detector/1.0.0/detector-1.0.0.onnx") is not None
+        assert device._trusted_set.root.roles["targets"].threshold == 2
