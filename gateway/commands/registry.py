@@ -55,6 +55,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         expires_s=args.expires_days * 86400,
         keep=args.keep,
         chunk_size=args.chunk_size,
+        extra={"rollback_target": True} if args.rollback_target else None,
     )
     where = registry.index_path(Path(args.registry_dir), args.site)
     if tuf:  # also the target in the model's delegated role (TUF), signed by --key and --cosign
@@ -150,6 +151,11 @@ def register(sub: Any) -> None:
         "--online-keys",
         metavar="KEY_DIR",
         help="TUF registries: the folder with snapshot/ and timestamp/ private keys (registry init's)",
+    )
+    pub.add_argument(
+        "--rollback-target",
+        action="store_true",
+        help="sign the statement as a rollback target: devices running a higher version may take it",
     )
     pub.add_argument("--cosign", action="append", help="TUF: another key of the model's delegation (repeat)")
     pub.set_defaults(func=cmd_publish)

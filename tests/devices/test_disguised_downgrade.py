@@ -28,6 +28,7 @@ from gateway.device.agent import DeviceAgent
 from gateway.device.errors import VerifyError
 from tests.conftest import Registry
 from tests.registry.tufkit import make_tuf_registry, static_server, updater
+from tests.registry.tufkit import run as run_cli
 
 
 @asynccontextmanager
@@ -144,3 +145,29 @@ async def test_python_tuf_refuses_the_old_file_offered_as_the_new_version(tmp_pa
         assert new.read_bytes() != old.read_bytes()
 
     await asyncio.to_thread(run)
+
+
+async def test_a_signed_rollback_target_is_taken_below_the_running_version(
+    reg: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``registry publish --rollback-target``: the cloud says devices on a higher version may take it."""
+    running = reg.publish(b"two" * 1000, version="2.0.0")
+    model = tmp_path / "detector-1.0.0.bin"
+    model.write_bytes(b"one" * 1000)
+    assert run_cli("registry", "publish", str(reg.root), str(model), f"--key={reg.private_key}", "--model-id=detector",
+                   "--version=1.0.0", "--site=test-site", "--rollback-target") == 0  # fmt: skip
+    capsys.readouterr()
+    index = json.loads(reg.index_bytes())["signed"]["deployments"]
+    back = next(d for d in index if d["version"] == "1.0.0")
+    offer: dict[str, Any] = {}
+    async with hostile_gateway(reg.root, offer) as base, aiohttp.ClientSession() as s:
+        agent = DeviceAgent(
+            base, "dev-1", reg.public_key.read_bytes(), tmp_path / "dev", require_statement=True
+        )
+        offer["manifest"] = genuine(running, base)
+        assert await agent.update_once(s)
+        offer["manifest"] = genuine(back, base)
+        agent.etag = None
+        assert await agent.update_once(s)
+        now = await agent.running()
+        assert now is not None and now.version == "1.0.0"
