@@ -252,6 +252,7 @@ class Mirror:
                 trust.held,
                 trust.clock(self.clock()).now,
                 trust.trusted.site,
+                trust.last_set,
             )
             index = await asyncio.to_thread(trust.verify_set, s, self.clock()) if s.changed else None
         except TransportError as exc:

@@ -43,10 +43,19 @@ async def _need(upstream: Upstream, folder: str, name: str, max_bytes: int) -> b
 
 
 async def refresh(
-    upstream: Upstream, folder: str, trusted_root: bytes, held: Mapping[str, bytes], now: float, site: str
+    upstream: Upstream,
+    folder: str,
+    trusted_root: bytes,
+    held: Mapping[str, bytes],
+    now: float,
+    site: str,
+    previous: TufSet | None = None,
 ) -> TufSet:
     """A verified set (``changed`` False: the held one still stands); RemoteDataError with the
-    reason when the upstream's metadata is refused, TransportError when it cannot be fetched."""
+    reason when the upstream's metadata is refused, TransportError when it cannot be fetched.
+
+    ``previous``, the set verified from ``held`` last time: when neither the root nor the
+    timestamp changed, its roles are not verified again, only their expiry against ``now``."""
     s = TufSet(trusted_root, now, site)
     for _ in range(MAX_ROOT_ROTATIONS):
         name = s.next_root()
@@ -62,7 +71,10 @@ async def refresh(
     data = await _get(upstream, folder, "timestamp.json", MAX_BYTES["timestamp"])
     if data is None:
         raise TransportError(f"{folder}/timestamp.json: no TUF repository published", status=404)
-    s.timestamp(data)
+    fresh = s.timestamp(data)
+    if not fresh and not s.changed and previous is not None:
+        previous.check_expiry(s.tms.reference_time)
+        return s
     name, length = s.snapshot_name()
     if name in held:
         await asyncio.to_thread(s.snapshot, held[name], held=True)

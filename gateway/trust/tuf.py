@@ -142,6 +142,12 @@ class TufSet:
         self.changed = True
         return True
 
+    def check_expiry(self, when: datetime) -> None:
+        """ExpiredError (freeze) when any metadata of this set has expired by ``when``."""
+        for signed in self.tms:
+            if signed.is_expired(when):
+                raise ExpiredError(f"{signed.type}: the held version {signed.version} expired (freeze)")
+
     def snapshot_name(self) -> tuple[str, int]:
         meta = self.tms.timestamp.snapshot_meta
         return f"{meta.version}.snapshot.json", meta.length or MAX_BYTES["snapshot"]

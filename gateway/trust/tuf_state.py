@@ -40,7 +40,8 @@ class TufTrustState(TrustState):
         self.trusted_root = trusted_root
         self.folder = folder  # where the metadata lives under the upstream ("metadata")
         self.held: dict[str, bytes] = {}
-        self._keys: dict[int, dict[str, PublicKey]] = {}  # verified, not yet accepted: by version
+        self.last_set: TufSet | None = None  # the set verified from ``held`` (tuf_poll's ``previous``)
+        self._pending: dict[int, TufSet] = {}  # verified, not yet accepted: by version
 
     def refresh_keys(self) -> None:
         """The keys that sign targets come from the verified metadata, not from files."""
@@ -70,6 +71,7 @@ class TufTrustState(TrustState):
             index = s.index()
             self.trusted.root_keys = s.signing_keys()
             self.trusted.accept(index)
+            self.last_set = s
         except RemoteDataError as exc:  # kept all the same: its timestamp is the rollback floor
             log.warning("held TUF metadata no longer verifies, serving nothing until a refresh: %s", exc)
         if self._rebuild_floors:  # state.json was damaged: the floors from the set held
@@ -99,15 +101,16 @@ class TufTrustState(TrustState):
         reading = self.clock(system_now)
         index = s.index()
         check_issued(f"timestamp version {index.version}", index.issued, reading, self.max_future_skew_s)
-        self._keys = {index.version: s.signing_keys()}
+        self._pending = {index.version: s}
         return index
 
     def accept(self, index: SiteIndex, system_now: float) -> None:
         super().accept(index, system_now)  # persists index.raw (every file of the set) to tuf.json
         self.held = unpack(index.raw)
-        keys = self._keys.pop(index.version, None)
-        if keys is not None:
-            self.trusted.root_keys = keys
+        s = self._pending.pop(index.version, None)
+        if s is not None:
+            self.trusted.root_keys = s.signing_keys()
+            self.last_set = s
 
 
 def trusted_root(settings: TrustSettings, source: str = "configuration") -> bytes:
