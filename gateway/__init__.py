@@ -16,8 +16,9 @@ the imports and enforces the rules marked *):
    (every long-lived task restarted with backoff; the failing ones named), ``notify``,
    ``health``, ``redact``, ``accept``, ``diskspace``, ``instance`` (which gateway owns a data
    folder, and where its operator API listens).
-3. The I/O rooms, each with one job: ``trust`` (verify the signed index and keys, the clock
-   floor), ``store`` (verified blobs on disk) *never importing network code*, ``inventory``,
+3. The I/O rooms, each with one job: ``trust`` (verify the signed index and keys, or a TUF
+   repository with python-tuf's ``TrustedMetadataSet`` (``trust.tuf``, ``trust.tuf_state``); the
+   clock floor), ``store`` (verified blobs on disk) *never importing network code*, ``inventory``,
    ``uplink`` (the disk outbox and its sinks), ``broker`` (embedded MQTT, or the site's own broker
    through ``broker.external`` and ``mqtt_link``), ``discovery`` (mDNS), ``telemetry`` (ingest, the
    dashboard's history, the site's trace), ``rollout`` (the gate keeper shell, gate files, and
@@ -39,7 +40,11 @@ the imports and enforces the rules marked *):
 
 Beside the house, ``gateway.device`` is the reference device agent: it imports only
 ``gateway.core.errors`` and ``gateway.core.jsondoc`` (pure, stdlib only) of the gateway, so a
-device can run it without the server's rooms.
+device can run it without the server's rooms (it checks the signed statement whose format,
+``core.statement``, the registry signs and the trust room checks too). ``gateway.registry``
+is the cloud-side tool (the signed index; the TUF repository: ``registry.tuf_repo`` for the files,
+``registry.tuf_life`` for the life of keys): it imports no I/O room of the service but the pure
+signature helpers of ``trust.keys`` and ``trust.canonical``.
 """
 
 __version__ = "0.1.0"

@@ -21,6 +21,7 @@ from gateway.inventory.store import load_inventory_file
 from gateway.mirror.upstream import Upstream, upstream_from
 from gateway.settings import load_matrix
 from gateway.trust.keys import PublicKey, load_trusted_keys
+from gateway.trust.tuf_state import trusted_root
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class ConfigFiles:
     upstream: Upstream
     matrix: CompatMatrix | None = None
     cert_sha256: str | None = None
+    tuf_root: bytes | None = None  # trust.tuf_root's bytes, on a TUF site
 
     @classmethod
     def read(cls, settings: Settings) -> ConfigFiles:
@@ -45,4 +47,5 @@ class ConfigFiles:
             upstream=upstream_from(settings.mirror, site=settings.site),
             matrix=load_matrix(Path(devices.compat_matrix)) if devices.compat_matrix else None,
             cert_sha256=cert_fingerprint(Path(cert).read_bytes()) if cert else None,
+            tuf_root=trusted_root(settings.trust) if settings.trust.format == "tuf" else None,
         )

@@ -62,6 +62,7 @@ from gateway.telemetry.history import WindowHistory
 from gateway.telemetry.ingest import Telemetry
 from gateway.telemetry.trace_log import TraceLog
 from gateway.trust.state import TrustState
+from gateway.trust.tuf_state import make_trust_state
 from gateway.uplink.assemble import uplink_from
 
 log = logging.getLogger(__name__)
@@ -94,13 +95,8 @@ class Gateway:
         self.operator_addresses: list[Any] = []
         self.data_id: str | None = None  # the data folder's identity (gateway.instance), read in start()
         self.key_dir = self.data / "trusted-keys"
-        self.trust = TrustState(
-            self.data / "trust",
-            files.keys,
-            settings.site,
-            settings.trust.min_valid_time,
-            key_dir=self.key_dir,
-            max_future_skew_s=settings.trust.max_future_skew_s,
+        self.trust: TrustState = make_trust_state(
+            settings.trust, self.data / "trust", files.keys, settings.site, self.key_dir, files.tuf_root
         )
         self.changes = Changes()  # long polls wait on it
         self.store = ArtifactStore(
@@ -275,6 +271,7 @@ class Gateway:
             store=self.store,
             held_index=lambda: self.mirror.index,
             held_keys=lambda: self.trust.trusted.key_list,
+            held_tuf=self.trust.metadata,
             held_site=lambda site: self.mirror.children.held.get(site),
             relay=self.outbox,
         )

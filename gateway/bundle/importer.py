@@ -22,6 +22,7 @@ reported as such (:attr:`~gateway.bundle.layout.Member.problem`) without a trans
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -34,6 +35,7 @@ from gateway.core.errors import RemoteDataError, StorageError, TransportError
 from gateway.core.manifest import Deployment
 from gateway.mirror.mirror import Mirror, by_sha, in_effect
 from gateway.trust.index import MAX_INDEX_BYTES
+from gateway.trust.tuf_state import TufTrustState
 
 DEFAULT_TIMEOUT_S = 3600.0
 TRANSPORT_RETRIES = 3  # a cut read of a member the bundle holds whole is tried again this often
@@ -155,6 +157,9 @@ class Importer:
 
     def _index_rel(self, source: BundleSource) -> str | None:
         members = source.layout.members
+        if isinstance(self.mirror.trust, TufTrustState):  # a TUF site reads the bundle's metadata/
+            rel = f"{self.mirror.trust.folder.strip('/')}/timestamp.json"
+            return rel if rel in members else None
         for rel in (f"sites/{self.mirror.settings.site}/index.json", "index.json"):
             if rel in members:
                 return rel
@@ -178,6 +183,8 @@ class Importer:
         held = self.mirror.index
         if accepted and held is not None:
             return ImportReport(name, IndexOutcome.ACCEPTED, held.version)
+        if isinstance(self.mirror.trust, TufTrustState):
+            return await self._tuf_outcome(source, rel, before)
         # Not taken in: ask the same verifier again, for the operator's report only.
         try:
             raw = (await source.get(rel, max_bytes=MAX_INDEX_BYTES)).body
@@ -191,6 +198,23 @@ class Importer:
             taken = IndexOutcome.HELD if before == held.version else IndexOutcome.ACCEPTED
             return ImportReport(name, taken, held.version)
         return ImportReport(name, IndexOutcome.REFUSED, index.version, "not accepted (see the log)")
+
+    async def _tuf_outcome(self, source: BundleSource, rel: str, before: int | None) -> ImportReport:
+        """A TUF set not taken in: the one held already (same timestamp version), or refused with
+        the reason the mirror logged."""
+        name, held = str(source.layout.path), self.mirror.index
+        try:
+            raw = (await source.get(rel, max_bytes=MAX_INDEX_BYTES)).body
+            version = json.loads(raw)["signed"]["version"]
+        except TransportError as exc:
+            return ImportReport(name, IndexOutcome.INCOMPLETE, why=str(exc))
+        except (ValueError, KeyError, TypeError) as exc:
+            return ImportReport(name, IndexOutcome.REFUSED, why=f"{rel}: not TUF metadata ({exc})")
+        if held is not None and held.version == version:
+            taken = IndexOutcome.HELD if before == held.version else IndexOutcome.ACCEPTED
+            return ImportReport(name, taken, held.version)
+        why = self.mirror.stats.last_error.get("mirror.rejected_indexes", "not accepted (see the log)")
+        return ImportReport(name, IndexOutcome.REFUSED, version, why)
 
     async def _artifacts(self, source: BundleSource, report: ImportReport, deadline: float) -> None:
         mirror, members = self.mirror, source.layout.members

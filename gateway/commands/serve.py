@@ -122,7 +122,10 @@ def banner(gw: Gateway) -> str:
         f"  polling:                  upstream every {duration(s.mirror.poll_interval_s)} "
         f"(mirror.poll_interval_s); devices told every {duration(s.devices.poll_interval_s)} "
         "(devices.poll_interval_s)",
-        f"  trusted keys:             {len(gw.trust.trusted.signing_keys())} (config trust.trusted_keys, or PEM files in {gw.key_dir.resolve()})",
+        f"  trusted keys:             {len(gw.trust.trusted.signing_keys())} (config trust.trusted_keys, or PEM files in {gw.key_dir.resolve()})"
+        if s.trust.format == "index"
+        else f"  trust:                    TUF from {s.trust.tuf_root} (trust.tuf_root), metadata at "
+        f"{s.trust.tuf_metadata}/ upstream; served to devices at /tuf/metadata/",
     ]
     if s.ddi.enabled:
         lines.insert(

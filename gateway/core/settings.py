@@ -53,6 +53,7 @@ MQTT_URL_OR_EMPTY = _check(
     lambda v: v == "" or re.match(r"^mqtts?://([^@/]*@)?[^@/:]+", v) is not None,
 )
 # A shared subscription's name: no '/', '+', '#' [MQTT 5, 4.8.2]
+TRUST_FORMAT = _check('"index" or "tuf"', lambda v: v in ("index", "tuf"))
 SHARE_NAME = _check("a name without '/', '+' or '#', or empty", lambda v: not any(c in v for c in "/+#"))
 
 
@@ -104,6 +105,13 @@ class TrustSettings:
     # How far a signed index's ``issued`` may lie ahead of a trusted local clock: further is refused
     # (a cloud with a wrong clock), and the clock floor never rises past local time plus this.
     max_future_skew_s: float = field(default=86400.0, metadata=POSITIVE)
+    # What the upstream publishes and the site verifies: "index" (the signed site index and key
+    # list) or "tuf" (a TUF repository, verified with python-tuf: thresholds, delegations, rotation).
+    format: str = field(default="index", metadata=TRUST_FORMAT)
+    tuf_root: str = ""  # "tuf": the trusted root.json the chain starts from (the registry's 1.root.json)
+    tuf_metadata: str = (
+        "metadata"  # "tuf": the metadata folder under mirror.upstream ("tuf/metadata" on a parent gateway)
+    )
 
 
 @dataclass(frozen=True)
@@ -269,8 +277,7 @@ class GateSettings:
     no_worse_risk: float = field(default=0.2, metadata=FRACTION)
     # how far back a device's own level on the baseline looks (a half-life of its windows)
     reference_half_life_s: float = field(default=21_600.0, metadata=POSITIVE)
-    # a gate opened before its devices have levels on the baseline (a fresh gateway) waits this
-    # long for them before wave 1; then it opens on the absolute limits alone
+    # a new gate waits at most this for its devices' levels on the baseline (a fresh gateway)
     reference_wait_s: float = field(default=900.0, metadata=NON_NEGATIVE)
     wave_order: str = ""  # attribute to order waves by, e.g. "hw" or "line"
     shadow: bool = False  # run every candidate in shadow on the first wave's devices first

@@ -34,6 +34,7 @@ from typing import Any
 
 import aiohttp
 
+from gateway.device import statement
 from gateway.device.errors import AgentError, VerifyError, problem
 from gateway.device.metrics import HttpLink, MetricsLink, MqttLink
 from gateway.device.poll import (
@@ -90,6 +91,7 @@ class DeviceAgent:
     on_wait: Sequence[WaitListener] = ()
     events: list[str] = field(default_factory=list)
     etag: str | None = None  # of the manifest it last handled
+    require_statement: bool = False  # refuse manifests without a signed statement (gateway.device.statement)
     _slots: Slots | None = field(default=None, init=False, repr=False)
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
@@ -168,6 +170,7 @@ class DeviceAgent:
         sha256 = str(manifest["sha256"])
         if current is not None and current.sha256 == sha256:
             return False  # running it already
+        await self._judge(s, manifest, current, previous)
         rollback = bool(manifest.get("rollback"))
         if previous is None or previous.sha256 != sha256:
             await self._fetch(s, slots, manifest, interrupt_after)
@@ -189,6 +192,21 @@ class DeviceAgent:
         await asyncio.to_thread(slots.switch)  # the new model does not work here: back to the old one
         await self.event(s, "rolled_back", manifest, "the health check failed after activation")
         return False
+
+    async def _judge(
+        self,
+        s: aiohttp.ClientSession,
+        manifest: dict[str, Any],
+        current: SlotInfo | None,
+        previous: SlotInfo | None,
+    ) -> None:
+        """The signed statement binds this model, version, length and sha256 (gateway.device.statement)."""
+        key = load_public_key(self.public_key_pem)
+        try:
+            statement.check(manifest, key, current, previous, required=self.require_statement)
+        except VerifyError as exc:
+            await self.event(s, "failed", manifest, str(exc))
+            raise
 
     async def _fetch(
         self, s: aiohttp.ClientSession, slots: Slots, manifest: dict[str, Any], interrupt_after: int | None

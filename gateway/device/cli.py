@@ -84,6 +84,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-interval", type=float, default=10.0, metavar="SECONDS")
     p.add_argument("--simulate", action="store_true", help="report made-up healthy inference figures")
     p.add_argument("--once", action="store_true", help="one poll and what it asks for, then exit")
+    p.add_argument(
+        "--require-statement",
+        action="store_true",
+        default=env("OTA_REQUIRE_STATEMENT") in ("1", "true", "yes"),
+        help="refuse manifests without the registry's signed statement of model, version, length and"
+        " sha256 ($OTA_REQUIRE_STATEMENT)",
+    )
 
 
 def agent_from(args: argparse.Namespace) -> DeviceAgent:
@@ -121,6 +128,7 @@ def agent_from(args: argparse.Namespace) -> DeviceAgent:
         mqtt=mqtt,
         listeners=[_print_event],
         on_wait=[_print_wait],
+        require_statement=args.require_statement,
     )
 
 

@@ -24,6 +24,7 @@ from gateway.http.context import (
     HELD_INDEX,
     HELD_KEYS,
     HELD_SITE,
+    HELD_TUF,
     INGEST,
     INVENTORY,
     SITE,
@@ -57,6 +58,7 @@ def build_device_app(
     held_index: Callable[[], SiteIndex | None],
     held_keys: Callable[[], KeyList | None],
     held_site: Callable[[str], SiteIndex | None] = lambda site: None,
+    held_tuf: Callable[[str], bytes | None] = lambda name: None,
     relay: RelayJournal | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=settings.http.max_body_bytes)
@@ -70,6 +72,7 @@ def build_device_app(
     app[HELD_KEYS] = held_keys
     app[HELD_SITE] = held_site
     app[CHILDREN] = ChildCredentials(settings.mirror.child_sites, settings.mirror.child_tokens)
+    app[HELD_TUF] = held_tuf
     add_tier_routes(app)
     if relay is not None:  # a parent's uplink relay for its child gateways
         add_relay_routes(app, relay, settings)

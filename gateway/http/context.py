@@ -61,6 +61,7 @@ INGEST: web.AppKey[DeviceIngest] = web.AppKey("ingest")
 STORE: web.AppKey[ArtifactStore] = web.AppKey("store", ArtifactStore)
 HELD_INDEX: web.AppKey[Callable[[], SiteIndex | None]] = web.AppKey("held_index")
 HELD_KEYS: web.AppKey[Callable[[], KeyList | None]] = web.AppKey("held_keys")
+HELD_TUF: web.AppKey[Callable[[str], bytes | None]] = web.AppKey("held_tuf")  # TUF metadata by file name
 HELD_SITE: web.AppKey[Callable[[str], SiteIndex | None]] = web.AppKey("held_site")  # child sites' indexes
 RELAY: web.AppKey[RelayJournal] = web.AppKey("relay")
 CHILDREN: web.AppKey[ChildCredentials] = web.AppKey("children", ChildCredentials)  # who is a child gateway

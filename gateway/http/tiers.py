@@ -18,13 +18,26 @@ the request is served as a device's, and nothing is recorded (``tiers.unproven_a
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from gateway.core.manifest import valid_id
 from gateway.http import devices
-from gateway.http.context import CHILDREN, CLOCK, HELD_INDEX, HELD_KEYS, HELD_SITE, INVENTORY, SITE, STATS
+from gateway.http.context import (
+    CHILDREN,
+    CLOCK,
+    HELD_INDEX,
+    HELD_KEYS,
+    HELD_SITE,
+    HELD_TUF,
+    INVENTORY,
+    SITE,
+    STATS,
+)
 
 GATEWAY_HEADER = "X-OTA-Gateway"
+_TUF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,200}\.json$")
 
 
 def note_child(request: web.Request) -> None:
@@ -70,7 +83,21 @@ async def serve_held_keys(request: web.Request) -> web.Response:
     )
 
 
+async def serve_tuf_metadata(request: web.Request) -> web.Response:
+    """The TUF metadata this gateway verified, byte for byte, at the path a TUF client asks for
+    (``/tuf/metadata/<N>.root.json``, ``timestamp.json``, ``<V>.snapshot.json``, ...): a device's
+    python-tuf ``Updater`` or a child gateway checks every signature against the cloud's keys."""
+    await devices.authorize_any(request)
+    note_child(request)
+    name = request.match_info["name"]
+    data = request.app[HELD_TUF](name) if _TUF_NAME.match(name) else None
+    if data is None:
+        raise web.HTTPNotFound(text="no such TUF metadata held\n")
+    return web.Response(body=data, content_type="application/json", headers={"Cache-Control": "no-cache"})
+
+
 def add_tier_routes(app: web.Application) -> None:
+    app.router.add_get("/tuf/metadata/{name}", serve_tuf_metadata)
     app.router.add_get("/index.json", serve_held_index)
     app.router.add_get("/sites/{site}/index.json", serve_held_index)
     app.router.add_get("/keys.json", serve_held_keys)

@@ -32,11 +32,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.core.errors import ExpiredError, FormatError, RollbackError, UntrustedError
+from gateway.core.errors import ExpiredError, FormatError, RemoteDataError, RollbackError, UntrustedError
 from gateway.core.manifest import Command, Deployment, parse_deployment, parse_time
 from gateway.trust.canonical import canonical_json
 from gateway.trust.clock import ClockReading, check_issued
 from gateway.trust.keys import PublicKey, keyid, parse_public_key, verify_bytes
+from gateway.trust.statement import StatementCheck
 
 MAX_INDEX_BYTES = 8 << 20
 COMMANDS = tuple(Command)
@@ -133,6 +134,7 @@ class TrustedIndex:
         self.highest_version = highest_version
         self.key_list: KeyList | None = None
         self.index: SiteIndex | None = None
+        self.statements = StatementCheck()
 
     def signing_keys(self) -> dict[str, PublicKey]:
         keys = dict(self.root_keys)
@@ -206,10 +208,13 @@ class TrustedIndex:
             raise FormatError(f"{what}: deployments: expected a list")
         deployments: list[Deployment] = []
         rejected: list[tuple[str, str]] = []
+        keys = self.signing_keys()
         for i, item in enumerate(items):
             try:
-                deployments.append(parse_deployment(item, f"deployments[{i}]"))
-            except FormatError as exc:
+                dep = parse_deployment(item, f"deployments[{i}]")
+                self.statements.check(item, keys, dep.key)
+                deployments.append(dep)
+            except RemoteDataError as exc:
                 rejected.append((f"deployments[{i}]", str(exc)))
         commands = signed.get("commands") or {}
         if not isinstance(commands, dict) or any(v not in COMMANDS for v in commands.values()):

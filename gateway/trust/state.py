@@ -67,6 +67,8 @@ def _state_from_json(doc: Any) -> dict[str, Any]:
 class TrustState:
     """Owns the :class:`TrustedIndex` and its persistence. Blocking: use from a worker thread."""
 
+    HELD = "index.json"  # the accepted index's raw bytes (TUF: every metadata file of the set)
+
     def __init__(
         self,
         directory: Path,
@@ -148,6 +150,10 @@ class TrustState:
         by a state object that has not read them); the gateway reads them in :meth:`load`."""
         if not self._state_read:
             self.load_state()
+
+    def metadata(self, name: str) -> bytes | None:
+        """A held TUF metadata file by name (:mod:`gateway.trust.tuf_state`); the index holds none."""
+        return None
 
     @property
     def floor(self) -> float:
@@ -264,7 +270,7 @@ class TrustState:
                     format_time(reference_time(reading, self.min_valid_time)),
                     format_time(highest_issued),
                 )
-        atomic.write_bytes(self.dir / "index.json", index.raw)
+        atomic.write_bytes(self.dir / self.HELD, index.raw)
         self._write_state(max(self.trusted.highest_version, index.version), highest_issued, source)
         self.highest_issued = highest_issued
         self.floor_source = source

@@ -155,9 +155,11 @@ async def test_bytes_the_cloud_did_not_sign_are_never_made_current(
                 gw.url, "cam-2", other.public_key.read_bytes(), tmp_path / "cam-2", model_id="detector"
             )
             await first_manifest(agent, s)
-            with pytest.raises(VerifyError, match="bad signature"):
+            # The manifest's signed statement is checked first (gateway.device.statement): refused
+            # before any byte is downloaded; a manifest without one fails on the file's signature.
+            with pytest.raises(VerifyError, match="not signed by the cloud's key"):
                 await agent.update_once(s)
-            assert agent.events == ["downloaded", "failed"] and await agent.running() is None
+            assert agent.events == ["failed"] and await agent.running() is None
             assert (await inventory(gw, "cam-2"))["last_event"] == "failed"
             assert not await agent.update_once(s)  # the refused manifest is not fetched again (304)
 

@@ -21,4 +21,6 @@ print(ours, heavy)
 def test_the_device_agent_imports_nothing_of_the_server() -> None:
     done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "['gateway.core', 'gateway.core.errors', 'gateway.core.jsondoc'] []"
+    assert done.stdout.strip() == (
+        "['gateway.core', 'gateway.core.errors', 'gateway.core.jsondoc', 'gateway.core.statement'] []"
+    )
