@@ -32,7 +32,8 @@ from gateway.bundle.watch import ImportWatch
 from gateway.config_files import ConfigFiles
 from gateway.core import supervision
 from gateway.core.errors import ConfigError
-from gateway.core.settings import Settings, parse_hostport
+from gateway.core.setting_rules import parse_hostport
+from gateway.core.settings import Settings
 from gateway.discovery.advertise import Advertiser
 from gateway.discovery.browse import DeviceBrowser
 from gateway.discovery.net import open_lan

@@ -27,7 +27,8 @@ from firmware_compat.matrix import CompatMatrix, MatrixError, parse_matrix
 from gateway.core.errors import ConfigError
 from gateway.core.gates.table import BY_NAME as GATE_CRITERIA
 from gateway.core.schedule import Schedule, ScheduleSpecError, parse_schedule
-from gateway.core.settings import Settings, parse_hostport
+from gateway.core.setting_rules import parse_hostport
+from gateway.core.settings import Settings
 
 ENV_PREFIX = "OTA_GATEWAY_"
 # keys an older config file may still carry, and what took their place

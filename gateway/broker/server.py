@@ -63,7 +63,8 @@ from gateway.broker.amqtt_core import AmqttCore, PublishHook
 from gateway.broker.hub import MqttLimits
 from gateway.broker.plugins import AuthCheck
 from gateway.core.errors import ConfigError
-from gateway.core.settings import MqttSettings, Settings, parse_hostport
+from gateway.core.setting_rules import parse_hostport
+from gateway.core.settings import MqttSettings, Settings
 from gateway.stats import Stats
 from gateway.tasks import Supervise
 

@@ -22,7 +22,8 @@ from typing import Any
 from gateway import instance
 from gateway.core.errors import ConfigError, GatewayError, TransportError
 from gateway.core.human import ago, when
-from gateway.core.settings import Settings, parse_hostport
+from gateway.core.setting_rules import parse_hostport
+from gateway.core.settings import Settings
 from gateway.settings import ENV_PREFIX
 from gateway.store.lock import data_dir_in_use
 

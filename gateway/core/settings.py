@@ -5,71 +5,24 @@ from the TOML file, the environment and the command line."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from gateway.core.manifest import valid_id
 from gateway.core.schedule import Schedule
-from gateway.core.supervision import parse_fault_plan
-
-_HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]*):(\d{1,5})$")
-
-
-def parse_hostport(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port); raises ValueError."""
-    m = _HOSTPORT.match(value)
-    if not m or not 0 <= int(m.group(2)) <= 65535:
-        raise ValueError(value)
-    host = m.group(1).strip("[]") or "0.0.0.0"
-    return host, int(m.group(2))
-
-
-def _check(expect: str, ok: Callable[[Any], bool]) -> dict[str, Any]:
-    return {"expect": expect, "ok": ok}
-
-
-def _hostport_ok(v: Any) -> bool:
-    if v == "":
-        return True
-    try:
-        parse_hostport(v)
-    except ValueError:
-        return False
-    return True
-
-
-HOSTPORT = _check("HOST:PORT such as 0.0.0.0:8080, or empty to disable", _hostport_ok)
-POSITIVE = _check("a number greater than 0", lambda v: v > 0)
-NON_NEGATIVE = _check("a number of at least 0", lambda v: v >= 0)
-FRACTION = _check("a number from 0 to 1", lambda v: 0 <= v <= 1)
-URL_OR_EMPTY = _check(
-    "an http:// or https:// URL, or empty", lambda v: v == "" or re.match(r"^https?://", v) is not None
+from gateway.core.setting_rules import (
+    FAULT_PLAN,
+    FRACTION,
+    HOSTPORT,
+    MQTT_URL_OR_EMPTY,
+    NON_NEGATIVE,
+    POSITIVE,
+    SHARE_NAME,
+    TRUST_FORMAT,
+    URL_OR_EMPTY,
+    check,
+    choice,
 )
-
-MQTT_URL_OR_EMPTY = _check(
-    "an mqtt:// or mqtts:// URL with a host, or empty",
-    lambda v: v == "" or re.match(r"^mqtts?://([^@/]*@)?[^@/:]+", v) is not None,
-)
-# A shared subscription's name: no '/', '+', '#' [MQTT 5, 4.8.2]
-TRUST_FORMAT = _check('"index" or "tuf"', lambda v: v in ("index", "tuf"))
-SHARE_NAME = _check("a name without '/', '+' or '#', or empty", lambda v: not any(c in v for c in "/+#"))
-
-
-def _fault_plan_ok(v: Any) -> bool:
-    try:
-        parse_fault_plan(v)
-    except ValueError:
-        return False
-    return True
-
-
-FAULT_PLAN = _check('empty (a test-only fault plan such as "seed=7;after=0.2-1.5;times=1")', _fault_plan_ok)
-
-
-def choice(*options: str) -> dict[str, Any]:
-    return _check("one of " + ", ".join(repr(o) for o in options), lambda v: v in options)
 
 
 @dataclass(frozen=True)
@@ -132,14 +85,14 @@ class MirrorSettings:
     # serves (``/sites/<site>/index.json``) with their artifacts, to its child gateways.
     child_sites: tuple[str, ...] = field(
         default=(),
-        metadata=_check("site names (letters, digits, '.', '_', '-')", lambda v: all(valid_id(x) for x in v)),
+        metadata=check("site names (letters, digits, '.', '_', '-')", lambda v: all(valid_id(x) for x in v)),
     )
     # Each child gateway's own credential, bound to its site: "<child site>=<secret>" (a secret of
     # at least 16 characters, one per child). Only it may relay that site's uplink records or
     # announce that site as a child gateway; it also reads what a device token may read.
     child_tokens: tuple[str, ...] = field(
         default=(),
-        metadata=_check(
+        metadata=check(
             '"<child site>=<secret of at least 16 characters>" entries',
             lambda v: all(_child_token_ok(x) for x in v),
         ),
@@ -216,7 +169,7 @@ class MqttSettings:
     external_client_id: str = ""
     external_shared_group: str = field(default="", metadata=SHARE_NAME)
     external_receive_max: int = field(
-        default=1000, metadata=_check("a number from 1 to 65535", lambda v: 1 <= v <= 65535)
+        default=1000, metadata=check("a number from 1 to 65535", lambda v: 1 <= v <= 65535)
     )
 
 
@@ -240,7 +193,7 @@ class UplinkSettings:
     mqtt_url: str = field(default="", metadata=MQTT_URL_OR_EMPTY)  # mqtt://user:pass@host:port or mqtts://...
     # records published to mqtt_url before their PUBACKs are in (1: one at a time)
     mqtt_window: int = field(
-        default=100, metadata=_check("a number from 1 to 65535", lambda v: 1 <= v <= 65535)
+        default=100, metadata=check("a number from 1 to 65535", lambda v: 1 <= v <= 65535)
     )
     report_interval_s: float = field(default=60.0, metadata=POSITIVE)
     outbox_max_bytes: int = field(default=256 << 20, metadata=POSITIVE)
@@ -342,7 +295,7 @@ class DdiSettings:
     enabled: bool = False
     tenant: str = field(
         default="DEFAULT",
-        metadata=_check(
+        metadata=check(
             "a tenant name of letters, digits, '-', '_' or '.'",
             lambda v: re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", v) is not None,
         ),
@@ -368,7 +321,7 @@ class Settings:
 
     site: str = field(
         default="default",
-        metadata=_check(
+        metadata=check(
             "a site name of letters, digits, '-', '_' or '.'",
             lambda v: re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", v) is not None,
         ),

@@ -44,7 +44,8 @@ from gateway.core import jsondoc
 from gateway.core.device import still_on
 from gateway.core.errors import FormatError
 from gateway.core.gates import CONTROLS
-from gateway.core.settings import Settings, parse_hostport
+from gateway.core.setting_rules import parse_hostport
+from gateway.core.settings import Settings
 from gateway.core.site import ControlRefused
 from gateway.http import dashboard
 from gateway.http.context import (
