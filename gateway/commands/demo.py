@@ -33,6 +33,8 @@ import aiohttp
 from gateway import registry
 from gateway.core import settings as S
 from gateway.core.errors import ConfigError
+from gateway.core.gates import Verdict
+from gateway.core.gates.words import say
 from gateway.device.agent import DeviceAgent
 from gateway.device.simulate import BURNS_CPU, HEALTHY, SimulatedInference
 from gateway.service import Gateway
@@ -109,25 +111,16 @@ def _gate_status_hint(operator: str) -> str:
 
 
 def _verdict(v: dict[str, Any]) -> str:
-    c, base, limit, name = v.get("candidate"), v.get("baseline"), v.get("limit"), v["criterion"]
-    if c is None or limit is None:
-        return name
-    if name == "max_cpu_percent":
-        return f"cpu {c:.0f}% > {limit:.0f}% (the cloud's limit)"
-    if name == "cpu_rise_percent":
-        return f"cpu +{c:.0f} points over the baseline's {base or 0:.0f}% > +{limit:.0f}"
-    if name == "latency_ratio":
-        return f"latency p50 {c:.1f}x the baseline's > {limit:g}x"
-    if name == "max_latency_ms":
-        return f"latency p95 {c:.0f} ms > {limit:.0f} ms"
-    if name == "temperature_rise_c":
-        return f"temperature +{c:.1f} °C over the baseline's > +{limit:g} °C"
-    return f"{name} {c:.3g} > {limit:.3g}"
+    """A verdict of the audit in the gate's own words (the dashboard's and ``gate status``'s)."""
+    try:
+        return say(Verdict(**v))
+    except (TypeError, ValueError):
+        return str(v.get("criterion", "?"))
 
 
 def _sizes(verdicts: list[dict[str, Any]]) -> str:
     n = next((v.get("samples") for v in verdicts if v.get("samples")), None) or {}
-    return f"{n.get('devices', '?')} devices, {n.get('samples', '?')} samples"
+    return f"{n.get('devices', '?')} devices, {n.get('windows', '?')} windows"
 
 
 @dataclass
@@ -184,8 +177,8 @@ class Story:
             self.wave = int(a.get("wave", 0))
             action, reason = a.get("action"), a.get("reason", "")
             if action == "halt":
-                failing = [v for v in a.get("verdicts", []) if v.get("result") == "fail"]
-                self.say(f"gate {MODEL}@{V2} HALTED at wave {self.wave} ({_sizes(failing)}):")
+                failing = [v for v in a.get("verdicts", []) if v.get("result") == "worse"]
+                self.say(f"gate {MODEL}@{V2} HALTED at wave {self.wave + 1} ({_sizes(failing)}):")
                 for v in failing:
                     print(f"{'':10}{_verdict(v)}", flush=True)
                 self.halted_at = time.monotonic()
