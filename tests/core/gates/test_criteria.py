@@ -12,11 +12,12 @@ import pytest
 
 from gateway.core.gates import Event, GateLimits, Stage, evaluate, step
 from gateway.core.gates.sequential import Answer
-from gateway.core.gates.table import CRITERIA, family
+from gateway.core.gates.table import CRITERIA, Kind, family
 from gateway.core.gates.words import say
 from gateway.core.manifest import HealthChecks
 from gateway.core.settings import GateSettings
 from tests.core.gates.helpers import (
+    BASELINE,
     CANDIDATE,
     WINDOW_S,
     Change,
@@ -92,8 +93,11 @@ def test_every_row_judged_from_windows_has_a_clearly_worse_story_here() -> None:
 def test_a_clearly_worse_candidate_halts_in_wave_1_with_its_evidence(
     criterion: str, change: Change, seed: int
 ) -> None:
+    row = family(criterion)
+    assert row is not None
     site = fleet(seed)
-    state = opened(site, SITE)
+    # an absolute row alone, on a first version (no relative row to halt it first)
+    state = opened(site, SITE, baseline=None if row.kind == Kind.ABSOLUTE else BASELINE)
     first_wave = set(state.admitted)
     state, made = drive(state, site, LIMITS, change, windows=20, until=lambda s: s.stage == Stage.HALTED)
     assert state.stage == Stage.HALTED, [d.reason for d in made]
@@ -101,8 +105,6 @@ def test_a_clearly_worse_candidate_halts_in_wave_1_with_its_evidence(
     halt = made[-1]
     assert halt.action == "halt" and halt.wave == 0 and criterion in halt.reason
     v = verdict(halt, criterion)
-    row = family(criterion)
-    assert row is not None
     assert v.result == Answer.WORSE and not v.dry_run
     assert v.candidate is not None and v.lower is not None and v.upper is not None and v.limit is not None
     assert v.lower <= v.candidate <= v.upper
@@ -111,8 +113,8 @@ def test_a_clearly_worse_candidate_halts_in_wave_1_with_its_evidence(
     assert v.e_value is not None and v.e_value >= 1 / SITE.false_halt_rate
     assert v.samples["windows"] >= SITE.min_samples and v.samples["devices"] == 2
     assert say(v).endswith(": worse")
-    # it halted as soon as the evidence allowed: a few windows after the minimum sample
-    assert halt.at <= (SITE.min_samples + 3) * 60
+    # it halted before the fixed soak of the gate before (900 s) was over
+    assert halt.at <= 900.0
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -139,7 +141,13 @@ def test_a_clearly_good_candidate_says_no_worse_on_every_criterion(seed: int) ->
 def test_a_bad_camera_in_wave_1_does_not_halt_a_good_candidate(seed: int) -> None:
     """The bad camera (8x the site's errors, the busiest device) is in the first wave: pooled
     against the devices still on the baseline its errors are far past the margin; compared with
-    its own past, what changed for everyone taken out, it is never worse, for an hour of looks."""
+    its own past, what changed for everyone taken out, it is never worse, for an hour of looks.
+
+    The manifest's max_error_rate is left out here: a camera whose own rate on the baseline is past
+    that absolute limit (8x a site rate of 0.7 % is 5.6 %) halts any candidate it runs on that
+    row, good or not (4 of 30 seeds); that is the absolute row doing what it says, not the paired
+    comparison this test is about."""
+    limits = GateLimits.of(dataclasses.replace(HEALTH, max_error_rate=None), SITE)
     traits = unlike_devices(DEVICES, seed)
     bad = sorted(opened(Fleet(traits, seed), SITE).admitted)[0]  # the waves do not depend on levels
     site_rate = sum(t.error_rate for t in traits.values()) / len(traits)
@@ -149,9 +157,9 @@ def test_a_bad_camera_in_wave_1_does_not_halt_a_good_candidate(seed: int) -> Non
     assert bad in state.admitted
     looks = []
     for k in range(60):
-        state, made = drive(state, site, LIMITS, same, windows=1, start=k * 60.0)
+        state, made = drive(state, site, limits, same, windows=1, start=k * 60.0)
         assert state.stage in (Stage.WAVES, Stage.DONE) and not any(d.action == "halt" for d in made), made
-        looks += [v for v in evaluate(state, LIMITS, (k + 1) * 60.0) if v.criterion == "error_rate_rise"]
+        looks += [v for v in evaluate(state, limits, (k + 1) * 60.0) if v.criterion == "error_rate_rise"]
         if k == SITE.min_samples - 1:  # still wave 1: the pooled comparison of the gate before halts it
             cand, base = state.candidate, state.baseline
             assert state.wave == 0

@@ -268,7 +268,7 @@ def test_the_shadow_stage_judges_the_candidate_before_anyone_switches(seed: int)
     assert state.stage == Stage.SHADOW and state.decisions[0].reason.startswith(
         "shadow stage, wave 1: 2 device(s)"
     )
-    state, made = drive(state, site, limits, same, windows=10, until=lambda s: s.stage != Stage.SHADOW)
+    state, made = drive(state, site, limits, same, windows=20, until=lambda s: s.stage != Stage.SHADOW)
     assert not state.ran  # shadow metrics never count as running it
     assert state.stage == Stage.WAVES and made[-1].action == Action.ADVANCE
     assert made[-1].reason == "shadow stage passed: wave 1 switches to the candidate"
@@ -278,6 +278,6 @@ def test_the_shadow_stage_judges_the_candidate_before_anyone_switches(seed: int)
     def hot(t: Traits) -> Traits:
         return dataclasses.replace(t, cpu=t.cpu + 35)
 
-    state, made = drive(state, site, limits, hot, windows=10, until=lambda s: s.stage != Stage.SHADOW)
+    state, made = drive(state, site, limits, hot, windows=20, until=lambda s: s.stage != Stage.SHADOW)
     assert state.stage == Stage.HALTED and "cpu_rise_percent" in made[-1].reason
     assert not state.rollback_set
