@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -83,5 +84,7 @@ def test_the_demo_halts_a_bad_candidate_and_rolls_it_back_then_stops_on_ctrl_c(t
         stop(proc)
     told = out.read_text()
     assert f"dashboard: http://{operator}/" in told
-    assert "HALTED at wave 1" in told and "CPU" in told and "rolled back to 1.0.0" in told
+    assert "HALTED at wave 1 (2 devices, " in told and "rolled back to 1.0.0" in told
+    # the criterion that halted it, in the gate's words, with its evidence
+    assert re.search(r"CPU \d+ % \(at least \d+ %\).*: worse", told), told
     assert (data / "gateway" / "gates").is_dir()  # --data keeps it all

@@ -112,16 +112,16 @@ def _gate_status_hint(data: Path) -> str:
 
 
 def _verdict(v: dict[str, Any]) -> str:
-    """A verdict from the audit log in words (the same words as the dashboard and `gate status`)."""
+    """A verdict of the audit in the gate's own words (the dashboard's and ``gate status``'s)."""
     try:
         return say(Verdict(**v))
-    except TypeError:
+    except (TypeError, ValueError):
         return str(v.get("criterion", "?"))
 
 
 def _sizes(verdicts: list[dict[str, Any]]) -> str:
     n = next((v.get("samples") for v in verdicts if v.get("samples")), None) or {}
-    return f"{n.get('devices', '?')} devices, {n.get('windows', '?')} windows of evidence"
+    return f"{n.get('devices', '?')} devices, {n.get('windows', '?')} windows"
 
 
 @dataclass

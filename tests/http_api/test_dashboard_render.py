@@ -118,8 +118,8 @@ def point(end: float, p95: float, err: float = 0.01) -> Point:
 def test_a_gate_panel_tells_its_story_in_words() -> None:
     settings = GateSettings()
     g = new_gate("detector@2.0.0", "detector", "2.0.0", "1.0.0", settings, NOW - 600)
-    failed = Verdict("max_error_rate", Result.FAIL, 0.12, None, 0.05, {"devices": 3, "samples": 40})
-    passed = Verdict("max_cpu_percent", Result.PASS, 40.0, None, 80.0, {"devices": 3})
+    failed = Verdict("max_error_rate", Result.WORSE, 0.12, None, 0.05, {"devices": 3, "samples": 40})
+    passed = Verdict("max_cpu_percent", Result.NO_WORSE, 40.0, None, 80.0, {"devices": 3})
     g = type(g)(
         **{
             **g.__dict__,
@@ -143,7 +143,7 @@ def test_a_gate_panel_tells_its_story_in_words() -> None:
     assert halt["when"] == "1 min ago" and halt["what"] == "HALTED" and halt["by"] == "the gate"
     assert halt["failed"][0] == {
         "criterion": "max error rate",
-        "result": "fail",
+        "result": "worse",
         "candidate": "12.0 %",
         "baseline": "",
         "limit": "5.00 %",

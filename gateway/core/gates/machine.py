@@ -336,11 +336,10 @@ def step(
         # opened before any device was known, or before their levels: wave 1 takes them now
         state = _open_wave(state, 0, now, eligible, s)
         if state.admitted:
-            note = (
-                ""
-                if _reference_ready(state, eligible)
-                else " (no levels on the baseline: absolute limits only)"
-            )
+            ready = _reference_ready(state, eligible)
+            if not ready:  # no pair of levels: a relative row could never be judged, only hold waves
+                state = dataclasses.replace(state, reference={}, classes=())
+            note = "" if ready else " (no levels on the baseline: absolute limits only)"
             state = log(
                 state,
                 Action.OPEN,

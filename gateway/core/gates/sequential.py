@@ -128,10 +128,11 @@ def share_e_values(bad: int, n: int, margin: float) -> tuple[float, float]:
     m = min(max(margin, 1e-6), 1 - 1e-6)
 
     def mix(grid: tuple[float, ...]) -> float:
-        total = 0.0
-        for p in grid:
-            total += math.exp(bad * math.log(p / m) + (n - bad) * math.log((1 - p) / (1 - m)))
-        return total / len(grid)
+        # in logs (a wave of a few hundred devices is past exp's range), capped as e_value_mean is
+        logs = [bad * math.log(p / m) + (n - bad) * math.log((1 - p) / (1 - m)) for p in grid]
+        top = max(logs)
+        log_mean = top + math.log(sum(math.exp(x - top) for x in logs) / len(grid))
+        return math.exp(min(log_mean, 700.0))
 
     worse = mix(tuple(m + g * (1 - m) for g in _GRID))
     better = mix(tuple(g * m for g in _GRID))

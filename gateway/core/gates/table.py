@@ -75,8 +75,10 @@ class Criterion:
 
     def tau(self, margin: float) -> float:
         """The mixing scale of the test: the size of effect it is tuned to find (near the margin)."""
+        if self.form == "ratio":  # observed over expected: the effect is the distance from 1
+            return max(1.0 - margin, 0.05)
         if self.kind == Kind.RELATIVE:
-            return max(abs(margin), 1e-6) if self.form == "diff" else max(1.0 - margin, 0.05)
+            return max(abs(margin), 1e-6)
         return max(abs(margin) * 0.25, 1e-6)
 
 

@@ -59,3 +59,11 @@ def test_a_verdict_in_words_says_its_estimate_bound_baseline_and_margin() -> Non
     assert say(v) == "errors 2.9 % (at least 2.1 %), baseline 1.0 %, margin +1 point: worse"
     assert family("class:spill") is family("class:person") is not None
     assert family("nonsense") is None
+
+
+def test_names_are_unique_and_dry_run_is_checked_against_the_table() -> None:
+    from gateway import settings as loader
+
+    names = [c.name for c in CRITERIA]
+    assert len(names) == len(set(names))
+    assert sorted(loader.GATE_CRITERIA) == sorted(names)  # gates.dry_run is checked against the rows
