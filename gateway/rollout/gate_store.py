@@ -89,7 +89,7 @@ def _build(cls: type[_T], doc: Any, where: str) -> _T:
 def state_to_json(s: GateState) -> dict[str, Any]:
     """One gate's state, its reference left out (:class:`GateStore` keeps it in a file of its own)."""
     out = dataclasses.asdict(dataclasses.replace(s, reference={}))
-    for key in ("ran", "downloaded", "failed", "observed", "preexisting", "reporters"):
+    for key in ("ran", "downloaded", "failed", "observed", "preexisting"):
         out[key] = sorted(out[key])
     return out
 

@@ -26,9 +26,8 @@ most). A wave with a free place admits the next eligible device when it asks
 (:func:`fill_wave`): the first device at a new site gets its first model on its first poll.
 
 Installation: a device counts as failed when its last event for the candidate is ``rolled_back``, or
-``failed`` after it had downloaded the artifact. Silence: a device that sends this model's metrics,
-ran the candidate and has not been heard for ``silence_after_s`` is silent (a device whose update
-client alone speaks to the gateway never is).
+``failed`` after it had downloaded the artifact. Silence: a device that ran the candidate and has not
+been heard (metrics or an event) for ``silence_after_s`` is silent.
 
 Controls (:func:`control_refusal` says why one would do nothing): ``hold`` freezes the waves where
 they are, ``release`` resumes a held gate or re-opens a halted one at its wave, ``abort`` is final,

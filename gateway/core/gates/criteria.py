@@ -149,9 +149,7 @@ def _share(
         bad, n = len(state.failed & tried), len(tried)
         samples = {"devices": n, "failed": bad}
     else:
-        runners = [
-            d for d in state.ran if d in state.admitted and d not in state.failed and d in state.reporters
-        ]
+        runners = [d for d in state.ran if d in state.admitted and d not in state.failed]
         if now is None:
             return None
         bad = sum(1 for d in runners if now - state.heard.get(d, now) > s.silence_after_s)

@@ -21,7 +21,6 @@ def take_evidence(
     baseline's windows of the same slices."""
     ran, downloaded, failed = set(state.ran), set(state.downloaded), set(state.failed)
     heard = dict(state.heard)
-    reporters = set(state.reporters)
     for e in events:
         if e.version != state.version:
             continue
@@ -52,9 +51,6 @@ def take_evidence(
             ran.update(d for d in w.device_inferences if d not in state.preexisting)
     for w in windows:
         if w.key.model_id == state.model_id:  # heard on any version: one that moved on is not silent
-            fresh = [d for d in w.device_inferences if d not in reporters]
-            if fresh:
-                reporters.update(fresh)
             for d in (*w.device_inferences, *w.device_invalid):
                 if d in ran:
                     heard[d] = max(heard.get(d, w.end), w.end)
@@ -87,5 +83,4 @@ def take_evidence(
         candidate=ev_c,
         baseline=ev_b,
         heard=heard,
-        reporters=frozenset(reporters) if len(reporters) != len(state.reporters) else state.reporters,
     )

@@ -165,9 +165,6 @@ class GateState:
     reference: Mapping[str, Mapping[str, tuple[float, ...]]] = field(default_factory=dict)
     classes: tuple[str, ...] = ()
     streams: Mapping[str, Stream] = field(default_factory=dict)
-    # devices that sent this model's metrics (any version): only they can go silent (a device whose
-    # update client alone speaks to the gateway, a DDI one, never sends metrics)
-    reporters: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stage", Stage(self.stage))  # also when read back from a file
