@@ -146,7 +146,9 @@ def test_a_gate_panel_tells_its_story_in_words() -> None:
         "result": "worse",
         "candidate": "12.0 %",
         "baseline": "",
-        "limit": "5.00 %",
+        "limit": "5.0 %",
+        "words": "errors 12.0 %, limit 5.0 %: worse",
+        "e_value": "",
         "samples": "devices 3, samples 40",
         "note": "",
     }

@@ -42,6 +42,8 @@ def _bound(c: Criterion, v: Verdict, shift: float, scale: float) -> str:
     unit = Unit.RATIO if c.kind == Kind.RELATIVE and c.unit == Unit.LOG_MS else c.unit
     lo = v.lower * scale + shift if v.lower is not None else None
     hi = v.upper * scale + shift if v.upper is not None else None
+    if unit in (Unit.RATE, Unit.RATIO, Unit.PERCENT, Unit.SCORE):  # none of these goes below 0
+        lo = max(lo, 0.0) if lo is not None else None
     worse_high = c.higher_is_worse
     if v.result == "worse" and lo is not None and hi is not None:
         return f"at least {value_text(unit, lo)}" if worse_high else f"at most {value_text(unit, hi)}"
@@ -50,6 +52,12 @@ def _bound(c: Criterion, v: Verdict, shift: float, scale: float) -> str:
     if lo is not None and hi is not None:
         return f"between {value_text(unit, lo)} and {value_text(unit, hi)}"
     return ""
+
+
+def _paren(c: Criterion, v: Verdict, shift: float) -> str:
+    """The bound in parentheses, or nothing when the verdict carries none (an older record)."""
+    bound = _bound(c, v, shift, 1.0)
+    return f" ({bound})" if bound else ""
 
 
 def say(v: Verdict) -> str:
@@ -68,18 +76,16 @@ def say(v: Verdict) -> str:
     if c.kind == Kind.SHARE:
         bad = v.samples.get("failed", v.samples.get("silent", 0))
         n = v.samples.get("devices", v.samples.get("runners", 0))
-        return f"{what} {bad} of {n} ({_bound(c, v, 0.0, 1.0)}), limit {value_text(c.unit, v.limit or 0.0)}: {answer}"
+        return f"{what} {bad} of {n}{_paren(c, v, 0.0)}, limit {value_text(c.unit, v.limit or 0.0)}: {answer}"
     if c.kind == Kind.ABSOLUTE:
-        return f"{what} {value_text(c.unit, v.candidate)} ({_bound(c, v, 0.0, 1.0)}), limit {_limit(c, v)}: {answer}"
+        return f"{what} {value_text(c.unit, v.candidate)}{_paren(c, v, 0.0)}, limit {_limit(c, v)}: {answer}"
     if c.unit == Unit.LOG_MS:  # a ratio of latencies
         of = f" the baseline's {v.baseline:.0f} ms" if v.baseline is not None else " the baseline"
-        return f"{what} {v.candidate:.2f}x{of} ({_bound(c, v, 0.0, 1.0)}), margin {_limit(c, v)}: {answer}"
+        return f"{what} {v.candidate:.2f}x{of}{_paren(c, v, 0.0)}, margin {_limit(c, v)}: {answer}"
     if c.form == "ratio":
-        return (
-            f"{what} {v.candidate:.2f}x expected ({_bound(c, v, 0.0, 1.0)}), margin {_limit(c, v)}: {answer}"
-        )
+        return f"{what} {v.candidate:.2f}x expected{_paren(c, v, 0.0)}, margin {_limit(c, v)}: {answer}"
     base = v.baseline or 0.0
-    shown = f"{what} {value_text(c.unit, base + v.candidate)} ({_bound(c, v, base, 1.0)})"
+    shown = f"{what} {value_text(c.unit, base + v.candidate)}{_paren(c, v, base)}"
     return f"{shown}, baseline {value_text(c.unit, base)}, margin {_limit(c, v)}: {answer}"
 
 
