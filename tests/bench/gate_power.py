@@ -1,0 +1,343 @@
+"""Power and false halts of the canary gate on small sites of unlike devices (issue 24), three judges
+side by side on the same traces.
+
+Run: ``python tests/bench/gate_power.py [--seeds 200] [--sizes 10,20,50] [--stories good,errors_x3]
+[--before /work/wt-before] [--report-s 120] [--processes 2]``
+
+For each story of :mod:`tests.rollout.site_traces` and each site size, over ``--seeds`` seeds from
+``--first-seed`` (10 000 on: seeds the gate was not tuned on), every trace goes through:
+
+- **new**: this checkout's gate, by :func:`gateway.rollout.replay.replay_trace` (the real decisions);
+- **before**: the code before issue 24 (fixed thresholds), the same replay from the checkout named by
+  ``--before``, in a subprocess of its own (its ``gateway`` package, not this one);
+- **mw**: a Mann-Whitney judge per metric (Kayenta's method), here in the bench: at every window
+  after the publish, the candidate devices' reports since the first switch against the reports of the
+  devices still on the baseline over the same period, the baseline shifted by the site's margin
+  (errors + ``error_rate_rise_max``, latency x ``latency_ratio_max``, CPU + ``cpu_rise_max_percent``,
+  confidence - ``confidence_drop_max``, each class's share x ``class_collapse_ratio``), one-sided, halt
+  at p < 0.05 / metrics; waves advance on the same soak as the code before (no other condition), a
+  device switches within one poll interval of its admission.
+
+Printed per story and size: share halted, median and worst time to halt (minutes from the publish),
+worst exposure (devices that ever ran the candidate), share halted within the first wave, and for
+the good stories the median time to full rollout (the last wave admitted; a rollout that never got
+there counts as infinitely late). Then the goal lines of issue 24 with PASS/FAIL. Nothing here
+asserts a time; the wall time is printed. ``scipy`` and ``numpy`` are for this bench only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from gateway.core.settings import GateSettings
+from gateway.core.waves import wave_target
+from gateway.rollout.replay import replay_trace
+from tests.bench.mann_whitney import mann_whitney
+from tests.rollout import site_traces
+from tests.rollout.site_traces import GOOD_STORIES, STORIES, site_trace
+
+JUDGES = ("new", "before", "mw")
+RATE = 0.05  # the stated false-halt rate (gates.false_halt_rate's default)
+
+# The code before runs in its own interpreter, its checkout first on the path; it builds the same
+# trace from this checkout's generator (a pure file, loaded by path) and answers one line per job.
+_BEFORE = r"""
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("site_traces", sys.argv[1])
+gen = sys.modules["site_traces"] = importlib.util.module_from_spec(spec); spec.loader.exec_module(gen)
+from gateway.core.settings import GateSettings
+from gateway.rollout.replay import replay_trace
+for line in sys.stdin:
+    job = json.loads(line)
+    trace = gen.site_trace(job["story"], job["devices"], job["seed"], report_s=job["report_s"])
+    r = replay_trace(trace, GateSettings(), name=job["story"], seed=job["seed"]).to_json()
+    r.pop("decisions", None)
+    print(json.dumps(r), flush=True)
+"""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    outcome: str  # halted, done or undecided
+    halt_min: float | None  # minutes from the publish
+    exposed: int
+    full_min: float | None  # minutes from the publish to the last wave's admission
+
+
+def _outcome(r: Mapping[str, Any]) -> Outcome:
+    pub = float(r["published_at_s"])
+    halt, full = r["halted_at_s"], r["full_at_s"]
+    return Outcome(
+        str(r["outcome"]),
+        None if halt is None else (halt - pub) / 60.0,
+        int(r["exposed"]),
+        None if full is None else (full - pub) / 60.0,
+    )
+
+
+# ---- the jobs, two processes ----
+
+
+class _Worker:
+    """One pool process: the judges of one trace; the code before in a child of its own."""
+
+    def __init__(self, before: str | None, judges: frozenset[str]) -> None:
+        self.judges = judges
+        self.child: subprocess.Popen[str] | None = None
+        if before and "before" in judges:
+            env = {**os.environ, "PYTHONPATH": before}
+            self.child = subprocess.Popen(
+                [sys.executable, "-c", _BEFORE, site_traces.__file__],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+                cwd=before,
+            )
+
+    def run(self, job: tuple[str, int, int, float]) -> tuple[tuple[str, int, int], dict[str, Outcome], bool]:
+        story, devices, seed, report_s = job
+        s = GateSettings()
+        trace = site_trace(story, devices, seed, report_s=report_s)
+        out = {}
+        if "new" in self.judges:
+            out["new"] = _outcome(replay_trace(trace, s, name=story, seed=seed).to_json())
+        if "mw" in self.judges:
+            out["mw"] = _outcome(mann_whitney(trace, s, seed, RATE))
+        if self.child is not None:
+            assert self.child.stdin is not None and self.child.stdout is not None
+            line = {"story": story, "devices": devices, "seed": seed, "report_s": report_s}
+            self.child.stdin.write(json.dumps(line) + "\n")
+            self.child.stdin.flush()
+            out["before"] = _outcome(json.loads(self.child.stdout.readline()))
+        return (story, devices, seed), out, bool(trace[0]["sim"]["bad_camera"])
+
+
+_worker: _Worker | None = None  # one per pool process (multiprocessing's initializer pattern)
+
+
+def _init(before: str | None, judges: frozenset[str]) -> None:
+    global _worker
+    _worker = _Worker(before, judges)
+
+
+def _run(job: tuple[str, int, int, float]) -> tuple[tuple[str, int, int], dict[str, Outcome], bool]:
+    assert _worker is not None
+    return _worker.run(job)
+
+
+# ---- the figures ----
+
+# (story, size, judge) -> seed -> (its outcome, whether the site had a bad camera)
+Results = dict[tuple[str, int, str], dict[int, tuple[Outcome, bool]]]
+
+
+def _load(path: str, results: Results, keep: frozenset[str]) -> None:
+    """Outcomes an earlier run wrote with ``--out`` (JSON lines), for the judges not run now."""
+    for line in Path(path).read_text().splitlines():
+        doc = json.loads(line)
+        for judge, o in doc["judges"].items():
+            if judge not in keep:
+                results[doc["story"], doc["size"], judge][doc["seed"]] = (Outcome(**o), doc["bad_camera"])
+
+
+def _first_wave(size: int) -> int:
+    s = GateSettings()
+    return wave_target(s.waves, 0, size, s.min_devices_per_wave)
+
+
+def _median(xs: Sequence[float]) -> float:
+    return statistics.median(xs) if xs else math.inf
+
+
+def _mins(x: float) -> str:
+    return "-" if x is None or math.isinf(x) else f"{x:.0f}"
+
+
+def _cell(rows: list[tuple[Outcome, bool]], story: str, size: int) -> str:
+    n = len(rows)
+    halts = [o.halt_min for o, _ in rows if o.halt_min is not None]
+    first = sum(1 for o, _ in rows if o.outcome == "halted" and o.exposed <= _first_wave(size))
+    cell = (
+        f"{len(halts) / n:6.1%} {_mins(_median(halts)):>4} {_mins(max(halts, default=math.inf)):>4} "
+        f"{max(o.exposed for o, _ in rows):>4} {first / n:6.1%} "
+        f"{sum(o.outcome == 'undecided' for o, _ in rows) / n:6.1%}"
+    )
+    if story in GOOD_STORIES:
+        full = [math.inf if o.full_min is None else o.full_min for o, _ in rows]
+        bad = [o for o, cam in rows if cam]
+        cam = sum(o.outcome == "halted" for o in bad) / len(bad) if bad else 0.0
+        cell += f" {_mins(_median(full)):>5} {cam:6.1%}"
+    else:
+        cell += " " * 13
+    return cell
+
+
+def report(results: Results, stories: Sequence[str], sizes: Sequence[int], judges: Sequence[str]) -> None:
+    print(
+        "\nhalted: share halted; t50, tmax: median and worst minutes from the publish to the halt; exp: worst"
+        "\nexposure (devices that ever ran the candidate); wave0: share halted with no more devices exposed"
+        "\nthan the first wave admits; undec: share neither halted nor done at the trace's end (waiting);"
+        "\ngood stories: full, median minutes to full rollout (never: -), and camH, the share of the seeds"
+        "\nwith a bad camera that halted\n"
+    )
+    print(f"{'':22} " + " | ".join(f"{j:^48}" for j in judges))
+    cols = (
+        f"{'halted':>6} {'t50':>4} {'tmax':>4} {'exp':>4} {'wave0':>6} {'undec':>6} {'full':>5} {'camH':>6}"
+    )
+    print(f"{'story':17}{'size':>5} " + " | ".join(cols for _ in judges))
+    for story in stories:
+        for size in sizes:
+            cells = [_cell(list(results[story, size, j].values()), story, size) for j in judges]
+            print(f"{story:17}{size:>5} " + " | ".join(cells))
+    print("\nissue 24, what it must show:")
+    for judge in judges:
+        for line in goals(results, stories, sizes, judge):
+            print(f"  [{judge}] {line}")
+
+
+def goals(results: Results, stories: Sequence[str], sizes: Sequence[int], judge: str) -> list[str]:
+    out = []
+
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    for story in (s for s in GOOD_STORIES if s in stories):
+        for size in sizes:
+            rows = list(results[story, size, judge].values())
+            n = len(rows)
+            allowance = RATE + 2 * math.sqrt(RATE * (1 - RATE) / n)
+            share = sum(o.outcome == "halted" for o, _ in rows) / n
+            out.append(
+                f"{verdict(share <= allowance)} false halts {story} at {size}: {share:.1%} "
+                f"(stated {RATE:.0%}, allowance over {n} seeds {allowance:.1%})"
+            )
+    if 20 in sizes:
+        for story in (s for s in stories if s not in GOOD_STORIES):
+            rows = list(results[story, 20, judge].values())
+            ok = sum(o.outcome == "halted" and o.exposed <= _first_wave(20) for o, _ in rows) / len(rows)
+            out.append(
+                f"{verdict(ok >= 0.9)} {story} at 20: {ok:.1%} halted within the first wave (goal 90 %)"
+            )
+    if "errors_x3" in stories:
+        for size in sizes:
+            t = [
+                math.inf if o.halt_min is None else o.halt_min
+                for o, _ in results["errors_x3", size, judge].values()
+            ]
+            out.append(
+                f"{verdict(_median(t) < 30)} errors_x3 at {size}: median {_mins(_median(t))} min to halt (goal < 30)"
+            )
+    if "good" in stories and any(k[2] == "before" for k in results):
+        for size in sizes:
+            mine = _median(
+                [
+                    math.inf if o.full_min is None else o.full_min
+                    for o, _ in results["good", size, judge].values()
+                ]
+            )
+            old = _median(
+                [
+                    math.inf if o.full_min is None else o.full_min
+                    for o, _ in results["good", size, "before"].values()
+                ]
+            )
+            out.append(
+                f"{verdict(mine <= old)} good at {size}: median {_mins(mine)} min to full rollout, "
+                f"the code before {_mins(old)} min"
+            )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=200)
+    ap.add_argument("--first-seed", type=int, default=10_000)
+    ap.add_argument("--sizes", default="10,20,50")
+    ap.add_argument("--stories", default=",".join(STORIES))
+    ap.add_argument("--judges", default=",".join(JUDGES), help="which judges to run now")
+    ap.add_argument("--report-s", type=float, default=120.0, help="seconds between a device's reports")
+    ap.add_argument("--before", default="/work/wt-before", help="checkout of the code before ('' to skip)")
+    ap.add_argument("--processes", type=int, default=2)
+    ap.add_argument("--out", help="append every trace's outcomes to this file (JSON lines)")
+    ap.add_argument(
+        "--load", action="append", default=[], help="outcomes of an earlier --out, for other judges"
+    )
+    args = ap.parse_args()
+    sizes = sorted(int(x) for x in args.sizes.split(","))
+    stories = [x for x in args.stories.split(",") if x]
+    unknown = [x for x in stories if x not in STORIES] + [
+        j for j in args.judges.split(",") if j not in JUDGES
+    ]
+    if unknown:
+        ap.error(f"unknown {', '.join(unknown)}; stories: {', '.join(STORIES)}; judges: {', '.join(JUDGES)}")
+    before = args.before if args.before and Path(args.before, "gateway").is_dir() else None
+    run = frozenset(j for j in args.judges.split(",") if j != "before" or before)
+    results: Results = defaultdict(dict)
+    for path in args.load:
+        _load(path, results, run)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    jobs = [(st, n, seed, args.report_s) for n in reversed(sizes) for st in stories for seed in seeds]
+    print(
+        f"{len(jobs)} traces: stories {', '.join(stories)}; sites of {args.sizes} devices; seeds {seeds.start}-"
+        f"{seeds.stop - 1}; reports every {args.report_s:g} s; publish at 2 h of 8 h; default gate settings; "
+        f"judges run now: {', '.join(sorted(run))} (the code before: {before or 'skipped'}); "
+        f"{args.processes} processes; load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    t0 = time.perf_counter()
+    _run_jobs(jobs, results, before, run, args.processes, args.out)
+    judges = [j for j in JUDGES if any(results[st, n, j] for st in stories for n in sizes)]
+    report(results, stories, sizes, judges)
+    print(
+        f"\nwall time {time.perf_counter() - t0:.0f} s; load average now {os.getloadavg()[0]:.1f} (2 cores)"
+    )
+
+
+def _run_jobs(
+    jobs: Sequence[tuple[str, int, int, float]],
+    results: Results,
+    before: str | None,
+    run: frozenset[str],
+    processes: int,
+    out: str | None,
+) -> None:
+    t0 = time.perf_counter()
+    sink = open(out, "a") if out else None  # noqa: SIM115 (closed below, written as results come)
+    try:
+        with multiprocessing.Pool(processes, initializer=_init, initargs=(before, run)) as pool:
+            for i, ((story, size, seed), got, cam) in enumerate(pool.imap_unordered(_run, jobs), start=1):
+                for judge, o in got.items():
+                    results[story, size, judge][seed] = (o, cam)
+                if sink is not None:
+                    doc = {"story": story, "size": size, "seed": seed, "bad_camera": cam}
+                    doc["judges"] = {j: dataclasses.asdict(o) for j, o in got.items()}
+                    sink.write(json.dumps(doc) + "\n")
+                    sink.flush()
+                if i % max(1, len(jobs) // 20) == 0 or i == len(jobs):
+                    el = time.perf_counter() - t0
+                    left = el / i * (len(jobs) - i)
+                    print(f"  {i}/{len(jobs)} traces, {el:.0f} s, about {left:.0f} s left", flush=True)
+    finally:
+        if sink is not None:
+            sink.close()
+
+
+if __name__ == "__main__":
+    main()
