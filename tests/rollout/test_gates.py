@@ -163,7 +163,10 @@ def test_a_gate_file_written_before_the_paired_evidence_loads_and_keeps_its_deci
     )
     gate = GateStore(tmp_path).load()["detector@2.0.0"]
     halt = gate.decisions[-1]
-    assert (halt.action, halt.reason) == ("halt", "failed: invalid_metrics")
+    assert (halt.action, halt.reason) == (
+        "halt",
+        "failed: invalid_metrics",
+    )
     answers = {v.criterion: v.result for v in halt.verdicts}
     assert answers.pop("invalid_metrics") == Answer.WORSE  # "fail"
     assert set(answers.values()) == {Answer.UNDECIDED}  # "insufficient"

@@ -26,7 +26,7 @@ from gateway.core.gates.values import (
     Verdict,
     new_gate,
 )
-from gateway.core.gates.words import say_short
+from gateway.core.gates.words import name, say_short
 from gateway.core.settings import GateSettings
 from gateway.core.waves import admit
 from gateway.core.window import WindowStats
@@ -307,7 +307,7 @@ def _observe(state: GateState, verdicts: Sequence[Verdict], log: _Log) -> GateSt
     if not new:
         return state
     state = dataclasses.replace(state, observed=state.observed | {v.criterion for v in new})
-    names = ", ".join(v.criterion for v in new)
+    names = ", ".join(name(v) for v in new)
     return log(state, Action.OBSERVE, f"dry run: would have halted on {names}", new)
 
 
@@ -350,11 +350,11 @@ def step(
     verdicts = evaluate(state, limits, now)
     failing = [v for v in verdicts if v.result == Result.WORSE and not v.dry_run]
     if failing:
-        names = ", ".join(v.criterion for v in failing)
+        names = ", ".join(name(v) for v in failing)
         state = dataclasses.replace(
             state, stage=Stage.HALTED, awaiting_approval=False, first_bad_at=state.first_bad_at or now
         )
-        return log(state, Action.HALT, f"failed: {names}", verdicts), log.out
+        return log(state, Action.HALT, f"worse: {names}", verdicts), log.out
     state = _observe(state, verdicts, log)
     if not _soaked(state, limits, now):
         return state, log.out

@@ -96,6 +96,17 @@ def _limit(c: Criterion, v: Verdict) -> str:
     return value_text(c.unit, x)
 
 
+def name(v: Verdict) -> str:
+    """A criterion for people, in a list: "CPU (cpu_rise_percent)", "CPU over its limit (max_cpu_percent)"."""
+    c = family(v.criterion)
+    if c is None:
+        return v.criterion
+    what = c.words + (f" {v.criterion.split(':', 1)[1]!r}" if ":" in v.criterion else "")
+    if c.kind == Kind.ABSOLUTE and c.higher_is_worse:
+        what += " over its limit"
+    return f"{what} ({v.criterion})"  # the row's name: what to look up in the README and the config
+
+
 def say_short(v: Verdict) -> str:
     """The criterion in words and its answer, for a list: "errors: undecided"."""
     c = family(v.criterion)

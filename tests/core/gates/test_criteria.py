@@ -228,7 +228,7 @@ def test_installs_that_fail_halt_the_wave_with_their_evidence(seed: int) -> None
     good = [Event(d, e, CANDIDATE) for d in wave[:1] for e in ("downloaded", "activated")]
     bad = [Event(d, e, CANDIDATE) for d in wave[1:] for e in ("downloaded", "rolled_back")]
     state, made = step(state, now=30, limits=LIMITS, eligible=site.eligible, events=good + bad)
-    assert state.stage == Stage.HALTED and made[-1].reason == "failed: install_failures"
+    assert state.stage == Stage.HALTED and made[-1].reason == "worse: installs that failed (install_failures)"
     v = verdict(made[-1], "install_failures")
     assert v.result == Answer.WORSE and v.samples == {"devices": 8, "failed": 7}
     assert v.lower is not None and v.limit is not None and v.lower > v.limit
@@ -257,7 +257,7 @@ def test_devices_that_go_silent_halt_the_wave_and_a_wave_of_two_waits(seed: int)
         v = next(v for v in evaluate(state, LIMITS, t) if v.criterion == "silence")
         assert v.samples == {"runners": len(wave), "silent": len(wave)}
         if halts:
-            assert state.stage == Stage.HALTED and made[-1].reason == "failed: silence"
+            assert state.stage == Stage.HALTED and made[-1].reason == "worse: devices gone silent (silence)"
             assert (
                 v.result == Answer.WORSE and v.e_value is not None and v.e_value >= 1 / SITE.false_halt_rate
             )

@@ -55,7 +55,7 @@ def test_devices_that_go_silent_after_activating_halt_a_first_version(seed: int)
     state, made = step(state, now=10 + settings.silence_after_s - 1, limits=limits, eligible=site.eligible)
     assert state.stage == Stage.WAVES and not made
     state, made = step(state, now=10 + settings.silence_after_s + 1, limits=limits, eligible=site.eligible)
-    assert state.stage == Stage.HALTED and made[-1].reason == "failed: silence"
+    assert state.stage == Stage.HALTED and made[-1].reason == "worse: devices gone silent (silence)"
     v = verdict(made[-1], "silence")
     assert v.samples == {"runners": 8, "silent": 8} and v.result == Answer.WORSE
     assert v.e_value is not None and v.e_value >= 1 / settings.false_halt_rate
@@ -85,7 +85,10 @@ def test_invalid_metrics_from_the_candidate_halt_it(seed: int) -> None:
         return dataclasses.replace(t, invalid=0.9)
 
     state, made = drive(state, site, limits, own_counting, windows=12, until=lambda s: s.stage != Stage.WAVES)
-    assert state.stage == Stage.HALTED and made[-1].reason == "failed: invalid_metrics"
+    assert (
+        state.stage == Stage.HALTED
+        and made[-1].reason == "worse: metrics refused as invalid over its limit (invalid_metrics)"
+    )
     assert verdict(made[-1], "invalid_metrics").result == Answer.WORSE
 
 
@@ -115,7 +118,7 @@ def test_dry_run_criteria_are_recorded_never_acted_on() -> None:
 
     state, made = drive(state, site, limits, hot, windows=SETTINGS.min_samples)
     assert state.stage == Stage.WAVES and [d.action for d in made] == [Action.OBSERVE]
-    assert made[0].reason == "dry run: would have halted on max_cpu_percent"
+    assert made[0].reason == "dry run: would have halted on CPU over its limit (max_cpu_percent)"
     (v,) = made[0].verdicts
     assert v.dry_run and v.result == Answer.WORSE
     state, made = drive(state, site, limits, hot, windows=1, start=SETTINGS.min_samples * WINDOW_S)
