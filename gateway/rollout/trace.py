@@ -37,7 +37,7 @@ class Choice:
     baseline: str
     candidate: str
     start: float
-    publish_at: float  # the candidate's first record
+    publish_at: float  # when the window of the candidate's first record began
     devices: tuple[str, ...]
 
     def header(
@@ -51,7 +51,9 @@ class Choice:
             "devices": [{"id": d, "attrs": dict(attrs.get(d, {}))} for d in self.devices],
             "poll_interval_s": poll_interval_s,
             "start": self.start,
-            "publish_s": round(self.publish_at - self.start, 3),
+            # a poll before the candidate's first window: the replayed devices can have switched by
+            # then, as the site's did (a replay that published at the first record would miss it)
+            "publish_s": round(max(0.0, self.publish_at - self.start - poll_interval_s), 3),
             "manifest": {k: manifest[k] for k in MANIFEST_FIELDS if k in manifest},
         }
 
@@ -71,6 +73,7 @@ class Choice:
 @dataclass
 class _Version:
     first: float
+    begin: float = float("inf")  # when its first record's window began (an event: its own time)
     records: int = 0
     devices: set[str] = field(default_factory=set)
 
@@ -96,6 +99,7 @@ class Survey:
         v.devices.add(device)
         w = rec.get("window_s")
         begin = float(t) - (float(w) / 2 if isinstance(w, int | float) and "metrics" in rec else 0.0)
+        v.begin = min(v.begin, begin)
         self.start[model] = min(self.start.get(model, begin), begin)
 
     def choose(
@@ -144,6 +148,6 @@ class Survey:
             baseline,
             candidate,
             self.start[model],
-            mine[candidate].first,
+            mine[candidate].begin,
             tuple(sorted(devices)),
         )
