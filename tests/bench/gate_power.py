@@ -7,7 +7,8 @@ Run: ``python tests/bench/gate_power.py [--seeds 200] [--sizes 10,20,50] [--stor
 For each story of :mod:`tests.rollout.site_traces` and each site size, over ``--seeds`` seeds from
 ``--first-seed`` (10 000 on: seeds the gate was not tuned on), every trace goes through:
 
-- **new**: this checkout's gate, by :func:`gateway.rollout.replay.replay_trace` (the real decisions);
+- **new**: this checkout's gate, by :func:`gateway.rollout.replay.replay_trace` (the real decisions),
+  or the checkout named by ``--new`` in a subprocess as below;
 - **before**: the code before issue 24 (fixed thresholds), the same replay from the checkout named by
   ``--before``, in a subprocess of its own (its ``gateway`` package, not this one);
 - **mw**: a Mann-Whitney judge per metric (Kayenta's method), here in the bench: at every window
@@ -48,26 +49,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from gateway.core.settings import GateSettings
 from gateway.core.waves import wave_target
 from gateway.rollout.replay import replay_trace
-from tests.bench.mann_whitney import mann_whitney
+from tests.bench.mann_whitney import Plan, mann_whitney
 from tests.rollout import site_traces
 from tests.rollout.site_traces import GOOD_STORIES, STORIES, site_trace
 
 JUDGES = ("new", "before", "mw")
 RATE = 0.05  # the stated false-halt rate (gates.false_halt_rate's default)
 
-# The code before runs in its own interpreter, its checkout first on the path; it builds the same
-# trace from this checkout's generator (a pure file, loaded by path) and answers one line per job.
-_BEFORE = r"""
+# A judge from another checkout (the code before, or a new gate not merged here yet) runs in an
+# interpreter of its own, its checkout first on the path; it builds the same trace from this
+# checkout's generator (a pure file, loaded by path) and answers one line per job.
+_CHILD = r"""
 import importlib.util, json, sys
 spec = importlib.util.spec_from_file_location("site_traces", sys.argv[1])
 gen = sys.modules["site_traces"] = importlib.util.module_from_spec(spec); spec.loader.exec_module(gen)
 from gateway.core.settings import GateSettings
+from gateway.core.waves import wave_target
 from gateway.rollout.replay import replay_trace
 for line in sys.stdin:
     job = json.loads(line)
     trace = gen.site_trace(job["story"], job["devices"], job["seed"], report_s=job["report_s"])
-    r = replay_trace(trace, GateSettings(), name=job["story"], seed=job["seed"]).to_json()
+    s = GateSettings()
+    r = replay_trace(trace, s, name=job["story"], seed=job["seed"]).to_json()
     r.pop("decisions", None)
+    r["first_wave"] = wave_target(s.waves, 0, job["devices"], s.min_devices_per_wave)
     print(json.dumps(r), flush=True)
 """
 
@@ -78,6 +83,7 @@ class Outcome:
     halt_min: float | None  # minutes from the publish
     exposed: int
     full_min: float | None  # minutes from the publish to the last wave's admission
+    first_wave: int  # devices the judge's first wave admits on this site
 
 
 def _outcome(r: Mapping[str, Any]) -> Outcome:
@@ -88,6 +94,7 @@ def _outcome(r: Mapping[str, Any]) -> Outcome:
         None if halt is None else (halt - pub) / 60.0,
         int(r["exposed"]),
         None if full is None else (full - pub) / 60.0,
+        int(r["first_wave"]),
     )
 
 
@@ -95,46 +102,51 @@ def _outcome(r: Mapping[str, Any]) -> Outcome:
 
 
 class _Worker:
-    """One pool process: the judges of one trace; the code before in a child of its own."""
+    """One pool process: the judges of one trace; a judge from another checkout in a child of its own."""
 
-    def __init__(self, before: str | None, judges: frozenset[str]) -> None:
+    def __init__(self, checkouts: Mapping[str, str], judges: frozenset[str]) -> None:
         self.judges = judges
-        self.child: subprocess.Popen[str] | None = None
-        if before and "before" in judges:
-            env = {**os.environ, "PYTHONPATH": before}
-            self.child = subprocess.Popen(
-                [sys.executable, "-c", _BEFORE, site_traces.__file__],
+        self.children = {
+            judge: subprocess.Popen(
+                [sys.executable, "-c", _CHILD, site_traces.__file__],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
-                env=env,
-                cwd=before,
+                env={**os.environ, "PYTHONPATH": path},
+                cwd=path,
             )
+            for judge, path in checkouts.items()
+            if judge in judges
+        }
 
     def run(self, job: tuple[str, int, int, float]) -> tuple[tuple[str, int, int], dict[str, Outcome], bool]:
         story, devices, seed, report_s = job
+        line = json.dumps({"story": story, "devices": devices, "seed": seed, "report_s": report_s}) + "\n"
+        for child in self.children.values():  # they work while this process does its own judges
+            assert child.stdin is not None
+            child.stdin.write(line)
+            child.stdin.flush()
         s = GateSettings()
         trace = site_trace(story, devices, seed, report_s=report_s)
         out = {}
-        if "new" in self.judges:
-            out["new"] = _outcome(replay_trace(trace, s, name=story, seed=seed).to_json())
+        if "new" in self.judges and "new" not in self.children:
+            got = replay_trace(trace, s, name=story, seed=seed).to_json()
+            got["first_wave"] = wave_target(s.waves, 0, devices, s.min_devices_per_wave)
+            out["new"] = _outcome(got)
         if "mw" in self.judges:
-            out["mw"] = _outcome(mann_whitney(trace, s, seed, RATE))
-        if self.child is not None:
-            assert self.child.stdin is not None and self.child.stdout is not None
-            line = {"story": story, "devices": devices, "seed": seed, "report_s": report_s}
-            self.child.stdin.write(json.dumps(line) + "\n")
-            self.child.stdin.flush()
-            out["before"] = _outcome(json.loads(self.child.stdout.readline()))
+            out["mw"] = _outcome(mann_whitney(trace, Plan.margins_of(s), seed, RATE))
+        for judge, child in self.children.items():
+            assert child.stdout is not None
+            out[judge] = _outcome(json.loads(child.stdout.readline()))
         return (story, devices, seed), out, bool(trace[0]["sim"]["bad_camera"])
 
 
 _worker: _Worker | None = None  # one per pool process (multiprocessing's initializer pattern)
 
 
-def _init(before: str | None, judges: frozenset[str]) -> None:
+def _init(checkouts: Mapping[str, str], judges: frozenset[str]) -> None:
     global _worker
-    _worker = _Worker(before, judges)
+    _worker = _Worker(checkouts, judges)
 
 
 def _run(job: tuple[str, int, int, float]) -> tuple[tuple[str, int, int], dict[str, Outcome], bool]:
@@ -154,12 +166,8 @@ def _load(path: str, results: Results, keep: frozenset[str]) -> None:
         doc = json.loads(line)
         for judge, o in doc["judges"].items():
             if judge not in keep:
+                o = {"first_wave": 1, **o}  # written before the field: both judges then admitted 1 first
                 results[doc["story"], doc["size"], judge][doc["seed"]] = (Outcome(**o), doc["bad_camera"])
-
-
-def _first_wave(size: int) -> int:
-    s = GateSettings()
-    return wave_target(s.waves, 0, size, s.min_devices_per_wave)
 
 
 def _median(xs: Sequence[float]) -> float:
@@ -170,10 +178,10 @@ def _mins(x: float) -> str:
     return "-" if x is None or math.isinf(x) else f"{x:.0f}"
 
 
-def _cell(rows: list[tuple[Outcome, bool]], story: str, size: int) -> str:
+def _cell(rows: list[tuple[Outcome, bool]], story: str) -> str:
     n = len(rows)
     halts = [o.halt_min for o, _ in rows if o.halt_min is not None]
-    first = sum(1 for o, _ in rows if o.outcome == "halted" and o.exposed <= _first_wave(size))
+    first = sum(1 for o, _ in rows if o.outcome == "halted" and o.exposed <= o.first_wave)
     cell = (
         f"{len(halts) / n:6.1%} {_mins(_median(halts)):>4} {_mins(max(halts, default=math.inf)):>4} "
         f"{max(o.exposed for o, _ in rows):>4} {first / n:6.1%} "
@@ -204,7 +212,7 @@ def report(results: Results, stories: Sequence[str], sizes: Sequence[int], judge
     print(f"{'story':17}{'size':>5} " + " | ".join(cols for _ in judges))
     for story in stories:
         for size in sizes:
-            cells = [_cell(list(results[story, size, j].values()), story, size) for j in judges]
+            cells = [_cell(list(results[story, size, j].values()), story) for j in judges]
             print(f"{story:17}{size:>5} " + " | ".join(cells))
     print("\nissue 24, what it must show:")
     for judge in judges:
@@ -231,7 +239,7 @@ def goals(results: Results, stories: Sequence[str], sizes: Sequence[int], judge:
     if 20 in sizes:
         for story in (s for s in stories if s not in GOOD_STORIES):
             rows = list(results[story, 20, judge].values())
-            ok = sum(o.outcome == "halted" and o.exposed <= _first_wave(20) for o, _ in rows) / len(rows)
+            ok = sum(o.outcome == "halted" and o.exposed <= o.first_wave for o, _ in rows) / len(rows)
             out.append(
                 f"{verdict(ok >= 0.9)} {story} at 20: {ok:.1%} halted within the first wave (goal 90 %)"
             )
@@ -274,6 +282,7 @@ def main() -> None:
     ap.add_argument("--judges", default=",".join(JUDGES), help="which judges to run now")
     ap.add_argument("--report-s", type=float, default=120.0, help="seconds between a device's reports")
     ap.add_argument("--before", default="/work/wt-before", help="checkout of the code before ('' to skip)")
+    ap.add_argument("--new", default="", help="checkout of the new gate (default: this one, in process)")
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--out", help="append every trace's outcomes to this file (JSON lines)")
     ap.add_argument(
@@ -289,6 +298,9 @@ def main() -> None:
         ap.error(f"unknown {', '.join(unknown)}; stories: {', '.join(STORIES)}; judges: {', '.join(JUDGES)}")
     before = args.before if args.before and Path(args.before, "gateway").is_dir() else None
     run = frozenset(j for j in args.judges.split(",") if j != "before" or before)
+    checkouts = {"before": before} if before else {}
+    if args.new:
+        checkouts["new"] = args.new
     results: Results = defaultdict(dict)
     for path in args.load:
         _load(path, results, run)
@@ -297,12 +309,13 @@ def main() -> None:
     print(
         f"{len(jobs)} traces: stories {', '.join(stories)}; sites of {args.sizes} devices; seeds {seeds.start}-"
         f"{seeds.stop - 1}; reports every {args.report_s:g} s; publish at 2 h of 8 h; default gate settings; "
-        f"judges run now: {', '.join(sorted(run))} (the code before: {before or 'skipped'}); "
+        f"judges run now: {', '.join(sorted(run))} (the code before: {before or 'skipped'}; the new gate: "
+        f"{args.new or 'this checkout'}); "
         f"{args.processes} processes; load average {os.getloadavg()[0]:.1f}",
         flush=True,
     )
     t0 = time.perf_counter()
-    _run_jobs(jobs, results, before, run, args.processes, args.out)
+    _run_jobs(jobs, results, checkouts, run, args.processes, args.out)
     judges = [j for j in JUDGES if any(results[st, n, j] for st in stories for n in sizes)]
     report(results, stories, sizes, judges)
     print(
@@ -313,7 +326,7 @@ def main() -> None:
 def _run_jobs(
     jobs: Sequence[tuple[str, int, int, float]],
     results: Results,
-    before: str | None,
+    checkouts: Mapping[str, str],
     run: frozenset[str],
     processes: int,
     out: str | None,
@@ -321,7 +334,7 @@ def _run_jobs(
     t0 = time.perf_counter()
     sink = open(out, "a") if out else None  # noqa: SIM115 (closed below, written as results come)
     try:
-        with multiprocessing.Pool(processes, initializer=_init, initargs=(before, run)) as pool:
+        with multiprocessing.Pool(processes, initializer=_init, initargs=(checkouts, run)) as pool:
             for i, ((story, size, seed), got, cam) in enumerate(pool.imap_unordered(_run, jobs), start=1):
                 for judge, o in got.items():
                     results[story, size, judge][seed] = (o, cam)
