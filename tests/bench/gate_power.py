@@ -73,6 +73,7 @@ for line in sys.stdin:
     r = replay_trace(trace, s, name=job["story"], seed=job["seed"]).to_json()
     r.pop("decisions", None)
     r["first_wave"] = wave_target(s.waves, 0, job["devices"], s.min_devices_per_wave)
+    r["bad_camera"] = trace[0]["sim"]["bad_camera"]
     print(json.dumps(r), flush=True)
 """
 
@@ -122,23 +123,25 @@ class _Worker:
     def run(self, job: tuple[str, int, int, float]) -> tuple[tuple[str, int, int], dict[str, Outcome], bool]:
         story, devices, seed, report_s = job
         line = json.dumps({"story": story, "devices": devices, "seed": seed, "report_s": report_s}) + "\n"
-        for child in self.children.values():  # they work while this process does its own judges
-            assert child.stdin is not None
+        out, cam = {}, False
+        for judge, child in self.children.items():  # one at a time: two pool processes, two busy
+            assert child.stdin is not None and child.stdout is not None
             child.stdin.write(line)
             child.stdin.flush()
-        s = GateSettings()
-        trace = site_trace(story, devices, seed, report_s=report_s)
-        out = {}
-        if "new" in self.judges and "new" not in self.children:
-            got = replay_trace(trace, s, name=story, seed=seed).to_json()
-            got["first_wave"] = wave_target(s.waves, 0, devices, s.min_devices_per_wave)
-            out["new"] = _outcome(got)
-        if "mw" in self.judges:
-            out["mw"] = _outcome(mann_whitney(trace, Plan.margins_of(s), seed, RATE))
-        for judge, child in self.children.items():
-            assert child.stdout is not None
-            out[judge] = _outcome(json.loads(child.stdout.readline()))
-        return (story, devices, seed), out, bool(trace[0]["sim"]["bad_camera"])
+            got = json.loads(child.stdout.readline())
+            out[judge], cam = _outcome(got), bool(got["bad_camera"])
+        mine = {"new", "mw"} & self.judges - set(self.children)
+        if mine:
+            s = GateSettings()
+            trace = site_trace(story, devices, seed, report_s=report_s)
+            cam = bool(trace[0]["sim"]["bad_camera"])
+            if "new" in mine:
+                got = replay_trace(trace, s, name=story, seed=seed).to_json()
+                got["first_wave"] = wave_target(s.waves, 0, devices, s.min_devices_per_wave)
+                out["new"] = _outcome(got)
+            if "mw" in mine:
+                out["mw"] = _outcome(mann_whitney(trace, Plan.margins_of(s), seed, RATE))
+        return (story, devices, seed), out, cam
 
 
 _worker: _Worker | None = None  # one per pool process (multiprocessing's initializer pattern)
@@ -160,14 +163,14 @@ def _run(job: tuple[str, int, int, float]) -> tuple[tuple[str, int, int], dict[s
 Results = dict[tuple[str, int, str], dict[int, tuple[Outcome, bool]]]
 
 
-def _load(path: str, results: Results, keep: frozenset[str]) -> None:
-    """Outcomes an earlier run wrote with ``--out`` (JSON lines), for the judges not run now."""
+def _load(path: str, results: Results) -> None:
+    """Outcomes an earlier run wrote with ``--out`` (JSON lines): other judges to print beside these,
+    or this run's own judges on the traces it has already done (a resumed run)."""
     for line in Path(path).read_text().splitlines():
         doc = json.loads(line)
         for judge, o in doc["judges"].items():
-            if judge not in keep:
-                o = {"first_wave": 1, **o}  # written before the field: both judges then admitted 1 first
-                results[doc["story"], doc["size"], judge][doc["seed"]] = (Outcome(**o), doc["bad_camera"])
+            o = {"first_wave": 1, **o}  # written before the field: both judges then admitted 1 first
+            results[doc["story"], doc["size"], judge][doc["seed"]] = (Outcome(**o), doc["bad_camera"])
 
 
 def _median(xs: Sequence[float]) -> float:
@@ -285,9 +288,7 @@ def main() -> None:
     ap.add_argument("--new", default="", help="checkout of the new gate (default: this one, in process)")
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--out", help="append every trace's outcomes to this file (JSON lines)")
-    ap.add_argument(
-        "--load", action="append", default=[], help="outcomes of an earlier --out, for other judges"
-    )
+    ap.add_argument("--load", action="append", default=[], help="outcomes of an earlier --out (or to resume)")
     args = ap.parse_args()
     sizes = sorted(int(x) for x in args.sizes.split(","))
     stories = [x for x in args.stories.split(",") if x]
@@ -303,9 +304,15 @@ def main() -> None:
         checkouts["new"] = args.new
     results: Results = defaultdict(dict)
     for path in args.load:
-        _load(path, results, run)
+        _load(path, results)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    jobs = [(st, n, seed, args.report_s) for n in reversed(sizes) for st in stories for seed in seeds]
+    jobs = [
+        (st, n, seed, args.report_s)
+        for n in reversed(sizes)
+        for st in stories
+        for seed in seeds
+        if not all(seed in results[st, n, j] for j in run)  # a resumed run skips what it has
+    ]
     print(
         f"{len(jobs)} traces: stories {', '.join(stories)}; sites of {args.sizes} devices; seeds {seeds.start}-"
         f"{seeds.stop - 1}; reports every {args.report_s:g} s; publish at 2 h of 8 h; default gate settings; "
