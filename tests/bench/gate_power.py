@@ -2,7 +2,9 @@
 side by side on the same traces.
 
 Run: ``python tests/bench/gate_power.py [--seeds 200] [--sizes 10,20,50] [--stories good,errors_x3]
-[--before /work/wt-before] [--report-s 120] [--processes 2]``
+[--judges new,before,mw] [--before /work/wt-before] [--new CHECKOUT] [--report-s 120] [--publish-h 2]
+[--hours 8] [--processes 2] [--out FILE] [--load FILE]``. ``--out`` appends each trace's outcomes as
+a JSON line; ``--load`` reads them back (judges run earlier, or a stopped run resumed).
 
 For each story of :mod:`tests.rollout.site_traces` and each site size, over ``--seeds`` seeds from
 ``--first-seed`` (10 000 on: seeds the gate was not tuned on), every trace goes through:
@@ -55,6 +57,7 @@ from tests.rollout.site_traces import GOOD_STORIES, STORIES, site_trace
 
 JUDGES = ("new", "before", "mw")
 RATE = 0.05  # the stated false-halt rate (gates.false_halt_rate's default)
+Job = tuple[str, int, int, dict[str, float]]  # story, devices, seed, the generator's knobs
 
 # A judge from another checkout (the code before, or a new gate not merged here yet) runs in an
 # interpreter of its own, its checkout first on the path; it builds the same trace from this
@@ -68,7 +71,7 @@ from gateway.core.waves import wave_target
 from gateway.rollout.replay import replay_trace
 for line in sys.stdin:
     job = json.loads(line)
-    trace = gen.site_trace(job["story"], job["devices"], job["seed"], report_s=job["report_s"])
+    trace = gen.site_trace(job["story"], job["devices"], job["seed"], **job["knobs"])
     s = GateSettings()
     r = replay_trace(trace, s, name=job["story"], seed=job["seed"]).to_json()
     r.pop("decisions", None)
@@ -120,9 +123,9 @@ class _Worker:
             if judge in judges
         }
 
-    def run(self, job: tuple[str, int, int, float]) -> tuple[tuple[str, int, int], dict[str, Outcome], bool]:
-        story, devices, seed, report_s = job
-        line = json.dumps({"story": story, "devices": devices, "seed": seed, "report_s": report_s}) + "\n"
+    def run(self, job: Job) -> tuple[tuple[str, int, int], dict[str, Outcome], bool]:
+        story, devices, seed, knobs = job
+        line = json.dumps({"story": story, "devices": devices, "seed": seed, "knobs": knobs}) + "\n"
         out, cam = {}, False
         for judge, child in self.children.items():  # one at a time: two pool processes, two busy
             assert child.stdin is not None and child.stdout is not None
@@ -133,7 +136,7 @@ class _Worker:
         mine = {"new", "mw"} & self.judges - set(self.children)
         if mine:
             s = GateSettings()
-            trace = site_trace(story, devices, seed, report_s=report_s)
+            trace = site_trace(story, devices, seed, **knobs)
             cam = bool(trace[0]["sim"]["bad_camera"])
             if "new" in mine:
                 got = replay_trace(trace, s, name=story, seed=seed).to_json()
@@ -152,7 +155,7 @@ def _init(checkouts: Mapping[str, str], judges: frozenset[str]) -> None:
     _worker = _Worker(checkouts, judges)
 
 
-def _run(job: tuple[str, int, int, float]) -> tuple[tuple[str, int, int], dict[str, Outcome], bool]:
+def _run(job: Job) -> tuple[tuple[str, int, int], dict[str, Outcome], bool]:
     assert _worker is not None
     return _worker.run(job)
 
@@ -163,11 +166,15 @@ def _run(job: tuple[str, int, int, float]) -> tuple[tuple[str, int, int], dict[s
 Results = dict[tuple[str, int, str], dict[int, tuple[Outcome, bool]]]
 
 
-def _load(path: str, results: Results) -> None:
+def _load(path: str, results: Results, knobs: Mapping[str, float]) -> None:
     """Outcomes an earlier run wrote with ``--out`` (JSON lines): other judges to print beside these,
-    or this run's own judges on the traces it has already done (a resumed run)."""
+    or this run's own judges on the traces it has already done (a resumed run). Lines of traces made
+    with other knobs are left out."""
+    default = {"report_s": 120.0, "publish_s": 7200.0, "hours": 8.0}  # lines written before the knobs
     for line in Path(path).read_text().splitlines():
         doc = json.loads(line)
+        if doc.get("knobs", default) != knobs:
+            continue
         for judge, o in doc["judges"].items():
             o = {"first_wave": 1, **o}  # written before the field: both judges then admitted 1 first
             results[doc["story"], doc["size"], judge][doc["seed"]] = (Outcome(**o), doc["bad_camera"])
@@ -284,6 +291,8 @@ def main() -> None:
     ap.add_argument("--stories", default=",".join(STORIES))
     ap.add_argument("--judges", default=",".join(JUDGES), help="which judges to run now")
     ap.add_argument("--report-s", type=float, default=120.0, help="seconds between a device's reports")
+    ap.add_argument("--publish-h", type=float, default=2.0, help="hours of baseline before the publish")
+    ap.add_argument("--hours", type=float, default=8.0, help="the trace's length")
     ap.add_argument("--before", default="/work/wt-before", help="checkout of the code before ('' to skip)")
     ap.add_argument("--new", default="", help="checkout of the new gate (default: this one, in process)")
     ap.add_argument("--processes", type=int, default=2)
@@ -303,11 +312,12 @@ def main() -> None:
     if args.new:
         checkouts["new"] = args.new
     results: Results = defaultdict(dict)
+    knobs = {"report_s": args.report_s, "publish_s": args.publish_h * 3600.0, "hours": args.hours}
     for path in args.load:
-        _load(path, results)
+        _load(path, results, knobs)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     jobs = [
-        (st, n, seed, args.report_s)
+        (st, n, seed, knobs)
         for n in reversed(sizes)
         for st in stories
         for seed in seeds
@@ -315,14 +325,15 @@ def main() -> None:
     ]
     print(
         f"{len(jobs)} traces: stories {', '.join(stories)}; sites of {args.sizes} devices; seeds {seeds.start}-"
-        f"{seeds.stop - 1}; reports every {args.report_s:g} s; publish at 2 h of 8 h; default gate settings; "
+        f"{seeds.stop - 1}; reports every {args.report_s:g} s; publish at {args.publish_h:g} h of "
+        f"{args.hours:g} h; default gate settings; "
         f"judges run now: {', '.join(sorted(run))} (the code before: {before or 'skipped'}; the new gate: "
         f"{args.new or 'this checkout'}); "
         f"{args.processes} processes; load average {os.getloadavg()[0]:.1f}",
         flush=True,
     )
     t0 = time.perf_counter()
-    _run_jobs(jobs, results, checkouts, run, args.processes, args.out)
+    _run_jobs(jobs, knobs, results, checkouts, run, args.processes, args.out)
     judges = [j for j in JUDGES if any(results[st, n, j] for st in stories for n in sizes)]
     report(results, stories, sizes, judges)
     print(
@@ -331,7 +342,8 @@ def main() -> None:
 
 
 def _run_jobs(
-    jobs: Sequence[tuple[str, int, int, float]],
+    jobs: Sequence[Job],
+    knobs: Mapping[str, float],
     results: Results,
     checkouts: Mapping[str, str],
     run: frozenset[str],
@@ -346,7 +358,7 @@ def _run_jobs(
                 for judge, o in got.items():
                     results[story, size, judge][seed] = (o, cam)
                 if sink is not None:
-                    doc = {"story": story, "size": size, "seed": seed, "bad_camera": cam}
+                    doc = {"story": story, "size": size, "seed": seed, "bad_camera": cam, "knobs": knobs}
                     doc["judges"] = {j: dataclasses.asdict(o) for j, o in got.items()}
                     sink.write(json.dumps(doc) + "\n")
                     sink.flush()
