@@ -170,10 +170,11 @@ def _load(path: str, results: Results, knobs: Mapping[str, float]) -> None:
     """Outcomes an earlier run wrote with ``--out`` (JSON lines): other judges to print beside these,
     or this run's own judges on the traces it has already done (a resumed run). Lines of traces made
     with other knobs are left out."""
-    default = {"report_s": 120.0, "publish_s": 7200.0, "hours": 8.0}  # lines written before the knobs
+    # lines written before a knob existed were made with its default
+    default = {"report_s": 120.0, "publish_s": 7200.0, "hours": 8.0, "error_concentration": 100.0}
     for line in Path(path).read_text().splitlines():
         doc = json.loads(line)
-        if doc.get("knobs", default) != knobs:
+        if {**default, **doc.get("knobs", {})} != knobs:
             continue
         for judge, o in doc["judges"].items():
             o = {"first_wave": 1, **o}  # written before the field: both judges then admitted 1 first
@@ -293,6 +294,9 @@ def main() -> None:
     ap.add_argument("--report-s", type=float, default=120.0, help="seconds between a device's reports")
     ap.add_argument("--publish-h", type=float, default=2.0, help="hours of baseline before the publish")
     ap.add_argument("--hours", type=float, default=8.0, help="the trace's length")
+    ap.add_argument(
+        "--error-concentration", type=float, default=100.0, help="a report's error rate: beta concentration"
+    )
     ap.add_argument("--before", default="/work/wt-before", help="checkout of the code before ('' to skip)")
     ap.add_argument("--new", default="", help="checkout of the new gate (default: this one, in process)")
     ap.add_argument("--processes", type=int, default=2)
@@ -313,6 +317,7 @@ def main() -> None:
         checkouts["new"] = args.new
     results: Results = defaultdict(dict)
     knobs = {"report_s": args.report_s, "publish_s": args.publish_h * 3600.0, "hours": args.hours}
+    knobs["error_concentration"] = args.error_concentration
     for path in args.load:
         _load(path, results, knobs)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
