@@ -191,6 +191,8 @@ def _mins(x: float) -> str:
 
 def _cell(rows: list[tuple[Outcome, bool]], story: str) -> str:
     n = len(rows)
+    if not n:
+        return f"{'-':>6}" + " " * 42  # this judge has no traces of this story and size
     halts = [o.halt_min for o, _ in rows if o.halt_min is not None]
     first = sum(1 for o, _ in rows if o.outcome == "halted" and o.exposed <= o.first_wave)
     cell = (
@@ -241,6 +243,8 @@ def goals(results: Results, stories: Sequence[str], sizes: Sequence[int], judge:
         for size in sizes:
             rows = list(results[story, size, judge].values())
             n = len(rows)
+            if not n:
+                continue
             allowance = RATE + 2 * math.sqrt(RATE * (1 - RATE) / n)
             share = sum(o.outcome == "halted" for o, _ in rows) / n
             out.append(
@@ -250,6 +254,8 @@ def goals(results: Results, stories: Sequence[str], sizes: Sequence[int], judge:
     if 20 in sizes:
         for story in (s for s in stories if s not in GOOD_STORIES):
             rows = list(results[story, 20, judge].values())
+            if not rows:
+                continue
             ok = sum(o.outcome == "halted" and o.exposed <= o.first_wave for o, _ in rows) / len(rows)
             out.append(
                 f"{verdict(ok >= 0.9)} {story} at 20: {ok:.1%} halted within the first wave (goal 90 %)"
@@ -260,11 +266,15 @@ def goals(results: Results, stories: Sequence[str], sizes: Sequence[int], judge:
                 math.inf if o.halt_min is None else o.halt_min
                 for o, _ in results["errors_x3", size, judge].values()
             ]
+            if not t:
+                continue
             out.append(
                 f"{verdict(_median(t) < 30)} errors_x3 at {size}: median {_mins(_median(t))} min to halt (goal < 30)"
             )
-    if "good" in stories and any(k[2] == "before" for k in results):
+    if "good" in stories:
         for size in sizes:
+            if not (results["good", size, judge] and results["good", size, "before"]):
+                continue
             mine = _median(
                 [
                     math.inf if o.full_min is None else o.full_min
@@ -290,7 +300,7 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=10_000)
     ap.add_argument("--sizes", default="10,20,50")
     ap.add_argument("--stories", default=",".join(STORIES))
-    ap.add_argument("--judges", default=",".join(JUDGES), help="which judges to run now")
+    ap.add_argument("--judges", default=",".join(JUDGES), help="which judges to run now ('': print --load's)")
     ap.add_argument("--report-s", type=float, default=120.0, help="seconds between a device's reports")
     ap.add_argument("--publish-h", type=float, default=2.0, help="hours of baseline before the publish")
     ap.add_argument("--hours", type=float, default=8.0, help="the trace's length")
@@ -305,13 +315,12 @@ def main() -> None:
     args = ap.parse_args()
     sizes = sorted(int(x) for x in args.sizes.split(","))
     stories = [x for x in args.stories.split(",") if x]
-    unknown = [x for x in stories if x not in STORIES] + [
-        j for j in args.judges.split(",") if j not in JUDGES
-    ]
+    asked = [j for j in args.judges.split(",") if j]  # none: only print what --load brings
+    unknown = [x for x in stories if x not in STORIES] + [j for j in asked if j not in JUDGES]
     if unknown:
         ap.error(f"unknown {', '.join(unknown)}; stories: {', '.join(STORIES)}; judges: {', '.join(JUDGES)}")
     before = args.before if args.before and Path(args.before, "gateway").is_dir() else None
-    run = frozenset(j for j in args.judges.split(",") if j != "before" or before)
+    run = frozenset(j for j in asked if j != "before" or before)
     checkouts = {"before": before} if before else {}
     if args.new:
         checkouts["new"] = args.new
