@@ -192,11 +192,11 @@ def _mins(x: float) -> str:
 def _cell(rows: list[tuple[Outcome, bool]], story: str) -> str:
     n = len(rows)
     if not n:
-        return f"{'-':>6}" + " " * 42  # this judge has no traces of this story and size
+        return f"{0:>4} {'-':>6}" + " " * 42  # this judge has no traces of this story and size
     halts = [o.halt_min for o, _ in rows if o.halt_min is not None]
     first = sum(1 for o, _ in rows if o.outcome == "halted" and o.exposed <= o.first_wave)
     cell = (
-        f"{len(halts) / n:6.1%} {_mins(_median(halts)):>4} {_mins(max(halts, default=math.inf)):>4} "
+        f"{n:>4} {len(halts) / n:6.1%} {_mins(_median(halts)):>4} {_mins(max(halts, default=math.inf)):>4} "
         f"{max(o.exposed for o, _ in rows):>4} {first / n:6.1%} "
         f"{sum(o.outcome == 'undecided' for o, _ in rows) / n:6.1%}"
     )
@@ -212,16 +212,14 @@ def _cell(rows: list[tuple[Outcome, bool]], story: str) -> str:
 
 def report(results: Results, stories: Sequence[str], sizes: Sequence[int], judges: Sequence[str]) -> None:
     print(
-        "\nhalted: share halted; t50, tmax: median and worst minutes from the publish to the halt; exp: worst"
+        "\nn: traces (seeds); halted: share halted; t50, tmax: median and worst minutes from the publish to the halt; exp: worst"
         "\nexposure (devices that ever ran the candidate); wave0: share halted with no more devices exposed"
         "\nthan the first wave admits; undec: share neither halted nor done at the trace's end (waiting);"
         "\ngood stories: full, median minutes to full rollout (never: -), and camH, the share of the seeds"
         "\nwith a bad camera that halted\n"
     )
-    print(f"{'':22} " + " | ".join(f"{j:^48}" for j in judges))
-    cols = (
-        f"{'halted':>6} {'t50':>4} {'tmax':>4} {'exp':>4} {'wave0':>6} {'undec':>6} {'full':>5} {'camH':>6}"
-    )
+    print(f"{'':22} " + " | ".join(f"{j:^53}" for j in judges))
+    cols = f"{'n':>4} {'halted':>6} {'t50':>4} {'tmax':>4} {'exp':>4} {'wave0':>6} {'undec':>6} {'full':>5} {'camH':>6}"
     print(f"{'story':17}{'size':>5} " + " | ".join(cols for _ in judges))
     for story in stories:
         for size in sizes:
