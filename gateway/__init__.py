@@ -5,32 +5,46 @@ the imports and enforces the rules marked *):
 
 1. ``gateway.core`` and ``firmware_compat``: the pure decisions and their values. Settings
    dataclasses, manifests and metrics schemas, errors, device records, cohorts, eligibility, the
-   poll policy, waves, gates and the site's decision state (``core.site``: ``apply_index``,
+   poll policy, waves, gates (anytime-valid paired decisions, one table of criteria) and the site's
+   decision state (``core.site``: ``apply_index``,
    ``on_control``, ``tick``), telemetry windows and aggregation, pacing, the eviction choice,
-   figures for people (``human``, ``progress``), the limit on repeated log lines (``repeats``).
+   figures for people (``human``, ``progress``), the limit on repeated log lines (``repeats``),
+   hawkBit DDI's documents, action ids and feedback (``ddi``).
    No I/O, no clock, no asyncio: values and ``now`` in, decisions out. * It imports only the
    standard library, ``firmware_compat`` and itself.
-2. Small shared helpers: ``atomic`` (crash-safe writes), ``stats``, ``tasks``, ``notify``,
+2. Small shared helpers: ``atomic`` (crash-safe writes), ``stats``, ``tasks``, ``supervisor``
+   (every long-lived task restarted with backoff; the failing ones named), ``notify``,
    ``health``, ``redact``, ``accept``, ``diskspace``, ``instance`` (which gateway owns a data
    folder, and where its operator API listens).
-3. The I/O rooms, each with one job: ``trust`` (verify the signed index and keys, the clock
-   floor), ``store`` (verified blobs on disk) *never importing network code*, ``inventory``,
+3. The I/O rooms, each with one job: ``trust`` (verify the signed index and keys, or a TUF
+   repository with python-tuf's ``TrustedMetadataSet`` (``trust.tuf``, ``trust.tuf_state``); the
+   clock floor), ``store`` (verified blobs on disk) *never importing network code*, ``inventory``,
    ``uplink`` (the disk outbox and its sinks), ``broker`` (embedded MQTT, or the site's own broker
-   through ``broker.external`` and ``mqtt_link``), ``discovery`` (mDNS), ``telemetry`` (ingest and
-   the dashboard's history), ``rollout`` (the gate keeper shell and gate files), ``mirror``
+   through ``broker.external`` and ``mqtt_link``), ``discovery`` (mDNS), ``telemetry`` (ingest, the
+   dashboard's history, the site's trace), ``rollout`` (the gate keeper shell, gate files, and
+   ``gate replay``: the same decisions over a recorded or simulated site), ``mirror``
    (upstream polling and transfers, verified chunk by chunk), ``bundle`` (air-gapped imports and
    exports through the mirror's own checks), ``prometheus`` and ``readiness``. Each declares the events it emits (a listener protocol or
    list given at construction: ``store.events.StoreListener``, the mirror's ``on_index``,
    telemetry's ``on_event``/``on_windows``); nobody assigns callbacks onto another from outside.
    ``polls`` (the poll answer and its render cache) stands on them.
-4. ``http``: the device and operator APIs. * It imports neither the broker nor the service: a
-   handler reads the narrow objects it uses from typed ``web.AppKey``s (``http.context``), with a
-   small protocol there where the real object lives in a room above or beside it.
+4. ``http``: the device and operator APIs (hawkBit DDI, ``http.ddi``, beside the native one).
+   * It imports neither the broker nor the service: a handler reads the narrow objects it uses
+   from typed ``web.AppKey``s (``http.context``), with a small protocol there where the real
+   object lives in a room above or beside it.
 5. ``site_loop`` (the gates in time, and what follows their transitions), ``status_view``;
-   ``service``: wiring only; ``settings`` (loading); ``commands`` and ``cli`` on top.
+   ``config_files`` (the files the configuration names, read in one step); ``service``: wiring
+   only: constructors take values and do no I/O, and ``start`` opens everything under the data
+   folder's lock in one ``AsyncExitStack`` (a failed start closes what it opened, in reverse);
+   ``process`` (signals and systemd around it); ``settings`` (loading); ``commands`` and ``cli``.
 
 Beside the house, ``gateway.device`` is the reference device agent: it imports only
-``gateway.core.errors`` of the gateway, so a device can run it without the server's rooms.
+``gateway.core.errors`` and ``gateway.core.jsondoc`` (pure, stdlib only) of the gateway, so a
+device can run it without the server's rooms (it checks the signed statement whose format,
+``core.statement``, the registry signs and the trust room checks too). ``gateway.registry``
+is the cloud-side tool (the signed index; the TUF repository: ``registry.tuf_repo`` for the files,
+``registry.tuf_life`` for the life of keys): it imports no I/O room of the service but the pure
+signature helpers of ``trust.keys`` and ``trust.canonical``.
 """
 
 __version__ = "0.1.0"

@@ -75,6 +75,14 @@ class AcceptBackoff:
         return streak
 
 
+def _binding_limit(exc: OSError) -> str:
+    """Where the descriptor limit binds, the words that say so (empty for other resource errors)."""
+    if exc.errno != errno.EMFILE:
+        return ""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return f": the file descriptor limit {soft} binds; raise LimitNOFILE or lower the connection caps"
+
+
 def raise_descriptor_limit(wanted: int) -> int:
     """Raise the soft ``RLIMIT_NOFILE`` towards ``wanted`` (never past the hard limit, never down),
     as Go's runtime and nginx's ``worker_rlimit_nofile`` do; returns the soft limit now in force.
@@ -237,7 +245,7 @@ class Acceptor:
                 self.name,
                 report,
                 exc.strerror or exc,
-                "" if exc.errno in RESOURCE_ERRORS else ", unexpected",
+                _binding_limit(exc) if exc.errno in RESOURCE_ERRORS else ", unexpected",
                 delay,
             )
         self._pause()

@@ -12,7 +12,12 @@ Modes (``devices.access``):
 * ``mtls``: the device's client certificate (signed by ``http.client_ca``); its CN is its id.
 
 ``devices.allow_unknown = false`` refuses devices that are in neither the tokens file nor the
-site inventory. Tokens are compared in constant time. The decisions are pure
+site inventory.
+
+Child gateways (tiers) are not devices: :class:`ChildCredentials` knows each child's own secret
+(``mirror.child_tokens``, ``"<site>=<secret>"``) or, in mTLS, a client certificate whose CN is
+``gateway.<site>``, for a site in ``mirror.child_sites``. Only such a credential relays that site's
+records or announces it as a child gateway; it also reads what any device credential may read. Tokens are compared in constant time. The decisions are pure
 (:meth:`Credentials.check`, :meth:`Credentials.mqtt_allows`, :class:`OpenBindings` with ``now``
 passed in); the HTTP shell turns a :class:`Refusal` into 401/403 with its reason, the broker a
 ``False`` into a refused CONNECT.
@@ -64,6 +69,40 @@ def load_tokens(path: str) -> dict[str, str]:
         if not valid_id(k) or not isinstance(v, str) or len(v) < 8:
             raise ConfigError(path, k, "a device id mapped to a token string of at least 8 characters")
     return dict(doc)
+
+
+CHILD_CN_PREFIX = "gateway."
+
+
+class ChildCredentials:
+    """Which child site a credential belongs to, if any. Pure: built from the settings' values."""
+
+    def __init__(self, child_sites: tuple[str, ...], child_tokens: tuple[str, ...]) -> None:
+        self.sites = frozenset(child_sites)
+        self._by_digest: dict[bytes, str] = {}
+        for entry in child_tokens:
+            site, _, secret = entry.partition("=")
+            if site not in self.sites:
+                raise ConfigError(
+                    "configuration", "mirror.child_tokens", f"sites of mirror.child_sites, not {site!r}"
+                )
+            digest = hashlib.sha256(secret.encode()).digest()
+            if digest in self._by_digest or site in self._by_digest.values():
+                raise ConfigError(
+                    "configuration", "mirror.child_tokens", "one secret per child site, each its own"
+                )
+            self._by_digest[digest] = site
+
+    def site_of(self, *, bearer: str | None, cert_cn: str | None) -> str | None:
+        """The child site this credential is for; None: not a child gateway's credential."""
+        if cert_cn is not None and cert_cn.startswith(CHILD_CN_PREFIX):
+            site = cert_cn[len(CHILD_CN_PREFIX) :]
+            if site in self.sites:
+                return site
+        if bearer is None:
+            return None
+        # Keyed by a hash of the secret, as check_any: the lookup's timing tells nothing useful.
+        return self._by_digest.get(hashlib.sha256(bearer.encode()).digest())
 
 
 class Credentials:

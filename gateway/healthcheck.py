@@ -20,7 +20,8 @@ from pathlib import Path
 
 from gateway import settings as settings_mod
 from gateway.core.errors import ConfigError
-from gateway.core.settings import Settings, parse_hostport
+from gateway.core.setting_rules import parse_hostport
+from gateway.core.settings import Settings
 
 WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 

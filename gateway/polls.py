@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from firmware_compat.matrix import CompatMatrix
@@ -41,8 +42,10 @@ class PollAnswers:
         trust: TrustState,
         store: ArtifactStore,
         matrix: CompatMatrix | None,
+        admit_on_poll: Callable[[DeviceRecord, Deployment, float], Awaitable[None]] | None = None,
     ) -> None:
         self.inventory = inventory
+        self.admit_on_poll = admit_on_poll
         self.gates = gates
         self.trust = trust
         self.store = store
@@ -60,6 +63,16 @@ class PollAnswers:
         site = self.gates.site  # the index in effect: every deployment in it judged
         now, trusted = self.trust.now(system_now)
         return self.memo.answer(site, device, now, trusted, self._verified, self.matrix, self.gates)
+
+    async def answer_asking(self, device: DeviceRecord | None, system_now: float) -> policy.PollAnswer:
+        """:meth:`answer` for a device that asks (its own poll): told ``waiting_for_wave`` while its
+        wave has a free place, it is admitted in a durable step first (the gate keeper's), then
+        answered, so the first device at a new site gets its first model on its first poll."""
+        answer = self.answer(device, system_now)
+        if answer.waiting_for is None or device is None or self.admit_on_poll is None:
+            return answer
+        await self.admit_on_poll(device, answer.waiting_for, system_now)
+        return self.answer(device, system_now)
 
     def render(self, answer: policy.PollAnswer, base: str) -> tuple[bytes, str] | None:
         """The manifest body and its ETag, its URLs under ``base``; memoised per (deployment, base

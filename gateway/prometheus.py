@@ -87,6 +87,18 @@ class GatewayCollector(Collector):
         yield from self._mqtt()
         yield from self._outbox()
         yield from self._gates()
+        yield from self._tasks()
+
+    def _tasks(self) -> Iterator[Metric]:
+        """The supervised tasks (:mod:`gateway.supervisor`): restarts, and which keep failing."""
+        restarts = CounterMetricFamily(P + "task_restarts", "Restarts of a supervised task", labels=["task"])
+        failing = GaugeMetricFamily(
+            P + "task_failing", "1 while a supervised task keeps failing (not ready)", labels=["task"]
+        )
+        for t in self.view.tasks():
+            restarts.add_metric([t["name"]], t["restarts"])
+            failing.add_metric([t["name"]], 1 if t["failing"] else 0)
+        yield from (restarts, failing)
 
     def _gateway(self) -> Iterator[Metric]:
         v = self.view

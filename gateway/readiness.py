@@ -7,6 +7,7 @@ the event loop): a read-only or full file system shows up here before the first 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -16,6 +17,8 @@ from gateway.core.readiness import ReadinessFacts, not_ready
 from gateway.core.settings import Settings
 from gateway.mirror.mirror import Mirror
 from gateway.trust.state import TrustState
+
+log = logging.getLogger(__name__)
 
 PROBE_NAME = ".ready-probe"
 
@@ -52,7 +55,8 @@ def listener_state(
 
 
 class Readiness:
-    """``listeners``: the configured listeners by name, True when they listen."""
+    """``listeners``: the configured listeners by name, True when they listen; ``failing``: the
+    supervisor's words for each task that keeps failing."""
 
     def __init__(
         self,
@@ -62,12 +66,14 @@ class Readiness:
         data: Path,
         listeners: Callable[[], Mapping[str, bool]],
         clock: Callable[[], float],
+        failing: Callable[[], Sequence[str]] = tuple,
     ) -> None:
         self.trust = trust
         self.mirror = mirror
         self.data = data
         self.listeners = listeners
         self.clock = clock
+        self.failing = failing  # the supervisor's words for the tasks that keep failing
 
     async def reasons(self) -> tuple[str, ...]:
         """Empty when ready."""
@@ -82,8 +88,28 @@ class Readiness:
                 clock_trusted=reading.trusted,
                 store_problem=problem,
                 listeners_down=tuple(name for name, up in self.listeners().items() if not up),
+                failing_tasks=tuple(self.failing()),
             )
         )
+
+    async def watch(self, interval_s: float = 5.0) -> None:
+        """Log each change of readiness, from the first look on: "ready" once a device asking gets
+        a real answer, or what it still waits for (an index, the clock, a listener, a task), so
+        ``serve``'s log follows a first publish through to ready."""
+        said: tuple[str, ...] | None = None
+        while True:
+            reasons = await self.reasons()
+            if reasons != said:
+                index = self.mirror.index
+                if not reasons:
+                    log.info(
+                        "ready: index version %s in effect; devices get real answers",
+                        index.version if index else "-",
+                    )
+                else:
+                    log.info("not ready yet: %s", "; ".join(reasons))
+                said = reasons
+            await asyncio.sleep(interval_s)
 
     async def status_line(self) -> str:
         """One line for systemd's ``STATUS=``: the index held, and ready or why not."""

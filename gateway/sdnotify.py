@@ -7,7 +7,8 @@ systemd (no ``NOTIFY_SOCKET``) every call does nothing.
 The watchdog is fed from the event loop itself (:func:`watchdog_loop`), every half of
 ``$WATCHDOG_USEC`` (``WatchdogSec=`` in the unit): a loop blocked or wedged stops the pings and
 systemd restarts the process, which a thread feeding it would hide. Each ping carries a fresh
-``STATUS=`` line (ready, or the reasons it is not) for ``systemctl status``. A send that fails is
+``STATUS=`` line (ready, or the reasons it is not) for ``systemctl status``. While a supervised
+task keeps failing (:mod:`gateway.supervisor`) the pings stop, so systemd restarts the process. A send that fails is
 dropped: systemd's side going away must never take the gateway down.
 """
 
@@ -17,7 +18,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,14 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())[:MAX_STATUS_CHARS]
 
 
-async def watchdog_loop(notifier: Notifier, status: Callable[[], Awaitable[str]]) -> None:
-    """Ping the watchdog from the event loop every half timeout, with a fresh STATUS line."""
+async def watchdog_loop(
+    notifier: Notifier,
+    status: Callable[[], Awaitable[str]],
+    failing: Callable[[], Sequence[str]] = tuple,
+) -> None:
+    """Ping the watchdog from the event loop every half timeout, with a fresh STATUS line; while a
+    supervised task keeps failing (``failing`` names it) send only the STATUS line, no ping, so
+    systemd restarts the process once ``WatchdogSec`` passes."""
     if notifier.watchdog_s is None:
         return
     interval = notifier.watchdog_s
@@ -100,5 +107,8 @@ async def watchdog_loop(notifier: Notifier, status: Callable[[], Awaitable[str]]
             line = await asyncio.wait_for(status(), timeout=interval / 2)
         except TimeoutError:
             line = "status check timed out"
-        notifier.watchdog(line)
+        if failing():
+            notifier.send(STATUS=_one_line(line))
+        else:
+            notifier.watchdog(line)
         await asyncio.sleep(max(0.0, interval - (loop.time() - begun)))

@@ -15,7 +15,8 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
@@ -23,15 +24,17 @@ from typing import IO, Any
 from aiohttp import web
 
 from gateway import instance
-from gateway.access import Credentials
 from gateway.broker.front import MqttFront
 from gateway.broker.mode import mqtt_front
 from gateway.bundle.importer import DEFAULT_TIMEOUT_S, Importer
 from gateway.bundle.source import Shelf
 from gateway.bundle.watch import ImportWatch
+from gateway.config_files import ConfigFiles
+from gateway.core import supervision
 from gateway.core.errors import ConfigError
-from gateway.core.settings import Settings, parse_hostport
-from gateway.discovery.advertise import Advertiser, cert_fingerprint
+from gateway.core.setting_rules import parse_hostport
+from gateway.core.settings import Settings
+from gateway.discovery.advertise import Advertiser
 from gateway.discovery.browse import DeviceBrowser
 from gateway.discovery.net import open_lan
 from gateway.http import listener
@@ -40,105 +43,94 @@ from gateway.http.metrics_endpoint import add_metrics_route
 from gateway.http.operator import build_operator_app
 from gateway.http.probes import add_probe_routes
 from gateway.http.tls import server_tls
-from gateway.inventory.store import Inventory, load_inventory_file
+from gateway.inventory.store import Inventory
 from gateway.mirror.mirror import Mirror
-from gateway.mirror.upstream import Upstream, upstream_from
+from gateway.mirror.store_events import StoreEvents
+from gateway.mirror.upstream import Upstream
 from gateway.notify import Changes
 from gateway.polls import PollAnswers
 from gateway.prometheus import GatewayMetrics
 from gateway.readiness import Readiness, listener_state
 from gateway.rollout.keeper import GateKeeper
-from gateway.sdnotify import Notifier, watchdog_loop
-from gateway.settings import load_matrix
 from gateway.site_loop import DeviceEvents, SiteLoop
 from gateway.stats import Stats
 from gateway.status_view import StatusView
 from gateway.store.artifacts import ArtifactStore
 from gateway.store.lock import lock_data_dir
+from gateway.supervisor import Supervisor
 from gateway.tasks import TaskGroup
 from gateway.telemetry.history import WindowHistory
 from gateway.telemetry.ingest import Telemetry
-from gateway.trust.keys import load_trusted_keys
+from gateway.telemetry.trace_log import TraceLog
 from gateway.trust.state import TrustState
+from gateway.trust.tuf_state import make_trust_state
 from gateway.uplink.assemble import uplink_from
 
 log = logging.getLogger(__name__)
 
 
-class _StoreEvents:
-    """The store's listener (:class:`gateway.store.events.StoreListener`). The store is made
-    before the mirror that needs it, so this asks for the mirror when an event comes (after
-    ``start``), not when it is made."""
-
-    def __init__(self, mirror: Callable[[], Mirror], changes: Changes) -> None:
-        self._mirror = mirror
-        self._changes = changes
-
-    def retry_after_s(self, sha256: str) -> int:
-        return self._mirror().retry_after_s(sha256)
-
-    def on_miss(self, sha256: str) -> None:
-        self._mirror().on_miss(sha256)
-
-    def on_verified(self, sha256: str) -> None:
-        self._changes.notify()  # long polls waiting for this blob wake
-
-
 class Gateway:
     """Everything the ``serve`` command runs, started and stopped in one place."""
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, settings: Settings, files: ConfigFiles, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        """Values only: no file is read or written here (``files`` were read by
+        :meth:`from_settings`; the data folder's state is loaded in :meth:`start`, under its lock)."""
         self.settings = settings
         self.clock = clock
         self.started_at = clock()
         self.data = settings.data_path
         self.stats = Stats()
-        self.tasks = TaskGroup()
+        self.tasks = TaskGroup()  # short-lived tasks (an index being judged)
+        sup = settings.supervision
+        self.supervisor = Supervisor(  # every long-lived task: restarted, and failing ones reported
+            supervision.Policy(
+                sup.restart_initial_s, sup.restart_max_s, sup.failing_after, sup.failing_window_s
+            ),
+            faults=supervision.parse_fault_plan(sup.inject_faults),
+        )
         self._lock: IO[str] | None = None
-        self._runners: list[web.AppRunner] = []
-        self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._stack: AsyncExitStack | None = None  # what start() opened, closed in reverse by stop()
         self.http_addresses: list[Any] = []
         self.operator_addresses: list[Any] = []
         self.data_id: str | None = None  # the data folder's identity (gateway.instance), read in start()
         self.key_dir = self.data / "trusted-keys"
-        keys = load_trusted_keys([Path(p) for p in settings.trust.trusted_keys], "configuration")
-        self.trust = TrustState(
-            self.data / "trust",
-            keys,
-            settings.site,
-            settings.trust.min_valid_time,
-            key_dir=self.key_dir,
-            max_future_skew_s=settings.trust.max_future_skew_s,
+        self.trust: TrustState = make_trust_state(
+            settings.trust, self.data / "trust", files.keys, settings.site, self.key_dir, files.tuf_root
         )
         self.changes = Changes()  # long polls wait on it
         self.store = ArtifactStore(
             self.data,
             quota_bytes=settings.store.quota_bytes,
             running=lambda: ((r.model_id, r.model_version or "") for r in self.inventory.live()),
-            listener=_StoreEvents(lambda: self.mirror, self.changes),
+            listener=StoreEvents(lambda: self.mirror, self.changes),
             stats=self.stats,
         )
-        self.shelf = Shelf(
-            upstream_from(settings.mirror, site=settings.site)
-        )  # lent to a bundle while it is imported
-        devices = settings.devices
-        self.inventory = Inventory(self.data / "inventory.json", max_devices=devices.max_devices)
-        self.site_inventory = (
-            load_inventory_file(Path(devices.inventory_file)) if devices.inventory_file else {}
-        )
-        self.credentials = Credentials(devices, self.site_inventory)
-        self.matrix = load_matrix(Path(devices.compat_matrix)) if devices.compat_matrix else None
+        self.shelf = Shelf(files.upstream)  # lent to a bundle while it is imported
+        self.inventory = Inventory(self.data / "inventory.json", max_devices=settings.devices.max_devices)
+        self.site_inventory = files.site_inventory
+        self.credentials = files.credentials
+        self.matrix = files.matrix
 
         self.sinks, self.outbox, self.forwarder = uplink_from(settings, self.data, self.stats, clock)
         self.gates = GateKeeper(settings.gates, self.data / "gates")
         self.history = WindowHistory(settings.telemetry.history_windows)  # the dashboard's charts
+        g = settings.gates  # the site's own trace, for `ota-gateway gate trace`
+        self.trace = TraceLog(
+            self.data / "traces",
+            max_bytes=g.trace_max_bytes,
+            keep_s=g.trace_keep_s,
+            stats=self.stats,
+            clock=clock,
+        )
         self.telemetry = Telemetry(
             settings.telemetry,
             self.inventory,
             self.outbox,
             self.stats,
-            on_event=DeviceEvents(self.inventory, self.gates, clock),
-            on_windows=[self.gates.on_windows, self.history.on_windows],
+            on_event=[DeviceEvents(self.inventory, self.gates, clock), self.trace.on_event],
+            on_windows=[self.gates.on_windows, self.history.on_windows, self.trace.on_windows],
             journal=settings.uplink.forward_samples,
         )
         self.broker: MqttFront | None = None  # amqtt needs the running loop: made in start()
@@ -151,9 +143,12 @@ class Gateway:
             timeout_s=DEFAULT_TIMEOUT_S,
         )
         self.discovery: dict[str, Any] = {}
-        self._cert_sha256 = (
-            cert_fingerprint(Path(settings.http.tls_cert).read_bytes()) if settings.http.tls_cert else None
-        )
+        self._cert_sha256 = files.cert_sha256
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, clock: Callable[[], float] = time.time) -> Gateway:
+        """Read the files the configuration names (blocking), then build the gateway from values."""
+        return cls(settings, ConfigFiles.read(settings), clock=clock)
 
     def _wire_site(self, upstream: Upstream) -> None:
         """The site loop, the mirror that feeds it, and the views the APIs read."""
@@ -192,6 +187,7 @@ class Gateway:
             trust=self.trust,
             store=self.store,
             matrix=self.matrix,
+            admit_on_poll=self.site_loop.admit_on_poll,
         )
         self.status_view = StatusView(
             s,
@@ -209,6 +205,7 @@ class Gateway:
             started_at=self.started_at,
             clock=self.clock,
             data_id=lambda: self.data_id,
+            tasks=self.supervisor.snapshot,
         )
         self.readiness = Readiness(
             trust=self.trust,
@@ -218,25 +215,51 @@ class Gateway:
                 s, self.http_addresses, self.operator_addresses, self.broker.addresses if self.broker else {}
             ),
             clock=self.clock,
+            failing=self.supervisor.failing,
         )
         self.metrics = GatewayMetrics(self.status_view, self.readiness)  # its own registry
 
     async def start(self) -> None:
-        self._lock = lock_data_dir(self.data)
+        """Open everything in order; a failure closes what was opened, in reverse, and re-raises.
+        The data folder's lock comes first: nothing before it reads or writes the folder."""
+        async with AsyncExitStack() as stack:
+            self._lock = lock_data_dir(self.data)
+            stack.callback(self._unlock)
+            stack.push_async_callback(asyncio.to_thread, instance.remove_record, self.data)
+            await self._open_state(stack)
+            await self._open_servers(stack)
+            await self._open_tasks(stack)
+            self._stack = stack.pop_all()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    async def _open_state(self, stack: AsyncExitStack) -> None:
+        """The data folder's state, loaded (and repaired where damaged) under its lock."""
+        log.info("data folder %s locked; loading its state", self.data.resolve())
         self.data_id = await asyncio.to_thread(instance.ensure_data_id, self.data)
         listener.ensure_descriptors(self.settings)
-        self.key_dir.mkdir(exist_ok=True)
+        await asyncio.to_thread(self.key_dir.mkdir, exist_ok=True)
         await asyncio.to_thread(self.outbox.open)
+        stack.push_async_callback(asyncio.to_thread, self.outbox.close)
+        stack.push_async_callback(self.forwarder.close)
+        stack.push_async_callback(self.store.flush, force=True)
         await self.store.open()
-        self._closers.append(self.store.close)
+        stack.push_async_callback(self.store.close)
         await asyncio.to_thread(self.inventory.load)
+        stack.push_async_callback(lambda: self.inventory.flush(self.clock(), force=True))
         await asyncio.to_thread(self.gates.load)
         self.inventory.apply_file(self.site_inventory, self.clock())
         await self.mirror.open()
-        self._closers.append(self.mirror.close)
+        stack.push_async_callback(self.mirror.close)
         if self.mirror.index is not None:
+            log.info("judging index version %d before the device API listens", self.mirror.index.version)
             await self.site_loop.enter_index(self.mirror.index)  # judged before the device API listens
 
+    async def _open_servers(self, stack: AsyncExitStack) -> None:
+        """The device API, the operator API (then ``gateway.json``, so clients find us), the broker."""
         device_app = build_device_app(
             self.settings,
             credentials=self.credentials,
@@ -249,12 +272,13 @@ class Gateway:
             store=self.store,
             held_index=lambda: self.mirror.index,
             held_keys=lambda: self.trust.trusted.key_list,
+            held_tuf=self.trust.metadata,
             held_site=lambda site: self.mirror.children.held.get(site),
             relay=self.outbox,
         )
         add_probe_routes(device_app, self.readiness, self.settings.site)
         host, port = parse_hostport(self.settings.http.listen)
-        self.http_addresses = await self._serve(device_app, host, port, server_tls(self.settings))
+        self.http_addresses = await self._serve(stack, device_app, host, port, server_tls(self.settings))
         if self.settings.operator.listen:
             operator_app = build_operator_app(
                 self.settings,
@@ -269,37 +293,51 @@ class Gateway:
             add_probe_routes(operator_app, self.readiness, self.settings.site)
             add_metrics_route(operator_app, self.metrics.exposition)
             host, port = parse_hostport(self.settings.operator.listen)
-            self.operator_addresses = await self._serve(operator_app, host, port, None, "operator")
+            self.operator_addresses = await self._serve(stack, operator_app, host, port, None, "operator")
+        record = instance.Record.of(
+            self.operator_addresses, self.settings.site, self.data_id, self.started_at
+        )
+        await asyncio.to_thread(instance.write_record, self.data, record)  # the CLI finds us by it
+        log.info(
+            "operator API on %s: %s written, client commands find the gateway",
+            record.operator or "off",
+            instance.RECORD_NAME,
+        )
         lab_mode = self.settings.mqtt.lab_mode
         self.broker = mqtt_front(
             self.settings,
             lambda user, pw, cn: self.credentials.mqtt_allows(user, pw, cn, lab_mode=lab_mode),
             lambda device, topic, payload: self.telemetry.mqtt_message(device, topic, payload, self.clock()),
+            self.supervisor.supervise,
         )
         await self.broker.start()
-        self._closers.append(self.broker.stop)
-        self.tasks.spawn(self.mirror.run(), name="mirror poll")
-        self.tasks.spawn(self.imports.run(), name="bundle imports")
-        if self.settings.discovery.enabled:
-            await self._start_discovery()
-        self.tasks.spawn(self.site_loop.run(), name="site report")
-        if self.settings.store.scrub_bytes_per_s > 0:
-            scrub = self.store.scrub_forever(
-                self.settings.store.scrub_bytes_per_s, self.settings.store.scrub_interval_s
-            )
-            self.tasks.spawn(scrub, name="blob scrub")
-        if self.sinks:
-            self.tasks.spawn(self.forwarder.run(), name="uplink")
-        record = instance.Record.of(
-            self.operator_addresses, self.settings.site, self.data_id, self.started_at
-        )
-        await asyncio.to_thread(instance.write_record, self.data, record)  # the CLI finds us by it
+        stack.push_async_callback(self.broker.stop)
+        log.info("listening: device API, operator API, MQTT broker")
 
-    async def _start_discovery(self) -> None:
+    async def _open_tasks(self, stack: AsyncExitStack) -> None:
+        """mDNS and the long-lived tasks, under the supervisor (closed first on the way down)."""
+        stack.push_async_callback(self.tasks.close)
+        if self.settings.discovery.enabled:
+            await self._start_discovery(stack)
+        stack.push_async_callback(self.trace.close)  # after its task has stopped
+        stack.push_async_callback(self.supervisor.close)  # first on the way down: before mDNS stops
+        self.supervisor.supervise("mirror-poll", self.mirror.run)
+        self.supervisor.supervise("site-trace", self.trace.run)
+        self.supervisor.supervise("bundle-imports", self.imports.run)
+        self.supervisor.supervise("site-loop", self.site_loop.run)
+        self.supervisor.supervise("readiness-log", self.readiness.watch)
+        store = self.settings.store
+        if store.scrub_bytes_per_s > 0:
+            scrub = lambda: self.store.scrub_forever(store.scrub_bytes_per_s, store.scrub_interval_s)  # noqa: E731
+            self.supervisor.supervise("blob-scrub", scrub)
+        if self.sinks:
+            self.supervisor.supervise("uplink", self.forwarder.run)
+
+    async def _start_discovery(self, stack: AsyncExitStack) -> None:
         """Advertise the device API and the broker over mDNS; browse devices into the inventory."""
         s = self.settings
         lan = open_lan(s.discovery)
-        self._closers.append(lan.close)
+        stack.push_async_callback(lan.close)
         http_port = int(self.http_addresses[0][1]) if self.http_addresses else 0
         mqtt = self.broker.addresses.get("tcp") if self.broker else None
         mqtt_port = int(mqtt[1]) if mqtt else None
@@ -313,15 +351,23 @@ class Gateway:
             cert_sha256=self._cert_sha256,
             lan=lan,
         )
-        browser = DeviceBrowser(s.discovery, self.inventory, self.clock, lan=lan)
+        browser = DeviceBrowser(
+            s.discovery, self.inventory, self.clock, lan=lan, supervise=self.supervisor.supervise
+        )
         await advertiser.start()
-        self._closers.append(advertiser.stop)
+        stack.push_async_callback(advertiser.stop)
         await browser.start()
-        self._closers.append(browser.stop)
+        stack.push_async_callback(browser.stop)
         self.discovery = {"advertiser": advertiser, "browser": browser}
 
     async def _serve(
-        self, app: web.Application, host: str, port: int, tls: ssl.SSLContext | None, name: str = "http"
+        self,
+        stack: AsyncExitStack,
+        app: web.Application,
+        host: str,
+        port: int,
+        tls: ssl.SSLContext | None,
+        name: str = "http",
     ) -> list[Any]:
         limits = listener.HttpLimits.from_settings(self.settings.http)
         if name == "operator":  # same timeouts, a smaller cap
@@ -336,47 +382,17 @@ class Gateway:
             raise ConfigError(
                 "configuration", f"listen {host}:{port}", f"a free address ({exc.strerror})"
             ) from exc
-        self._runners.append(runner)
+        stack.push_async_callback(runner.cleanup)
         return addresses
 
     async def stop(self) -> None:
-        """Reverse order: background loops, servers, then the components they used."""
-        await self.tasks.close()
-        for runner in reversed(self._runners):
-            await runner.cleanup()
-        for close in reversed(self._closers):
-            try:
-                await close()
-            except Exception:
-                log.exception("error while stopping")
-        await self.forwarder.close()
-        await self.store.flush(force=True)
-        await self.inventory.flush(self.clock(), force=True)
-        await asyncio.to_thread(self.outbox.close)
-        if self._lock is not None:
-            await asyncio.to_thread(instance.remove_record, self.data)
-            self._lock.close()
-            self._lock = None
-
-
-async def run_until_signalled(gateway: Gateway, on_started: Callable[[Gateway], None] | None = None) -> None:
-    import signal
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    notifier = Notifier.from_env()  # systemd Type=notify; nothing outside systemd
-    # Fed from the loop during start-up too (the blobs are re-hashed in worker threads meanwhile).
-    gateway.tasks.spawn(watchdog_loop(notifier, gateway.readiness.status_line), name="systemd watchdog")
-    await gateway.start()
-    try:
-        if on_started is not None:
-            on_started(gateway)
-        notifier.ready(await gateway.readiness.status_line())
-        await stop.wait()
-    finally:
-        log.info("stopping")
-        notifier.stopping()
-        await gateway.stop()
-        notifier.close()
+        """Close what start() opened, in reverse: the tasks, the servers, then the components they
+        used, the record and the lock. Also ends tasks supervised before start (the watchdog)."""
+        stack, self._stack = self._stack, None
+        try:
+            if stack is not None:
+                await stack.aclose()
+        except Exception:  # every step still ran (the stack goes on past a failed one)
+            log.exception("error while stopping")
+        finally:
+            await self.supervisor.close()

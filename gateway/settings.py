@@ -25,10 +25,19 @@ from typing import Any
 
 from firmware_compat.matrix import CompatMatrix, MatrixError, parse_matrix
 from gateway.core.errors import ConfigError
+from gateway.core.gates.table import BY_NAME as GATE_CRITERIA
 from gateway.core.schedule import Schedule, ScheduleSpecError, parse_schedule
-from gateway.core.settings import GATE_CRITERIA, Settings, parse_hostport
+from gateway.core.setting_rules import parse_hostport
+from gateway.core.settings import Settings
 
 ENV_PREFIX = "OTA_GATEWAY_"
+# keys an older config file may still carry, and what took their place
+RETIRED = {
+    "gates.soak_s": "gates.soak_min_s (renamed: a wave advances once its criteria say 'no worse')",
+    "gates.min_devices": "nothing: the gates' decisions now state their error rate (gates.false_halt_rate); remove it",
+    "gates.min_inferences": "nothing: the gates judge counts as counts (gates.false_halt_rate); remove it",
+    "gates.min_expected_class_count": "nothing: a class's evidence is judged as counts; remove it",
+}
 
 
 def load_matrix(path: Path) -> CompatMatrix:
@@ -85,6 +94,8 @@ def _build(cls: type[Any], data: Mapping[str, Any], source: str, prefix: str) ->
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
+        if prefix + key in RETIRED:
+            raise ConfigError(source, prefix + key, RETIRED[prefix + key])
         if key not in fields:
             known = ", ".join(sorted(fields))
             raise ConfigError(source, prefix + key, f"a known key (one of: {known})")
@@ -210,6 +221,13 @@ def _cross_check(s: Settings, source: str) -> None:
         host, _ = parse_hostport(s.operator.listen)
         if host not in ("127.0.0.1", "::1", "localhost") and not s.operator.token:
             raise ConfigError(source, "operator.token", "a token when operator.listen is not loopback")
+    children = [entry.partition("=") for entry in s.mirror.child_tokens]
+    if any(site not in s.mirror.child_sites for site, _, _ in children):
+        raise ConfigError(source, "mirror.child_tokens", "entries for sites listed in mirror.child_sites")
+    if len({site for site, _, _ in children}) != len(children) or len({t for _, _, t in children}) != len(
+        children
+    ):
+        raise ConfigError(source, "mirror.child_tokens", "one entry per child site, each with its own secret")
     if s.mirror.client_key and not s.mirror.client_cert:
         raise ConfigError(source, "mirror.client_key", "set only with mirror.client_cert")
     if s.mirror.schedule_timezone not in ("local", "UTC"):

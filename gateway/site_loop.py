@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from firmware_compat.matrix import CompatMatrix
+from gateway.core.device import DeviceRecord
 from gateway.core.gates import Action
+from gateway.core.manifest import Deployment
 from gateway.core.settings import Settings
 from gateway.core.site import Effects
 from gateway.health import probe
@@ -114,9 +116,8 @@ class SiteLoop:
         """Every few seconds: close metric windows and step the gates; once per interval, put one
         site report in the outbox."""
         interval = self.settings.uplink.report_interval_s
-        window = self.settings.telemetry.window_s
         while True:
-            await asyncio.sleep(min(interval, window, 5.0))
+            await asyncio.sleep(self.settings.gate_step_s)
             now = self.clock()
             try:
                 await self.telemetry.close_windows(now)
@@ -142,6 +143,18 @@ class SiteLoop:
             index.commands,
             now=now,
             verified=self.store.is_verified,
+            devices=self.inventory.live(),
+            matrix=self.matrix,
+            durable=self._journal_decisions,
+        )
+        await self._carry_out(effects)
+
+    async def admit_on_poll(self, device: DeviceRecord, candidate: Deployment, now: float) -> None:
+        """A device told ``waiting_for_wave`` asks again: its wave admits it now if it has room."""
+        effects = await self.gates.admit_on_poll(
+            device,
+            candidate,
+            now=self.trust.clock(now).now,
             devices=self.inventory.live(),
             matrix=self.matrix,
             durable=self._journal_decisions,

@@ -47,6 +47,7 @@ class StatusView:
         started_at: float,
         clock: Callable[[], float],
         data_id: Callable[[], str | None] = lambda: None,
+        tasks: Callable[[], list[dict[str, Any]]] = list,
     ) -> None:
         self.settings = settings
         self.trust = trust
@@ -63,6 +64,7 @@ class StatusView:
         self.started_at = started_at
         self.clock = clock
         self.data_id = data_id
+        self.tasks = tasks  # the supervisor's snapshot of the long-lived tasks
 
     def recovered(self) -> list[dict[str, Any]]:
         """Every damaged state file this run found, what it was and what was done about it."""
@@ -148,6 +150,7 @@ class StatusView:
                 "sinks": {s.name: {"up": self.forwarder.link_up.get(s.name)} for s in self.sinks},
                 "outbox": self.outbox.stats(),
             },
+            "tasks": self.tasks(),
             "counters": self.stats.snapshot(),
             "last_errors": dict(self.stats.last_error),
         }

@@ -15,12 +15,25 @@ from typing import Any, TypeVar
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+LoopFactory = Callable[[], Coroutine[Any, Any, Any]]
+Supervise = Callable[[str, LoopFactory], None]
+"""How a component hands a long-lived loop to the gateway's one supervisor
+(:meth:`gateway.supervisor.Supervisor.supervise`): the loop's name and a factory that starts a
+fresh run of it. A component made without one runs its loops in its own :class:`TaskGroup`."""
+
 
 class TaskGroup:
     """Owns named background tasks; logs their crashes; cancels them all on close."""
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn_loop(self, name: str, factory: LoopFactory, supervise: Supervise | None) -> None:
+        """A long-lived loop: under the supervisor when the owner gave one, else in this group."""
+        if supervise is not None:
+            supervise(name, factory)
+        else:
+            self.spawn(factory(), name=name)
 
     def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
         task = asyncio.get_running_loop().create_task(coro, name=name)

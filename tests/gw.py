@@ -44,7 +44,7 @@ def gateway_settings(reg: Registry, data: Path, upstream: str | None = None, **s
 
 @asynccontextmanager
 async def running(settings: S.Settings) -> AsyncIterator[Gateway]:
-    gw = Gateway(settings)
+    gw = Gateway.from_settings(settings)
     await gw.start()
     try:
         yield gw

@@ -159,7 +159,7 @@ async def test_gate_controls_confirm_in_one_line_and_refuse_what_would_do_nothin
         assert out == ""  # refused: the wave is not waiting for approval
         code, out = await run_cli(capsys, "gate", "hold", *ctl)
         assert code == 0
-        assert out == "hold: detector@1.0.0 is now waves at wave 0, held by operator:ana\n"
+        assert out == "hold: detector@1.0.0 is now waves at wave 1, held by operator:ana\n"
         code, out = await run_cli(capsys, "gate", "abort", *ctl)
         assert code == 0
         assert out.startswith("abort: detector@1.0.0 is now aborted")
@@ -168,3 +168,27 @@ async def test_gate_controls_confirm_in_one_line_and_refuse_what_would_do_nothin
         assert code == 1
         assert "abort is final" in err
         assert err.count("\n") == 1
+
+
+async def test_commands_that_read_files_say_when_the_gateway_is_stopped(
+    reg: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``cache ls`` and ``devices`` on a stopped gateway's folder print what it left, and say on
+    stderr that it may be stale (they said nothing); sizes read as everywhere else ("100.0 kB",
+    not 100000)."""
+    reg.publish(MODEL)
+    settings = gateway_settings(reg, tmp_path / "data")
+    async with running(settings) as gw:
+        await until(lambda: gw.store.is_verified(SHA), what="mirrored")
+        config = write_config(gw, tmp_path / "gw.toml")
+        code = await asyncio.to_thread(cli.main, ["cache", "ls", "--config", str(config)])
+        live = capsys.readouterr()
+        assert code == 0 and "stale" not in live.err and "100.0 kB" in live.out
+    for argv in (["cache", "ls"], ["devices"]):
+        code = await asyncio.to_thread(cli.main, [*argv, "--config", str(config)])
+        out = capsys.readouterr()
+        assert code == 0, out
+        assert "no gateway runs on" in out.err and "may be stale" in out.err, (argv, out.err)
+        if argv[0] == "cache":
+            assert "catalog.json written 20" in out.err  # when the file was last written
+            assert "100.0 kB" in out.out and "100000" not in out.out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,6 +39,11 @@ def halted_and_rolled_back(operator: str) -> bool:
     return len(back) >= 2 and not on_candidate
 
 
+def rollout_card(operator: str) -> str:
+    gates = get(operator, "/dashboard/state")["gates"]
+    return str(next(g["summary"] for g in gates if g["deployment"] == "detector@2.0.0"))
+
+
 def test_the_demo_halts_a_bad_candidate_and_rolls_it_back_then_stops_on_ctrl_c(tmp_path: Path) -> None:
     operator = f"127.0.0.1:{free_port()}"
     data = tmp_path / "demo"
@@ -55,11 +61,30 @@ def test_the_demo_halts_a_bad_candidate_and_rolls_it_back_then_stops_on_ctrl_c(t
                 "no halt and rollback in time:\n" + out.read_text()[-3000:]
             )
             time.sleep(0.2)  # polling the operator API with a deadline
+        # The rollout card follows the devices within one dashboard refresh (2 s): it said "2 to
+        # roll back" long after they had.
+        t1 = time.monotonic()
+        while "0 to roll back" not in (card := rollout_card(operator)):
+            assert time.monotonic() - t1 < 2.0, card
+            time.sleep(0.1)
+        assert "back on 1.0.0" in card
+        # The hint it printed works as printed, from another folder (it failed: "no gateway runs
+        # on ./data"), and numbers the waves from 1.
+        hint = out.read_text().split("(or: ", 1)[1].split(")\n", 1)[0]
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        ran = subprocess.run(hint, shell=True, cwd=elsewhere, capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0, (hint, ran.stderr)
+        row = next(line.split() for line in ran.stdout.splitlines() if line.startswith("detector@2.0.0"))
+        assert row[2:4] == ["halted", "1"], ran.stdout  # stage, and the first wave is wave 1
+        assert row[6] == "0", ran.stdout  # ROLLBACK: none left, as the devices reported
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0, out.read_text()[-3000:]
     finally:
         stop(proc)
     told = out.read_text()
     assert f"dashboard: http://{operator}/" in told
-    assert "HALTED at wave 0" in told and "cpu" in told and "rolled back to 1.0.0" in told
+    assert "HALTED at wave 1 (2 devices, " in told and "rolled back to 1.0.0" in told
+    # the criterion that halted it, in the gate's words, with its evidence
+    assert re.search(r"CPU \d+ % \(at least \d+ %\).*: worse", told), told
     assert (data / "gateway" / "gates").is_dir()  # --data keeps it all

@@ -8,6 +8,7 @@ import pytest
 
 from gateway import settings as S
 from gateway.core.errors import ConfigError
+from gateway.core.settings import Settings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -45,6 +46,19 @@ def test_precedence_file_env_cli(tmp_path: Path) -> None:
         ("[gates]\nwaves = [5, 1, 100]\n", "gates.waves", "increasing"),
         ('[devices]\naccess = "token"\n', "devices.access", "site_token"),
         ("mirror = 3\n", "mirror", "table"),
+        ('[mirror]\nchild_tokens = ["line-1"]\n', "mirror.child_tokens", "<child site>=<secret"),
+        ('[mirror]\nchild_tokens = ["line-1=short"]\n', "mirror.child_tokens", "at least 16"),
+        (
+            '[mirror]\nchild_tokens = ["line-1=0123456789abcdef"]\n',
+            "mirror.child_tokens",
+            "mirror.child_sites",
+        ),
+        (
+            '[mirror]\nchild_sites = ["a", "b"]\nchild_tokens = ["a=0123456789abcdef", "b=0123456789abcdef"]\n',
+            "mirror.child_tokens",
+            "its own secret",
+        ),
+        ("[uplink]\nrelay_quota_bytes = 0\n", "uplink.relay_quota_bytes", "greater than 0"),
     ],
 )
 def test_bad_file_names_file_key_and_expectation(tmp_path: Path, text: str, key: str, expect: str) -> None:
@@ -65,6 +79,19 @@ def test_bad_env_names_the_environment(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="existing, readable TOML file"):
         S.load(tmp_path / "nope.toml", environ={})
+
+
+def test_reference_config_shows_every_default() -> None:
+    """Its header says every key is shown with its default: a site that copies it gets the defaults
+    (the gates' min_devices_per_wave and soak_min_s once kept the values of before they changed)."""
+    ref = Path(__file__).parent.parent / "config" / "gateway.toml"
+    shown, default = S.as_dict(S.load(ref, environ={})), S.as_dict(Settings())
+    for section, values in shown.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                assert value == default[section][key], f"{section}.{key}"
+        else:
+            assert values == default[section], section
 
 
 def test_reference_config_is_valid_and_complete() -> None:

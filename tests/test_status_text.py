@@ -57,6 +57,7 @@ def test_every_section_reads_as_text_for_a_person() -> None:
         "detector@2.0.0               mirroring 45% (13.5 MB of 30.0 MB) at 2.1 MB/s, about 7.9 s left; for all devices, 100%",
         "detector@1.0.0               mirrored, 29.0 MB; for hw:rev2, 25%",
         "waiting for approval",
+        "waves at wave 2, ",  # the stored index 1 is the second wave: numbered from 1 for people
         "29.0 MB of the 4.0 GB quota",
         "85.2 GB free",
         "MQTT broker:       off",
@@ -72,3 +73,19 @@ def test_an_empty_gateway_says_so() -> None:
     out = render(empty, NOW)
     assert "none held yet" in out and "tried X (404 not found)" in out
     assert "none in the signed index" in out and "None" not in out
+
+
+def test_the_tasks_section_names_each_supervised_task_and_a_failing_one() -> None:
+    tasks = [
+        {"name": "mirror-poll", "state": "running", "restarts": 0, "failing": False, "last_error": None,
+         "last_failure_ago_s": None},
+        {"name": "uplink", "state": "restarting", "restarts": 7, "failing": True,
+         "last_error": "RuntimeError('boom')", "last_failure_ago_s": 65.0},
+    ]  # fmt: skip
+    out = render({**doc(), "tasks": tasks}, NOW)
+    assert "Tasks" in out and "None" not in out
+    assert "mirror-poll:       running, 0 restart(s)" in out
+    assert (
+        "uplink:            FAILING, not ready, 7 restart(s); last error 1 min 5 s ago: RuntimeError('boom')"
+        in out
+    )

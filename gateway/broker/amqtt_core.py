@@ -22,7 +22,7 @@ from gateway.broker.connection import Connection
 from gateway.broker.hub import MqttLimits
 from gateway.broker.plugins import DEVICE_ID
 from gateway.stats import Stats
-from gateway.tasks import TaskGroup
+from gateway.tasks import Supervise, TaskGroup
 
 log = logging.getLogger("gateway.broker.server")
 
@@ -40,7 +40,12 @@ class AmqttCore(AmqttBroker):
     """amqtt's broker with our connection handling, session type, and device-indexed fan-out."""
 
     def __init__(
-        self, config: BrokerConfig, limits: MqttLimits, on_publish: PublishHook, stats: Stats
+        self,
+        config: BrokerConfig,
+        limits: MqttLimits,
+        on_publish: PublishHook,
+        stats: Stats,
+        supervise: Supervise | None = None,
     ) -> None:
         super().__init__(config)
         self.limits = limits
@@ -57,6 +62,7 @@ class AmqttCore(AmqttBroker):
         self.now = asyncio.get_running_loop().time
         self._topic_plugins = [p for p in self.plugins_manager.plugins if hasattr(p, "topic_filtering")]
         self._tasks = TaskGroup()
+        self._supervise = supervise  # the keep-alive sweep runs under the gateway's supervisor
         self.ssl_handshake_timeout_s = limits.connect_timeout_s
 
     # -- listeners -------------------------------------------------------------------------------
@@ -163,7 +169,7 @@ class AmqttCore(AmqttBroker):
 
     async def start(self) -> None:
         await super().start()
-        self._tasks.spawn(self._sweep(), name="mqtt-keepalive-sweeper")
+        self._tasks.spawn_loop("mqtt-keepalive-sweep", self._sweep, self._supervise)
 
     async def shutdown(self) -> None:
         await self._tasks.close()

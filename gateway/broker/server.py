@@ -63,8 +63,10 @@ from gateway.broker.amqtt_core import AmqttCore, PublishHook
 from gateway.broker.hub import MqttLimits
 from gateway.broker.plugins import AuthCheck
 from gateway.core.errors import ConfigError
-from gateway.core.settings import MqttSettings, Settings, parse_hostport
+from gateway.core.setting_rules import parse_hostport
+from gateway.core.settings import MqttSettings, Settings
 from gateway.stats import Stats
+from gateway.tasks import Supervise
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +137,15 @@ class Broker:
     ``devices/{device_id}/``, in the event loop, before it is acknowledged: it must not block.
     """
 
-    def __init__(self, settings: MqttSettings, authenticate: AuthCheck, on_publish: PublishHook) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        authenticate: AuthCheck,
+        on_publish: PublishHook,
+        supervise: Supervise | None = None,
+    ) -> None:
         self.settings = settings
+        self._supervise = supervise
         self._authenticate = authenticate
         self._on_publish = on_publish
         self._stats = Stats()
@@ -146,7 +155,7 @@ class Broker:
     async def start(self) -> None:
         s = self.settings
         limits = MqttLimits.from_settings(s)
-        core = AmqttCore(self._config, limits, self._on_publish, self._stats)
+        core = AmqttCore(self._config, limits, self._on_publish, self._stats, self._supervise)
         try:
             await core.start()
         except BrokerError as exc:

@@ -1,7 +1,7 @@
 """The cloud side: a registry folder's signed index, key list and artifacts into one bundle.
 
 What goes in: the site's index (``sites/<site>/index.json``, else the fleet ``index.json``), the
-signed ``keys.json`` when there is one, and every file a deployment names by a relative URL that
+signed ``keys.json`` when there is one, a TUF registry's current metadata (``metadata/``), and every file a deployment names by a relative URL that
 lives in the registry: ``artifact_url``, ``signature_url`` and any other ``url`` or ``*_url`` field,
 nested ones too (a chunk list's ``chunks.url``). Nothing is signed here: the bundle carries the
 cloud's own signatures, and ``bundle.json`` (sizes and sha256 of the members) only lets a gateway
@@ -69,6 +69,7 @@ def select(registry: Path, site: str | None) -> tuple[str, list[str]]:
         raise FormatError(f"{registry / index_rel}: not a signed index") from exc
     names = ["keys.json"] if (registry / "keys.json").is_file() else []
     names.append(index_rel)
+    names += tuf_metadata(registry)
     for dep in signed.get("deployments") or []:
         urls = list(dict.fromkeys(_urls(dep)))
         artifact = dep.get("artifact_url") if isinstance(dep, dict) else None
@@ -77,6 +78,26 @@ def select(registry: Path, site: str | None) -> tuple[str, list[str]]:
             if rel not in names and _in_registry(registry, rel) is not None:
                 names.append(rel)
     return index_rel, names
+
+
+def tuf_metadata(registry: Path) -> list[str]:
+    """A TUF registry's current metadata (every root version, the timestamp, the snapshot it names
+    and every targets role that snapshot names), so a site on ``trust.format = "tuf"`` imports the
+    same bundle as one on the index; none when the registry is not also a TUF repository."""
+    folder = registry / "metadata"
+    if not (folder / "timestamp.json").is_file():
+        return []
+    try:
+        snap_version = json.loads((folder / "timestamp.json").read_bytes())["signed"]["meta"][
+            "snapshot.json"
+        ]["version"]
+        snapshot = f"{snap_version}.snapshot.json"
+        meta = json.loads((folder / snapshot).read_bytes())["signed"]["meta"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise FormatError(f"{folder}: unreadable TUF timestamp or snapshot ({exc})") from exc
+    roots = sorted((p.name for p in folder.glob("*.root.json")), key=lambda n: int(n.split(".")[0]))
+    roles = [f"{m['version']}.{name}" for name, m in sorted(meta.items())]
+    return [f"metadata/{n}" for n in [*roots, "timestamp.json", snapshot, *roles]]
 
 
 def _hash(path: Path) -> tuple[int, str]:

@@ -11,11 +11,18 @@ the same version) and every artifact verified, changes nothing and says so. Resu
 artifact cut short (a truncated bundle, a pulled stick) stays a partial, never served; the next
 bundle that holds it resumes the transfer from there (the member's validator is its sha256, the
 same in every bundle). Imports are one at a time.
+
+A partial left by an earlier bundle is only a guess until the whole file verifies: when a transfer
+that resumed one is refused (its sha256 or signature), the partial is gone and the transfer is
+tried once more from byte 0 with this bundle's own bytes, so a damaged copy inserted first never
+makes the genuine bundle fail. A member the tar holds with another size or as another type is
+reported as such (:attr:`~gateway.bundle.layout.Member.problem`) without a transfer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -28,6 +35,7 @@ from gateway.core.errors import RemoteDataError, StorageError, TransportError
 from gateway.core.manifest import Deployment
 from gateway.mirror.mirror import Mirror, by_sha, in_effect
 from gateway.trust.index import MAX_INDEX_BYTES
+from gateway.trust.tuf_state import TufTrustState
 
 DEFAULT_TIMEOUT_S = 3600.0
 TRANSPORT_RETRIES = 3  # a cut read of a member the bundle holds whole is tried again this often
@@ -47,6 +55,7 @@ class ArtifactOutcome(StrEnum):
     HELD = "already verified"
     REFUSED = "refused"
     INCOMPLETE = "incomplete in the bundle"
+    DAMAGED = "damaged in the bundle"
     ABSENT = "not in the bundle"
     FAILED = "failed"
     UNFINISHED = "unfinished"
@@ -120,6 +129,7 @@ class _Watch:
     dep: Deployment
     member: Member
     seen: int  # failed attempts when we started watching
+    resumed: bool  # a partial from before this bundle was there: a refusal is retried from byte 0
     retries: int = 0
 
 
@@ -147,6 +157,9 @@ class Importer:
 
     def _index_rel(self, source: BundleSource) -> str | None:
         members = source.layout.members
+        if isinstance(self.mirror.trust, TufTrustState):  # a TUF site reads the bundle's metadata/
+            rel = f"{self.mirror.trust.folder.strip('/')}/timestamp.json"
+            return rel if rel in members else None
         for rel in (f"sites/{self.mirror.settings.site}/index.json", "index.json"):
             if rel in members:
                 return rel
@@ -170,6 +183,8 @@ class Importer:
         held = self.mirror.index
         if accepted and held is not None:
             return ImportReport(name, IndexOutcome.ACCEPTED, held.version)
+        if isinstance(self.mirror.trust, TufTrustState):
+            return await self._tuf_outcome(source, rel, before)
         # Not taken in: ask the same verifier again, for the operator's report only.
         try:
             raw = (await source.get(rel, max_bytes=MAX_INDEX_BYTES)).body
@@ -184,6 +199,23 @@ class Importer:
             return ImportReport(name, taken, held.version)
         return ImportReport(name, IndexOutcome.REFUSED, index.version, "not accepted (see the log)")
 
+    async def _tuf_outcome(self, source: BundleSource, rel: str, before: int | None) -> ImportReport:
+        """A TUF set not taken in: the one held already (same timestamp version), or refused with
+        the reason the mirror logged."""
+        name, held = str(source.layout.path), self.mirror.index
+        try:
+            raw = (await source.get(rel, max_bytes=MAX_INDEX_BYTES)).body
+            version = json.loads(raw)["signed"]["version"]
+        except TransportError as exc:
+            return ImportReport(name, IndexOutcome.INCOMPLETE, why=str(exc))
+        except (ValueError, KeyError, TypeError) as exc:
+            return ImportReport(name, IndexOutcome.REFUSED, why=f"{rel}: not TUF metadata ({exc})")
+        if held is not None and held.version == version:
+            taken = IndexOutcome.HELD if before == held.version else IndexOutcome.ACCEPTED
+            return ImportReport(name, taken, held.version)
+        why = self.mirror.stats.last_error.get("mirror.rejected_indexes", "not accepted (see the log)")
+        return ImportReport(name, IndexOutcome.REFUSED, version, why)
+
     async def _artifacts(self, source: BundleSource, report: ImportReport, deadline: float) -> None:
         mirror, members = self.mirror, source.layout.members
         fetcher = mirror.fetcher
@@ -197,9 +229,12 @@ class Importer:
                 report.artifacts[d.key] = (ArtifactOutcome.HELD, "")
             elif member is None:
                 report.artifacts[d.key] = (ArtifactOutcome.ABSENT, d.artifact_url)
+            elif member.problem:
+                report.artifacts[d.key] = (ArtifactOutcome.DAMAGED, member.problem)
             else:
                 failure = fetcher.failures.get(sha)
-                watching[sha] = _Watch(d, member, failure.attempts if failure else 0)
+                have, _ = await asyncio.to_thread(mirror.store.blobs.partial_state, sha)
+                watching[sha] = _Watch(d, member, failure.attempts if failure else 0, resumed=have > 0)
                 fetcher.ensure(d)
                 fetcher.retry_now(sha)
         while watching and time.monotonic() < deadline:
@@ -221,6 +256,10 @@ class Importer:
         failure = fetcher.failures.get(sha)
         if failure is None or failure.attempts <= w.seen:
             return None
+        if failure.bad_data and w.resumed:  # refused over a partial another bundle left: again, whole
+            w.resumed = False
+            self._again(sha, w, failure.attempts)
+            return None
         if failure.bad_data:
             return ArtifactOutcome.REFUSED, failure.why
         if not w.member.complete:
@@ -228,8 +267,12 @@ class Importer:
             return ArtifactOutcome.INCOMPLETE, f"{m.present} of {m.size} bytes; the next bundle resumes it"
         if w.retries < TRANSPORT_RETRIES:
             w.retries += 1
-            w.seen = failure.attempts
-            fetcher.ensure(w.dep)
-            fetcher.retry_now(sha)
+            self._again(sha, w, failure.attempts)
             return None
         return ArtifactOutcome.FAILED, failure.why
+
+    def _again(self, sha: str, w: _Watch, attempts: int) -> None:
+        """Ask the fetcher for one more attempt now; its outcome is judged like the first."""
+        w.seen = attempts
+        self.mirror.fetcher.ensure(w.dep)
+        self.mirror.fetcher.retry_now(sha)

@@ -19,34 +19,42 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
 
-from gateway.bundle.layout import Fingerprint, Layout, Member
-from gateway.core.errors import NotModified, TransportError
+from gateway.bundle.layout import Fingerprint, Layout, Member, open_regular
+from gateway.core.errors import FormatError, NotModified, TransportError
 from gateway.mirror.upstream import CHUNK_BYTES, Fetched, Stream, Upstream
 
 
 def _open_checked(layout: Layout) -> IO[bytes]:
     """The bundle file, if it is still the one whose directory we read. Blocking."""
     try:
-        f = layout.path.open("rb")
-    except OSError as exc:
-        raise TransportError(f"{layout.path}: gone ({exc.strerror or exc})", url=str(layout.path)) from exc
-    if Fingerprint.of(os.fstat(f.fileno())) != layout.fingerprint:
+        f, st = open_regular(layout.path)  # never blocks, even if a FIFO took its place
+    except (OSError, FormatError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not a regular file now"
+        raise TransportError(f"{layout.path}: gone ({why or exc})", url=str(layout.path)) from exc
+    if Fingerprint.of(st) != layout.fingerprint:
         f.close()
         raise TransportError(f"{layout.path}: changed since it was opened", url=str(layout.path))
     return f
 
 
+def _missing(layout: Layout, m: Member) -> TransportError:
+    """A member the file does not hold whole: what it holds instead, or how much of it."""
+    if m.problem:
+        return TransportError(f"{layout.path}: {m.name}: {m.problem}", url=m.name)
+    if m.offset is None:
+        return TransportError(f"{layout.path}: {m.name} is not in the file (truncated bundle)", url=m.name)
+    return TransportError(
+        f"{layout.path}: {m.name} is incomplete in the bundle ({m.present} of {m.size} bytes)", url=m.name
+    )
+
+
 def _read_member(layout: Layout, m: Member) -> bytes:
     if not m.complete or m.offset is None:
-        raise TransportError(
-            f"{layout.path}: {m.name} is incomplete in the bundle ({m.present} of {m.size} bytes)",
-            url=m.name,
-        )
+        raise _missing(layout, m)
     try:
         with _open_checked(layout) as f:
             f.seek(m.offset)
@@ -74,7 +82,7 @@ class _MemberStream:
     async def chunks(self) -> AsyncIterator[bytes]:
         m, layout = self._m, self._layout
         if m.offset is None:
-            raise TransportError(f"{layout.path}: {m.name} is not in the file (truncated bundle)", url=m.name)
+            raise _missing(layout, m)
         f = await asyncio.to_thread(_open_checked, layout)
         try:
             pos = self.start
@@ -93,10 +101,7 @@ class _MemberStream:
                 pos += len(chunk)
                 yield chunk
             if pos < m.size:
-                raise TransportError(
-                    f"{layout.path}: {m.name} is incomplete in the bundle ({m.present} of {m.size} bytes)",
-                    url=m.name,
-                )
+                raise _missing(layout, m)
         finally:
             f.close()
 

@@ -7,18 +7,26 @@ renamed in whole by ``ota-gateway import`` and is taken at once, then deleted (i
 result is written to ``<data>/import/results/<name>.json`` and logged.
 
 A file is imported again only when it changes or vanishes and comes back (a stick pulled and put
-back in), so a bundle left in the slot is not read every scan; a re-import is harmless anyway.
+back in), so a bundle left in the slot is not read every scan; a re-import is harmless anyway. A
+file that fails (not a bundle, a mis-shaped ``bundle.json``, or any error of the import itself)
+is reported once, in the log and in its result file, and not tried again while it is unchanged.
+
+Only regular files are taken: the scan looks with ``lstat`` (a FIFO, a device node, a symlink or a
+folder named ``*.tar`` is skipped, said once in the log), and the import opens the file with
+``O_NONBLOCK`` and checks its type again on the descriptor (:func:`~gateway.bundle.layout.open_regular`),
+so nothing in the folder can block the watch, the imports after it, or the gateway's shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 from gateway import atomic
-from gateway.bundle.importer import Importer
+from gateway.bundle.importer import Importer, ImportReport, IndexOutcome
 from gateway.bundle.layout import Fingerprint
 
 log = logging.getLogger(__name__)
@@ -35,8 +43,18 @@ def result_path(data: Path, bundle: Path) -> Path:
     return spool_dir(data) / RESULTS / (bundle.stem + ".json")
 
 
-def _scan(folders: Sequence[Path]) -> dict[Path, Fingerprint]:
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    return "folder" if stat.S_ISDIR(mode) else "special file"
+
+
+def _scan(folders: Sequence[Path]) -> tuple[dict[Path, Fingerprint], dict[Path, str]]:
+    """The regular ``*.tar`` files of ``folders`` and the other entries so named (path -> kind)."""
     found: dict[Path, Fingerprint] = {}
+    others: dict[Path, str] = {}
     for folder in folders:
         try:
             entries = list(folder.iterdir())
@@ -46,10 +64,14 @@ def _scan(folders: Sequence[Path]) -> dict[Path, Fingerprint]:
             if p.suffix != ".tar" or p.name.startswith("."):
                 continue
             try:
-                found[p] = Fingerprint.of(p.stat())
+                st = p.lstat()  # never follows a link, never opens: a FIFO cannot block here
             except OSError:
                 continue
-    return found
+            if stat.S_ISREG(st.st_mode):
+                found[p] = Fingerprint.of(st)
+            else:
+                others[p] = _kind(st.st_mode)
+    return found, others
 
 
 class ImportWatch:
@@ -70,6 +92,7 @@ class ImportWatch:
         self.timeout_s = timeout_s
         self._done: dict[Path, Fingerprint] = {}
         self._seen_once: dict[Path, Fingerprint] = {}
+        self._skipped: set[Path] = set()  # not regular files, said once
 
     async def run(self) -> None:
         await asyncio.to_thread(self.spool.mkdir, parents=True, exist_ok=True)
@@ -81,7 +104,10 @@ class ImportWatch:
             await asyncio.sleep(self.scan_s)
 
     async def scan_once(self) -> None:
-        found = await asyncio.to_thread(_scan, self.folders)
+        found, others = await asyncio.to_thread(_scan, self.folders)
+        for path in sorted(others.keys() - self._skipped):
+            log.warning("%s: not a regular file (a %s); skipped", path, others[path])
+        self._skipped = set(others)
         for path in list(self._done):
             if found.get(path) != self._done[path]:
                 del self._done[path]  # gone, or changed: the next time it is there, import it
@@ -93,12 +119,16 @@ class ImportWatch:
                 self._seen_once[path] = fp  # still being copied? take it when it looks the same again
                 continue
             self._seen_once.pop(path, None)
+            self._done[path] = fp  # once, whatever comes of it: an unchanged bad file is not retried
             await self._import(path)
-            self._done[path] = fp
 
     async def _import(self, path: Path) -> None:
         log.info("importing bundle %s", path)
-        report = await self.importer.run(path, timeout_s=self.timeout_s)
+        try:
+            report = await self.importer.run(path, timeout_s=self.timeout_s)
+        except Exception as exc:  # reported in its result, so `ota-gateway import` is answered
+            log.exception("import of %s failed", path)
+            report = ImportReport(str(path), IndexOutcome.UNREADABLE, why=f"the import failed: {exc!r}")
         for line in report.lines():
             (log.info if report.ok else log.warning)("%s", line)
         out = result_path(self.data, path)

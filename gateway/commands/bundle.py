@@ -24,6 +24,7 @@ from gateway.bundle.importer import DEFAULT_TIMEOUT_S, Importer, ImportReport, r
 from gateway.bundle.source import Nowhere, Shelf
 from gateway.bundle.watch import result_path, spool_dir
 from gateway.commands.serve import add_common, load_settings
+from gateway.core import human
 from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings
 from gateway.inventory.store import Inventory
@@ -120,7 +121,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     doc = bundle_export.export(Path(args.registry), args.site, Path(args.bundle))
     size = sum(m["size"] for m in doc["members"])
-    print(f"wrote {args.bundle}: {doc['index']} and {len(doc['members'])} files, {size} bytes")
+    print(f"wrote {args.bundle}: {doc['index']} and {len(doc['members'])} files, {human.size(size)}")
     return 0
 
 

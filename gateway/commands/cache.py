@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from typing import Any
 
 from gateway import atomic
 from gateway.commands import operator_client
 from gateway.commands.serve import add_common, load_settings
+from gateway.core.human import size
 from gateway.core.manifest import parse_deployment
 from gateway.core.settings import Settings
 from gateway.inventory.store import Inventory
@@ -40,6 +42,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     blobs = BlobStore(settings.data_path)
     catalog = atomic.read_json(settings.data_path / "catalog.json", {}) or {}
+    note = operator_client.stale_note(settings, settings.data_path / "catalog.json", time.time())
+    if note:
+        print(note, file=sys.stderr)
     names: dict[str, list[str]] = {}
     for e in catalog.get("entries", []):
         names.setdefault(e["sha256"], []).append(f"{e['model_id']}/{e['version']}/{e['filename']}")
@@ -63,13 +68,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"blobs": rows, "partials": partials}, indent=2))
         return 0
-    print(f"{'SHA256':14} {'BYTES':>12} {'IN EFFECT':9} {'LAST USED':16} NAMES")
+    print(f"{'SHA256':14} {'SIZE':>10} {'IN EFFECT':9} {'LAST USED':16} NAMES")
     for r in rows:
         print(
-            f"{r['sha256'][:12]}.. {r['bytes']:>12} {'yes' if r['in_effect'] else 'no':9} {r['last_access']:16} {', '.join(r['names'])}"
+            f"{r['sha256'][:12]}.. {size(r['bytes']):>10} {'yes' if r['in_effect'] else 'no':9} {r['last_access']:16} {', '.join(r['names'])}"
         )
     for p in partials:
-        print(f"{p['sha256'][:12]}.. {p['bytes']:>12} (partial transfer)")
+        print(f"{p['sha256'][:12]}.. {size(p['bytes']):>10} (partial transfer)")
     return 0
 
 

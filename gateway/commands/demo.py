@@ -18,10 +18,10 @@ import contextlib
 import logging
 import os
 import random
+import shlex
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,8 +31,12 @@ from typing import Any
 import aiohttp
 
 from gateway import registry
+from gateway.commands.serve import own_command
 from gateway.core import settings as S
 from gateway.core.errors import ConfigError
+from gateway.core.gates import Verdict
+from gateway.core.gates.words import say
+from gateway.core.human import wave
 from gateway.device.agent import DeviceAgent
 from gateway.device.simulate import BURNS_CPU, HEALTHY, SimulatedInference
 from gateway.service import Gateway
@@ -45,10 +49,9 @@ GATES = S.GateSettings(
     first_version="open",  # 1.0.0 is the site's starting point, not the story
     waves=(10.0, 50.0, 100.0),
     min_devices_per_wave=2,
-    soak_s=15.0,
-    min_devices=2,
+    soak_min_s=15.0,
+    reference_wait_s=20.0,
     min_samples=4,
-    min_inferences=100,
     silence_after_s=30.0,
 )
 
@@ -101,33 +104,24 @@ def _url(addresses: list[Any]) -> str:
     return f"{host}:{port}"
 
 
-def _gate_status_hint(operator: str) -> str:
-    """The gate status command as this user can type it (the venv's script, this port)."""
-    prog = sys.argv[0] if Path(sys.argv[0]).name == "ota-gateway" else "ota-gateway"
-    env = "" if operator.endswith(":8081") else f"OTA_GATEWAY_OPERATOR__LISTEN={operator} "
-    return f"{env}{prog} gate status"
+def _gate_status_hint(data: Path) -> str:
+    """The gate status command as this user can type it from any folder: this very
+    ``ota-gateway`` by its absolute path, and the demo's data folder (whose ``gateway.json`` says
+    where the operator API listens, whichever port it took)."""
+    return f"{own_command()} gate status --data {shlex.quote(str(data.resolve()))}"
 
 
 def _verdict(v: dict[str, Any]) -> str:
-    c, base, limit, name = v.get("candidate"), v.get("baseline"), v.get("limit"), v["criterion"]
-    if c is None or limit is None:
-        return name
-    if name == "max_cpu_percent":
-        return f"cpu {c:.0f}% > {limit:.0f}% (the cloud's limit)"
-    if name == "cpu_rise_percent":
-        return f"cpu +{c:.0f} points over the baseline's {base or 0:.0f}% > +{limit:.0f}"
-    if name == "latency_ratio":
-        return f"latency p50 {c:.1f}x the baseline's > {limit:g}x"
-    if name == "max_latency_ms":
-        return f"latency p95 {c:.0f} ms > {limit:.0f} ms"
-    if name == "temperature_rise_c":
-        return f"temperature +{c:.1f} °C over the baseline's > +{limit:g} °C"
-    return f"{name} {c:.3g} > {limit:.3g}"
+    """A verdict of the audit in the gate's own words (the dashboard's and ``gate status``'s)."""
+    try:
+        return say(Verdict(**v))
+    except (TypeError, ValueError):
+        return str(v.get("criterion", "?"))
 
 
 def _sizes(verdicts: list[dict[str, Any]]) -> str:
     n = next((v.get("samples") for v in verdicts if v.get("samples")), None) or {}
-    return f"{n.get('devices', '?')} devices, {n.get('samples', '?')} samples"
+    return f"{n.get('devices', '?')} devices, {n.get('windows', '?')} windows"
 
 
 @dataclass
@@ -184,8 +178,8 @@ class Story:
             self.wave = int(a.get("wave", 0))
             action, reason = a.get("action"), a.get("reason", "")
             if action == "halt":
-                failing = [v for v in a.get("verdicts", []) if v.get("result") == "fail"]
-                self.say(f"gate {MODEL}@{V2} HALTED at wave {self.wave} ({_sizes(failing)}):")
+                failing = [v for v in a.get("verdicts", []) if v.get("result") == "worse"]
+                self.say(f"gate {MODEL}@{V2} HALTED at {wave(self.wave)} ({_sizes(failing)}):")
                 for v in failing:
                     print(f"{'':10}{_verdict(v)}", flush=True)
                 self.halted_at = time.monotonic()
@@ -307,14 +301,14 @@ async def run_demo(root: Path, args: argparse.Namespace) -> None:
     await asyncio.to_thread(registry.keygen, root / "keys")
     (root / "registry").mkdir()
     await asyncio.to_thread(_publish, root, V1)
-    gw = Gateway(settings)
+    gw = Gateway.from_settings(settings)
     await gw.start()
     story = Story(args.devices)
     try:
         for note in notes:
             story.say(note)
         operator = _url(gw.operator_addresses)
-        story.say(f"dashboard: http://{operator}/   (or: {_gate_status_hint(operator)})")
+        story.say(f"dashboard: http://{operator}/   (or: {_gate_status_hint(settings.data_path)})")
         story.say(
             f"device API http://{_url(gw.http_addresses)}/, MQTT {_url(list(gw.broker.addresses.values())) if gw.broker else 'off'}, data in {root}"
         )

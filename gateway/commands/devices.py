@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
@@ -27,7 +28,11 @@ def cmd_devices(args: argparse.Namespace) -> int:
     if operator_client.gateway_runs(args, settings):
         doc: dict[str, Any] = operator_client.connect(args, settings).call("GET", "/devices")
     else:
-        doc = atomic.read_json(settings.data_path / "inventory.json", {}) or {}
+        path = settings.data_path / "inventory.json"
+        doc = atomic.read_json(path, {}) or {}
+        note = operator_client.stale_note(settings, path, time.time())
+        if note:
+            print(note, file=sys.stderr)
     devices = sorted(doc.get("devices", []), key=lambda d: d["device_id"])
     if not args.all:
         devices = [d for d in devices if not d.get("gone")]

@@ -10,10 +10,12 @@ import json
 import sys
 from typing import Any
 
-from gateway.commands import gate_replay, operator_client
+from gateway.commands import gate_replay, gate_trace, operator_client
 from gateway.commands.serve import load_settings
 from gateway.core.errors import TransportError
-from gateway.core.gates import Action
+from gateway.core.gates import Action, Verdict
+from gateway.core.gates.words import say
+from gateway.core.human import wave
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -37,10 +39,25 @@ def cmd_status(args: argparse.Namespace) -> int:
         held = f" (held by {g['held_by']})" if g["held_by"] else ""
         held += " (waiting for approval)" if g.get("awaiting_approval") else ""
         print(
-            f"{g['deployment']:28} {g['baseline'] or '-':10} {g['stage']:9} {g['wave']:>4} {g['admitted']:>8} "
-            f"{g['ran']:>5} {g['rollback']:>8}  {last.get('action', '-')}: {last.get('reason', '')}{held}"
+            f"{g['deployment']:28} {g['baseline'] or '-':10} {g['stage']:9} {wave(g['wave'])[5:]:>4} {g['admitted']:>8} "
+            f"{g['ran']:>5} {g.get('rollback_left', g['rollback']):>8}  {last.get('action', '-')}: {last.get('reason', '')}{held}"
         )
+        for line in _evidence(last):
+            print(f"    {line}")
     return 0
+
+
+def _evidence(decision: dict[str, Any]) -> list[str]:
+    """The last decision's criteria in words, worse first, then undecided (what holds the wave)."""
+    order = {"worse": 0, "undecided": 1}
+    verdicts = []
+    for v in decision.get("verdicts", []):
+        try:
+            verdicts.append(Verdict(**v))
+        except (TypeError, ValueError):
+            continue
+    shown = sorted((v for v in verdicts if str(v.result) in order), key=lambda v: order[str(v.result)])
+    return [say(v) for v in shown]
 
 
 def cmd_control(args: argparse.Namespace) -> int:
@@ -55,7 +72,7 @@ def cmd_control(args: argparse.Namespace) -> int:
         raise
     g = doc["gate"]
     held = f", held by {g['held_by']}" if g["held_by"] else ""
-    print(f"{args.action}: {g['deployment']} is now {g['stage']} at wave {g['wave']}{held}")
+    print(f"{args.action}: {g['deployment']} is now {g['stage']} at {wave(g['wave'])}{held}")
     return 0
 
 
@@ -67,6 +84,7 @@ def register(sub: Any) -> None:
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
     gate_replay.register(gs)
+    gate_trace.register(gs)
     for action, text in (
         (Action.HOLD, "stop a rollout where it is (admitted devices keep the candidate)"),
         (Action.RELEASE, "resume a held rollout, or a halted one from its current wave"),

@@ -54,6 +54,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 name=name,
                 window_s=s.telemetry.window_s,
                 cohort_attribute=s.telemetry.cohort_attribute,
+                tick_s=s.gate_step_s,
             )
         except (OSError, FormatError) as exc:
             print(f"ota-gateway: gate replay: {name}: {exc}", file=sys.stderr)

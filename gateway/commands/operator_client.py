@@ -21,8 +21,9 @@ from typing import Any
 
 from gateway import instance
 from gateway.core.errors import ConfigError, GatewayError, TransportError
-from gateway.core.human import ago
-from gateway.core.settings import Settings, parse_hostport
+from gateway.core.human import ago, when
+from gateway.core.setting_rules import parse_hostport
+from gateway.core.settings import Settings
 from gateway.settings import ENV_PREFIX
 from gateway.store.lock import data_dir_in_use
 
@@ -178,6 +179,22 @@ class Client:
 
 def connect(args: argparse.Namespace, settings: Settings) -> Client:
     return Client(find(args, settings))
+
+
+def stale_note(settings: Settings, read: Path, now: float) -> str | None:
+    """When no gateway runs on the data folder, one line that says the files read are what it left
+    (as of when ``read`` was last written), and may be stale; None while a gateway runs on it."""
+    data = settings.data_path
+    if data_dir_in_use(data):
+        return None
+    try:
+        written = f"written {when(read.stat().st_mtime, now)}"
+    except OSError:
+        written = "never written"
+    return (
+        f"note: no gateway runs on {data.resolve()}: this is what it left on disk ({read.name} {written}); "
+        "it may be stale"
+    )
 
 
 def gateway_runs(args: argparse.Namespace, settings: Settings) -> bool:

@@ -9,8 +9,11 @@ from typing import Any
 
 from gateway import registry
 from gateway.commands.bundle import register_export
+from gateway.commands.registry_tuf import register_tuf
 from gateway.core.errors import ConfigError
 from gateway.core.manifest import HEALTH_KEYS, Command
+from gateway.registry import tuf_life, tuf_targets
+from gateway.registry.tuf_repo import Repo
 
 
 def _health(pairs: list[str]) -> dict[str, float]:
@@ -36,10 +39,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    manifest = registry.publish(
-        Path(args.registry_dir),
-        Path(args.model_file),
-        Path(args.key),
+    tuf = Repo(Path(args.registry_dir)).exists()
+    kwargs: dict[str, Any] = dict(
         model_id=args.model_id,
         version=args.version,
         site=args.site,
@@ -54,10 +55,31 @@ def cmd_publish(args: argparse.Namespace) -> int:
         expires_s=args.expires_days * 86400,
         keep=args.keep,
         chunk_size=args.chunk_size,
+        extra={"rollback_target": True} if args.rollback_target else None,
     )
     where = registry.index_path(Path(args.registry_dir), args.site)
+    if tuf:  # also the target in the model's delegated role (TUF), signed by --key and --cosign
+        for flag, path in [
+            ("--online-keys", args.online_keys),
+            *[("--cosign", p) for p in args.cosign or []],
+        ]:
+            if path:
+                tuf_life.outside(Path(path), Path(args.registry_dir), flag)
+        online = tuf_life.online(Path(args.online_keys)) if args.online_keys else None
+        manifest, outcome = tuf_targets.publish(
+            Path(args.registry_dir),
+            Path(args.model_file),
+            Path(args.key),
+            online,
+            cosigners=[Path(p) for p in args.cosign or []],
+            **kwargs,
+        )
+    else:
+        manifest = registry.publish(Path(args.registry_dir), Path(args.model_file), Path(args.key), **kwargs)
     print(json.dumps(manifest, indent=2, sort_keys=True))
     print(f"published {args.model_id} {args.version} into {where}")
+    if tuf:
+        print(f"TUF: {outcome.line()}")
     return 0
 
 
@@ -67,6 +89,13 @@ def cmd_command(args: argparse.Namespace) -> int:
         Path(args.registry_dir), Path(args.key), args.target, command, site=args.site
     )
     print(f"index version {signed['version']}: commands = {json.dumps(signed.get('commands', {}))}")
+    if Repo(Path(args.registry_dir)).exists():  # TUF: into the model's delegated role, by its key
+        online = tuf_life.online(Path(args.online_keys)) if args.online_keys else None
+        signers = [tuf_life.signer(Path(args.key))]
+        print(
+            "TUF: "
+            + tuf_targets.set_command(Path(args.registry_dir), args.target, command, signers, online).line()
+        )
     return 0
 
 
@@ -118,6 +147,17 @@ def register(sub: Any) -> None:
         f" serve verified chunks while the rest still arrives (default {registry.DEFAULT_CHUNK_BYTES};"
         " 0: no chunk list, devices wait for the whole verified file)",
     )
+    pub.add_argument(
+        "--online-keys",
+        metavar="KEY_DIR",
+        help="TUF registries: the folder with snapshot/ and timestamp/ private keys (registry init's)",
+    )
+    pub.add_argument(
+        "--rollback-target",
+        action="store_true",
+        help="sign the statement as a rollback target: devices running a higher version may take it",
+    )
+    pub.add_argument("--cosign", action="append", help="TUF: another key of the model's delegation (repeat)")
     pub.set_defaults(func=cmd_publish)
 
     c = rs.add_parser("command", help="sign a coordinator command (pause, abort) into the index")
@@ -126,6 +166,9 @@ def register(sub: Any) -> None:
     c.add_argument("command_name", choices=[*Command, "clear"], metavar="paused|aborted|clear")
     c.add_argument("--key", required=True)
     c.add_argument("--site", default=None)
+    c.add_argument(
+        "--online-keys", metavar="KEY_DIR", help="TUF registries: the snapshot and timestamp keys' folder"
+    )
     c.set_defaults(func=cmd_command)
 
     kl = rs.add_parser("keylist", help="sign the list of online keys allowed to sign indexes")
@@ -136,3 +179,4 @@ def register(sub: Any) -> None:
     kl.set_defaults(func=cmd_keylist)
 
     register_export(rs)
+    register_tuf(rs)

@@ -122,8 +122,17 @@ def banner(gw: Gateway) -> str:
         f"  polling:                  upstream every {duration(s.mirror.poll_interval_s)} "
         f"(mirror.poll_interval_s); devices told every {duration(s.devices.poll_interval_s)} "
         "(devices.poll_interval_s)",
-        f"  trusted keys:             {len(gw.trust.trusted.signing_keys())} (config trust.trusted_keys, or PEM files in {gw.key_dir.resolve()})",
+        f"  trusted keys:             {len(gw.trust.trusted.signing_keys())} (config trust.trusted_keys, or PEM files in {gw.key_dir.resolve()})"
+        if s.trust.format == "index"
+        else f"  trust:                    TUF from {s.trust.tuf_root} (trust.tuf_root), metadata at "
+        f"{s.trust.tuf_metadata}/ upstream; served to devices at /tuf/metadata/",
     ]
+    if s.ddi.enabled:
+        lines.insert(
+            2,
+            f"  hawkBit DDI:              tenant {s.ddi.tenant!r} on the device API"
+            f" (/{s.ddi.tenant}/controller/v1/<device id>: SWUpdate, RAUC, Zephyr)",
+        )
     if upstream and "://" not in upstream:
         exe = own_command()
         folder = shlex.quote(str(Path(upstream).resolve()))
@@ -145,9 +154,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # The first run's local registry folder, made for `registry publish`; any other folder
         # must exist (a typo must not become an empty registry polled forever).
         Path(settings.mirror.upstream).mkdir(parents=True, exist_ok=True)
-    from gateway.service import Gateway, run_until_signalled
+    from gateway.process import run_until_signalled
+    from gateway.service import Gateway
 
-    gateway = Gateway(settings)
+    gateway = Gateway.from_settings(settings)
     asyncio.run(run_until_signalled(gateway, lambda gw: print(banner(gw), flush=True)))
     return 0
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.commands import operator_client
 from gateway.commands.serve import load_settings
-from gateway.core.human import ago, duration, size, text, when
+from gateway.core.human import ago, duration, size, text, wave, when
 from gateway.core.progress import Estimate
 
 Lines = list[str]
@@ -99,7 +99,7 @@ def _gates(doc: dict[str, Any]) -> Lines:
         if last:
             notes.append(f"last decision {last.get('action')}: {text(last.get('reason'))}")
         out.append(
-            f"  {g['deployment']:28} {g['stage']} at wave {g['wave']}, {g['admitted']} admitted, "
+            f"  {g['deployment']:28} {g['stage']} at {wave(g.get('wave'))}, {g['admitted']} admitted, "
             f"{g['ran']} ran it, baseline {text(g.get('baseline'))}"
             + (f"; {'; '.join(notes)}" if notes else "")
         )
@@ -160,6 +160,19 @@ def _links(doc: dict[str, Any]) -> Lines:
     return out
 
 
+def _tasks(doc: dict[str, Any]) -> Lines:
+    """The supervised tasks: each one's state and restarts; a failing one says so first."""
+    tasks = doc.get("tasks") or []
+    out = ["Tasks"]
+    for t in tasks:
+        state = "FAILING, not ready" if t.get("failing") else text(t.get("state"))
+        line = f"{state}, {t.get('restarts', 0)} restart(s)"
+        if t.get("last_error"):
+            line += f"; last error {duration(t.get('last_failure_ago_s'))} ago: {t['last_error']}"
+        out.append(_field(text(t.get("name")), line))
+    return out if tasks else []
+
+
 def _errors(doc: dict[str, Any]) -> Lines:
     errors = doc.get("last_errors") or {}
     return ["Last errors", *(f"  {k}: {v}" for k, v in sorted(errors.items()))] if errors else []
@@ -179,6 +192,7 @@ def render(doc: dict[str, Any], now: float) -> str:
         lambda: _gates(doc),
         lambda: _box(doc),
         lambda: _links(doc),
+        lambda: _tasks(doc),
         lambda: _errors(doc),
     ]
     return "\n\n".join("\n".join(lines) for lines in (s() for s in sections) if lines)

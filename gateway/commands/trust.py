@@ -39,6 +39,7 @@ def _state(settings: Settings) -> TrustState:
 
 def trust_status(settings: Settings, system_now: float) -> dict[str, Any]:
     st = _state(settings)
+    st.load_state(repair=False)  # beside a running gateway: read, never move its files
     reading = st.clock(system_now)
     held: dict[str, Any] | None = None
     signed = (atomic.read_json(st.dir / "index.json", None) or {}).get("signed")

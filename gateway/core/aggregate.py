@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from gateway.core.figures import Figures
 from gateway.core.metrics import Sample
 from gateway.core.sketch import LatencySketch
-from gateway.core.window import GroupKey, WindowStats
+from gateway.core.window import DeviceWindow, GroupKey, WindowStats
 
 
 @dataclass(slots=True)
@@ -32,6 +32,7 @@ class _Group:
     figures: Figures = field(default_factory=Figures)
     sketch: LatencySketch = field(default_factory=LatencySketch)
     invalid: dict[str, int] = field(default_factory=dict)
+    devices: dict[str, DeviceWindow] = field(default_factory=dict)
 
 
 class Aggregator:
@@ -88,6 +89,20 @@ class Aggregator:
             return
         self.added += 1
         acc.figures.add_sample(sample)
+        dw = acc.devices.get(sample.device_id)
+        if dw is None:
+            dw = acc.devices[sample.device_id] = DeviceWindow()
+        dw.add(
+            sample.inferences,
+            sample.errors,
+            sample.latency_ms,
+            sample.cpu_percent,
+            sample.ram_percent,
+            sample.temperature_c,
+            sample.mean_confidence,
+            sample.unknown_rate,
+            sample.class_counts,
+        )
         if sample.latency_ms is not None:
             acc.sketch.add(sample.latency_ms, max(1, sample.inferences))
 
@@ -126,4 +141,5 @@ def _stats(key: GroupKey, start: float, end: float, g: _Group) -> WindowStats:
         device_inferences=dict(f.per_device),
         invalid=f.invalid,
         device_invalid=dict(g.invalid),
+        device_windows=g.devices,
     )

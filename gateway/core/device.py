@@ -37,3 +37,9 @@ class DeviceSink(Protocol):
 
     def gone(self, device_id: str, *, source: str, now: float) -> None:
         """The source no longer sees the device (mDNS goodbye or expiry)."""
+
+
+def still_on(record: DeviceRecord | None, version: str) -> bool:
+    """Whether the device's last report has it on ``version`` still (a rollback it reported, or a
+    report of another version, says it left): what a halted gate has left to roll back."""
+    return record is not None and record.model_version == version and record.last_event != "rolled_back"

@@ -87,6 +87,11 @@ class StorageError(GatewayError):
         super().__init__(message)
 
 
+class OutboxFullError(StorageError):
+    """A bounded journal refuses more for now (its size, or one sender's quota): retry later.
+    Nothing already in it was dropped to make room."""
+
+
 class DamagedStateError(StorageError):
     """A state file the gateway wrote cannot be read back: truncated, garbage, or the wrong shape.
 

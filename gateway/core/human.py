@@ -5,9 +5,12 @@ The commands (and the dashboard) print these; ``--json`` keeps the raw numbers (
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 DASH = "-"
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_SPAN = re.compile(r"(\d+(?:\.\d+)?)\s*(min|[smhdw])")
 
 
 def size(n: float | None) -> str:
@@ -59,6 +62,12 @@ def when(ts: float | None, now: float) -> str:
     return f"{datetime.fromtimestamp(float(ts), UTC):%Y-%m-%d %H:%M UTC} ({ago(ts, now)})"
 
 
+def wave(index: object) -> str:
+    """A wave for people, numbered from 1 ("wave 1" is the first); the gates store and the JSON
+    documents carry the 0-based index. A missing index is a dash."""
+    return f"wave {index + 1}" if isinstance(index, int) and not isinstance(index, bool) else "wave -"
+
+
 def yes_no(flag: object) -> str:
     return DASH if flag is None else ("yes" if flag else "no")
 
@@ -70,3 +79,21 @@ def text(value: object) -> str:
     if isinstance(value, bool):
         return yes_no(value)
     return str(value)
+
+
+def parse_duration(text: str) -> float:
+    """A span a person types: ``90``, ``90s``, ``30m``, ``12h``, ``7d``, ``2w``, ``1h30m`` -> seconds
+    (above 0). ValueError says what is expected."""
+    t = text.strip().lower()
+    try:
+        seconds = float(t)
+    except ValueError:
+        parts = _SPAN.findall(t)
+        if not parts or _SPAN.sub("", t).strip():
+            raise ValueError(
+                f"{text!r} is not a duration: a number of seconds, or e.g. 90s, 30m, 12h, 7d, 1h30m"
+            ) from None
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{text!r} is not a duration above 0")
+    return seconds

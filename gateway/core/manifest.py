@@ -59,6 +59,11 @@ class Command(enum.StrEnum):
     ABORTED = "aborted"  # abort it
 
 
+# The project's own fields in TUF metadata's signed parts (TUF 1.0 lets a repository add fields):
+TUF_ISSUED = "x-ota-issued"  # timestamp: when it was signed (RFC 3339), the clock floor's input
+TUF_COMMANDS = "x-ota-commands"  # a targets role: {"model@version": "paused" | "aborted"}
+
+
 HEALTH_KEYS = ("max_cpu_percent", "max_ram_percent", "max_latency_ms", "max_error_rate", "warmup_inferences")
 
 

@@ -38,6 +38,7 @@ class PollAnswer:
     blocked_by_firmware: str | None = None
     rollback: bool = False  # the offer is the previous stable version after a halt
     shadow: bool = False  # run it in shadow beside the active model (the gate's shadow stage)
+    waiting_for: Deployment | None = None  # with waiting_for_wave: the candidate it waits for
 
 
 class SiteGates(Protocol):
@@ -94,7 +95,7 @@ def answer(
     shadow = False
     if gates is not None and (waiting := gates.admit(candidate, device, now)) is not None:
         if waiting != "shadow":
-            return PollAnswer(None, waiting, "", decision.blocked_by_firmware)
+            return PollAnswer(None, waiting, "", decision.blocked_by_firmware, waiting_for=candidate)
         shadow = True
     if not verified(candidate.sha256):
         return PollAnswer(

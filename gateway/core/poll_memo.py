@@ -190,8 +190,13 @@ class PollMemo:
             answer.blocked_by_firmware,
             answer.rollback,
             answer.shadow,
+            id(answer.waiting_for),
         )
-        if (same := self._answers.get(key)) is not None and same.deployment is d:
+        if (
+            (same := self._answers.get(key)) is not None
+            and same.deployment is d
+            and same.waiting_for is answer.waiting_for
+        ):
             return same
         if len(self._answers) >= MAX_ANSWERS:
             self._answers.clear()

@@ -2,7 +2,8 @@
 
 Ready means a device asking now gets a real answer: a signed index is accepted and not expired, the
 clock is trusted (else no windowed deployment is offered and expiry is judged at the floor), the
-store can write (else nothing new can be mirrored), and every configured listener is up. ``/readyz``
+store can write (else nothing new can be mirrored), every configured listener is up, and no
+long-lived task keeps failing (:mod:`gateway.core.supervision`). ``/readyz``
 answers 503 with these reasons, and the systemd ``STATUS=`` line shows them. Alive (``/healthz``)
 is less: the event loop answers.
 """
@@ -21,6 +22,7 @@ class ReadinessFacts:
     clock_trusted: bool
     store_problem: str | None  # why the store cannot write, None when it can
     listeners_down: Sequence[str] = ()  # configured listeners not listening (yet)
+    failing_tasks: Sequence[str] = ()  # words for each long-lived task that keeps failing
 
 
 def not_ready(facts: ReadinessFacts) -> tuple[str, ...]:
@@ -35,4 +37,5 @@ def not_ready(facts: ReadinessFacts) -> tuple[str, ...]:
     if facts.store_problem:
         reasons.append(f"store not writable: {facts.store_problem}")
     reasons.extend(f"{name} listener not up" for name in facts.listeners_down)
+    reasons.extend(facts.failing_tasks)
     return tuple(reasons)

@@ -5,58 +5,24 @@ from the TOML file, the environment and the command line."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from gateway.core.manifest import valid_id
 from gateway.core.schedule import Schedule
-
-_HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]*):(\d{1,5})$")
-
-
-def parse_hostport(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port); raises ValueError."""
-    m = _HOSTPORT.match(value)
-    if not m or not 0 <= int(m.group(2)) <= 65535:
-        raise ValueError(value)
-    host = m.group(1).strip("[]") or "0.0.0.0"
-    return host, int(m.group(2))
-
-
-def _check(expect: str, ok: Callable[[Any], bool]) -> dict[str, Any]:
-    return {"expect": expect, "ok": ok}
-
-
-def _hostport_ok(v: Any) -> bool:
-    if v == "":
-        return True
-    try:
-        parse_hostport(v)
-    except ValueError:
-        return False
-    return True
-
-
-HOSTPORT = _check("HOST:PORT such as 0.0.0.0:8080, or empty to disable", _hostport_ok)
-POSITIVE = _check("a number greater than 0", lambda v: v > 0)
-NON_NEGATIVE = _check("a number of at least 0", lambda v: v >= 0)
-FRACTION = _check("a number from 0 to 1", lambda v: 0 <= v <= 1)
-URL_OR_EMPTY = _check(
-    "an http:// or https:// URL, or empty", lambda v: v == "" or re.match(r"^https?://", v) is not None
+from gateway.core.setting_rules import (
+    FAULT_PLAN,
+    FRACTION,
+    HOSTPORT,
+    MQTT_URL_OR_EMPTY,
+    NON_NEGATIVE,
+    POSITIVE,
+    SHARE_NAME,
+    TRUST_FORMAT,
+    URL_OR_EMPTY,
+    check,
+    choice,
 )
-
-MQTT_URL_OR_EMPTY = _check(
-    "an mqtt:// or mqtts:// URL with a host, or empty",
-    lambda v: v == "" or re.match(r"^mqtts?://([^@/]*@)?[^@/:]+", v) is not None,
-)
-# A shared subscription's name: no '/', '+', '#' [MQTT 5, 4.8.2]
-SHARE_NAME = _check("a name without '/', '+' or '#', or empty", lambda v: not any(c in v for c in "/+#"))
-
-
-def choice(*options: str) -> dict[str, Any]:
-    return _check("one of " + ", ".join(repr(o) for o in options), lambda v: v in options)
 
 
 @dataclass(frozen=True)
@@ -76,6 +42,11 @@ class HttpSettings:
     idle_timeout_s: float = field(default=75.0, metadata=POSITIVE)  # idle keep-alive connection
 
 
+def _child_token_ok(entry: str) -> bool:
+    site, sep, secret = entry.partition("=")
+    return bool(sep) and valid_id(site) and len(secret) >= 16
+
+
 @dataclass(frozen=True)
 class TrustSettings:
     """Which cloud keys we believe, and how far we trust our own clock."""
@@ -87,6 +58,13 @@ class TrustSettings:
     # How far a signed index's ``issued`` may lie ahead of a trusted local clock: further is refused
     # (a cloud with a wrong clock), and the clock floor never rises past local time plus this.
     max_future_skew_s: float = field(default=86400.0, metadata=POSITIVE)
+    # What the upstream publishes and the site verifies: "index" (the signed site index and key
+    # list) or "tuf" (a TUF repository, verified with python-tuf: thresholds, delegations, rotation).
+    format: str = field(default="index", metadata=TRUST_FORMAT)
+    tuf_root: str = ""  # "tuf": the trusted root.json the chain starts from (the registry's 1.root.json)
+    tuf_metadata: str = (
+        "metadata"  # "tuf": the metadata folder under mirror.upstream ("tuf/metadata" on a parent gateway)
+    )
 
 
 @dataclass(frozen=True)
@@ -107,7 +85,17 @@ class MirrorSettings:
     # serves (``/sites/<site>/index.json``) with their artifacts, to its child gateways.
     child_sites: tuple[str, ...] = field(
         default=(),
-        metadata=_check("site names (letters, digits, '.', '_', '-')", lambda v: all(valid_id(x) for x in v)),
+        metadata=check("site names (letters, digits, '.', '_', '-')", lambda v: all(valid_id(x) for x in v)),
+    )
+    # Each child gateway's own credential, bound to its site: "<child site>=<secret>" (a secret of
+    # at least 16 characters, one per child). Only it may relay that site's uplink records or
+    # announce that site as a child gateway; it also reads what a device token may read.
+    child_tokens: tuple[str, ...] = field(
+        default=(),
+        metadata=check(
+            '"<child site>=<secret of at least 16 characters>" entries',
+            lambda v: all(_child_token_ok(x) for x in v),
+        ),
     )
     connect_timeout_s: float = field(default=10.0, metadata=POSITIVE)
     read_timeout_s: float = field(default=30.0, metadata=POSITIVE)
@@ -181,7 +169,7 @@ class MqttSettings:
     external_client_id: str = ""
     external_shared_group: str = field(default="", metadata=SHARE_NAME)
     external_receive_max: int = field(
-        default=1000, metadata=_check("a number from 1 to 65535", lambda v: 1 <= v <= 65535)
+        default=1000, metadata=check("a number from 1 to 65535", lambda v: 1 <= v <= 65535)
     )
 
 
@@ -205,37 +193,20 @@ class UplinkSettings:
     mqtt_url: str = field(default="", metadata=MQTT_URL_OR_EMPTY)  # mqtt://user:pass@host:port or mqtts://...
     # records published to mqtt_url before their PUBACKs are in (1: one at a time)
     mqtt_window: int = field(
-        default=100, metadata=_check("a number from 1 to 65535", lambda v: 1 <= v <= 65535)
+        default=100, metadata=check("a number from 1 to 65535", lambda v: 1 <= v <= 65535)
     )
     report_interval_s: float = field(default=60.0, metadata=POSITIVE)
     outbox_max_bytes: int = field(default=256 << 20, metadata=POSITIVE)
+    # On a parent (tiers): what the records relayed for one child site may hold of the outbox at
+    # most; past it (or when the outbox is full) the child is answered 503 with Retry-After, and
+    # no local record is ever shed for a relayed one.
+    relay_quota_bytes: int = field(default=32 << 20, metadata=POSITIVE)
     outbox_max_age_s: float = field(default=7 * 86400.0, metadata=POSITIVE)
     forward_samples: bool = True  # journal every metrics message durably (before its PUBACK) and send it up
 
 
 # Every criterion a gate judges (``class:<name>`` and ``expected_class:<name>`` per class); named by
 # gates.dry_run and in every decision record.
-GATE_CRITERIA = (
-    "max_cpu_percent",
-    "max_ram_percent",
-    "max_latency_ms",
-    "max_error_rate",
-    "max_temperature_c",
-    "latency_ratio",
-    "error_rate_rise",
-    "cpu_rise_percent",
-    "temperature_rise_c",
-    "confidence_drop",
-    "min_confidence",
-    "unknown_rate",
-    "install_failures",
-    "silence",
-    "invalid_metrics",
-    "class",
-    "expected_class",
-)
-
-
 @dataclass(frozen=True)
 class GateSettings:
     """Site canary gates: site overrides that may only tighten the cloud's limits."""
@@ -247,8 +218,20 @@ class GateSettings:
     approve_each_wave: bool = False  # a wave that passed waits for `ota-gateway gate approve`
     dry_run: tuple[str, ...] = ()  # criteria evaluated and recorded, never halting
     waves: tuple[float, ...] = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0)
-    min_devices_per_wave: int = field(default=1, metadata=POSITIVE)
-    soak_s: float = field(default=900.0, metadata=NON_NEGATIVE)
+    min_devices_per_wave: int = field(default=2, metadata=POSITIVE)
+    # a wave advances when every criterion says "no worse" and soak_min_s has passed; still
+    # undecided at soak_max_s, it waits for a person (`ota-gateway gate approve`)
+    soak_min_s: float = field(default=300.0, metadata=NON_NEGATIVE)
+    soak_max_s: float = field(default=14_400.0, metadata=POSITIVE)
+    # the chance that a candidate no worse than its margins is halted, over its whole rollout
+    # (every criterion, wave and look): the tests' stated rate
+    false_halt_rate: float = field(default=0.05, metadata=FRACTION)
+    # the evidence a criterion needs to say "no worse than its margin" (a risk, per criterion)
+    no_worse_risk: float = field(default=0.2, metadata=FRACTION)
+    # how far back a device's own level on the baseline looks (a half-life of its windows)
+    reference_half_life_s: float = field(default=21_600.0, metadata=POSITIVE)
+    # a new gate waits at most this for its devices' levels on the baseline (a fresh gateway)
+    reference_wait_s: float = field(default=900.0, metadata=NON_NEGATIVE)
     wave_order: str = ""  # attribute to order waves by, e.g. "hw" or "line"
     shadow: bool = False  # run every candidate in shadow on the first wave's devices first
     warmup_share: float = field(default=0.8, metadata=FRACTION)  # of a wave's devices past warm-up
@@ -276,11 +259,12 @@ class GateSettings:
     silent_max: float = field(default=0.3, metadata=FRACTION)
     # invalid metrics from devices on the candidate: share above the baseline's
     invalid_rise_max: float = field(default=0.05, metadata=FRACTION)
-    # no verdict on less than this
-    min_devices: int = field(default=2, metadata=POSITIVE)
+    # no criterion answers on fewer windows of evidence than this
     min_samples: int = field(default=10, metadata=POSITIVE)
-    min_inferences: int = field(default=1000, metadata=POSITIVE)
-    min_expected_class_count: float = field(default=20.0, metadata=POSITIVE)
+    # the site's own metrics kept as a replay trace (``<data>/traces/``, ``ota-gateway gate trace``):
+    # at most this many bytes (0: none kept) and this long, the oldest hour dropped first
+    trace_max_bytes: int = field(default=256 << 20, metadata=NON_NEGATIVE)
+    trace_keep_s: float = field(default=8 * 86400.0, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)
@@ -304,12 +288,40 @@ class DiscoverySettings:
 
 
 @dataclass(frozen=True)
+class DdiSettings:
+    """hawkBit DDI on the device port (``/{tenant}/controller/v1/{controllerId}``), for stock
+    SWUpdate (suricatta), RAUC (rauc-hawkbit-updater) and Zephyr devices."""
+
+    enabled: bool = False
+    tenant: str = field(
+        default="DEFAULT",
+        metadata=check(
+            "a tenant name of letters, digits, '-', '_' or '.'",
+            lambda v: re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", v) is not None,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class SupervisionSettings:
+    """How the long-lived tasks are restarted, and when one that keeps failing makes the gateway
+    not ready (``/readyz`` 503, no more systemd watchdog pings: systemd restarts the process)."""
+
+    restart_initial_s: float = field(default=1.0, metadata=POSITIVE)
+    restart_max_s: float = field(default=60.0, metadata=POSITIVE)
+    failing_after: int = field(default=5, metadata=POSITIVE)  # failures within failing_window_s
+    failing_window_s: float = field(default=600.0, metadata=POSITIVE)
+    # Tests only: make tasks raise (gateway.core.supervision.FaultPlan), e.g. "seed=7;after=0.2-1.5".
+    inject_faults: str = field(default="", metadata=FAULT_PLAN)
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration tree."""
 
     site: str = field(
         default="default",
-        metadata=_check(
+        metadata=check(
             "a site name of letters, digits, '-', '_' or '.'",
             lambda v: re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", v) is not None,
         ),
@@ -327,7 +339,15 @@ class Settings:
     gates: GateSettings = GateSettings()
     operator: OperatorSettings = OperatorSettings()
     discovery: DiscoverySettings = DiscoverySettings()
+    ddi: DdiSettings = DdiSettings()
+    supervision: SupervisionSettings = SupervisionSettings()
 
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+    @property
+    def gate_step_s(self) -> float:
+        """How often the site loop closes metric windows and steps the gates (``gate replay`` steps
+        a recorded site at the same pace, so it decides on the same batches of windows)."""
+        return min(self.uplink.report_interval_s, self.telemetry.window_s, 5.0)

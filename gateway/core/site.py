@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from firmware_compat.matrix import CompatMatrix
 from firmware_compat.version import try_version
 from gateway.core.device import DeviceRecord
-from gateway.core.eligibility import decide
 from gateway.core.gates import (
     Action,
     Control,
@@ -42,11 +41,15 @@ from gateway.core.gates import (
     apply_controls,
     artifact_changed,
     control_refusal,
+    fill_wave,
     open_gate,
     step,
 )
+from gateway.core.gates import levels as L
 from gateway.core.manifest import Command, Deployment, HealthChecks, parse_deployment
+from gateway.core.reach import Lazy, eligible_for, running
 from gateway.core.settings import GateSettings
+from gateway.core.waves import wave_target
 from gateway.core.window import WindowStats
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,8 @@ class Site:
     known: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # every manifest seen
     cloud_held: frozenset[str] = frozenset()  # gates held by a signed ``paused``
     safe_mode: str | None = None  # why new gates open held (the gate state could not be read)
+    # every device's own level on each version in the index (a gate compares with it when it opens)
+    levels: Mapping[str, L.Levels] = field(default_factory=dict)
     version: int = 0  # bumps with every change that can change an answer
 
     def judged(self, key: str) -> bool:
@@ -140,44 +145,6 @@ class GatesView:
 
 
 # -- transitions ---------------------------------------------------------------------------------------
-
-
-class _Lazy(Mapping[str, Mapping[str, str]]):
-    """The eligible set, computed only if a step needs it (to open a wave or to finish): a tick
-    that only gathers evidence costs no eligibility pass over the whole site."""
-
-    def __init__(self, compute: Callable[[], dict[str, Mapping[str, str]]]) -> None:
-        self._compute = compute
-        self._value: dict[str, Mapping[str, str]] | None = None
-
-    def _get(self) -> dict[str, Mapping[str, str]]:
-        if self._value is None:
-            self._value = self._compute()
-        return self._value
-
-    def __getitem__(self, key: str) -> Mapping[str, str]:
-        return self._get()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._get())
-
-    def __len__(self) -> int:
-        return len(self._get())
-
-
-def eligible_for(
-    d: Deployment,
-    deployments: Sequence[Deployment],
-    devices: Iterable[DeviceRecord],
-    now: float,
-    matrix: CompatMatrix | None,
-) -> dict[str, Mapping[str, str]]:
-    """The site's devices the cloud's rules give ``d`` (or that already run its version)."""
-    out: dict[str, Mapping[str, str]] = {}
-    for rec in devices:
-        if rec.model_version == d.version or decide(deployments, rec, now, matrix).deployment == d:
-            out[rec.device_id] = rec.attrs
-    return out
 
 
 def previous_stable(
@@ -253,7 +220,8 @@ def apply_index(
             now=now,
             eligible=eligible_for(d, live, devices, now, matrix),
             held_by=SAFE_MODE if site.safe_mode else None,
-            running=_running(d.version, d.model_id, devices),
+            running=running(d.version, d.model_id, devices),
+            reference=site.levels.get(baseline.key) if baseline is not None else None,
         )
         decisions += made
     site = dataclasses.replace(
@@ -285,8 +253,33 @@ def on_control(
     refusal = control_refusal(gate, control.action)
     if refusal is not None:
         raise ControlRefused(refusal)
-    eligible = _Lazy(lambda: _eligible(site, key, now, devices, matrix))
+    eligible = Lazy(lambda: _eligible(site, key, now, devices, matrix))
     new, decisions = apply_controls(gate, [control], now=now, eligible=eligible, settings=settings)
+    site = dataclasses.replace(site, gates={**site.gates, key: new}, version=site.version + 1)
+    return site, Effects(tuple(decisions), changed=True)
+
+
+def admit_on_poll(
+    site: Site,
+    key: str,
+    device: DeviceRecord,
+    *,
+    now: float,
+    settings: GateSettings,
+    devices: Sequence[DeviceRecord],
+    matrix: CompatMatrix | None,
+) -> tuple[Site, Effects]:
+    """A device told ``waiting_for_wave`` asks: if the open wave of ``key`` has a free place at the
+    site's size now, the wave admits (in rank order) in this step, before the device is answered."""
+    gate = site.gates.get(key)
+    if gate is None or device.device_id in gate.admitted or not gate.active:
+        return site, Effects()
+    room = wave_target(settings.waves, gate.wave, len(devices), settings.min_devices_per_wave)
+    if room <= len(gate.admitted):
+        return site, Effects()  # full even if every device were eligible: no eligibility pass
+    new, decisions = fill_wave(gate, now, _eligible(site, key, now, devices, matrix), settings)
+    if new is gate:
+        return site, Effects()
     site = dataclasses.replace(site, gates={**site.gates, key: new}, version=site.version + 1)
     return site, Effects(tuple(decisions), changed=True)
 
@@ -305,17 +298,28 @@ def tick(
     site, decisions = _cloud_commands(site, now, settings, devices, matrix)
     changed = bool(decisions)
     by_key = {d.key: d for d in site.deployments}
+    if windows:
+        levels = L.update(
+            L.prune(site.levels, by_key),
+            windows,
+            versions=frozenset(by_key),
+            half_life_s=settings.reference_half_life_s,
+        )
+        site = dataclasses.replace(site, levels=levels)
     gates = dict(site.gates)
     for key, gate in site.gates.items():
         d = by_key.get(key)
         health = d.health if d is not None else _health(site.known.get(key))
         new, made = step(
-            _note_running(gate, devices),
+            _noterunning(gate, devices),
             now=now,
             limits=GateLimits.of(health, settings),
             eligible=_lazy_eligible(site, key, now, devices, matrix) if gate.active else {},
             windows=windows,
             events=events,
+            reference=site.levels.get(f"{gate.model_id}@{gate.baseline_version}")
+            if gate.baseline_version
+            else None,
         )
         changed = changed or _answers_differ(gate, new)
         gates[key] = new
@@ -324,39 +328,15 @@ def tick(
     return site, Effects(tuple(decisions), changed=changed)
 
 
-def _running(version: str, model_id: str, devices: Iterable[DeviceRecord]) -> frozenset[str]:
-    return frozenset(
-        r.device_id for r in devices if r.model_version == version and r.model_id in (None, model_id)
-    )
-
-
-def _note_running(gate: GateState, devices: Sequence[DeviceRecord]) -> GateState:
+def _noterunning(gate: GateState, devices: Sequence[DeviceRecord]) -> GateState:
     """A device that runs the candidate without having been admitted got it some other way (it ran
     it before the gate knew it): it informs the evidence but is not this gate's to roll back."""
-    running = _running(gate.version, gate.model_id, devices) - gate.admitted.keys() - gate.preexisting
-    return dataclasses.replace(gate, preexisting=gate.preexisting | running) if running else gate
+    new = running(gate.version, gate.model_id, devices) - gate.admitted.keys() - gate.preexisting
+    return dataclasses.replace(gate, preexisting=gate.preexisting | new) if new else gate
 
 
 def _answers_differ(a: GateState, b: GateState) -> bool:
     return a.stage != b.stage or a.admitted != b.admitted or a.ran != b.ran
-
-
-def _lazy_eligible(
-    site: Site, key: str, now: float, devices: Sequence[DeviceRecord], matrix: CompatMatrix | None
-) -> _Lazy:
-    return _Lazy(lambda: _eligible(site, key, now, devices, matrix))
-
-
-def _eligible(
-    site: Site,
-    key: str,
-    now: float,
-    devices: Sequence[DeviceRecord],
-    matrix: CompatMatrix | None,
-) -> dict[str, Mapping[str, str]]:
-    live = [d for d in site.deployments if d.end_time is None or d.end_time > now]
-    d = next((x for x in live if x.key == key), None)
-    return eligible_for(d, live, devices, now, matrix) if d is not None else {}
 
 
 def _health(raw: Mapping[str, Any] | None) -> HealthChecks:
@@ -396,3 +376,21 @@ def _cloud_commands(
         gates[key], made = apply_controls(gate, [control], now=now, eligible=eligible, settings=settings)
         out += made
     return dataclasses.replace(site, gates=gates, cloud_held=frozenset(held)), out
+
+
+def _lazy_eligible(
+    site: Site, key: str, now: float, devices: Sequence[DeviceRecord], matrix: CompatMatrix | None
+) -> Lazy:
+    return Lazy(lambda: _eligible(site, key, now, devices, matrix))
+
+
+def _eligible(
+    site: Site,
+    key: str,
+    now: float,
+    devices: Sequence[DeviceRecord],
+    matrix: CompatMatrix | None,
+) -> dict[str, Mapping[str, str]]:
+    live = [d for d in site.deployments if d.end_time is None or d.end_time > now]
+    d = next((x for x in live if x.key == key), None)
+    return eligible_for(d, live, devices, now, matrix) if d is not None else {}

@@ -6,6 +6,7 @@ This is the value the canary gates judge and the cloud receives. Produced by
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,93 @@ class GroupKey:
     model_version: str
     cohort: str  # value of the cohort attribute (e.g. hw=rev2), "" when unknown
     shadow: bool = False  # metrics of a candidate running in shadow beside the active model
+
+
+@dataclass(slots=True)
+class DeviceWindow:
+    """One device's reports in one window, as sums: what the gates compare a device with its own
+    past (:mod:`gateway.core.gates.levels`). Filled in place by the aggregator, read-only after."""
+
+    samples: int = 0
+    inferences: int = 0
+    errors: int = 0
+    lat_sum: float = 0.0  # log latency, weighted by inferences (latency is compared as a ratio)
+    lat_w: int = 0
+    cpu_sum: float = 0.0
+    cpu_n: int = 0
+    ram_sum: float = 0.0
+    ram_n: int = 0
+    temp_sum: float = 0.0
+    temp_n: int = 0
+    conf_sum: float = 0.0
+    conf_w: int = 0
+    unknown_sum: float = 0.0
+    unknown_w: int = 0
+    classes: dict[str, int] = field(default_factory=dict)
+
+    def add(
+        self,
+        inferences: int,
+        errors: int,
+        latency_ms: float | None,
+        cpu: float | None,
+        ram: float | None,
+        temp: float | None,
+        confidence: float | None,
+        unknown: float | None,
+        classes: Mapping[str, int],
+    ) -> None:
+        self.samples += 1
+        self.inferences += inferences
+        self.errors += errors
+        w = inferences if inferences > 1 else 1
+        if latency_ms is not None:
+            self.lat_sum += math.log(max(latency_ms, 1e-3)) * w
+            self.lat_w += w
+        if cpu is not None:
+            self.cpu_sum += cpu
+            self.cpu_n += 1
+        if ram is not None:
+            self.ram_sum += ram
+            self.ram_n += 1
+        if temp is not None:
+            self.temp_sum += temp
+            self.temp_n += 1
+        if confidence is not None:
+            self.conf_sum += confidence * w
+            self.conf_w += w
+        if unknown is not None:
+            self.unknown_sum += unknown * w
+            self.unknown_w += w
+        if classes:
+            mine = self.classes
+            for name, k in classes.items():
+                mine[name] = mine.get(name, 0) + k
+
+    def as_message(self, model_id: str, model_version: str) -> dict[str, Any]:
+        """The window turned back into one metrics message (the reference fields) that gives the
+        same figures to the gates: the sums, and the means with their weights (one message of all
+        the inferences). A site's recorded trace is made of these (``ota-gateway gate trace``)."""
+        msg: dict[str, Any] = {
+            "model_id": model_id,
+            "model_version": model_version,
+            "num_inferences": self.inferences,
+            "num_errors": self.errors,
+        }
+        for key, total, n, lo, hi in (
+            ("cpu_percent", self.cpu_sum, self.cpu_n, 0.0, 25_600.0),
+            ("ram_percent", self.ram_sum, self.ram_n, 0.0, 100.0),
+            ("temperature_c", self.temp_sum, self.temp_n, -100.0, 250.0),
+            ("mean_confidence", self.conf_sum, self.conf_w, 0.0, 1.0),
+            ("unknown_rate", self.unknown_sum, self.unknown_w, 0.0, 1.0),
+        ):
+            if n:
+                msg[key] = min(hi, max(lo, total / n))
+        if self.lat_w:  # the mean of log latency, as the gates compare it
+            msg["avg_latency_ms"] = min(3.6e6, math.exp(self.lat_sum / self.lat_w))
+        if self.classes:
+            msg["class_counts"] = dict(self.classes)
+        return msg
 
 
 @dataclass(frozen=True)
@@ -46,6 +134,8 @@ class WindowStats:
     # messages refused as invalid from devices on this version (counted against a candidate)
     invalid: int = 0
     device_invalid: Mapping[str, int] = field(default_factory=dict)
+    # each device's own figures in the window (the gates' paired comparisons; never sent upstream)
+    device_windows: Mapping[str, DeviceWindow] = field(default_factory=dict)
 
     @property
     def class_shares(self) -> dict[str, float]:

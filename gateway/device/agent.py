@@ -13,8 +13,12 @@ One cycle (:meth:`DeviceAgent.update_once`):
    switched back to without a download when the other slot holds it), and ``204`` with
    ``X-OTA-Reason: rollback_previous_slot`` (a halted first version: back to the other slot).
 
-:meth:`DeviceAgent.run` repeats it on the gateway's ``Retry-After`` (or right away after a long
-poll or an MQTT "poll now"), and sends the inference app's metrics every ``metrics_interval_s``.
+:meth:`DeviceAgent.run` repeats it on the gateway's ``Retry-After`` (clamped to at most
+``max_poll_interval_s``; or right away after a long poll or an MQTT "poll now"), tells its
+``on_wait`` listeners why it waits and when it asks again (:class:`~gateway.device.poll.Waiting`),
+and sends the inference app's metrics every ``metrics_interval_s``. No answer of a gateway stops
+it (:mod:`.poll`); a failure it cannot retry ends :meth:`~DeviceAgent.run` with an
+:class:`AgentError`, never silently.
 """
 
 from __future__ import annotations
@@ -30,10 +34,23 @@ from typing import Any
 
 import aiohttp
 
-from gateway.device.errors import AgentError, VerifyError
+from gateway.device import statement
+from gateway.device.errors import AgentError, VerifyError, problem
 from gateway.device.metrics import HttpLink, MetricsLink, MqttLink
+from gateway.device.poll import (
+    MAX_MANIFEST_BYTES,
+    MAX_RETRY_S,
+    MAX_SIGNATURE_BYTES,
+    Waiting,
+    check_manifest,
+    error_text,
+    parse_manifest,
+    read_bounded,
+    retry_after,
+    why_no_update,
+)
 from gateway.device.slots import SlotInfo, Slots
-from gateway.device.transfer import Busy, download, retry_after
+from gateway.device.transfer import Busy, download
 from gateway.device.verify import load_public_key, verify_artifact
 
 log = logging.getLogger(__name__)
@@ -43,8 +60,8 @@ Listener = Callable[[str, str, str, str, str | None], None]
 # the inference app's figures for the model it runs now (None: nothing to report this time)
 MetricsSource = Callable[[SlotInfo], Mapping[str, Any] | None]
 HealthCheck = Callable[[Path, SlotInfo], Awaitable[bool]]
+WaitListener = Callable[[Waiting], None]
 DOWNLOAD_ATTEMPTS = 3
-MANIFEST_FIELDS = ("model_id", "version", "sha256", "artifact_url", "signature_url")
 
 
 async def file_is_there(path: Path, _slot: SlotInfo) -> bool:
@@ -65,13 +82,16 @@ class DeviceAgent:
     model_id: str | None = None  # the model it asks for before it runs any
     wait_s: float = 0.0  # long poll
     poll_interval_s: float = 60.0  # when the gateway says nothing (no Retry-After)
+    max_poll_interval_s: float = MAX_RETRY_S  # the longest Retry-After obeyed
     metrics_interval_s: float = 10.0
     metrics_source: MetricsSource | None = None
     mqtt: tuple[str, int] | None = None  # the gateway's broker; None: metrics over HTTP
     health_check: HealthCheck = file_is_there
     listeners: Sequence[Listener] = ()
+    on_wait: Sequence[WaitListener] = ()
     events: list[str] = field(default_factory=list)
     etag: str | None = None  # of the manifest it last handled
+    require_statement: bool = False  # refuse manifests without a signed statement (gateway.device.statement)
     _slots: Slots | None = field(default=None, init=False, repr=False)
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
@@ -107,9 +127,11 @@ class DeviceAgent:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=wait_s + 30)
         url = f"{self.service_url}/devices/{self.device_id}/updates"
         async with s.get(url, params=params, headers=headers, timeout=timeout) as r:
-            body = await r.json() if r.status == 200 else None
             if r.status not in (200, 204, 304):
-                raise AgentError(f"poll: HTTP {r.status}: {(await r.text())[:200]}")
+                raise AgentError(f"poll: HTTP {r.status}: {await error_text(r)}")
+            body = (
+                parse_manifest(await read_bounded(r, MAX_MANIFEST_BYTES, "poll")) if r.status == 200 else None
+            )
             return r.status, body, r.headers
 
     async def update_once(
@@ -131,9 +153,7 @@ class DeviceAgent:
             return await self._back_to_previous_slot(s)
         if status != 200 or manifest is None:
             return False
-        missing = [k for k in MANIFEST_FIELDS if not isinstance(manifest.get(k), str)]
-        if missing:
-            raise AgentError(f"the manifest lacks {', '.join(missing)}")
+        check_manifest(manifest)
         try:
             changed = await self.install(s, manifest, interrupt_after)
         except VerifyError:
@@ -150,6 +170,7 @@ class DeviceAgent:
         sha256 = str(manifest["sha256"])
         if current is not None and current.sha256 == sha256:
             return False  # running it already
+        await self._judge(s, manifest, current, previous)
         rollback = bool(manifest.get("rollback"))
         if previous is None or previous.sha256 != sha256:
             await self._fetch(s, slots, manifest, interrupt_after)
@@ -172,6 +193,21 @@ class DeviceAgent:
         await self.event(s, "rolled_back", manifest, "the health check failed after activation")
         return False
 
+    async def _judge(
+        self,
+        s: aiohttp.ClientSession,
+        manifest: dict[str, Any],
+        current: SlotInfo | None,
+        previous: SlotInfo | None,
+    ) -> None:
+        """The signed statement binds this model, version, length and sha256 (gateway.device.statement)."""
+        key = load_public_key(self.public_key_pem)
+        try:
+            statement.check(manifest, key, current, previous, required=self.require_statement)
+        except VerifyError as exc:
+            await self.event(s, "failed", manifest, str(exc))
+            raise
+
     async def _fetch(
         self, s: aiohttp.ClientSession, slots: Slots, manifest: dict[str, Any], interrupt_after: int | None
     ) -> None:
@@ -193,6 +229,7 @@ class DeviceAgent:
                     s,
                     manifest["artifact_url"],
                     partial,
+                    length=int(manifest["length"]),
                     etag=got_etag,
                     headers=self._headers(),
                     on_etag=remember,
@@ -208,7 +245,7 @@ class DeviceAgent:
         async with s.get(manifest["signature_url"], headers=self._headers()) as r:
             if r.status != 200:
                 raise AgentError(f"signature {manifest['signature_url']}: HTTP {r.status}")
-            signature = await r.read()
+            signature = await read_bounded(r, MAX_SIGNATURE_BYTES, "signature")
         key = load_public_key(self.public_key_pem)
         try:
             await asyncio.to_thread(verify_artifact, key, partial, signature, sha256)
@@ -268,30 +305,51 @@ class DeviceAgent:
                 asyncio.create_task(stop.wait()),
             ]
             try:  # a long poll or a download in flight is cut short on stop (a partial resumes)
-                await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for job in jobs:
                     job.cancel()
                 await asyncio.gather(*jobs, return_exceptions=True)
                 await link.close()
+            for job in done:  # a loop that ended on an error it could not retry: never a quiet exit
+                if not job.cancelled() and (exc := job.exception()) is not None:
+                    raise AgentError(f"{job.get_name()} stopped: {exc!r}") from exc
+
+    async def cycle(self, s: aiohttp.ClientSession) -> Waiting:
+        """One poll and what it asks for; what it waits for now and how long (the gateway's
+        ``Retry-After``, clamped). Errors are the caller's to report and retry."""
+        status, manifest, headers = await self.poll(s, self.wait_s)
+        changed = await self.handle(s, status, manifest, headers)
+        delay_s = retry_after(headers, self.poll_interval_s, max_s=self.max_poll_interval_s)
+        if changed or self.wait_s:
+            delay_s = random.uniform(0.0, 1.0)  # a long poll asks again soon (jittered)
+        return self._waiting(why_no_update(status, headers, changed), delay_s)
+
+    def _waiting(self, why: str, delay_s: float, failed: bool = False) -> Waiting:
+        return Waiting(self.device_id, why, delay_s, time.time() + delay_s, failed)
+
+    def tell(self, waiting: Waiting) -> None:
+        """Say why it waits and when it asks again: a failure as a warning, the rest to listeners."""
+        if waiting.failed:
+            log.warning("%s", waiting.text())
+        else:
+            log.debug("%s", waiting.text())
+        for listener in self.on_wait:
+            listener(waiting)
 
     async def _poll_loop(self, s: aiohttp.ClientSession, stop: asyncio.Event) -> None:
         backoff_s = 1.0
         while not stop.is_set():
-            delay_s = self.poll_interval_s
             try:
-                status, manifest, headers = await self.poll(s, self.wait_s)
-                changed = await self.handle(s, status, manifest, headers)
+                waiting = await self.cycle(s)
                 backoff_s = 1.0
-                delay_s = retry_after(headers, self.poll_interval_s)
-                if changed or self.wait_s:
-                    delay_s = random.uniform(0.0, 1.0)  # a long poll asks again soon (jittered)
             except Busy as exc:
-                delay_s = exc.retry_after_s
-            except (AgentError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                log.warning("%s: %s (next try in %.0f s)", self.device_id, exc, backoff_s)
+                waiting = self._waiting(str(exc), min(exc.retry_after_s, self.max_poll_interval_s))
+            except (AgentError, aiohttp.ClientError, TimeoutError, OSError) as exc:
                 delay_s, backoff_s = backoff_s * random.uniform(0.5, 1.5), min(backoff_s * 2, 60.0)
-            await self._sleep(delay_s, stop)
+                waiting = self._waiting(problem(exc), delay_s, failed=True)
+            self.tell(waiting)
+            await self._sleep(waiting.delay_s, stop)
 
     async def _sleep(self, delay_s: float, stop: asyncio.Event) -> None:
         self._wake.clear()

@@ -3,7 +3,9 @@
     ota-gateway device --service-url http://gateway:8080 --id cam-7 --public-key cloud.pem \\
         --state /var/lib/ota-device --attr fw=2.1.0 --attr hw=rev2 --model-id detector
 
-It polls until stopped (SIGINT or SIGTERM: exit 0), or once with ``--once``. Every option may come
+It polls until stopped (SIGINT or SIGTERM: exit 0), or once with ``--once``; after every poll it
+prints why it waits and when it asks again. A failure it cannot retry (and, with ``--once``, any
+failure) is one line on stderr and exit 1, never exit 0. Every option may come
 from the environment instead (``OTA_SERVICE_URL``, ``OTA_DEVICE_ID``, ``OTA_PUBLIC_KEY``,
 ``OTA_DEVICE_TOKEN``, ``OTA_DEVICE_STATE``). Without ``--simulate`` it reports no metrics: a real
 device feeds its inference app's figures through :data:`gateway.device.agent.MetricsSource`.
@@ -26,7 +28,8 @@ import aiohttp
 
 from gateway.core.errors import GatewayError
 from gateway.device.agent import DeviceAgent
-from gateway.device.errors import AgentError
+from gateway.device.errors import AgentError, problem
+from gateway.device.poll import MAX_RETRY_S, Waiting
 from gateway.device.simulate import HEALTHY, SimulatedInference
 
 
@@ -66,6 +69,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="long poll (default: off)")
     p.add_argument("--poll-interval", type=float, default=60.0, help="when the gateway gives no Retry-After")
     p.add_argument(
+        "--max-poll-interval",
+        type=float,
+        default=MAX_RETRY_S,
+        metavar="SECONDS",
+        help=f"the longest Retry-After obeyed (default {MAX_RETRY_S:g})",
+    )
+    p.add_argument(
         "--mqtt",
         default=None,
         metavar="HOST:PORT",
@@ -74,6 +84,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-interval", type=float, default=10.0, metavar="SECONDS")
     p.add_argument("--simulate", action="store_true", help="report made-up healthy inference figures")
     p.add_argument("--once", action="store_true", help="one poll and what it asks for, then exit")
+    p.add_argument(
+        "--require-statement",
+        action="store_true",
+        default=env("OTA_REQUIRE_STATEMENT") in ("1", "true", "yes"),
+        help="refuse manifests without the registry's signed statement of model, version, length and"
+        " sha256 ($OTA_REQUIRE_STATEMENT)",
+    )
 
 
 def agent_from(args: argparse.Namespace) -> DeviceAgent:
@@ -105,10 +122,13 @@ def agent_from(args: argparse.Namespace) -> DeviceAgent:
         model_id=args.model_id,
         wait_s=args.wait,
         poll_interval_s=args.poll_interval,
+        max_poll_interval_s=args.max_poll_interval,
         metrics_interval_s=args.metrics_interval,
         metrics_source=source if args.simulate else None,
         mqtt=mqtt,
         listeners=[_print_event],
+        on_wait=[_print_wait],
+        require_statement=args.require_statement,
     )
 
 
@@ -116,10 +136,15 @@ def _print_event(device: str, event: str, model_id: str, version: str, reason: s
     print(f"{device}: {event} {model_id} {version}" + (f" ({reason})" if reason else ""), flush=True)
 
 
+def _print_wait(waiting: Waiting) -> None:
+    if not waiting.failed:  # a failure is a warning on stderr (the agent's log)
+        print(waiting.text(), flush=True)
+
+
 async def _run(agent: DeviceAgent, once: bool) -> None:
     if once:
         async with aiohttp.ClientSession() as s:
-            await agent.update_once(s, wait_s=agent.wait_s)
+            agent.tell(await agent.cycle(s))
         return
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -134,8 +159,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"device {agent.device_id}: polling {agent.service_url} (slots in {current})", flush=True)
     try:
         asyncio.run(_run(agent, args.once))
-    except (aiohttp.ClientError, OSError) as exc:
+    except aiohttp.ClientError as exc:
         raise AgentError(f"cannot reach the gateway at {agent.service_url}: {exc}") from exc
+    except OSError as exc:
+        raise AgentError(problem(exc)) from exc
     return 0
 
 

@@ -11,3 +11,10 @@ class AgentError(GatewayError):
 
 class VerifyError(AgentError):
     """The artifact's bytes are not what the cloud signed (sha256 or signature): never installed."""
+
+
+def problem(exc: BaseException) -> str:
+    """One line for a person: an OS error by its words and file, anything else by its message."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc) or type(exc).__name__

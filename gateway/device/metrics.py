@@ -24,6 +24,10 @@ from typing import Any, Protocol
 import aiohttp
 import paho.mqtt.client as paho
 
+from gateway.core import jsondoc
+from gateway.core.errors import FormatError
+from gateway.device.poll import MAX_ERROR_TEXT
+
 log = logging.getLogger(__name__)
 
 PUBACK_TIMEOUT_S = 10.0
@@ -50,7 +54,7 @@ class HttpLink:
     async def send(self, doc: Mapping[str, Any]) -> bool:
         try:
             async with self._session.post(self._url, json=dict(doc), headers=self._headers) as r:
-                await r.read()
+                await r.content.read(MAX_ERROR_TEXT)  # an answer is not needed; never read unbounded
                 if 200 <= r.status < 300:
                     return True
                 log.warning("metrics refused: HTTP %s", r.status)
@@ -135,9 +139,11 @@ class MqttLink:
 
     def _message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         try:
-            doc = json.loads(msg.payload)
-        except ValueError:
-            doc = {}
+            doc = jsondoc.loads(
+                bytes(msg.payload)
+            )  # bounded nesting: a deep payload cannot kill paho's thread
+        except FormatError:
+            doc = {}  # a notice's content is not needed: any message means "poll now"
         if self._loop is not None and isinstance(doc, dict):
             self._loop.call_soon_threadsafe(self._on_notice, doc)
 

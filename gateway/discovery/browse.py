@@ -29,7 +29,7 @@ from gateway.core.device import DeviceSink
 from gateway.core.settings import DiscoverySettings
 from gateway.discovery.net import Lan, open_lan
 from gateway.discovery.txt import device_attrs
-from gateway.tasks import TaskGroup
+from gateway.tasks import Supervise, TaskGroup
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,10 @@ class DeviceBrowser:
         clock: Callable[[], float] = time.time,
         *,
         lan: Lan | None = None,
+        supervise: Supervise | None = None,
     ) -> None:
         self.settings = settings
+        self._supervise = supervise  # the resolvers run under the gateway's supervisor
         self.sink = sink
         self.clock = clock
         self.stats = BrowseStats()
@@ -98,7 +100,7 @@ class DeviceBrowser:
         if self._lan is None:
             self._lan = open_lan(self.settings)
         for i in range(RESOLVE_WORKERS):
-            self._tasks.spawn(self._resolver(), name=f"mdns-resolve-{i}")
+            self._tasks.spawn_loop(f"mdns-resolve-{i}", self._resolver, self._supervise)
         self._browser = AsyncServiceBrowser(
             self._lan.aiozc.zeroconf, [DEVICE_TYPE], handlers=[self._on_change]
         )

@@ -1,4 +1,5 @@
-"""The device-facing aiohttp application: downloads, polls, metrics, events, and tier endpoints.
+"""The device-facing aiohttp application: downloads, polls, metrics, events, tier endpoints, and
+hawkBit DDI (:mod:`gateway.http.ddi`) when ``ddi.enabled``.
 
 This module only assembles routes; each concern has its own module (``/healthz`` and ``/readyz``
 are :mod:`gateway.http.probes`, added by the service). The verified indexes and key list it
@@ -12,25 +13,26 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from gateway.access import Credentials
+from gateway.access import ChildCredentials, Credentials
 from gateway.core.settings import Settings
 from gateway.http import devices
 from gateway.http.artifacts import add_artifact_routes
 from gateway.http.context import (
-    CHILD_SITES,
+    CHILDREN,
     CLOCK,
     CREDENTIALS,
     HELD_INDEX,
     HELD_KEYS,
     HELD_SITE,
+    HELD_TUF,
     INGEST,
     INVENTORY,
-    RELAY,
     SITE,
     STATS,
     DeviceIngest,
     RelayJournal,
 )
+from gateway.http.ddi import DdiEndpoint, add_ddi_routes
 from gateway.http.polling import PollEndpoint
 from gateway.http.relay import add_relay_routes
 from gateway.http.tiers import add_tier_routes
@@ -56,6 +58,7 @@ def build_device_app(
     held_index: Callable[[], SiteIndex | None],
     held_keys: Callable[[], KeyList | None],
     held_site: Callable[[str], SiteIndex | None] = lambda site: None,
+    held_tuf: Callable[[str], bytes | None] = lambda name: None,
     relay: RelayJournal | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=settings.http.max_body_bytes)
@@ -68,10 +71,11 @@ def build_device_app(
     app[HELD_INDEX] = held_index
     app[HELD_KEYS] = held_keys
     app[HELD_SITE] = held_site
+    app[CHILDREN] = ChildCredentials(settings.mirror.child_sites, settings.mirror.child_tokens)
+    app[HELD_TUF] = held_tuf
     add_tier_routes(app)
     if relay is not None:  # a parent's uplink relay for its child gateways
-        app[RELAY], app[CHILD_SITES] = relay, frozenset(settings.mirror.child_sites)
-        add_relay_routes(app)
+        add_relay_routes(app, relay, settings)
     poll = PollEndpoint(
         credentials=credentials,
         inventory=inventory,
@@ -86,4 +90,16 @@ def build_device_app(
     app.router.add_post("/devices/{device_id}/events", devices.event)
     app.router.add_post("/devices/{device_id}/metrics", devices.metrics)
     add_artifact_routes(app, store, devices.authorize_any, stats)
+    if settings.ddi.enabled:  # hawkBit DDI: the same answers, credentials and events as above
+        ddi = DdiEndpoint(
+            settings,
+            credentials=credentials,
+            inventory=inventory,
+            stats=stats,
+            clock=clock,
+            polls=polls,
+            store=store,
+            ingest=ingest,
+        )
+        add_ddi_routes(app, ddi)
     return app

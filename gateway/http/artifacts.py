@@ -48,6 +48,7 @@ from gateway.store.lookup import ArtifactLookup, Pending, Streaming, Verified
 log = logging.getLogger(__name__)
 
 _FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$")
+_HASHED = re.compile(r"^([0-9a-f]{64})\.(.+)$")
 CHUNK = 1 << 20
 STREAM_WAIT_S = 60.0  # a streaming download waits this long at most for the next verified chunk
 PUBLISH_WAIT_S = 10.0  # a fully verified fill is being published: a download waits this long for it
@@ -114,6 +115,18 @@ class ArtifactHandler:
         self.authorize = authorize
         self.stats = stats if stats is not None else Stats()  # downloads.bytes, downloads.unavailable
 
+    def _lookup(self, model_id: str, version: str, filename: str) -> Verified | Streaming | Pending | None:
+        """The store's answer; a TUF consistent-snapshot name ``<sha256>.<file>`` (what python-tuf
+        clients download) is the same artifact when its digest is that one."""
+        found = self.store.lookup(model_id, version, filename)
+        hashed = _HASHED.match(filename) if found is None else None
+        if hashed is None:
+            return found
+        found = self.store.lookup(model_id, version, hashed.group(2))
+        if isinstance(found, Verified) and found.sha256 != hashed.group(1):
+            return None
+        return found
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
         model_id, version, filename = m["model_id"], m["version"], m["filename"]
@@ -121,7 +134,7 @@ class ArtifactHandler:
             raise _not_found()
         if self.authorize is not None:
             await self.authorize(request)
-        found = self.store.lookup(model_id, version, filename)
+        found = self._lookup(model_id, version, filename)
         # Every chunk verified: the whole file is being checked and moved into place (its partial
         # may already be gone). Served as the verified blob once it is published.
         if (
@@ -129,7 +142,7 @@ class ArtifactHandler:
             and found.fill.verified >= found.fill.length
             and await found.fill.settled(PUBLISH_WAIT_S)
         ):
-            found = self.store.lookup(model_id, version, filename)
+            found = self._lookup(model_id, version, filename)
         if found is None:
             raise _not_found()
         if isinstance(found, Pending):

@@ -8,13 +8,12 @@ outbox), a small protocol here says what http calls, and the service passes the 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from gateway.access import Credentials
+from gateway.access import ChildCredentials, Credentials
 from gateway.core.settings import GateSettings
 from gateway.inventory.store import Inventory
 from gateway.rollout.keeper import GateKeeper
@@ -38,8 +37,9 @@ class DeviceIngest(Protocol):
 class RelayJournal(Protocol):
     """The outbox, for records relayed from child gateways (tiers)."""
 
-    def append_nowait(self, kind: str, body: dict[str, Any], now: float) -> asyncio.Future[int]:
-        """The future resolves once the record is committed; StorageError: not durable."""
+    def append_bounded(self, kind: str, texts: list[str], now: float, *, key: str, quota_bytes: int) -> int:
+        """Blocking (a worker thread): all committed when it returns; OutboxFullError: no room for
+        them (nothing is shed); StorageError: not durable."""
         ...
 
 
@@ -61,9 +61,11 @@ INGEST: web.AppKey[DeviceIngest] = web.AppKey("ingest")
 STORE: web.AppKey[ArtifactStore] = web.AppKey("store", ArtifactStore)
 HELD_INDEX: web.AppKey[Callable[[], SiteIndex | None]] = web.AppKey("held_index")
 HELD_KEYS: web.AppKey[Callable[[], KeyList | None]] = web.AppKey("held_keys")
+HELD_TUF: web.AppKey[Callable[[str], bytes | None]] = web.AppKey("held_tuf")  # TUF metadata by file name
 HELD_SITE: web.AppKey[Callable[[str], SiteIndex | None]] = web.AppKey("held_site")  # child sites' indexes
 RELAY: web.AppKey[RelayJournal] = web.AppKey("relay")
-CHILD_SITES: web.AppKey[frozenset[str]] = web.AppKey("child_sites")  # who may relay here
+CHILDREN: web.AppKey[ChildCredentials] = web.AppKey("children", ChildCredentials)  # who is a child gateway
+RELAY_QUOTA: web.AppKey[int] = web.AppKey("relay_quota", int)  # outbox bytes per child site
 GATES: web.AppKey[GateKeeper] = web.AppKey("gates", GateKeeper)
 GATE_CONTROLS: web.AppKey[GateControls] = web.AppKey("gate_controls")
 STATUS: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("status")

@@ -20,7 +20,7 @@ from gateway.core import jsondoc
 from gateway.core.errors import FormatError, StorageError
 from gateway.core.events import parse_event
 from gateway.core.manifest import valid_id
-from gateway.http.context import CLOCK, CREDENTIALS, INGEST, STATS
+from gateway.http.context import CHILDREN, CLOCK, CREDENTIALS, INGEST, STATS
 from gateway.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ STORAGE_RETRY_AFTER_S = 60
 # Metrics and events are answered 200 with a small body, not 204: the reference HTTP emitter
 # counts only a 200 as a successful send.
 ACCEPTED = {"accepted": 1}
+_TOKEN_SCHEMES = ("bearer", "targettoken", "gatewaytoken")
 
 
 def bad_request(reason: str) -> web.HTTPBadRequest:
@@ -85,8 +86,11 @@ def admit(
 
 
 async def authorize_any(request: web.Request) -> None:
-    """Downloads: any valid device credential (model files are company property)."""
-    refusal = request.app[CREDENTIALS].check_any(bearer=bearer_of(request), cert_cn=cert_cn_of(request))
+    """Downloads: any valid device credential, or a child gateway's (model files are company property)."""
+    bearer, cert_cn = bearer_of(request), cert_cn_of(request)
+    refusal = request.app[CREDENTIALS].check_any(bearer=bearer, cert_cn=cert_cn)
+    if refusal is not None and request.app[CHILDREN].site_of(bearer=bearer, cert_cn=cert_cn) is not None:
+        return  # a child gateway's own credential reads what a device may read
     if refusal is not None:
         request.app[STATS].inc(f"downloads.refused_{refusal.status}")
         cls = web.HTTPUnauthorized if refusal.status == 401 else web.HTTPForbidden
@@ -95,7 +99,8 @@ async def authorize_any(request: web.Request) -> None:
 
 def bearer_of(request: web.Request) -> str | None:
     """The device token: ``Authorization: Bearer <token>``, or the password of HTTP Basic (what an
-    HTTP client sends for a ``http://user:token@host/`` URL, e.g. a child gateway's upstream)."""
+    HTTP client sends for a ``http://user:token@host/`` URL, e.g. a child gateway's upstream), or
+    hawkBit DDI's ``TargetToken``/``GatewayToken`` (the device's own token, the site token)."""
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     value = value.strip()
     if scheme.lower() == "basic" and value:
@@ -104,7 +109,7 @@ def bearer_of(request: web.Request) -> str | None:
         except (binascii.Error, ValueError):  # ValueError (and UnicodeDecodeError): not ASCII base64
             return None
         return value or None
-    return value if scheme.lower() == "bearer" and value else None
+    return value if scheme.lower() in _TOKEN_SCHEMES and value else None
 
 
 def cert_cn_of(request: web.Request) -> str | None:
@@ -112,7 +117,7 @@ def cert_cn_of(request: web.Request) -> str | None:
     return peer_cn(transport.get_extra_info("ssl_object") if transport is not None else None)
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > request.app._client_max_size:
         raise web.HTTPRequestEntityTooLarge(
             max_size=request.app._client_max_size, actual_size=request.content_length, text="body too large\n"
@@ -129,7 +134,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 async def event(request: web.Request) -> web.Response:
     device_id = device_id_of(request)
     authorize(request, device_id, write=True)
-    doc = await _json_body(request)
+    doc = await json_body(request)
     try:
         name, model_id, version, reason = parse_event(doc)
     except FormatError as exc:
@@ -143,7 +148,7 @@ async def metrics(request: web.Request) -> web.Response:
     """The reference metrics JSON over HTTP: 200 ``{"accepted": 1}`` once it is durable in the outbox."""
     device_id = device_id_of(request)
     authorize(request, device_id, write=True)
-    doc = await _json_body(request)
+    doc = await json_body(request)
     try:
         await request.app[INGEST].metrics(device_id, doc, request.app[CLOCK]())
     except FormatError as exc:

@@ -56,7 +56,10 @@ OWN_DESCRIPTORS = 256  # files, the store, the outbox, mDNS, upstream connection
 
 def ensure_descriptors(settings: Settings) -> int:
     """Make room for every connection the caps allow (raising the soft descriptor limit where the
-    hard one lets us); log one warning when they still do not fit. Returns the limit in force."""
+    hard one lets us). When they still do not fit, say so at INFO: the caps are ceilings a site
+    rarely reaches, so a normal start warns of nothing; the limit is a WARNING-worthy fact only where
+    it binds, when accepts fail for want of descriptors (:mod:`gateway.accept` says it then, naming
+    the limit). Returns the limit in force."""
     h, m = settings.http, settings.mqtt
     wanted = (
         h.max_connections
@@ -67,10 +70,10 @@ def ensure_descriptors(settings: Settings) -> int:
     )
     limit = raise_descriptor_limit(wanted)
     if limit < wanted:
-        log.warning(
-            "file descriptor limit %d is below the %d the connection caps allow (http.max_connections, "
-            "mqtt.max_connections, ...): past it accepts pause until connections close; raise "
-            "LimitNOFILE or lower the caps",
+        log.info(
+            "file descriptor limit %d, below the %d the connection caps allow (http.max_connections, "
+            "mqtt.max_connections, ...): should connections reach it, accepts pause until some close "
+            "(raise LimitNOFILE or lower the caps)",
             limit,
             wanted,
         )

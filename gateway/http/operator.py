@@ -41,9 +41,11 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway.core import jsondoc
+from gateway.core.device import still_on
 from gateway.core.errors import FormatError
 from gateway.core.gates import CONTROLS
-from gateway.core.settings import Settings, parse_hostport
+from gateway.core.setting_rules import parse_hostport
+from gateway.core.settings import Settings
 from gateway.core.site import ControlRefused
 from gateway.http import dashboard
 from gateway.http.context import (
@@ -206,9 +208,14 @@ async def gates_status(request: web.Request) -> web.Response:
     # The audit log is read and parsed in one worker thread, off the loop (not aiofiles: that hops
     # to a thread per read call, and the JSON parsing would still run on the loop).
     audit = await asyncio.to_thread(gates.store.audit)
+    inventory = request.app[INVENTORY]
+    listed = gates.status()
+    for doc in listed:  # "rollback" is the gate's set; "rollback_left" follows the devices' reports
+        g = gates.site.gates[doc["deployment"]]
+        doc["rollback_left"] = sum(1 for d in g.rollback_set if still_on(inventory.get(d), g.version))
     return web.json_response(
         {
-            "gates": gates.status(),
+            "gates": listed,
             "index_version": gates.site.index_version,
             "enabled": request.app[GATE_SETTINGS].enabled,
             "audit": audit[-50:],

@@ -241,7 +241,7 @@ class PollEndpoint:
         record = inventory.polled(device_id, attrs, now) if owner else inventory.devices.get(device_id)
         if_none_match = request.headers.get("If-None-Match")
         base = self.base_url(request)
-        answer = polls.answer(record, now)
+        answer = await polls.answer_asking(record, now) if owner else polls.answer(record, now)
         reply = self.reply(answer, base)
         if wait_s > 0 and (reply.etag is None or etag_matches(if_none_match, reply.etag)):
             # Long poll: nothing new for this device yet; wait until its answer changes.

@@ -3,7 +3,8 @@
 Attributes merge per key, newest write wins, with one exception: a key the installer set in the site
 inventory file is the installer's word and is not overridden by what a device or mDNS claims (a
 device cannot talk itself into another cohort). The store is bounded (``devices.max_devices``; the
-longest-unseen device goes first), kept in memory, and persisted to ``inventory.json`` atomically
+longest-unseen device goes first; an entry that is not a device, a child gateway, only ever takes
+the place of another such entry, never a device's), kept in memory, and persisted to ``inventory.json`` atomically
 from a worker thread when it changed (at most once per ``flush_interval_s``). Changes and events are
 also queued, bounded, for the next site report.
 """
@@ -113,6 +114,11 @@ def records_json(records: Iterable[DeviceRecord]) -> dict[str, Any]:
             for r in records
         ]
     }
+
+
+def is_device(rec: DeviceRecord) -> bool:
+    """A device, not a child gateway (``kind = gateway``) listed beside the devices."""
+    return rec.attrs.get("kind") != "gateway"
 
 
 class Inventory:
@@ -314,7 +320,12 @@ class Inventory:
 
     def _put(self, rec: DeviceRecord, change: dict[str, Any], now: float) -> None:
         if rec.device_id not in self.devices and len(self.devices) >= self.max_devices:
-            oldest = min(self.records(), key=lambda r: r.last_seen)
+            # A device may take the place of any entry; a child gateway only of another one.
+            candidates = self.records() if is_device(rec) else [r for r in self.records() if not is_device(r)]
+            if not candidates:
+                log.warning("inventory full (%d devices): %s not recorded", self.max_devices, rec.device_id)
+                return
+            oldest = min(candidates, key=lambda r: r.last_seen)
             del self.devices[oldest.device_id]
             self._last_poll.pop(oldest.device_id, None)
             log.warning(

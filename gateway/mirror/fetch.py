@@ -33,6 +33,7 @@ from gateway.core.errors import (
     TransportError,
     UntrustedError,
 )
+from gateway.core.human import size
 from gateway.core.manifest import Deployment
 from gateway.core.pacing import Progress, backoff_s
 from gateway.core.progress import ProgressLog
@@ -141,6 +142,8 @@ class Fetcher:
             # let it finish before this one opens that file.
             await asyncio.wait({after})
         attempt = 0
+        if not self.store.is_verified(dep.sha256):
+            log.info("mirroring %s (%s) from the upstream", dep.key, size(dep.length))
         while not self.store.is_verified(dep.sha256):
             try:
                 async with self._slots:
@@ -252,7 +255,7 @@ class Fetcher:
             self._publishing.discard(dep.sha256)
         self.progress.pop(dep.sha256, None)
         self.stats.inc("mirror.artifacts_verified")
-        log.info("mirrored and verified %s (%d bytes, signed by %s…)", dep.key, dep.length, kid[:12])
+        log.info("mirrored and verified %s (%s, signed by %s…)", dep.key, size(dep.length), kid[:12])
 
     async def _download(
         self, dep: Deployment, offset: int, etag: str | None, hasher: hashlib._Hash, progress: Progress

@@ -28,6 +28,7 @@ from gateway.core.manifest import Deployment
 from gateway.core.pacing import backoff_s, jittered, retry_after_s
 from gateway.core.progress import Estimate
 from gateway.core.settings import Settings
+from gateway.mirror import tuf_poll
 from gateway.mirror.children import ChildSites
 from gateway.mirror.fetch import Fetcher
 from gateway.mirror.pace import Pacer
@@ -36,6 +37,7 @@ from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
 from gateway.trust.index import MAX_INDEX_BYTES, SiteIndex
 from gateway.trust.state import TrustState
+from gateway.trust.tuf_state import TufTrustState
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +196,8 @@ class Mirror:
 
     async def _poll_round(self) -> bool:
         self.stats.inc("mirror.index_polls")
+        if isinstance(self.trust, TufTrustState):
+            return await self._poll_tuf(self.trust)
         try:
             got = await self._get("keys.json")
             if got is not None:
@@ -236,12 +240,44 @@ class Mirror:
         if self.index is not None and index.version == self.index.version:
             self._commit(rel, validators)
             return False
+        return await self._take(index, lambda: self._commit(rel, validators))
+
+    async def _poll_tuf(self, trust: TufTrustState) -> bool:
+        """One TUF refresh (:mod:`gateway.mirror.tuf_poll`); a refused set keeps the last good one."""
+        try:
+            s = await tuf_poll.refresh(
+                self.upstream,
+                trust.folder,
+                trust.trusted_root,
+                trust.held,
+                trust.clock(self.clock()).now,
+                trust.trusted.site,
+                trust.last_set,
+            )
+            index = await asyncio.to_thread(trust.verify_set, s, self.clock()) if s.changed else None
+        except TransportError as exc:
+            if exc.status != 404:
+                raise
+            self._no_index([exc])  # nothing published yet (or no upstream: bundles only)
+            return False
+        except RemoteDataError as exc:
+            self.stats.error("mirror.rejected_indexes", str(exc))
+            log.error("rejected TUF metadata: %s; the last good state keeps serving", exc)
+            return False
+        self.no_index = None
+        if index is None:
+            self.stats.inc("mirror.index_not_modified")
+            return False
+        return await self._take(index, lambda: None)
+
+    async def _take(self, index: SiteIndex, commit: Callable[[], None]) -> bool:
+        """Believe a verified index: persist it, then tell the listeners."""
         for what, why in index.rejected:
             self.stats.error("mirror.rejected_deployments", f"{what}: {why}")
             log.error("rejected %s in index version %d: %s", what, index.version, why)
         # A StorageError here propagates with the validators uncommitted (see the module docstring).
         await asyncio.to_thread(self.trust.accept, index, self.clock())
-        self._commit(rel, validators)
+        commit()
         self.index = index
         self.stats.inc("mirror.indexes_accepted")
         log.info("accepted site index version %d (%d deployments)", index.version, len(index.deployments))

@@ -19,6 +19,7 @@ import zoneinfo
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, tzinfo
 
+from gateway.core.human import rate as human_rate
 from gateway.core.pacing import TokenBucket
 from gateway.core.schedule import Rate, rate_at
 from gateway.core.settings import MirrorSettings
@@ -77,7 +78,9 @@ class Pacer:
         if rate.why != self._why:
             self._why = rate.why
             shown = (
-                "paused" if rate.paused else (f"{rate.bytes_per_s} bytes/s" if rate.bytes_per_s else "no cap")
+                "paused"
+                if rate.paused
+                else (f"{human_rate(rate.bytes_per_s)}" if rate.bytes_per_s else "no cap")
             )
             log.info("uplink schedule: %s (%s)", shown, rate.why)
         if not rate.paused and float(rate.bytes_per_s) != self.bucket.rate:

@@ -87,7 +87,8 @@ def _build(cls: type[_T], doc: Any, where: str) -> _T:
 
 
 def state_to_json(s: GateState) -> dict[str, Any]:
-    out = dataclasses.asdict(s)
+    """One gate's state, its reference left out (:class:`GateStore` keeps it in a file of its own)."""
+    out = dataclasses.asdict(dataclasses.replace(s, reference={}))
     for key in ("ran", "downloaded", "failed", "observed", "preexisting"):
         out[key] = sorted(out[key])
     return out
@@ -130,16 +131,37 @@ class GateStore:
         self.state_path = folder / "gates.json"
         self.audit_path = folder / "gates-audit.jsonl"
         self.meta_path = folder / "gates-meta.json"
+        # each gate's devices' levels on its baseline: large, and fixed once its first wave opens, so
+        # kept apart from gates.json (rewritten every window) and written only when one changes
+        self.reference_path = folder / "gates-reference.json"
+        self._written: dict[str, object] = {}
 
     def load(self) -> dict[str, GateState]:
-        """Every gate's state; {} when there is no file; DamagedStateError when it cannot be read."""
+        """Every gate's state; {} when there is no file; DamagedStateError when it cannot be read.
+        An unreadable reference file is moved aside: its gates judge on without relative rows."""
         doc = atomic.read_json(self.state_path, {})
         try:
             if not isinstance(doc, dict) or not isinstance(doc.get("gates", {}), dict):
                 raise _Shape('expected an object {"gates": {"<model@version>": {...}}}')
-            return {k: state_from_json(v, f"gates.{k}") for k, v in doc.get("gates", {}).items()}
+            gates = {k: state_from_json(v, f"gates.{k}") for k, v in doc.get("gates", {}).items()}
         except (ValueError, TypeError) as exc:
             raise DamagedStateError(str(self.state_path), f"wrong schema ({exc})") from exc
+        refs = self._load_references()
+        out = {k: dataclasses.replace(g, reference=refs[k]) if k in refs else g for k, g in gates.items()}
+        self._written = {k: g.reference for k, g in out.items()}
+        return out
+
+    def _load_references(self) -> dict[str, Any]:
+        try:
+            doc = atomic.read_json(self.reference_path, {})
+            refs = doc.get("references", {}) if isinstance(doc, dict) else None
+            if not isinstance(refs, dict):
+                raise _Shape('expected an object {"references": {...}}')
+            hint = typing.get_type_hints(GateState)["reference"]
+            return {k: _convert(hint, v, f"references.{k}") for k, v in refs.items()}
+        except (DamagedStateError, ValueError, TypeError):
+            atomic.move_aside(self.reference_path)
+            return {}
 
     def load_meta(self) -> dict[str, Any]:
         """What the keeper keeps beside the gates; DamagedStateError when it is not that shape."""
@@ -163,6 +185,12 @@ class GateStore:
                 f.write("\n".join(lines) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
+        if any(self._written.get(k) is not g.reference for k, g in gates.items()) or set(
+            self._written
+        ) != set(gates):
+            refs = {k: g.reference for k, g in gates.items()}
+            atomic.write_json(self.reference_path, {"references": refs})  # before the state naming them
+            self._written = dict(refs)
         atomic.write_json(self.state_path, {"gates": {k: state_to_json(v) for k, v in gates.items()}})
         if meta is not None:
             atomic.write_json(self.meta_path, dict(meta))

@@ -24,9 +24,10 @@ from gateway import atomic
 from gateway.core import site as S
 from gateway.core.device import DeviceRecord
 from gateway.core.errors import DamagedStateError
-from gateway.core.gates import Control, Event, GateState
+from gateway.core.gates import Action, Control, Event, GateState
 from gateway.core.manifest import Deployment, parse_deployment
 from gateway.core.settings import GateSettings
+from gateway.core.waves import wave_target
 from gateway.core.window import WindowStats
 from gateway.rollout.gate_store import GateStore
 
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 SAFE_MODE_ACTION = "safe mode: every candidate held at waiting_for_wave until `ota-gateway gate release`"
 Transition = Callable[[S.Site], tuple[S.Site, S.Effects]]
+# decisions a person should see in the log as warnings; a gate opening or advancing is news, not one
+ALARMING = frozenset({Action.HALT, Action.ABORT, Action.OBSERVE, Action.AWAIT, Action.HOLD})
 
 
 class GateKeeper:
@@ -45,6 +48,7 @@ class GateKeeper:
         self._windows: list[WindowStats] = []
         self._lock = asyncio.Lock()
         self.recovered: list[dict[str, Any]] = []  # damaged gate files found at load (for /status)
+        self._full: tuple[int, int, str] | None = None  # no free place in that state (admit_on_poll)
 
     @property
     def gates(self) -> Mapping[str, GateState]:
@@ -119,7 +123,8 @@ class GateKeeper:
                 await durable(effects)
             self.site = new
         for d in effects.decisions:
-            log.warning("gate %s wave %d: %s (%s)", d.deployment, d.wave, d.action, d.reason)
+            level = logging.WARNING if d.action in ALARMING else logging.INFO
+            log.log(level, "gate %s wave %d: %s (%s)", d.deployment, d.wave + 1, d.action, d.reason)
         return effects
 
     # -- transitions --------------------------------------------------------------------------------
@@ -177,6 +182,37 @@ class GateKeeper:
             ),
             durable,
         )
+
+    async def admit_on_poll(
+        self,
+        device: DeviceRecord,
+        candidate: Deployment,
+        *,
+        now: float,
+        devices: Sequence[DeviceRecord],
+        matrix: CompatMatrix | None,
+        durable: Callable[[S.Effects], Awaitable[None]] | None = None,
+    ) -> S.Effects:
+        """A device waiting for ``candidate``'s wave asks: admitted now if the wave has a free place.
+        Cheap when it has none: no eligibility pass unless the wave could hold more devices than it
+        has, and none again until the site's state or its number of devices changes."""
+        gate = self.site.gates.get(candidate.key)
+        s = self.settings
+        if gate is None or not gate.active or gate.held_by is not None or device.device_id in gate.admitted:
+            return S.Effects()
+        room = wave_target(s.waves, gate.wave, len(devices), s.min_devices_per_wave) > len(gate.admitted)
+        full = (self.site.version, len(devices), candidate.key)
+        if not room or self._full == full:
+            return S.Effects()
+        effects = await self._transition(
+            lambda site: S.admit_on_poll(
+                site, candidate.key, device, now=now, settings=s, devices=devices, matrix=matrix
+            ),
+            durable,
+        )
+        if device.device_id not in self.site.gates[candidate.key].admitted:
+            self._full = (self.site.version, len(devices), candidate.key)
+        return effects
 
     async def tick(
         self,

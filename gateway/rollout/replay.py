@@ -43,7 +43,9 @@ from gateway.core.metrics import parse_metrics
 from gateway.core.poll_memo import PollMemo
 from gateway.core.settings import GateSettings
 
-TICK_S = 15.0  # how often the replayed gateway steps its gates between windows (the live one: 5 s)
+# how often the replayed gateway steps its gates between windows, unless told (the CLI steps at the
+# live site loop's pace, ``Settings.gate_step_s``: 5 s with one-minute windows)
+TICK_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -150,9 +152,15 @@ class _Replay:
     """One replayed site: its gateway's decision state, its devices, and time."""
 
     def __init__(
-        self, h: Header, settings: GateSettings, seed: int, window_s: float, cohort_attribute: str
+        self,
+        h: Header,
+        settings: GateSettings,
+        seed: int,
+        window_s: float,
+        cohort_attribute: str,
+        tick_s: float = TICK_S,
     ) -> None:
-        self.h, self.settings, self.window_s = h, settings, window_s
+        self.h, self.settings, self.window_s, self.tick_s = h, settings, window_s, tick_s
         self.rng = random.Random(seed)
         self.baseline = h.deployment(h.baseline, {})
         self.candidate = h.deployment(h.candidate, h.manifest)
@@ -267,7 +275,7 @@ class _Replay:
                 self.poll(at, device)
             elif kind == "tick":
                 self.tick(at)
-                self.at(at + TICK_S, "tick")
+                self.at(at + self.tick_s, "tick")
             elif kind == "publish":
                 self.published = True
                 self.apply(at)
@@ -281,6 +289,7 @@ def replay_trace(
     seed: int = 0,
     window_s: float = 60.0,
     cohort_attribute: str = "hw",
+    tick_s: float = TICK_S,
 ) -> ReplayResult:
     """Replay one trace (its parsed JSON lines, header first). :class:`FormatError` names the line."""
     it = iter(lines)
@@ -289,13 +298,13 @@ def replay_trace(
     except StopIteration:
         raise FormatError("line 1: the trace is empty") from None
     h = Header.parse(head)
-    r = _Replay(h, settings, seed, window_s, cohort_attribute)
+    r = _Replay(h, settings, seed, window_s, cohort_attribute, tick_s)
     r.result.trace = name
     r.apply(0.0)
     for d, _ in h.devices:
         r.at(r.rng.uniform(0, h.poll_interval_s), "poll", d)
     r.at(h.publish_s, "publish")
-    r.at(TICK_S, "tick")
+    r.at(tick_s, "tick")
     end = 0.0
     for n, t, device, version, body, event in _records(it):
         r.run_until(t)

@@ -105,7 +105,7 @@ class ArtifactStore:
             action = "rebuilt from the blobs on disk and the index in effect"
             self.recovered.append(atomic.recovered(self._catalog_path, exc.problem, action, moved))
             self._dirty = True
-        for sha in await asyncio.to_thread(self.blobs.list_blobs):
+        for sha in await asyncio.to_thread(self.blobs.open):  # makes the folders, lists the blobs
             info = await asyncio.to_thread(self.blobs.check, sha)
             if info is not None:
                 self.verified[sha] = info
@@ -312,13 +312,7 @@ class ArtifactStore:
             begun = time.monotonic()
             try:
                 report = await self.scrub_pass(rate_bytes_per_s)
-                log.info(
-                    "scrub: %d blobs, %d bytes re-hashed, %d mismatched, %d missing",
-                    report.blobs,
-                    report.bytes,
-                    len(report.mismatches),
-                    len(report.missing),
-                )
+                log.info("scrub: %s", report.words())
             except Exception:  # a disk error in one pass must not end the scrub for good
                 log.exception("scrub pass failed")
             wait = max(0.0, interval_s - (time.monotonic() - begun))

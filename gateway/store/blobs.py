@@ -76,6 +76,10 @@ class BlobStore:
         self.blob_dir = data_dir / "blobs" / "sha256"
         self.partial_dir = data_dir / "partial"
         self.quarantine_dir = data_dir / "quarantine"
+
+    def create_dirs(self) -> None:
+        """Blocking: the blob and partial folders (the constructor touches no disk: this runs in
+        the store's ``open``, under the data folder's lock)."""
         for d in (self.blob_dir, self.partial_dir):
             try:
                 d.mkdir(parents=True, exist_ok=True)
@@ -104,7 +108,14 @@ class BlobStore:
             sha256, st.st_size, st.st_mtime, len(sig), hashlib.sha256(sig).hexdigest(), st.st_ctime_ns
         )
 
+    def open(self) -> list[str]:
+        """Blocking: make the folders (see :meth:`create_dirs`), then the verified blobs' names."""
+        self.create_dirs()
+        return self.list_blobs()
+
     def list_blobs(self) -> list[str]:
+        if not self.blob_dir.is_dir():  # a reader on a folder no gateway has opened yet
+            return []
         return sorted(p.name for p in self.blob_dir.iterdir() if _HEX.match(p.name))
 
     def check(self, sha256: str) -> BlobInfo | None:

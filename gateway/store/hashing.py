@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.core.human import size
+
 log = logging.getLogger("gateway.store.artifacts")
 
 HASH_CHUNK = 1 << 20
@@ -52,6 +54,11 @@ class ScrubReport:
     missing: list[str] = field(default_factory=list)
     passes: int = 0
     total_mismatches: int = 0  # since the start
+
+    def words(self) -> str:
+        """The pass for the log: "3 blobs, 30.0 MB re-hashed, 0 mismatched, 0 missing"."""
+        done = f"{self.blobs} blobs, {size(self.bytes)} re-hashed"
+        return f"{done}, {len(self.mismatches)} mismatched, {len(self.missing)} missing"
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -41,8 +41,8 @@ WindowListener = Callable[[list[WindowStats], float], None]
 
 
 class Telemetry:
-    """Its events, declared and given at construction: ``on_event`` for each valid device event,
-    ``on_windows`` for each batch of closed windows."""
+    """Its events, declared and given at construction: ``on_event`` for each valid device event
+    (the listeners in order), ``on_windows`` for each batch of closed windows."""
 
     def __init__(
         self,
@@ -51,7 +51,7 @@ class Telemetry:
         outbox: Outbox,
         stats: Stats,
         *,
-        on_event: EventListener,
+        on_event: EventListener | Sequence[EventListener],
         on_windows: Sequence[WindowListener] = (),
         journal: bool = True,
     ) -> None:
@@ -59,7 +59,9 @@ class Telemetry:
         self.inventory = inventory
         self.outbox = outbox
         self.stats = stats
-        self.on_event = on_event
+        self.event_listeners: tuple[EventListener, ...] = (
+            (on_event,) if callable(on_event) else tuple(on_event)
+        )
         self.journal = journal
         self.recent: deque[WindowStats] = deque(maxlen=5000)
         self.listeners = tuple(on_windows)
@@ -161,6 +163,13 @@ class Telemetry:
             return None
         self.on_event(device_id, name, model_id, version, reason)
         return None
+
+    def on_event(
+        self, device_id: str, event: str, model_id: str | None, version: str | None, reason: str | None
+    ) -> None:
+        """A valid device event (over MQTT here, or from the HTTP endpoint), to every listener."""
+        for listener in self.event_listeners:
+            listener(device_id, event, model_id, version, reason)
 
     async def close_windows(self, now: float) -> list[WindowStats]:
         windows = self.aggregator.close_due(now)

@@ -27,15 +27,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.core.errors import ExpiredError, FormatError, RollbackError, UntrustedError
+from gateway.core.errors import ExpiredError, FormatError, RemoteDataError, RollbackError, UntrustedError
 from gateway.core.manifest import Command, Deployment, parse_deployment, parse_time
 from gateway.trust.canonical import canonical_json
 from gateway.trust.clock import ClockReading, check_issued
 from gateway.trust.keys import PublicKey, keyid, parse_public_key, verify_bytes
+from gateway.trust.statement import StatementCheck
 
 MAX_INDEX_BYTES = 8 << 20
 COMMANDS = tuple(Command)
@@ -86,10 +88,13 @@ def _check_signatures(
     except ValueError as exc:  # NaN or a lone surrogate: nothing anyone could have signed
         raise FormatError(f"{what}: signed part has no canonical JSON form ({exc})") from exc
     known = False
+    strangers: list[str] = []  # key ids of signatures by keys we do not trust, for the message
     for entry in sigs:
         if not isinstance(entry, dict):
             continue
         kid, sig_b64 = entry.get("keyid"), entry.get("sig")
+        if isinstance(kid, str) and kid not in keys and len(strangers) < 3:
+            strangers.append(_shown_keyid(kid))
         if not isinstance(kid, str) or not isinstance(sig_b64, str) or kid not in keys:
             continue
         known = True
@@ -100,8 +105,17 @@ def _check_signatures(
         if verify_bytes(keys[kid], sig, payload):
             return kid
     if not known:
-        raise UntrustedError(f"{what}: signed by no trusted key")
+        by = f"key id {', '.join(strangers)}" if strangers else "no key id"
+        raise UntrustedError(
+            f"{what}: signed by {by}: no trusted key (trusted: {', '.join(sorted(keys)) or 'none'}; "
+            "add the signer's public key to trust.trusted_keys or the data folder's trusted-keys/)"
+        )
     raise UntrustedError(f"{what}: signature does not verify")
+
+
+def _shown_keyid(kid: str) -> str:
+    """A key id from remote data as it may appear in a log line: hex, at most 64 characters."""
+    return kid if re.fullmatch(r"[0-9a-f]{1,64}", kid) else f"{kid[:64]!r} (not a key id)"
 
 
 def _version(signed: Mapping[str, Any], what: str) -> int:
@@ -120,6 +134,7 @@ class TrustedIndex:
         self.highest_version = highest_version
         self.key_list: KeyList | None = None
         self.index: SiteIndex | None = None
+        self.statements = StatementCheck()
 
     def signing_keys(self) -> dict[str, PublicKey]:
         keys = dict(self.root_keys)
@@ -193,10 +208,13 @@ class TrustedIndex:
             raise FormatError(f"{what}: deployments: expected a list")
         deployments: list[Deployment] = []
         rejected: list[tuple[str, str]] = []
+        keys = self.signing_keys()
         for i, item in enumerate(items):
             try:
-                deployments.append(parse_deployment(item, f"deployments[{i}]"))
-            except FormatError as exc:
+                dep = parse_deployment(item, f"deployments[{i}]")
+                self.statements.check(item, keys, dep.key)
+                deployments.append(dep)
+            except RemoteDataError as exc:
                 rejected.append((f"deployments[{i}]", str(exc)))
         commands = signed.get("commands") or {}
         if not isinstance(commands, dict) or any(v not in COMMANDS for v in commands.values()):

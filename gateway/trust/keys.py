@@ -35,8 +35,21 @@ def public_pem(key: PublicKey) -> str:
     ).decode()
 
 
+PRIVATE_KEY_ADVICE = (
+    "a PUBLIC key: this file holds a PRIVATE key, which signs models and belongs with the registry "
+    "tool only (the gateway never signs); remove it and copy the matching public.pem instead"
+)
+
+
+def holds_private_key(pem: bytes) -> bool:
+    """Whether a PEM file holds a private key (``-----BEGIN ... PRIVATE KEY-----``)."""
+    return b"PRIVATE KEY-----" in pem
+
+
 def parse_public_key(pem: bytes, what: str) -> PublicKey:
     """A PEM public key of an accepted kind; FormatError otherwise."""
+    if holds_private_key(pem):
+        raise FormatError(f"{what}: expected {PRIVATE_KEY_ADVICE}")
     try:
         key = serialization.load_pem_public_key(pem)
     except (ValueError, UnsupportedAlgorithm) as exc:
@@ -58,6 +71,8 @@ def load_trusted_keys(paths: list[Path], source: str) -> dict[str, PublicKey]:
             raise ConfigError(
                 source, "trust.trusted_keys", f"a readable PEM file at {path} ({exc.strerror})"
             ) from exc
+        if holds_private_key(pem):
+            raise ConfigError(source, "trust.trusted_keys", f"{PRIVATE_KEY_ADVICE} ({path})")
         try:
             key = parse_public_key(pem, str(path))
         except FormatError as exc:

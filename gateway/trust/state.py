@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import atomic
-from gateway.core.errors import DamagedStateError, FormatError, RemoteDataError, StorageError
+from gateway.core.errors import ConfigError, DamagedStateError, FormatError, RemoteDataError, StorageError
 from gateway.core.manifest import format_time, parse_time
 from gateway.trust.clock import (
     DEFAULT_MAX_FUTURE_SKEW_S,
@@ -39,7 +39,7 @@ from gateway.trust.clock import (
     trusted_now,
 )
 from gateway.trust.index import SiteIndex, TrustedIndex
-from gateway.trust.keys import PublicKey, keyid, parse_public_key
+from gateway.trust.keys import PRIVATE_KEY_ADVICE, PublicKey, holds_private_key, keyid, parse_public_key
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ def _state_from_json(doc: Any) -> dict[str, Any]:
 class TrustState:
     """Owns the :class:`TrustedIndex` and its persistence. Blocking: use from a worker thread."""
 
+    HELD = "index.json"  # the accepted index's raw bytes (TUF: every metadata file of the set)
+
     def __init__(
         self,
         directory: Path,
@@ -84,40 +86,78 @@ class TrustState:
         self.max_future_skew_s = max_future_skew_s
         self.recovered: list[dict[str, Any]] = []  # a damaged state.json found here (for /status)
         self._rebuild_floors = False  # state.json was damaged: rebuild from the held index in load()
-        path = directory / "state.json"
+        self._state_read = False  # the constructor reads nothing: load_state() does, under the lock
+        self._reported: dict[Path, tuple[int, str]] = {}  # bad files in key_dir, logged once each
+        self.highest_issued = 0.0
+        self.floor_source: dict[str, Any] = {"kind": FloorKind.MIN_VALID_TIME.value}
+        self.trusted = TrustedIndex(root_keys, site)
+
+    def load_state(self, *, repair: bool = True) -> None:
+        """Blocking: read ``state.json`` (the floors). A damaged one is moved aside and the floors
+        are rebuilt from the held index in :meth:`load`; with ``repair=False`` (a reader beside a
+        running gateway, which owns the folder) it is only ignored, and nothing is written."""
+        self._state_read = True
+        path = self.dir / "state.json"
         try:
             state = _state_from_json(atomic.read_json(path, {}))
         except DamagedStateError as exc:
-            moved = atomic.move_aside(path)
-            action = "floors rebuilt from the newest signed index held (min_valid_time if none)"
-            self.recovered.append(atomic.recovered(path, exc.problem, action, moved))
-            self._rebuild_floors = True
             state = {}
+            if repair:
+                moved = atomic.move_aside(path)
+                action = "floors rebuilt from the newest signed index held (min_valid_time if none)"
+                self.recovered.append(atomic.recovered(path, exc.problem, action, moved))
+                self._rebuild_floors = True
         self.highest_issued = float(state.get("highest_issued", 0.0))
         source = state.get("floor_source")
         if isinstance(source, dict):
-            self.floor_source: dict[str, Any] = source
+            self.floor_source = source
         elif self.highest_issued > self.min_valid_time:
             self.floor_source = {"kind": FloorKind.UNKNOWN.value}
         else:
             self.floor_source = {"kind": FloorKind.MIN_VALID_TIME.value}
-        self.trusted = TrustedIndex(root_keys, site, highest_version=int(state.get("highest_version", 0)))
+        self.trusted.highest_version = int(state.get("highest_version", 0))
 
-    def refresh_keys(self) -> None:
-        """Root keys = configured ones + PEM files dropped into ``key_dir`` (no restart needed)."""
+    def refresh_keys(self, *, at_start: bool = False) -> None:
+        """Root keys = configured ones + PEM files dropped into ``key_dir`` (no restart needed).
+        A private key there stops start-up (``at_start``: ConfigError naming the file); one dropped
+        in while running is an error in the log (once per file version) and is never used."""
         keys = dict(self.configured_keys)
         if self.key_dir is not None and self.key_dir.is_dir():
             for path in sorted(self.key_dir.glob("*.pem")):
                 try:
-                    key = parse_public_key(path.read_bytes(), str(path))
+                    pem = path.read_bytes()
+                    if at_start and holds_private_key(pem):
+                        raise ConfigError(str(path), "trusted-keys", PRIVATE_KEY_ADVICE)
+                    key = parse_public_key(pem, str(path))
                 except (OSError, FormatError) as exc:
-                    log.error("ignoring trusted key file %s: %s", path, exc)
+                    self._key_file_problem(path, exc)
                     continue
                 keys[keyid(key)] = key
         self.trusted.root_keys = keys
 
+    def _key_file_problem(self, path: Path, exc: Exception) -> None:
+        """Log a bad file in ``key_dir`` once per version of it (keys are refreshed every poll)."""
+        try:
+            stamp = (path.stat().st_mtime_ns, str(exc))
+        except OSError:
+            stamp = (0, str(exc))
+        if self._reported.get(path) != stamp:
+            self._reported[path] = stamp
+            log.error("ignoring trusted key file %s: %s", path, exc)
+
+    def _ensure_state(self) -> None:
+        """The floors are read before any is used or written (a folder's floors are never lowered
+        by a state object that has not read them); the gateway reads them in :meth:`load`."""
+        if not self._state_read:
+            self.load_state()
+
+    def metadata(self, name: str) -> bytes | None:
+        """A held TUF metadata file by name (:mod:`gateway.trust.tuf_state`); the index holds none."""
+        return None
+
     @property
     def floor(self) -> float:
+        self._ensure_state()
         return max(self.min_valid_time, self.highest_issued)
 
     def clock(self, system_now: float) -> ClockReading:
@@ -133,13 +173,16 @@ class TrustState:
 
     def source(self) -> dict[str, Any]:
         """Where the floor came from: the stored source, or min_valid_time when that is higher."""
+        self._ensure_state()
         if self.min_valid_time >= self.highest_issued:
             return {"kind": FloorKind.MIN_VALID_TIME.value}
         return dict(self.floor_source)
 
     def load(self, system_now: float) -> SiteIndex | None:
         """Re-verify what we held before a restart; a held index that no longer verifies is dropped."""
-        self.refresh_keys()
+        if not self._state_read:
+            self.load_state()
+        self.refresh_keys(at_start=True)
         now = self.clock(system_now).now
         keys_path, index_path = self.dir / "keys.json", self.dir / "index.json"
         if keys_path.exists():
@@ -195,6 +238,7 @@ class TrustState:
         atomic.write_bytes(self.dir / "keys.json", raw)
 
     def verify(self, raw: bytes, system_now: float) -> SiteIndex:
+        self._ensure_state()
         self.refresh_keys()
         reading = self.clock(system_now)
         return self.trusted.verify_index(
@@ -203,6 +247,7 @@ class TrustState:
 
     def accept(self, index: SiteIndex, system_now: float) -> None:
         """Persist first, then believe: a crash in between leaves the old state whole."""
+        self._ensure_state()
         reading = self.clock(system_now)
         highest_issued, capped = raised_floor(
             self.highest_issued, index.issued, reading, self.max_future_skew_s, self.min_valid_time
@@ -225,7 +270,7 @@ class TrustState:
                     format_time(reference_time(reading, self.min_valid_time)),
                     format_time(highest_issued),
                 )
-        atomic.write_bytes(self.dir / "index.json", index.raw)
+        atomic.write_bytes(self.dir / self.HELD, index.raw)
         self._write_state(max(self.trusted.highest_version, index.version), highest_issued, source)
         self.highest_issued = highest_issued
         self.floor_source = source
@@ -246,6 +291,7 @@ class TrustState:
         it), never raise it; audited before it takes effect. Only on a stopped gateway (the caller
         holds the data folder lock), so a running one cannot write its old floor back. Returns the
         audit record, or None when the floor is not above that and there is nothing to lower."""
+        self._ensure_state()
         old_floor = self.floor
         target = system_now if system_now >= self.min_valid_time else 0.0
         highest_issued = min(self.highest_issued, target)

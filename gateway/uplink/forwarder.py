@@ -2,7 +2,9 @@
 
 Each sink keeps its own cursor in the outbox (a record is deleted once every sink has it), so a
 cloud broker that is down does not hold back the HTTP ingest, and the reverse. After an outage the
-drop counters (what the outbox had to shed) go upstream as one ``drops`` record.
+drop counters (what the outbox had to shed) go upstream as one ``drops`` record. Every error a
+sink raises, of any type, is the forwarder's to retry with backoff: none ends delivery (the
+supervisor in :mod:`gateway.supervisor` restarts the whole forwarder only if one escapes anyway).
 """
 
 from __future__ import annotations
@@ -62,11 +64,18 @@ class Forwarder:
                 self.stats.error("uplink.outbox_errors", str(exc))
                 if failures == 1:
                     log.error("uplink paused: %s", exc)
-                await asyncio.sleep(
-                    backoff_s(
-                        failures, initial_s=self.retry_initial_s, max_s=self.retry_max_s, rand=random.random()
-                    )
-                )
+                await self._pause(failures)
+            except Exception as exc:  # anything else (a bug, a library error): never the end of delivery
+                failures += 1
+                self.stats.error(f"uplink.{sink.name}.errors", repr(exc))
+                log.exception("uplink %s failed unexpectedly; retrying with backoff", sink.name)
+                self.link_up[sink.name] = False
+                await self._pause(failures)
+
+    async def _pause(self, failures: int) -> None:
+        await asyncio.sleep(
+            backoff_s(failures, initial_s=self.retry_initial_s, max_s=self.retry_max_s, rand=random.random())
+        )
 
     async def _drain_once(self, sink: Sink, failures: int) -> None:
         while True:
@@ -80,7 +89,7 @@ class Forwarder:
                 continue
             try:
                 refused = await self._deliver(sink, batch)
-            except TransportError as exc:
+            except Exception as exc:  # every sink error is ours to retry, whatever its type
                 done = getattr(exc, "delivered_seq", None)  # a sink that got part of it through
                 if done is not None:
                     await asyncio.to_thread(self.outbox.ack, sink.name, done)
@@ -89,7 +98,9 @@ class Forwarder:
                     failures, initial_s=self.retry_initial_s, max_s=self.retry_max_s, rand=random.random()
                 )
                 failures += 1
-                if self.link_up[sink.name]:
+                if not isinstance(exc, TransportError):
+                    log.error("uplink %s: unexpected sink error: %r", sink.name, exc, exc_info=exc)
+                elif self.link_up[sink.name]:
                     log.warning("uplink %s down (%s); retrying with backoff", sink.name, exc)
                 self.link_up[sink.name] = False
                 self.stats.error(f"uplink.{sink.name}.errors", str(exc))

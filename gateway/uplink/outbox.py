@@ -20,7 +20,9 @@ and a fresh outbox is opened: how many unsent records were in it is unknown, and
 Bounds: ``max_bytes`` and ``max_age_s``. On overflow records are dropped by kind, in this order:
 ``sample`` (raw metrics) first, then ``aggregate``, then ``health``; events, inventory changes and
 gate decisions last. Every drop is counted by kind and reason, and the counts go upstream as a
-``drops`` record when delivery resumes.
+``drops`` record when delivery resumes. :meth:`Outbox.append_bounded` (records relayed for a child
+gateway) never sheds: it commits a whole batch or refuses it (:class:`OutboxFullError`) when it
+would take the outbox past ``max_bytes`` or one sender's records past their quota.
 """
 
 from __future__ import annotations
@@ -33,14 +35,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.core.errors import DamagedStateError, StorageError
+from gateway.core.errors import DamagedStateError, OutboxFullError, StorageError
 from gateway.uplink.outbox_file import (
     Depth,
     Pending,
+    Record,
     connect_checked,
     register_sinks,
     resolve,
@@ -54,17 +56,7 @@ DROP_ORDER = ("sample", "aggregate", "health")  # first to go; any other kind is
 GROUP_COMMIT_S = 0.004
 MAX_BATCH = 1000
 EXPORT_SINK = "export"  # ``ota-gateway uplink export``'s cursor: kept whichever sinks run
-
-
-@dataclass(frozen=True)
-class Record:
-    seq: int
-    kind: str
-    at: float
-    body: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"seq": self.seq, "kind": self.kind, "at": self.at, "body": self.body}
+_HELD_FOR = "SELECT COALESCE(SUM(size), 0) FROM records WHERE kind = ? AND json_extract(body, '$.site') = ?"
 
 
 class Outbox:
@@ -87,6 +79,7 @@ class Outbox:
         self._cv = threading.Condition()
         self._closed = False
         self._bytes = 0
+        self._held: dict[str, int] = {}  # append_bounded: an upper bound of each key's bytes held
         self.recovered: list[dict[str, Any]] = []  # a damaged database found at open (for /status)
         self._dropped: Counter[tuple[str, str]] = Counter()  # this run's drops (kind, reason), /metrics
         self._writer = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
@@ -145,6 +138,35 @@ class Outbox:
     async def append(self, kind: str, body: dict[str, Any], now: float) -> int:
         """Durable when it returns: the record's sequence number, after its commit."""
         return await self.append_nowait(kind, body, now)
+
+    @seam
+    def append_bounded(self, kind: str, texts: list[str], now: float, *, key: str, quota_bytes: int) -> int:
+        """Blocking (a worker thread): the JSON ``texts`` as records of ``kind``, all in one commit,
+        or none: :class:`OutboxFullError` when they would take the outbox past ``max_bytes`` or the
+        records of ``kind`` whose body's ``site`` is ``key`` past ``quota_bytes``. Never sheds."""
+        size = sum(len(t) for t in texts)
+        with self._lock:
+            held = self._held.get(key)
+            if held is None or held + size > quota_bytes:  # an upper bound: counted again near the quota
+                held = self._held[key] = self._scalar_locked(_HELD_FOR, (kind, key))
+            if held + size > quota_bytes:
+                raise OutboxFullError(f"{key} holds {held} bytes of the outbox, its quota is {quota_bytes}")
+            if self._bytes + size > self.max_bytes:
+                self._bytes = self._scalar_locked("SELECT COALESCE(SUM(size), 0) FROM records")
+            if self._bytes + size > self.max_bytes:
+                raise OutboxFullError(f"the outbox is full ({self._bytes} of {self.max_bytes} bytes)")
+            cur = self.db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                rows = ((kind, now, t, len(t)) for t in texts)
+                cur.executemany("INSERT INTO records(kind, at, body, size) VALUES (?, ?, ?, ?)", rows)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            self._bytes += size
+            self._held[key] = held + size
+        return len(texts)
 
     def _write_loop(self) -> None:
         while True:

@@ -14,6 +14,7 @@ import functools
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -107,6 +108,17 @@ def set_aside(path: Path, problem: str) -> dict[str, Any]:
         "how many unsent records were lost is unknown"
     )
     return atomic.recovered(path, problem, action, moved)
+
+
+@dataclass(frozen=True)
+class Record:
+    seq: int
+    kind: str
+    at: float
+    body: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind, "at": self.at, "body": self.body}
 
 
 class Pending(NamedTuple):

@@ -64,11 +64,14 @@ class HttpSink:
         self.token = token
         self.site = site
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self.ssl: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
+        self.ca_bundle = ca_bundle  # read at the first delivery: a constructor reads no file
+        self.ssl: ssl.SSLContext | bool = True
         self._session: aiohttp.ClientSession | None = None
 
     async def deliver(self, records: Sequence[Record]) -> None:
         if self._session is None:
+            if self.ca_bundle:
+                self.ssl = ssl.create_default_context(cafile=self.ca_bundle)
             self._session = aiohttp.ClientSession(timeout=self.timeout, trust_env=True)
         body = gzip.compress(
             json.dumps(
@@ -80,7 +83,9 @@ class HttpSink:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
             async with self._session.post(self.url, data=body, headers=headers, ssl=self.ssl) as r:
-                text = (await r.text())[:200]
+                # The reply's bytes as words for the log: a charset the server names wrongly (or
+                # none we know) must not turn a delivered batch into an error, sent again forever.
+                text = (await r.read())[:200].decode("utf-8", errors="replace")
                 if 200 <= r.status < 300:
                     return
                 if r.status in RETRY_4XX or r.status >= 500:
@@ -209,8 +214,9 @@ class MqttBridge:
             await self._wait(lambda: not self._flight)
             if not all(self._acked):
                 raise TransportError("cloud broker refused a record (PUBACK reason code)", url=self.url)
-        except TransportError as exc:
-            exc.delivered_seq = self._prefix(records)  # type: ignore[attr-defined]
+        except Exception as exc:  # any failure: the next delivery starts on a fresh connection
+            if isinstance(exc, TransportError):
+                exc.delivered_seq = self._prefix(records)  # type: ignore[attr-defined]
             await self._drop()
             raise
 

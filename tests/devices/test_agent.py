@@ -39,9 +39,8 @@ FAST = {
     "OTA_GATEWAY_MIRROR__POLL_INTERVAL_S": "0.2",
     "OTA_GATEWAY_TELEMETRY__WINDOW_S": "1.0",
     "OTA_GATEWAY_DEVICES__POLL_INTERVAL_S": "1",
-    "OTA_GATEWAY_GATES__MIN_DEVICES": "1",
     "OTA_GATEWAY_GATES__MIN_SAMPLES": "2",
-    "OTA_GATEWAY_GATES__SOAK_S": "120",
+    "OTA_GATEWAY_GATES__SOAK_MIN_S": "120",
 }
 OPEN_FIRST = {**FAST, "OTA_GATEWAY_GATES__FIRST_VERSION": "open"}
 HEALTH = {"max_cpu_percent": 50.0}
@@ -128,7 +127,14 @@ async def test_an_interrupted_download_resumes_then_verifies_and_switches_slots(
                 slots.remember_etag(m2["sha256"], value)
 
             assert not await download(
-                s, m2["artifact_url"], partial, etag=etag, headers={}, on_etag=keep, stop_after=300_000
+                s,
+                m2["artifact_url"],
+                partial,
+                length=m2["length"],
+                etag=etag,
+                headers={},
+                on_etag=keep,
+                stop_after=300_000,
             )
             seen.clear()
             assert await second.update_once(s)
@@ -149,9 +155,11 @@ async def test_bytes_the_cloud_did_not_sign_are_never_made_current(
                 gw.url, "cam-2", other.public_key.read_bytes(), tmp_path / "cam-2", model_id="detector"
             )
             await first_manifest(agent, s)
-            with pytest.raises(VerifyError, match="bad signature"):
+            # The manifest's signed statement is checked first (gateway.device.statement): refused
+            # before any byte is downloaded; a manifest without one fails on the file's signature.
+            with pytest.raises(VerifyError, match="not signed by the cloud's key"):
                 await agent.update_once(s)
-            assert agent.events == ["downloaded", "failed"] and await agent.running() is None
+            assert agent.events == ["failed"] and await agent.running() is None
             assert (await inventory(gw, "cam-2"))["last_event"] == "failed"
             assert not await agent.update_once(s)  # the refused manifest is not fetched again (304)
 

@@ -1,5 +1,6 @@
 """The device agent stands apart from the server: a device installs it for ``aiohttp``,
-``cryptography`` and ``paho-mqtt``, never for the broker, the store or mDNS."""
+``cryptography`` and ``paho-mqtt``, never for the broker, the store or mDNS. Of the gateway it
+shares only pure core values: the error root and the bounded JSON parser."""
 
 from __future__ import annotations
 
@@ -20,4 +21,6 @@ print(ours, heavy)
 def test_the_device_agent_imports_nothing_of_the_server() -> None:
     done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "['gateway.core', 'gateway.core.errors'] []"
+    assert done.stdout.strip() == (
+        "['gateway.core', 'gateway.core.errors', 'gateway.core.jsondoc', 'gateway.core.statement'] []"
+    )

@@ -157,7 +157,9 @@ async def test_open_mode_refuses_writes_for_a_device_from_another_address(gw: Ga
 async def test_the_binding_expires_after_silence(reg: Registry, tmp_path: Path) -> None:
     now = [1_000_000.0]
     settings = gateway_settings(reg, tmp_path / "data", devices={"open_binding_ttl_s": 60.0})
-    gw = Gateway(settings, clock=lambda: now[0])  # a clock we move: an hour of silence in no time
+    gw = Gateway.from_settings(
+        settings, clock=lambda: now[0]
+    )  # a clock we move: an hour of silence in no time
     await gw.start()
     try:
         assert await request(gw, "GET", "/devices/cam-1/updates", "127.0.0.1") == 204

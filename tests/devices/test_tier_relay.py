@@ -3,8 +3,8 @@
 * Two real ``ota-gateway serve`` processes and an aiohttp ingest as the cloud: a device posts
   metrics to the child, whose ``uplink.ingest_url`` is the parent's ``/uplink/batches``; the cloud
   receives the child's records as records of kind ``relay`` from the parent's site. The parent
-  refuses a relay without credentials (401), from a site not in ``mirror.child_sites`` (403), a bad
-  body (400) and a gzip bomb (413).
+  refuses a relay without credentials (401), with a device token or for another site than the
+  child credential's own (403), a bad body (400) and a gzip bomb (413).
 * ``kill -9`` of the parent at random instants while the child relays (several seeds): every record
   the child's outbox counts as delivered (its cursor) is at the cloud in the end, by (site, seq).
 * The answer waits for the outbox commit: with the journal's commits held, no answer comes; a
@@ -20,6 +20,7 @@ import os
 import random
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from tests.conftest import Registry
 from tests.peers import IngestServer, free_port, gateway_process, ingest_batch, serve_args, stop, wait_port
 
 TOKEN = "plant-site-token"
+CHILD_SECRET = "line-1-gateways-own-secret"
 PARENT, CHILD = "plant", "line-1"
 SEEDS = int(os.environ.get("GATE_RELAY_SEEDS", "1"))
 
@@ -70,6 +72,7 @@ def start(reg: Registry, data: Path, port: int, site: str, env: dict[str, str]) 
 def parent_env(cloud: int) -> dict[str, str]:
     return {
         "OTA_GATEWAY_MIRROR__CHILD_SITES": f'["{CHILD}"]',
+        "OTA_GATEWAY_MIRROR__CHILD_TOKENS": f'["{CHILD}={CHILD_SECRET}"]',
         "OTA_GATEWAY_DEVICES__ACCESS": '"token"',
         "OTA_GATEWAY_DEVICES__SITE_TOKEN": f'"{TOKEN}"',
         "OTA_GATEWAY_UPLINK__INGEST_URL": f'"http://127.0.0.1:{cloud}/ingest"',
@@ -79,7 +82,7 @@ def parent_env(cloud: int) -> dict[str, str]:
 def child_env(parent: int) -> dict[str, str]:
     return {
         "OTA_GATEWAY_UPLINK__INGEST_URL": f'"http://127.0.0.1:{parent}/uplink/batches"',
-        "OTA_GATEWAY_UPLINK__INGEST_TOKEN": f'"{TOKEN}"',
+        "OTA_GATEWAY_UPLINK__INGEST_TOKEN": f'"{CHILD_SECRET}"',
     }
 
 
@@ -118,7 +121,7 @@ async def test_a_child_relays_through_its_parent_and_the_parent_refuses_stranger
     child = start(reg, tmp_path / "child", cport, CHILD, child_env(pport))
     try:
         url = f"http://127.0.0.1:{pport}/uplink/batches"
-        auth = {"Authorization": f"Bearer {TOKEN}", "Content-Encoding": "gzip"}
+        auth = {"Authorization": f"Bearer {CHILD_SECRET}", "Content-Encoding": "gzip"}
         one = [{"seq": 1, "kind": "sample", "at": 1.0, "body": {}}]
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(force_close=True)
@@ -134,8 +137,12 @@ async def test_a_child_relays_through_its_parent_and_the_parent_refuses_stranger
             status, text = await post(s, url, batch(CHILD, one), **{"Content-Encoding": "gzip",
                                                                    "Authorization": "Bearer nope"})  # fmt: skip
             assert status == 403, text
+            status, text = await post(
+                s, url, batch(CHILD, one), **{**auth, "Authorization": f"Bearer {TOKEN}"}
+            )
+            assert status == 403 and "device credential cannot relay" in text, text
             status, text = await post(s, url, batch("line-9", one), **auth)
-            assert status == 403 and "child_sites" in text, text
+            assert status == 403 and "cannot relay for 'line-9'" in text, text
             status, text = await post(s, url, batch(PARENT, one), **auth)
             assert status == 403, text
             for bad, why in [(b"not gzip", "gzip"), (gzip.compress(b"[1]"), "object"),
@@ -209,34 +216,35 @@ async def test_kill_9_of_the_parent_loses_nothing_the_child_counts_delivered(
 async def test_the_parent_answers_only_once_the_outbox_committed(
     reg: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    held: list[asyncio.Future[int]] = []
-    real = Outbox.append_nowait
+    held: list[tuple[threading.Event, list[BaseException]]] = []
+    real = Outbox.append_bounded
 
-    def holding(self: Outbox, kind: str, body: dict[str, Any], now: float) -> asyncio.Future[int]:
-        if kind != "relay":
-            return real(self, kind, body, now)
-        held.append(asyncio.get_running_loop().create_future())  # the commit, in the test's hands
-        return held[-1]
+    def holding(self: Outbox, kind: str, texts: Any, now: float, **kw: Any) -> int:
+        gate: tuple[threading.Event, list[BaseException]] = (threading.Event(), [])
+        held.append(gate)  # the commit, in the test's hands
+        assert gate[0].wait(30)
+        if gate[1]:
+            raise gate[1][0]
+        return real(self, kind, texts, now, **kw)
 
-    monkeypatch.setattr(Outbox, "append_nowait", holding)
+    monkeypatch.setattr(Outbox, "append_bounded", holding)
     settings = gw.gateway_settings(reg, tmp_path / "parent", mirror={"upstream": str(reg.root),
-                                   "child_sites": (CHILD,)})  # fmt: skip
+                                   "child_sites": (CHILD,), "child_tokens": (f"{CHILD}={CHILD_SECRET}",)})  # fmt: skip
+    auth = {"Content-Encoding": "gzip", "Authorization": f"Bearer {CHILD_SECRET}"}
     async with gw.running(settings) as p, aiohttp.ClientSession() as s:
         url = gw.base_url(p) + "/uplink/batches"
         records = [{"seq": i, "kind": "sample", "at": float(i), "body": {"i": i}} for i in range(1, 4)]
-        answer = asyncio.ensure_future(post(s, url, batch(CHILD, records), **{"Content-Encoding": "gzip"}))
-        await until(lambda: len(held) == 3, "three records handed to the outbox")
-        held[0].set_result(1)
-        held[1].set_result(2)
+        answer = asyncio.ensure_future(post(s, url, batch(CHILD, records), **auth))
+        await until(lambda: len(held) == 1, "the batch handed to the outbox")
         await asyncio.sleep(0.2)  # gives a premature answer the time to arrive; not a synchronisation
-        assert not answer.done(), "answered before every record was committed"
-        held[2].set_exception(StorageError("disk full", path="outbox.sqlite"))
+        assert not answer.done(), "answered before the batch was committed"
+        held[0][1].append(StorageError("disk full", path="outbox.sqlite"))
+        held[0][0].set()
         status, text = await answer
         assert status == 503 and "disk full" in text and "Retry-After: 60" in text, (status, text)
-        answer = asyncio.ensure_future(post(s, url, batch(CHILD, records), **{"Content-Encoding": "gzip"}))
-        await until(lambda: len(held) == 6, "the re-sent batch handed to the outbox again")
+        answer = asyncio.ensure_future(post(s, url, batch(CHILD, records), **auth))
+        await until(lambda: len(held) == 2, "the re-sent batch handed to the outbox again")
         assert not answer.done()
-        for f in held[3:]:
-            f.set_result(0)
+        held[1][0].set()
         status, text = await answer
         assert status == 200 and json.loads(text)["accepted"] == 3, text

@@ -35,6 +35,7 @@ from tests.pki import site_pki
 MODEL = os.urandom(3_000_000)
 SHA = hashlib.sha256(MODEL).hexdigest()
 TOKEN = "parent-site-token"
+CHILD_SECRET = "the-child-gateways-own-secret"
 PARENT, CHILD = "plant", "line-1"
 FAST = {
     "OTA_GATEWAY_MIRROR__POLL_INTERVAL_S": "0.3",
@@ -89,11 +90,12 @@ def test_two_gateway_processes_one_upstream_fetch_and_an_end_to_end_signature(
     with nginx(reg.root) as cloud:
         parent_env = {
             "OTA_GATEWAY_MIRROR__CHILD_SITES": f'["{CHILD}"]',
+            "OTA_GATEWAY_MIRROR__CHILD_TOKENS": f'["{CHILD}={CHILD_SECRET}"]',
             "OTA_GATEWAY_DEVICES__ACCESS": '"token"',
             "OTA_GATEWAY_DEVICES__SITE_TOKEN": f'"{TOKEN}"',
         }
         with gateway(tmp_path, "parent", cloud.url, PARENT, reg.public_key, **parent_env) as (pport, pop):
-            child_env = {"OTA_GATEWAY_MIRROR__TOKEN": f'"{TOKEN}"'}
+            child_env = {"OTA_GATEWAY_MIRROR__TOKEN": f'"{CHILD_SECRET}"'}
             parent_url = f"http://127.0.0.1:{pport}/"
             with gateway(tmp_path, "child", parent_url, CHILD, reg.public_key, **child_env) as (cport, _):
                 poll = f"http://127.0.0.1:{cport}/devices/cam-7/updates?fw=1.0.0"
@@ -126,8 +128,9 @@ async def test_a_parent_with_token_access_refuses_a_child_without_credentials(
         reg,
         tmp_path / "parent",
         devices={"access": "token", "site_token": TOKEN},
-        mirror={"upstream": str(reg.root), "child_sites": (CHILD,), "poll_interval_s": 0.2},
-    )
+        mirror={"upstream": str(reg.root), "child_sites": (CHILD,), "poll_interval_s": 0.2,
+                "child_tokens": (f"{CHILD}={CHILD_SECRET}",)},
+    )  # fmt: skip
     parent = dataclasses.replace(parent, site=PARENT)
     async with running(parent) as p:
         await until(lambda: p.store.is_verified(SHA), what="parent mirrored")
@@ -141,9 +144,14 @@ async def test_a_parent_with_token_access_refuses_a_child_without_credentials(
         with_token = gateway_settings(reg, tmp_path / "with-token", upstream=url, mirror={
             "upstream": url, "token": TOKEN, "poll_interval_s": 0.2})  # fmt: skip
         with_token = dataclasses.replace(with_token, site=CHILD)
-        async with running(with_token) as c:
+        async with running(with_token) as c:  # a device token reads, but does not announce a child
             await until(lambda: c.store.is_verified(SHA), what="the child mirrored through the parent")
             assert c.mirror.index is not None and c.mirror.index.site == CHILD
+        assert f"gateway.{CHILD}" not in p.inventory.devices
+        own = gateway_settings(reg, tmp_path / "own", upstream=url, mirror={
+            "upstream": url, "token": CHILD_SECRET, "poll_interval_s": 0.2})  # fmt: skip
+        async with running(dataclasses.replace(own, site=CHILD)) as c:
+            await until(lambda: c.store.is_verified(SHA), what="the child mirrored with its own secret")
         assert p.inventory.devices[f"gateway.{CHILD}"].attrs["kind"] == "gateway"
 
 

@@ -42,9 +42,10 @@ def shown_text(value: Any) -> list[str]:
         (human.size, None, "–"),
         (human.size, 0, "0 B"),
         (human.size, 999, "999 B"),
-        (human.size, 30_000_000, "30 MB"),
+        (human.size, 30_000_000, "30.0 MB"),  # one size format: gateway.core.human.size
         (human.size, 85_211_258_880, "85.2 GB"),
         (human.rate, 1_400_000, "1.4 MB/s"),
+        (human.size, 262_144, "262.1 kB"),
         (human.duration, 14, "14 s"),
         (human.duration, 185, "3 min 5 s"),
         (human.duration, 7500, "2 h 5 min"),
@@ -117,8 +118,8 @@ def point(end: float, p95: float, err: float = 0.01) -> Point:
 def test_a_gate_panel_tells_its_story_in_words() -> None:
     settings = GateSettings()
     g = new_gate("detector@2.0.0", "detector", "2.0.0", "1.0.0", settings, NOW - 600)
-    failed = Verdict("max_error_rate", Result.FAIL, 0.12, None, 0.05, {"devices": 3, "samples": 40})
-    passed = Verdict("max_cpu_percent", Result.PASS, 40.0, None, 80.0, {"devices": 3})
+    failed = Verdict("max_error_rate", Result.WORSE, 0.12, None, 0.05, {"devices": 3, "samples": 40})
+    passed = Verdict("max_cpu_percent", Result.NO_WORSE, 40.0, None, 80.0, {"devices": 3})
     g = type(g)(
         **{
             **g.__dict__,
@@ -142,10 +143,12 @@ def test_a_gate_panel_tells_its_story_in_words() -> None:
     assert halt["when"] == "1 min ago" and halt["what"] == "HALTED" and halt["by"] == "the gate"
     assert halt["failed"][0] == {
         "criterion": "max error rate",
-        "result": "fail",
+        "result": "worse",
         "candidate": "12.0 %",
         "baseline": "",
-        "limit": "5.00 %",
+        "limit": "5.0 %",
+        "words": "errors 12.0 %, limit 5.0 %: worse",
+        "e_value": "",
         "samples": "devices 3, samples 40",
         "note": "",
     }
@@ -234,7 +237,7 @@ def test_the_status_as_text_has_no_python_values_the_issue_saw() -> None:
     for s in shown_text(doc):
         assert not REPRS.search(s), s
     assert "85.2 GB" in text and "Clock not trusted" in text and "No signed index" in text
-    assert doc["mirroring"][0]["text"] == "3 MB of 30 MB, 1.5 MB/s, about 18 s left"
+    assert doc["mirroring"][0]["text"] == "3.0 MB of 30.0 MB, 1.5 MB/s, about 18 s left"
     assert ["Last good poll", "never"] in doc["summary"] and ["Sink http", "not tried yet"] in doc["uplink"]
 
 
@@ -247,3 +250,38 @@ def test_the_rate_meter_takes_the_rate_over_recent_readings_and_restarts_with_a_
     p = m.observe({"a": (5, 100)}, 3)["a"]  # started again from fewer bytes
     assert p.rate_bytes_per_s is None
     assert m.observe({}, 4) == {} and not m._readings  # artifacts no longer mirrored are forgotten
+
+
+def test_the_rollout_card_counts_those_left_to_roll_back_as_devices_report() -> None:
+    settings = GateSettings()
+    g = new_gate("detector@2.0.0", "detector", "2.0.0", "1.0.0", settings, NOW - 600)
+    g = type(g)(**{**g.__dict__, "stage": Stage.HALTED, "admitted": {"a": 0, "b": 0}, "ran": frozenset("ab")})
+
+    def summary(on: set[str] | None) -> str:
+        still = None if on is None else on.__contains__
+        p = gate_panel.panel(
+            g, deployment=None, settings=settings, history=WindowHistory(), now=NOW, on_candidate=still
+        )
+        return str(p["summary"])
+
+    assert summary(None).endswith("2 ran it, 2 to roll back")
+    assert summary({"a"}).endswith("2 ran it, 1 to roll back (1 back on 1.0.0)")
+    assert summary(set()).endswith("2 ran it, 0 to roll back (2 back on 1.0.0)")
+
+
+TASKS = [
+    {"name": "mirror-poll", "state": "running", "restarts": 2, "failing": False, "last_error": "x",
+     "last_failure_ago_s": 30.0},
+    {"name": "uplink", "state": "restarting", "restarts": 7, "failing": True,
+     "last_error": "RuntimeError('boom')", "last_failure_ago_s": 1.0},
+]  # fmt: skip
+
+
+def test_supervised_tasks_show_their_restarts_and_a_failing_one_is_an_alert() -> None:
+    st = status(tasks=TASKS)
+    alerts = view.alerts(st, NOW)
+    assert any("Task uplink keeps failing (7 restarts; last: RuntimeError('boom'))" in a for a in alerts)
+    assert ["Tasks", "2 supervised; FAILING: uplink"] in view.summary(st, NOW)
+    calm = status(tasks=[{**TASKS[0]}])
+    assert ["Tasks", "1 supervised; restarts: mirror-poll 2x"] in view.summary(calm, NOW)
+    assert not any("keeps failing" in a for a in view.alerts(calm, NOW))

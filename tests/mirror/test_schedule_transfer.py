@@ -71,7 +71,7 @@ async def test_a_transfer_pauses_then_follows_the_cap_then_runs_free(
             mirror={"schedule": parse_schedule(list(SCHEDULE)), "schedule_timezone": "UTC"},
         )
         clock = ShiftedClock()
-        gw = Gateway(settings, clock=clock)
+        gw = Gateway.from_settings(settings, clock=clock)
         await gw.start()
         try:
             capped_max = 0

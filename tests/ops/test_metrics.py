@@ -167,6 +167,9 @@ async def test_every_family_is_there_with_sane_values_after_traffic(gw: Gateway)
     assert one(f, "ota_gateway_gate_admissions", deployment="detector@1.0.0") >= 0
     assert one(f, "ota_gateway_gate_halts", deployment="detector@1.0.0") == 0
     assert one(f, "ota_gateway_gate_wave", deployment="detector@1.0.0") >= 0
+    # the supervised tasks: each named, none restarted or failing after a calm run
+    assert one(f, "ota_gateway_task_restarts", task="mirror-poll") == 0
+    assert one(f, "ota_gateway_task_failing", task="site-loop") == 0
     # the Grafana dashboard in deploy/ uses only names this exposition has
     dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
     exprs = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel["targets"])

@@ -388,6 +388,15 @@ class SiteSim:
         dev = self.devices[device_id]
         self.result.polls += 1
         a = self.answer(dev, t)
+        if a.waiting_for is not None:  # its wave may have a free place: the gateway admits it first
+            key = a.waiting_for.key
+            self.transition(
+                t,
+                lambda site: S.admit_on_poll(
+                    site, key, dev.rec, now=t, settings=self.settings, devices=self.live(), matrix=None
+                ),
+            )
+            a = self.answer(dev, t)
         if self.act(dev, a, t) or not dev.long_poll:
             self.at(t + POLL_S * self.rng.uniform(0.5, 1.5), "poll", device_id)
             return
@@ -484,8 +493,7 @@ _Gates = S.GatesView  # what the devices' answers are asked of (the leak test sw
 DEFAULT_SETTINGS = GateSettings(
     waves=(1.0, 5.0, 10.0, 25.0, 50.0, 100.0),
     min_devices_per_wave=2,
-    soak_s=300.0,
-    min_devices=2,
+    soak_min_s=300.0,
     min_samples=6,
     silence_after_s=180.0,
 )

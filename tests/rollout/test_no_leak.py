@@ -32,7 +32,7 @@ def schedule(seed: int) -> dict[str, object]:
         DEFAULT_SETTINGS,
         waves=rng.choice([(1.0, 5.0, 10.0, 25.0, 50.0, 100.0), (10.0, 50.0, 100.0), (5.0, 100.0)]),
         min_devices_per_wave=rng.choice([1, 2, 3]),
-        soak_s=rng.choice([120.0, 300.0, 600.0]),
+        soak_min_s=rng.choice([120.0, 300.0, 600.0]),
         approve_each_wave=rng.random() < 0.1,
     )
     chaos = Chaos(

@@ -13,11 +13,8 @@ from gateway.core import site as S
 from gateway.core.aggregate import Aggregator
 from gateway.core.device import DeviceRecord
 from gateway.core.errors import ConfigError
-from gateway.core.gates import Action, Control, Event, GateLimits, Stage, evaluate, new_gate, step
-from gateway.core.manifest import HealthChecks
+from gateway.core.gates import Action, Control, Stage
 from gateway.core.metrics import Sample
-from gateway.core.settings import GateSettings
-from gateway.core.window import GroupKey, WindowStats
 from gateway.rollout.keeper import GateKeeper
 from gateway.settings import load
 from tests.rollout.sim import DEFAULT_SETTINGS, manifest
@@ -186,107 +183,7 @@ def test_gate_state_survives_a_restart_and_is_not_judged_again(tmp_path: Path) -
     assert reloaded.gates[V2.key].admitted == site.gates[V2.key].admitted
 
 
-# -- criteria that need no baseline ------------------------------------------------------------
-
-
-def cand_window(start: float, devs: list[str], **kw: object) -> WindowStats:
-    base = dict(samples=2 * len(devs), inferences=100 * len(devs), errors=0, error_rate=0.0, latency_p50_ms=40.0,
-                latency_p95_ms=60.0, latency_p99_ms=80.0, cpu_mean=30.0, cpu_max=40.0, ram_mean=40.0, ram_max=45.0,
-                temp_mean_c=50.0, temp_max_c=55.0, class_counts={"person": 99 * len(devs), "spill": len(devs)},
-                mean_confidence=0.8, unknown_rate=0.01, device_inferences={d: 100 for d in devs})  # fmt: skip
-    base.update(kw)
-    return WindowStats(GroupKey("detector", "2.0.0", "rev1"), start, start + 60, len(devs), **base)  # type: ignore[arg-type]
-
-
-def first_gate(settings: GateSettings = SETTINGS, health: HealthChecks | None = None):  # type: ignore[no-untyped-def]
-    limits = GateLimits.of(health or HealthChecks(warmup_inferences=10), settings)
-    eligible = {f"d{i}": {} for i in range(100)}
-    state = new_gate("detector@2.0.0", "detector", "2.0.0", None, settings, 0.0)
-    state, _ = step(state, now=0, limits=limits, eligible=eligible)
-    return state, limits, eligible
-
-
-def test_devices_that_go_silent_after_activating_halt_a_first_version() -> None:
-    state, limits, eligible = first_gate()
-    wave = sorted(state.admitted)
-    events = [Event(d, "activated", "2.0.0") for d in wave]
-    state, _ = step(state, now=10, limits=limits, eligible=eligible, events=events)
-    state, decisions = step(state, now=10 + SETTINGS.silence_after_s - 1, limits=limits, eligible=eligible)
-    assert state.stage == Stage.WAVES
-    state, decisions = step(state, now=10 + SETTINGS.silence_after_s + 1, limits=limits, eligible=eligible)
-    assert state.stage == Stage.HALTED and "silence" in decisions[-1].reason
-    verdict = next(v for v in decisions[-1].verdicts if v.criterion == "silence")
-    assert verdict.samples == {"runners": 2, "silent": 2}
-
-
-def test_a_device_that_moved_on_to_another_version_is_not_silent() -> None:
-    state, limits, eligible = first_gate()
-    wave = sorted(state.admitted)
-    state, _ = step(
-        state, now=10, limits=limits, eligible=eligible, events=[Event(d, "activated", "2.0.0") for d in wave]
-    )
-    moved = dataclasses.replace(cand_window(600, wave), key=GroupKey("detector", "3.0.0", "rev1"))
-    state, _ = step(
-        state, now=10 + SETTINGS.silence_after_s + 1, limits=limits, eligible=eligible, windows=[moved]
-    )
-    assert state.stage == Stage.WAVES
-
-
-def test_invalid_metrics_from_the_candidate_halt_it() -> None:
-    state, limits, eligible = first_gate()
-    wave = sorted(state.admitted)
-    w = cand_window(0, wave, samples=4, invalid=6, device_invalid={wave[0]: 3, wave[1]: 3})
-    state, decisions = step(state, now=60, limits=limits, eligible=eligible, windows=[w])
-    assert state.stage == Stage.HALTED and "invalid_metrics" in decisions[-1].reason
-
-
-def test_the_manifests_confidence_floor_and_expected_classes_judge_a_first_version() -> None:
-    health = HealthChecks(warmup_inferences=10, min_confidence=0.7, expected_classes=(("spill", 0.0),))
-    state, limits, eligible = first_gate(health=health)
-    devs = [*sorted(state.admitted), "d99"]
-    ok = evaluate(
-        step(state, now=60, limits=limits, eligible=eligible, windows=[cand_window(0, devs)])[0], limits
-    )
-    assert {v.criterion: v.result for v in ok}["min_confidence"] == "pass"
-    w = cand_window(0, devs, mean_confidence=0.5, class_counts={"person": 5000})
-    state, decisions = step(state, now=60, limits=limits, eligible=eligible, windows=[w])
-    assert state.stage == Stage.HALTED
-    assert "min_confidence" in decisions[-1].reason and "expected_class:spill" in decisions[-1].reason
-
-
-def test_dry_run_criteria_are_recorded_never_acted_on() -> None:
-    settings = dataclasses.replace(SETTINGS, dry_run=("max_cpu_percent",))
-    state, limits, eligible = first_gate(settings, HealthChecks(max_cpu_percent=50, warmup_inferences=10))
-    devs = [*sorted(state.admitted), "d99"]
-    state, decisions = step(
-        state, now=60, limits=limits, eligible=eligible, windows=[cand_window(0, devs, cpu_mean=90.0)]
-    )
-    assert state.stage == Stage.WAVES and [d.action for d in decisions] == [Action.OBSERVE]
-    assert decisions[0].verdicts[0].dry_run and decisions[0].verdicts[0].result == "fail"
-    state, decisions = step(
-        state, now=70, limits=limits, eligible=eligible, windows=[cand_window(60, devs, cpu_mean=90.0)]
-    )
-    assert not decisions  # once per wave
-
-
-def test_approve_each_wave_waits_for_a_person() -> None:
-    settings = dataclasses.replace(SETTINGS, approve_each_wave=True, soak_s=60.0)
-    state, limits, eligible = first_gate(settings)
-    devs = [*sorted(state.admitted), "d99"]
-    state, decisions = step(state, now=70, limits=limits, eligible=eligible, windows=[cand_window(0, devs)])
-    assert state.awaiting_approval and decisions[-1].action == Action.AWAIT and state.wave == 0
-    state, decisions = step(
-        state, now=500, limits=limits, eligible=eligible, windows=[cand_window(420, devs)]
-    )
-    assert state.wave == 0 and not decisions  # it waits as long as it takes
-    state, decisions = step(
-        state,
-        now=510,
-        limits=limits,
-        eligible=eligible,
-        controls=[Control("approve", "operator:ana", "looks good")],
-    )
-    assert state.wave == 1 and [d.action for d in decisions] == [Action.APPROVE, Action.ADVANCE]
+# The criteria that need no baseline (a first version): tests/core/gates/test_first_version.py.
 
 
 # -- inputs: invalid metrics, the manifest, the settings ----------------------------------------

@@ -193,6 +193,7 @@ async def test_the_scrub_finds_rot_quarantines_it_and_status_shows_it(
 
 async def test_the_scrub_keeps_to_its_rate(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path / "data")
+    store.blobs.create_dirs()  # what open() does first (the constructor touches no disk)
     data = os.urandom(2 * MB)
     sha = hashlib.sha256(data).hexdigest()
     store.blobs.partial_path(sha).write_bytes(data)
@@ -275,6 +276,7 @@ async def test_three_5mb_versions_under_a_12mb_quota_the_newest_is_mirrored_and_
 
 def test_the_quarantine_is_bounded_and_keeps_the_newest(tmp_path: Path) -> None:
     blobs = ArtifactStore(tmp_path / "data").blobs
+    blobs.create_dirs()
 
     def rotten(size: int) -> str:
         data = os.urandom(size)

@@ -23,7 +23,9 @@ MIN_VALID = "2026-01-01T00:00:00Z"
 
 
 def state(reg: Registry, folder: Path) -> TrustState:
-    return TrustState(folder, load_trusted_keys([reg.public_key], "test"), "test-site", MIN_VALID)
+    st = TrustState(folder, load_trusted_keys([reg.public_key], "test"), "test-site", MIN_VALID)
+    st.load_state()  # the constructor reads nothing
+    return st
 
 
 def test_box_booted_in_1970_moves_forward_and_the_floor_stays_bounded(reg: Registry, tmp_path: Path) -> None:

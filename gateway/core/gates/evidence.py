@@ -5,12 +5,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 
-from gateway.core.gates.values import Event, GateState, Stage
+from gateway.core.gates.paired import take_windows
+from gateway.core.gates.values import Event, GateLimits, GateState, Stage
 from gateway.core.window import WindowStats
 
 
 def take_evidence(
-    state: GateState, windows: Sequence[WindowStats], events: Iterable[Event], now: float
+    state: GateState,
+    windows: Sequence[WindowStats],
+    events: Iterable[Event],
+    now: float,
+    limits: GateLimits | None = None,
 ) -> GateState:
     """Install events, and the candidate's windows (shadow ones in the shadow stage) with the
     baseline's windows of the same slices."""
@@ -56,8 +61,22 @@ def take_evidence(
             and (w.start, w.key.cohort) in slices
         ):
             ev_b = ev_b.add_window(w)
+    streams = state.streams
+    if windows and state.active:
+        streams = take_windows(
+            streams,
+            windows,
+            model_id=state.model_id,
+            candidate=state.version,
+            baseline=state.baseline_version,
+            shadow=shadow,
+            reference=state.reference,
+            classes=state.classes,
+            expected=limits.expected_classes if limits is not None else (),
+        )
     return dataclasses.replace(
         state,
+        streams=streams,
         ran=frozenset(ran),
         downloaded=frozenset(downloaded),
         failed=frozenset(failed),

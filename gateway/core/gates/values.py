@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.figures import Figures
+from gateway.core.gates.sequential import Answer
+from gateway.core.gates.stream import Stream
 from gateway.core.manifest import HealthChecks
 from gateway.core.settings import GateSettings
 
@@ -38,15 +40,13 @@ class Action(enum.StrEnum):
     RELEASE = "release"
     ABORT = "abort"
     CHANGED = "artifact_changed"
+    WAIT_REFERENCE = "wait_for_reference"  # a new gate waits for its devices' levels on the baseline
 
 
 CONTROLS = (Action.HOLD, Action.RELEASE, Action.ABORT, Action.APPROVE)
 
 
-class Result(enum.StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-    INSUFFICIENT = "insufficient"
+Result = Answer  # a criterion's answer: worse, no worse (than its margin) or undecided
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,12 @@ class Verdict:
     samples: Mapping[str, int] = field(default_factory=dict)
     note: str = ""
     dry_run: bool = False  # named in gates.dry_run: recorded, never halting
+    # the evidence: the confidence sequence around the estimate at the criterion's share of the
+    # stated rate, and the e-value that it is worse than its margin (a product across independent
+    # sites is an e-value too)
+    lower: float | None = None
+    upper: float | None = None
+    e_value: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "result", Result(self.result))  # also when read back from a file
@@ -154,6 +160,11 @@ class GateState:
     # devices that already ran this version when the gate opened (installed some other way): they
     # inform the evidence but were not exposed by this gate, so they are never rolled back by it
     preexisting: frozenset[str] = frozenset()
+    # each device's own level on the baseline when the gate opened (gateway.core.gates.levels), the
+    # classes judged, and the evidence of every criterion over the rollout (gateway.core.gates.paired)
+    reference: Mapping[str, Mapping[str, tuple[float, ...]]] = field(default_factory=dict)
+    classes: tuple[str, ...] = ()
+    streams: Mapping[str, Stream] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stage", Stage(self.stage))  # also when read back from a file

@@ -26,6 +26,8 @@ from gateway.core.gates import (
     Verdict,
     control_refusal,
 )
+from gateway.core.gates.table import Kind, Unit, family
+from gateway.core.gates.words import say, value_text
 from gateway.core.manifest import Deployment, HealthChecks
 from gateway.core.settings import GateSettings
 from gateway.http.dashboard import human
@@ -52,34 +54,28 @@ ACTION_TEXT = {
     Action.RELEASE: "released",
     Action.ABORT: "ABORTED",
     Action.CHANGED: "artifact changed",
-}
-# how a criterion's figures read: latency in ms, shares in percent, ...
-_FIGURE: dict[str, Callable[[float | None], str]] = {
-    "max_latency_ms": lambda v: human.number(v, "ms"),
-    "latency_ratio": lambda v: human.DASH if v is None else f"×{v:.2f}",
-    "max_cpu_percent": human.percent,
-    "max_ram_percent": human.percent,
-    "cpu_rise_percent": lambda v: human.number(v, "points"),
-    "max_temperature_c": lambda v: human.number(v, "°C"),
-    "temperature_rise_c": lambda v: human.number(v, "°C"),
+    Action.WAIT_REFERENCE: "waiting for the devices' levels on the baseline",
 }
 
 
 def _figure(criterion: str, value: float | None) -> str:
-    fmt = _FIGURE.get(criterion.split(":", 1)[0])
-    return (
-        fmt(value)
-        if fmt
-        else human.share(value)
-        if value is not None and abs(value) <= 1
-        else human.number(value)
-    )
+    """A verdict's number in its criterion's unit (the table's row says which)."""
+    row = family(criterion)
+    if value is None:
+        return human.DASH
+    if row is None:
+        return human.number(value)
+    if row.kind == Kind.RELATIVE and row.unit == Unit.LOG_MS:
+        return f"×{value:.2f}"
+    return value_text(row.unit, value)
 
 
 def verdict_row(v: Verdict) -> dict[str, str]:
     samples = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in v.samples.items())
     return {
         "criterion": v.criterion.replace("_", " "),
+        "words": ("dry run: " if v.dry_run else "") + say(v),
+        "e_value": f"{v.e_value:.3g}" if v.e_value is not None else "",
         "result": ("dry run: " if v.dry_run else "") + str(v.result),
         "candidate": _figure(v.criterion, v.candidate),
         "baseline": _figure(v.criterion, v.baseline) if v.baseline is not None else "",
@@ -93,7 +89,7 @@ def timeline(decisions: Sequence[Decision], now: float) -> list[dict[str, Any]]:
     """Newest first: what happened, when, by whom, and on which evidence."""
     out = []
     for d in reversed(decisions[-MAX_TIMELINE:]):
-        failed = [v for v in d.verdicts if v.result == Result.FAIL]
+        failed = [v for v in d.verdicts if v.result == Result.WORSE]
         out.append(
             {
                 "key": f"{d.at:.3f}:{d.action}:{d.wave}",  # keeps a detail open across redraws
@@ -105,7 +101,7 @@ def timeline(decisions: Sequence[Decision], now: float) -> list[dict[str, Any]]:
                 "control": d.by != "gate",
                 "reason": d.reason,
                 "failed": [verdict_row(v) for v in failed],
-                "verdicts": [verdict_row(v) for v in d.verdicts if v.result != Result.FAIL],
+                "verdicts": [verdict_row(v) for v in d.verdicts if v.result != Result.WORSE],
             }
         )
     return out
@@ -206,6 +202,16 @@ def limits_of(deployment: Deployment | None, settings: GateSettings) -> GateLimi
     return GateLimits.of(deployment.health if deployment else HealthChecks(), settings)
 
 
+def _summary(g: GateState, settings: GateSettings, on_candidate: Callable[[str], bool] | None) -> str:
+    head = f"wave {g.wave + 1} of {len(settings.waves)}, {len(g.admitted)} admitted"
+    if not g.stopped:
+        return f"{head}, {len(g.ran)} running it"
+    left = [d for d in g.rollback_set if on_candidate is None or on_candidate(d)]
+    back = len(g.rollback_set) - len(left)
+    went = f" ({back} back on {g.baseline_version or 'their previous version'})" if back else ""
+    return f"{head}, {len(g.ran)} ran it, {len(left)} to roll back{went}"
+
+
 def panel(
     g: GateState,
     *,
@@ -213,8 +219,11 @@ def panel(
     settings: GateSettings,
     history: WindowHistory,
     now: float,
+    on_candidate: Callable[[str], bool] | None = None,
 ) -> dict[str, Any]:
-    """Everything the page shows of one gate but its charts (:func:`charts`, drawn apart: cached)."""
+    """Everything the page shows of one gate but its charts (:func:`charts`, drawn apart: cached).
+    ``on_candidate(device)``: whether the inventory has the device on the candidate still, so the
+    card counts those left to roll back as the devices report, not the gate's fixed set."""
     last = g.decisions[-1] if g.decisions else None
     stage = STAGE_TEXT.get(g.stage, str(g.stage))
     if g.held_by:
@@ -229,10 +238,7 @@ def panel(
         "stage": str(g.stage),
         "held": bool(g.held_by),
         "stage_text": stage,
-        "summary": (
-            f"wave {g.wave + 1} of {len(settings.waves)}, {len(g.admitted)} admitted, "
-            f"{len(g.ran)} running it, {len(g.rollback_set)} to roll back"
-        ),
+        "summary": _summary(g, settings, on_candidate),
         "last": ACTION_TEXT.get(last.action, str(last.action)) + f": {last.reason}" if last else "",
         "last_when": human.ago(last.at, now) if last else "",
         "waves": waves(g, settings.waves),

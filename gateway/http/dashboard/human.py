@@ -6,20 +6,14 @@ seconds or byte counts reach the page.
 
 from __future__ import annotations
 
+from gateway.core import human as core_human
+
 DASH = "–"
-_UNITS = ("B", "KB", "MB", "GB", "TB")
 
 
 def size(n: float | None) -> str:
-    """Bytes in decimal units (1 MB = 1,000,000 bytes), three significant digits."""
-    if n is None:
-        return DASH
-    value, unit = float(n), 0
-    while abs(value) >= 1000 and unit < len(_UNITS) - 1:
-        value, unit = value / 1000, unit + 1
-    if unit == 0:
-        return f"{int(value)} B"
-    return f"{_sig3(value)} {_UNITS[unit]}"
+    """Bytes as everywhere else (:func:`gateway.core.human.size`: "262.1 kB", "30.0 MB")."""
+    return DASH if n is None else core_human.size(n)
 
 
 def rate(bytes_per_s: float | None) -> str:

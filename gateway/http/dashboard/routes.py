@@ -9,12 +9,14 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from html import escape
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
+from gateway.core.device import still_on
 from gateway.core.manifest import Deployment, parse_deployment
 from gateway.core.settings import Settings
 from gateway.http.dashboard import devices as D
@@ -160,6 +162,10 @@ class Dashboard:
         self._charts = (key, out)
         return out
 
+    def _on_version(self, device_id: str, *, version: str) -> bool:
+        """Whether the inventory has the device on ``version`` still (its last report)."""
+        return still_on(self.inventory.get(device_id), version)
+
     def state(self, now: float) -> bytes:
         if self._state is not None and 0 <= now - self._state[0] < STATE_TTL_S:
             return self._state[1]
@@ -179,6 +185,7 @@ class Dashboard:
                 settings=self.settings.gates,
                 history=self.history,
                 now=now,
+                on_candidate=partial(self._on_version, version=g.version),
             )
             gates.append({**panel, "charts": charts.get(name, [])})
         versions = [{"name": k, "charts": v} for k, v in charts.items() if k not in self.gates.gates]

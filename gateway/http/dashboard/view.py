@@ -29,6 +29,12 @@ def alerts(st: Mapping[str, Any], now: float) -> list[str]:
         out.append(f"The signed index (version {index['version']}) has expired: rollouts are frozen")
     if st["upstream"].get("last_error"):
         out.append(f"Upstream: {st['upstream']['last_error']}")
+    for t in st.get("tasks", ()):
+        if t.get("failing"):
+            out.append(
+                f"Task {t['name']} keeps failing ({t['restarts']} restarts; last: {t.get('last_error')}): "
+                "the gateway is not ready, and systemd will restart it"
+            )
     for r in st.get("recovered", ()):
         out.append(
             f"Recovered {r.get('file', 'a state file')}: {r.get('problem', '')}; {r.get('action', '')}"
@@ -62,7 +68,20 @@ def summary(st: Mapping[str, Any], now: float) -> list[list[str]]:
         ["Upstream", str(upstream.get("url") or human.DASH)],
         ["Last good poll", human.ago(upstream.get("last_poll_ok"), now)],
         ["Clock", clock],
+        ["Tasks", _tasks(st.get("tasks", ()))],
     ]
+
+
+def _tasks(tasks: Any) -> str:
+    """The supervised tasks in one line: all running, or which restarted and how often."""
+    if not tasks:
+        return human.DASH
+    failing = [t["name"] for t in tasks if t.get("failing")]
+    restarted = [f"{t['name']} {t['restarts']}x" for t in tasks if t.get("restarts")]
+    head = f"{len(tasks)} supervised"
+    if failing:
+        return f"{head}; FAILING: {', '.join(failing)}"
+    return f"{head}; restarts: {', '.join(restarted)}" if restarted else f"{head}; no restarts"
 
 
 def mirroring(st: Mapping[str, Any], progress: Mapping[str, Progress]) -> list[dict[str, Any]]:

@@ -26,7 +26,8 @@ function verdicts(list, cls) {
     const figs = [`candidate ${v.candidate}`];
     if (v.baseline) figs.push(`baseline ${v.baseline}`);
     if (v.limit) figs.push(`limit ${v.limit}`);
-    return `<li class="${cls}"><b>${esc(v.criterion)}</b>: ${esc(v.result)} — ${esc(figs.join(", "))}` +
+    const said = v.words ? esc(v.words) : `<b>${esc(v.criterion)}</b>: ${esc(v.result)} — ${esc(figs.join(", "))}`;
+    return `<li class="${cls}">${said}` + (v.e_value ? ` <span class="muted">e-value ${esc(v.e_value)}</span>` : "") +
       (v.samples ? ` <span class="muted">(${esc(v.samples)})</span>` : "") +
       (v.note ? ` <span class="muted">${esc(v.note)}</span>` : "") + "</li>";
   }).join("");

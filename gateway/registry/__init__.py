@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from firmware_compat.version import try_version
 from gateway import atomic
-from gateway.core import chunks
+from gateway.core import chunks, statement
 from gateway.core.chunks import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 from gateway.core.errors import ConfigError, FormatError
 from gateway.core.manifest import HEALTH_KEYS, format_time, parse_deployment, parse_time, valid_id
@@ -90,6 +90,23 @@ def envelope(signed: Mapping[str, Any], key: PrivateKey) -> bytes:
         "signatures": [{"keyid": keyid(key.public_key()), "sig": base64.b64encode(sig).decode()}],
     }
     return json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
+
+
+def statement_envelope(
+    key: PrivateKey, manifest: Mapping[str, Any], rollback_target: bool = False
+) -> dict[str, Any]:
+    """The DSSE statement binding the manifest's model, version, length and sha256
+    (:mod:`gateway.device.statement`), signed with the same key as the file's ``.sig``."""
+    m = manifest
+    body = statement.payload(
+        m["model_id"], m["version"], m["length"], m["sha256"], rollback_target=rollback_target
+    )
+    sig = sign(key, statement.pae(statement.PAYLOAD_TYPE, body))
+    return {
+        "payloadType": statement.PAYLOAD_TYPE,
+        "payload": base64.b64encode(body).decode(),
+        "signatures": [{"keyid": keyid(key.public_key()), "sig": base64.b64encode(sig).decode()}],
+    }
 
 
 def index_path(registry: Path, site: str | None) -> Path:
@@ -194,6 +211,7 @@ def publish(
             "sha256": hashlib.sha256(listed).hexdigest(),
             "url": rel + ".chunks",
         }
+    manifest["statement"] = statement_envelope(key, manifest, bool((extra or {}).get("rollback_target")))
     if data_version is not None:
         manifest["data_version"] = data_version
     for name, value in (("start_time", start), ("end_time", end)):
