@@ -16,6 +16,7 @@ import math
 import random
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,33 @@ def _values(m: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def _margins(s: GateSettings) -> dict[str, tuple[str, float, str]]:
+@dataclass(frozen=True)
+class Plan:
+    """The waves, soak and margins of the code before issue 24 (its defaults): the judge keeps them
+    whatever the settings of the checkout it runs in have become; the margins are the site's."""
+
+    waves: tuple[float, ...] = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0)
+    min_devices_per_wave: int = 1
+    soak_s: float = 900.0
+    error_rate_rise_max: float = 0.01
+    latency_ratio_max: float = 2.0
+    cpu_rise_max_percent: float = 20.0
+    confidence_drop_max: float = 0.10
+    class_floor: float = 0.005
+    class_collapse_ratio: float = 0.2
+
+    @classmethod
+    def margins_of(cls, s: GateSettings) -> Plan:
+        """The site's margins from ``s`` (named alike before and after issue 24); the rest as before."""
+        names = ("error_rate_rise_max", "latency_ratio_max", "cpu_rise_max_percent", "confidence_drop_max")
+        names += ("class_floor", "class_collapse_ratio")
+        return cls(**{k: getattr(s, k) for k in names if hasattr(s, k)})
+
+    def first_wave(self, devices: int) -> int:
+        return wave_target(self.waves, 0, devices, self.min_devices_per_wave)
+
+
+def _margins(s: Plan) -> dict[str, tuple[str, float, str]]:
     """metric -> (how the baseline is shifted, by how much, the side that is worse)."""
     out = {
         "errors": ("add", s.error_rate_rise_max, "greater"),
@@ -68,7 +95,7 @@ def _worse(cand: list[float], base: list[float], how: str, by: float, side: str,
 
 
 def mann_whitney(
-    trace: Sequence[Mapping[str, Any]], s: GateSettings, seed: int, rate: float = 0.05
+    trace: Sequence[Mapping[str, Any]], s: Plan, seed: int, rate: float = 0.05
 ) -> dict[str, Any]:
     """Kayenta's judge over the trace, at the same margins and soak as the code before."""
     head = trace[0]
@@ -88,6 +115,7 @@ def mann_whitney(
         "exposed": 0,
         "full_at_s": None,
         "published_at_s": pub,
+        "first_wave": s.first_wave(len(ids)),
     }
 
     def open_wave(k: int, at: float) -> None:

@@ -81,12 +81,15 @@ def site_trace(
     bad_camera: bool | None = None,
     traffic: float = 300.0,
     error_rate: float = 0.01,
+    error_concentration: float = 100.0,
     manifest: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The trace's lines: the header, then the records sorted by ``t`` (seconds from the start).
 
     ``traffic`` is the site's median inferences per minute of one device (log-uniform over 4x around
     it), ``error_rate`` the site's median error rate; ``bad_camera`` None: odd seeds have one.
+    ``error_concentration`` is the beta concentration of a report's error rate around its device's
+    (100: a report's rate varies about as much as its mean, bursts of errors; larger, calmer).
     """
     if story not in STORIES:
         raise ValueError(f"unknown story {story!r}: one of {', '.join(STORIES)}")
@@ -119,15 +122,15 @@ def site_trace(
             "dawn": sign > 0,
         },
     }
-    end_s = hours * 3600.0
+    end_s, k = hours * 3600.0, error_concentration
     records: list[tuple[float, str, str, dict[str, Any]]] = []
     for d in site:
         t = d.offset_s
         while t < end_s:
             day = sign * math.sin(2 * math.pi * (t - crossing_s) / DAY_S)
-            records.append((t, d.id, BASELINE, _metrics(rng, d, t, day, BASELINE, "good")))
+            records.append((t, d.id, BASELINE, _metrics(rng, d, t, day, BASELINE, "good", k)))
             if t >= publish_s:
-                records.append((t, d.id, CANDIDATE, _metrics(rng, d, t, day, CANDIDATE, story)))
+                records.append((t, d.id, CANDIDATE, _metrics(rng, d, t, day, CANDIDATE, story, k)))
             t += report_s
     records.sort(key=lambda r: (r[0], r[1], r[2]))
     return [header] + [{"t": round(t, 3), "device": i, "version": v, "metrics": m} for t, i, v, m in records]
@@ -159,7 +162,7 @@ def _device(rng: random.Random, i: int, report_s: float, traffic: float, error_r
 
 
 def _metrics(
-    rng: random.Random, d: _Device, t: float, day: float, version: str, story: str
+    rng: random.Random, d: _Device, t: float, day: float, version: str, story: str, concentration: float
 ) -> dict[str, Any]:
     """One report of ``d`` at ``t`` on ``version``, with ``story``'s effect on the candidate."""
     lam = d.traffic * (1.0 + 0.5 * day) * rng.gammavariate(4.0, 0.25)
@@ -169,7 +172,7 @@ def _metrics(
         p = min(1.0, 3.0 * p)
     elif story == "inside_margin":
         p = min(1.0, p + 0.004)
-    errors = _binomial(rng, n, _beta_mean(rng, p, 100.0))
+    errors = _binomial(rng, n, _beta_mean(rng, p, concentration))
     latency = d.latency_ms * (1.0 + 0.1 * day) * math.exp(rng.gauss(0.0, 0.1))
     if story == "latency_x2.5":
         latency *= 2.5

@@ -72,15 +72,27 @@ def test_unlike_devices_traffic_and_errors() -> None:
         rates = sorted(_rate(ms) for ms in per.values())
         assert 0.006 < statistics.median(rates) < 0.016, rates
         assert rates[-3] / rates[2] > 2.0, rates  # 85th over 15th percentile of devices
-        dispersion = []
-        for ms in per.values():
-            p = _rate(ms)
-            var = statistics.pvariance([m["num_errors"] for m in ms])
-            binomial = statistics.fmean(m["num_inferences"] * p * (1 - p) for m in ms)
-            dispersion.append(var / binomial)
-        assert statistics.median(dispersion) > 1.5, dispersion
+        assert _dispersion(trace) > 1.5
         zero = sum(m["num_errors"] == 0 for ms in per.values() for m in ms)
         assert zero > 0.05 * sum(map(len, per.values()))  # sparse counts: reports with no error
+
+
+def _dispersion(trace: Trace) -> float:
+    """The median over devices of the error counts' variance over a binomial's at the device's rate."""
+    out = []
+    for ms in _by_device(_records(trace, BASELINE)).values():
+        p = _rate(ms)
+        var = statistics.pvariance([m["num_errors"] for m in ms])
+        out.append(var / statistics.fmean(m["num_inferences"] * p * (1 - p) for m in ms))
+    return statistics.median(out)
+
+
+def test_error_concentration_knob() -> None:
+    """Calmer reports (a high concentration) spread their error counts far less than the default's
+    bursts (traffic and the day/night swing spread both alike)."""
+    calm = _dispersion(site_trace("good", 10, 4, report_s=120, error_concentration=1e6))
+    bursty = _dispersion(site_trace("good", 10, 4, report_s=120))
+    assert 2 * calm < bursty, (calm, bursty)
 
 
 def test_bad_camera_in_half_the_seeds() -> None:
