@@ -52,8 +52,8 @@ def _relative_window(
     base: Mapping[str, Mapping[str, tuple[float, float]]],
     reference: L.Levels,
     shadow: bool,
-) -> tuple[float, float, float, int, dict[str, float]] | None:
-    """One window of a relative criterion: (num, den, counterfactual, devices, lever) or None."""
+) -> tuple[float, float, float, dict[str, float]] | None:
+    """One window of a relative criterion: (num, den, counterfactual, lever) or None."""
     mult = c.time == "mult"
     g = 1.0 if mult else 0.0
     if not shadow:
@@ -101,7 +101,7 @@ def _relative_window(
             lever[dev] = slope
     if den <= 0:
         return None
-    return num, den, cf_sum, len(cand), lever
+    return num, den, cf_sum, lever
 
 
 def take_windows(
@@ -141,7 +141,7 @@ def take_windows(
                 for key, metric in _metrics(c, classes):
                     got = _relative_window(c, metric, cand, base, reference, shadow)
                     if got is not None:
-                        num, den, cf, _n, lever = got
+                        num, den, cf, lever = got
                         out[key] = out.get(key, Stream()).add(num, den, cf, inferences, lever)
         _absolute(out, cand, inferences, expected)
         invalid = sum(w.invalid for w in cw)
