@@ -536,11 +536,11 @@ def _sample(
     shadow: bool = False,
 ) -> Sample:
     n = max(1, int(rng.gauss(200, 20)))
-    errors = _binomial(rng, n, b.error_rate)
+    errors = binomial(rng, n, b.error_rate)
     counts: dict[str, int] = {}
     left, rest = n, 1.0
     for name, share in b.classes:  # a multinomial draw as conditional binomials
-        k = _binomial(rng, left, min(1.0, share / rest)) if rest > 0 else 0
+        k = binomial(rng, left, min(1.0, share / rest)) if rest > 0 else 0
         counts[name] = k
         left -= k
         rest -= share
@@ -562,8 +562,9 @@ def _sample(
     )
 
 
-def _binomial(rng: random.Random, n: int, p: float) -> int:
-    if p <= 0:
+def binomial(rng: random.Random, n: int, p: float) -> int:
+    """A binomial draw: Poisson by inversion for small means, normal for large ones."""
+    if p <= 0 or n <= 0:
         return 0
     mean = n * p
     if mean > 30:  # normal approximation, fast and close enough for counts this large

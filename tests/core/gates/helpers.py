@@ -36,6 +36,7 @@ from gateway.core.gates import (
 from gateway.core.metrics import Sample
 from gateway.core.settings import GateSettings
 from gateway.core.window import WindowStats
+from tests.rollout.sim import binomial
 
 MODEL = "detector"
 BASELINE, CANDIDATE = "1.0.0", "2.0.0"
@@ -91,22 +92,6 @@ def unlike_devices(n: int, seed: int, *, bad_camera: bool = False) -> dict[str, 
         site_rate = sum(t.error_rate for t in out.values()) / n
         out[first] = dataclasses.replace(out[first], error_rate=min(0.2, 8 * site_rate))
     return out
-
-
-def binomial(rng: random.Random, n: int, p: float) -> int:
-    """A binomial draw: Poisson by inversion for small means, normal for large ones."""
-    if p <= 0 or n <= 0:
-        return 0
-    mean = n * p
-    if mean > 30:
-        return max(0, min(n, round(rng.gauss(mean, math.sqrt(mean * (1 - p))))))
-    k, term = 0, math.exp(-mean)
-    total, u = term, rng.random()
-    while u > total and k < n:
-        k += 1
-        term *= mean / k
-        total += term
-    return k
 
 
 def sample(
