@@ -42,7 +42,7 @@ class PollAnswers:
         trust: TrustState,
         store: ArtifactStore,
         matrix: CompatMatrix | None,
-        admit_on_poll: Callable[[DeviceRecord, Deployment, float], Awaitable[None]] | None = None,
+        admit_on_poll: Callable[[DeviceRecord, Deployment, float], Awaitable[bool]] | None = None,
     ) -> None:
         self.inventory = inventory
         self.admit_on_poll = admit_on_poll
@@ -71,7 +71,8 @@ class PollAnswers:
         answer = self.answer(device, system_now)
         if answer.waiting_for is None or device is None or self.admit_on_poll is None:
             return answer
-        await self.admit_on_poll(device, answer.waiting_for, system_now)
+        if not await self.admit_on_poll(device, answer.waiting_for, system_now):
+            return answer  # nothing changed: the answer stands (the usual poll of a full wave)
         return self.answer(device, system_now)
 
     def render(self, answer: policy.PollAnswer, base: str) -> tuple[bytes, str] | None:

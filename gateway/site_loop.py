@@ -149,17 +149,24 @@ class SiteLoop:
         )
         await self._carry_out(effects)
 
-    async def admit_on_poll(self, device: DeviceRecord, candidate: Deployment, now: float) -> None:
-        """A device told ``waiting_for_wave`` asks again: its wave admits it now if it has room."""
+    async def admit_on_poll(self, device: DeviceRecord, candidate: Deployment, now: float) -> bool:
+        """A device told ``waiting_for_wave`` asks again: its wave admits it now if it has room.
+        True when the site changed (its answer may differ). The usual poll (a full wave) costs a
+        look at the gate in memory, no pass over the site's devices."""
+        size = len(self.inventory.devices)
+        if not self.gates.may_admit(device.device_id, candidate.key, size):
+            return False
         effects = await self.gates.admit_on_poll(
             device,
             candidate,
             now=self.trust.clock(now).now,
             devices=self.inventory.live(),
+            site_size=size,
             matrix=self.matrix,
             durable=self._journal_decisions,
         )
         await self._carry_out(effects)
+        return effects.changed
 
     async def step_gates(self, now: float) -> None:
         index = self.held_index()

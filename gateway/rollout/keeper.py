@@ -183,6 +183,19 @@ class GateKeeper:
             durable,
         )
 
+    def may_admit(self, device_id: str, candidate_key: str, site_size: int) -> bool:
+        """Whether a poll of ``device_id``, waiting for ``candidate_key``'s wave, may be admitted now,
+        from memory alone (the poll path asks first, before any pass over the site's devices): not
+        while the wave is full at ``site_size`` devices (an upper bound of those eligible), nor again
+        before the site's state or its size changed since the wave was last found full."""
+        gate = self.site.gates.get(candidate_key)
+        s = self.settings
+        if gate is None or not gate.active or gate.held_by is not None or device_id in gate.admitted:
+            return False
+        if wave_target(s.waves, gate.wave, site_size, s.min_devices_per_wave) <= len(gate.admitted):
+            return False
+        return self._full != (self.site.version, site_size, candidate_key)
+
     async def admit_on_poll(
         self,
         device: DeviceRecord,
@@ -190,19 +203,14 @@ class GateKeeper:
         *,
         now: float,
         devices: Sequence[DeviceRecord],
+        site_size: int,
         matrix: CompatMatrix | None,
         durable: Callable[[S.Effects], Awaitable[None]] | None = None,
     ) -> S.Effects:
-        """A device waiting for ``candidate``'s wave asks: admitted now if the wave has a free place.
-        Cheap when it has none: no eligibility pass unless the wave could hold more devices than it
-        has, and none again until the site's state or its number of devices changes."""
-        gate = self.site.gates.get(candidate.key)
+        """A device waiting for ``candidate``'s wave asks: admitted now if the wave has a free place
+        (see :meth:`may_admit`, which the caller asks first)."""
         s = self.settings
-        if gate is None or not gate.active or gate.held_by is not None or device.device_id in gate.admitted:
-            return S.Effects()
-        room = wave_target(s.waves, gate.wave, len(devices), s.min_devices_per_wave) > len(gate.admitted)
-        full = (self.site.version, len(devices), candidate.key)
-        if not room or self._full == full:
+        if not self.may_admit(device.device_id, candidate.key, site_size):
             return S.Effects()
         effects = await self._transition(
             lambda site: S.admit_on_poll(
@@ -211,7 +219,7 @@ class GateKeeper:
             durable,
         )
         if device.device_id not in self.site.gates[candidate.key].admitted:
-            self._full = (self.site.version, len(devices), candidate.key)
+            self._full = (self.site.version, site_size, candidate.key)
         return effects
 
     async def tick(
