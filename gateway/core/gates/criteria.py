@@ -2,8 +2,8 @@
 margin, or undecided (pure).
 
 Each row of :mod:`gateway.core.gates.table` that applies to this gate (a margin is set; a relative
-row needs a baseline and devices with a level on it) gets an equal share of ``false_halt_rate``
-(a class row shares its share among the classes judged): a candidate no worse than every margin is
+row needs a baseline and devices with a level on it) gets a share of ``false_halt_rate`` in
+proportion to its weight in the table (a class row shares its share among the classes judged): a candidate no worse than every margin is
 halted by some criterion, at some wave and some look, at most at that rate (Bonferroni over the
 rows; each row's confidence sequence holds at every look at once). "No worse" asks for the evidence
 at ``no_worse_risk``. A row with no data yet is undecided; a row the candidate's devices never
@@ -44,10 +44,11 @@ def evaluate(state: GateState, lim: GateLimits, now: float | None = None) -> lis
     judged = rows(state, lim)
     if not judged:
         return []
-    alpha = s.false_halt_rate / len(judged)
+    total = sum(c.weight for c in judged)
     seen = max((st.windows for st in state.streams.values()), default=0)
     out: list[Verdict] = []
     for c in judged:
+        alpha = s.false_halt_rate * c.weight / total
         if c.kind == Kind.SHARE:
             v = _share(c, state, lim, alpha, now)
             if v is not None:

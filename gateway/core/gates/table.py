@@ -56,6 +56,7 @@ class Criterion:
     form: str = "diff"  # diff or ratio
     time: str = "mult"  # mult or add
     figure: str = "line"  # how the dashboard draws the evidence: line (estimate and bound) or bar
+    weight: float = 1.0  # its share of the false-halt budget, against the other rows that apply
 
     def margin(self, limits: GateLimits) -> float | None:
         """The margin on the comparison's own scale (None: not judged at this site)."""
@@ -82,8 +83,23 @@ class Criterion:
         return max(abs(margin) * 0.25, 1e-6)
 
 
+# The false-halt budget is split over the rows that apply in proportion to their weights (Bonferroni
+# with unequal shares: any split keeps the total). A test's time to find an effect grows with
+# log(1 / its share) over the effect's size squared, so the rows whose regressions are small next to
+# their noise (errors: bursty counts; a rare class) get the larger shares, and rows whose failures
+# are gross (a CPU limit, latency x2, silence) lose little time on a smaller one.
+WEIGHT_SUBTLE = 3.0
+
 RELATIVE = (
-    Criterion("error_rate_rise", Kind.RELATIVE, "errors", "error_rate_rise_max", "errors", Unit.RATE),
+    Criterion(
+        "error_rate_rise",
+        Kind.RELATIVE,
+        "errors",
+        "error_rate_rise_max",
+        "errors",
+        Unit.RATE,
+        weight=WEIGHT_SUBTLE,
+    ),
     Criterion(
         "latency_ratio", Kind.RELATIVE, "latency", "latency_ratio_max", "latency", Unit.LOG_MS, time="add"
     ),
@@ -117,6 +133,7 @@ RELATIVE = (
         higher_is_worse=False,
         form="ratio",
         figure="bar",
+        weight=WEIGHT_SUBTLE,
     ),
 )
 ABSOLUTE = (
