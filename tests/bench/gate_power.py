@@ -174,7 +174,9 @@ def _load(path: str, results: Results, knobs: Mapping[str, float]) -> None:
     default = {"report_s": 120.0, "publish_s": 7200.0, "hours": 8.0, "error_concentration": 100.0}
     for line in Path(path).read_text().splitlines():
         doc = json.loads(line)
-        if {**default, **doc.get("knobs", {})} != knobs:
+        made = {**default, **doc.get("knobs", {})}
+        made.setdefault("burst_s", made["report_s"])  # before the knob, a burst was one report
+        if made != knobs:
             continue
         for judge, o in doc["judges"].items():
             o = {"first_wave": 1, **o}  # written before the field: both judges then admitted 1 first
@@ -305,6 +307,9 @@ def main() -> None:
     ap.add_argument(
         "--error-concentration", type=float, default=100.0, help="a report's error rate: beta concentration"
     )
+    ap.add_argument(
+        "--burst-s", type=float, default=60.0, help="seconds of a device's time one error burst lasts"
+    )
     ap.add_argument("--before", default="/work/wt-before", help="checkout of the code before ('' to skip)")
     ap.add_argument("--new", default="", help="checkout of the new gate (default: this one, in process)")
     ap.add_argument("--processes", type=int, default=2)
@@ -325,6 +330,7 @@ def main() -> None:
     results: Results = defaultdict(dict)
     knobs = {"report_s": args.report_s, "publish_s": args.publish_h * 3600.0, "hours": args.hours}
     knobs["error_concentration"] = args.error_concentration
+    knobs["burst_s"] = args.burst_s
     for path in args.load:
         _load(path, results, knobs)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
@@ -337,7 +343,7 @@ def main() -> None:
     ]
     print(
         f"{len(jobs)} traces: stories {', '.join(stories)}; sites of {args.sizes} devices; seeds {seeds.start}-"
-        f"{seeds.stop - 1}; reports every {args.report_s:g} s; publish at {args.publish_h:g} h of "
+        f"{seeds.stop - 1}; reports every {args.report_s:g} s, error bursts of {args.burst_s:g} s; publish at {args.publish_h:g} h of "
         f"{args.hours:g} h; default gate settings; "
         f"judges run now: {', '.join(sorted(run))} (the code before: {before or 'skipped'}; the new gate: "
         f"{args.new or 'this checkout'}); "

@@ -8,8 +8,10 @@ devices and fail on a real one (``shared/STATS.md``):
 
 - traffic per device spread 4x (log-uniform inferences per report), overdispersed per report
   (gamma-Poisson);
-- per-device error rates lognormal around 1 % (sigma 0.7), overdispersed per report (beta-binomial:
-  most reports of a quiet camera have no error at all); in half the seeds (odd seeds, unless the
+- per-device error rates lognormal around 1 % (sigma 0.7), overdispersed in bursts (beta-binomial:
+  each ``burst_s`` of a device's time, a minute by default, has a rate of its own, so most minutes of
+  a quiet camera have no error at all); a burst lasts as long whatever the report interval, so a
+  device reporting every 2 minutes sends two bursts' worth, not one doubled; in half the seeds (odd seeds, unless the
   ``bad_camera`` knob says) one camera with 8x the site's error rate;
 - a day/night swing that moves every device and both versions at once: a 24 h sinusoid whose dusk or
   dawn falls inside the trace (from an hour before the publish to four hours after it), multiplying
@@ -82,6 +84,7 @@ def site_trace(
     traffic: float = 300.0,
     error_rate: float = 0.01,
     error_concentration: float = 100.0,
+    burst_s: float = 60.0,
     manifest: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The trace's lines: the header, then the records sorted by ``t`` (seconds from the start).
@@ -89,7 +92,8 @@ def site_trace(
     ``traffic`` is the site's median inferences per minute of one device (log-uniform over 4x around
     it), ``error_rate`` the site's median error rate; ``bad_camera`` None: odd seeds have one.
     ``error_concentration`` is the beta concentration of a report's error rate around its device's
-    (100: a report's rate varies about as much as its mean, bursts of errors; larger, calmer).
+    (100: a report's rate varies about as much as its mean, bursts of errors; larger, calmer), over
+    bursts of ``burst_s`` of device time (a report holds ``report_s / burst_s`` of them, at least one).
     """
     if story not in STORIES:
         raise ValueError(f"unknown story {story!r}: one of {', '.join(STORIES)}")
@@ -122,7 +126,7 @@ def site_trace(
             "dawn": sign > 0,
         },
     }
-    end_s, k = hours * 3600.0, error_concentration
+    end_s, k = hours * 3600.0, (error_concentration, max(1, round(report_s / burst_s)))
     records: list[tuple[float, str, str, dict[str, Any]]] = []
     for d in site:
         t = d.offset_s
@@ -162,7 +166,7 @@ def _device(rng: random.Random, i: int, report_s: float, traffic: float, error_r
 
 
 def _metrics(
-    rng: random.Random, d: _Device, t: float, day: float, version: str, story: str, concentration: float
+    rng: random.Random, d: _Device, t: float, day: float, version: str, story: str, errs: tuple[float, int]
 ) -> dict[str, Any]:
     """One report of ``d`` at ``t`` on ``version``, with ``story``'s effect on the candidate."""
     lam = d.traffic * (1.0 + 0.5 * day) * rng.gammavariate(4.0, 0.25)
@@ -172,7 +176,11 @@ def _metrics(
         p = min(1.0, 3.0 * p)
     elif story == "inside_margin":
         p = min(1.0, p + 0.004)
-    errors = _binomial(rng, n, _beta_mean(rng, p, concentration))
+    concentration, bursts = errs
+    errors = sum(
+        _binomial(rng, n * (i + 1) // bursts - n * i // bursts, _beta_mean(rng, p, concentration))
+        for i in range(bursts)
+    )
     latency = d.latency_ms * (1.0 + 0.1 * day) * math.exp(rng.gauss(0.0, 0.1))
     if story == "latency_x2.5":
         latency *= 2.5

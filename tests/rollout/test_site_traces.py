@@ -89,10 +89,13 @@ def _dispersion(trace: Trace) -> float:
 
 def test_error_concentration_knob() -> None:
     """Calmer reports (a high concentration) spread their error counts far less than the default's
-    bursts (traffic and the day/night swing spread both alike)."""
-    calm = _dispersion(site_trace("good", 10, 4, report_s=120, error_concentration=1e6))
-    bursty = _dispersion(site_trace("good", 10, 4, report_s=120))
+    bursts (traffic and the day/night swing spread both alike); a burst lasts a minute of device
+    time whatever the report interval, so two-minute reports hold two of them and spread less."""
+    calm = _dispersion(site_trace("good", 10, 4, report_s=60, error_concentration=1e6))
+    bursty = _dispersion(site_trace("good", 10, 4, report_s=60))
     assert 2 * calm < bursty, (calm, bursty)
+    two_minutes = _dispersion(site_trace("good", 10, 4, report_s=120, burst_s=120))
+    assert _dispersion(site_trace("good", 10, 4, report_s=120)) < two_minutes
 
 
 def test_bad_camera_in_half_the_seeds() -> None:
