@@ -186,6 +186,7 @@ class DriftTracker:
         self.s = settings
         self.window_start: float | None = None
         self.open: dict[tuple[Key, str], DriftSketch] = {}
+        self.ready: list[tuple[float, dict[tuple[Key, str], DriftSketch]]] = []
         self.past: dict[Key, dict[int, DriftSketch]] = {}  # slot number since the epoch -> sketch
         self.alarms: dict[Key, _Alarm] = {}
         self.keys: set[Key] = set()
@@ -194,6 +195,7 @@ class DriftTracker:
         self.latest: dict[Key, DriftRecord] = {}  # the last site-wide record per feature
 
     def add(self, model_id: str, cohort: str, drift: Mapping[str, DriftSketch], now: float) -> None:
+        self._roll(now)
         if self.window_start is None:
             self.window_start = now - now % self.s.window_s
         if cohort and cohort not in self.cohorts and len(self.cohorts) < self.s.max_cohorts:
@@ -231,25 +233,31 @@ class DriftTracker:
     def due(self, now: float) -> bool:
         return self.window_start is not None and now >= self.window_start + self.s.window_s
 
+    def _roll(self, now: float) -> None:
+        """A window past its end is set aside for :meth:`close_due`, so a late sample never lands
+        in it (at most 16 kept: the shell closes them every few seconds)."""
+        if self.window_start is not None and self.due(now):
+            self.ready.append((self.window_start, self.open))
+            self.open, self.window_start = {}, None
+            del self.ready[:-16]
+
     def close_due(self, now: float, references: Mapping[Key, DriftSketch]) -> Closed:
-        """Close the open window if ``now`` is past its end: its records and any alert changes."""
+        """Close the windows past their end: their records and any alert changes."""
+        self._roll(now)
         out = Closed()
-        start = self.window_start
-        if start is None or now < start + self.s.window_s:
-            return out
-        end = start + self.s.window_s
-        opened, self.open = self.open, {}
-        self.window_start = None
-        for (key, scope), sketch in sorted(opened.items()):
-            rec = self._record(key, scope, sketch, start, end, references.get(key))
-            if scope == SITE:
-                alert = self._judge(key, rec, end)
-                if alert is not None:
-                    out.alerts.append(alert)
-                rec = DriftRecord(**{**rec.__dict__, "alerting": self.alarms[key].on})
-                self.latest[key] = rec
-                self._remember(key, start, sketch)
-            out.records.append(rec)
+        ready, self.ready = self.ready, []
+        for start, opened in ready:
+            end = start + self.s.window_s
+            for (key, scope), sketch in sorted(opened.items()):
+                rec = self._record(key, scope, sketch, start, end, references.get(key))
+                if scope == SITE:
+                    alert = self._judge(key, rec, end)
+                    if alert is not None:
+                        out.alerts.append(alert)
+                    rec = DriftRecord(**{**rec.__dict__, "alerting": self.alarms[key].on})
+                    self.latest[key] = rec
+                    self._remember(key, start, sketch)
+                out.records.append(rec)
         return out
 
     def _record(
