@@ -7,20 +7,21 @@ cleared one ``drift_alert`` record (the uplink carries both like any other kind)
 distances, the alerts in force and a short history per feature are kept in memory for status,
 Prometheus and the dashboard's chart.
 
-The reference profiles are the ``drift_reference`` of the manifests in the held index (a model's
-own version first, else its newest manifest that carries one); a manifest whose profile does not
-parse keeps its deployment and loses only its profile, with a log line. What the distance means
+The reference profiles are the ``drift_reference`` of the manifests in the held index, read when a
+window closes (when several of a model's manifests carry one, the one listed last); a manifest
+whose profile does not parse keeps its deployment and loses only its profile, with a log line. What the distance means
 and when it alerts is :mod:`gateway.core.drift`'s.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from gateway.core.drift import DriftAlert, DriftRecord, DriftTracker, Key
+from gateway.core.drift import SITE, DriftAlert, DriftRecord, DriftTracker, Key
 from gateway.core.drift_settings import DriftSettings
 from gateway.core.drift_sketch import DriftSketch, parse_drift
 from gateway.core.errors import FormatError
@@ -38,7 +39,7 @@ MAX_ALERTS_KEPT = 50
 
 
 def references_of(deployments: Iterable[Deployment]) -> dict[Key, DriftSketch]:
-    """Each (model, feature)'s reference: the newest listed manifest of the model that has one."""
+    """Each (model, feature)'s reference: of the model's manifests that carry one, the last listed."""
     out: dict[Key, DriftSketch] = {}
     for d in deployments:
         raw = d.raw.get(REFERENCE_FIELD)
@@ -81,7 +82,6 @@ class DriftWatch:
         self.tracker = DriftTracker(settings)
         self.history: dict[Key, deque[DriftRecord]] = {}
         self.alerts: deque[DriftAlert] = deque(maxlen=MAX_ALERTS_KEPT)
-        self._refs: tuple[int, dict[Key, DriftSketch]] = (-1, {})
 
     @classmethod
     def of(
@@ -110,23 +110,23 @@ class DriftWatch:
         if self.tracker.ignored > before:
             self.stats.inc("drift.ignored_features", self.tracker.ignored - before)
 
-    def references(self) -> dict[Key, DriftSketch]:
-        listed = list(self.deployments())
-        mark = hash(tuple(d.key for d in listed))
-        if self._refs[0] != mark:
-            self._refs = (mark, references_of(listed))
-        return self._refs[1]
-
     async def close_due(self, now: float) -> None:
-        closed = self.tracker.close_due(now, self.references())
+        """Close the windows past their end: their records and alerts into the outbox, committed
+        together (one group commit, not one per record)."""
+        if not (self.tracker.due(now) or self.tracker.ready):
+            return
+        closed = self.tracker.close_due(now, references_of(self.deployments()))
+        pending = []
         for rec in closed.records:
-            await self.outbox.append("drift", {"site": self.site, **rec.to_json()}, now)
-            if rec.scope == "site":
+            pending.append(self.outbox.append_nowait("drift", {"site": self.site, **rec.to_json()}, now))
+            if rec.scope == SITE:
                 key = (rec.model_id, rec.feature)
                 self.history.setdefault(key, deque(maxlen=HISTORY_WINDOWS)).append(rec)
         for alert in closed.alerts:
             self.alerts.append(alert)
-            await self.outbox.append("drift_alert", {"site": self.site, **alert.to_json()}, now)
+            pending.append(
+                self.outbox.append_nowait("drift_alert", {"site": self.site, **alert.to_json()}, now)
+            )
             word = "raised" if alert.raised else "cleared"
             log.warning(
                 "drift alert %s: %s %s, PSI %.3f against the %s",
@@ -136,8 +136,8 @@ class DriftWatch:
                 alert.distance,
                 alert.against,
             )
-        if closed.records:
-            self.stats.inc("drift.records", len(closed.records))
+        await asyncio.gather(*pending)
+        self.stats.inc("drift.records", len(closed.records))
 
     def status(self) -> dict[str, Any]:
         """For ``/status``: each feature's latest site-wide window and the alerts in force."""

@@ -119,3 +119,20 @@ def test_reference_distance_and_alert_on_reference() -> None:
         assert closed.records[0].to_reference is not None and closed.records[0].to_reference > 0.5
         alerts += closed.alerts
     assert [a.raised for a in alerts] == [True] and alerts[0].against == "reference"
+
+
+def test_each_cohort_gets_its_own_records_and_only_the_site_has_a_past() -> None:
+    rng = random.Random(9)
+    s = DriftSettings(min_count=100, window_s=600.0, slot_s=600.0, day_s=1200.0, past_days=1)
+    tracker = DriftTracker(s)
+    scopes: list[tuple[str, float | None]] = []
+    for w in range(3):  # a "day" is two windows: the third window has the first as its past
+        t = w * 600.0
+        tracker.add("m", "hw:rev1", {"x": _sketch(rng, 0.0, 300)}, t)
+        tracker.add("m", "hw:rev2", {"x": _sketch(rng, 2.0 if w == 2 else 0.0, 300)}, t + 1)
+        closed = tracker.close_due(t + 600.0, {})
+        scopes = [(r.scope, r.to_past) for r in closed.records]
+    assert sorted(scope for scope, _ in scopes) == ["hw:rev1", "hw:rev2", SITE]
+    past = dict(scopes)
+    assert past["hw:rev1"] is None and past["hw:rev2"] is None
+    assert past[SITE] is not None and past[SITE] > 0.1
