@@ -77,6 +77,7 @@ class StatusView:
             *self.store.recovered,
             *self.inventory.recovered,
             *self.outbox.recovered,
+            *(self.drift.recovered if self.drift else ()),
         ]
 
     def status(self) -> dict[str, Any]:

@@ -46,7 +46,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.drift_settings import DriftSettings
-from gateway.core.drift_sketch import GAMMA, Cell, DriftSketch
+from gateway.core.drift_sketch import GAMMA, Cell, DriftSketch, parse_sketch, valid_feature
+from gateway.core.errors import FormatError
+from gateway.core.manifest import valid_id
 
 BINS = 10
 SITE = "site"  # the scope of the site-wide windows; a cohort's scope is "<attribute>:<value>"
@@ -311,3 +313,53 @@ class DriftTracker:
         oldest = here - self.s.past_days * round(self.s.day_s / self.s.slot_s)
         for old in [s for s in slots if s < oldest]:
             del slots[old]
+
+    def to_json(self) -> dict[str, Any]:
+        """What a restart should not forget: the site's past and the alarms (``restore``)."""
+        return {
+            "version": 1,
+            "past": [
+                {
+                    "model_id": m,
+                    "feature": f,
+                    "slots": {str(n): sk.to_json() for n, sk in sorted(slots.items())},
+                }
+                for (m, f), slots in sorted(self.past.items())
+            ],
+            "alarms": [
+                {"model_id": m, "feature": f, "over": a.over, "under": a.under, "on": a.on}
+                for (m, f), a in sorted(self.alarms.items())
+            ],
+        }
+
+    def restore(self, doc: Any) -> None:
+        """Take back :meth:`to_json`'s document; :class:`FormatError` when it is not one (the
+        shell then starts with no past). At most ``max_features`` features and ``past_days`` of
+        slots are taken, whatever the file holds."""
+        if not isinstance(doc, dict) or doc.get("version") != 1:
+            raise FormatError("not a drift state document of version 1")
+        keep = self.s.past_days * round(self.s.day_s / self.s.slot_s)
+        past: dict[Key, dict[int, DriftSketch]] = {}
+        alarms: dict[Key, _Alarm] = {}
+        try:
+            for item in doc["past"][: self.s.max_features]:
+                key = _key(item)
+                slots = {int(n): parse_sketch(sk, "drift state") for n, sk in item["slots"].items()}
+                past[key] = {n: slots[n] for n in sorted(slots)[-keep:]}
+            for item in doc["alarms"][: self.s.max_features]:
+                counts = [item[k] for k in ("over", "under")]
+                if not all(isinstance(c, int) and c >= 0 for c in counts) or not isinstance(item["on"], bool):
+                    raise FormatError("drift state: a bad alarm")
+                alarms[_key(item)] = _Alarm(counts[0], counts[1], item["on"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise FormatError(f"drift state: wrong shape ({exc!r})") from None
+        self.past, self.alarms = past, alarms
+        self.keys = set(past) | set(alarms) | self.keys
+        self.keys = set(sorted(self.keys)[: self.s.max_features])
+
+
+def _key(item: Any) -> Key:
+    m, f = item["model_id"], item["feature"]
+    if not isinstance(m, str) or not (m == "-" or valid_id(m)) or not valid_feature(f):
+        raise FormatError("drift state: a bad model or feature name")
+    return (m, f)

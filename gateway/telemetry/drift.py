@@ -7,6 +7,12 @@ cleared one ``drift_alert`` record (the uplink carries both like any other kind)
 distances, the alerts in force and a short history per feature are kept in memory for status,
 Prometheus and the dashboard's chart.
 
+The site's past and the alarms are kept in ``<data>/drift-state.json`` (written whole, atomically,
+in a worker thread after each window; read back before the first window closes after a start), so
+a restart does not blind the comparison with the past for a day nor raise an alert twice. A
+damaged file is moved aside and the gateway starts with no past (alerts against the past resume
+once a day of windows is in), saying so on ``/status`` under ``recovered``.
+
 The reference profiles are the ``drift_reference`` of the manifests in the held index, read when a
 window closes (when several of a model's manifests carry one, the one listed last); a manifest
 whose profile does not parse keeps its deployment and loses only its profile, with a log line. What the distance means
@@ -16,15 +22,18 @@ and when it alerts is :mod:`gateway.core.drift`'s.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
+from gateway import atomic
 from gateway.core.drift import SITE, DriftAlert, DriftRecord, DriftTracker, Key
 from gateway.core.drift_settings import DriftSettings
 from gateway.core.drift_sketch import DriftSketch, parse_drift
-from gateway.core.errors import FormatError
+from gateway.core.errors import DamagedStateError, FormatError
 from gateway.core.manifest import Deployment
 from gateway.core.metrics import Sample
 from gateway.core.settings import Settings
@@ -34,6 +43,7 @@ from gateway.uplink.outbox import Outbox
 log = logging.getLogger(__name__)
 
 REFERENCE_FIELD = "drift_reference"
+STATE_FILE = "drift-state.json"
 HISTORY_WINDOWS = 144  # per feature, for the dashboard's chart (a day of 10-minute windows)
 MAX_ALERTS_KEPT = 50
 
@@ -72,6 +82,7 @@ class DriftWatch:
         outbox: Outbox,
         stats: Stats,
         deployments: Callable[[], Iterable[Deployment]],
+        state: Path | None = None,
     ) -> None:
         self.settings = settings
         self.site = site
@@ -82,6 +93,9 @@ class DriftWatch:
         self.tracker = DriftTracker(settings)
         self.history: dict[Key, deque[DriftRecord]] = {}
         self.alerts: deque[DriftAlert] = deque(maxlen=MAX_ALERTS_KEPT)
+        self.state = state
+        self.loaded = state is None
+        self.recovered: list[dict[str, Any]] = []  # a damaged state file found at load (for /status)
 
     @classmethod
     def of(
@@ -98,6 +112,7 @@ class DriftWatch:
             outbox=outbox,
             stats=stats,
             deployments=deployments,
+            state=settings.data_path / STATE_FILE,
         )
 
     def take(self, sample: Sample, attrs: Mapping[str, str], now: float) -> None:
@@ -115,6 +130,8 @@ class DriftWatch:
         together (one group commit, not one per record)."""
         if not (self.tracker.due(now) or self.tracker.ready):
             return
+        if not self.loaded:
+            await asyncio.to_thread(self._load)
         closed = self.tracker.close_due(now, references_of(self.deployments()))
         pending = []
         for rec in closed.records:
@@ -138,6 +155,23 @@ class DriftWatch:
             )
         await asyncio.gather(*pending)
         self.stats.inc("drift.records", len(closed.records))
+        if self.state is not None and closed.records:
+            body = json.dumps(self.tracker.to_json(), separators=(",", ":")).encode()
+            await asyncio.to_thread(atomic.write_bytes, self.state, body)
+
+    def _load(self) -> None:
+        """Blocking: the past and alarms a previous run kept."""
+        self.loaded = True
+        assert self.state is not None
+        try:
+            doc = atomic.read_json(self.state)
+            if doc is not None:
+                self.tracker.restore(doc)
+        except (DamagedStateError, FormatError) as exc:
+            problem = exc.problem if isinstance(exc, DamagedStateError) else str(exc)
+            moved = atomic.move_aside(self.state)
+            action = "started with no past: alerts against the past resume after a day of windows"
+            self.recovered.append(atomic.recovered(self.state, problem, action, moved))
 
     def status(self) -> dict[str, Any]:
         """For ``/status``: each feature's latest site-wide window and the alerts in force."""
