@@ -110,8 +110,10 @@ async def test_a_third_of_the_agents_shifting_alerts_through_mqtt(reg: Registry,
         assert alert["event"] == "drift_alert" and alert_t > shift_at, "alerted before the shift"
         assert before, "no judged window before the shift"
         assert max(b["psi_reference"] for b in before) < 0.25
+        over = [t for t, b in ingest.kind("drift") if t > shift_at and (b["psi_reference"] or 0) >= 0.25]
         print(
-            f"drift alert {alert_t - shift_at:.1f} s after the shift ({alert['feature']}, PSI {alert['psi']:.2f})"
+            f"first drift record over 0.25 {over[0] - shift_at:.1f} s after the shift; drift alert"
+            f" {alert_t - shift_at:.1f} s after ({alert['feature']}, PSI {alert['psi']:.2f})"
         )
 
         async with aiohttp.ClientSession() as s:
