@@ -7,7 +7,9 @@ the imports and enforces the rules marked *):
    dataclasses, manifests and metrics schemas, errors, device records, cohorts, eligibility, the
    poll policy, waves, gates (anytime-valid paired decisions, one table of criteria) and the site's
    decision state (``core.site``: ``apply_index``,
-   ``on_control``, ``tick``), telemetry windows and aggregation, pacing, the eviction choice,
+   ``on_control``, ``tick``), telemetry windows and aggregation, drift (``drift_sketch``: the devices' feature
+   sketches; ``drift``: PSI against the reference and the site's past, and its alert), pacing,
+   the eviction choice,
    figures for people (``human``, ``progress``), the limit on repeated log lines (``repeats``),
    hawkBit DDI's documents, action ids and feedback (``ddi``).
    No I/O, no clock, no asyncio: values and ``now`` in, decisions out. * It imports only the
@@ -20,11 +22,12 @@ the imports and enforces the rules marked *):
    repository with python-tuf's ``TrustedMetadataSet`` (``trust.tuf``, ``trust.tuf_state``); the
    clock floor), ``store`` (verified blobs on disk) *never importing network code*, ``inventory``,
    ``uplink`` (the disk outbox and its sinks), ``broker`` (embedded MQTT, or the site's own broker
-   through ``broker.external`` and ``mqtt_link``), ``discovery`` (mDNS), ``telemetry`` (ingest, the
-   dashboard's history, the site's trace), ``rollout`` (the gate keeper shell, gate files, and
+   through ``broker.external`` and ``mqtt_link``), ``discovery`` (mDNS), ``telemetry`` (ingest, drift
+   signals (``telemetry.drift``), the dashboard's history, the site's trace), ``rollout`` (the gate keeper shell, gate files, and
    ``gate replay``: the same decisions over a recorded or simulated site), ``mirror``
    (upstream polling and transfers, verified chunk by chunk), ``bundle`` (air-gapped imports and
-   exports through the mirror's own checks), ``prometheus`` and ``readiness``. Each declares the events it emits (a listener protocol or
+   exports through the mirror's own checks), ``prometheus`` (``prometheus_drift``: the drift
+   families) and ``readiness``. Each declares the events it emits (a listener protocol or
    list given at construction: ``store.events.StoreListener``, the mirror's ``on_index``,
    telemetry's ``on_event``/``on_windows``); nobody assigns callbacks onto another from outside.
    ``polls`` (the poll answer and its render cache) stands on them.
@@ -39,7 +42,8 @@ the imports and enforces the rules marked *):
    ``process`` (signals and systemd around it); ``settings`` (loading); ``commands`` and ``cli``.
 
 Beside the house, ``gateway.device`` is the reference device agent: it imports only
-``gateway.core.errors`` and ``gateway.core.jsondoc`` (pure, stdlib only) of the gateway, so a
+``gateway.core.errors``, ``gateway.core.jsondoc`` and ``gateway.core.drift_sketch`` (the drift
+sketch's wire format) (pure, stdlib only) of the gateway, so a
 device can run it without the server's rooms (it checks the signed statement whose format,
 ``core.statement``, the registry signs and the trust room checks too). ``gateway.registry``
 is the cloud-side tool (the signed index; the TUF repository: ``registry.tuf_repo`` for the files,

@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from gateway import __version__
 from gateway.core.gates import Action, Stage
+from gateway.prometheus_drift import drift_metrics
 from gateway.readiness import Readiness
 from gateway.status_view import StatusView
 from gateway.uplink.outbox_file import Depth
@@ -88,6 +89,7 @@ class GatewayCollector(Collector):
         yield from self._outbox()
         yield from self._gates()
         yield from self._tasks()
+        yield from drift_metrics(self.view.drift)
 
     def _tasks(self) -> Iterator[Metric]:
         """The supervised tasks (:mod:`gateway.supervisor`): restarts, and which keep failing."""

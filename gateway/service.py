@@ -59,6 +59,7 @@ from gateway.store.artifacts import ArtifactStore
 from gateway.store.lock import lock_data_dir
 from gateway.supervisor import Supervisor
 from gateway.tasks import TaskGroup
+from gateway.telemetry.drift import DriftWatch
 from gateway.telemetry.history import WindowHistory
 from gateway.telemetry.ingest import Telemetry
 from gateway.telemetry.trace_log import TraceLog
@@ -132,6 +133,7 @@ class Gateway:
             on_event=[DeviceEvents(self.inventory, self.gates, clock), self.trace.on_event],
             on_windows=[self.gates.on_windows, self.history.on_windows, self.trace.on_windows],
             journal=settings.uplink.forward_samples,
+            drift=DriftWatch.of(settings, self.outbox, self.stats, held=lambda: self.mirror.index),
         )
         self.broker: MqttFront | None = None  # amqtt needs the running loop: made in start()
         self._wire_site(self.shelf)
@@ -206,6 +208,7 @@ class Gateway:
             clock=self.clock,
             data_id=lambda: self.data_id,
             tasks=self.supervisor.snapshot,
+            drift=self.telemetry.drift,
         )
         self.readiness = Readiness(
             trust=self.trust,
@@ -289,6 +292,7 @@ class Gateway:
                 controls=self.site_loop,
                 status_view=self.status_view.status,
                 history=self.history,
+                drift=self.telemetry.drift,
             )
             add_probe_routes(operator_app, self.readiness, self.settings.site)
             add_metrics_route(operator_app, self.metrics.exposition)
@@ -338,16 +342,13 @@ class Gateway:
         s = self.settings
         lan = open_lan(s.discovery)
         stack.push_async_callback(lan.close)
-        http_port = int(self.http_addresses[0][1]) if self.http_addresses else 0
         mqtt = self.broker.addresses.get("tcp") if self.broker else None
-        mqtt_port = int(mqtt[1]) if mqtt else None
-        tls = bool(s.http.tls_cert)
         advertiser = Advertiser(
             s.discovery,
             site=s.site,
-            http_port=http_port,
-            tls=tls,
-            mqtt_port=mqtt_port,
+            http_port=int(self.http_addresses[0][1]) if self.http_addresses else 0,
+            tls=bool(s.http.tls_cert),
+            mqtt_port=int(mqtt[1]) if mqtt else None,
             cert_sha256=self._cert_sha256,
             lan=lan,
         )

@@ -248,6 +248,12 @@ def _cross_check(s: Settings, source: str) -> None:
     for name in s.gates.dry_run:
         if name.split(":", 1)[0] not in GATE_CRITERIA:
             raise ConfigError(source, "gates.dry_run", "criterion names: " + ", ".join(GATE_CRITERIA))
+    d = s.drift
+    slots = d.day_s / d.slot_s
+    if not d.window_s <= d.slot_s <= d.day_s or abs(slots - round(slots)) > 1e-9:
+        raise ConfigError(
+            source, "drift.slot_s", "from drift.window_s to drift.day_s, and dividing drift.day_s evenly"
+        )
 
 
 def as_dict(settings: Any) -> Any:

@@ -22,6 +22,7 @@ from gateway.mirror.mirror import Mirror
 from gateway.rollout.keeper import GateKeeper
 from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
+from gateway.telemetry.drift import DriftWatch
 from gateway.trust.state import TrustState
 from gateway.uplink.forwarder import Forwarder
 from gateway.uplink.outbox import Outbox
@@ -48,6 +49,7 @@ class StatusView:
         clock: Callable[[], float],
         data_id: Callable[[], str | None] = lambda: None,
         tasks: Callable[[], list[dict[str, Any]]] = list,
+        drift: DriftWatch | None = None,
     ) -> None:
         self.settings = settings
         self.trust = trust
@@ -65,6 +67,7 @@ class StatusView:
         self.clock = clock
         self.data_id = data_id
         self.tasks = tasks  # the supervisor's snapshot of the long-lived tasks
+        self.drift = drift
 
     def recovered(self) -> list[dict[str, Any]]:
         """Every damaged state file this run found, what it was and what was done about it."""
@@ -74,6 +77,7 @@ class StatusView:
             *self.store.recovered,
             *self.inventory.recovered,
             *self.outbox.recovered,
+            *(self.drift.recovered if self.drift else ()),
         ]
 
     def status(self) -> dict[str, Any]:
@@ -151,6 +155,7 @@ class StatusView:
                 "outbox": self.outbox.stats(),
             },
             "tasks": self.tasks(),
+            "drift": self.drift.status() if self.drift else None,
             "counters": self.stats.snapshot(),
             "last_errors": dict(self.stats.last_error),
         }

@@ -48,3 +48,25 @@ def test_keep_from_the_command_line(reg: Registry, tmp_path: Path) -> None:
     assert [v for _m, v, _c in listed(reg)] == ["4.0.0"]
     with pytest.raises(ConfigError, match="--keep"):
         reg.publish(os.urandom(100), version="5.0.0", keep=0)
+
+
+def test_a_drift_reference_from_the_command_line_is_checked_and_signed_in(
+    reg: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "m.bin"
+    model.write_bytes(os.urandom(100))
+    profile = tmp_path / "profile.json"
+    good = {"pc1": {"pos": {"1": 40}, "neg": {"2": 7}, "zero": 3, "zero_width": 0.01}}
+    profile.write_text(json.dumps(good))
+    argv = ["registry", "publish", str(reg.root), str(model), "--key", str(reg.private_key),
+            "--model-id", "detector", "--version", "1.0.0", "--site", "test-site",
+            "--drift-reference", str(profile)]  # fmt: skip
+    assert cli.main(argv) == 0
+    (d,) = json.loads(reg.index_bytes())["signed"]["deployments"]
+    assert d["drift_reference"] == good
+    profile.write_text(json.dumps({"pc1": {"pos": {"1": -40}}}))
+    argv[argv.index("--version") + 1] = "2.0.0"
+    assert cli.main(argv) != 0
+    err = capsys.readouterr().err.strip()
+    assert "--drift-reference" in err and "pos.1" in err and "\n" not in err
+    assert [v for _m, v, _c in listed(reg)] == ["1.0.0"]  # nothing published

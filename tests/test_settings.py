@@ -59,6 +59,12 @@ def test_precedence_file_env_cli(tmp_path: Path) -> None:
             "its own secret",
         ),
         ("[uplink]\nrelay_quota_bytes = 0\n", "uplink.relay_quota_bytes", "greater than 0"),
+        ("[drift]\nalert_at = -1\n", "drift.alert_at", "greater than 0"),
+        ("[drift]\nalert_windows = 0\n", "drift.alert_windows", "whole number of at least 1"),
+        ("[drift]\npast_days = 30\n", "drift.past_days", "from 1 to 14"),
+        ("[drift]\nslot_s = 7000.0\n", "drift.slot_s", "dividing drift.day_s evenly"),
+        ("[drift]\nwindow_s = 7200.0\n", "drift.slot_s", "from drift.window_s"),
+        ('[drift]\nenabled = "yes"\n', "drift.enabled", "true or false"),
     ],
 )
 def test_bad_file_names_file_key_and_expectation(tmp_path: Path, text: str, key: str, expect: str) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 from gateway import registry
 from gateway.commands.bundle import register_export
 from gateway.commands.registry_tuf import register_tuf
-from gateway.core.errors import ConfigError
+from gateway.core.drift_sketch import parse_drift
+from gateway.core.errors import ConfigError, FormatError
 from gateway.core.manifest import HEALTH_KEYS, Command
 from gateway.registry import tuf_life, tuf_targets
 from gateway.registry.tuf_repo import Repo
@@ -29,6 +30,20 @@ def _health(pairs: list[str]) -> dict[str, float]:
                 "command line", "--health", "KEY=VALUE with KEY one of " + ", ".join(HEALTH_KEYS)
             ) from exc
     return out
+
+
+def _drift_reference(path: str | None) -> dict[str, Any] | None:
+    """``--drift-reference FILE``: a JSON ``{feature: sketch}`` (README, "Drift signals"), checked."""
+    if not path:
+        return None
+    try:
+        doc = json.loads(Path(path).read_bytes())
+        parse_drift(doc, "the file", max_features=64)
+    except (OSError, ValueError, FormatError) as exc:
+        raise ConfigError(
+            path, "--drift-reference", f"a JSON object of feature -> drift sketch ({exc})"
+        ) from exc
+    return {"drift_reference": doc}
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -55,7 +70,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
         expires_s=args.expires_days * 86400,
         keep=args.keep,
         chunk_size=args.chunk_size,
-        extra={"rollback_target": True} if args.rollback_target else None,
+        extra={
+            **({"rollback_target": True} if args.rollback_target else {}),
+            **(_drift_reference(args.drift_reference) or {}),
+        }
+        or None,
     )
     where = registry.index_path(Path(args.registry_dir), args.site)
     if tuf:  # also the target in the model's delegated role (TUF), signed by --key and --cosign
@@ -156,6 +175,11 @@ def register(sub: Any) -> None:
         "--rollback-target",
         action="store_true",
         help="sign the statement as a rollback target: devices running a higher version may take it",
+    )
+    pub.add_argument(
+        "--drift-reference",
+        metavar="FILE",
+        help="a JSON {feature: sketch} of the model's inputs, put in the manifest as drift_reference",
     )
     pub.add_argument("--cosign", action="append", help="TUF: another key of the model's delegation (repeat)")
     pub.set_defaults(func=cmd_publish)

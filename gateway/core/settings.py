@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.core.drift_settings import DriftSettings
 from gateway.core.manifest import valid_id
 from gateway.core.schedule import Schedule
 from gateway.core.setting_rules import (
@@ -341,6 +342,7 @@ class Settings:
     discovery: DiscoverySettings = DiscoverySettings()
     ddi: DdiSettings = DdiSettings()
     supervision: SupervisionSettings = SupervisionSettings()
+    drift: DriftSettings = field(default_factory=DriftSettings)
 
     @property
     def data_path(self) -> Path:

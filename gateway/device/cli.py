@@ -83,6 +83,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--metrics-interval", type=float, default=10.0, metavar="SECONDS")
     p.add_argument("--simulate", action="store_true", help="report made-up healthy inference figures")
+    p.add_argument(
+        "--drift-shift",
+        type=float,
+        default=0.0,
+        metavar="SD",
+        help="with --simulate: move the simulated inputs' drift features by SD standard deviations",
+    )
+    p.add_argument(
+        "--drift-shift-at",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="the shift starts this long after start",
+    )
     p.add_argument("--once", action="store_true", help="one poll and what it asks for, then exit")
     p.add_argument(
         "--require-statement",
@@ -111,7 +125,14 @@ def agent_from(args: argparse.Namespace) -> DeviceAgent:
         raise AgentError(f"--public-key {args.public_key}: {exc.strerror}") from exc
     url = args.service_url.rstrip("/")
     mqtt = _hostport(args.mqtt) if args.mqtt is not None else (urlsplit(url).hostname or "127.0.0.1", 1883)
-    source = SimulatedInference({}, interval_s=args.metrics_interval, rng=random.Random(), default=HEALTHY)
+    source = SimulatedInference(
+        {},
+        interval_s=args.metrics_interval,
+        rng=random.Random(),
+        default=HEALTHY,
+        drift_shift=args.drift_shift,
+        drift_shift_at=args.drift_shift_at,
+    )
     return DeviceAgent(
         url,
         args.device_id,

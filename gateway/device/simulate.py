@@ -3,18 +3,26 @@
 A real device's inference app counts its inferences, errors and latency and reads its CPU, RAM and
 temperature; here a :class:`Profile` per model version stands in for that, with some noise, so a
 candidate can look healthy or bad to the gateway's gates. Nothing here runs a model.
+
+It also reports drift sketches (:mod:`gateway.core.drift_sketch`, the wire format the gateway
+parses) of two simulated per-frame features: ``brightness`` (0 to 255) and ``pc1`` (an embedding's
+first principal component, centred). ``drift_shift`` (in standard deviations of a frame) moves
+both from ``drift_shift_at`` seconds after the start: the knob a system test turns to drive drift.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.core.drift_sketch import DriftSketch
 from gateway.device.slots import SlotInfo
 
 CLASSES = {"person": 0.55, "forklift": 0.3, "pallet": 0.15}
+DRIFT_FRAMES = 200  # frames sketched per report at most
 
 
 @dataclass(frozen=True)
@@ -44,8 +52,14 @@ class SimulatedInference:
         interval_s: float,
         rng: random.Random,
         default: Profile = HEALTHY,
+        drift_shift: float = 0.0,
+        drift_shift_at: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.profiles = dict(profiles)
+        self.drift_shift = drift_shift
+        self.clock = clock
+        self.shift_from = clock() + drift_shift_at
         self.interval_s = interval_s
         self.rng = rng
         self.default = default
@@ -72,4 +86,14 @@ class SimulatedInference:
             "uptime_seconds": round(self.started),
             "class_counts": counts,
             "mean_confidence": round(min(1.0, r.gauss(0.88, 0.02)), 3),
+            "drift": self.drift(min(n, DRIFT_FRAMES)),
         }
+
+    def drift(self, frames: int) -> dict[str, Any]:
+        shift = self.drift_shift if self.clock() >= self.shift_from else 0.0
+        bright, pc1 = DriftSketch(), DriftSketch()
+        for _ in range(frames):
+            z = self.rng.gauss(shift, 1.0)
+            bright.add(min(255.0, max(0.0, 120.0 + 25.0 * z)))
+            pc1.add(z)
+        return {"brightness": bright.to_json(), "pc1": pc1.to_json()}

@@ -63,6 +63,7 @@ from gateway.redact import redact_tree
 from gateway.rollout.keeper import GateKeeper
 from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
+from gateway.telemetry.drift import DriftWatch
 from gateway.telemetry.history import WindowHistory
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -279,6 +280,7 @@ def build_operator_app(
     controls: GateControls,
     status_view: Callable[[], dict[str, Any]],
     history: WindowHistory | None = None,
+    drift: DriftWatch | None = None,
 ) -> web.Application:
     op = settings.operator
     csrf_token = secrets.token_urlsafe(24)  # per process: a page from before a restart must reload
@@ -301,6 +303,7 @@ def build_operator_app(
         gates=gates,
         inventory=inventory,
         history=history if history is not None else WindowHistory(),
+        drift=drift,
     )
     dashboard.add_routes(app, board)
     app.router.add_get("/status", status)

@@ -4,7 +4,8 @@ Each valid metrics message is first made durable in the outbox as a ``sample`` r
 acknowledged to a device survives a crash and reaches the cloud), then added to the current window
 and to the inventory (current version, last seen). An invalid one is counted and dropped with a log
 line naming the device and the field. Closed windows go to the listeners (the canary gates) and to
-the outbox as ``aggregate`` records.
+the outbox as ``aggregate`` records. The samples' drift sketches go to the drift watch
+(:mod:`gateway.telemetry.drift`), whose windows close in the same round.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from gateway.core.settings import TelemetrySettings
 from gateway.core.window import WindowStats
 from gateway.inventory.store import Inventory
 from gateway.stats import Stats
+from gateway.telemetry.drift import DriftWatch
 from gateway.uplink.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class Telemetry:
         on_event: EventListener | Sequence[EventListener],
         on_windows: Sequence[WindowListener] = (),
         journal: bool = True,
+        drift: DriftWatch | None = None,
     ) -> None:
         self.aggregator = Aggregator(settings.window_s, settings.cohort_attribute)
         self.inventory = inventory
@@ -65,6 +68,7 @@ class Telemetry:
         self.journal = journal
         self.recent: deque[WindowStats] = deque(maxlen=5000)
         self.listeners = tuple(on_windows)
+        self.drift = drift
 
     async def metrics(self, device_id: str, payload: bytes | Mapping[str, Any], now: float) -> None:
         """Raises :class:`FormatError` (counted, logged) for an invalid message; returns once the
@@ -101,6 +105,8 @@ class Telemetry:
             self.inventory.upsert(device_id, update, source="metrics", now=now)
         attrs = rec.attrs if rec else {}
         self.aggregator.add(sample, attrs)
+        if self.drift is not None:
+            self.drift.take(sample, attrs, now)
         return pending
 
     def _count_invalid(
@@ -172,6 +178,8 @@ class Telemetry:
             listener(device_id, event, model_id, version, reason)
 
     async def close_windows(self, now: float) -> list[WindowStats]:
+        if self.drift is not None:
+            await self.drift.close_due(now)
         windows = self.aggregator.close_due(now)
         if not windows:
             return []

@@ -20,12 +20,13 @@ from gateway.core.device import still_on
 from gateway.core.manifest import Deployment, parse_deployment
 from gateway.core.settings import Settings
 from gateway.http.dashboard import devices as D
-from gateway.http.dashboard import gate_panel, human, view
+from gateway.http.dashboard import drift_panel, gate_panel, human, view
 from gateway.http.dashboard.progress import RateMeter
 from gateway.http.dashboard.svg import Series, line_chart
 from gateway.inventory.store import Inventory
 from gateway.redact import redact_tree
 from gateway.rollout.keeper import GateKeeper
+from gateway.telemetry.drift import DriftWatch
 from gateway.telemetry.history import Point, WindowHistory
 
 STATE_TTL_S = 1.0
@@ -101,6 +102,7 @@ class Dashboard:
         gates: GateKeeper,
         inventory: Inventory,
         history: WindowHistory,
+        drift: DriftWatch | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.assets = assets
@@ -109,6 +111,7 @@ class Dashboard:
         self.gates = gates
         self.inventory = inventory
         self.history = history
+        self.drift = drift
         self.clock = clock
         self.meter = RateMeter()
         self._state: tuple[float, bytes] | None = None
@@ -201,6 +204,9 @@ class Dashboard:
             "box": view.box_health(st, len(self.inventory.devices)),
             "errors": view.last_errors(st),
             "window": human.duration(self.settings.telemetry.window_s),
+            "drift": drift_panel.charts(self.drift.history, self.drift.settings.alert_at)
+            if self.drift
+            else [],
         }
         body = web.json_response(doc).body
         assert isinstance(body, bytes)

@@ -126,6 +126,8 @@ function render(s) {
   gates(s.gates);
   $("versions-section").hidden = !s.versions.length;
   put("versions", s.versions.map((v) => `<article class="card"><h3>${esc(v.name)}</h3>${charts(v.charts)}</article>`).join(""));
+  $("drift-section").hidden = !s.drift.length;
+  put("drift", charts(s.drift));
   put("mirror", mirror(s.mirroring));
   put("uplink", kv(s.uplink));
   put("health", kv(s.box));

@@ -1,0 +1,365 @@
+"""Drift of a site's inputs: the devices' sketches merged per window, per site and per cohort, and
+their distance to the manifest's reference profile and to the site's own past. Pure: values and
+``now`` in, records and alerts out; the shell (:mod:`gateway.telemetry.drift`) feeds it and carries
+the results to the outbox, status, Prometheus and the dashboard.
+
+**The statistic: the population stability index (PSI) on ten bins cut at the baseline's deciles.**
+``PSI = sum((w - b) * ln(w / b))`` over the bins' shares ``w`` (this window) and ``b`` (the
+baseline). Why PSI and not Kolmogorov-Smirnov or Wasserstein:
+
+- it is what ML monitoring tools alert on, with a scale people already read (under 0.1 stable,
+  0.1 to 0.25 a moderate shift, over 0.25 a major one), the same whatever the feature's unit;
+  Wasserstein is in the feature's own unit, so every feature would need its own threshold;
+- KS's known null distribution assumes independent draws: a site's values are not (a device's
+  frames are alike, devices differ, a site has a day and a night), and with the thousands of
+  values of one window KS finds every harmless difference "significant". What is stable at a site
+  is a *size* of change, and PSI measures a size;
+- on bins cut at the baseline's deciles every bin has a tenth of the baseline, so a shift of any
+  part of the distribution shows, and with the sketch's buckets the bins' counts are exact sums of
+  whole buckets (:mod:`gateway.core.drift_sketch`). Shares are smoothed by half a count per bin,
+  so an empty bin is finite.
+
+**The baseline.** *reference*: the manifest's ``drift_reference`` for the feature. *past*: the
+site's own windows at the same time of day (a ``slot_s`` slot of a ``day_s`` day) over the last
+``past_days`` days, so a night is compared with past nights. A window or a baseline with fewer than
+``min_count`` values is not judged (``None``).
+
+**The alert** (``alert_at``, ``alert_windows``): a feature alerts once its site-wide distance to
+the past (and to the reference too, with ``alert_on_reference``) is at least ``alert_at`` in
+``alert_windows`` judged windows in a row, and clears after as many below. Behaviour measured by
+simulation (``tests/core/test_drift_alert.py``, seeds not used to pick the defaults): no alert in
+a week of stable input with unlike devices, one very unlike camera in half the seeds, a day and
+night swing and devices going quiet at random; and an alert within a stated time when a third of
+the devices' input moves by one standard deviation at a random instant (the README has the figures).
+
+Memory is bounded whatever the devices send: at most ``max_features`` (model, feature) pairs and
+``max_cohorts`` cohorts are tracked, past them new ones are ignored and counted; the past is
+kept for the site-wide windows only, one sketch of at most 48 buckets per slot and day.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.core.drift_settings import DriftSettings
+from gateway.core.drift_sketch import GAMMA, Cell, DriftSketch, parse_sketch, valid_feature
+from gateway.core.errors import FormatError
+from gateway.core.manifest import valid_id
+
+BINS = 10
+SITE = "site"  # the scope of the site-wide windows; a cohort's scope is "<attribute>:<value>"
+
+Key = tuple[str, str]
+"""(model_id, feature)"""
+
+
+def _fold_alike(a: DriftSketch, b: DriftSketch) -> tuple[DriftSketch, DriftSketch]:
+    width = max(a.zero_width, b.zero_width)
+    if a.zero_width != width:
+        a = a.copy()
+        a._fold(width)
+    if b.zero_width != width:
+        b = b.copy()
+        b._fold(width)
+    return a, b
+
+
+def cuts(base: DriftSketch, bins: int = BINS) -> list[Cell]:
+    """The last cell of each of the baseline's quantile bins but the last (fewer where one cell
+    holds more than a bin's share)."""
+    total = base.count
+    out: list[Cell] = []
+    seen, q = 0, 1
+    for cell, n in base.cells():
+        seen += n
+        while q < bins and seen * bins >= q * total:
+            if not out or out[-1] != cell:
+                out.append(cell)
+            q += 1
+    if out and seen and out[-1] == base.cells()[-1][0]:
+        out.pop()  # the last bin is open to the right
+    return out
+
+
+def psi(base: DriftSketch, window: DriftSketch, bins: int = BINS) -> float:
+    """The population stability index of ``window`` against ``base`` on the base's quantile bins."""
+    base, window = _fold_alike(base, window)
+    edges = cuts(base, bins)
+    k = len(edges) + 1
+    shares = []
+    for sketch in (base, window):
+        counts = [0] * k
+        for cell, n in sketch.cells():
+            counts[bisect_left(edges, cell)] += n
+        total = sum(counts) + 0.5 * k
+        shares.append([(c + 0.5) / total for c in counts])
+    return sum((w - b) * math.log(w / b) for b, w in zip(shares[0], shares[1], strict=True))
+
+
+@dataclass(frozen=True)
+class DriftRecord:
+    """One feature's window in one scope: what goes upstream as a ``drift`` record."""
+
+    model_id: str
+    feature: str
+    scope: str
+    start: float
+    end: float
+    count: int
+    to_reference: float | None
+    to_past: float | None
+    alerting: bool
+    quantiles: tuple[float, ...] = ()  # the window's p10, p50, p90 (bucket midpoints)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "feature": self.feature,
+            "scope": self.scope,
+            "start": self.start,
+            "end": self.end,
+            "count": self.count,
+            "psi_reference": self.to_reference,
+            "psi_past": self.to_past,
+            "alerting": self.alerting,
+            "quantiles": list(self.quantiles),
+        }
+
+
+@dataclass(frozen=True)
+class DriftAlert:
+    """A feature's alert raised or cleared: an event upstream and on status."""
+
+    model_id: str
+    feature: str
+    raised: bool
+    at: float
+    distance: float
+    against: str  # "past" or "reference"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event": "drift_alert" if self.raised else "drift_cleared",
+            "model_id": self.model_id,
+            "feature": self.feature,
+            "at": self.at,
+            "psi": self.distance,
+            "against": self.against,
+        }
+
+
+@dataclass
+class _Alarm:
+    over: int = 0
+    under: int = 0
+    on: bool = False
+
+
+@dataclass
+class Closed:
+    records: list[DriftRecord] = field(default_factory=list)
+    alerts: list[DriftAlert] = field(default_factory=list)
+
+
+def quantile(sketch: DriftSketch, q: float) -> float | None:
+    """A bucket's geometric midpoint at rank ``q`` (0 for the zero band)."""
+    total = sketch.count
+    if not total:
+        return None
+    seen = 0
+    for (sign, k), n in sketch.cells():
+        seen += n
+        if seen >= q * total:
+            if sign == 0:
+                return 0.0
+            mid = GAMMA ** (abs(k) - 0.5)
+            return sign * mid
+    return None
+
+
+class DriftTracker:
+    """The open window's merged sketches, the site's past by time-of-day slot, the alarms."""
+
+    def __init__(self, settings: DriftSettings) -> None:
+        self.s = settings
+        self.window_start: float | None = None
+        self.open: dict[tuple[Key, str], DriftSketch] = {}
+        self.ready: list[tuple[float, dict[tuple[Key, str], DriftSketch]]] = []
+        self.past: dict[Key, dict[int, DriftSketch]] = {}  # slot number since the epoch -> sketch
+        self.alarms: dict[Key, _Alarm] = {}
+        self.keys: set[Key] = set()
+        self.cohorts: set[str] = set()
+        self.ignored = 0  # features or cohorts past the caps, counted
+        self.latest: dict[Key, DriftRecord] = {}  # the last site-wide record per feature
+
+    def add(self, model_id: str, cohort: str, drift: Mapping[str, DriftSketch], now: float) -> None:
+        self._roll(now)
+        if self.window_start is None:
+            self.window_start = now - now % self.s.window_s
+        if cohort and cohort not in self.cohorts and len(self.cohorts) < self.s.max_cohorts:
+            self.cohorts.add(cohort)
+        for feature, sketch in drift.items():
+            key = (model_id, feature)
+            if key not in self.keys:
+                if len(self.keys) >= self.s.max_features:
+                    self.ignored += 1
+                    continue
+                self.keys.add(key)
+            scopes = [SITE] + ([cohort] if cohort in self.cohorts else [])
+            for scope in scopes:
+                mine = self.open.get((key, scope))
+                if mine is None:
+                    self.open[(key, scope)] = sketch.copy()
+                else:
+                    mine.merge(sketch)
+
+    def _slot(self, t: float) -> int:
+        return int(t // self.s.slot_s)
+
+    def baseline(self, key: Key, start: float) -> DriftSketch | None:
+        """The site's past at the same time of day as a window starting at ``start``."""
+        slots = self.past.get(key, {})
+        per_day = round(self.s.day_s / self.s.slot_s)
+        here = self._slot(start)
+        merged = DriftSketch()
+        for d in range(1, self.s.past_days + 1):
+            old = slots.get(here - d * per_day)
+            if old is not None:
+                merged.merge(old)
+        return merged if merged.count >= self.s.min_count else None
+
+    def due(self, now: float) -> bool:
+        return self.window_start is not None and now >= self.window_start + self.s.window_s
+
+    def _roll(self, now: float) -> None:
+        """A window past its end is set aside for :meth:`close_due`, so a late sample never lands
+        in it (at most 16 kept: the shell closes them every few seconds)."""
+        if self.window_start is not None and self.due(now):
+            self.ready.append((self.window_start, self.open))
+            self.open, self.window_start = {}, None
+            del self.ready[:-16]
+
+    def close_due(self, now: float, references: Mapping[Key, DriftSketch]) -> Closed:
+        """Close the windows past their end: their records and any alert changes."""
+        self._roll(now)
+        out = Closed()
+        ready, self.ready = self.ready, []
+        for start, opened in ready:
+            end = start + self.s.window_s
+            for (key, scope), sketch in sorted(opened.items()):
+                rec = self._record(key, scope, sketch, start, end, references.get(key))
+                if scope == SITE:
+                    alert = self._judge(key, rec, end)
+                    if alert is not None:
+                        out.alerts.append(alert)
+                    rec = DriftRecord(**{**rec.__dict__, "alerting": self.alarms[key].on})
+                    self.latest[key] = rec
+                    self._remember(key, start, sketch)
+                out.records.append(rec)
+        return out
+
+    def _record(
+        self, key: Key, scope: str, sketch: DriftSketch, start: float, end: float, ref: DriftSketch | None
+    ) -> DriftRecord:
+        judged = sketch.count >= self.s.min_count
+        to_ref = psi(ref, sketch) if judged and ref is not None and ref.count >= self.s.min_count else None
+        past = self.baseline(key, start) if judged and scope == SITE else None
+        return DriftRecord(
+            model_id=key[0],
+            feature=key[1],
+            scope=scope,
+            start=start,
+            end=end,
+            count=sketch.count,
+            to_reference=to_ref,
+            to_past=psi(past, sketch) if past is not None else None,
+            alerting=False,
+            quantiles=tuple(q for q in (quantile(sketch, p) for p in (0.1, 0.5, 0.9)) if q is not None),
+        )
+
+    def _judge(self, key: Key, rec: DriftRecord, now: float) -> DriftAlert | None:
+        alarm = self.alarms.setdefault(key, _Alarm())
+        seen = [("past", rec.to_past)]
+        if self.s.alert_on_reference:
+            seen.append(("reference", rec.to_reference))
+        judged = [(d, against) for against, d in seen if d is not None]
+        if not judged:
+            return None  # not judged: neither counts for nor against
+        distance, against = max(judged)
+        if distance >= self.s.alert_at:
+            alarm.over, alarm.under = alarm.over + 1, 0
+        else:
+            alarm.over, alarm.under = 0, alarm.under + 1
+        if not alarm.on and alarm.over >= self.s.alert_windows:
+            alarm.on = True
+            return DriftAlert(key[0], key[1], True, now, distance, against)
+        if alarm.on and alarm.under >= self.s.alert_windows:
+            alarm.on = False
+            return DriftAlert(key[0], key[1], False, now, distance, against)
+        return None
+
+    def _remember(self, key: Key, start: float, sketch: DriftSketch) -> None:
+        slots = self.past.setdefault(key, {})
+        here = self._slot(start)
+        mine = slots.get(here)
+        if mine is None:
+            slots[here] = sketch.copy()
+        else:
+            mine.merge(sketch)
+        oldest = here - self.s.past_days * round(self.s.day_s / self.s.slot_s)
+        for old in [s for s in slots if s < oldest]:
+            del slots[old]
+
+    def to_json(self) -> dict[str, Any]:
+        """What a restart should not forget: the site's past and the alarms (``restore``)."""
+        return {
+            "version": 1,
+            "past": [
+                {
+                    "model_id": m,
+                    "feature": f,
+                    "slots": {str(n): sk.to_json() for n, sk in sorted(slots.items())},
+                }
+                for (m, f), slots in sorted(self.past.items())
+            ],
+            "alarms": [
+                {"model_id": m, "feature": f, "over": a.over, "under": a.under, "on": a.on}
+                for (m, f), a in sorted(self.alarms.items())
+            ],
+        }
+
+    def restore(self, doc: Any) -> None:
+        """Take back :meth:`to_json`'s document; :class:`FormatError` when it is not one (the
+        shell then starts with no past). At most ``max_features`` features and ``past_days`` of
+        slots are taken, whatever the file holds."""
+        if not isinstance(doc, dict) or doc.get("version") != 1:
+            raise FormatError("not a drift state document of version 1")
+        keep = self.s.past_days * round(self.s.day_s / self.s.slot_s)
+        past: dict[Key, dict[int, DriftSketch]] = {}
+        alarms: dict[Key, _Alarm] = {}
+        try:
+            for item in doc["past"][: self.s.max_features]:
+                key = _key(item)
+                slots = {int(n): parse_sketch(sk, "drift state") for n, sk in item["slots"].items()}
+                past[key] = {n: slots[n] for n in sorted(slots)[-keep:]}
+            for item in doc["alarms"][: self.s.max_features]:
+                counts = [item[k] for k in ("over", "under")]
+                if not all(isinstance(c, int) and c >= 0 for c in counts) or not isinstance(item["on"], bool):
+                    raise FormatError("drift state: a bad alarm")
+                alarms[_key(item)] = _Alarm(counts[0], counts[1], item["on"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise FormatError(f"drift state: wrong shape ({exc!r})") from None
+        self.past, self.alarms = past, alarms
+        self.keys = set(past) | set(alarms) | self.keys
+        self.keys = set(sorted(self.keys)[: self.s.max_features])
+
+
+def _key(item: Any) -> Key:
+    m, f = item["model_id"], item["feature"]
+    if not isinstance(m, str) or not (m == "-" or valid_id(m)) or not valid_feature(f):
+        raise FormatError("drift state: a bad model or feature name")
+    return (m, f)
