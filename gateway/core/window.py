@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.core.agreement import Agreement, AgreementSums
+
 
 @dataclass(frozen=True)
 class GroupKey:
@@ -41,6 +43,12 @@ class DeviceWindow:
     unknown_sum: float = 0.0
     unknown_w: int = 0
     classes: dict[str, int] = field(default_factory=dict)
+    agreement: AgreementSums | None = None  # shadow messages: the two models on the same frames
+
+    def add_agreement(self, a: Agreement) -> None:
+        if self.agreement is None:
+            self.agreement = AgreementSums()
+        self.agreement.add(a)
 
     def add(
         self,
@@ -104,6 +112,8 @@ class DeviceWindow:
             msg["avg_latency_ms"] = min(3.6e6, math.exp(self.lat_sum / self.lat_w))
         if self.classes:
             msg["class_counts"] = dict(self.classes)
+        if self.agreement is not None:
+            msg["agreement"] = self.agreement.as_message()
         return msg
 
 
