@@ -30,7 +30,7 @@ from gateway.core.gates.table import Kind, Unit, family
 from gateway.core.gates.words import say, value_text
 from gateway.core.manifest import Deployment, HealthChecks
 from gateway.core.settings import GateSettings
-from gateway.http.dashboard import human
+from gateway.http.dashboard import agreement_panel, human
 from gateway.http.dashboard.svg import Limit, Series, line_chart
 from gateway.telemetry.history import Point, WindowHistory
 
@@ -244,4 +244,5 @@ def panel(
         "waves": waves(g, settings.waves),
         "controls": [a for a in ("hold", "release", "approve", "abort") if control_refusal(g, a) is None],
         "timeline": timeline(g.decisions, now),
+        "agreement": agreement_panel.agreement(g, settings),  # the shadow stage's, or None
     }
