@@ -22,7 +22,7 @@ commonest). What the gate does with it: :mod:`gateway.core.gates.paired` (the ev
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,6 +152,22 @@ class AgreementSums:
         if self.conf_w:
             msg["conf_diff_mean"] = max(-1.0, min(1.0, self.conf_sum / self.conf_w))
         return msg
+
+
+def pooled(sums: Iterable[AgreementSums | None]) -> dict[str, Any] | None:
+    """The devices' sums of one window as one ``agreement`` (what the uplink's window carries), or
+    None when none of them compared frames."""
+    total = AgreementSums()
+    for one in sums:
+        if one is None:
+            continue
+        conf = one.conf_sum / one.conf_w if one.conf_w else None
+        total.add(
+            Agreement(one.frames, one.agree, {k: (v[0], v[1]) for k, v in one.classes.items()}, one.pairs)
+        )
+        if conf is not None:
+            total.conf_sum, total.conf_w = total.conf_sum + one.conf_sum, total.conf_w + one.conf_w
+    return total.as_message() if total.frames else None
 
 
 def top_pairs(pairs: Mapping[str, int], n: int) -> dict[str, int]:

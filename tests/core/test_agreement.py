@@ -104,7 +104,9 @@ def test_a_window_sums_a_devices_messages() -> None:
     assert msg["pairs"] == {"car->person": 24, "person->car": 6}
     assert msg["conf_diff_mean"] == pytest.approx(-0.01)
     # a window's own sums read back as one message of the same figures
-    again = parse_metrics("cam-1", {**BASE, "agreement": msg}, 0.0).agreement
+    whole = dw.as_message("m", "2.0.0")
+    assert whole["shadow"] is True  # a window's message with agreement is a shadow message
+    again = parse_metrics("cam-1", whole, 0.0).agreement
     assert again is not None and again.frames == 300
 
 
@@ -115,3 +117,19 @@ def test_pairs_kept_are_bounded() -> None:
         sums.add(Agreement(1, 0, {}, {f"a{i}->b": 1}))
     assert len(sums.pairs) == 64
     assert list(top_pairs({"a->b": 1, "c->d": 5, "e->f": 5}, 2)) == ["c->d", "e->f"]
+
+
+def test_a_shadow_window_carries_its_devices_agreement_upstream() -> None:
+    from gateway.core.aggregate import Aggregator
+
+    agg = Aggregator(60.0, "hw")
+    for dev in ("cam-1", "cam-2"):
+        agg.add(parse_metrics(dev, {**BASE, "agreement": AGREE}, 10.0), {"hw": "rev1"})
+        agg.add(parse_metrics(dev, {**BASE, "shadow": False, "model_version": "1.0.0"}, 10.0), {"hw": "rev1"})
+    by_shadow = {w.key.shadow: w.to_json() for w in agg.close_due(60.0)}
+    assert "agreement" not in by_shadow[False]
+    up = by_shadow[True]["agreement"]
+    assert (up["frames"], up["agree"]) == (200, 180)
+    assert up["classes"] == {"person": [120, 116], "car": [80, 64]}
+    assert up["pairs"] == {"car->person": 16, "person->car": 4}
+    assert up["conf_diff_mean"] == pytest.approx(-0.01)

@@ -176,3 +176,17 @@ def test_false_halts_of_a_sparse_class_at_its_minimum_stay_within_the_rows_rate(
     share = halted / len(NULL_SEEDS)
     print(f"\nnull spill at 90 %: {halted} of {len(NULL_SEEDS)} halted, the row's rate {alpha:.3f}")
     assert share <= _allowed(alpha, len(NULL_SEEDS))
+
+
+@pytest.mark.parametrize("key", ["shadow_agreement_min", "shadow_agreement_class_min"])
+@pytest.mark.parametrize("value", ["1.5", "-0.1", '"high"'])
+def test_a_bad_minimum_stops_start_up_with_one_line(tmp_path, key: str, value: str) -> None:  # type: ignore[no-untyped-def]
+    from gateway import settings as loader
+    from gateway.core.errors import ConfigError
+
+    f = tmp_path / "gateway.toml"
+    f.write_text(f"[gates]\n{key} = {value}\n")
+    with pytest.raises(ConfigError) as err:
+        loader.load(f, environ={})
+    line = str(err.value)
+    assert "\n" not in line and str(f) in line and f"gates.{key}" in line
