@@ -10,6 +10,7 @@ agreement that varies by device and by window (:mod:`tests.core.gates.shadow_sit
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import sys
 
@@ -24,15 +25,16 @@ LIMITS = GateLimits.of(HealthChecks(max_cpu_percent=80, max_error_rate=0.05, war
 WINDOWS = 120
 
 
-def run(labels: Labels, seeds: range) -> tuple[float, float, float, str]:
+def run(labels: Labels, seeds: range, settings: GateSettings = SITE) -> tuple[float, float, float, str]:
     halted, passed, times = 0, 0, []
     for seed in seeds:
         site = ShadowFleet(
             unlike_devices(10, seed, bad_camera=seed % 2 == 1), seed, labels, swing_period_s=7200.0
         )
-        state = opened(site, SITE)
+        state = opened(site, settings)
+        limits = dataclasses.replace(LIMITS, site=settings)
         state, made = drive(
-            state, site, LIMITS, same, windows=WINDOWS, until=lambda s: s.stage != Stage.SHADOW
+            state, site, limits, same, windows=WINDOWS, until=lambda s: s.stage != Stage.SHADOW
         )
         halted += state.stage == Stage.HALTED
         passed += state.stage == Stage.WAVES
@@ -60,6 +62,9 @@ def main() -> None:
     for name, labels in stories:
         h, p, u, med = run(labels, seeds)
         print(f"{name:42s} {h:6.0%}  {p:6.0%}  {u:9.0%}  {med}")
+    blind = GateSettings(shadow=True, dry_run=("shadow_agreement", "shadow_class_agreement"))
+    h, p, u, med = run(stories[4][1], seeds, blind)
+    print(f"{'swap 5 %, agreement rows dry-run (before)':42s} {h:6.0%}  {p:6.0%}  {u:9.0%}  {med}")
 
 
 if __name__ == "__main__":
