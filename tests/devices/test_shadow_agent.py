@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.device.agent import DeviceAgent
 from gateway.device.simulate import Profile, SimulatedInference
@@ -103,17 +104,30 @@ async def story(
                 dash = await r.json()
             async with aiohttp.ClientSession() as s, s.get(f"http://{gw.operator}/dashboard/app.js") as r:
                 script = await r.text()
+            async with aiohttp.ClientSession() as s, s.get(f"http://{gw.operator}/metrics") as r:
+                assert r.status == 200
+                scraped = {
+                    (x.name, tuple(sorted(x.labels.items()))): x.value
+                    for fam in text_string_to_metric_families(await r.text())
+                    for x in fam.samples
+                }
+            # a device's bad agreement is refused with the field named, never a 500
+            bad = {"model_version": "2.0.0", "shadow": True, "agreement": {"frames": 5, "agree": 9}}
+            async with aiohttp.ClientSession() as s, s.post(f"{gw.url}/devices/cam-0/metrics", json=bad) as r:
+                assert (
+                    r.status == 400 and "agreement.agree (9) exceeds agreement.frames (5)" in await r.text()
+                )
         finally:
             stop.set()
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
     panel = next(p for p in dash["gates"] if p["deployment"] == "detector@2.0.0")
-    return (g, panel, script), fleet
+    return (g, panel, script, scraped), fleet
 
 
 async def test_a_swapping_candidate_is_halted_in_shadow_and_no_device_switches(
     reg: Registry, tmp_path: Path
 ) -> None:
-    (g, panel, script), fleet = await story(reg, tmp_path, SWAPS, lambda g: g["stage"] != "shadow")
+    (g, panel, script, scraped), fleet = await story(reg, tmp_path, SWAPS, lambda g: g["stage"] != "shadow")
     assert g["stage"] == "halted", g
     halt = g["last_decision"]
     assert halt["action"] == "halt" and "shadow_agreement" in halt["reason"], halt
@@ -127,10 +141,15 @@ async def test_a_swapping_candidate_is_halted_in_shadow_and_no_device_switches(
     assert {c["class"] for c in a["classes"]} >= {"person", "forklift"}
     assert {p["pair"] for p in a["pairs"][:2]} == {"person → forklift", "forklift → person"}
     assert "Shadow agreement" in script and "g-agreement" in script
+    dep = ("deployment", "detector@2.0.0")
+    assert scraped[("ota_gateway_gate_shadow_agreement", (dep,))] < 0.97
+    assert scraped[("ota_gateway_gate_shadow_frames_total", (dep,))] > 0
+    assert ("ota_gateway_gate_shadow_class_agreement", (("class", "forklift"), dep)) in scraped
+    assert scraped[("ota_gateway_gate_shadow_confusions_total", (dep, ("pair", "person->forklift")))] > 0
 
 
 async def test_a_good_candidate_leaves_shadow_for_wave_1(reg: Registry, tmp_path: Path) -> None:
-    (g, panel, _script), _fleet = await story(reg, tmp_path, GOOD, lambda g: g["stage"] != "shadow")
+    (g, panel, _script, _scraped), _fleet = await story(reg, tmp_path, GOOD, lambda g: g["stage"] != "shadow")
     assert g["stage"] in ("waves", "done"), g
     advance = next(e for e in panel["timeline"] if e["action"] in ("advance", "done"))
     assert advance["reason"].startswith("shadow stage passed"), advance
