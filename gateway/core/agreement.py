@@ -46,6 +46,17 @@ class Agreement:
     pairs: Mapping[str, int] = field(default_factory=dict)  # "active->candidate" -> frames
     conf_diff_mean: float | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        """As the device sent it (the journaled sample carries it upstream)."""
+        out: dict[str, Any] = {"frames": self.frames, "agree": self.agree}
+        if self.classes:
+            out["classes"] = {k: [n, m] for k, (n, m) in self.classes.items()}
+        if self.pairs:
+            out["pairs"] = dict(self.pairs)
+        if self.conf_diff_mean is not None:
+            out["conf_diff_mean"] = self.conf_diff_mean
+        return out
+
 
 def _whole(v: Any, what: str, where: str, hi: int = MAX_FRAMES) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > hi:
