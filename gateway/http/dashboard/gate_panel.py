@@ -81,7 +81,7 @@ def verdict_row(v: Verdict) -> dict[str, str]:
         "baseline": _figure(v.criterion, v.baseline) if v.baseline is not None else "",
         "limit": _figure(v.criterion, v.limit) if v.limit is not None else "",
         "samples": samples,
-        "note": v.note,
+        "note": "" if (row := family(v.criterion)) is not None and row.stage else v.note,  # in its words
     }
 
 
