@@ -135,7 +135,9 @@ def _row_alpha(state, settings: GateSettings, row: str) -> float:  # type: ignor
     from gateway.core.gates.criteria import rows
 
     judged = rows(state, dataclasses.replace(LIMITS, site=settings))
-    alpha = settings.false_halt_rate / len(judged)
+    # the row's share of the rate: equal shares here; by the rows' weights where the table has them
+    weight = {c.name: float(getattr(c, "weight", 1.0)) for c in judged}
+    alpha = settings.false_halt_rate * weight[row] / sum(weight.values())
     return alpha / len(state.classes) if row == "shadow_class_agreement" else alpha
 
 
