@@ -153,6 +153,16 @@ class AgreementSums:
             self.conf_sum += a.conf_diff_mean * a.frames
             self.conf_w += a.frames
 
+    def merge(self, other: AgreementSums) -> None:
+        """Another device's sums added to these (a window's pool)."""
+        self.add(
+            Agreement(
+                other.frames, other.agree, {k: (v[0], v[1]) for k, v in other.classes.items()}, other.pairs
+            )
+        )
+        self.conf_sum += other.conf_sum
+        self.conf_w += other.conf_w
+
     def as_message(self) -> dict[str, Any]:
         """The sums as one message's ``agreement`` (a recorded trace replays it)."""
         msg: dict[str, Any] = {"frames": self.frames, "agree": self.agree}
@@ -170,14 +180,8 @@ def pooled(sums: Iterable[AgreementSums | None]) -> dict[str, Any] | None:
     None when none of them compared frames."""
     total = AgreementSums()
     for one in sums:
-        if one is None:
-            continue
-        conf = one.conf_sum / one.conf_w if one.conf_w else None
-        total.add(
-            Agreement(one.frames, one.agree, {k: (v[0], v[1]) for k, v in one.classes.items()}, one.pairs)
-        )
-        if conf is not None:
-            total.conf_sum, total.conf_w = total.conf_sum + one.conf_sum, total.conf_w + one.conf_w
+        if one is not None:
+            total.merge(one)
     return total.as_message() if total.frames else None
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from gateway.core.aggregate import Aggregator
 from gateway.core.agreement import Agreement
 from gateway.core.metrics import Sample
+from gateway.core.window import WindowStats
 from tests.core.gates.helpers import (
     BASELINE,
     CANDIDATE,
@@ -79,7 +80,7 @@ class ShadowFleet(Fleet):
         *,
         shadow: Iterable[str] = (),
         silent: Iterable[str] = (),
-    ) -> list:  # type: ignore[type-arg]
+    ) -> list[WindowStats]:
         """As :meth:`Fleet.window`, the shadow reports with their agreement."""
         agg = Aggregator(WINDOW_S, "hw")
         cand, shad, quiet = set(on_candidate), set(shadow), set(silent)
