@@ -42,8 +42,9 @@ the imports and enforces the rules marked *):
    ``process`` (signals and systemd around it); ``settings`` (loading); ``commands`` and ``cli``.
 
 Beside the house, ``gateway.device`` is the reference device agent: it imports only
-``gateway.core.errors``, ``gateway.core.jsondoc`` and ``gateway.core.drift_sketch`` (the drift
-sketch's wire format) (pure, stdlib only) of the gateway, so a
+``gateway.core.errors``, ``gateway.core.jsondoc``, ``gateway.core.drift_sketch`` (the drift
+sketch's wire format) and ``gateway.core.agreement`` (the limits of the shadow agreement it
+reports) (pure, stdlib only) of the gateway, so a
 device can run it without the server's rooms (it checks the signed statement whose format,
 ``core.statement``, the registry signs and the trust room checks too). ``gateway.registry``
 is the cloud-side tool (the signed index; the TUF repository: ``registry.tuf_repo`` for the files,

@@ -22,7 +22,7 @@ from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from gateway import __version__
+from gateway import __version__, prometheus_shadow
 from gateway.core.gates import Action, Stage
 from gateway.prometheus_drift import drift_metrics
 from gateway.readiness import Readiness
@@ -88,6 +88,7 @@ class GatewayCollector(Collector):
         yield from self._mqtt()
         yield from self._outbox()
         yield from self._gates()
+        yield from prometheus_shadow.families(self.view.gates.site.gates)
         yield from self._tasks()
         yield from drift_metrics(self.view.drift)
 

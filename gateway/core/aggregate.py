@@ -103,6 +103,8 @@ class Aggregator:
             sample.unknown_rate,
             sample.class_counts,
         )
+        if sample.agreement is not None:
+            dw.add_agreement(sample.agreement)
         if sample.latency_ms is not None:
             acc.sketch.add(sample.latency_ms, max(1, sample.inferences))
 

@@ -4,7 +4,9 @@ Fields (DESIGN.md): ``device_id, timestamp, model_version, avg_latency_ms, num_i
 num_errors, error_rate, cpu_percent, ram_percent, uptime_seconds``, optionally ``temperature_c``,
 ``class_counts`` (class -> count), ``mean_confidence``, ``unknown_rate``; and ``model_id`` and
 ``shadow`` (true when the figures are those of a candidate running in shadow beside the active
-model); ``drift`` (feature -> the window's sketch of it, :mod:`gateway.core.drift_sketch`). Unknown fields are ignored. The device's ``timestamp`` is kept for the record but never
+model); ``drift`` (feature -> the window's sketch of it, :mod:`gateway.core.drift_sketch`); and in a
+shadow message ``agreement`` (the two models on the same frames: :mod:`gateway.core.agreement`).
+Unknown fields are ignored. The device's ``timestamp`` is kept for the record but never
 places a sample in a window: the gateway's receive time does (a device clock may be anything).
 """
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core import jsondoc
+from gateway.core.agreement import Agreement, parse_agreement
 from gateway.core.drift_sketch import DriftSketch, parse_drift
 from gateway.core.errors import FormatError
 from gateway.core.manifest import valid_id
@@ -42,6 +45,7 @@ class Sample:
     unknown_rate: float | None = None
     shadow: bool = False
     uptime_s: float | None = None
+    agreement: Agreement | None = None  # only in a shadow message
     drift: Mapping[str, DriftSketch] = field(default_factory=dict)
 
 
@@ -119,6 +123,9 @@ def parse_metrics(
     shadow = doc.get("shadow", False)
     if not isinstance(shadow, bool):
         raise FormatError(f"{where}: shadow must be true or false")
+    agreement = doc.get("agreement")
+    if agreement is not None and not shadow:
+        raise FormatError(f"{where}: agreement is reported only in a shadow message (shadow: true)")
     return Sample(
         device_id=device_id,
         received_at=now,
@@ -135,5 +142,6 @@ def parse_metrics(
         unknown_rate=_num(doc, "unknown_rate", where, lo=0, hi=1),
         shadow=shadow,
         uptime_s=_num(doc, "uptime_seconds", where, lo=0),
+        agreement=None if agreement is None else parse_agreement(agreement, where),
         drift=parse_drift(doc.get("drift"), where),
     )

@@ -260,6 +260,11 @@ class GateSettings:
     silent_max: float = field(default=0.3, metadata=FRACTION)
     # invalid metrics from devices on the candidate: share above the baseline's
     invalid_rise_max: float = field(default=0.05, metadata=FRACTION)
+    # shadow stage: the candidate's top-1 agreement with the active model on the same frames, at
+    # least this overall and on each class that matters (gates.class_floor of the baseline's
+    # detections); judged with the other criteria's statistics, only in the shadow stage
+    shadow_agreement_min: float = field(default=0.97, metadata=FRACTION)
+    shadow_agreement_class_min: float = field(default=0.90, metadata=FRACTION)
     # no criterion answers on fewer windows of evidence than this
     min_samples: int = field(default=10, metadata=POSITIVE)
     # the site's own metrics kept as a replay trace (``<data>/traces/``, ``ota-gateway gate trace``):

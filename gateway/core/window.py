@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.core.agreement import Agreement, AgreementSums, pooled
+
 
 @dataclass(frozen=True)
 class GroupKey:
@@ -41,6 +43,12 @@ class DeviceWindow:
     unknown_sum: float = 0.0
     unknown_w: int = 0
     classes: dict[str, int] = field(default_factory=dict)
+    agreement: AgreementSums | None = None  # shadow messages: the two models on the same frames
+
+    def add_agreement(self, a: Agreement) -> None:
+        if self.agreement is None:
+            self.agreement = AgreementSums()
+        self.agreement.add(a)
 
     def add(
         self,
@@ -104,6 +112,9 @@ class DeviceWindow:
             msg["avg_latency_ms"] = min(3.6e6, math.exp(self.lat_sum / self.lat_w))
         if self.classes:
             msg["class_counts"] = dict(self.classes)
+        if self.agreement is not None:  # only a shadow message carries it
+            msg["agreement"] = self.agreement.as_message()
+            msg["shadow"] = True
         return msg
 
 
@@ -143,7 +154,15 @@ class WindowStats:
         return {k: v / total for k, v in self.class_counts.items()} if total else {}
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON for the uplink (device ids stay at the site; only their count leaves)."""
+        """Plain JSON for the uplink (device ids stay at the site; only their count leaves); a
+        shadow window with its devices' agreement pooled."""
+        out = self._json()
+        agreement = pooled(dw.agreement for dw in self.device_windows.values())
+        if agreement is not None:
+            out["agreement"] = agreement
+        return out
+
+    def _json(self) -> dict[str, Any]:
         return {
             "model_id": self.key.model_id,
             "model_version": self.key.model_version,

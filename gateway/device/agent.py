@@ -9,7 +9,10 @@ One cycle (:meth:`DeviceAgent.update_once`):
 2. on a manifest: download into the inactive slot (resumed with ``Range``/``If-Range``), check its
    sha256 and the cloud's signature, switch slots, run the health check, report each step as an
    event (``downloaded``, ``verified``, ``activated``, ``healthy``; ``failed`` or ``rolled_back``);
-3. obey the gateway's rollbacks: a manifest with ``"rollback": true`` (the previous stable version:
+3. in the gateway's shadow stage (a manifest with ``"shadow": true``): download and verify the
+   candidate into the inactive slot, never switch to it, and report its figures on the same frames
+   beside the active model's, with their agreement (:mod:`.shadow`);
+4. obey the gateway's rollbacks: a manifest with ``"rollback": true`` (the previous stable version:
    switched back to without a download when the other slot holds it), and ``204`` with
    ``X-OTA-Reason: rollback_previous_slot`` (a halted first version: back to the other slot).
 
@@ -49,6 +52,7 @@ from gateway.device.poll import (
     retry_after,
     why_no_update,
 )
+from gateway.device.shadow import MetricsSource, ShadowSource, reports
 from gateway.device.slots import SlotInfo, Slots
 from gateway.device.transfer import Busy, download
 from gateway.device.verify import load_public_key, verify_artifact
@@ -57,8 +61,6 @@ log = logging.getLogger(__name__)
 
 # (device id, event, model id, version, reason): what a demo's narrator or a test listens to
 Listener = Callable[[str, str, str, str, str | None], None]
-# the inference app's figures for the model it runs now (None: nothing to report this time)
-MetricsSource = Callable[[SlotInfo], Mapping[str, Any] | None]
 HealthCheck = Callable[[Path, SlotInfo], Awaitable[bool]]
 WaitListener = Callable[[Waiting], None]
 DOWNLOAD_ATTEMPTS = 3
@@ -85,6 +87,7 @@ class DeviceAgent:
     max_poll_interval_s: float = MAX_RETRY_S  # the longest Retry-After obeyed
     metrics_interval_s: float = 10.0
     metrics_source: MetricsSource | None = None
+    shadow_source: ShadowSource | None = None  # both models on the same frames, in the shadow stage
     mqtt: tuple[str, int] | None = None  # the gateway's broker; None: metrics over HTTP
     health_check: HealthCheck = file_is_there
     listeners: Sequence[Listener] = ()
@@ -94,6 +97,7 @@ class DeviceAgent:
     require_statement: bool = False  # refuse manifests without a signed statement (gateway.device.statement)
     _slots: Slots | None = field(default=None, init=False, repr=False)
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+    shadowing: SlotInfo | None = field(default=None, init=False)  # the candidate run in shadow
 
     # -- what it runs ------------------------------------------------------------------------------
 
@@ -151,10 +155,16 @@ class DeviceAgent:
     ) -> bool:
         if status == 204 and headers.get("X-OTA-Reason") == "rollback_previous_slot":
             return await self._back_to_previous_slot(s)
+        if status != 304:  # anything but the same answer ends a shadow run
+            self.shadowing = None
         if status != 200 or manifest is None:
             return False
         check_manifest(manifest)
         try:
+            if manifest.get("shadow"):
+                self.shadowing = await self.shadow(s, manifest)
+                self.etag = headers.get("ETag")
+                return False
             changed = await self.install(s, manifest, interrupt_after)
         except VerifyError:
             self.etag = headers.get("ETag")  # these bytes are refused: not fetched again
@@ -192,6 +202,17 @@ class DeviceAgent:
         await asyncio.to_thread(slots.switch)  # the new model does not work here: back to the old one
         await self.event(s, "rolled_back", manifest, "the health check failed after activation")
         return False
+
+    async def shadow(self, s: aiohttp.ClientSession, manifest: dict[str, Any]) -> SlotInfo | None:
+        """The shadow stage: the candidate into the inactive slot, verified, never made current."""
+        slots = await self.slots()
+        current, previous = await asyncio.to_thread(lambda: (slots.current(), slots.previous()))
+        if current is None or current.sha256 == manifest["sha256"]:
+            return None  # no active model to run it beside, or it is the active model already
+        await self._judge(s, manifest, current, previous)
+        if previous is None or previous.sha256 != manifest["sha256"]:
+            await self._fetch(s, slots, manifest, None)
+        return await asyncio.to_thread(slots.previous)
 
     async def _judge(
         self,
@@ -367,15 +388,8 @@ class DeviceAgent:
         while not stop.is_set():
             await asyncio.sleep(self.metrics_interval_s * random.uniform(0.8, 1.2))
             current = await self.running()
-            figures = self.metrics_source(current) if current and self.metrics_source else None
-            if current is None or figures is None:
-                continue
-            doc = {
-                **figures,
-                "device_id": self.device_id,
-                "timestamp": time.time(),
-                "model_id": current.model_id,
-                "model_version": current.version,
-            }
-            if not await link.send(doc) and link is not fallback:
-                await fallback.send(doc)
+            for doc in reports(
+                self.device_id, current, self.shadowing, self.metrics_source, self.shadow_source
+            ):
+                if not await link.send(doc) and link is not fallback:
+                    await fallback.send(doc)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import random
 import signal
@@ -30,7 +31,7 @@ from gateway.core.errors import GatewayError
 from gateway.device.agent import DeviceAgent
 from gateway.device.errors import AgentError, problem
 from gateway.device.poll import MAX_RETRY_S, Waiting
-from gateway.device.simulate import HEALTHY, SimulatedInference
+from gateway.device.simulate import CLASSES, HEALTHY, SimulatedInference
 
 
 def _attr(pair: str) -> tuple[str, str]:
@@ -84,6 +85,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-interval", type=float, default=10.0, metavar="SECONDS")
     p.add_argument("--simulate", action="store_true", help="report made-up healthy inference figures")
     p.add_argument(
+        "--simulate-swap",
+        type=_swap,
+        default=None,
+        metavar="A,B,SHARE",
+        help="with --simulate, in the shadow stage the candidate swaps classes A and B on SHARE of the"
+        " frames (0.05: 5 %%); its latency, CPU and class shares stay the active model's",
+    )
+    p.add_argument(
         "--drift-shift",
         type=float,
         default=0.0,
@@ -107,6 +116,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _swap(value: str) -> tuple[str, str, float]:
+    a, _, rest = value.partition(",")
+    b, _, share = rest.partition(",")
+    try:
+        x = float(share)
+    except ValueError:
+        x = -1.0
+    top = 2 * min(CLASSES.get(a, 0.0), CLASSES.get(b, 0.0))
+    if a == b or not 0 <= x <= top:
+        names = ", ".join(CLASSES)
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: expected A,B,SHARE with two of the simulated classes ({names}) and a SHARE "
+            "from 0 to twice the rarer one's share"
+        )
+    return a, b, x
+
+
 def agent_from(args: argparse.Namespace) -> DeviceAgent:
     missing = [
         flag
@@ -125,11 +151,12 @@ def agent_from(args: argparse.Namespace) -> DeviceAgent:
         raise AgentError(f"--public-key {args.public_key}: {exc.strerror}") from exc
     url = args.service_url.rstrip("/")
     mqtt = _hostport(args.mqtt) if args.mqtt is not None else (urlsplit(url).hostname or "127.0.0.1", 1883)
+    profile = dataclasses.replace(HEALTHY, swap=args.simulate_swap)
     source = SimulatedInference(
         {},
         interval_s=args.metrics_interval,
         rng=random.Random(),
-        default=HEALTHY,
+        default=profile,
         drift_shift=args.drift_shift,
         drift_shift_at=args.drift_shift_at,
     )
@@ -146,6 +173,7 @@ def agent_from(args: argparse.Namespace) -> DeviceAgent:
         max_poll_interval_s=args.max_poll_interval,
         metrics_interval_s=args.metrics_interval,
         metrics_source=source if args.simulate else None,
+        shadow_source=source.shadow if args.simulate else None,
         mqtt=mqtt,
         listeners=[_print_event],
         on_wait=[_print_wait],

@@ -8,6 +8,12 @@ It also reports drift sketches (:mod:`gateway.core.drift_sketch`, the wire forma
 parses) of two simulated per-frame features: ``brightness`` (0 to 255) and ``pc1`` (an embedding's
 first principal component, centred). ``drift_shift`` (in standard deviations of a frame) moves
 both from ``drift_shift_at`` seconds after the start: the knob a system test turns to drive drift.
+
+In the shadow stage (:meth:`SimulatedInference.shadow`) both models label the same frames: the
+active model draws each frame's class from :data:`CLASSES`; the candidate gives the same label but
+on ``disagree`` of the frames (another class at random) and, with ``swap = (a, b, share)``, swaps the
+two classes on ``share`` of all frames (half each way, so its class shares, latency and CPU stay
+those of the active model: only the agreement on the same frames shows it).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.core.agreement import MAX_PAIRS
 from gateway.core.drift_sketch import DriftSketch
 from gateway.device.slots import SlotInfo
 
@@ -35,6 +42,9 @@ class Profile:
     ram_percent: float = 40.0
     temperature_c: float = 52.0
     inferences_per_s: float = 20.0
+    mean_confidence: float = 0.88
+    disagree: float = 0.0  # share of frames the candidate labels as another class at random
+    swap: tuple[str, str, float] | None = None  # (a, b, share of all frames swapped, half each way)
 
 
 HEALTHY = Profile()
@@ -70,11 +80,52 @@ class SimulatedInference:
         r = self.rng
         n = max(1, round(p.inferences_per_s * self.interval_s * r.uniform(0.8, 1.2)))
         errors = sum(r.random() < p.error_rate for _ in range(n))
-        counts: dict[str, int] = {}
-        for _ in range(n - errors):
-            name = r.choices(list(CLASSES), weights=list(CLASSES.values()))[0]
-            counts[name] = counts.get(name, 0) + 1
+        labels = r.choices(list(CLASSES), weights=list(CLASSES.values()), k=n - errors)
         self.started += self.interval_s
+        return self._figures(p, n, errors, labels)
+
+    def shadow(self, active: SlotInfo, candidate: SlotInfo) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Both models on the same frames: the active model's figures, and the candidate's with
+        its ``agreement`` (a :data:`gateway.device.shadow.ShadowSource`)."""
+        pa = self.profiles.get(active.version, self.default)
+        pc = self.profiles.get(candidate.version, self.default)
+        r = self.rng
+        n = max(1, round(pa.inferences_per_s * self.interval_s * r.uniform(0.8, 1.2)))
+        ok_a = [r.random() >= pa.error_rate for _ in range(n)]
+        ok_c = [r.random() >= pc.error_rate for _ in range(n)]
+        frames = r.choices(list(CLASSES), weights=list(CLASSES.values()), k=n)
+        cand = [_candidate_label(x, pc, r) for x in frames]
+        self.started += self.interval_s
+        active_doc = self._figures(
+            pa, n, ok_a.count(False), [x for x, ok in zip(frames, ok_a, strict=True) if ok]
+        )
+        cand_doc = self._figures(
+            pc, n, ok_c.count(False), [x for x, ok in zip(cand, ok_c, strict=True) if ok]
+        )
+        both = [(a, c) for a, c, x, y in zip(frames, cand, ok_a, ok_c, strict=True) if x and y]
+        classes: dict[str, list[int]] = {}
+        pairs: dict[str, int] = {}
+        for a, c in both:
+            mine = classes.setdefault(a, [0, 0])
+            mine[0] += 1
+            if a == c:
+                mine[1] += 1
+            else:
+                pairs[f"{a}->{c}"] = pairs.get(f"{a}->{c}", 0) + 1
+        cand_doc["agreement"] = {
+            "frames": len(both),
+            "agree": sum(k for _, k in classes.values()),
+            "classes": classes,
+            "pairs": dict(sorted(pairs.items(), key=lambda kv: -kv[1])[:MAX_PAIRS]),
+            "conf_diff_mean": round(cand_doc["mean_confidence"] - active_doc["mean_confidence"], 4),
+        }
+        return active_doc, cand_doc
+
+    def _figures(self, p: Profile, n: int, errors: int, labels: list[str]) -> dict[str, Any]:
+        r = self.rng
+        counts: dict[str, int] = {}
+        for name in labels:
+            counts[name] = counts.get(name, 0) + 1
         return {
             "num_inferences": n,
             "num_errors": errors,
@@ -85,7 +136,7 @@ class SimulatedInference:
             "temperature_c": round(r.gauss(p.temperature_c, 1.0), 1),
             "uptime_seconds": round(self.started),
             "class_counts": counts,
-            "mean_confidence": round(min(1.0, r.gauss(0.88, 0.02)), 3),
+            "mean_confidence": round(min(1.0, max(0.0, r.gauss(p.mean_confidence, 0.02))), 3),
             "drift": self.drift(min(n, DRIFT_FRAMES)),
         }
 
@@ -97,3 +148,14 @@ class SimulatedInference:
             bright.add(min(255.0, max(0.0, 120.0 + 25.0 * z)))
             pc1.add(z)
         return {"brightness": bright.to_json(), "pc1": pc1.to_json()}
+
+
+def _candidate_label(label: str, p: Profile, r: random.Random) -> str:
+    """The candidate's top-1 label for a frame the active model labelled ``label``."""
+    if p.swap is not None:
+        a, b, share = p.swap
+        if label in (a, b) and r.random() < share / 2 / CLASSES[label]:
+            return b if label == a else a
+    if p.disagree and r.random() < p.disagree:
+        return r.choice([c for c in CLASSES if c != label])
+    return label

@@ -13,6 +13,10 @@ The trace (JSON lines, README "Replaying a site"):
   "manifest" (optional manifest fields for the candidate: health_checks, expected_classes, ...)}``;
 * then records in time order: ``{"t", "device", "version", "metrics": {...}}`` or ``{..., "event": {...}}``.
 
+With ``gates.shadow``, a device told to run the candidate in shadow (the gate's shadow stage) keeps
+its version and is delivered the candidate's shadow records (``"shadow": true`` in the metrics, with
+their ``agreement`` on the same frames) until it is told something else; it never counts as exposed.
+
 Devices start on the baseline. A device switches to the candidate at its first poll after it is
 admitted, and back at its first poll after a rollback; polls come every ``poll_interval_s`` with a
 seeded jitter (0.5 to 1.5 times). A record is delivered only while its device runs the record's
@@ -174,6 +178,7 @@ class _Replay:
         self.windows: list[Any] = []
         self.events: list[Event] = []
         self.exposed: set[str] = set()
+        self.shadowing: set[str] = set()  # devices running the candidate in shadow beside their own
         self.result = ReplayResult("", "undecided", None, 0, None, h.publish_s)
         self.queue: list[tuple[float, int, str, str]] = []  # (t, seq, kind, device)
         self.seq = 0
@@ -235,6 +240,11 @@ class _Replay:
             self.site, rec, self.now(t), True, lambda sha: True, None, S.GatesView(self.site)
         )
         to: str | None = None
+        if a.shadow:  # the candidate beside its own model, never switched to
+            self.shadowing.add(device)
+            self.at(t + self.h.poll_interval_s * self.rng.uniform(0.5, 1.5), "poll", device)
+            return
+        self.shadowing.discard(device)
         if a.reason == "rollback_previous_slot":
             to = self.h.baseline
         elif a.deployment is not None and a.deployment.version != rec.model_version:
@@ -255,7 +265,10 @@ class _Replay:
         self, n: int, t: float, device: str, version: str, body: Mapping[str, Any], event: bool
     ) -> None:
         rec = self.recs.get(device)
-        if rec is None or rec.model_version != version:
+        if rec is not None and not event and body.get("shadow") is True:
+            if device not in self.shadowing or version != self.h.candidate or rec.model_version == version:
+                return  # not running the candidate in shadow now
+        elif rec is None or rec.model_version != version:
             return  # the device does not run that version now: it has nothing to say on it
         try:
             if event:

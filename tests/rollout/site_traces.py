@@ -267,3 +267,65 @@ def _binomial(rng: random.Random, n: int, p: float) -> int:
         if pos > n:
             return k
         k += 1
+
+
+# -- the shadow stage (issue 26): added after the stories above, whose outputs stay as they were ----
+
+SHADOW_STORIES: dict[str, str] = {
+    "shadow_good": "the candidate disagrees with the active model on about 1 % of frames, at random",
+    "shadow_swap_5": "it swaps person and forklift on 5 % of all frames (half each way: the same class "
+    "shares, latency and CPU), besides the 1 % at random",
+}
+SWAPPED = ("person", "forklift")
+
+
+def shadow_trace(story: str, devices: int, seed: int, **kw: Any) -> list[dict[str, Any]]:
+    """:func:`site_trace` of the ``good`` story (what each device would report on either version),
+    and from the publish on, beside each report on the baseline, the candidate's shadow report on
+    the same frames: the baseline's figures, ``"shadow": true`` and the candidate's version, its class
+    counts relabelled by ``story`` and their ``agreement``. Disagreement varies by device (lognormal,
+    sigma 0.5) and by report (lognormal, sigma 0.4): frames are not independent trials."""
+    if story not in SHADOW_STORIES:
+        raise ValueError(f"unknown shadow story {story!r}: one of {', '.join(SHADOW_STORIES)}")
+    lines = site_trace("good", devices, seed, **kw)
+    header = {**lines[0], "sim": {**lines[0]["sim"], "story": story}}
+    rng = random.Random(f"shadow/{seed}")
+    miss = {d["id"]: 0.01 * math.exp(rng.gauss(0.0, 0.5) - 0.125) for d in header["devices"]}
+    out: list[dict[str, Any]] = [header]
+    for rec in lines[1:]:
+        out.append(rec)
+        if rec["version"] == BASELINE and rec["t"] >= header["publish_s"]:
+            m = dict(rec["metrics"])
+            counts, agreement = _relabel(rng, m["class_counts"], miss[rec["device"]], story)
+            m.update(model_version=CANDIDATE, shadow=True, class_counts=counts, agreement=agreement)
+            out.append({**rec, "version": CANDIDATE, "metrics": m})
+    return out
+
+
+def _relabel(
+    rng: random.Random, active: Mapping[str, int], miss: float, story: str
+) -> tuple[dict[str, int], dict[str, Any]]:
+    """The candidate's labels of the frames the active model labelled ``active``, and the agreement."""
+    total = sum(active.values())
+    p_miss = min(0.5, miss * math.exp(rng.gauss(0.0, 0.4) - 0.08))
+    moved: dict[tuple[str, str], int] = {}
+    for a, n in active.items():
+        left = n
+        if story == "shadow_swap_5" and a in SWAPPED and n:
+            b = SWAPPED[1] if a == SWAPPED[0] else SWAPPED[0]
+            k = _binomial(rng, left, min(1.0, 0.025 * total / n))  # 2.5 % of all frames each way
+            moved[(a, b)], left = k, left - k
+        others = [c for c in active if c != a]
+        for _ in range(_binomial(rng, left, p_miss)):
+            key = (a, rng.choice(others))
+            moved[key] = moved.get(key, 0) + 1
+    counts = dict(active)
+    classes: dict[str, list[int]] = {}
+    for a, n in active.items():
+        classes[a] = [n, n - sum(v for (x, _), v in moved.items() if x == a)]
+    for (a, b), v in moved.items():
+        counts[a] -= v
+        counts[b] += v
+    pairs = dict(sorted(((f"{a}->{b}", v) for (a, b), v in moved.items() if v), key=lambda kv: -kv[1])[:32])
+    agreement = {"frames": total, "agree": total - sum(moved.values()), "classes": classes, "pairs": pairs}
+    return counts, agreement

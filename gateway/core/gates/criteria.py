@@ -7,7 +7,9 @@ proportion to its weight in the table (a class row shares its share among the cl
 halted by some criterion, at some wave and some look, at most at that rate (Bonferroni over the
 rows; each row's confidence sequence holds at every look at once). "No worse" asks for the evidence
 at ``no_worse_risk``. A row with no data yet is undecided; a row the candidate's devices never
-report (no temperature sensor) is left out once the candidate has ``min_samples`` windows.
+report (no temperature sensor) is left out once the candidate has ``min_samples`` windows. A row
+with a stage (the shadow agreement rows) keeps its share of the rate over the whole rollout of a gate
+that has that stage, and is judged only in it.
 """
 
 from __future__ import annotations
@@ -16,14 +18,18 @@ import math
 from collections.abc import Mapping
 
 from gateway.core.gates.sequential import Answer, judge_mean, judge_share
+from gateway.core.gates.shadow import shadow_verdict
 from gateway.core.gates.stream import Stream
 from gateway.core.gates.table import CRITERIA, Criterion, Kind, Unit
-from gateway.core.gates.values import GateLimits, GateState, Verdict
+from gateway.core.gates.values import GateLimits, GateState, Stage, Verdict
 
 
 def _applies(c: Criterion, state: GateState, lim: GateLimits) -> bool:
     if c.margin(lim) is None:
         return False
+    if c.stage == Stage.SHADOW:  # counted over the whole rollout of a gate with a shadow stage
+        has_shadow = lim.site.shadow and state.baseline_version is not None
+        return has_shadow and (c.metric != "agree:" or bool(state.classes))
     if c.kind != Kind.RELATIVE:
         return c.metric != "class:" or bool(lim.expected_classes)
     if state.baseline_version is None or not state.reference:
@@ -49,6 +55,8 @@ def evaluate(state: GateState, lim: GateLimits, now: float | None = None) -> lis
     out: list[Verdict] = []
     for c in judged:
         alpha = s.false_halt_rate * c.weight / total
+        if c.stage and c.stage != state.stage:
+            continue  # judged only in its stage (its share of the rate stays spent on it)
         if c.kind == Kind.SHARE:
             v = _share(c, state, lim, alpha, now)
             if v is not None:
@@ -59,7 +67,8 @@ def evaluate(state: GateState, lim: GateLimits, now: float | None = None) -> lis
             stream = state.streams.get(key)
             if stream is None and seen >= s.min_samples and c.metric != "class:":
                 continue  # the candidate's devices do not report it
-            out.append(_mean(c, key, metric, margin, stream, state, lim, alpha / len(keys)))
+            v = _mean(c, key, metric, margin, stream, state, lim, alpha / len(keys))
+            out.append(shadow_verdict(v, stream, state.confusion) if c.stage == Stage.SHADOW else v)
     return [_dry(v, s.dry_run) for v in out]
 
 
@@ -67,6 +76,8 @@ def _keys(c: Criterion, state: GateState, lim: GateLimits) -> list[tuple[str, fl
     """(stream key, margin, metric) of a row: one per class for the class rows."""
     margin = c.margin(lim)
     assert margin is not None
+    if c.metric == "agree:":
+        return [(f"{c.name}:{k}", margin, f"agree:{k}") for k in state.classes]
     if c.metric != "class:":
         return [(c.name, margin, c.metric)]
     if c.kind == Kind.RELATIVE:

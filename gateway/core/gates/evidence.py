@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 
 from gateway.core.gates.paired import take_windows
+from gateway.core.gates.shadow import add_pairs
 from gateway.core.gates.values import Event, GateLimits, GateState, Stage
 from gateway.core.window import WindowStats
 
@@ -77,6 +78,7 @@ def take_evidence(
     return dataclasses.replace(
         state,
         streams=streams,
+        confusion=add_pairs(state.confusion, cand) if shadow and cand else state.confusion,
         ran=frozenset(ran),
         downloaded=frozenset(downloaded),
         failed=frozenset(failed),

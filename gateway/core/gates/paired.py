@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from gateway.core.gates import levels as L
+from gateway.core.gates.shadow import take_agreement
 from gateway.core.gates.stream import Stream
 from gateway.core.gates.table import ABSOLUTE, RELATIVE, Criterion
 from gateway.core.window import DeviceWindow, WindowStats
@@ -144,6 +145,8 @@ def take_windows(
                         num, den, cf, lever = got
                         out[key] = out.get(key, Stream()).add(num, den, cf, inferences, lever)
         _absolute(out, cand, inferences, expected)
+        if shadow:
+            take_agreement(out, cand_dw, inferences, classes)
         invalid = sum(w.invalid for w in cw)
         messages = invalid + sum(w.samples for w in cw)
         if messages:

@@ -14,6 +14,11 @@ Kinds:
   the site); needs no baseline;
 * ``share``: a share of the candidate's devices (install failures, silence) against a limit.
 
+Rows with a ``stage`` are judged only in that stage: ``shadow_agreement`` and
+``shadow_class_agreement`` (the candidate's top-1 agreement with the active model on the same frames,
+overall and per class, :mod:`gateway.core.gates.shadow`) in the shadow stage. They count in the
+false-halt budget over the whole rollout of a gate that has a shadow stage.
+
 Forms of comparison: ``diff`` (the candidate's value minus what the device would have shown on the
 baseline), ``ratio`` (observed over expected, for a class's detections). Time effects: ``mult`` (a
 night that doubles traffic doubles errors on every device) or ``add`` (log latency, temperature,
@@ -57,6 +62,7 @@ class Criterion:
     time: str = "mult"  # mult or add
     figure: str = "line"  # how the dashboard draws the evidence: line (estimate and bound) or bar
     weight: float = 1.0  # its share of the false-halt budget, against the other rows that apply
+    stage: str = ""  # judged only in this stage ("shadow"); "": in every stage
 
     def margin(self, limits: GateLimits) -> float | None:
         """The margin on the comparison's own scale (None: not judged at this site)."""
@@ -76,6 +82,8 @@ class Criterion:
 
     def tau(self, margin: float) -> float:
         """The mixing scale of the test: the size of effect it is tuned to find (near the margin)."""
+        if self.stage == "shadow":  # agreement near 1: the effect is a share of the disagreement room
+            return max(1.0 - margin, 0.01)
         if self.form == "ratio":  # observed over expected: the effect is the distance from 1
             return max(1.0 - margin, 0.05)
         if self.kind == Kind.RELATIVE:
@@ -186,7 +194,30 @@ SHARE = (
     ),
     Criterion("silence", Kind.SHARE, "", "silent_max", "devices gone silent", Unit.RATE, figure="bar"),
 )
-CRITERIA: tuple[Criterion, ...] = (*RELATIVE, *ABSOLUTE, *SHARE)
+SHADOW = (
+    Criterion(
+        "shadow_agreement",
+        Kind.ABSOLUTE,
+        "agreement",
+        "shadow_agreement_min",
+        "agreement",
+        Unit.RATE,
+        higher_is_worse=False,
+        stage="shadow",
+    ),
+    Criterion(
+        "shadow_class_agreement",
+        Kind.ABSOLUTE,
+        "agree:",
+        "shadow_agreement_class_min",
+        "agreement on class",
+        Unit.RATE,
+        higher_is_worse=False,
+        figure="bar",
+        stage="shadow",
+    ),
+)
+CRITERIA: tuple[Criterion, ...] = (*RELATIVE, *ABSOLUTE, *SHARE, *SHADOW)
 BY_NAME = {c.name: c for c in CRITERIA}
 
 

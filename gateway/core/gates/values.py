@@ -165,6 +165,8 @@ class GateState:
     reference: Mapping[str, Mapping[str, tuple[float, ...]]] = field(default_factory=dict)
     classes: tuple[str, ...] = ()
     streams: Mapping[str, Stream] = field(default_factory=dict)
+    # the shadow stage's confusion pairs ("active->candidate" -> frames; gateway.core.gates.shadow)
+    confusion: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stage", Stage(self.stage))  # also when read back from a file

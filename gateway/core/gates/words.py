@@ -77,6 +77,9 @@ def say(v: Verdict) -> str:
         bad = v.samples.get("failed", v.samples.get("silent", 0))
         n = v.samples.get("devices", v.samples.get("runners", 0))
         return f"{what} {bad} of {n}{_paren(c, v, 0.0)}, limit {value_text(c.unit, v.limit or 0.0)}: {answer}"
+    if c.stage:  # "agreement 95.1 % (at most 96.2 %), minimum 97 %: worse; person->car 31"
+        pairs = f"; {v.note}" if v.note else ""
+        return f"{what} {value_text(c.unit, v.candidate)}{_paren(c, v, 0.0)}, minimum {_limit(c, v)}: {answer}{pairs}"
     if c.kind == Kind.ABSOLUTE:
         return f"{what} {value_text(c.unit, v.candidate)}{_paren(c, v, 0.0)}, limit {_limit(c, v)}: {answer}"
     if c.unit == Unit.LOG_MS:  # a ratio of latencies

@@ -30,7 +30,7 @@ from gateway.core.gates.table import Kind, Unit, family
 from gateway.core.gates.words import say, value_text
 from gateway.core.manifest import Deployment, HealthChecks
 from gateway.core.settings import GateSettings
-from gateway.http.dashboard import human
+from gateway.http.dashboard import agreement_panel, human
 from gateway.http.dashboard.svg import Limit, Series, line_chart
 from gateway.telemetry.history import Point, WindowHistory
 
@@ -81,7 +81,7 @@ def verdict_row(v: Verdict) -> dict[str, str]:
         "baseline": _figure(v.criterion, v.baseline) if v.baseline is not None else "",
         "limit": _figure(v.criterion, v.limit) if v.limit is not None else "",
         "samples": samples,
-        "note": v.note,
+        "note": "" if (row := family(v.criterion)) is not None and row.stage else v.note,  # in its words
     }
 
 
@@ -244,4 +244,5 @@ def panel(
         "waves": waves(g, settings.waves),
         "controls": [a for a in ("hold", "release", "approve", "abort") if control_refusal(g, a) is None],
         "timeline": timeline(g.decisions, now),
+        "agreement": agreement_panel.agreement(g, settings),  # the shadow stage's, or None
     }

@@ -49,6 +49,18 @@ function charts(list) {
   return '<div class="charts">' + list.map((c) => `<figure class="chart-box">${c.svg}</figure>`).join("") + "</div>";
 }
 
+function agreement(a) {
+  if (!a) return "";
+  const cls = (row) => (row.below ? "bad" : "");
+  const classes = a.classes.map((c) =>
+    `<tr class="${cls(c)}"><td>${esc(c.class)}</td><td>${esc(c.agreement)}</td><td class="muted">${esc(c.frames)} frames</td></tr>`).join("");
+  const pairs = a.pairs.map((p) => `<li>${esc(p.pair)} <span class="muted">${esc(p.frames)} frames</span></li>`).join("");
+  return `<h4>Shadow agreement</h4><p class="${cls(a)}">agreement with the active model on the same frames: ` +
+    `<b>${esc(a.overall)}</b> <span class="muted">(minimum ${esc(a.minimum)}; ${esc(a.frames)} frames, ${esc(a.windows)} windows)</span></p>` +
+    (classes ? `<table class="agreement"><caption>per class (minimum ${esc(a.class_minimum)})</caption>${classes}</table>` : "") +
+    (pairs ? `<p>Top confusion pairs (active → candidate):</p><ol class="pairs">${pairs}</ol>` : "");
+}
+
 function gateParts(g) {
   const waves = g.waves.map((w) =>
     `<li class="wave ${esc(w.state.replace(/ /g, "-"))}"><b>${esc(w.wave)}</b> ${esc(w.share)}<br>` +
@@ -63,6 +75,7 @@ function gateParts(g) {
     waves: `<ol class="waves">${waves}</ol><div class="buttons">${buttons}</div>`,
     charts: charts(g.charts) +
       `<p class="legend"><span class="c-cand">— ${esc(g.version)} (candidate)</span> <span class="c-base">— ${esc(g.baseline)} (baseline)</span> <span class="c-limit">- - limits</span> <span class="muted">one point per ${esc(windowText)} window</span></p>`,
+    agreement: agreement(g.agreement),
     timeline: `<h4>Timeline</h4>${timeline(g.timeline)}`,
   };
 }
@@ -91,7 +104,7 @@ function gates(list) {
     if (!el) {
       el = document.createElement("article");
       el.dataset.gate = g.deployment;
-      el.innerHTML = '<div class="g-head"></div><div class="g-waves"></div><div class="g-charts"></div><div class="g-timeline"></div>';
+      el.innerHTML = '<div class="g-head"></div><div class="g-waves"></div><div class="g-charts"></div><div class="g-agreement"></div><div class="g-timeline"></div>';
       box.appendChild(el);
     }
     if (box.children[i] !== el) box.insertBefore(el, box.children[i]);
