@@ -48,6 +48,7 @@ class StatusView:
         clock: Callable[[], float],
         data_id: Callable[[], str | None] = lambda: None,
         tasks: Callable[[], list[dict[str, Any]]] = list,
+        samples: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self.settings = settings
         self.trust = trust
@@ -65,6 +66,7 @@ class StatusView:
         self.clock = clock
         self.data_id = data_id
         self.tasks = tasks  # the supervisor's snapshot of the long-lived tasks
+        self.samples = samples  # samples for retraining: kept, sent, dropped, by reason
 
     def recovered(self) -> list[dict[str, Any]]:
         """Every damaged state file this run found, what it was and what was done about it."""
@@ -150,6 +152,7 @@ class StatusView:
                 "sinks": {s.name: {"up": self.forwarder.link_up.get(s.name)} for s in self.sinks},
                 "outbox": self.outbox.stats(),
             },
+            "samples": self.samples(),
             "tasks": self.tasks(),
             "counters": self.stats.snapshot(),
             "last_errors": dict(self.stats.last_error),

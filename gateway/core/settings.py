@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.core.manifest import valid_id
+from gateway.core.samples.settings import SamplesSettings
 from gateway.core.schedule import Schedule
 from gateway.core.setting_rules import (
     FAULT_PLAN,
@@ -341,6 +342,7 @@ class Settings:
     discovery: DiscoverySettings = DiscoverySettings()
     ddi: DdiSettings = DdiSettings()
     supervision: SupervisionSettings = SupervisionSettings()
+    samples: SamplesSettings = field(default_factory=SamplesSettings)
 
     @property
     def data_path(self) -> Path:

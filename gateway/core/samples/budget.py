@@ -1,0 +1,141 @@
+"""Which kept samples go up now, within the day's uplink budget: :func:`choose`. Pure.
+
+The rule, each time the gateway chooses (every ``samples.choose_interval_s``):
+
+1. **Budget, paced.** The day is the UTC day. Of ``samples.budget_bytes_per_day`` (content bytes),
+   the share of the day that has passed (plus one interval) is released; what was released and not
+   spent carries on within the day. So a sample offered in the evening still finds room, and the
+   day ends within one sample of the budget when devices offer more than it.
+2. **Priority.** Errors, shadow disagreements and low confidence first (one tier), then samples a
+   user corrected, then random ones (:data:`~gateway.core.samples.offer.PRIORITY`). A lower tier
+   gets only what the higher ones left of the released bytes.
+3. **Spread over devices.** Within a tier, the device sent the fewest bytes today goes next, one
+   sample at a time (water-filling). A device past ``device_share_max`` of the day's budget waits
+   until every other device's samples of every tier have been served this round: one camera
+   cannot fill the day, yet a budget nobody else wants is not left unused.
+4. **Spread over classes.** From that device, the sample of the class chosen least often today
+   (site-wide) goes next, the oldest first among equals.
+5. **A sample that does not fit** the bytes still released is passed over (it stays kept and may
+   go later); a sample still kept when its day ends is dropped ("dropped by budget").
+
+The ledger (bytes and classes chosen today) is a value the caller keeps durably with the choice.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from gateway.core.samples.offer import PRIORITY, Reason
+
+DAY_S = 86_400.0
+
+
+def day_of(t: float) -> int:
+    return int(t // DAY_S)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A kept sample as the budget sees it (its content stays in the store)."""
+
+    sha256: str
+    device: str
+    reason: Reason
+    label: str
+    size: int
+    offered_at: float
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """What was chosen on ``day``: bytes in all, bytes per device, samples per class."""
+
+    day: int = -1
+    spent: int = 0
+    devices: dict[str, int] = field(default_factory=dict)
+    classes: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return {"day": self.day, "spent": self.spent, "devices": self.devices, "classes": self.classes}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, object]) -> Ledger:
+        day, spent, devices, classes = doc["day"], doc["spent"], doc["devices"], doc["classes"]
+        assert isinstance(day, int) and isinstance(spent, int)
+        assert isinstance(devices, dict) and isinstance(classes, dict)
+        return cls(day, spent, dict(devices), dict(classes))
+
+
+@dataclass(frozen=True)
+class Choice:
+    chosen: list[Candidate]  # to send now, in this order
+    expired: list[Candidate]  # their day is over: dropped by budget
+    ledger: Ledger  # the ledger after this choice
+
+
+def released(budget: int, now: float, interval_s: float) -> int:
+    """The bytes of the day's budget released by ``now`` (the whole of it in the day's last interval)."""
+    into_day = now - day_of(now) * DAY_S
+    return int(budget * min(1.0, (into_day + interval_s) / DAY_S))
+
+
+def _pass(
+    cands: Iterable[Candidate],
+    devices: dict[str, int],
+    classes: dict[str, int],
+    allowance: int,
+    cap: float | None,
+) -> tuple[list[Candidate], int]:
+    """One tier: water-filling over devices (fewest bytes first), least-chosen class first."""
+    queues: dict[str, list[Candidate]] = {}
+    for c in cands:
+        queues.setdefault(c.device, []).append(c)
+    heap = [(devices.get(d, 0), d) for d in queues]
+    heapq.heapify(heap)
+    chosen: list[Candidate] = []
+    while heap and allowance > 0:
+        sent, d = heapq.heappop(heap)
+        if cap is not None and sent >= cap:
+            continue  # this device has had its share for now; it may get leftovers later
+        q = queues[d]
+        i = min(range(len(q)), key=lambda k: (classes.get(q[k].label, 0), q[k].offered_at, q[k].sha256))
+        c = q.pop(i)
+        if c.size <= allowance:
+            chosen.append(c)
+            allowance -= c.size
+            devices[d] = devices.get(d, 0) + c.size
+            classes[c.label] = classes.get(c.label, 0) + 1
+        if q:
+            heapq.heappush(heap, (devices.get(d, 0), d))
+    return chosen, allowance
+
+
+def choose(
+    candidates: Sequence[Candidate],
+    ledger: Ledger,
+    now: float,
+    *,
+    budget: int,
+    interval_s: float,
+    device_share_max: float,
+) -> Choice:
+    """The samples to send now and the ones whose day is over (see the module's rule)."""
+    day = day_of(now)
+    if ledger.day != day:
+        ledger = Ledger(day=day)
+    expired = [c for c in candidates if day_of(c.offered_at) < day]
+    waiting = [c for c in candidates if day_of(c.offered_at) >= day]
+    allowance = released(budget, now, interval_s) - ledger.spent
+    devices, classes = dict(ledger.devices), dict(ledger.classes)
+    chosen: list[Candidate] = []
+    tiers = sorted(set(PRIORITY.values()))
+    for cap in (budget * device_share_max, None):  # first within each device's share, then the rest
+        for tier in tiers:
+            taken = {c.sha256 for c in chosen}
+            pool = [c for c in waiting if PRIORITY[c.reason] == tier and c.sha256 not in taken]
+            picked, allowance = _pass(pool, devices, classes, allowance, cap)
+            chosen += picked
+    spent = ledger.spent + sum(c.size for c in chosen)
+    return Choice(chosen, expired, Ledger(day, spent, devices, classes))
