@@ -10,9 +10,10 @@ The rule, each time the gateway chooses (every ``samples.choose_interval_s``):
    user corrected, then random ones (:data:`~gateway.core.samples.offer.PRIORITY`). A lower tier
    gets only what the higher ones left of the released bytes.
 3. **Spread over devices.** Within a tier, the device sent the fewest bytes today goes next, one
-   sample at a time (water-filling). A device past ``device_share_max`` of the day's budget waits
-   until every other device's samples of every tier have been served this round: one camera
-   cannot fill the day, yet a budget nobody else wants is not left unused.
+   sample at a time (water-filling). First every device is served only up to
+   ``device_share_max`` of the day's budget (all tiers in order); only then does what is left go
+   to the samples past that share, again tier by tier and fewest bytes first: one camera cannot
+   fill the day, yet a budget nobody else wants is not left unused.
 4. **Spread over classes.** From that device, the sample of the class chosen least often today
    (site-wide) goes next, the oldest first among equals.
 5. **A sample that does not fit** the bytes still released is passed over (it stays kept and may
@@ -24,6 +25,7 @@ The ledger (bytes and classes chosen today) is a value the caller keeps durably 
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -89,25 +91,31 @@ def _pass(
     cap: float | None,
 ) -> tuple[list[Candidate], int]:
     """One tier: water-filling over devices (fewest bytes first), least-chosen class first."""
-    queues: dict[str, list[Candidate]] = {}
-    for c in cands:
-        queues.setdefault(c.device, []).append(c)
+    queues: dict[str, dict[str, deque[Candidate]]] = {}
+    smallest = allowance + 1
+    for c in sorted(cands, key=lambda c: (c.offered_at, c.sha256)):
+        queues.setdefault(c.device, {}).setdefault(c.label, deque()).append(c)
+        smallest = min(smallest, c.size)
     heap = [(devices.get(d, 0), d) for d in queues]
     heapq.heapify(heap)
     chosen: list[Candidate] = []
-    while heap and allowance > 0:
+    while heap and allowance >= smallest:
         sent, d = heapq.heappop(heap)
         if cap is not None and sent >= cap:
             continue  # this device has had its share for now; it may get leftovers later
-        q = queues[d]
-        i = min(range(len(q)), key=lambda k: (classes.get(q[k].label, 0), q[k].offered_at, q[k].sha256))
-        c = q.pop(i)
+        by_class = queues[d]
+        label = min(
+            by_class, key=lambda k: (classes.get(k, 0), by_class[k][0].offered_at, by_class[k][0].sha256)
+        )
+        c = by_class[label].popleft()
+        if not by_class[label]:
+            del by_class[label]
         if c.size <= allowance:
             chosen.append(c)
             allowance -= c.size
             devices[d] = devices.get(d, 0) + c.size
             classes[c.label] = classes.get(c.label, 0) + 1
-        if q:
+        if by_class:
             heapq.heappush(heap, (devices.get(d, 0), d))
     return chosen, allowance
 
