@@ -29,12 +29,12 @@ def test_raw_input_is_decoded_and_bounded() -> None:
     assert offer.content == b"x" * 64 and offer.kind == "raw" and offer.content_type == "image/png"
     with pytest.raises(FormatError, match="1 to 64 bytes"):
         parse_offer({**BASE, "raw": base64.b64encode(b"x" * 65).decode()}, LIMITS)
-    with pytest.raises(FormatError, match="samples.raw = false"):
+    with pytest.raises(FormatError, match=r"samples\.raw = false"):
         parse_offer({**BASE, "raw": "eA=="}, Limits(raw=False, max_bytes=64, max_embedding_dims=8))
 
 
 def test_an_embedding_larger_than_max_bytes_is_refused() -> None:
-    with pytest.raises(FormatError, match="samples.max_bytes"):
+    with pytest.raises(FormatError, match=r"samples\.max_bytes"):
         parse_offer({**BASE, "embedding": [1.0] * 8}, Limits(raw=False, max_bytes=16, max_embedding_dims=8))
 
 
