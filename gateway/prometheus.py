@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from gateway import __version__
 from gateway.core.gates import Action, Stage
 from gateway.readiness import Readiness
+from gateway.samples.prometheus import SamplesCollector
 from gateway.status_view import StatusView
 from gateway.uplink.outbox_file import Depth
 
@@ -253,6 +254,7 @@ class GatewayMetrics:
         self._slow = _Slow()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(GatewayCollector(view, self._slow))
+        self.registry.register(SamplesCollector(view.samples))
 
     def _outbox_depth(self) -> None:
         try:

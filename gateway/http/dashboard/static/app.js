@@ -128,6 +128,8 @@ function render(s) {
   put("versions", s.versions.map((v) => `<article class="card"><h3>${esc(v.name)}</h3>${charts(v.charts)}</article>`).join(""));
   put("mirror", mirror(s.mirroring));
   put("uplink", kv(s.uplink));
+  $("samples-section").hidden = !s.samples.length;
+  put("samples", kv(s.samples));
   put("health", kv(s.box));
   $("errors-section").hidden = !s.errors.length;
   put("errors", kv(s.errors));
