@@ -16,8 +16,11 @@ The rule, each time the gateway chooses (every ``samples.choose_interval_s``):
    fill the day, yet a budget nobody else wants is not left unused.
 4. **Spread over classes.** From that device, the sample of the class chosen least often today
    (site-wide) goes next, the oldest first among equals.
-5. **A sample that does not fit** the bytes still released is passed over (it stays kept and may
-   go later); a sample still kept when its day ends is dropped ("dropped by budget").
+5. **Size does not jump the queue.** When the next sample in this order is larger than the bytes
+   released so far, choosing stops until enough is released for it: a small random sample never
+   goes ahead of a large error. Only a sample larger than what is left of the whole day's budget
+   is passed over (it can no longer go today), so the day still ends within one sample of the
+   budget. A sample still kept when its day ends is dropped ("dropped by budget").
 
 The ledger (bytes and classes chosen today) is a value the caller keeps durably with the choice.
 """
@@ -83,41 +86,48 @@ def released(budget: int, now: float, interval_s: float) -> int:
     return int(budget * min(1.0, (into_day + interval_s) / DAY_S))
 
 
-def _pass(
-    cands: Iterable[Candidate],
-    devices: dict[str, int],
-    classes: dict[str, int],
-    allowance: int,
-    cap: float | None,
-) -> tuple[list[Candidate], int]:
+@dataclass
+class _Round:
+    """One choice in the making: what is still released, what is left of the day, who got what."""
+
+    allowance: int
+    day_left: int
+    devices: dict[str, int]
+    classes: dict[str, int]
+    chosen: list[Candidate] = field(default_factory=list)
+    waiting_for_bytes: bool = False  # the next in order needs more released bytes: stop here
+
+
+def _pass(cands: Iterable[Candidate], r: _Round, cap: float | None) -> None:
     """One tier: water-filling over devices (fewest bytes first), least-chosen class first."""
     queues: dict[str, dict[str, deque[Candidate]]] = {}
-    smallest = allowance + 1
     for c in sorted(cands, key=lambda c: (c.offered_at, c.sha256)):
         queues.setdefault(c.device, {}).setdefault(c.label, deque()).append(c)
-        smallest = min(smallest, c.size)
-    heap = [(devices.get(d, 0), d) for d in queues]
+    heap = [(r.devices.get(d, 0), d) for d in queues]
     heapq.heapify(heap)
-    chosen: list[Candidate] = []
-    while heap and allowance >= smallest:
+    while heap:
         sent, d = heapq.heappop(heap)
         if cap is not None and sent >= cap:
             continue  # this device has had its share for now; it may get leftovers later
         by_class = queues[d]
         label = min(
-            by_class, key=lambda k: (classes.get(k, 0), by_class[k][0].offered_at, by_class[k][0].sha256)
+            by_class, key=lambda k: (r.classes.get(k, 0), by_class[k][0].offered_at, by_class[k][0].sha256)
         )
-        c = by_class[label].popleft()
+        c = by_class[label][0]
+        if c.size > r.allowance and c.size <= r.day_left:
+            r.waiting_for_bytes = True  # it goes first once enough is released: nothing jumps ahead
+            return
+        by_class[label].popleft()
         if not by_class[label]:
             del by_class[label]
-        if c.size <= allowance:
-            chosen.append(c)
-            allowance -= c.size
-            devices[d] = devices.get(d, 0) + c.size
-            classes[c.label] = classes.get(c.label, 0) + 1
-        if by_class:
-            heapq.heappush(heap, (devices.get(d, 0), d))
-    return chosen, allowance
+        if c.size <= r.allowance:
+            r.chosen.append(c)
+            r.allowance -= c.size
+            r.day_left -= c.size
+            r.devices[d] = r.devices.get(d, 0) + c.size
+            r.classes[c.label] = r.classes.get(c.label, 0) + 1
+        if by_class:  # (a sample larger than what is left of the day's budget is passed over)
+            heapq.heappush(heap, (r.devices.get(d, 0), d))
 
 
 def choose(
@@ -135,15 +145,18 @@ def choose(
         ledger = Ledger(day=day)
     expired = [c for c in candidates if day_of(c.offered_at) < day]
     waiting = [c for c in candidates if day_of(c.offered_at) >= day]
-    allowance = released(budget, now, interval_s) - ledger.spent
-    devices, classes = dict(ledger.devices), dict(ledger.classes)
-    chosen: list[Candidate] = []
+    r = _Round(
+        allowance=released(budget, now, interval_s) - ledger.spent,
+        day_left=budget - ledger.spent,
+        devices=dict(ledger.devices),
+        classes=dict(ledger.classes),
+    )
     tiers = sorted(set(PRIORITY.values()))
     for cap in (budget * device_share_max, None):  # first within each device's share, then the rest
         for tier in tiers:
-            taken = {c.sha256 for c in chosen}
-            pool = [c for c in waiting if PRIORITY[c.reason] == tier and c.sha256 not in taken]
-            picked, allowance = _pass(pool, devices, classes, allowance, cap)
-            chosen += picked
-    spent = ledger.spent + sum(c.size for c in chosen)
-    return Choice(chosen, expired, Ledger(day, spent, devices, classes))
+            if r.waiting_for_bytes:
+                break
+            taken = {c.sha256 for c in r.chosen}
+            _pass([c for c in waiting if PRIORITY[c.reason] == tier and c.sha256 not in taken], r, cap)
+    spent = ledger.spent + sum(c.size for c in r.chosen)
+    return Choice(r.chosen, expired, Ledger(day, spent, r.devices, r.classes))

@@ -83,10 +83,20 @@ def test_classes_are_spread_within_a_device() -> None:
     assert sorted(c.label for c in chosen) == ["forklift"] * 3 + ["person"] * 3
 
 
-def test_a_sample_that_does_not_fit_is_passed_over_and_stays() -> None:
+def test_a_sample_that_does_not_fit_yet_waits_and_nothing_smaller_jumps_ahead() -> None:
     cands = [cand(1, size=900, reason=Reason.ERROR), cand(2, size=100)]
     result = choose(cands, Ledger(day=DAY), NOON, budget=1000, interval_s=0.0, device_share_max=1.0)
-    assert [c.sha256 for c in result.chosen] == [cands[1].sha256] and result.expired == []
+    assert result.chosen == [] and result.expired == []  # 500 released: the error waits for 900
+    later = NOON + DAY_S * 0.45  # 950 released
+    result = choose(cands, Ledger(day=DAY), later, budget=1000, interval_s=0.0, device_share_max=1.0)
+    assert result.chosen == [cands[0]]
+
+
+def test_a_sample_larger_than_what_is_left_of_the_day_is_passed_over() -> None:
+    cands = [cand(1, size=900, reason=Reason.ERROR), cand(2, size=100)]
+    ledger = Ledger(day=DAY, spent=200)  # 800 left of the day: the error can no longer go today
+    result = choose(cands, ledger, NOON + DAY_S * 0.45, budget=1000, interval_s=0.0, device_share_max=1.0)
+    assert result.chosen == [cands[1]] and result.expired == []
 
 
 def test_the_day_ends_kept_samples_expire_and_the_ledger_starts_again() -> None:
@@ -110,15 +120,29 @@ def test_nothing_is_chosen_twice_and_the_ledger_adds_up() -> None:
 # -- the story: a day of 200 devices offering 10x the budget (seeds not used while writing the rule) --
 
 
-@pytest.mark.parametrize("seed", [101, 202, 303])
-def test_a_day_of_200_devices_offering_ten_times_the_budget(seed: int) -> None:
-    r = simulate(seed, devices=200, offered_factor=10.0, device_share_max=0.05)
+@pytest.mark.parametrize(
+    ("seed", "budget", "interval_s"),
+    [(101, 8 << 20, 600.0), (202, 8 << 20, 600.0), (303, 8 << 20, 600.0),
+     # a small budget chosen often: each round releases less than one sample (874 bytes for
+     # samples of 1 to 8 KiB); small random samples must not jump ahead of large errors
+     (404, 1 << 20, 72.0), (505, 1 << 20, 72.0)],
+)  # fmt: skip
+def test_a_day_of_200_devices_offering_ten_times_the_budget(
+    seed: int, budget: int, interval_s: float
+) -> None:
+    r = simulate(
+        seed, devices=200, budget=budget, offered_factor=10.0, interval_s=interval_s, device_share_max=0.05
+    )
     assert r.offered_bytes >= 10 * r.budget
     assert 0.99 * r.budget <= r.sent_bytes <= r.budget  # within 1 % of the budget, never over
     # errors and shadow disagreements: about 3 % of what was offered, far more of what was sent
     assert r.share(r.sent, TOP) >= 5 * r.share(r.offered, TOP)
     # the noisy camera offers a fifth of everything; no device gets much past its 5 % share
     assert r.largest_device_share <= 0.05 + 8192 / r.budget
-    # the rare class is not crowded out: its share of what was sent is no smaller than offered
-    rare = r.sent_classes["forklift"] / r.sent.total()
-    assert rare >= r.offered_classes["forklift"] / r.offered.total()
+    # the rare class is not crowded out where devices have several samples waiting (the class
+    # spread acts within a device's queue): its share of what was sent is no smaller than offered.
+    # With the small budget a device rarely has two samples in a round, and the rare class's share
+    # sent is its share offered give or take the noise of ~2 samples (seed 505: 1 of 238 sent).
+    if budget == 8 << 20:
+        rare = r.sent_classes["forklift"] / r.sent.total()
+        assert rare >= r.offered_classes["forklift"] / r.offered.total()
