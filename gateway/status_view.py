@@ -76,6 +76,7 @@ class StatusView:
             *self.store.recovered,
             *self.inventory.recovered,
             *self.outbox.recovered,
+            *self.samples().get("recovered", ()),
         ]
 
     def status(self) -> dict[str, Any]:

@@ -187,6 +187,7 @@ class SampleDesk:
             "budget_bytes_per_day": s.budget_bytes_per_day,
             "upload_url": s.upload_url,
             "upload_failures": self.upload_failures,
+            "recovered": self.store.recovered,
             "last_failure": self.last_failure,
             **self._summary,
         }

@@ -26,6 +26,7 @@ from typing import Any
 
 import diskcache
 
+from gateway import atomic
 from gateway.core.errors import StorageError
 from gateway.core.samples.budget import Candidate, Ledger, choose
 from gateway.core.samples.offer import PRIORITY, Offer, Reason
@@ -33,6 +34,24 @@ from gateway.core.samples.settings import SamplesSettings
 
 SENT_KEEP_S = 8 * 86_400.0  # a sent sample's hash is remembered this long (duplicates)
 COUNTS = ("kept", "duplicate", "chosen", "sent", "dropped_budget", "dropped_full")
+
+
+_META = {"device": str, "reason": str, "class": str, "model_id": str, "model_version": str,
+         "content_type": str, "size": int, "offered_at": float, "state": str}  # fmt: skip
+
+
+def _checked(meta: Any) -> dict[str, Any]:
+    """A sample's metadata as read back; ValueError when it is not what this module writes."""
+    if not isinstance(meta, dict):
+        raise ValueError("a sample's metadata is not a JSON object")
+    for key, tp in _META.items():
+        value = meta.get(key)
+        if not isinstance(value, tp) and not (tp is float and isinstance(value, int)):
+            raise ValueError(f"a sample's metadata has no valid {key!r}")
+    Reason(meta["reason"])  # ValueError for an unknown one
+    if meta["state"] not in ("kept", "chosen"):
+        raise ValueError(f"a sample's state is {meta['state']!r}")
+    return meta
 
 
 @dataclass(frozen=True)
@@ -50,6 +69,7 @@ class SampleStore:
         self.meta: dict[str, dict[str, Any]] = {}  # the metadata of every kept or chosen sample
         self.counts: Counter[str] = Counter()  # "<what>:<reason>" since the store began
         self.ledger = Ledger()
+        self.recovered: list[dict[str, Any]] = []  # a damaged store found at open (for /status)
         self._cache: diskcache.Cache | None = None
 
     @property
@@ -59,19 +79,31 @@ class SampleStore:
         return self._cache
 
     def open(self) -> None:
-        """Open (or create) the folder and read the metadata back into memory."""
+        """Open (or create) the folder and read the metadata back into memory. A damaged store (not
+        SQLite, a malformed page, JSON of the wrong shape) is moved aside and a fresh one opened."""
         try:
-            self._cache = diskcache.Cache(
-                str(self.path), eviction_policy="none", size_limit=1 << 62, sqlite_synchronous=2
-            )
-            for key in self.cache.iterkeys():
-                if isinstance(key, str) and key.startswith("meta:"):
-                    self.meta[key[5:]] = json.loads(self.cache[key])
-            self.counts = Counter(json.loads(self.cache.get("counts", "{}")))
-            ledger = self.cache.get("ledger")
-            self.ledger = Ledger.from_json(json.loads(ledger)) if ledger else Ledger()
-        except (OSError, sqlite3.Error) as exc:
+            self._load()
+        except (sqlite3.OperationalError, OSError) as exc:  # the disk, not the store's content
+            self.close()
             raise StorageError(f"sample store {self.path}: {exc}") from exc
+        except (sqlite3.DatabaseError, ValueError, KeyError, TypeError) as exc:
+            self.close()
+            moved = atomic.move_aside(self.path)
+            action = "moved aside and a fresh sample store opened; the samples waiting in it are not sent"
+            self.recovered.append(atomic.recovered(self.path, f"unreadable ({exc})", action, moved))
+            self._load()
+
+    def _load(self) -> None:
+        self.meta, self.counts, self.ledger = {}, Counter(), Ledger()
+        self._cache = diskcache.Cache(
+            str(self.path), eviction_policy="none", size_limit=1 << 62, sqlite_synchronous=2
+        )
+        for key in self.cache.iterkeys():
+            if isinstance(key, str) and key.startswith("meta:"):
+                self.meta[key[5:]] = _checked(json.loads(self.cache[key]))
+        self.counts = Counter({str(k): int(v) for k, v in json.loads(self.cache.get("counts", "{}")).items()})
+        ledger = self.cache.get("ledger")
+        self.ledger = Ledger.from_json(json.loads(ledger)) if ledger else Ledger()
 
     def close(self) -> None:
         if self._cache is not None:

@@ -1,14 +1,23 @@
-"""The sample store on real files: bounded by priority, de-duplicated, durable across a reopen."""
+"""The sample store on real files: bounded by priority, de-duplicated, durable across a reopen,
+and moved aside (the gateway starting with a fresh one) when it is damaged."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
+
+import diskcache
+import pytest
 
 from gateway.core.samples.budget import DAY_S
 from gateway.core.samples.offer import EMBEDDING, Offer, Reason
 from gateway.core.samples.settings import SamplesSettings
 from gateway.samples.store import SampleStore
+from tests.conftest import Registry
+from tests.gw import gateway_settings, running
 
 NOON = 20_500 * DAY_S + DAY_S / 2
 
@@ -73,3 +82,37 @@ def test_a_day_later_what_was_not_chosen_is_dropped_by_budget(tmp_path: Path) ->
         assert store.counts["dropped_budget:error"] == 1
     finally:
         store.close()
+
+
+def damage_garbage(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    (folder / "cache.db").write_bytes(b"this is not SQLite" * 100)
+
+
+def damage_json(folder: Path) -> None:
+    cache = diskcache.Cache(str(folder))
+    cache["meta:" + "ab" * 32] = "{not json"
+    cache.close()
+
+
+def damage_shape(folder: Path) -> None:
+    cache = diskcache.Cache(str(folder))
+    cache["meta:" + "ab" * 32] = json.dumps({"device": "a", "reason": "error", "state": "chosen"})
+    cache["ledger"] = json.dumps({"day": "today"})
+    cache.close()
+
+
+@pytest.mark.parametrize("damage", [damage_garbage, damage_json, damage_shape])
+async def test_a_damaged_store_is_moved_aside_and_the_gateway_starts_with_a_fresh_one(
+    reg: Registry, tmp_path: Path, damage: Callable[[Path], None]
+) -> None:
+    data = tmp_path / "data"
+    damage(data / "samples")
+    async with running(gateway_settings(reg, data, samples={"enabled": True})) as gw:
+        recovered = [r for r in gw.status_view.status()["recovered"] if r["file"].endswith("samples")]
+        assert len(recovered) == 1 and "unreadable" in recovered[0]["problem"], recovered
+        assert await asyncio.to_thread(Path(recovered[0]["moved_to"]).exists)  # never deleted
+        assert gw.samples.store.meta == {}
+        kept = await gw.samples.take("cam-1", {"reason": "error", "model_version": "1", "class": "c",
+                                               "confidence": 0.1, "embedding": [1.0]}, NOON)  # fmt: skip
+        assert kept.outcome == "new"

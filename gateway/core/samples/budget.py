@@ -67,9 +67,15 @@ class Ledger:
 
     @classmethod
     def from_json(cls, doc: dict[str, object]) -> Ledger:
+        """The ledger as :meth:`to_json` wrote it; ValueError (or KeyError) when it is not."""
         day, spent, devices, classes = doc["day"], doc["spent"], doc["devices"], doc["classes"]
-        assert isinstance(day, int) and isinstance(spent, int)
-        assert isinstance(devices, dict) and isinstance(classes, dict)
+        if not (
+            isinstance(day, int)
+            and isinstance(spent, int)
+            and isinstance(devices, dict)
+            and isinstance(classes, dict)
+        ):
+            raise ValueError("the samples ledger is not of its shape")
         return cls(day, spent, dict(devices), dict(classes))
 
 
