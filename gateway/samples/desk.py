@@ -128,8 +128,14 @@ class SampleDesk:
         if not self.enabled:
             return
         delay = self.retry_initial_s
+        last: float | None = None
         while True:
-            await self._call(self.store.choose, self.clock())
+            # the budget releases up to the next choice: the interval, or longer when the last
+            # round's uploads took longer (so the day's last round still releases all of it)
+            now = self.clock()
+            ahead = max(self.settings.choose_interval_s, now - last if last is not None else 0.0)
+            last = now
+            await self._call(self.store.choose, now, ahead)
             try:
                 await self._upload_chosen()
                 delay = self.retry_initial_s

@@ -189,15 +189,16 @@ class SampleStore:
             if m["state"] == "kept":
                 yield Candidate(sha, m["device"], Reason(m["reason"]), m["class"], m["size"], m["offered_at"])
 
-    def choose(self, now: float) -> int:
-        """Run the budget (:func:`gateway.core.samples.budget.choose`); how many were chosen."""
+    def choose(self, now: float, interval_s: float | None = None) -> int:
+        """Run the budget (:func:`gateway.core.samples.budget.choose`); how many were chosen.
+        ``interval_s``: how long until the next choice (default ``samples.choose_interval_s``)."""
         s = self.settings
         choice = choose(
             list(self.candidates()),
             self.ledger,
             now,
             budget=s.budget_bytes_per_day,
-            interval_s=s.choose_interval_s,
+            interval_s=s.choose_interval_s if interval_s is None else interval_s,
             device_share_max=s.device_share_max,
         )
         updated: dict[str, dict[str, Any]] = {}

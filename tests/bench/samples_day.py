@@ -17,30 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import json
-import random
 import sys
 import tempfile
-import time
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import aiohttp
-from aiohttp import web
-
-from gateway.core import settings as S
-from gateway.core.samples.budget import DAY_S
-from gateway.service import Gateway
-from tests.core.samples.day import TOP, offers, simulate
-from tests.gw import until
-from tests.peers import IngestServer, free_port, ingest_batch
-from tests.samples.upload_server import TOKEN, stored, upload_server
-
-TOP_NAMES = {r.value for r in TOP}
+from tests.core.samples.day import TOP, simulate
+from tests.samples.site_day import site_day
 
 
 def pure(seeds: int) -> None:
@@ -56,111 +40,22 @@ def pure(seeds: int) -> None:
         )
 
 
-class Ingest(IngestServer):
-    def __init__(self, port: int) -> None:
-        super().__init__(port)
-        self.records: dict[int, dict[str, Any]] = {}
-        self.batch_bytes = 0
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.batch_bytes += request.content_length or 0
-        doc = await ingest_batch(request)
-        for r in doc["records"]:
-            if r["kind"] == "training_sample":
-                self.records[r["seq"]] = r["body"]
-        return web.Response(status=204)
-
-
-def body_of(c: Any, rng: random.Random) -> dict[str, Any]:
-    doc: dict[str, Any] = {"reason": c.reason.value, "model_version": "1.0.0", "class": c.label,
-                           "confidence": rng.random()}  # fmt: skip
-    if rng.random() < 0.5:
-        doc["embedding"] = [rng.uniform(-1, 1) for _ in range(c.size // 4)]
-    else:
-        doc["raw"], doc["content_type"] = base64.b64encode(rng.randbytes(c.size)).decode(), "image/jpeg"
-    return doc
-
-
 async def system(seconds: float, seed: int) -> None:
     print(
         f"== system run: a day in {seconds:.0f} s through the real gateway (200 devices, 10x the budget) =="
     )
-    rng = random.Random(seed)
-    budget = 1 << 20
-    day = int(time.time() // DAY_S)
-    speed = DAY_S / seconds
-    plan = offers(rng, 200, 10 * budget, day)
-    work = Path(tempfile.mkdtemp(prefix="samples-bench-"))
-    (work / "registry").mkdir()
-    ingest = Ingest(free_port())
-    await ingest.start()
-    with upload_server(work / "uploaded") as up:
-        settings = S.Settings(
-            site="bench", data_dir=str(work / "data"),
-            http=S.HttpSettings(listen="127.0.0.1:0"), operator=S.OperatorSettings(listen="127.0.0.1:0"),
-            mqtt=S.MqttSettings(listen="127.0.0.1:0"), discovery=S.DiscoverySettings(enabled=False),
-            mirror=S.MirrorSettings(upstream=str(work / "registry"), retry_initial_s=0.05, retry_max_s=0.5),
-            uplink=S.UplinkSettings(ingest_url=f"http://127.0.0.1:{ingest.port}/ingest", report_interval_s=0.5),
-            samples=S.SamplesSettings(enabled=True, raw=True, budget_bytes_per_day=budget, choose_interval_s=0.05,
-                                      upload_url=up.url + "/samples", upload_token=TOKEN),
-        )  # fmt: skip
-        began = time.monotonic()
-        gw = Gateway.from_settings(settings, clock=lambda: day * DAY_S + (time.monotonic() - began) * speed)
-        await gw.start()
-        url = f"http://{gw.http_addresses[0][0]}:{gw.http_addresses[0][1]}"
-        offered_http = 0
-        answers: Counter[int] = Counter()
-        sem = asyncio.Semaphore(32)
-        try:
-            async with aiohttp.ClientSession() as http:
-
-                async def post(device: str, text: str) -> None:
-                    async with sem, http.post(f"{url}/devices/{device}/samples", data=text) as r:
-                        answers[r.status] += 1
-
-                tasks = []
-                for c in plan:
-                    wait = (c.offered_at - day * DAY_S) / speed - (time.monotonic() - began)
-                    if wait > 0:
-                        await asyncio.sleep(wait)  # the offer's instant in the run's schedule
-                    text = json.dumps(body_of(c, rng))
-                    offered_http += len(text)
-                    tasks.append(asyncio.create_task(post(c.device, text)))
-                await asyncio.gather(*tasks)
-            # past the day's end: the rest expires, what was chosen goes up
-            await until(
-                lambda: (
-                    "dropped_budget" in gw.samples.status()["counts"]
-                    and not gw.samples.status()["waiting_upload"]
-                ),
-                120,
-                "the day's end and the last uploads",
-            )
-            await asyncio.sleep(2.0)  # the index records' last batch
-            counts = gw.samples.status()["counts"]
-        finally:
-            await gw.stop()
-        files = stored(work / "uploaded")
-    await ingest.stop()
-    sent = list(ingest.records.values())
-    sent_bytes = sum(len(b) for b in files.values())
-    index_bytes = sum(len(json.dumps(r, separators=(",", ":"))) for r in sent)
-    device_bytes = Counter[str]()
-    for r in sent:
-        device_bytes[r["device_id"]] += r["bytes"]
-    offered_top = sum(1 for c in plan if c.reason.value in TOP_NAMES) / len(plan)
-    sent_top = sum(1 for r in sent if r["reason"] in TOP_NAMES) / max(1, len(sent))
-    content = sum(c.size for c in plan)
-    print(f"answers {dict(answers)}; kept {sum(counts.get('kept', {}).values())}, duplicates "
-          f"{sum(counts.get('duplicate', {}).values())}, sent {len(sent)} (files on the server {len(files)})")  # fmt: skip
-    print(f"bytes sent {sent_bytes} = {sent_bytes / budget:.4%} of the budget {budget}")
-    print(f"errors+disagreements {offered_top:.1%} of offered, {sent_top:.1%} of sent; "
-          f"largest device {max(device_bytes.values()) / max(1, sent_bytes):.2%} of the bytes")  # fmt: skip
+    d = await site_day(Path(tempfile.mkdtemp(prefix="samples-bench-")), seconds=seconds, seed=seed)
+    kept = sum(d.counts.get("kept", {}).values())
+    print(f"answers {dict(d.answers)}; kept {kept}, sent {d.sent} (files on the server {d.files})")
+    print(f"bytes sent {d.sent_bytes} = {d.sent_bytes / d.budget:.4%} of the budget {d.budget}")
+    print(f"errors+disagreements {d.offered_top_share:.1%} of offered, {d.sent_top_share:.1%} of sent; "
+          f"largest device {d.largest_device_share:.2%} of the bytes")  # fmt: skip
+    n = d.devices
     print(
-        f"per device-day: uplink {(sent_bytes + index_bytes) / 200:,.0f} B (blobs {sent_bytes / 200:,.0f} + index "
-        f"records {index_bytes / 200:,.0f} as JSON before gzip) beside {content / 200:,.0f} B of content offered "
-        f"({offered_http / 200:,.0f} B as the devices' JSON bodies); ingest batches for everything: "
-        f"{ingest.batch_bytes / 200:,.0f} B gzip"
+        f"per device-day: uplink {(d.sent_bytes + d.index_bytes) / n:,.0f} B (blobs {d.sent_bytes / n:,.0f} + index "
+        f"records {d.index_bytes / n:,.0f} as JSON before gzip) beside {d.offered_content_bytes / n:,.0f} B of "
+        f"content offered ({d.offered_http_bytes / n:,.0f} B as the devices' JSON bodies); ingest batches for "
+        f"everything: {d.ingest_bytes / n:,.0f} B gzip"
     )
 
 
