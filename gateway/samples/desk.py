@@ -27,7 +27,7 @@ from gateway.core.errors import FormatError, StorageError, TransportError
 from gateway.core.samples.offer import Limits, Offer, parse_offer
 from gateway.core.settings import Settings
 from gateway.samples.store import Kept, SampleStore
-from gateway.samples.upload import BlobUploader
+from gateway.samples.upload import BlobUploader, UploadRefused
 from gateway.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,13 @@ class SampleDesk:
             return  # kept until their day ends: nothing is sent without a place to send it
         for sha, meta in await self._call(self.store.chosen):
             data = await self._call(self.store.blob, sha)
-            await self.uploader.put(sha, data, meta["content_type"])
+            try:
+                await self.uploader.put(sha, data, meta["content_type"])
+            except UploadRefused as exc:  # never taken by this server: counted, and the rest go on
+                self.stats.error("samples.refused_by_server", str(exc))
+                log.warning("%s; the sample is dropped", exc)
+                await self._call(self.store.refused, sha)
+                continue
             record = {
                 "sha256": sha,
                 "url": self.uploader.url_of(sha),
@@ -175,10 +181,9 @@ class SampleDesk:
         for key, n in st.counts.items():
             what, _, reason = key.partition(":")
             counts.setdefault(what, {})[reason] = n
-        chosen = sum(1 for m in st.meta.values() if m["state"] == "chosen")
         return {
-            "kept_now": len(st.meta) - chosen,
-            "waiting_upload": chosen,
+            "kept_now": len(st.meta) - st.chosen_count,
+            "waiting_upload": st.chosen_count,
             "kept_bytes": st.kept_bytes,
             "day_spent_bytes": st.ledger.spent,
             "counts": counts,

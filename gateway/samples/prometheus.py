@@ -3,7 +3,7 @@
 - ``ota_gateway_samples_total{outcome, reason}``: offers and their fate since the store began:
   ``kept``, ``duplicate``, ``dropped_full`` (the store's bound), ``chosen`` (by the budget),
   ``sent`` (blob on the upload server and index record in the outbox), ``dropped_budget`` (their
-  day ended unchosen);
+  day ended unchosen), ``refused`` (the upload server refused the blob for good: a 4xx such as 413);
 - ``ota_gateway_samples_sent_bytes_total{reason}``: content bytes sent;
 - ``ota_gateway_samples_waiting{state}``: ``kept`` (waiting for the budget), ``chosen`` (waiting
   for the upload server);
@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 P = "ota_gateway_samples_"
-OUTCOMES = ("kept", "duplicate", "dropped_full", "chosen", "sent", "dropped_budget")
+OUTCOMES = ("kept", "duplicate", "dropped_full", "chosen", "sent", "dropped_budget", "refused")
 REASONS = ("error", "shadow_disagreement", "low_confidence", "user_corrected", "random")
 
 

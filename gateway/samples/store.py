@@ -33,7 +33,7 @@ from gateway.core.samples.offer import PRIORITY, Offer, Reason
 from gateway.core.samples.settings import SamplesSettings
 
 SENT_KEEP_S = 8 * 86_400.0  # a sent sample's hash is remembered this long (duplicates)
-COUNTS = ("kept", "duplicate", "chosen", "sent", "dropped_budget", "dropped_full")
+COUNTS = ("kept", "duplicate", "chosen", "sent", "dropped_budget", "dropped_full", "refused")
 
 
 _META = {"device": str, "reason": str, "class": str, "model_id": str, "model_version": str,
@@ -70,6 +70,8 @@ class SampleStore:
         self.counts: Counter[str] = Counter()  # "<what>:<reason>" since the store began
         self.ledger = Ledger()
         self.recovered: list[dict[str, Any]] = []  # a damaged store found at open (for /status)
+        self.kept_bytes = 0  # content bytes of every kept or chosen sample (kept up to date)
+        self.chosen_count = 0
         self._cache: diskcache.Cache | None = None
 
     @property
@@ -104,15 +106,16 @@ class SampleStore:
         self.counts = Counter({str(k): int(v) for k, v in json.loads(self.cache.get("counts", "{}")).items()})
         ledger = self.cache.get("ledger")
         self.ledger = Ledger.from_json(json.loads(ledger)) if ledger else Ledger()
+        self._totals()
+
+    def _totals(self) -> None:
+        self.kept_bytes = sum(m["size"] for m in self.meta.values())
+        self.chosen_count = sum(1 for m in self.meta.values() if m["state"] == "chosen")
 
     def close(self) -> None:
         if self._cache is not None:
             self._cache.close()
             self._cache = None
-
-    @property
-    def kept_bytes(self) -> int:
-        return sum(m["size"] for m in self.meta.values())
 
     def _count(self, what: str, reason: str, n: int = 1) -> None:
         self.counts[f"{what}:{reason}"] += n
@@ -144,7 +147,9 @@ class SampleStore:
                     return Kept("dropped_full", sha)
                 for victim in victims:
                     self._forget(victim)
-                    self._count("dropped_full", self.meta.pop(victim)["reason"])
+                    gone = self.meta.pop(victim)
+                    self.kept_bytes -= gone["size"]
+                    self._count("dropped_full", gone["reason"])
                 self.cache[f"blob:{sha}"] = offer.content
                 self.cache[f"meta:{sha}"] = json.dumps(meta)
                 self._count("kept", offer.reason)
@@ -152,11 +157,15 @@ class SampleStore:
             self._reload()  # what the failed transaction left in memory is not what is on disk
             raise StorageError(f"sample store {self.path}: {exc}") from exc
         self.meta[sha] = meta
+        self.kept_bytes += len(offer.content)
         return Kept("new", sha)
 
     def _make_room(self, sha: str, meta: dict[str, Any]) -> list[str] | None:
-        """The kept samples to drop so ``meta`` fits, or None when it should not be kept itself."""
-        excess = self.kept_bytes + meta["size"] - self.settings.store_max_bytes
+        """The kept samples to drop so ``meta`` fits, or None when it should not be kept itself.
+        It frees a tenth of the bound more than needed, so a full store sorts once per tenth of
+        its turnover, not on every offer."""
+        bound = self.settings.store_max_bytes
+        excess = self.kept_bytes + meta["size"] - bound
         if excess <= 0:
             return []
         order = sorted(
@@ -164,14 +173,13 @@ class SampleStore:
             key=lambda hm: (-PRIORITY[Reason(hm[1]["reason"])], hm[1]["offered_at"]),
         )
         victims: list[str] = []
+        freed = 0
         for h, m in order:
-            if excess <= 0:
-                break
-            if h == sha:
-                return None
+            if h == sha or freed >= excess + bound // 10:
+                break  # nothing that ranks above the new sample goes
             victims.append(h)
-            excess -= m["size"]
-        return victims if excess <= 0 else None
+            freed += m["size"]
+        return victims if freed >= excess else None
 
     def _forget(self, sha: str) -> None:
         self.cache.delete(f"blob:{sha}")
@@ -183,6 +191,7 @@ class SampleStore:
             if isinstance(key, str) and key.startswith("meta:"):
                 self.meta[key[5:]] = json.loads(self.cache[key])
         self.counts = Counter(json.loads(self.cache.get("counts", "{}")))
+        self._totals()
 
     def candidates(self) -> Iterator[Candidate]:
         for sha, m in self.meta.items():
@@ -217,8 +226,9 @@ class SampleStore:
             self._reload()
             raise StorageError(f"sample store {self.path}: {exc}") from exc
         for c in choice.expired:
-            del self.meta[c.sha256]
+            self.kept_bytes -= self.meta.pop(c.sha256)["size"]
         self.meta.update(updated)
+        self.chosen_count += len(updated)
         self.ledger = choice.ledger
         return len(choice.chosen)
 
@@ -233,6 +243,15 @@ class SampleStore:
             raise StorageError(f"sample store {self.path}: the content of {sha} is missing")
         return data
 
+    def refused(self, sha: str) -> None:
+        """The upload server refused the blob for good: forget it (counted ``refused``)."""
+        with self.cache.transact():
+            self._forget(sha)
+            self._count("refused", self.meta[sha]["reason"])
+        gone = self.meta.pop(sha)
+        self.kept_bytes -= gone["size"]
+        self.chosen_count -= 1
+
     def sent(self, sha: str) -> None:
         """The blob is on the upload server and its index record in the outbox: forget the content."""
         with self.cache.transact():
@@ -241,4 +260,6 @@ class SampleStore:
             meta = self.meta[sha]
             self._count("sent", meta["reason"])
             self._count("sent_bytes", meta["reason"], meta["size"])
-        del self.meta[sha]
+        gone = self.meta.pop(sha)
+        self.kept_bytes -= gone["size"]
+        self.chosen_count -= 1

@@ -2,8 +2,11 @@
 
 Content-addressed, so a PUT is idempotent: sent again after a crash or a lost answer it names and
 writes the same bytes (any WebDAV-style server takes it: nginx with ``dav_methods PUT``, S3 behind
-a presigning proxy). A 2xx means the blob is on the server. Anything else raises
-:class:`TransportError` (the desk keeps the sample and tries again later); nothing here decides.
+a presigning proxy). A 2xx means the blob is on the server. A network failure, a 5xx, or a 4xx that
+means a wrong URL or token or "come back later" (the uplink's :data:`RETRY_4XX`) raises
+:class:`TransportError`: the desk keeps the sample and tries again later. Any other 4xx (413 too
+large, 400, 415, ...) refuses this blob for good: :class:`UploadRefused`, so one blob the server
+will never take cannot block the samples behind it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,11 @@ import ssl
 import aiohttp
 
 from gateway.core.errors import TransportError
+from gateway.uplink.sinks import RETRY_4XX
+
+
+class UploadRefused(TransportError):
+    """The upload server refused this blob for good (a 4xx that is not in RETRY_4XX)."""
 
 
 class BlobUploader:
@@ -39,6 +47,10 @@ class BlobUploader:
         try:
             async with self._session.put(url, data=data, headers=headers, ssl=self._ssl) as r:
                 text = (await r.read())[:200].decode("utf-8", errors="replace")
+                if 400 <= r.status < 500 and r.status not in RETRY_4XX:
+                    raise UploadRefused(
+                        f"sample upload {url}: HTTP {r.status} {text}", status=r.status, url=url
+                    )
                 if not 200 <= r.status < 300:
                     raise TransportError(
                         f"sample upload {url}: HTTP {r.status} {text}", status=r.status, url=url

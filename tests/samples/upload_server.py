@@ -13,9 +13,9 @@ from tests.peers import Nginx, nginx
 TOKEN = "site-upload-token-0123456789"
 
 
-def dav_server_block(root: Path, token: str = TOKEN) -> str:
+def dav_server_block(root: Path, token: str = TOKEN, max_body: str = "16m") -> str:
     return f"""
-        client_max_body_size 16m;
+        client_max_body_size {max_body};
         location /samples/ {{
             if ($http_authorization != "Bearer {token}") {{ return 401; }}
             alias {root}/;
@@ -26,9 +26,9 @@ def dav_server_block(root: Path, token: str = TOKEN) -> str:
 
 
 @contextmanager
-def upload_server(root: Path) -> Iterator[Nginx]:
+def upload_server(root: Path, max_body: str = "16m") -> Iterator[Nginx]:
     root.mkdir(parents=True, exist_ok=True)
-    with nginx(server=dav_server_block(root)) as server:
+    with nginx(server=dav_server_block(root, max_body=max_body)) as server:
         yield server
 
 
