@@ -101,7 +101,7 @@ def test_the_samples_section_counts_by_reason_in_words() -> None:
     assert "None" not in out and not re.search(r"\b\d{7,}\b", out), out
     for part in (
         "Samples for retraining",
-        "budget today:      12.0 MB of 67.1 MB (18 %)",
+        "budget today:      12.0 MB of 67.1 MB given out (18 %)",
         "waiting:           40 kept for the budget, 3 chosen for upload (1.5 MB)",
         "error:             5 kept, 4 sent, 0 dropped by budget",
         "random:            90 kept, 10 sent, 40 dropped by budget, 2 repeats",

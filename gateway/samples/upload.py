@@ -56,7 +56,7 @@ class BlobUploader:
                         f"sample upload {url}: HTTP {r.status} {text}", status=r.status, url=url
                     )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TransportError(f"sample upload {url}: {exc!r}", url=url) from exc
+            raise TransportError(f"sample upload {url}: {type(exc).__name__}: {exc}", url=url) from exc
 
     async def close(self) -> None:
         if self._session is not None:

@@ -25,7 +25,7 @@ def rows(st: Mapping[str, Any]) -> list[list[str]]:
     spent = int(s.get("day_spent_bytes") or 0)
     share = f" ({human.percent(100 * spent / budget)})" if budget else ""
     out = [
-        ["Budget today", f"{human.size(spent)} of {human.size(budget)}{share}"],
+        ["Budget today", f"{human.size(spent)} of {human.size(budget)} given out{share}"],
         [
             "Waiting",
             f"{s.get('kept_now', 0)} kept for the budget, {s.get('waiting_upload', 0)} chosen for upload "
