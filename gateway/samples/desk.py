@@ -16,6 +16,7 @@ The store is used from one worker thread at a time (a lock); the event loop neve
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 from collections.abc import Callable
@@ -152,6 +153,10 @@ class SampleDesk:
             return  # kept until their day ends: nothing is sent without a place to send it
         for sha, meta in await self._call(self.store.chosen):
             data = await self._call(self.store.blob, sha)
+            if hashlib.sha256(data).hexdigest() != sha:  # rot on disk: never PUT under a wrong name
+                self.stats.error("samples.damaged", f"the content of {sha} no longer matches its hash")
+                await self._call(self.store.refused, sha)
+                continue
             try:
                 await self.uploader.put(sha, data, meta["content_type"])
             except UploadRefused as exc:  # never taken by this server: counted, and the rest go on

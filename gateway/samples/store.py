@@ -1,6 +1,6 @@
 """The samples kept at the site, on disk (``<data>/samples/``, a ``diskcache.Cache``).
 
-Each sample is two entries, ``"meta:<sha256>"`` (device, reason, class, confidence, model, size,
+Each sample is two entries (all in the cache's SQLite file, none in side files), ``"meta:<sha256>"`` (device, reason, class, confidence, model, size,
 when offered, its state: ``kept`` or ``chosen``) and ``"blob:<sha256>"`` (its content bytes),
 plus, once it is on the upload server, ``"sent:<sha256>"`` for :data:`SENT_KEEP_S` so the same
 content offered again is a duplicate. The budget's ledger and the counts by reason live beside
@@ -97,8 +97,14 @@ class SampleStore:
 
     def _load(self) -> None:
         self.meta, self.counts, self.ledger = {}, Counter(), Ledger()
+        # Every value in SQLite itself (no side files, which diskcache writes without fsync), with
+        # synchronous=FULL: a committed sample survives a power cut, not only a kill -9.
         self._cache = diskcache.Cache(
-            str(self.path), eviction_policy="none", size_limit=1 << 62, sqlite_synchronous=2
+            str(self.path),
+            eviction_policy="none",
+            size_limit=1 << 62,
+            sqlite_synchronous=2,
+            disk_min_file_size=1 << 40,
         )
         for key in self.cache.iterkeys():
             if isinstance(key, str) and key.startswith("meta:"):

@@ -7,10 +7,15 @@ import base64
 import hashlib
 import os
 import struct
+import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
+from gateway.core import settings as S
+from gateway.samples.desk import SampleDesk
+from gateway.stats import Stats
 from tests.conftest import Registry
 from tests.gw import base_url, gateway_settings, running, until
 from tests.samples.upload_server import TOKEN, stored, upload_server
@@ -61,3 +66,37 @@ async def test_a_wrong_token_is_retried_and_nothing_is_dropped(reg: Registry, tm
             st = gw.samples.status()
             assert st["waiting_upload"] == 1 and "401" in st["last_failure"] and "refused" not in st["counts"]
             assert stored(root) == {}
+
+
+class Journal:
+    """The outbox's ``append`` as a list (the desk's narrow seam; the real outbox is tested elsewhere)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, dict[str, Any]]] = []
+
+    async def append(self, kind: str, body: dict[str, Any], now: float) -> int:
+        self.records.append((kind, body))
+        return len(self.records)
+
+
+async def test_a_blob_that_rotted_on_disk_is_never_uploaded_under_its_name(tmp_path: Path) -> None:
+    root = tmp_path / "up"
+    with upload_server(root) as up:
+        settings = S.Settings(
+            data_dir=str(tmp_path / "data"),
+            samples=S.SamplesSettings(enabled=True, upload_url=up.url + "/samples", upload_token=TOKEN,
+                                      budget_bytes_per_day=1 << 30),
+        )  # fmt: skip
+        journal = Journal()
+        now = time.time()
+        async with SampleDesk(settings, tmp_path / "data", journal, Stats(), time.time) as desk:
+            good = await desk.take("cam-1", SMALL, now)
+            bad = await desk.take("cam-1", {**SMALL, "embedding": [3.0]}, now)
+            assert await desk._call(desk.store.choose, now) == 2
+            desk.store.cache[f"blob:{bad.sha256}"] = b"rotten"
+            await desk._upload_chosen()
+            assert set(stored(root)) == {good.sha256}
+            assert [body["sha256"] for _, body in journal.records] == [good.sha256]
+            assert (
+                desk.status()["counts"]["refused"] == {"random": 1} and desk.status()["waiting_upload"] == 0
+            )
