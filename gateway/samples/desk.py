@@ -7,8 +7,9 @@ two steps, in this order: its blob by idempotent PUT (:mod:`.upload`), then its 
 the durable outbox (kind ``training_sample``, delivered by the uplink like every record), and only
 then is it marked sent. So across a ``kill -9`` or an outage of the upload server nothing chosen is
 lost (it is still chosen, and is PUT again: the same name and bytes) and no blob is stored twice.
-The one repeat left: a kill between the outbox's commit and the store's mark sends that sample's
-index record again, with the same ``sha256`` key (the cloud keys index records by it).
+The index record is appended with the sample's hash as its key in the outbox's own commit
+(:meth:`~gateway.uplink.outbox.Outbox.append_once`), so a retry after a kill between that commit
+and the store's mark appends nothing: each sample has exactly one index record.
 
 The store is used from one worker thread at a time (a lock); the event loop never touches the disk.
 """
@@ -38,9 +39,11 @@ MaybeFuture = asyncio.Future[Any] | None
 
 
 class Journal(Protocol):
-    """The outbox: ``append`` returns once the record is durable."""
+    """The outbox (:meth:`gateway.uplink.outbox.Outbox.append_once`)."""
 
-    async def append(self, kind: str, body: dict[str, Any], now: float) -> int: ...
+    def append_once(self, kind: str, body: dict[str, Any], now: float, *, key: str) -> bool:
+        """Blocking: durable when it returns; False when a record with ``key`` was appended before."""
+        ...
 
 
 class SampleDesk:
@@ -177,7 +180,11 @@ class SampleDesk:
                 "bytes": meta["size"],
                 "offered_at": meta["offered_at"],
             }
-            await self.outbox.append(RECORD_KIND, record, self.clock())
+            # keyed by the hash in the outbox's own commit: after a kill between this append and
+            # the mark below, the retry finds the key and appends nothing
+            await asyncio.to_thread(
+                self.outbox.append_once, RECORD_KIND, record, self.clock(), key=f"sample:{sha}"
+            )
             await self._call(self.store.sent, sha)
 
     def _summarize(self) -> dict[str, Any]:

@@ -89,8 +89,14 @@ def gateway(tmp_path: Path, http_port: int, upload_port: int, ingest_port: int) 
     return gateway_process(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-@pytest.mark.parametrize("seed", [31, 32, 33])
-async def test_samples_survive_a_kill_9_with_the_upload_server_down(tmp_path: Path, seed: int) -> None:
+@pytest.mark.parametrize(
+    ("seed", "server_up_before_kill"), [(31, False), (32, False), (33, False), (34, True), (35, True)]
+)
+async def test_samples_survive_a_kill_9_with_the_upload_server_down(
+    tmp_path: Path, seed: int, server_up_before_kill: bool
+) -> None:
+    """Down: the upload server comes up only after the kill. Up: it comes up at a random instant
+    before the kill, so the kill lands among uploads (PUTs, index records, marks) in flight."""
     rng = random.Random(seed)
     http_port, upload_port, ingest = free_port(), free_port(), Ingest(free_port())
     await ingest.start()
@@ -111,7 +117,7 @@ async def test_samples_survive_a_kill_9_with_the_upload_server_down(tmp_path: Pa
     try:
         await asyncio.to_thread(wait_port, http_port, 20)
         kill_after = rng.uniform(0.3, 2.0)
-        server_after = rng.uniform(0.0, 3.0)  # before or after the kill: the upload server comes up
+        server_after = rng.uniform(0.0, kill_after) if server_up_before_kill else kill_after + 1
         worker = threading.Thread(target=devices, args=(http_port,))
         worker.start()
         started = time.monotonic()

@@ -69,14 +69,14 @@ async def test_a_wrong_token_is_retried_and_nothing_is_dropped(reg: Registry, tm
 
 
 class Journal:
-    """The outbox's ``append`` as a list (the desk's narrow seam; the real outbox is tested elsewhere)."""
+    """The outbox's ``append_once`` as a list (the desk's narrow seam; the real one is in the system tests)."""
 
     def __init__(self) -> None:
         self.records: list[tuple[str, dict[str, Any]]] = []
 
-    async def append(self, kind: str, body: dict[str, Any], now: float) -> int:
+    def append_once(self, kind: str, body: dict[str, Any], now: float, *, key: str) -> bool:
         self.records.append((kind, body))
-        return len(self.records)
+        return True
 
 
 async def test_a_blob_that_rotted_on_disk_is_never_uploaded_under_its_name(tmp_path: Path) -> None:
