@@ -149,7 +149,8 @@ async def test_samples_survive_a_kill_9_with_the_upload_server_down(
             assert max(index.values()) == 1, [s for s, n in index.items() if n > 1]  # no index record twice
             repeats = len(puts(up)) - len(files)
             print(
-                f"seed {seed}: {len(accepted)} accepted, {len(files)} on the server, {repeats} PUTs repeated"
+                f"seed {seed} (upload server up before the kill: {server_up_before_kill}): "
+                f"{len(accepted)} accepted, {len(files)} on the server, {repeats} PUTs repeated"
             )
         finally:
             stop_offering.set()
