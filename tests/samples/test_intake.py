@@ -204,9 +204,10 @@ def test_a_full_disk_gets_503_with_retry_after_then_recovers(tmp_path: Path) -> 
     disk.mkdir()
     (tmp_path / "registry").mkdir()
     port = free_port()
-    # A 4 MB tmpfs over `disk` in the gateway's own mount namespace, filled through /proc/PID/root:
-    # diskcache's SQLite and blob files meet a real ENOSPC.
-    script = 'mount -t tmpfs -o size=4m tmpfs "$0" && exec "$@"'
+    # A 16 MB tmpfs over `disk` in the gateway's own mount namespace (room for the SQLite WALs of
+    # the outbox and the sample store, up to 4 MB each), filled through /proc/PID/root: the sample
+    # store's SQLite meets a real ENOSPC.
+    script = 'mount -t tmpfs -o size=16m tmpfs "$0" && exec "$@"'
     argv = [shutil.which("unshare") or "unshare", "-rm", "sh", "-c", script, str(disk),
             sys.executable, "-m", "gateway", "serve", "--data", str(disk / "data"),
             "--upstream", str(tmp_path / "registry"), "--http", f"127.0.0.1:{port}",
@@ -223,13 +224,13 @@ def test_a_full_disk_gets_503_with_retry_after_then_recovers(tmp_path: Path) -> 
         wait_port(port, 20)
         assert post_sample(port, sample())[0] == 200
         filler = Path(f"/proc/{proc.pid}/root") / str(disk).lstrip("/") / "filler"
-        with filler.open("wb") as f:
-            try:
+        try:
+            with filler.open("wb") as f:
                 while True:
                     f.write(b"\0" * 65536)
                     f.flush()
-            except OSError:
-                pass  # ENOSPC: the disk is full
+        except OSError:
+            pass  # ENOSPC: the disk is full
         answers = []
         for _ in range(50):
             status, headers, body = post_sample(port, sample())
@@ -239,7 +240,7 @@ def test_a_full_disk_gets_503_with_retry_after_then_recovers(tmp_path: Path) -> 
         assert status == 503, answers
         assert int(headers["Retry-After"]) > 0 and "retry later" in body
         assert 500 not in answers
-        filler.unlink()
+        filler.unlink(missing_ok=True)
         assert post_sample(port, sample())[0] == 200  # space again: it recovers by itself
         assert proc.poll() is None
     finally:
