@@ -11,7 +11,8 @@ the imports and enforces the rules marked *):
    sketches; ``drift``: PSI against the reference and the site's past, and its alert), pacing,
    the eviction choice,
    figures for people (``human``, ``progress``), the limit on repeated log lines (``repeats``),
-   hawkBit DDI's documents, action ids and feedback (``ddi``).
+   hawkBit DDI's documents, action ids and feedback (``ddi``), samples for retraining
+   (``samples``: a device's offer, and which go up within the day's budget).
    No I/O, no clock, no asyncio: values and ``now`` in, decisions out. * It imports only the
    standard library, ``firmware_compat`` and itself.
 2. Small shared helpers: ``atomic`` (crash-safe writes), ``stats``, ``tasks``, ``supervisor``
@@ -26,8 +27,9 @@ the imports and enforces the rules marked *):
    signals (``telemetry.drift``), the dashboard's history, the site's trace), ``rollout`` (the gate keeper shell, gate files, and
    ``gate replay``: the same decisions over a recorded or simulated site), ``mirror``
    (upstream polling and transfers, verified chunk by chunk), ``bundle`` (air-gapped imports and
-   exports through the mirror's own checks), ``prometheus`` (``prometheus_drift``: the drift
-   families) and ``readiness``. Each declares the events it emits (a listener protocol or
+   exports through the mirror's own checks), ``samples`` (samples for retraining: the bounded
+   store, the blobs' upload, the desk that takes them over HTTP and MQTT), ``prometheus``
+   (``prometheus_drift``: the drift families) and ``readiness``. Each declares the events it emits (a listener protocol or
    list given at construction: ``store.events.StoreListener``, the mirror's ``on_index``,
    telemetry's ``on_event``/``on_windows``); nobody assigns callbacks onto another from outside.
    ``polls`` (the poll answer and its render cache) stands on them.

@@ -26,6 +26,7 @@ from gateway import __version__, prometheus_shadow
 from gateway.core.gates import Action, Stage
 from gateway.prometheus_drift import drift_metrics
 from gateway.readiness import Readiness
+from gateway.samples.prometheus import SamplesCollector
 from gateway.status_view import StatusView
 from gateway.uplink.outbox_file import Depth
 
@@ -256,6 +257,7 @@ class GatewayMetrics:
         self._slow = _Slow()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(GatewayCollector(view, self._slow))
+        self.registry.register(SamplesCollector(view.samples))
 
     def _outbox_depth(self) -> None:
         try:

@@ -1,12 +1,11 @@
 """The supervisor: builds every component from the settings, starts them in order, stops them in reverse.
 
 One process, one event loop: the device HTTP server and the operator server through aiohttp's
-``AppRunner``/``TCPSite``, the mirror's poll loop, the broker, the site loop, the uplink and mDNS.
-This module only wires: it hands each component the narrow objects and listeners it declares, under
-the data folder's lock (:mod:`gateway.store.lock`). The jobs live elsewhere: the poll answer in
-:mod:`gateway.polls`, the gates in time in :mod:`gateway.site_loop`, the status in
-:mod:`gateway.status_view`, TLS in :mod:`gateway.http.tls`, the MQTT identity check in
-:mod:`gateway.access`.
+``AppRunner``/``TCPSite``, the mirror's poll loop, the broker, the site loop, the uplink and mDNS. This
+module only wires: it hands each component the narrow objects and listeners it declares, under the data
+folder's lock (:mod:`gateway.store.lock`). The jobs live elsewhere: the poll answer in :mod:`gateway.polls`,
+the gates in time in :mod:`gateway.site_loop`, the status in :mod:`gateway.status_view`, TLS in
+:mod:`gateway.http.tls`, the MQTT identity check in :mod:`gateway.access`.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from gateway.bundle.importer import DEFAULT_TIMEOUT_S, Importer
 from gateway.bundle.source import Shelf
 from gateway.bundle.watch import ImportWatch
 from gateway.config_files import ConfigFiles
-from gateway.core import supervision
 from gateway.core.errors import ConfigError
 from gateway.core.setting_rules import parse_hostport
 from gateway.core.settings import Settings
@@ -52,6 +50,7 @@ from gateway.polls import PollAnswers
 from gateway.prometheus import GatewayMetrics
 from gateway.readiness import Readiness, listener_state
 from gateway.rollout.keeper import GateKeeper
+from gateway.samples.desk import SampleDesk
 from gateway.site_loop import DeviceEvents, SiteLoop
 from gateway.stats import Stats
 from gateway.status_view import StatusView
@@ -84,13 +83,8 @@ class Gateway:
         self.data = settings.data_path
         self.stats = Stats()
         self.tasks = TaskGroup()  # short-lived tasks (an index being judged)
-        sup = settings.supervision
-        self.supervisor = Supervisor(  # every long-lived task: restarted, and failing ones reported
-            supervision.Policy(
-                sup.restart_initial_s, sup.restart_max_s, sup.failing_after, sup.failing_window_s
-            ),
-            faults=supervision.parse_fault_plan(sup.inject_faults),
-        )
+        # every long-lived task: restarted, and failing ones reported
+        self.supervisor = Supervisor.from_settings(settings.supervision)
         self._lock: IO[str] | None = None
         self._stack: AsyncExitStack | None = None  # what start() opened, closed in reverse by stop()
         self.http_addresses: list[Any] = []
@@ -135,6 +129,7 @@ class Gateway:
             journal=settings.uplink.forward_samples,
             drift=DriftWatch.of(settings, self.outbox, self.stats, held=lambda: self.mirror.index),
         )
+        self.samples = SampleDesk(settings, self.data, self.outbox, self.stats, clock)
         self.broker: MqttFront | None = None  # amqtt needs the running loop: made in start()
         self._wire_site(self.shelf)
         self.imports = ImportWatch(
@@ -209,6 +204,7 @@ class Gateway:
             data_id=lambda: self.data_id,
             tasks=self.supervisor.snapshot,
             drift=self.telemetry.drift,
+            samples=self.samples.status,
         )
         self.readiness = Readiness(
             trust=self.trust,
@@ -257,6 +253,7 @@ class Gateway:
         self.inventory.apply_file(self.site_inventory, self.clock())
         await self.mirror.open()
         stack.push_async_callback(self.mirror.close)
+        await stack.enter_async_context(self.samples)
         if self.mirror.index is not None:
             log.info("judging index version %d before the device API listens", self.mirror.index.version)
             await self.site_loop.enter_index(self.mirror.index)  # judged before the device API listens
@@ -278,6 +275,7 @@ class Gateway:
             held_tuf=self.trust.metadata,
             held_site=lambda site: self.mirror.children.held.get(site),
             relay=self.outbox,
+            samples=self.samples,
         )
         add_probe_routes(device_app, self.readiness, self.settings.site)
         host, port = parse_hostport(self.settings.http.listen)
@@ -311,7 +309,7 @@ class Gateway:
         self.broker = mqtt_front(
             self.settings,
             lambda user, pw, cn: self.credentials.mqtt_allows(user, pw, cn, lab_mode=lab_mode),
-            lambda device, topic, payload: self.telemetry.mqtt_message(device, topic, payload, self.clock()),
+            self.samples.mqtt_hook(self.telemetry.mqtt_message),
             self.supervisor.supervise,
         )
         await self.broker.start()
@@ -336,6 +334,8 @@ class Gateway:
             self.supervisor.supervise("blob-scrub", scrub)
         if self.sinks:
             self.supervisor.supervise("uplink", self.forwarder.run)
+        if self.settings.samples.enabled:
+            self.supervisor.supervise("samples", self.samples.run)
 
     async def _start_discovery(self, stack: AsyncExitStack) -> None:
         """Advertise the device API and the broker over mDNS; browse devices into the inventory."""

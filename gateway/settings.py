@@ -237,6 +237,12 @@ def _cross_check(s: Settings, source: str) -> None:
             raise ConfigError(
                 source, "mirror.schedule_timezone", "'local', 'UTC' or an IANA zone such as 'Europe/Berlin'"
             ) from exc
+    sm = s.samples  # a raw sample travels as base64 in a JSON body, which http.max_body_bytes bounds
+    if sm.enabled and sm.raw and (sm.max_bytes + 2) // 3 * 4 + 4096 > s.http.max_body_bytes:
+        most = (s.http.max_body_bytes - 4096) // 4 * 3
+        raise ConfigError(
+            source, "samples.max_bytes", f"at most {most} with http.max_body_bytes = {s.http.max_body_bytes}"
+        )
     waves = s.gates.waves
     if (
         not waves

@@ -50,6 +50,7 @@ class StatusView:
         data_id: Callable[[], str | None] = lambda: None,
         tasks: Callable[[], list[dict[str, Any]]] = list,
         drift: DriftWatch | None = None,
+        samples: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self.settings = settings
         self.trust = trust
@@ -68,6 +69,7 @@ class StatusView:
         self.data_id = data_id
         self.tasks = tasks  # the supervisor's snapshot of the long-lived tasks
         self.drift = drift
+        self.samples = samples  # samples for retraining: kept, sent, dropped, by reason
 
     def recovered(self) -> list[dict[str, Any]]:
         """Every damaged state file this run found, what it was and what was done about it."""
@@ -78,6 +80,7 @@ class StatusView:
             *self.inventory.recovered,
             *self.outbox.recovered,
             *(self.drift.recovered if self.drift else ()),
+            *self.samples().get("recovered", ()),
         ]
 
     def status(self) -> dict[str, Any]:
@@ -154,6 +157,7 @@ class StatusView:
                 "sinks": {s.name: {"up": self.forwarder.link_up.get(s.name)} for s in self.sinks},
                 "outbox": self.outbox.stats(),
             },
+            "samples": self.samples(),
             "tasks": self.tasks(),
             "drift": self.drift.status() if self.drift else None,
             "counters": self.stats.snapshot(),

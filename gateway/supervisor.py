@@ -24,6 +24,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway.core import supervision as sv
+from gateway.core.settings import SupervisionSettings
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,12 @@ class Supervisor:
         self.state: dict[str, str] = {}  # running, restarting (waiting its backoff), finished
         self._keepers: dict[str, asyncio.Task[None]] = {}
         self._warned: set[str] = set()
+
+    @classmethod
+    def from_settings(cls, s: SupervisionSettings) -> Supervisor:
+        """The supervisor the ``[supervision]`` section describes (with its test-only fault plan)."""
+        policy = sv.Policy(s.restart_initial_s, s.restart_max_s, s.failing_after, s.failing_window_s)
+        return cls(policy, faults=sv.parse_fault_plan(s.inject_faults))
 
     def supervise(self, name: str, factory: TaskFactory) -> None:
         """Run ``factory()`` as the task ``name`` now, and again after each crash."""

@@ -145,10 +145,12 @@ def nginx(
     server: str = "",
     extra_http: str = "",
     workers: int = 1,
+    port: int = 0,
 ) -> Iterator[Nginx]:
-    """nginx serving ``root`` as static files (or the given ``server`` block body)."""
+    """nginx serving ``root`` as static files (or the given ``server`` block body), on ``port``
+    (0: a free one; a given one lets a test name the URL before the server is up)."""
     binary = need("nginx")
-    port = free_port()
+    port = port or free_port()
     prefix = Path(
         subprocess.run(
             ["mktemp", "-d", "/tmp/nginx-test.XXXXXX"], check=True, capture_output=True, text=True

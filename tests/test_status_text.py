@@ -89,3 +89,23 @@ def test_the_tasks_section_names_each_supervised_task_and_a_failing_one() -> Non
         "uplink:            FAILING, not ready, 7 restart(s); last error 1 min 5 s ago: RuntimeError('boom')"
         in out
     )
+
+
+def test_the_samples_section_counts_by_reason_in_words() -> None:
+    samples = {"enabled": True, "raw": False, "budget_bytes_per_day": 64 << 20, "upload_url": "http://up/samples",
+               "upload_failures": 2, "last_failure": "sample upload http://up/samples/ab: HTTP 503",
+               "kept_now": 40, "waiting_upload": 3, "kept_bytes": 1_500_000, "day_spent_bytes": 12_000_000,
+               "counts": {"kept": {"error": 5, "random": 90}, "sent": {"error": 4, "random": 10},
+                          "dropped_budget": {"random": 40}, "duplicate": {"random": 2}}}  # fmt: skip
+    out = render({**doc(), "samples": samples}, NOW)
+    assert "None" not in out and not re.search(r"\b\d{7,}\b", out), out
+    for part in (
+        "Samples for retraining",
+        "budget today:      12.0 MB of 67.1 MB given out (18 %)",
+        "waiting:           40 kept for the budget, 3 chosen for upload (1.5 MB)",
+        "error:             5 kept, 4 sent, 0 dropped by budget",
+        "random:            90 kept, 10 sent, 40 dropped by budget, 2 repeats",
+        "upload:            2 failed attempts; last: sample upload http://up/samples/ab: HTTP 503",
+    ):
+        assert part in out, f"{part!r} not in:\n{out}"
+    assert "Samples" not in render({**doc(), "samples": {"enabled": False}}, NOW)

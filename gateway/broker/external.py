@@ -47,7 +47,7 @@ from gateway.stats import Stats
 
 log = logging.getLogger(__name__)
 
-INGEST_KINDS = ("metrics", "events")
+INGEST_KINDS = ("metrics", "events", "samples")
 KEEPALIVE_S = 30
 RECONNECT_MAX_S = 5  # paho's backoff cap: a restarted site broker is ours again within seconds
 

@@ -18,6 +18,7 @@ from gateway.commands import operator_client
 from gateway.commands.serve import load_settings
 from gateway.core.human import ago, duration, size, text, wave, when
 from gateway.core.progress import Estimate
+from gateway.http.dashboard import samples_panel
 
 Lines = list[str]
 
@@ -160,6 +161,12 @@ def _links(doc: dict[str, Any]) -> Lines:
     return out
 
 
+def _samples(doc: dict[str, Any]) -> Lines:
+    """Samples for retraining, in the dashboard card's words (nothing while they are off)."""
+    rows = samples_panel.rows(doc)
+    return ["Samples for retraining", *(_field(k.lower(), v) for k, v in rows)] if rows else []
+
+
 def _tasks(doc: dict[str, Any]) -> Lines:
     """The supervised tasks: each one's state and restarts; a failing one says so first."""
     tasks = doc.get("tasks") or []
@@ -192,6 +199,7 @@ def render(doc: dict[str, Any], now: float) -> str:
         lambda: _gates(doc),
         lambda: _box(doc),
         lambda: _links(doc),
+        lambda: _samples(doc),
         lambda: _tasks(doc),
         lambda: _errors(doc),
     ]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gateway.core.drift_settings import DriftSettings
 from gateway.core.manifest import valid_id
+from gateway.core.samples.settings import SamplesSettings
 from gateway.core.schedule import Schedule
 from gateway.core.setting_rules import (
     FAULT_PLAN,
@@ -348,6 +349,7 @@ class Settings:
     ddi: DdiSettings = DdiSettings()
     supervision: SupervisionSettings = SupervisionSettings()
     drift: DriftSettings = field(default_factory=DriftSettings)
+    samples: SamplesSettings = field(default_factory=SamplesSettings)
 
     @property
     def data_path(self) -> Path:

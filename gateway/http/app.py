@@ -35,10 +35,12 @@ from gateway.http.context import (
 from gateway.http.ddi import DdiEndpoint, add_ddi_routes
 from gateway.http.polling import PollEndpoint
 from gateway.http.relay import add_relay_routes
+from gateway.http.samples import add_sample_routes
 from gateway.http.tiers import add_tier_routes
 from gateway.inventory.store import Inventory
 from gateway.notify import Changes
 from gateway.polls import PollAnswers
+from gateway.samples.desk import SampleDesk
 from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
 from gateway.trust.index import KeyList, SiteIndex
@@ -60,6 +62,7 @@ def build_device_app(
     held_site: Callable[[str], SiteIndex | None] = lambda site: None,
     held_tuf: Callable[[str], bytes | None] = lambda name: None,
     relay: RelayJournal | None = None,
+    samples: SampleDesk | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=settings.http.max_body_bytes)
     app[SITE] = settings.site
@@ -89,6 +92,8 @@ def build_device_app(
     app.router.add_get("/devices/{device_id}/updates", poll.handle)
     app.router.add_post("/devices/{device_id}/events", devices.event)
     app.router.add_post("/devices/{device_id}/metrics", devices.metrics)
+    if samples is not None:  # samples for retraining (a 404 with the reason while samples.enabled is off)
+        add_sample_routes(app, samples)
     add_artifact_routes(app, store, devices.authorize_any, stats)
     if settings.ddi.enabled:  # hawkBit DDI: the same answers, credentials and events as above
         ddi = DdiEndpoint(

@@ -44,6 +44,9 @@ from gateway.uplink.outbox_file import (
     Pending,
     Record,
     connect_checked,
+    drain_drops,
+    insert_once,
+    read_depth,
     register_sinks,
     resolve,
     seam,
@@ -167,6 +170,14 @@ class Outbox:
             self._bytes += size
             self._held[key] = held + size
         return len(texts)
+
+    @seam
+    def append_once(self, kind: str, body: dict[str, Any], now: float, *, key: str) -> bool:
+        """Blocking: the record with ``key`` in one commit; False (nothing written) when ``key`` is known."""
+        with self._lock:
+            size = insert_once(self.db, kind, now, body, key)
+            self._bytes += size
+        return size > 0
 
     def _write_loop(self) -> None:
         while True:
@@ -338,24 +349,13 @@ class Outbox:
     def take_drops(self) -> dict[str, dict[str, int]]:
         """Drop counts since the last call (they then go upstream as a ``drops`` record)."""
         with self._lock:
-            cur = self.db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            rows = cur.execute("SELECT kind, reason, count FROM drops").fetchall()
-            cur.execute("DELETE FROM drops")
-            cur.execute("COMMIT")
-        out: dict[str, dict[str, int]] = {}
-        for kind, reason, count in rows:
-            out.setdefault(kind, {})[reason] = count
-        return out
+            return drain_drops(self.db)
 
     @seam
     def depth(self) -> Depth:
         """Records waiting, their bytes, the oldest one's time, and this run's drops (for /metrics)."""
         with self._lock:
-            n, size, oldest = self.db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(at) FROM records"
-            ).fetchone()
-            return Depth(int(n), int(size), oldest, dict(self._dropped))
+            return read_depth(self.db, dict(self._dropped))
 
     def stats(self) -> dict[str, Any]:
         """For the status page: never raises (a damaged outbox is shown as such)."""

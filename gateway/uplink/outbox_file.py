@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -32,11 +33,14 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_kind ON records(kind, seq);
 CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, acked INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS drops (kind TEXT, reason TEXT, count INTEGER, PRIMARY KEY (kind, reason));
+CREATE TABLE IF NOT EXISTS once (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, at REAL NOT NULL);
 """
+ONCE_KEEP_S = 8 * 86_400.0  # how long a key of Outbox.append_once is remembered
 COLUMNS = {
     "records": {"seq", "kind", "at", "body", "size"},
     "cursors": {"sink", "acked"},
     "drops": {"kind", "reason", "count"},
+    "once": {"key", "seq", "at"},
 }
 
 
@@ -159,3 +163,43 @@ def resolve(items: list[tuple[asyncio.Future[int], int | BaseException]]) -> Non
             fut.set_exception(outcome)
         else:
             fut.set_result(outcome)
+
+
+def insert_once(db: sqlite3.Connection, kind: str, at: float, body: dict[str, Any], key: str) -> int:
+    """One commit: the record and its ``key`` (keys older than ONCE_KEEP_S forgotten first); the
+    bytes written, 0 (nothing written) when the key is known."""
+    text = json.dumps(body, separators=(",", ":"), sort_keys=True)  # as Outbox.append_nowait writes it
+    cur = db.cursor()
+    cur.execute("BEGIN IMMEDIATE")
+    try:
+        cur.execute("DELETE FROM once WHERE at < ?", (at - ONCE_KEEP_S,))
+        if cur.execute("SELECT 1 FROM once WHERE key = ?", (key,)).fetchone() is not None:
+            cur.execute("COMMIT")
+            return 0
+        cur.execute(
+            "INSERT INTO records(kind, at, body, size) VALUES (?, ?, ?, ?)", (kind, at, text, len(text))
+        )
+        cur.execute("INSERT INTO once(key, seq, at) VALUES (?, ?, ?)", (key, int(cur.lastrowid or 0), at))
+        cur.execute("COMMIT")
+        return len(text)
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+
+
+def drain_drops(db: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    """The drop counts, cleared in the same commit."""
+    cur = db.cursor()
+    cur.execute("BEGIN IMMEDIATE")
+    rows = cur.execute("SELECT kind, reason, count FROM drops").fetchall()
+    cur.execute("DELETE FROM drops")
+    cur.execute("COMMIT")
+    out: dict[str, dict[str, int]] = {}
+    for kind, reason, count in rows:
+        out.setdefault(kind, {})[reason] = count
+    return out
+
+
+def read_depth(db: sqlite3.Connection, dropped: dict[tuple[str, str], int]) -> Depth:
+    n, size, oldest = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(at) FROM records").fetchone()
+    return Depth(int(n), int(size), oldest, dropped)

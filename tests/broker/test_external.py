@@ -32,6 +32,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from gateway.broker.external import ExternalBroker
 from gateway.core.settings import MqttSettings
 from tests.broker.conftest import until
+from tests.conftest import Registry
+from tests.gw import gateway_settings, running
 from tests.peers import free_port, gateway_process, need, stop, wait_port
 
 pytestmark = pytest.mark.peer
@@ -41,10 +43,11 @@ DEVICES = {f"cam-{i}": f"pw-{i}" for i in range(1, 5)}
 
 # What the README tells an installer to put in the site broker's ACL file.
 ACL = """\
-# the gateway: every device's metrics and events in, update notices out
+# the gateway: every device's metrics, events and samples in, update notices out
 user ota-gateway
 topic read devices/+/metrics
 topic read devices/+/events
+topic read devices/+/samples
 topic write devices/+/updates
 
 # every device (user name = device id): its own subtree only
@@ -219,6 +222,24 @@ async def test_the_acl_pattern_keeps_each_device_to_its_own_topics(
         assert sorted(t for t, _ in cam2.received) == ["devices/cam-2/metrics", "devices/cam-2/updates"]
     finally:
         await ext.stop()
+
+
+async def test_samples_come_through_the_site_broker(
+    mosquitto: Mosquitto, devices: Callable[..., Device], reg: Registry, tmp_path: Path
+) -> None:
+    """A device's sample on the site broker reaches the gateway's sample store (the README's ACL)."""
+    s = gateway_settings(reg, tmp_path / "data", mqtt=settings(mosquitto), samples={"enabled": True})
+    async with running(s) as gw:
+        cam = devices("cam-1", mosquitto.port)
+        body = {"reason": "error", "model_version": "1.0.0", "class": "person", "confidence": 0.2,
+                "embedding": [0.5, 0.25]}  # fmt: skip
+        await until(lambda: cam.connack, what="the device connected")
+        cam.publish("devices/cam-1/samples", body)
+        await until(lambda: gw.samples.status()["counts"].get("kept") == {"error": 1}, what="the sample kept")
+        cam.publish("devices/cam-2/samples", body)  # another device's topic: mosquitto drops it
+        cam.publish("devices/cam-1/samples", {**body, "embedding": [1.0]})
+        await until(lambda: gw.samples.status()["counts"].get("kept") == {"error": 2}, what="the second")
+        assert gw.samples.status()["counts"].get("duplicate") is None
 
 
 async def test_a_message_is_acknowledged_only_once_durable(

@@ -20,7 +20,7 @@ from gateway.core.device import still_on
 from gateway.core.manifest import Deployment, parse_deployment
 from gateway.core.settings import Settings
 from gateway.http.dashboard import devices as D
-from gateway.http.dashboard import drift_panel, gate_panel, human, view
+from gateway.http.dashboard import drift_panel, gate_panel, human, samples_panel, view
 from gateway.http.dashboard.progress import RateMeter
 from gateway.http.dashboard.svg import Series, line_chart
 from gateway.inventory.store import Inventory
@@ -201,6 +201,7 @@ class Dashboard:
             "versions": versions,
             "mirroring": view.mirroring(st, progress),
             "uplink": view.uplink(st),
+            "samples": samples_panel.rows(st),
             "box": view.box_health(st, len(self.inventory.devices)),
             "errors": view.last_errors(st),
             "window": human.duration(self.settings.telemetry.window_s),

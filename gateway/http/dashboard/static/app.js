@@ -143,6 +143,8 @@ function render(s) {
   put("drift", charts(s.drift));
   put("mirror", mirror(s.mirroring));
   put("uplink", kv(s.uplink));
+  $("samples-section").hidden = !s.samples.length;
+  put("samples", kv(s.samples));
   put("health", kv(s.box));
   $("errors-section").hidden = !s.errors.length;
   put("errors", kv(s.errors));
