@@ -16,11 +16,11 @@ It:
   arrives while it is away waits for it in the broker;
 - acknowledges a message only once it is durable in the outbox: the same ingest hook as the embedded
   broker (``Telemetry.mqtt_message``) returns a future that resolves when the outbox commit is on
-  disk, and only then goes the PUBACK (gmqtt without optimistic acknowledgement sends it when our
-  message handler returns). Until then the broker holds the message in our session; after a crash
-  or a lost connection it sends it again. Acknowledgements leave in the order the messages came
-  [MQTT-4.6.0-2], and never for a message of an earlier connection (its packet id means nothing on
-  this one: the broker re-sends it and we take it again);
+  disk, and only then goes the PUBACK. Until then the broker holds the message in our session;
+  after a crash or a lost connection it sends it again. Acknowledgements leave in the order the
+  messages came [MQTT-4.6.0-2], all those one grouped outbox commit made durable in one write, and
+  never for a message of an earlier connection (its packet id means nothing on this one: the
+  broker re-sends it and we take it again);
 - publishes ``devices/{id}/updates`` (rollback notices) there.
 
 Who may publish where is then that broker's job: its ACLs give each device only its own topics
@@ -37,11 +37,12 @@ import contextlib
 import logging
 import ssl
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gmqtt
-from gmqtt.mqtt.constants import UNLIMITED_RECONNECTS, MQTTv50
+from gmqtt.mqtt.constants import UNLIMITED_RECONNECTS, MQTTCommands, MQTTv50
+from gmqtt.mqtt.package import CommandWithMidPacket
 
 from gateway import mqtt_link
 from gateway.broker import rules
@@ -63,31 +64,13 @@ def topic_filters(shared_group: str) -> list[str]:
     return [f"$share/{shared_group}/{f}" for f in plain] if shared_group else plain
 
 
-class NotAcknowledged(Exception):
-    """Raised by our message handler so gmqtt sends no PUBACK: the broker keeps the message in our
-    session and sends it again on the next connection."""
-
-
-class _QuietNotAcknowledged(logging.Filter):
-    """gmqtt takes the handler's outcome in a done-callback, so our NotAcknowledged reaches
-    asyncio's exception handler as a traceback: up to Receive Maximum of them at each reconnect.
-    They are expected and counted in ``stats()``; this drops exactly those records."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, NotAcknowledged)
-
-
-_QUIET = _QuietNotAcknowledged()
-
-
-@dataclass
+@dataclass(slots=True)
 class _Held:
-    """A message taken in and not acknowledged yet; ``turn`` resolves when its PUBACK may go."""
+    """A QoS 1 message taken in and not acknowledged yet, and the connection it came on."""
 
-    generation: int
+    connection: Any
+    mid: int
     durable: asyncio.Future[Any] | None
-    turn: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class ExternalBroker:
@@ -108,6 +91,8 @@ class ExternalBroker:
         self._stats = Stats()
         self._client: gmqtt.Client | None = None
         self._first: asyncio.Task[None] | None = None
+        self._handler: Any = None  # gmqtt's packet handler: its current connection
+        self._release_scheduled = False
         self._held: deque[_Held] = deque()
         self._generation = 0
         self._up = False
@@ -125,7 +110,7 @@ class ExternalBroker:
         client = gmqtt.Client(
             self.client_id,
             clean_session=False,
-            optimistic_acknowledgement=False,
+            optimistic_acknowledgement=False,  # and QoS 1 is ours anyway: see start()
             session_expiry_interval=min(int(self.settings.session_expiry_s), 0xFFFFFFFF),
             receive_maximum=max(1, min(self.settings.external_receive_max, 65535)),
         )
@@ -135,7 +120,14 @@ class ExternalBroker:
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
         client.on_message = self._message
-        logging.getLogger("asyncio").addFilter(_QUIET)  # once per process: adding it again is a no-op
+        # gmqtt 0.8 has no manual acknowledgement: its own way (optimistic_acknowledgement off)
+        # runs an async handler as a task per message and sends the PUBACK when it returns, and
+        # the only way not to send one is an exception in its done-callback. So we take its QoS 1
+        # step (a private method of its packet handler; gmqtt is pinned to 0.8.x and
+        # tests/broker/test_external*.py fail if the seam moves) and send the PUBACKs, built by
+        # gmqtt's own CommandWithMidPacket, on the connection the messages came on.
+        self._handler = client._package_handler
+        self._handler._handle_qos_1_publish_packet = self._qos1
         self._client = client
         self._first = asyncio.create_task(self._connect_first(client, context))
         log.info(
@@ -202,56 +194,69 @@ class ExternalBroker:
         self.ready.clear()
         self._drop_held()
 
-    async def _message(self, _client: gmqtt.Client, topic: str, payload: bytes, qos: int, _props: Any) -> int:
-        """Returns 0 (success) when the PUBACK may go, raises NotAcknowledged when it must not."""
-        device_id = rules.topic_device(topic)
-        durable: asyncio.Future[Any] | None = None
-        if device_id is None or topic.rsplit("/", 1)[-1] not in INGEST_KINDS:
-            self._stats.inc("ignored")  # not ours to ingest: acknowledged, or it comes back forever
-        else:
-            try:
-                durable = self._on_publish(device_id, topic, bytes(payload))
-            except Exception:
-                self._stats.inc("hook_errors")
-                log.exception("mqtt %s: ingest failed for %r; not acknowledged", device_id, topic)
-                raise NotAcknowledged(topic) from None  # the broker sends it again after a reconnect
-            self._stats.inc("published")
-        if qos == 0:
-            return 0
-        held = _Held(self._generation, durable)
-        self._held.append(held)
+    def _message(self, _client: gmqtt.Client, topic: str, payload: bytes, _qos: int, _props: Any) -> None:
+        """QoS 0 (QoS 1 comes to :meth:`_qos1`): taken in, nothing to acknowledge."""
+        self._ingest(topic, payload)
+
+    def _qos1(self, mid: int, payload: bytes, topic: str, _props: Any) -> None:
+        """In gmqtt's place for a QoS 1 PUBLISH: taken in and held, no PUBACK yet."""
+        taken, durable = self._ingest(topic, payload)
+        if not taken:
+            return  # held by the broker in our session; it comes again after a reconnect
+        connection = self._handler.current_connection if self._handler is not None else None
+        self._held.append(_Held(connection, mid, durable))
         if durable is None:
             self._release()
         else:
-            durable.add_done_callback(lambda _f: self._release())
-        await held.turn
-        return 0
+            durable.add_done_callback(self._on_durable)
+
+    def _ingest(self, topic: str, payload: bytes) -> tuple[bool, asyncio.Future[Any] | None]:
+        """(taken, the future of its outbox commit); not taken: the hook failed."""
+        device_id = rules.topic_device(topic)
+        if device_id is None or topic.rsplit("/", 1)[-1] not in INGEST_KINDS:
+            self._stats.inc("ignored")  # not ours to ingest: acknowledged, or it comes back forever
+            return True, None
+        try:
+            durable = self._on_publish(device_id, topic, bytes(payload))
+        except Exception:
+            self._stats.inc("hook_errors")
+            log.exception("mqtt %s: ingest failed for %r; not acknowledged", device_id, topic)
+            return False, None
+        self._stats.inc("published")
+        return True, durable
+
+    def _on_durable(self, _f: asyncio.Future[Any]) -> None:
+        if not self._release_scheduled:  # one pass for all a grouped commit resolved
+            self._release_scheduled = True
+            asyncio.get_running_loop().call_soon(self._release)
 
     def _release(self) -> None:
-        """Let go, in arrival order, every message at the head that is durable now."""
+        """Acknowledge, in arrival order and in one write, every message at the head that is
+        durable now and came on the current connection."""
+        self._release_scheduled = False
+        current = self._handler.current_connection if self._handler is not None and self._up else None
+        acks: list[bytes] = []
         while self._held:
             head = self._held[0]
             if head.durable is not None and not head.durable.done():
-                return
+                break
             self._held.popleft()
             failed = head.durable is not None and (head.durable.cancelled() or head.durable.exception())
             if failed:
                 self._stats.inc("hook_errors")  # not durable: no PUBACK, the broker sends it again
-                head.turn.set_exception(NotAcknowledged("not durable"))
-            elif head.generation == self._generation and self._up:
-                head.turn.set_result(None)
-                self._stats.inc("acked")
+            elif head.connection is current and current is not None:
+                acks.append(CommandWithMidPacket.build_package(MQTTCommands.PUBACK, head.mid, False))
             else:
-                head.turn.set_exception(NotAcknowledged("an earlier connection's message"))
+                self._stats.inc("dropped_on_reconnect")
+        if acks and current is not None:
+            current.send_package(b"".join(acks))
+            self._stats.inc("acked", len(acks))
 
     def _drop_held(self) -> None:
         """Messages of a connection that is gone: never acknowledged on another one."""
-        held, self._held = self._held, deque()
-        for h in held:
-            if not h.turn.done():
-                h.turn.set_exception(NotAcknowledged("an earlier connection's message"))
-        if held:
-            self._stats.inc("dropped_on_reconnect", len(held))  # the broker sends them again
+        if self._held:
+            self._stats.inc("dropped_on_reconnect", len(self._held))  # the broker sends them again
+        self._held.clear()
 
     # -- the face the site loop and the status page use --------------------------------------------
 

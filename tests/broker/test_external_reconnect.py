@@ -1,7 +1,7 @@
 """``mqtt.mode = "external"`` across a restart of the site broker, with messages in flight to us: a
 message taken on one connection is never acknowledged on the next (its packet id would name another
 message there); the broker sends it again and that copy is the one acknowledged. Quietly: the
-dropped handlers leave no traceback in the log (they are counted in ``stats()``)."""
+dropped ones are counted in ``stats()``, not logged as errors."""
 
 from __future__ import annotations
 
