@@ -92,6 +92,7 @@ class ExternalBroker:
         self._client: gmqtt.Client | None = None
         self._first: asyncio.Task[None] | None = None
         self._handler: Any = None  # gmqtt's packet handler: its current connection
+        self._context: ssl.SSLContext | bool = False
         self._release_scheduled = False
         self._held: deque[_Held] = deque()
         self._generation = 0
@@ -129,13 +130,15 @@ class ExternalBroker:
         self._handler = client._package_handler
         self._handler._handle_qos_1_publish_packet = self._qos1
         self._client = client
+        self._context = context
         self._first = asyncio.create_task(self._connect_first(client, context))
         log.info(
             "mqtt: using the site broker %s:%d as %r", self.endpoint.host, self.endpoint.port, self.client_id
         )
 
     async def _connect_first(self, client: gmqtt.Client, context: ssl.SSLContext | bool) -> None:
-        """Until the first connection stands; gmqtt reconnects by itself after that."""
+        """Until a connection stands; gmqtt reconnects by itself after that, except after a refusal
+        it deems permanent (a login refused): then this loop again, as at start-up."""
         delay = RECONNECT_MIN_S
         while True:
             try:
@@ -152,6 +155,10 @@ class ExternalBroker:
                 log.error("mqtt: cannot reach the site broker: %s (check mqtt.external_url); retrying", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)
+
+    async def _retry_later(self, client: gmqtt.Client) -> None:
+        await asyncio.sleep(RECONNECT_MAX_S)
+        await self._connect_first(client, self._context)
 
     async def stop(self) -> None:
         """Unacknowledged messages stay in the broker's session: they come again next time."""
@@ -193,6 +200,12 @@ class ExternalBroker:
         self._up = False
         self.ready.clear()
         self._drop_held()
+        refused = self._handler is not None and self._handler._permanent_failure
+        client = self._client
+        if refused and client is not None and (self._first is None or self._first.done()):
+            self._stats.inc("connect_refused")
+            log.error("mqtt: the site broker refused our login; retrying (check mqtt.external_url)")
+            self._first = asyncio.create_task(self._retry_later(client))
 
     def _message(self, _client: gmqtt.Client, topic: str, payload: bytes, _qos: int, _props: Any) -> None:
         """QoS 0 (QoS 1 comes to :meth:`_qos1`): taken in, nothing to acknowledge."""

@@ -1,20 +1,31 @@
 """``mqtt.mode = "external"`` across a restart of the site broker, with messages in flight to us: a
 message taken on one connection is never acknowledged on the next (its packet id would name another
 message there); the broker sends it again and that copy is the one acknowledged. Quietly: the
-dropped ones are counted in ``stats()``, not logged as errors."""
+dropped ones are counted in ``stats()``, not logged as errors. And a login the restarted broker
+refuses (a password changed there) is retried until it is accepted again, as at start-up."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import subprocess
 from collections.abc import Callable
 
 import pytest
 
 from gateway.broker.external import ExternalBroker
 from tests.broker.conftest import until
-from tests.broker.test_external import Device, Mosquitto, devices, metrics, mosquitto, settings  # noqa: F401
+from tests.broker.test_external import (  # noqa: F401
+    GATEWAY_PASSWORD,
+    Device,
+    Mosquitto,
+    devices,
+    metrics,
+    mosquitto,
+    settings,
+)
+from tests.peers import need
 
 pytestmark = pytest.mark.peer
 
@@ -57,3 +68,23 @@ async def test_a_reconnect_acknowledges_nothing_of_the_earlier_connection(
         await ext.stop()
     tracebacks = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not tracebacks, [r.getMessage() for r in tracebacks]
+
+
+async def test_a_login_refused_after_a_restart_is_retried(mosquitto: Mosquitto) -> None:  # noqa: F811
+    def password(pw: str) -> None:
+        mosquitto.stop()
+        passwd = str(mosquitto.work / "passwd")
+        subprocess.run([need("mosquitto_passwd"), "-b", passwd, "ota-gateway", pw], check=True)
+        mosquitto.start()
+
+    ext = ExternalBroker(settings(mosquitto), "ota-gateway-test", lambda *_a: None)
+    await ext.start()
+    try:
+        await until(lambda: ext.stats()["connects"] == 1, 30, what="connected")
+        password("changed-at-the-broker")
+        await until(lambda: ext.stats()["connect_refused"] >= 1, 30, what="a refused login")
+        password(GATEWAY_PASSWORD)
+        await until(lambda: ext.stats()["connects"] == 2, 30, what="connected again")
+        await until(ext.ready.is_set, what="subscribed again")
+    finally:
+        await ext.stop()
