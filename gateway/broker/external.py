@@ -225,7 +225,7 @@ class ExternalBroker:
 
     def _ingest(self, topic: str, payload: bytes) -> tuple[bool, asyncio.Future[Any] | None]:
         """(taken, the future of its outbox commit); not taken: the hook failed."""
-        device_id = rules.topic_device(topic)
+        device_id = rules.topic_device(topic) if isinstance(topic, str) else None  # bytes: not UTF-8
         if device_id is None or topic.rsplit("/", 1)[-1] not in INGEST_KINDS:
             self._stats.inc("ignored")  # not ours to ingest: acknowledged, or it comes back forever
             return True, None
