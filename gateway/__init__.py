@@ -23,7 +23,7 @@ the imports and enforces the rules marked *):
    repository with python-tuf's ``TrustedMetadataSet`` (``trust.tuf``, ``trust.tuf_state``); the
    clock floor), ``store`` (verified blobs on disk) *never importing network code*, ``inventory``,
    ``uplink`` (the disk outbox and its sinks), ``broker`` (embedded MQTT, or the site's own broker
-   through ``broker.external`` and ``mqtt_link``), ``discovery`` (mDNS), ``telemetry`` (ingest, drift
+   through ``broker.external`` (gmqtt on the loop) and ``mqtt_link``), ``discovery`` (mDNS), ``telemetry`` (ingest, drift
    signals (``telemetry.drift``), the dashboard's history, the site's trace), ``rollout`` (the gate keeper shell, gate files, and
    ``gate replay``: the same decisions over a recorded or simulated site), ``mirror``
    (upstream polling and transfers, verified chunk by chunk), ``bundle`` (air-gapped imports and

@@ -1,11 +1,12 @@
-"""An MQTT client connection to someone else's broker (paho-mqtt 2.x), reported into asyncio.
+"""An MQTT client connection to someone else's broker, reported into asyncio.
 
 Two rooms talk to a broker they do not run: ``broker.external`` (the site's own broker as the metrics
-source, ``mqtt.mode = "external"``) and ``uplink.sinks.MqttBridge`` (the cloud broker). Both use
-this: the URL and TLS files turned into a configured paho client, and paho's network thread
+source, ``mqtt.mode = "external"``, through gmqtt on the event loop itself) and
+``uplink.sinks.MqttBridge`` (the cloud broker, through paho-mqtt 2.x). Both take the URL and TLS
+files from here. The bridge also takes a configured paho client and paho's network thread
 (``loop_start``) whose callbacks are handed to the event loop with ``call_soon_threadsafe``, so the
-rooms' own code runs on the loop only. paho's ``publish``/``ack``/``subscribe`` are safe to call from
-the loop while its thread runs (they queue under paho's own locks and wake its thread).
+room's own code runs on the loop only. paho's ``publish`` is safe to call from the loop while its
+thread runs (it queues under paho's own locks and wakes its thread).
 
 What it leaves to its users: what to subscribe to, when to acknowledge, what a PUBACK means.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +22,6 @@ from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 
@@ -74,16 +73,13 @@ def make_client(
     tls: Tls,
     *,
     v5: bool,
-    manual_ack: bool = False,
-    reconnect: bool = False,
 ) -> paho.Client:
     """A paho client for ``endpoint``: credentials and TLS set, not connected yet."""
     client = paho.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-        manual_ack=manual_ack,
-        reconnect_on_failure=reconnect,
+        reconnect_on_failure=False,
     )
     if endpoint.username is not None:
         client.username_pw_set(endpoint.username, endpoint.password)
@@ -91,15 +87,6 @@ def make_client(
         client.tls_set_context(tls.context())
     client.max_queued_messages_set(0)  # our callers bound what they queue themselves
     return client
-
-
-def connect_properties(session_expiry_s: float, receive_max: int) -> Properties:
-    """MQTT 5 CONNECT properties: how long the broker keeps our session while we are away
-    [MQTT-3.1.2.11.2], and how many QoS 1 messages it may have in flight to us [MQTT-3.1.2.11.3]."""
-    props = Properties(paho.PacketTypes.CONNECT)
-    props.SessionExpiryInterval = min(int(session_expiry_s), 0xFFFFFFFF)
-    props.ReceiveMaximum = max(1, min(receive_max, 65535))
-    return props
 
 
 class LoopBridge:
@@ -113,7 +100,6 @@ class LoopBridge:
         *,
         on_connect: Callable[[int, bool, ReasonCode], None],
         on_disconnect: Callable[[ReasonCode | int], None],
-        on_message: Callable[[int, paho.MQTTMessage], None] | None = None,
         on_publish: Callable[[int, int], None] | None = None,
     ) -> None:
         self.client = client
@@ -121,15 +107,9 @@ class LoopBridge:
         self.generation = 0
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
-        self._on_message = on_message
         self._on_publish = on_publish
-        self._lock = threading.Lock()
-        self._inbox: list[tuple[int, paho.MQTTMessage]] = []
-        self._scheduled = False
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
-        if on_message is not None:
-            client.on_message = self._message
         if on_publish is not None:
             client.on_publish = self._published
 
@@ -146,24 +126,6 @@ class LoopBridge:
 
     def _disconnected(self, _c: Any, _u: Any, _f: Any, reason: ReasonCode | int, _p: Any) -> None:
         self._call(self._on_disconnect, reason)
-
-    def _message(self, _c: Any, _u: Any, message: paho.MQTTMessage) -> None:
-        # A busy stream hands over in batches: one loop wake-up for all that arrived meanwhile,
-        # not one per message (each call_soon_threadsafe writes to the loop's self-pipe).
-        with self._lock:
-            self._inbox.append((self.generation, message))
-            if self._scheduled:
-                return
-            self._scheduled = True
-        self._call(self._drain)
-
-    def _drain(self) -> None:
-        assert self._on_message is not None
-        with self._lock:
-            batch, self._inbox = self._inbox, []
-            self._scheduled = False
-        for generation, message in batch:
-            self._on_message(generation, message)
 
     def _published(self, _c: Any, _u: Any, mid: int, reason: ReasonCode, _p: Any) -> None:
         assert self._on_publish is not None

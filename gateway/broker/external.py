@@ -2,7 +2,10 @@
 
 A large site already runs a broker or a cluster (mosquitto, EMQX, HiveMQ) that holds its devices'
 connections better than an embedded one. The gateway then connects to it as one MQTT 5 client
-(``mqtt.external_url``) and:
+(``mqtt.external_url``) through gmqtt, an asyncio-native client: the event loop reads its socket
+in large chunks, so a busy stream costs no thread, no lock hand-over and no loop wake-up per
+message (paho's network thread did, and the profile in issue 27 found half the gateway's CPU there).
+It:
 
 - subscribes at QoS 1 to ``devices/+/metrics`` and ``devices/+/events``, as a shared subscription
   ``$share/{mqtt.external_shared_group}/...`` [MQTT 5, 4.8.2] when a group is set, so several
@@ -13,10 +16,11 @@ connections better than an embedded one. The gateway then connects to it as one 
   arrives while it is away waits for it in the broker;
 - acknowledges a message only once it is durable in the outbox: the same ingest hook as the embedded
   broker (``Telemetry.mqtt_message``) returns a future that resolves when the outbox commit is on
-  disk, and only then goes the PUBACK (paho's ``manual_ack``). Until then the broker holds the
-  message in our session; after a crash or a lost connection it sends it again. Acknowledgements
-  leave in the order the messages came [MQTT-4.6.0-2], and never for a message of an earlier
-  connection (its packet id means nothing on this one: the broker re-sends it and we take it again);
+  disk, and only then goes the PUBACK. Until then the broker holds the message in our session;
+  after a crash or a lost connection it sends it again. Acknowledgements leave in the order the
+  messages came [MQTT-4.6.0-2], all those one grouped outbox commit made durable in one write, and
+  never for a message of an earlier connection (its packet id means nothing on this one: the
+  broker re-sends it and we take it again);
 - publishes ``devices/{id}/updates`` (rollback notices) there.
 
 Who may publish where is then that broker's job: its ACLs give each device only its own topics
@@ -29,14 +33,16 @@ What it leaves to others: what a message means (``on_publish``), the broker's ow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import ssl
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-import paho.mqtt.client as paho
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
+import gmqtt
+from gmqtt.mqtt.constants import UNLIMITED_RECONNECTS, MQTTCommands, MQTTv50
+from gmqtt.mqtt.package import CommandWithMidPacket
 
 from gateway import mqtt_link
 from gateway.broker import rules
@@ -49,7 +55,8 @@ log = logging.getLogger(__name__)
 
 INGEST_KINDS = ("metrics", "events", "samples")
 KEEPALIVE_S = 30
-RECONNECT_MAX_S = 5  # paho's backoff cap: a restarted site broker is ours again within seconds
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 5  # a restarted site broker is ours again within seconds
 
 
 def topic_filters(shared_group: str) -> list[str]:
@@ -57,13 +64,12 @@ def topic_filters(shared_group: str) -> list[str]:
     return [f"$share/{shared_group}/{f}" for f in plain] if shared_group else plain
 
 
-@dataclass
+@dataclass(slots=True)
 class _Held:
-    """A message taken in and not acknowledged yet."""
+    """A QoS 1 message taken in and not acknowledged yet, and the connection it came on."""
 
-    generation: int
+    connection: Any
     mid: int
-    qos: int
     durable: asyncio.Future[Any] | None
 
 
@@ -83,43 +89,76 @@ class ExternalBroker:
         self.tls = mqtt_link.Tls(settings.external_ca, settings.external_cert, settings.external_key)
         self._on_publish = on_publish
         self._stats = Stats()
-        self._client: paho.Client | None = None
-        self._bridge: mqtt_link.LoopBridge | None = None
+        self._client: gmqtt.Client | None = None
+        self._first: asyncio.Task[None] | None = None
+        self._handler: Any = None  # gmqtt's packet handler: its current connection
+        self._context: ssl.SSLContext | bool = False
+        self._release_scheduled = False
         self._held: deque[_Held] = deque()
         self._generation = 0
         self._up = False
         self.ready = asyncio.Event()  # subscribed on the current connection (tests, status)
 
     async def start(self) -> None:
-        """Connects in the background: a site broker that is down at start-up is retried (paho's
-        backoff, 1 to 5 s) and logged, not a reason to stop the gateway."""
+        """Connects in the background: a site broker that is down at start-up is retried (1 to 5 s
+        apart) and logged, not a reason to stop the gateway."""
+        context: ssl.SSLContext | bool = False
         if self.endpoint.tls:
             try:
-                self.tls.context()
+                context = self.tls.context()
             except (OSError, ValueError) as exc:
                 raise ConfigError("configuration", "mqtt.external_ca", f"readable PEM files ({exc})") from exc
-        client = mqtt_link.make_client(
-            self.endpoint, self.client_id, self.tls, v5=True, manual_ack=True, reconnect=True
+        client = gmqtt.Client(
+            self.client_id,
+            clean_session=False,
+            optimistic_acknowledgement=False,  # and QoS 1 is ours anyway: see start()
+            session_expiry_interval=min(int(self.settings.session_expiry_s), 0xFFFFFFFF),
+            receive_maximum=max(1, min(self.settings.external_receive_max, 65535)),
         )
-        client.reconnect_delay_set(1, RECONNECT_MAX_S)
-        self._bridge = mqtt_link.LoopBridge(
-            client,
-            asyncio.get_running_loop(),
-            on_connect=self._connected,
-            on_disconnect=self._disconnected,
-            on_message=self._message,
-        )
-        props = mqtt_link.connect_properties(
-            self.settings.session_expiry_s, self.settings.external_receive_max
-        )
-        client.connect_async(
-            self.endpoint.host, self.endpoint.port, KEEPALIVE_S, clean_start=False, properties=props
-        )
-        client.loop_start()
+        client.set_config({"reconnect_retries": UNLIMITED_RECONNECTS, "reconnect_delay": RECONNECT_MIN_S})
+        if self.endpoint.username is not None:
+            client.set_auth_credentials(self.endpoint.username, self.endpoint.password)
+        client.on_connect = self._connected
+        client.on_disconnect = self._disconnected
+        client.on_message = self._message
+        # gmqtt 0.8 has no manual acknowledgement: its own way (optimistic_acknowledgement off)
+        # runs an async handler as a task per message and sends the PUBACK when it returns, and
+        # the only way not to send one is an exception in its done-callback. So we take its QoS 1
+        # step (a private method of its packet handler; gmqtt is pinned to 0.8.x and
+        # tests/broker/test_external*.py fail if the seam moves) and send the PUBACKs, built by
+        # gmqtt's own CommandWithMidPacket, on the connection the messages came on.
+        self._handler = client._package_handler
+        self._handler._handle_qos_1_publish_packet = self._qos1
         self._client = client
+        self._context = context
+        self._first = asyncio.create_task(self._connect_first(client, context))
         log.info(
             "mqtt: using the site broker %s:%d as %r", self.endpoint.host, self.endpoint.port, self.client_id
         )
+
+    async def _connect_first(self, client: gmqtt.Client, context: ssl.SSLContext | bool) -> None:
+        """Until a connection stands; gmqtt reconnects by itself after that, except after a refusal
+        it deems permanent (a login refused): then this loop again, as at start-up."""
+        delay = RECONNECT_MIN_S
+        while True:
+            try:
+                await client.connect(
+                    self.endpoint.host,
+                    self.endpoint.port,
+                    ssl=context,
+                    keepalive=KEEPALIVE_S,
+                    version=MQTTv50,
+                )
+                return
+            except (TimeoutError, OSError, gmqtt.MQTTConnectError) as exc:
+                self._stats.inc("connect_refused")
+                log.error("mqtt: cannot reach the site broker: %s (check mqtt.external_url); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+
+    async def _retry_later(self, client: gmqtt.Client) -> None:
+        await asyncio.sleep(RECONNECT_MAX_S)
+        await self._connect_first(client, self._context)
 
     async def stop(self) -> None:
         """Unacknowledged messages stay in the broker's session: they come again next time."""
@@ -127,82 +166,124 @@ class ExternalBroker:
         if client is None:
             return
         self._up = False
-        client.disconnect()
-        await asyncio.to_thread(client.loop_stop)
-        self._held.clear()
+        self._drop_held()
+        if self._first is not None:
+            self._first.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._first
+        with contextlib.suppress(Exception):
+            await client.disconnect()
 
-    # -- paho's events, on the loop ----------------------------------------------------------------
+    # -- gmqtt's events, on the loop ---------------------------------------------------------------
 
-    def _connected(self, generation: int, session_present: bool, reason: ReasonCode) -> None:
-        if reason.is_failure:
+    def _connected(self, client: gmqtt.Client, session_present: int, result: int, _props: Any) -> None:
+        if result != 0:
             self._stats.inc("connect_refused")
-            log.error("mqtt: the site broker refused us: %s (check mqtt.external_url)", reason)
+            log.error("mqtt: the site broker refused us: 0x%02x (check mqtt.external_url)", result)
             return
-        self._generation = generation
+        self._generation += 1
         self._up = True
-        self._held.clear()  # their packet ids belonged to the last connection
+        self._drop_held()  # their packet ids belonged to the last connection
         self._stats.inc("connects")
-        log.info("mqtt: connected to the site broker (session present: %s)", session_present)
-        client = self._client
-        if client is None:
-            return
-        options = SubscribeOptions(qos=1)
-        client.subscribe([(f, options) for f in topic_filters(self.settings.external_shared_group)])
+        log.info("mqtt: connected to the site broker (session present: %s)", bool(session_present))
+        if client.subscriptions:
+            for sub in list(client.subscriptions):
+                client.resubscribe(sub)
+        else:
+            filters = topic_filters(self.settings.external_shared_group)
+            client.subscribe([gmqtt.Subscription(f, qos=1) for f in filters])
         self.ready.set()
 
-    def _disconnected(self, reason: ReasonCode | int) -> None:
+    def _disconnected(self, _client: gmqtt.Client, _packet: Any, _exc: Any = None) -> None:
         if self._up:
-            log.warning("mqtt: lost the site broker (%s); reconnecting", reason)
+            log.warning("mqtt: lost the site broker; reconnecting")
         self._up = False
         self.ready.clear()
+        self._drop_held()
+        refused = self._handler is not None and self._handler._permanent_failure
+        client = self._client
+        if refused and client is not None and (self._first is None or self._first.done()):
+            self._stats.inc("connect_refused")
+            log.error("mqtt: the site broker refused our login; retrying (check mqtt.external_url)")
+            self._first = asyncio.create_task(self._retry_later(client))
 
-    def _message(self, generation: int, message: paho.MQTTMessage) -> None:
-        topic = message.topic
-        device_id = rules.topic_device(topic)
-        durable: asyncio.Future[Any] | None = None
-        if device_id is None or topic.rsplit("/", 1)[-1] not in INGEST_KINDS:
-            self._stats.inc("ignored")  # not ours to ingest: acknowledged, or it comes back forever
-        else:
-            try:
-                durable = self._on_publish(device_id, topic, bytes(message.payload))
-            except Exception:
-                self._stats.inc("hook_errors")
-                log.exception("mqtt %s: ingest failed for %r; not acknowledged", device_id, topic)
-                return  # held by the broker in our session; it comes again after a reconnect
-            self._stats.inc("published")
-        if message.qos == 0:
-            return
-        held = _Held(generation, message.mid, message.qos, durable)
-        self._held.append(held)
+    def _message(self, _client: gmqtt.Client, topic: str, payload: bytes, _qos: int, _props: Any) -> None:
+        """QoS 0 (QoS 1 comes to :meth:`_qos1`): taken in, nothing to acknowledge."""
+        self._ingest(topic, payload)
+
+    def _qos1(self, mid: int, payload: bytes, topic: str, _props: Any) -> None:
+        """In gmqtt's place for a QoS 1 PUBLISH: taken in and held, no PUBACK yet."""
+        taken, durable = self._ingest(topic, payload)
+        if not taken:
+            return  # held by the broker in our session; it comes again after a reconnect
+        connection = self._handler.current_connection if self._handler is not None else None
+        self._held.append(_Held(connection, mid, durable))
         if durable is None:
             self._release()
         else:
-            durable.add_done_callback(lambda _f: self._release())
+            durable.add_done_callback(self._on_durable)
+
+    def _ingest(self, topic: str, payload: bytes) -> tuple[bool, asyncio.Future[Any] | None]:
+        """(taken, the future of its outbox commit); not taken: the hook failed."""
+        device_id = rules.topic_device(topic) if isinstance(topic, str) else None  # bytes: not UTF-8
+        if device_id is None or topic.rsplit("/", 1)[-1] not in INGEST_KINDS:
+            self._stats.inc("ignored")  # not ours to ingest: acknowledged, or it comes back forever
+            return True, None
+        try:
+            durable = self._on_publish(device_id, topic, bytes(payload))
+        except Exception:
+            self._stats.inc("hook_errors")
+            log.exception("mqtt %s: ingest failed for %r; not acknowledged", device_id, topic)
+            return False, None
+        self._stats.inc("published")
+        return True, durable
+
+    def _on_durable(self, _f: asyncio.Future[Any]) -> None:
+        if not self._release_scheduled:  # one pass for all a grouped commit resolved
+            self._release_scheduled = True
+            asyncio.get_running_loop().call_soon(self._release)
 
     def _release(self) -> None:
-        """Acknowledge, in arrival order, every message at the head that is durable now."""
-        client = self._client
+        """Acknowledge, in arrival order and in one write, every message at the head that is
+        durable now and came on the current connection."""
+        self._release_scheduled = False
+        current = self._handler.current_connection if self._handler is not None and self._up else None
+        acks: list[bytes] = []
         while self._held:
             head = self._held[0]
             if head.durable is not None and not head.durable.done():
-                return
+                break
             self._held.popleft()
             failed = head.durable is not None and (head.durable.cancelled() or head.durable.exception())
             if failed:
                 self._stats.inc("hook_errors")  # not durable: no PUBACK, the broker sends it again
-                continue
-            if client is not None and head.generation == self._generation and self._up:
-                client.ack(head.mid, head.qos)
-                self._stats.inc("acked")
+            elif head.connection is current and current is not None:
+                acks.append(CommandWithMidPacket.build_package(MQTTCommands.PUBACK, head.mid, False))
+            else:
+                self._stats.inc("dropped_on_reconnect")
+        if acks and current is not None:
+            current.send_package(b"".join(acks))
+            self._stats.inc("acked", len(acks))
+
+    def _drop_held(self) -> None:
+        """Messages of a connection that is gone: never acknowledged on another one."""
+        if self._held:
+            self._stats.inc("dropped_on_reconnect", len(self._held))  # the broker sends them again
+        self._held.clear()
 
     # -- the face the site loop and the status page use --------------------------------------------
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         if rules.topic_device(topic) is None or not rules.valid_topic_name(topic):
             raise ValueError(f"not a device topic: {topic!r}")
-        if self._client is None:
+        client = self._client
+        if client is None:
             raise RuntimeError("not started")
-        self._client.publish(topic, payload, qos)  # queued by paho while the broker is away
+        if self._generation == 0:  # never connected yet: nowhere to keep it (the device polls anyway)
+            self._stats.inc("undelivered")
+            log.warning("mqtt: the site broker was never reached; notice on %r not sent", topic)
+            return
+        client.publish(topic, payload, qos=qos)  # QoS 1 is kept by gmqtt and sent again on reconnect
         self._stats.inc("delivered")
 
     def connected(self, device_id: str) -> bool:
@@ -224,6 +305,8 @@ class ExternalBroker:
                 "ignored",
                 "hook_errors",
                 "delivered",
+                "undelivered",
+                "dropped_on_reconnect",
             )
         }
         out.update(self._stats.snapshot())
