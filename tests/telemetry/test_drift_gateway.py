@@ -17,6 +17,7 @@ from gateway.core.drift_sketch import DriftSketch
 from tests.conftest import Registry
 from tests.gw import OPEN_FIRST, base_url, gateway_settings, running, until
 from tests.peers import IngestServer, ingest_batch
+from tests.test_commands import run_cli, write_config
 
 
 class Ingest(IngestServer):
@@ -144,11 +145,12 @@ async def test_hostile_drift_is_a_400_and_changes_nothing(reg: Registry, tmp_pat
 
 @pytest.mark.parametrize("dry_run", [("input_drift",), ()], ids=["dry-run", "halting"])
 async def test_an_alert_during_an_open_gate_is_recorded_dry_run_or_halts(
-    reg: Registry, tmp_path: Path, dry_run: tuple[str, ...]
+    reg: Registry, tmp_path: Path, dry_run: tuple[str, ...], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A first version's gate holds wave 1 (a long soak); the input of every device shifts; the
     drift alert reaches the gate as input_drift:pc1 worse: recorded with its evidence and the gate
-    still open in dry run (the default), halted with ``dry_run = []``. Read over HTTP ``/gates``."""
+    still open in dry run (the default), halted with ``dry_run = []``. Read over HTTP ``/gates`` and
+    with ``ota-gateway gate status``."""
     rng = random.Random(len(dry_run))
     reg.publish(b"model-1", extra={"drift_reference": {"pc1": _sketch(rng, 0.0, 20_000)}})
     settings = gateway_settings(
@@ -236,3 +238,10 @@ async def test_an_alert_during_an_open_gate_is_recorded_dry_run_or_halts(
                 gate["last_decision"]["action"] == "halt"
                 and "input_drift:pc1" in gate["last_decision"]["reason"]
             )
+        _code, out = await run_cli(
+            capsys, "gate", "status", "--config", str(write_config(gw, tmp_path / "gw.toml"))
+        )
+        said = "input drift 'pc1': PSI "
+        (line,) = [x.strip() for x in out.splitlines() if said in x]
+        assert line.startswith(("dry run: " if dry_run else "") + said), out
+        assert line.endswith("against the manifest's reference, alert at 0.1: worse"), out
