@@ -16,6 +16,7 @@ import pytest
 from gateway.core.drift import DriftTracker
 from gateway.core.drift_settings import DriftSettings
 from gateway.core.drift_sketch import DriftSketch
+from gateway.core.errors import FormatError
 from gateway.core.gates import Action, GateLimits, InputDrift, Stage, evaluate
 from gateway.core.gates.sequential import Answer
 from gateway.core.gates.values import FeatureDrift
@@ -147,3 +148,21 @@ def test_the_trackers_view_carries_the_alert_and_when_it_was_raised(seed: int) -
         if x.criterion.startswith("input_drift")
     ]
     assert v.result == Answer.WORSE and v.dry_run and v.candidate is not None and v.candidate >= 0.1
+
+
+def test_a_drift_state_file_from_before_keeps_its_alarm_and_a_bad_one_is_refused() -> None:
+    """Alarms written before the gates read them carry no instant: read back as raised at 0 (before
+    any gate), so a restart does not turn an old alert into a new one; a bad field is a FormatError."""
+    old = {
+        "version": 1,
+        "past": [],
+        "alarms": [{"model_id": MODEL, "feature": "pc1", "over": 3, "under": 0, "on": True}],
+    }
+    tracker = DriftTracker(DriftSettings())
+    tracker.restore(old)
+    alarm = tracker.alarms[(MODEL, "pc1")]
+    assert alarm.on and alarm.at == 0.0 and alarm.against == "past"
+    for bad in ({"against": "yesterday"}, {"at": "noon"}, {"distance": None}):
+        doc = {**old, "alarms": [{**old["alarms"][0], **bad}]}
+        with pytest.raises(FormatError, match="bad alarm"):
+            DriftTracker(DriftSettings()).restore(doc)
