@@ -8,7 +8,8 @@ the imports and enforces the rules marked *):
    poll policy, waves, gates (anytime-valid paired decisions, one table of criteria) and the site's
    decision state (``core.site``: ``apply_index``,
    ``on_control``, ``tick``), telemetry windows and aggregation, drift (``drift_sketch``: the devices' feature
-   sketches; ``drift``: PSI against the reference and the site's past, and its alert), pacing,
+   sketches; ``drift``: PSI against the reference and the site's past, and its alert, which the
+   gates read as the ``input_drift`` row), pacing,
    the eviction choice,
    figures for people (``human``, ``progress``), the limit on repeated log lines (``repeats``),
    hawkBit DDI's documents, action ids and feedback (``ddi``), samples for retraining

@@ -173,11 +173,13 @@ class SiteLoop:
         held = self.gates.site.index_version
         if index is not None and (held is None or index.version > held):
             await self.enter_index(index)  # an earlier attempt failed (e.g. the disk): again
+        drift = self.telemetry.drift
         effects = await self.gates.tick(
             self.trust.clock(now).now,
             devices=self.inventory.live(),
             matrix=self.matrix,
             durable=self._journal_decisions,
+            drift=drift.tracker.gate_view() if drift is not None and drift.settings.enabled else None,
         )
         await self._carry_out(effects)
 

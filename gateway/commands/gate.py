@@ -57,7 +57,7 @@ def _evidence(decision: dict[str, Any]) -> list[str]:
         except (TypeError, ValueError):
             continue
     shown = sorted((v for v in verdicts if str(v.result) in order), key=lambda v: order[str(v.result)])
-    return [say(v) for v in shown]
+    return [("dry run: " if v.dry_run else "") + say(v) for v in shown]
 
 
 def cmd_control(args: argparse.Namespace) -> int:

@@ -42,15 +42,17 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gateway.core.drift_settings import DriftSettings
 from gateway.core.drift_sketch import GAMMA, Cell, DriftSketch, parse_sketch, valid_feature
 from gateway.core.errors import FormatError
+from gateway.core.gates.values import FeatureDrift, InputDrift
 from gateway.core.manifest import valid_id
 
 BINS = 10
+AGAINST = ("past", "reference")
 SITE = "site"  # the scope of the site-wide windows; a cohort's scope is "<attribute>:<value>"
 
 Key = tuple[str, str]
@@ -157,6 +159,9 @@ class _Alarm:
     over: int = 0
     under: int = 0
     on: bool = False
+    at: float = 0.0  # when it was last raised, at what distance and against what (for the gates)
+    distance: float = 0.0
+    against: str = "past"
 
 
 @dataclass
@@ -295,7 +300,7 @@ class DriftTracker:
         else:
             alarm.over, alarm.under = 0, alarm.under + 1
         if not alarm.on and alarm.over >= self.s.alert_windows:
-            alarm.on = True
+            alarm.on, alarm.at, alarm.distance, alarm.against = True, now, distance, against
             return DriftAlert(key[0], key[1], True, now, distance, against)
         if alarm.on and alarm.under >= self.s.alert_windows:
             alarm.on = False
@@ -314,6 +319,25 @@ class DriftTracker:
         for old in [s for s in slots if s < oldest]:
             del slots[old]
 
+    def gate_view(self) -> InputDrift:
+        """What the gates read (the ``input_drift`` row): each model's features judged in their
+        latest site-wide window, with the distance the alert reads and the alert in force."""
+        models: dict[str, list[FeatureDrift]] = {}
+        for key, rec in sorted(self.latest.items()):
+            seen = [("past", rec.to_past)] + (
+                [("reference", rec.to_reference)] if self.s.alert_on_reference else []
+            )
+            judged = [(d, against) for against, d in seen if d is not None]
+            alarm = self.alarms.get(key, _Alarm())
+            if alarm.on and not judged:  # the window had too few values: the alert's own figures
+                judged = [(alarm.distance, alarm.against)]
+            if not judged:
+                continue
+            distance, against = max(judged)
+            feature = FeatureDrift(key[1], distance, against, alarm.at if alarm.on else None)
+            models.setdefault(key[0], []).append(feature)
+        return InputDrift(self.s.alert_at, {m: tuple(fs) for m, fs in models.items()})
+
     def to_json(self) -> dict[str, Any]:
         """What a restart should not forget: the site's past and the alarms (``restore``)."""
         return {
@@ -327,8 +351,7 @@ class DriftTracker:
                 for (m, f), slots in sorted(self.past.items())
             ],
             "alarms": [
-                {"model_id": m, "feature": f, "over": a.over, "under": a.under, "on": a.on}
-                for (m, f), a in sorted(self.alarms.items())
+                {"model_id": m, "feature": f, **asdict(a)} for (m, f), a in sorted(self.alarms.items())
             ],
         }
 
@@ -348,9 +371,18 @@ class DriftTracker:
                 past[key] = {n: slots[n] for n in sorted(slots)[-keep:]}
             for item in doc["alarms"][: self.s.max_features]:
                 counts = [item[k] for k in ("over", "under")]
-                if not all(isinstance(c, int) and c >= 0 for c in counts) or not isinstance(item["on"], bool):
+                at, distance = item.get("at", 0.0), item.get("distance", 0.0)  # absent in older files
+                against = item.get("against", "past")
+                ok = all(isinstance(c, int) and c >= 0 for c in counts) and isinstance(item["on"], bool)
+                if (
+                    not ok
+                    or not all(isinstance(x, (int, float)) for x in (at, distance))
+                    or against not in AGAINST
+                ):
                     raise FormatError("drift state: a bad alarm")
-                alarms[_key(item)] = _Alarm(counts[0], counts[1], item["on"])
+                alarms[_key(item)] = _Alarm(
+                    counts[0], counts[1], item["on"], float(at), float(distance), against
+                )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FormatError(f"drift state: wrong shape ({exc!r})") from None
         self.past, self.alarms = past, alarms

@@ -37,6 +37,7 @@ from gateway.core.gates import (
     Event,
     GateLimits,
     GateState,
+    InputDrift,
     Stage,
     apply_controls,
     artifact_changed,
@@ -293,8 +294,10 @@ def tick(
     events: Sequence[Event],
     devices: Sequence[DeviceRecord],
     matrix: CompatMatrix | None,
+    drift: InputDrift | None = None,
 ) -> tuple[Site, Effects]:
-    """Every few seconds: the cloud's commands, then every gate's step on the new evidence."""
+    """Every few seconds: the cloud's commands, then every gate's step on the new evidence (and the
+    drift watch's view of the models' inputs: None without one, as in ``gate replay``)."""
     site, decisions = _cloud_commands(site, now, settings, devices, matrix)
     changed = bool(decisions)
     by_key = {d.key: d for d in site.deployments}
@@ -313,7 +316,7 @@ def tick(
         new, made = step(
             _noterunning(gate, devices),
             now=now,
-            limits=GateLimits.of(health, settings),
+            limits=GateLimits.of(health, settings).with_drift(drift, gate.model_id),
             eligible=_lazy_eligible(site, key, now, devices, matrix) if gate.active else {},
             windows=windows,
             events=events,

@@ -24,7 +24,7 @@ from gateway import atomic
 from gateway.core import site as S
 from gateway.core.device import DeviceRecord
 from gateway.core.errors import DamagedStateError
-from gateway.core.gates import Action, Control, Event, GateState
+from gateway.core.gates import Action, Control, Event, GateState, InputDrift
 from gateway.core.manifest import Deployment, parse_deployment
 from gateway.core.settings import GateSettings
 from gateway.core.waves import wave_target
@@ -229,6 +229,7 @@ class GateKeeper:
         devices: Sequence[DeviceRecord],
         matrix: CompatMatrix | None,
         durable: Callable[[S.Effects], Awaitable[None]] | None = None,
+        drift: InputDrift | None = None,
     ) -> S.Effects:
         windows, self._windows = self._windows, []
         events, self._events = self._events, []
@@ -242,6 +243,7 @@ class GateKeeper:
                     events=events,
                     devices=devices,
                     matrix=matrix,
+                    drift=drift,
                 ),
                 durable,
             )

@@ -9,7 +9,10 @@ rows; each row's confidence sequence holds at every look at once). "No worse" as
 at ``no_worse_risk``. A row with no data yet is undecided; a row the candidate's devices never
 report (no temperature sensor) is left out once the candidate has ``min_samples`` windows. A row
 with a stage (the shadow agreement rows) keeps its share of the rate over the whole rollout of a gate
-that has that stage, and is judged only in it.
+that has that stage, and is judged only in it. The ``input_drift`` row (kind ``alert``) is the drift
+watch's alerts on the model's input features, outside the stated rate (weight 0): each judged
+feature is worse when its alert was raised since the gate opened, no worse otherwise; with no
+feature judged (no drift watch, as in ``gate replay``, or a model that reports none) it is left out.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from gateway.core.gates.sequential import Answer, judge_mean, judge_share
 from gateway.core.gates.shadow import shadow_verdict
 from gateway.core.gates.stream import Stream
 from gateway.core.gates.table import CRITERIA, Criterion, Kind, Unit
-from gateway.core.gates.values import GateLimits, GateState, Stage, Verdict
+from gateway.core.gates.values import FeatureDrift, GateLimits, GateState, Stage, Verdict
 
 
 def _applies(c: Criterion, state: GateState, lim: GateLimits) -> bool:
@@ -30,6 +33,8 @@ def _applies(c: Criterion, state: GateState, lim: GateLimits) -> bool:
     if c.stage == Stage.SHADOW:  # counted over the whole rollout of a gate with a shadow stage
         has_shadow = lim.site.shadow and state.baseline_version is not None
         return has_shadow and (c.metric != "agree:" or bool(state.classes))
+    if c.kind == Kind.ALERT:
+        return bool(lim.drift)  # no judged feature: left out, like a metric nobody reports
     if c.kind != Kind.RELATIVE:
         return c.metric != "class:" or bool(lim.expected_classes)
     if state.baseline_version is None or not state.reference:
@@ -50,13 +55,16 @@ def evaluate(state: GateState, lim: GateLimits, now: float | None = None) -> lis
     judged = rows(state, lim)
     if not judged:
         return []
-    total = sum(c.weight for c in judged)
+    total = sum(c.weight for c in judged) or 1.0
     seen = max((st.windows for st in state.streams.values()), default=0)
     out: list[Verdict] = []
     for c in judged:
         alpha = s.false_halt_rate * c.weight / total
         if c.stage and c.stage != state.stage:
             continue  # judged only in its stage (its share of the rate stays spent on it)
+        if c.kind == Kind.ALERT:
+            out.extend(_drift(c, f, state, lim) for f in lim.drift)
+            continue
         if c.kind == Kind.SHARE:
             v = _share(c, state, lim, alpha, now)
             if v is not None:
@@ -178,3 +186,17 @@ def _share(
     return Verdict(
         c.name, answer, j.estimate, None, margin, samples, "", lower=j.lower, upper=j.upper, e_value=j.e_value
     )
+
+
+AGAINST = {"past": "against the site's past", "reference": "against the manifest's reference"}
+
+
+def _drift(c: Criterion, f: FeatureDrift, state: GateState, lim: GateLimits) -> Verdict:
+    """A feature of the gate's model: worse when its drift alert was raised since the gate opened.
+    An alert raised before is the site's, not this candidate's: no worse, and the note says so."""
+    since = f.raised_at is not None and f.raised_at >= state.opened_at
+    note = AGAINST.get(f.against, f"against {f.against}")
+    if f.raised_at is not None and not since:
+        note += "; alert raised before the gate opened"
+    answer = Answer.WORSE if since else Answer.NO_WORSE
+    return Verdict(f"{c.name}:{f.feature}", answer, f.psi, None, c.margin(lim), {}, note)

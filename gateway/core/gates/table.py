@@ -12,7 +12,11 @@ Kinds:
   (:mod:`gateway.core.gates.paired`); the margin is how much worse the candidate may be;
 * ``absolute``: the candidate's devices against a limit (the manifest's health checks, tightened by
   the site); needs no baseline;
-* ``share``: a share of the candidate's devices (install failures, silence) against a limit.
+* ``share``: a share of the candidate's devices (install failures, silence) against a limit;
+* ``alert``: the drift watch's alert on an input feature of the gate's model
+  (:mod:`gateway.core.drift`), raised since the gate opened. Not a statistical test at a stated
+  rate: its weight is 0, it takes no share of the false-halt budget and the stated rate does not
+  cover it, which is why ``gates.dry_run`` names it by default.
 
 Rows with a ``stage`` are judged only in that stage: ``shadow_agreement`` and
 ``shadow_class_agreement`` (the candidate's top-1 agreement with the active model on the same frames,
@@ -38,6 +42,7 @@ class Kind(enum.StrEnum):
     RELATIVE = "relative"
     ABSOLUTE = "absolute"
     SHARE = "share"
+    ALERT = "alert"
 
 
 class Unit(enum.StrEnum):
@@ -217,7 +222,22 @@ SHADOW = (
         stage="shadow",
     ),
 )
-CRITERIA: tuple[Criterion, ...] = (*RELATIVE, *ABSOLUTE, *SHARE, *SHADOW)
+# weight 0: an alert past drift.alert_at for drift.alert_windows windows is a rule of thumb on the
+# size of a change, not a test with a known rate under "no change"; giving it a share of the
+# false-halt budget would take evidence from the rows that have one and still not bound its own rate
+ALERT = (
+    Criterion(
+        "input_drift",
+        Kind.ALERT,
+        "drift:",
+        "limit:drift_alert_at",
+        "input drift",
+        Unit.SCORE,
+        figure="bar",
+        weight=0.0,
+    ),
+)
+CRITERIA: tuple[Criterion, ...] = (*RELATIVE, *ABSOLUTE, *SHARE, *SHADOW, *ALERT)
 BY_NAME = {c.name: c for c in CRITERIA}
 
 

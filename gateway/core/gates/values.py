@@ -50,6 +50,24 @@ Result = Answer  # a criterion's answer: worse, no worse (than its margin) or un
 
 
 @dataclass(frozen=True)
+class FeatureDrift:
+    """One input feature of a model as the drift watch judges it now (:mod:`gateway.core.drift`)."""
+
+    feature: str
+    psi: float  # the distance of its latest judged site-wide window (the larger one the alert reads)
+    against: str  # "past" (the site's own past) or "reference" (the manifest's profile)
+    raised_at: float | None = None  # its alert in force since then (None: no alert in force)
+
+
+@dataclass(frozen=True)
+class InputDrift:
+    """What the drift watch says to the gates: its alert threshold and each model's judged features."""
+
+    alert_at: float
+    models: Mapping[str, tuple[FeatureDrift, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class GateLimits:
     max_cpu_percent: float | None
     max_ram_percent: float | None
@@ -60,6 +78,15 @@ class GateLimits:
     site: GateSettings
     min_confidence: float | None = None
     expected_classes: tuple[tuple[str, float], ...] = ()
+    # the drift watch's alert threshold and the gate's model's judged input features (None: no drift
+    # watch, as in ``gate replay``; the input_drift row is then left out)
+    drift_alert_at: float | None = None
+    drift: tuple[FeatureDrift, ...] = ()
+
+    def with_drift(self, drift: InputDrift | None, model_id: str) -> GateLimits:
+        if drift is None:
+            return self
+        return dataclasses.replace(self, drift_alert_at=drift.alert_at, drift=drift.models.get(model_id, ()))
 
     @classmethod
     def of(cls, health: HealthChecks, site: GateSettings) -> GateLimits:

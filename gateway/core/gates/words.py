@@ -73,6 +73,9 @@ def say(v: Verdict) -> str:
             else ""
         )
         return f"{what}: {v.note or 'not enough data yet'}{limit}: {answer}"
+    if c.kind == Kind.ALERT:  # input drift 'brightness': PSI 0.31 against the site's past, ...
+        against = f" {v.note}" if v.note else ""
+        return f"{what}: PSI {v.candidate:.2f}{against}, alert at {v.limit or 0.0:g}: {answer}"
     if c.kind == Kind.SHARE:
         bad = v.samples.get("failed", v.samples.get("silent", 0))
         n = v.samples.get("devices", v.samples.get("runners", 0))

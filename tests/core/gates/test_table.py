@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.core.gates import GateLimits
+from gateway.core.gates import GateLimits, InputDrift
 from gateway.core.gates.table import CRITERIA, Kind, Unit, family
 from gateway.core.gates.values import Result, Verdict
 from gateway.core.gates.words import say
@@ -44,7 +44,7 @@ def test_every_row_is_whole(row) -> None:  # type: ignore[no-untyped-def]
             min_confidence=0.5,
         ),
         GateSettings(),
-    )
+    ).with_drift(InputDrift(0.1), "m")  # the alert row's threshold is the drift watch's
     assert row.margin(lim) is not None
     for answer in Result:
         v = Verdict(
