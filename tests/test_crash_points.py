@@ -55,7 +55,7 @@ from gateway.core.waves import wave_target
 from tests.conftest import Registry
 from tests.peers import IngestServer, free_port, gateway_process, ingest_batch, nginx, serve_args, stop
 
-CRASH_POINTS = int(os.environ.get("CRASH_POINTS", "20"))
+CRASH_POINTS = int(os.environ.get("CRASH_POINTS", "8"))
 SEED = int(os.environ.get("CRASH_SEED", "11"))
 DEVICES = 120
 GATES = GateSettings()  # the defaults: waves 1/5/10/25/50/100 %, 1 device minimum, soak 900 s

@@ -9,6 +9,7 @@ import asyncio
 import os
 from pathlib import Path
 
+import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -17,6 +18,8 @@ from tests.conftest import Registry
 from tests.devices.test_agent import HEALTH, gateway
 from tests.devices.test_shadow_agent import SHADOW, SWAPS, agents, baseline_windows, gate
 from tests.gw import until as async_until
+
+pytestmark = pytest.mark.slow  # a long system story: SLOW_TESTS=1 runs it (a .ci/run step)
 
 __all__ = ["browser"]  # the fixture, used by name
 GATE = "detector@2.0.0"

@@ -52,6 +52,7 @@ def _run(seed: int, days: float, *, shift: float, past_days: int) -> tuple[float
     return largest, first, early
 
 
+@pytest.mark.slow
 def test_no_alert_in_a_stable_week() -> None:
     worst = []
     for seed in (21, 22, 23):  # a bad camera in 22
@@ -61,6 +62,7 @@ def test_no_alert_in_a_stable_week() -> None:
     print(f"largest stable PSI per seed: {[round(w, 3) for w in worst]} (alert at 0.1)")
 
 
+@pytest.mark.slow
 def test_a_third_of_the_devices_shifting_alerts_within_two_hours() -> None:
     minutes = []
     for seed in range(100, 116):

@@ -163,7 +163,9 @@ HOSTILE_ANSWERS: list[Answer] = [
 ]
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(
+    "seed", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)]
+)
 async def test_the_agent_survives_any_poll_answer_and_says_why_it_waits(
     seed: int, reg: Registry, tmp_path: Path
 ) -> None:

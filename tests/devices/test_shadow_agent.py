@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.device.agent import DeviceAgent
@@ -24,6 +25,8 @@ from gateway.device.simulate import Profile, SimulatedInference
 from tests.conftest import Registry
 from tests.devices.test_agent import FAST, HEALTH, gateway, operator
 from tests.gw import until
+
+pytestmark = pytest.mark.slow  # a long system story: SLOW_TESTS=1 runs it (a .ci/run step)
 
 SHADOW = {
     **FAST,

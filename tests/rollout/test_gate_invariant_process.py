@@ -31,7 +31,7 @@ from gateway.core.settings import GateSettings
 from tests.conftest import Registry
 from tests.peers import free_port, gateway_process, serve_args, wait_port
 
-SCHEDULES = int(os.environ.get("GATE_PROCESS_SCHEDULES", "2"))
+SCHEDULES = int(os.environ.get("GATE_PROCESS_SCHEDULES", "1"))
 DEVICES = 200
 SITE = GateSettings()  # the defaults: waves 1/5/10/25/50/100 %, 1 device minimum, soak 900 s
 FIRST_WAVE = max(math.ceil(SITE.waves[0] * DEVICES / 100), SITE.min_devices_per_wave)

@@ -23,7 +23,7 @@ import pytest
 
 from tests.rollout.sim import DEFAULT_SETTINGS, STORY_BEHAVIOUR, Chaos, run
 
-SCHEDULES = int(os.environ.get("GATE_SCHEDULES", "60"))
+SCHEDULES = int(os.environ.get("GATE_SCHEDULES", "20"))
 
 
 def schedule(seed: int) -> dict[str, object]:

@@ -31,6 +31,8 @@ import pytest
 from tests.conftest import Registry
 from tests.peers import ROOT, free_port, gateway_process, stop, wait_port
 
+pytestmark = pytest.mark.slow  # a long system story: SLOW_TESTS=1 runs it (a .ci/run step)
+
 DEVICES = [f"cam-{i:02d}" for i in range(10)]
 POLL_S = (0.1, 0.4)  # each device's own period: uniform in this range, mean 0.25 s
 GATES = {

@@ -34,6 +34,8 @@ from tests.peers import (
 )
 from tests.samples.upload_server import TOKEN, dav_server_block, puts, stored
 
+pytestmark = pytest.mark.slow  # a long system story: SLOW_TESTS=1 runs it (a .ci/run step)
+
 
 class Ingest(IngestServer):
     """The cloud's ingest: keeps each ``training_sample`` record once per (site, seq)."""

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.samples.site_day import site_day
+
+pytestmark = pytest.mark.slow  # a long system story: SLOW_TESTS=1 runs it (a .ci/run step)
 
 
 async def test_a_day_of_200_devices_through_the_real_gateway(tmp_path: Path) -> None:

@@ -20,12 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from gateway.core.drift_sketch import DriftSketch
 from tests.conftest import Registry
 from tests.gw import until
 from tests.peers import ROOT, IngestServer, free_port, gateway_process, ingest_batch, stop, wait_port
+
+pytestmark = pytest.mark.slow  # a long system story: SLOW_TESTS=1 runs it (a .ci/run step)
 
 
 class Ingest(IngestServer):

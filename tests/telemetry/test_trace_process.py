@@ -24,6 +24,8 @@ from tests.conftest import Registry
 from tests.peers import ROOT, gateway_process, stop, wait_port
 from tests.rollout.test_replay_live import site_config
 
+pytestmark = pytest.mark.slow  # a long system story: SLOW_TESTS=1 runs it (a .ci/run step)
+
 DEVICES = {"cam-0": "1.0.0", "cam-1": "1.0.0", "cam-2": "2.0.0", "cam-3": "2.0.0"}
 
 

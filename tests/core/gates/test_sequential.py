@@ -78,6 +78,7 @@ def test_the_three_answers_and_the_bounds() -> None:
 
 
 @pytest.mark.parametrize("p", [0.2, 0.1])  # at the limit, and under it
+@pytest.mark.slow
 def test_a_share_at_or_under_its_limit_is_called_worse_at_most_at_the_stated_rate(p: float) -> None:
     rng = random.Random(99 + int(p * 100))
     alpha = 0.05

@@ -162,6 +162,7 @@ def _allowed(alpha: float, n: int) -> float:
 
 
 @pytest.mark.timeout(900)  # 200 seeds of 90 looks
+@pytest.mark.slow
 def test_false_halts_of_a_candidate_at_the_overall_minimum_stay_within_the_rows_rate() -> None:
     """Agreement exactly 97 % on the devices judged, varying by device and by window: the overall
     row halts it at most at its share of the false-halt rate, however often it looks."""
@@ -172,6 +173,7 @@ def test_false_halts_of_a_candidate_at_the_overall_minimum_stay_within_the_rows_
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.slow
 def test_false_halts_of_a_sparse_class_at_its_minimum_stay_within_the_rows_rate() -> None:
     """Spill (1 % of frames, a few a window) agreed on exactly 90 % of its frames."""
     halted, alpha = _null(Labels(miss=0.0, relabel=("spill", "forklift", 0.10)), "shadow_class_agreement")
@@ -195,6 +197,7 @@ def test_a_bad_minimum_stops_start_up_with_one_line(tmp_path, key: str, value: s
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.slow
 def test_false_halts_of_a_good_candidate_in_shadow_stay_within_the_stated_rate() -> None:
     """The whole gate in shadow (every row, the agreement rows among them) at the defaults: a good
     candidate (1 % random disagreement, the same metrics) over 200 seeds and 90 looks each.
