@@ -15,16 +15,34 @@ from gateway import registry
 from tests.mirror.hostile import Hostile
 
 SLOW_TESTS = os.environ.get("SLOW_TESTS") == "1"
+# Guarantees tried over many random seeds, each run by a .ci/run step of its own with more of them
+# (the README lists the variables); the README's test command skips them with the tests marked slow.
+SEEDED = (
+    "tests/fuzz/",
+    "tests/rollout/test_no_leak.py",
+    "tests/rollout/test_gate_invariant_process.py",
+    "tests/rollout/test_false_halt_rate.py",
+    "tests/test_crash_points.py",
+    "tests/bundle/test_pulled_stick.py",
+    "tests/bundle/test_uplink_export.py",
+    "tests/broker/test_external.py",
+    "tests/mirror/test_streaming_guarantee.py",
+    "tests/devices/test_tier_relay.py",
+    "tests/test_chaos.py",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``slow`` run only with ``SLOW_TESTS=1`` (``.ci/run`` runs them as a step of
-    their own, ``-m slow``), so the README's test command stays within its ten minutes on two cores."""
+    """Tests marked ``slow`` and the files of :data:`SEEDED` run only with ``SLOW_TESTS=1``
+    (``.ci/run`` runs them as steps of their own), so the README's test command stays within its
+    ten minutes on two cores."""
     if SLOW_TESTS:
         return
+    root = Path(__file__).resolve().parent.parent
     skip = pytest.mark.skip(reason="a long run: SLOW_TESTS=1 runs it (a step of .ci/run)")
     for item in items:
-        if item.get_closest_marker("slow") is not None:
+        where = item.path.resolve().relative_to(root).as_posix()
+        if item.get_closest_marker("slow") is not None or where.startswith(SEEDED):
             item.add_marker(skip)
 
 

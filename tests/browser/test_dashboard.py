@@ -51,6 +51,8 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the browser test: SLOW_TESTS=1 runs it (a .ci/run step)
+
 
 def until(cond: Callable[[], Any], timeout_s: float, what: str) -> Any:
     deadline = time.monotonic() + timeout_s

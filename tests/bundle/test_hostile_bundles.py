@@ -37,6 +37,8 @@ from tests.conftest import Registry
 from tests.gw import OPEN_FIRST, base_url, gateway_settings, running, until
 from tests.peers import free_port, gateway_process, serve_args, wait_port
 
+pytestmark = pytest.mark.slow  # a long fault-injection run: SLOW_TESTS=1 runs it (a .ci/run step)
+
 MODEL = os.urandom(300_000)
 SHA = hashlib.sha256(MODEL).hexdigest()
 ART = "artifacts/detector/1.0.0/detector-1.0.0.bin"

@@ -34,6 +34,8 @@ from tests.conftest import Registry, is_root
 from tests.gw import until
 from tests.peers import ROOT
 
+pytestmark = pytest.mark.slow  # a long fault-injection run: SLOW_TESTS=1 runs it (a .ci/run step)
+
 Answer = tuple[int, bytes, dict[str, str]]
 
 
@@ -163,9 +165,7 @@ HOSTILE_ANSWERS: list[Answer] = [
 ]
 
 
-@pytest.mark.parametrize(
-    "seed", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)]
-)
+@pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_the_agent_survives_any_poll_answer_and_says_why_it_waits(
     seed: int, reg: Registry, tmp_path: Path
 ) -> None:

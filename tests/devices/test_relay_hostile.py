@@ -34,6 +34,8 @@ from tests.conftest import Registry
 from tests.gw import base_url, gateway_settings, running
 from tests.peers import free_port, gateway_process, serve_args, stop, wait_port
 
+pytestmark = pytest.mark.slow  # a long fault-injection run: SLOW_TESTS=1 runs it (a .ci/run step)
+
 A, B = "line-1", "line-2"
 SECRET_A, SECRET_B = "a-secret-of-line-1-0123", "b-secret-of-line-2-4567"
 DEVICE_TOKEN = "the-site-device-token"

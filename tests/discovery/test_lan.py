@@ -19,7 +19,7 @@ from gateway.discovery.net import open_lan
 from gateway.inventory.store import Inventory
 from tests.discovery.netns import ROOT, Lan, inside
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.slow]  # slow: SLOW_TESTS=1 runs it (a .ci/run step)
 
 FP = "ab" * 32
 
