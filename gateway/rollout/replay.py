@@ -168,7 +168,6 @@ class _Replay:
         self.rng = random.Random(seed)
         self.baseline = h.deployment(h.baseline, {})
         self.candidate = h.deployment(h.candidate, h.manifest)
-        self.attrs = dict(h.devices)
         self.recs = {
             d: DeviceRecord(d, a, model_id=h.model_id, model_version=h.baseline) for d, a in h.devices
         }
@@ -199,10 +198,12 @@ class _Replay:
             self.result.decisions.append({**d.to_json(), "t": round(d.at - self.h.start, 3)})
             if d.action == Action.HALT and self.result.halted_at_s is None:
                 self.result.halted_at_s = round(t, 3)
-        if gate is not None and self.result.full_at_s is None and gate.stage in (Stage.WAVES, Stage.DONE):
-            eligible = [d for d in self.recs if d in gate.admitted]
-            if gate.stage == Stage.DONE or len(eligible) == len(self.recs):
-                self.result.full_at_s = round(t, 3)
+        if gate is None or self.result.full_at_s is not None:
+            return
+        if gate.stage == Stage.DONE or (
+            gate.stage == Stage.WAVES and all(d in gate.admitted for d in self.recs)
+        ):
+            self.result.full_at_s = round(t, 3)
 
     def apply(self, t: float) -> None:
         index = (self.baseline, self.candidate) if self.published else (self.baseline,)
