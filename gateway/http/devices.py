@@ -36,6 +36,18 @@ def bad_request(reason: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(text=reason + "\n")
 
 
+def storage_unavailable(
+    request: web.Request, counter: str, what: str, exc: StorageError
+) -> web.HTTPServiceUnavailable:
+    """A write the gateway could not make durable (disk full, read-only): not the device's fault
+    and not a crash; counted, and answered 503 with the time to send it again."""
+    request.app[STATS].error(counter, str(exc))
+    return web.HTTPServiceUnavailable(
+        text=f"cannot {what} now ({exc}); retry later\n",
+        headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)},
+    )
+
+
 def device_id_of(request: web.Request) -> str:
     device_id = request.match_info["device_id"]
     if not valid_id(device_id):
@@ -153,12 +165,6 @@ async def metrics(request: web.Request) -> web.Response:
         await request.app[INGEST].metrics(device_id, doc, request.app[CLOCK]())
     except FormatError as exc:
         raise bad_request(str(exc)) from None
-    except StorageError as exc:
-        # The outbox could not make it durable (disk full, read-only): not the device's fault and
-        # not a crash; it should send it again later.
-        request.app[STATS].error("devices.metrics_unavailable", str(exc))
-        raise web.HTTPServiceUnavailable(
-            text=f"cannot store metrics now ({exc}); retry later\n",
-            headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)},
-        ) from None
+    except StorageError as exc:  # the outbox could not make it durable
+        raise storage_unavailable(request, "devices.metrics_unavailable", "store metrics", exc) from None
     return web.json_response(ACCEPTED)

@@ -266,11 +266,7 @@ async def relay_batch(request: web.Request) -> web.Response:
             headers={"Retry-After": str(FULL_RETRY_AFTER_S)},
         ) from None
     except StorageError as exc:
-        app[STATS].error("relay.unavailable", str(exc))
-        raise web.HTTPServiceUnavailable(
-            text=f"cannot store the batch now ({exc}); retry later\n",
-            headers={"Retry-After": str(devices.STORAGE_RETRY_AFTER_S)},
-        ) from None
+        raise devices.storage_unavailable(request, "relay.unavailable", "store the batch", exc) from None
     if records:  # the newest seqs, in arrival order; the oldest go past the bound
         remembered = app[LAST_BATCHES].setdefault(site, {})
         remembered.update((r["seq"], r["at"]) for r in records)

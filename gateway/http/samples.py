@@ -14,7 +14,7 @@ from aiohttp import web
 
 from gateway.core.errors import FormatError, StorageError
 from gateway.http.context import CLOCK, STATS
-from gateway.http.devices import STORAGE_RETRY_AFTER_S, authorize, bad_request, device_id_of, json_body
+from gateway.http.devices import authorize, bad_request, device_id_of, json_body, storage_unavailable
 from gateway.samples.desk import SampleDesk
 
 SAMPLES: web.AppKey[SampleDesk] = web.AppKey("samples", SampleDesk)
@@ -33,11 +33,7 @@ async def offer(request: web.Request) -> web.Response:
         request.app[STATS].inc("samples.refused_400")
         raise bad_request(f"sample: {exc}") from None
     except StorageError as exc:
-        request.app[STATS].error("samples.unavailable", str(exc))
-        raise web.HTTPServiceUnavailable(
-            text=f"cannot keep the sample now ({exc}); retry later\n",
-            headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)},
-        ) from None
+        raise storage_unavailable(request, "samples.unavailable", "keep the sample", exc) from None
     return web.json_response({"accepted": 1, "sha256": kept.sha256, "outcome": kept.outcome})
 
 
