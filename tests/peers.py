@@ -59,6 +59,48 @@ def serve_args(
     return args
 
 
+def can_mount_tmpfs() -> bool:
+    """Whether ``unshare -rm`` works here (user and mount namespaces): a tmpfs of a test's own."""
+    unshare = shutil.which("unshare")
+    return (
+        unshare is not None and subprocess.run([unshare, "-rm", "true"], capture_output=True).returncode == 0
+    )
+
+
+def gateway_on_tmpfs(
+    tmp_path: Path, size: str, http_port: int, env: Mapping[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """A gateway whose data folder is on a tmpfs of ``size`` ("16m") in a mount namespace of its
+    own, and the path of a filler file on that tmpfs, reached through /proc/PID/root (see
+    :func:`fill`): its SQLite meets a real ENOSPC, nothing mocked."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    (tmp_path / "registry").mkdir()
+    script = f'mount -t tmpfs -o size={size} tmpfs "$0" && exec "$@"'
+    argv = [shutil.which("unshare") or "unshare", "-rm", "sh", "-c", script, str(disk),
+            sys.executable, "-m", "gateway", "serve",
+            *serve_args(disk / "data", str(tmp_path / "registry"), http_port)]  # fmt: skip
+    environ = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OTA_GATEWAY_DISCOVERY__ENABLED": "false",
+        **(env or {}),
+    }
+    proc = subprocess.Popen(argv, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, Path(f"/proc/{proc.pid}/root") / str(disk).lstrip("/") / "filler"
+
+
+def fill(filler: Path) -> None:
+    """Write ``filler`` until its disk is full. Unbuffered: ENOSPC comes from the write itself (a
+    buffered file raised it again at its close, outside the caller's try)."""
+    with filler.open("wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+        except OSError:
+            pass  # ENOSPC: the disk is full
+
+
 def stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout_s: float = 10.0) -> None:
     """SIGTERM, then SIGKILL if it does not exit in time; always reaped."""
     if proc.poll() is None:

@@ -8,9 +8,7 @@ import base64
 import json
 import os
 import random
-import shutil
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,7 +21,7 @@ from gateway.service import Gateway
 from tests.broker.conftest import closed_by_peer, raw_connect_packet
 from tests.conftest import Registry
 from tests.gw import base_url, gateway_settings, running, until
-from tests.peers import ROOT, free_port, need, stop, wait_port
+from tests.peers import can_mount_tmpfs, fill, free_port, gateway_on_tmpfs, need, stop, wait_port
 
 GOOD = {"reason": "error", "model_version": "1.0.0", "class": "person", "confidence": 0.3}
 TOKENS = {"cam-a": "token-of-cam-a", "cam-b": "token-of-cam-b"}
@@ -180,13 +178,6 @@ async def test_mqtt_samples_are_kept_and_a_bad_client_drops_alone(reg: Registry,
         await until(lambda: kept(gw) == {"error": 2}, 10, "the second device's sample")
 
 
-def _can_mount() -> bool:
-    unshare = shutil.which("unshare")
-    return (
-        unshare is not None and subprocess.run([unshare, "-rm", "true"], capture_output=True).returncode == 0
-    )
-
-
 def post_sample(port: int, body: dict[str, Any]) -> tuple[int, dict[str, str], str]:
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}/devices/cam-1/samples", data=json.dumps(body).encode(), method="POST"
@@ -198,23 +189,15 @@ def post_sample(port: int, body: dict[str, Any]) -> tuple[int, dict[str, str], s
         return exc.code, dict(exc.headers), exc.read().decode()
 
 
-@pytest.mark.skipif(not _can_mount(), reason="needs unshare -rm (user and mount namespaces) to mount a tmpfs")
+@pytest.mark.skipif(
+    not can_mount_tmpfs(), reason="needs unshare -rm (user and mount namespaces) to mount a tmpfs"
+)
 def test_a_full_disk_gets_503_with_retry_after_then_recovers(tmp_path: Path) -> None:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    (tmp_path / "registry").mkdir()
     port = free_port()
-    # A 16 MB tmpfs over `disk` in the gateway's own mount namespace (room for the SQLite WALs of
-    # the outbox and the sample store, up to 4 MB each), filled through /proc/PID/root: the sample
-    # store's SQLite meets a real ENOSPC.
-    script = 'mount -t tmpfs -o size=16m tmpfs "$0" && exec "$@"'
-    argv = [shutil.which("unshare") or "unshare", "-rm", "sh", "-c", script, str(disk),
-            sys.executable, "-m", "gateway", "serve", "--data", str(disk / "data"),
-            "--upstream", str(tmp_path / "registry"), "--http", f"127.0.0.1:{port}",
-            "--operator", f"127.0.0.1:{free_port()}", "--mqtt", f"127.0.0.1:{free_port()}"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OTA_GATEWAY_DISCOVERY__ENABLED": "false",
-           "OTA_GATEWAY_SAMPLES__ENABLED": "true", "OTA_GATEWAY_SAMPLES__RAW": "true"}  # fmt: skip
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # A 16 MB tmpfs (room for the SQLite WALs of the outbox and the sample store, up to 4 MB each),
+    # filled: the sample store's SQLite meets a real ENOSPC.
+    env = {"OTA_GATEWAY_SAMPLES__ENABLED": "true", "OTA_GATEWAY_SAMPLES__RAW": "true"}
+    proc, filler = gateway_on_tmpfs(tmp_path, "16m", port, env)
     rng = random.Random(7)
 
     def sample() -> dict[str, Any]:
@@ -223,14 +206,7 @@ def test_a_full_disk_gets_503_with_retry_after_then_recovers(tmp_path: Path) -> 
     try:
         wait_port(port, 20)
         assert post_sample(port, sample())[0] == 200
-        filler = Path(f"/proc/{proc.pid}/root") / str(disk).lstrip("/") / "filler"
-        try:
-            with filler.open("wb") as f:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-        except OSError:
-            pass  # ENOSPC: the disk is full
+        fill(filler)
         answers = []
         for _ in range(50):
             status, headers, body = post_sample(port, sample())

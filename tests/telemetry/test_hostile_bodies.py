@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,7 +21,7 @@ from gateway.core.errors import FormatError
 from gateway.service import Gateway
 from tests.conftest import Registry
 from tests.gw import base_url, gateway_settings, running
-from tests.peers import ROOT, free_port, need, stop, wait_port
+from tests.peers import can_mount_tmpfs, fill, free_port, gateway_on_tmpfs, need, stop, wait_port
 
 METRICS = {"model_version": "1.0.0", "model_id": "detector", "avg_latency_ms": 4.0, "num_inferences": 10}
 DEEP = "[" * 100_000
@@ -149,13 +146,6 @@ async def test_deeply_nested_json_over_mqtt_is_dropped_counted_and_acknowledged(
 # -- metrics on a full disk: a real tmpfs, filled up under a running ``ota-gateway serve`` -------------
 
 
-def _can_mount() -> bool:
-    unshare = shutil.which("unshare")
-    return (
-        unshare is not None and subprocess.run([unshare, "-rm", "true"], capture_output=True).returncode == 0
-    )
-
-
 def post_metrics(port: int) -> tuple[int, dict[str, str], str]:
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}/devices/cam-1/metrics",
@@ -170,33 +160,17 @@ def post_metrics(port: int) -> tuple[int, dict[str, str], str]:
         return exc.code, dict(exc.headers), exc.read().decode()
 
 
-@pytest.mark.skipif(not _can_mount(), reason="needs unshare -rm (user and mount namespaces) to mount a tmpfs")
+@pytest.mark.skipif(
+    not can_mount_tmpfs(), reason="needs unshare -rm (user and mount namespaces) to mount a tmpfs"
+)
 def test_metrics_on_a_full_disk_get_503_with_retry_after_then_recover(tmp_path: Path) -> None:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    (tmp_path / "registry").mkdir()
     port = free_port()
-    # A 2 MB tmpfs over `disk`, in a mount namespace of the gateway's own; we reach it through
-    # /proc/PID/root to fill it up (nothing else is mocked: sqlite meets a real ENOSPC).
-    script = 'mount -t tmpfs -o size=2m tmpfs "$0" && exec "$@"'
-    argv = [shutil.which("unshare") or "unshare", "-rm", "sh", "-c", script, str(disk),
-            sys.executable, "-m", "gateway", "serve", "--data", str(disk / "data"),
-            "--upstream", str(tmp_path / "registry"), "--http", f"127.0.0.1:{port}",
-            "--operator", f"127.0.0.1:{free_port()}", "--mqtt", f"127.0.0.1:{free_port()}"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OTA_GATEWAY_DISCOVERY__ENABLED": "false"}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # A 2 MB tmpfs, filled: sqlite meets a real ENOSPC.
+    proc, filler = gateway_on_tmpfs(tmp_path, "2m", port)
     try:
         wait_port(port, 20)
         assert post_metrics(port)[0] == 200
-        filler = Path(f"/proc/{proc.pid}/root") / str(disk).lstrip("/") / "filler"
-        # unbuffered: ENOSPC comes from the write itself (a buffered file raised it again at its
-        # close, out of the try: failed once in a full run)
-        with filler.open("wb", buffering=0) as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-            except OSError:
-                pass  # ENOSPC: the disk is full
+        fill(filler)
         answers = []
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
