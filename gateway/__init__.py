@@ -16,43 +16,48 @@ the imports and enforces the rules marked *):
    (``samples``: a device's offer, and which go up within the day's budget).
    No I/O, no clock, no asyncio: values and ``now`` in, decisions out. * It imports only the
    standard library, ``firmware_compat`` and itself.
-2. Small shared helpers: ``atomic`` (crash-safe writes), ``stats``, ``tasks``, ``supervisor``
-   (every long-lived task restarted with backoff; the failing ones named), ``notify``,
-   ``health``, ``redact``, ``accept``, ``diskspace``, ``instance`` (which gateway owns a data
-   folder, and where its operator API listens).
+2. ``runtime``: the building blocks every room stands on: ``atomic`` (crash-safe writes),
+   ``stats``, ``tasks``, ``supervisor`` (every long-lived task restarted with backoff; the failing
+   ones named), ``notify``, ``health``, ``redact``, ``accept``, ``diskspace``, ``sdnotify``,
+   ``mqtt_link`` (a client of someone else's broker), ``instance`` (which gateway owns a data
+   folder, and where its operator API listens). * It imports only the core.
 3. The I/O rooms, each with one job: ``trust`` (verify the signed index and keys, or a TUF
    repository with python-tuf's ``TrustedMetadataSet`` (``trust.tuf``, ``trust.tuf_state``); the
-   clock floor), ``store`` (verified blobs on disk) *never importing network code*, ``inventory``,
-   ``uplink`` (the disk outbox and its sinks), ``broker`` (embedded MQTT, or the site's own broker
-   through ``broker.external`` (gmqtt on the loop) and ``mqtt_link``), ``discovery`` (mDNS), ``telemetry`` (ingest, drift
-   signals (``telemetry.drift``), the dashboard's history, the site's trace), ``rollout`` (the gate keeper shell, gate files, and
-   ``gate replay``: the same decisions over a recorded or simulated site), ``mirror``
-   (upstream polling and transfers, verified chunk by chunk), ``bundle`` (air-gapped imports and
-   exports through the mirror's own checks), ``samples`` (samples for retraining: the bounded
-   store, the blobs' upload, the desk that takes them over HTTP and MQTT), ``prometheus``
-   (``prometheus_drift``: the drift families) and ``readiness``. Each declares the events it emits (a listener protocol or
-   list given at construction: ``store.events.StoreListener``, the mirror's ``on_index``,
-   telemetry's ``on_event``/``on_windows``); nobody assigns callbacks onto another from outside.
-   ``polls`` (the poll answer and its render cache) stands on them.
+   clock floor), ``store`` (verified blobs on disk) *never importing network code*, ``inventory``
+   (the devices, and ``inventory.access``: who a device is and whether it may talk to us),
+   ``uplink`` (the disk outbox, its sinks and the site report), ``broker`` (embedded MQTT, or the
+   site's own broker through ``broker.external``: gmqtt on the loop), ``discovery`` (mDNS),
+   ``telemetry`` (ingest, drift signals (``telemetry.drift``), the dashboard's history, the site's
+   trace), ``rollout`` (the gate keeper shell, gate files, ``rollout.polls`` (the poll answer and
+   its render cache), ``rollout.site_loop`` (the gates in time, and what follows their
+   transitions) and ``gate replay``: the same decisions over a recorded or simulated site),
+   ``mirror`` (upstream polling and transfers, verified chunk by chunk), ``bundle`` (air-gapped
+   imports and exports through the mirror's own checks), ``samples`` (samples for retraining: the
+   bounded store, the blobs' upload, the desk that takes them over HTTP and MQTT), ``ops`` (what
+   operators read: ``ops.status``, ``ops.prometheus`` and its drift and shadow families,
+   ``ops.readiness``). Each declares the events it emits (a listener protocol or list given at
+   construction: ``store.events.StoreListener``, the mirror's ``on_index``, telemetry's
+   ``on_event``/``on_windows``); nobody assigns callbacks onto another from outside.
 4. ``http``: the device and operator APIs (hawkBit DDI, ``http.ddi``, beside the native one).
    * It imports neither the broker nor the service: a handler reads the narrow objects it uses
    from typed ``web.AppKey``s (``http.context``), with a small protocol there where the real
    object lives in a room above or beside it.
-5. ``site_loop`` (the gates in time, and what follows their transitions), ``status_view``;
-   ``config_files`` (the files the configuration names, read in one step); ``service``: wiring
-   only: constructors take values and do no I/O, and ``start`` opens everything under the data
-   folder's lock in one ``AsyncExitStack`` (a failed start closes what it opened, in reverse);
-   ``process`` (signals and systemd around it); ``settings`` (loading); ``commands`` and ``cli``.
+5. ``service``: the process. ``service.settings`` (loading) and ``service.config_files`` (the
+   files the configuration names, read in one step); ``service.wiring``: constructors take values
+   and do no I/O, and ``start`` opens everything under the data folder's lock in one
+   ``AsyncExitStack`` (a failed start closes what it opened, in reverse; ``service.listeners``
+   opens the HTTP listeners and mDNS on it); ``service.process`` (signals and systemd around it);
+   ``service.healthcheck``. Then ``commands`` and ``cli``, the one module left at the top with
+   ``__main__``. * Nothing but these entry points stands loose at the top of ``gateway/``.
 
-Beside the house, ``gateway.device`` is the reference device agent: it imports only
-``gateway.core.errors``, ``gateway.core.jsondoc``, ``gateway.core.drift_sketch`` (the drift
-sketch's wire format) and ``gateway.core.agreement`` (the limits of the shadow agreement it
-reports) (pure, stdlib only) of the gateway, so a
+Beside the house, two programs of their own. * ``gateway.agent`` is the reference device agent:
+it imports nothing of the gateway but the pure core (stdlib only), so a
 device can run it without the server's rooms (it checks the signed statement whose format,
 ``core.statement``, the registry signs and the trust room checks too). ``gateway.registry``
 is the cloud-side tool (the signed index; the TUF repository: ``registry.tuf_repo`` for the files,
-``registry.tuf_life`` for the life of keys): it imports no I/O room of the service but the pure
-signature helpers of ``trust.keys`` and ``trust.canonical``.
+``registry.tuf_life`` for the life of keys): * it imports no I/O room of the gateway, only the
+core, the pure signature helpers of ``trust.keys`` and ``trust.canonical`` and
+``runtime.atomic``.
 """
 
 __version__ = "0.1.0"

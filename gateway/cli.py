@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from gateway import __version__
 from gateway.core.errors import ConfigError, GatewayError
 from gateway.core.repeats import RepeatLimit
-from gateway.redact import RedactingFormatter, redact
+from gateway.runtime.redact import RedactingFormatter, redact
 
 COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.serve",

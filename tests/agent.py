@@ -1,4 +1,4 @@
-"""The test suite's reference device agent: the supported one in :mod:`gateway.device`, in the
+"""The test suite's reference device agent: the supported one in :mod:`gateway.agent`, in the
 layout the older tests read (state in ``<workdir>/<id>-state``, the active model also reachable as
 ``<workdir>/<id>-active.bin``).
 
@@ -17,9 +17,9 @@ if __package__ in (None, ""):  # run as a script: this folder is first on sys.pa
 
 import aiohttp
 
-from gateway.device.agent import DeviceAgent as _Agent
-from gateway.device.cli import main
-from gateway.device.errors import AgentError
+from gateway.agent.agent import DeviceAgent as _Agent
+from gateway.agent.cli import main
+from gateway.agent.errors import AgentError
 
 __all__ = ["AgentError", "DeviceAgent", "main"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core import settings as S
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 from tests.conftest import Registry
 
 # The cloud's rules alone for a model's first version: for tests of the device API, not of the gates.

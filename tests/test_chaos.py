@@ -31,7 +31,7 @@ import paho.mqtt.client as paho
 import pytest
 from aiohttp import web
 
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 from tests.conftest import Registry
 from tests.gw import gateway_settings, running, until
 from tests.ops.test_sdnotify import receive_until

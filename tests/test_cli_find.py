@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import instance
+from gateway.runtime import instance
 from tests.peers import ROOT, free_port, gateway_process, stop, wait_port
 
 

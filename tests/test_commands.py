@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from gateway import cli
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 from tests.conftest import Registry
 from tests.gw import gateway_settings, running, until
 

@@ -5,7 +5,7 @@ of the checkout with the next version number (it prints old -> new and keeps the
 data), then ``--uninstall`` (keeps config and data) and ``--uninstall --purge``. The installed unit,
 its ExecStart pointing into the prefix, is checked with ``systemd-analyze verify``, and the
 installed program starts from the installed config: its data lands where the config's
-``data_dir`` says (no environment override), and ``python -m gateway.healthcheck`` asks it.
+``data_dir`` says (no environment override), and ``python -m gateway.service.healthcheck`` asks it.
 Prerequisites are checked before anything is changed: a too-old python3, or one without
 venv/ensurepip, stops it with nothing written.
 """
@@ -125,7 +125,7 @@ def run_installed(venv: Path, config: Path, data: Path, tmp_path: Path) -> None:
         deadline = time.monotonic() + 20
         while True:  # polling the health check with a deadline
             check = subprocess.run(
-                [str(venv / "bin/python"), "-m", "gateway.healthcheck"],
+                [str(venv / "bin/python"), "-m", "gateway.service.healthcheck"],
                 env=env,
                 capture_output=True,
                 text=True,

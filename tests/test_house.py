@@ -5,7 +5,10 @@
 - no import cycles anywhere in ``gateway/`` (``TYPE_CHECKING`` imports count: a cycle of types is
   a cycle of knowledge);
 - the store never imports network code (http, mirror, broker); http never imports the broker or
-  the service.
+  the service; ``runtime`` imports only the core;
+- the two programs beside the house keep to themselves: the device agent imports nothing of the
+  gateway but the core, the registry no I/O room (only the core and the pure signature helpers);
+- nothing but the entry points stands loose at the top of ``gateway/``: every module is in a room.
 """
 
 from __future__ import annotations
@@ -60,6 +63,18 @@ def sources(*folders: str) -> list[Path]:
 
 
 MODULES = {module_name(p): p for p in sources("gateway", "firmware_compat")}
+ROOMS = sorted(p.name for p in (ROOT / "gateway").iterdir() if (p / "__init__.py").exists())
+ENTRY_POINTS = {"__init__.py", "__main__.py", "cli.py"}  # the package, ``python -m gateway``, the CLI
+# the registry's reach: the core, itself, the pure signature helpers, crash-safe writes
+REGISTRY_MAY = {
+    *(m for m in MODULES if m.startswith(("gateway.core", "gateway.registry"))),
+    *("gateway.trust.keys", "gateway.trust.canonical", "gateway.runtime.atomic"),
+}
+
+
+def test_only_the_entry_points_stand_loose_at_the_top() -> None:
+    loose = sorted(p.name for p in (ROOT / "gateway").glob("*.py") if p.name not in ENTRY_POINTS)
+    assert loose == [], f"every module belongs in a room of gateway/: {loose}"
 
 
 def own(target: str) -> str | None:
@@ -127,6 +142,8 @@ def test_no_import_cycles() -> None:
     [
         ("gateway.store", ("gateway.http", "gateway.mirror", "gateway.broker")),
         ("gateway.http", ("gateway.broker", "gateway.service")),
+        ("gateway.runtime", tuple(f"gateway.{r}" for r in ROOMS if r not in ("core", "runtime"))),
+        ("gateway.agent", tuple(f"gateway.{r}" for r in ROOMS if r not in ("core", "agent"))),
     ],
 )
 def test_rooms_import_only_rooms_below_them(room: str, never: tuple[str, ...]) -> None:
@@ -136,6 +153,17 @@ def test_rooms_import_only_rooms_below_them(room: str, never: tuple[str, ...]) -
         if name.startswith(room)
         for target in targets
         if target.startswith(never)
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_registry_reaches_only_the_core_and_the_signature_helpers() -> None:
+    bad = [
+        f"{name} -> {target}"
+        for name, targets in graph().items()
+        if name.startswith("gateway.registry")
+        for target in targets
+        if target not in REGISTRY_MAY
     ]
     assert not bad, "\n".join(bad)
 

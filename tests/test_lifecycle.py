@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from gateway.core.errors import ConfigError
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 from gateway.store.lock import lock_data_dir
 from tests.conftest import Registry
 from tests.gw import gateway_settings, running, until

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.redact import redact, redact_tree
+from gateway.runtime.redact import redact, redact_tree
 from tests.peers import free_port, gateway_process, stop, wait_port
 
 SECRETS = ("hunter2", "s3cr3tkey", "sig-abc123", "mqttpass")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway import settings as S
 from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings
+from gateway.service import settings as S
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from gateway import settings as S
+from gateway.service import settings as S
 from tests.peers import ROOT
 
 

@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from gateway.core import supervision as sv
-from gateway.supervisor import Supervisor
+from gateway.runtime.supervisor import Supervisor
 from tests.gw import until
 
 FAST = sv.Policy(initial_s=0.05, max_s=0.2, failing_after=3, window_s=30.0)

@@ -16,13 +16,13 @@ from amqtt.broker import Broker as AmqttBroker
 from amqtt.contexts import Action, BrokerConfig, ListenerConfig, ListenerType
 from amqtt.errors import BrokerError
 
-from gateway.accept import Acceptor, bind_sockets
 from gateway.broker import rules
 from gateway.broker.connection import Connection
 from gateway.broker.hub import MqttLimits
 from gateway.broker.plugins import DEVICE_ID
-from gateway.stats import Stats
-from gateway.tasks import Supervise, TaskGroup
+from gateway.runtime.accept import Acceptor, bind_sockets
+from gateway.runtime.stats import Stats
+from gateway.runtime.tasks import Supervise, TaskGroup
 
 log = logging.getLogger("gateway.broker.server")
 

@@ -44,12 +44,12 @@ import gmqtt
 from gmqtt.mqtt.constants import UNLIMITED_RECONNECTS, MQTTCommands, MQTTv50
 from gmqtt.mqtt.package import CommandWithMidPacket
 
-from gateway import mqtt_link
 from gateway.broker import rules
 from gateway.broker.amqtt_core import PublishHook
 from gateway.core.errors import ConfigError
 from gateway.core.settings import MqttSettings
-from gateway.stats import Stats
+from gateway.runtime import mqtt_link
+from gateway.runtime.stats import Stats
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from amqtt.contexts import Action
 
 from gateway.core.settings import MqttSettings
-from gateway.stats import Stats
+from gateway.runtime.stats import Stats
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from gateway.broker.front import MqttFront
 from gateway.broker.plugins import AuthCheck
 from gateway.broker.server import Broker, mqtt_settings
 from gateway.core.settings import Settings
-from gateway.tasks import Supervise
+from gateway.runtime.tasks import Supervise
 
 
 def mqtt_front(

@@ -22,7 +22,7 @@ monitor, its CONNECT/SUBSCRIBE codecs. What we replace, by subclassing, and why:
   per call;
 - the broadcast queue is bounded: when full, publishers wait (TCP back-pressure), memory does not
   grow;
-- the listeners: ``gateway.accept.Acceptor`` instead of ``asyncio.start_server``, so running out of
+- the listeners: ``gateway.runtime.accept.Acceptor`` instead of ``asyncio.start_server``, so running out of
   descriptors pauses accepting (backed off, logged once per interval) instead of spinning.
 
 Capacity (``mqtt.max_connections``) is for authenticated clients. A socket that has not sent a
@@ -65,8 +65,8 @@ from gateway.broker.plugins import AuthCheck
 from gateway.core.errors import ConfigError
 from gateway.core.setting_rules import parse_hostport
 from gateway.core.settings import MqttSettings, Settings
-from gateway.stats import Stats
-from gateway.tasks import Supervise
+from gateway.runtime.stats import Stats
+from gateway.runtime.tasks import Supervise
 
 log = logging.getLogger(__name__)
 

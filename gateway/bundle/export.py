@@ -25,10 +25,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from gateway import atomic
 from gateway.bundle.layout import MANIFEST_NAME, manifest_doc, safe_name
 from gateway.core.errors import ConfigError, FormatError
 from gateway.core.manifest import format_time
+from gateway.runtime import atomic
 
 COPY_BYTES = 1 << 20
 

@@ -25,9 +25,9 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway import atomic
 from gateway.bundle.importer import Importer, ImportReport, IndexOutcome
 from gateway.bundle.layout import Fingerprint
+from gateway.runtime import atomic
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway import atomic
 from gateway.bundle import export as bundle_export
 from gateway.bundle.importer import DEFAULT_TIMEOUT_S, Importer, ImportReport, report_from_json
 from gateway.bundle.source import Nowhere, Shelf
@@ -29,7 +28,8 @@ from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings
 from gateway.inventory.store import Inventory
 from gateway.mirror.mirror import Mirror
-from gateway.stats import Stats
+from gateway.runtime import atomic
+from gateway.runtime.stats import Stats
 from gateway.store.artifacts import ArtifactStore
 from gateway.store.lock import data_dir_in_use, lock_data_dir
 from gateway.trust.keys import load_trusted_keys

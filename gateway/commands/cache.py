@@ -14,7 +14,6 @@ import sys
 import time
 from typing import Any
 
-from gateway import atomic
 from gateway.commands import operator_client
 from gateway.commands.serve import add_common, load_settings
 from gateway.core.human import size
@@ -22,6 +21,7 @@ from gateway.core.manifest import parse_deployment
 from gateway.core.settings import Settings
 from gateway.inventory.store import Inventory
 from gateway.rollout.keeper import GateKeeper
+from gateway.runtime import atomic
 from gateway.store.artifacts import ArtifactStore
 from gateway.store.blobs import BlobStore
 from gateway.store.lock import lock_data_dir

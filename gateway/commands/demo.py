@@ -2,7 +2,7 @@
 
 It makes a signing key and a registry folder, publishes ``detector`` 1.0.0, starts a gateway (the
 embedded default ports on loopback, or free ones when those are busy), and runs a simulated site of
-N devices, each the reference agent (:mod:`gateway.device`) with made-up inference figures. Once
+N devices, each the reference agent (:mod:`gateway.agent`) with made-up inference figures. Once
 every device runs 1.0.0 it publishes 2.0.0: by default a bad candidate that burns CPU, so the gate
 halts it in its first wave and its devices roll back; ``--good-candidate`` goes through every wave.
 The story is told on the terminal from the operator API (``GET /gates``), the one the dashboard
@@ -31,15 +31,15 @@ from typing import Any
 import aiohttp
 
 from gateway import registry
+from gateway.agent.agent import DeviceAgent
+from gateway.agent.simulate import BURNS_CPU, HEALTHY, SimulatedInference
 from gateway.commands.serve import own_command
 from gateway.core import settings as S
 from gateway.core.errors import ConfigError
 from gateway.core.gates import Verdict
 from gateway.core.gates.words import say
 from gateway.core.human import wave
-from gateway.device.agent import DeviceAgent
-from gateway.device.simulate import BURNS_CPU, HEALTHY, SimulatedInference
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 
 MODEL = "detector"
 V1, V2 = "1.0.0", "2.0.0"

@@ -13,10 +13,10 @@ import sys
 import time
 from typing import Any
 
-from gateway import atomic
 from gateway.commands import operator_client
 from gateway.commands.serve import load_settings
 from gateway.core.human import ago
+from gateway.runtime import atomic
 
 
 def _when(ts: float | None) -> str:

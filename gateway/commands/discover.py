@@ -19,13 +19,13 @@ from typing import Any
 from zeroconf import ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 
-from gateway import settings as settings_mod
 from gateway.core import settings as schema
 from gateway.core.errors import ConfigError
 from gateway.discovery.advertise import GATEWAY_TYPE
 from gateway.discovery.browse import DEVICE_TYPE
 from gateway.discovery.net import open_lan
 from gateway.discovery.txt import device_attrs, parse_txt
+from gateway.service import settings as settings_mod
 
 MAX_FOUND = 10_000  # instance names kept per run
 RESOLVE_TIMEOUT_MS = 2000

@@ -20,7 +20,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from gateway import atomic
 from gateway.commands.serve import load_settings
 from gateway.core import human
 from gateway.core.errors import GatewayError
@@ -28,6 +27,7 @@ from gateway.core.settings import Settings
 from gateway.inventory.store import clean_attrs, load_inventory_file
 from gateway.rollout.gate_store import GateStore
 from gateway.rollout.trace import Choice, Survey
+from gateway.runtime import atomic
 from gateway.telemetry.trace_log import read_hours
 
 

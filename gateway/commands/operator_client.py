@@ -2,7 +2,7 @@
 
 Which gateway: the one named by ``--operator HOST:PORT``; otherwise the one that owns the data
 folder (``--data``, or the config file's ``data_dir``), found by the record it keeps there
-(:mod:`gateway.instance`). Before its first request the client asks the gateway who it is
+(:mod:`gateway.runtime.instance`). Before its first request the client asks the gateway who it is
 (``GET /status``) and refuses to go on, in one line, when the answer is not the gateway of that
 folder (another data id, another site): it never silently shows or changes another gateway.
 """
@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway import instance
 from gateway.core.errors import ConfigError, GatewayError, TransportError
 from gateway.core.human import ago, when
 from gateway.core.setting_rules import parse_hostport
 from gateway.core.settings import Settings
-from gateway.settings import ENV_PREFIX
+from gateway.runtime import instance
+from gateway.service.settings import ENV_PREFIX
 from gateway.store.lock import data_dir_in_use
 
 

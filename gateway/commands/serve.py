@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from gateway import settings as settings_mod
 from gateway.core import settings as schema
 from gateway.core.human import duration
-from gateway.redact import redact
+from gateway.runtime.redact import redact
+from gateway.service import settings as settings_mod
 
 if TYPE_CHECKING:  # the service (every room) is imported only to serve: client commands start fast
-    from gateway.service import Gateway
+    from gateway.service.wiring import Gateway
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -154,8 +154,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # The first run's local registry folder, made for `registry publish`; any other folder
         # must exist (a typo must not become an empty registry polled forever).
         Path(settings.mirror.upstream).mkdir(parents=True, exist_ok=True)
-    from gateway.process import run_until_signalled
-    from gateway.service import Gateway
+    from gateway.service.process import run_until_signalled
+    from gateway.service.wiring import Gateway
 
     gateway = Gateway.from_settings(settings)
     asyncio.run(run_until_signalled(gateway, lambda gw: print(banner(gw), flush=True)))

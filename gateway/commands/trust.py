@@ -17,11 +17,11 @@ import json
 import time
 from typing import Any
 
-from gateway import atomic, instance
 from gateway.commands.serve import add_common, load_settings
 from gateway.core.errors import GatewayError, StorageError
 from gateway.core.manifest import format_time
 from gateway.core.settings import Settings
+from gateway.runtime import atomic, instance
 from gateway.store.lock import data_dir_in_use, lock_data_dir
 from gateway.trust.clock import floor_ahead_s
 from gateway.trust.state import TrustState

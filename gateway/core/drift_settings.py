@@ -1,5 +1,5 @@
 """The ``[drift]`` section: how the gateway measures and alerts on drift of the devices' inputs
-(:mod:`gateway.core.drift`). Pure values; loaded with the rest by :mod:`gateway.settings`."""
+(:mod:`gateway.core.drift`). Pure values; loaded with the rest by :mod:`gateway.service.settings`."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The settings tree: one frozen dataclass per section, each field with its default and, in
-``metadata``, what a valid value looks like. Pure values: :mod:`gateway.settings` loads them
+``metadata``, what a valid value looks like. Pure values: :mod:`gateway.service.settings` loads them
 from the TOML file, the environment and the command line."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The signed statement's format (issue 25; :mod:`gateway.device.statement` has the device's rules):
+"""The signed statement's format (issue 25; :mod:`gateway.agent.statement` has the device's rules):
 a DSSE envelope (https://github.com/secure-systems-lab/dsse) binding a model id, version, length
 and sha256, which the registry signs into every manifest under ``statement``. Pure values: the
 registry signs :func:`pae` of :func:`payload`; the gateway and the device verify a signature over

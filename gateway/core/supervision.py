@@ -1,7 +1,7 @@
 """Supervision decisions: how long to wait before a crashed task runs again, and when a task that
 keeps crashing makes the gateway not ready. Values and ``now`` in, decisions out.
 
-The I/O side (:mod:`gateway.supervisor`) runs the tasks, measures ``now`` on a monotonic clock
+The I/O side (:mod:`gateway.runtime.supervisor`) runs the tasks, measures ``now`` on a monotonic clock
 and carries these decisions out: it sleeps the delay, restarts the task, and reports the failing
 ones to readiness and the systemd watchdog. A test-only fault plan (:class:`FaultPlan`, the setting
 ``supervision.inject_faults``) says when a task is made to raise, so a chaos test can crash every

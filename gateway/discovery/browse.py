@@ -29,7 +29,7 @@ from gateway.core.device import DeviceSink
 from gateway.core.settings import DiscoverySettings
 from gateway.discovery.net import Lan, open_lan
 from gateway.discovery.txt import device_attrs
-from gateway.tasks import Supervise, TaskGroup
+from gateway.runtime.tasks import Supervise, TaskGroup
 
 log = logging.getLogger(__name__)
 

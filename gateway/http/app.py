@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from gateway.access import ChildCredentials, Credentials
 from gateway.core.settings import Settings
 from gateway.http import devices
 from gateway.http.artifacts import add_artifact_routes
@@ -37,11 +36,12 @@ from gateway.http.polling import PollEndpoint
 from gateway.http.relay import add_relay_routes
 from gateway.http.samples import add_sample_routes
 from gateway.http.tiers import add_tier_routes
+from gateway.inventory.access import ChildCredentials, Credentials
 from gateway.inventory.store import Inventory
-from gateway.notify import Changes
-from gateway.polls import PollAnswers
+from gateway.rollout.polls import PollAnswers
+from gateway.runtime.notify import Changes
+from gateway.runtime.stats import Stats
 from gateway.samples.desk import SampleDesk
-from gateway.stats import Stats
 from gateway.store.artifacts import ArtifactStore
 from gateway.trust.index import KeyList, SiteIndex
 

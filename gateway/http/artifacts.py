@@ -41,7 +41,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from gateway.core.manifest import valid_id
 from gateway.http.ranges import ByteRange, plan
-from gateway.stats import Stats
+from gateway.runtime.stats import Stats
 from gateway.store.fill import Fill
 from gateway.store.lookup import ArtifactLookup, Pending, Streaming, Verified
 

@@ -13,11 +13,11 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from gateway.access import ChildCredentials, Credentials
 from gateway.core.settings import GateSettings
+from gateway.inventory.access import ChildCredentials, Credentials
 from gateway.inventory.store import Inventory
 from gateway.rollout.keeper import GateKeeper
-from gateway.stats import Stats
+from gateway.runtime.stats import Stats
 from gateway.store.artifacts import ArtifactStore
 from gateway.trust.index import KeyList, SiteIndex
 

@@ -3,7 +3,7 @@ clients (SWUpdate's suricatta, rauc-hawkbit-updater, Zephyr), held by the same r
 
 A DDI controller is a device: the same credentials (:func:`gateway.http.devices.admit`, with
 ``TargetToken``/``GatewayToken`` read as its token), the same inventory record (``configData`` is
-its attributes), and the same answer as its native poll (:class:`gateway.polls.PollAnswers`:
+its attributes), and the same answer as its native poll (:class:`gateway.rollout.polls.PollAnswers`:
 eligibility, fail-closed waves, gate admission, rollback after a halt). The answer's deployment is
 offered as one action (:mod:`gateway.core.ddi`) whose artifact is the cloud's own file served from
 this gateway's verified, resumable ``/artifacts/`` URL; its feedback goes to the same listener as
@@ -32,7 +32,6 @@ from types import MappingProxyType
 
 from aiohttp import web
 
-from gateway.access import Credentials
 from gateway.core import ddi
 from gateway.core.errors import FormatError
 from gateway.core.manifest import Deployment
@@ -41,9 +40,10 @@ from gateway.core.policy import PollAnswer
 from gateway.core.settings import Settings
 from gateway.http.context import DeviceIngest
 from gateway.http.devices import admit, bad_request, device_id_of, json_body
+from gateway.inventory.access import Credentials
 from gateway.inventory.store import Inventory
-from gateway.polls import PollAnswers
-from gateway.stats import Stats
+from gateway.rollout.polls import PollAnswers
+from gateway.runtime.stats import Stats
 from gateway.store.artifacts import ArtifactStore
 from gateway.store.lookup import Verified
 

@@ -15,13 +15,13 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.access import Credentials, peer_cn
 from gateway.core import jsondoc
 from gateway.core.errors import FormatError, StorageError
 from gateway.core.events import parse_event
 from gateway.core.manifest import valid_id
 from gateway.http.context import CHILDREN, CLOCK, CREDENTIALS, INGEST, STATS
-from gateway.stats import Stats
+from gateway.inventory.access import Credentials, peer_cn
+from gateway.runtime.stats import Stats
 
 log = logging.getLogger(__name__)
 

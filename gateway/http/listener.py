@@ -14,7 +14,7 @@ What aiohttp 3.14 does not have, added here:
   keep-alive connection; otherwise it is dropped (slowloris). aiohttp's keep-alive timer alone
   would give it ``keepalive_timeout`` (an hour by default). Over HTTPS the TLS handshake gets the
   same limit. A request being handled (a long poll, a download) is never cut by it;
-- accept errors (out of descriptors) paused and logged once per interval: :mod:`gateway.accept`;
+- accept errors (out of descriptors) paused and logged once per interval: :mod:`gateway.runtime.accept`;
 - requests aiohttp's parser refuses (it answers ``400``) are logged by aiohttp at ERROR with a
   traceback each: a client sending junk would flood the log. :class:`QuietMalformed` turns them
   into one line per interval with a count (``http.malformed`` in the counters).
@@ -40,9 +40,9 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
-from gateway.accept import Acceptor, bind_sockets, raise_descriptor_limit
 from gateway.core.settings import HttpSettings, Settings
-from gateway.stats import Stats
+from gateway.runtime.accept import Acceptor, bind_sockets, raise_descriptor_limit
+from gateway.runtime.stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def ensure_descriptors(settings: Settings) -> int:
     """Make room for every connection the caps allow (raising the soft descriptor limit where the
     hard one lets us). When they still do not fit, say so at INFO: the caps are ceilings a site
     rarely reaches, so a normal start warns of nothing; the limit is a WARNING-worthy fact only where
-    it binds, when accepts fail for want of descriptors (:mod:`gateway.accept` says it then, naming
+    it binds, when accepts fail for want of descriptors (:mod:`gateway.runtime.accept` says it then, naming
     the limit). Returns the limit in force."""
     h, m = settings.http, settings.mqtt
     wanted = (
@@ -204,7 +204,7 @@ class GuardedProtocol(asyncio.Protocol):
 
 
 class GuardedSite(web.BaseSite):
-    """A ``web.TCPSite`` that accepts through :class:`gateway.accept.Acceptor` with a :class:`Guard`."""
+    """A ``web.TCPSite`` that accepts through :class:`gateway.runtime.accept.Acceptor` with a :class:`Guard`."""
 
     __slots__ = ("_guard", "_host", "_port")
 

@@ -3,7 +3,7 @@
 It passes the operator guard like every other operator route: with ``operator.token`` set, the
 scraper sends it (Prometheus: ``authorization: {type: Bearer, credentials: ...}`` in the scrape
 config); on loopback without a token, anyone on the box may read it. What is exposed is built in
-:mod:`gateway.prometheus`; this module only serves it.
+:mod:`gateway.ops.prometheus`; this module only serves it.
 """
 
 from __future__ import annotations

@@ -59,9 +59,9 @@ from gateway.http.context import (
     GateControls,
 )
 from gateway.inventory.store import Inventory
-from gateway.redact import redact_tree
 from gateway.rollout.keeper import GateKeeper
-from gateway.stats import Stats
+from gateway.runtime.redact import redact_tree
+from gateway.runtime.stats import Stats
 from gateway.store.artifacts import ArtifactStore
 from gateway.telemetry.drift import DriftWatch
 from gateway.telemetry.history import WindowHistory

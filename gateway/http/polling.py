@@ -7,7 +7,7 @@ that lost power does not come back as one herd. ``?wait=SECONDS`` holds the requ
 for *this* device changes, or the wait ends. No poll ever causes an upstream request.
 
 A site's thousands of devices send the same few questions and get the same few answers, so
-:class:`PollEndpoint` keeps, besides the answers themselves (:class:`gateway.polls.PollAnswers`),
+:class:`PollEndpoint` keeps, besides the answers themselves (:class:`gateway.rollout.polls.PollAnswers`),
 what turns them into HTTP: each distinct query string parsed once, each device id checked once
 (and held as one string object), and each answer's body, ETag and header sets built once per base
 URL (the poll memo gives equal answers as one object, so that is one lookup by identity). What it
@@ -26,16 +26,16 @@ from random import getrandbits
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.access import Credentials
 from gateway.core.manifest import valid_id
 from gateway.core.pacing import jittered_seconds_table
 from gateway.core.policy import PollAnswer
 from gateway.core.settings import DeviceSettings, HttpSettings
 from gateway.http.devices import admit, bad_request, device_id_of
+from gateway.inventory.access import Credentials
 from gateway.inventory.store import Inventory
-from gateway.notify import Changes
-from gateway.polls import PollAnswers
-from gateway.stats import Stats
+from gateway.rollout.polls import PollAnswers
+from gateway.runtime.notify import Changes
+from gateway.runtime.stats import Stats
 
 MAX_QUERY_PARAMS = 32
 MAX_POLL_QUERIES = 4096  # distinct query strings remembered
@@ -157,7 +157,7 @@ class PollEndpoint:
         self.changes = changes
         self.settings = devices
         self.public_url = http.public_url.rstrip("/") if http.public_url else ""
-        # The device API is served over TLS exactly when it has a certificate (gateway.service).
+        # The device API is served over TLS exactly when it has a certificate (gateway.service.wiring).
         self.scheme = "https" if http.tls_cert else "http"
         self.retry_s = jittered_seconds_table(devices.poll_interval_s, devices.poll_jitter, RETRY_BITS)
         self._queries: dict[str, tuple[dict[str, str], float]] = {}

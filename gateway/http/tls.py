@@ -1,7 +1,7 @@
 """The device API's TLS: a server context from ``http.tls_cert``/``tls_key``, and client
 certificates from ``http.client_ca`` (optional, or required when ``devices.access = "mtls"``).
 
-Only the context is made here; which certificate names which device is :mod:`gateway.access`'s.
+Only the context is made here; which certificate names which device is :mod:`gateway.inventory.access`'s.
 """
 
 from __future__ import annotations

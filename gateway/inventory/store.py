@@ -20,10 +20,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from gateway import atomic
 from gateway.core.device import DeviceRecord
 from gateway.core.errors import ConfigError, DamagedStateError, StorageError
 from gateway.core.manifest import valid_id
+from gateway.runtime import atomic
 
 log = logging.getLogger(__name__)
 

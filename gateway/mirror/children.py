@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from gateway import atomic
 from gateway.core.errors import RemoteDataError, StorageError, TransportError
 from gateway.core.manifest import Deployment
-from gateway.stats import Stats
+from gateway.runtime import atomic
+from gateway.runtime.stats import Stats
 from gateway.trust.index import SiteIndex, TrustedIndex
 from gateway.trust.state import TrustState
 

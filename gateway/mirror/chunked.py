@@ -35,10 +35,10 @@ from gateway.core.pacing import Progress
 from gateway.core.progress import ProgressLog
 from gateway.mirror.pace import Pacer
 from gateway.mirror.upstream import Stream, Upstream
-from gateway.stats import Stats
+from gateway.runtime.stats import Stats
+from gateway.runtime.tasks import in_thread
 from gateway.store.blobs import BlobStore
 from gateway.store.fill import Fill, Fills
-from gateway.tasks import in_thread
 
 log = logging.getLogger(__name__)
 

@@ -38,13 +38,13 @@ from gateway.core.manifest import Deployment
 from gateway.core.pacing import Progress, backoff_s
 from gateway.core.progress import ProgressLog
 from gateway.core.settings import MirrorSettings
-from gateway.diskspace import disk_space, space_refusal
 from gateway.mirror.chunked import ChunkedDownload, NoChunkList
 from gateway.mirror.pace import Pacer, system_clock
 from gateway.mirror.upstream import Upstream
-from gateway.stats import Stats
+from gateway.runtime.diskspace import disk_space, space_refusal
+from gateway.runtime.stats import Stats
+from gateway.runtime.tasks import TaskGroup
 from gateway.store.artifacts import ArtifactStore
-from gateway.tasks import TaskGroup
 from gateway.trust.keys import MAX_SIGNATURE_BYTES, PublicKey, verify_file
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from gateway.mirror.children import ChildSites
 from gateway.mirror.fetch import Fetcher
 from gateway.mirror.pace import Pacer
 from gateway.mirror.upstream import Upstream
-from gateway.stats import Stats
+from gateway.runtime.stats import Stats
 from gateway.store.artifacts import ArtifactStore
 from gateway.trust.index import MAX_INDEX_BYTES, SiteIndex
 from gateway.trust.state import TrustState

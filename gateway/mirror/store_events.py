@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gateway.mirror.mirror import Mirror
-from gateway.notify import Changes
+from gateway.runtime.notify import Changes
 
 
 class StoreEvents:

@@ -27,7 +27,7 @@ import aiohttp
 
 from gateway.core.errors import ConfigError, NotModified, TransportError
 from gateway.core.settings import MirrorSettings
-from gateway.tasks import in_thread
+from gateway.runtime.tasks import in_thread
 
 CHUNK_BYTES = 256 << 10
 

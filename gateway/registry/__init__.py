@@ -30,11 +30,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from firmware_compat.version import try_version
-from gateway import atomic
 from gateway.core import chunks, statement
 from gateway.core.chunks import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 from gateway.core.errors import ConfigError, FormatError
 from gateway.core.manifest import HEALTH_KEYS, format_time, parse_deployment, parse_time, valid_id
+from gateway.runtime import atomic
 from gateway.trust.canonical import canonical_json
 from gateway.trust.keys import keyid, public_pem
 
@@ -96,7 +96,7 @@ def statement_envelope(
     key: PrivateKey, manifest: Mapping[str, Any], rollback_target: bool = False
 ) -> dict[str, Any]:
     """The DSSE statement binding the manifest's model, version, length and sha256
-    (:mod:`gateway.device.statement`), signed with the same key as the file's ``.sig``."""
+    (:mod:`gateway.agent.statement`), signed with the same key as the file's ``.sig``."""
     m = manifest
     body = statement.payload(
         m["model_id"], m["version"], m["length"], m["sha256"], rollback_target=rollback_target

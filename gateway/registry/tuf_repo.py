@@ -43,9 +43,9 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from gateway import atomic
 from gateway.core.errors import ConfigError, FormatError
 from gateway.core.manifest import TUF_ISSUED, format_time
+from gateway.runtime import atomic
 
 TOP_ROLES = ("root", "targets", "snapshot", "timestamp")
 DAY_S = 86400

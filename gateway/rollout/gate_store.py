@@ -1,6 +1,6 @@
 """Gate state on disk: one JSON file for the current state of every gate, and an append-only audit
 log (JSON lines, fsynced) of every decision with its time, wave, criterion, figures and sample sizes.
-The state file is replaced atomically (:mod:`gateway.atomic`), so a crash leaves the old or the new.
+The state file is replaced atomically (:mod:`gateway.runtime.atomic`), so a crash leaves the old or the new.
 
 Reading is strict: a file that is not JSON, or JSON of another shape (an unknown or missing key, a
 value of the wrong type, an unknown stage) raises :class:`~gateway.core.errors.DamagedStateError` naming
@@ -20,10 +20,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway import atomic
 from gateway.core.errors import DamagedStateError
 from gateway.core.figures import Figures
 from gateway.core.gates import Decision, GateState, Stage
+from gateway.runtime import atomic
 
 _T = TypeVar("_T")
 

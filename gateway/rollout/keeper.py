@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from firmware_compat.matrix import CompatMatrix
-from gateway import atomic
 from gateway.core import site as S
 from gateway.core.device import DeviceRecord
 from gateway.core.errors import DamagedStateError
@@ -30,6 +29,7 @@ from gateway.core.settings import GateSettings
 from gateway.core.waves import wave_target
 from gateway.core.window import WindowStats
 from gateway.rollout.gate_store import GateStore
+from gateway.runtime import atomic
 
 log = logging.getLogger(__name__)
 

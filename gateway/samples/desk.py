@@ -28,9 +28,9 @@ from gateway.core import jsondoc
 from gateway.core.errors import FormatError, StorageError, TransportError
 from gateway.core.samples.offer import Limits, Offer, parse_offer
 from gateway.core.settings import Settings
+from gateway.runtime.stats import Stats
 from gateway.samples.store import Kept, SampleStore
 from gateway.samples.upload import BlobUploader, UploadRefused
-from gateway.stats import Stats
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -26,11 +26,11 @@ from typing import Any
 
 import diskcache
 
-from gateway import atomic
 from gateway.core.errors import StorageError
 from gateway.core.samples.budget import Candidate, Ledger, choose
 from gateway.core.samples.offer import PRIORITY, Offer, Reason
 from gateway.core.samples.settings import SamplesSettings
+from gateway.runtime import atomic
 
 SENT_KEEP_S = 8 * 86_400.0  # a sent sample's hash is remembered this long (duplicates)
 COUNTS = ("kept", "duplicate", "chosen", "sent", "dropped_budget", "dropped_full", "refused")

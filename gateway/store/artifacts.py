@@ -32,7 +32,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from gateway import atomic
 from gateway.core.errors import DamagedStateError, StorageError
 from gateway.core.eviction import (
     BlobUse,
@@ -44,13 +43,14 @@ from gateway.core.eviction import (
     protected,
 )
 from gateway.core.manifest import Deployment
-from gateway.stats import Stats
+from gateway.runtime import atomic
+from gateway.runtime.stats import Stats
+from gateway.runtime.tasks import TaskGroup
 from gateway.store.blobs import QUARANTINE_MAX_FILES, BlobInfo, BlobStore
 from gateway.store.events import StoreListener, Unheard
 from gateway.store.fill import Fills
 from gateway.store.hashing import Hashed, Inode, ScrubReport, hash_file
 from gateway.store.lookup import Entry, Pending, Streaming, Verified
-from gateway.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway import atomic
 from gateway.core.errors import DamagedStateError, StorageError
+from gateway.runtime import atomic
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from gateway import atomic
 from gateway.core.drift import SITE, DriftAlert, DriftRecord, DriftTracker, Key
 from gateway.core.drift_settings import DriftSettings
 from gateway.core.drift_sketch import DriftSketch, parse_drift
@@ -37,7 +36,8 @@ from gateway.core.errors import DamagedStateError, FormatError
 from gateway.core.manifest import Deployment
 from gateway.core.metrics import Sample
 from gateway.core.settings import Settings
-from gateway.stats import Stats
+from gateway.runtime import atomic
+from gateway.runtime.stats import Stats
 from gateway.uplink.outbox import Outbox
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from gateway.core.metrics import MAX_PAYLOAD_BYTES, Sample, parse_metrics
 from gateway.core.settings import TelemetrySettings
 from gateway.core.window import WindowStats
 from gateway.inventory.store import Inventory
-from gateway.stats import Stats
+from gateway.runtime.stats import Stats
 from gateway.telemetry.drift import DriftWatch
 from gateway.uplink.outbox import Outbox
 

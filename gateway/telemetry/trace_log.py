@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core.window import WindowStats
-from gateway.stats import Stats
+from gateway.runtime.stats import Stats
 
 log = logging.getLogger(__name__)
 

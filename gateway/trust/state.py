@@ -25,9 +25,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gateway import atomic
 from gateway.core.errors import ConfigError, DamagedStateError, FormatError, RemoteDataError, StorageError
 from gateway.core.manifest import format_time, parse_time
+from gateway.runtime import atomic
 from gateway.trust.clock import (
     DEFAULT_MAX_FUTURE_SKEW_S,
     ClockReading,

@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from gateway import atomic
 from gateway.core.errors import ConfigError, RemoteDataError
 from gateway.core.settings import TrustSettings
+from gateway.runtime import atomic
 from gateway.trust.clock import check_issued
 from gateway.trust.index import SiteIndex
 from gateway.trust.keys import PublicKey
@@ -132,7 +132,7 @@ def make_trust_state(
     tuf_root: bytes | None = None,
 ) -> TrustState:
     """The site's trust state for ``trust.format``: the legacy signed index, or TUF (its root read
-    already, :class:`gateway.config_files.ConfigFiles`; read here only when not given)."""
+    already, :class:`gateway.service.config_files.ConfigFiles`; read here only when not given)."""
     if settings.format == "tuf":
         root = tuf_root if tuf_root is not None else trusted_root(settings)
         try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings
-from gateway.stats import Stats
+from gateway.runtime.stats import Stats
 from gateway.uplink.forwarder import Forwarder
 from gateway.uplink.outbox import EXPORT_SINK, Outbox
 from gateway.uplink.sinks import HttpSink, MqttBridge, Sink

@@ -32,10 +32,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway import atomic
 from gateway.core.errors import StorageError
 from gateway.core.manifest import format_time
 from gateway.core.settings import Settings
+from gateway.runtime import atomic
 from gateway.uplink.outbox import EXPORT_SINK, Outbox
 from gateway.uplink.outbox_file import connect_checked, cursor_sinks
 

@@ -4,7 +4,7 @@ Each sink keeps its own cursor in the outbox (a record is deleted once every sin
 cloud broker that is down does not hold back the HTTP ingest, and the reverse. After an outage the
 drop counters (what the outbox had to shed) go upstream as one ``drops`` record. Every error a
 sink raises, of any type, is the forwarder's to retry with backoff: none ends delivery (the
-supervisor in :mod:`gateway.supervisor` restarts the whole forwarder only if one escapes anyway).
+supervisor in :mod:`gateway.runtime.supervisor` restarts the whole forwarder only if one escapes anyway).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from gateway.core.errors import StorageError, TransportError
 from gateway.core.pacing import backoff_s
-from gateway.stats import Stats
+from gateway.runtime.stats import Stats
 from gateway.uplink.outbox import Outbox, Record
 from gateway.uplink.sinks import Rejected, Sink
 

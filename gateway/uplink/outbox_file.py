@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from gateway import atomic
 from gateway.core.errors import DamagedStateError, StorageError
+from gateway.runtime import atomic
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (

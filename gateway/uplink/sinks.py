@@ -22,8 +22,8 @@ import aiohttp
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway import mqtt_link
 from gateway.core.errors import TransportError
+from gateway.runtime import mqtt_link
 from gateway.uplink.outbox import Record
 
 log = logging.getLogger(__name__)

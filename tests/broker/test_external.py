@@ -401,7 +401,7 @@ async def test_broker_restart_and_gateway_kill_lose_no_acknowledged_message(
 )
 def test_a_bad_external_setting_stops_start_up_naming_the_key(env: dict[str, str], key: str) -> None:
     from gateway.core.errors import ConfigError
-    from gateway.settings import load
+    from gateway.service.settings import load
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load(None, environ=env)

@@ -30,7 +30,7 @@ import pytest
 
 from gateway.bundle.importer import ArtifactOutcome, IndexOutcome
 from gateway.bundle.layout import MANIFEST_NAME
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 from tests.bundle.kit import device_update, flip, make_bundle, member_offset, members
 from tests.bundle.test_process import ENV, cli, export, until_verified
 from tests.conftest import Registry

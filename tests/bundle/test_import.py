@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from gateway.bundle.importer import ArtifactOutcome, IndexOutcome
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 from tests.bundle.kit import device_update, flip, make_bundle, member_offset, rewrite
 from tests.conftest import Registry
 from tests.gw import OPEN_FIRST, base_url, gateway_settings, running

@@ -18,7 +18,7 @@ from firmware_compat import (
     choose,
     parse_version,
 )
-from gateway.settings import load_matrix
+from gateway.service.settings import load_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
 

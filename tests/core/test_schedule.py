@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from gateway.core.errors import ConfigError
 from gateway.core.schedule import DAY_S, Schedule, ScheduleSpecError, parse_schedule, rate_at
-from gateway.settings import load
+from gateway.service.settings import load
 
 DAY0 = 1_790_000_000 - 1_790_000_000 % DAY_S  # a UTC midnight
 NIGHTS_FREE_DAYS_1MB = [

@@ -1,4 +1,4 @@
-"""The supported device agent (``gateway.device``) against a real ``ota-gateway serve`` process:
+"""The supported device agent (``gateway.agent``) against a real ``ota-gateway serve`` process:
 
 - a download cut off resumes with ``Range``/``If-Range`` (within one cycle, and from what a crashed
   agent left on disk), then sha256 and signature are checked and the slots switch;
@@ -26,11 +26,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.device.agent import DeviceAgent
-from gateway.device.errors import VerifyError
-from gateway.device.simulate import BURNS_CPU, HEALTHY, SimulatedInference
-from gateway.device.slots import Slots
-from gateway.device.transfer import download
+from gateway.agent.agent import DeviceAgent
+from gateway.agent.errors import VerifyError
+from gateway.agent.simulate import BURNS_CPU, HEALTHY, SimulatedInference
+from gateway.agent.slots import Slots
+from gateway.agent.transfer import download
 from tests.conftest import Registry
 from tests.gw import until
 from tests.peers import ROOT, free_port, gateway_process, serve_args, stop, wait_port
@@ -155,7 +155,7 @@ async def test_bytes_the_cloud_did_not_sign_are_never_made_current(
                 gw.url, "cam-2", other.public_key.read_bytes(), tmp_path / "cam-2", model_id="detector"
             )
             await first_manifest(agent, s)
-            # The manifest's signed statement is checked first (gateway.device.statement): refused
+            # The manifest's signed statement is checked first (gateway.agent.statement): refused
             # before any byte is downloaded; a manifest without one fails on the file's signature.
             with pytest.raises(VerifyError, match="not signed by the cloud's key"):
                 await agent.update_once(s)
@@ -229,7 +229,7 @@ async def test_a_halted_first_version_sends_the_device_back_to_its_previous_slot
 
 
 @pytest.mark.parametrize(
-    "command", [["-m", "gateway.device", "--help"], [str(ROOT / "tests" / "agent.py"), "--help"]]
+    "command", [["-m", "gateway.agent", "--help"], [str(ROOT / "tests" / "agent.py"), "--help"]]
 )
 def test_the_agent_command_lines_answer_help(command: list[str]) -> None:
     done = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=60)

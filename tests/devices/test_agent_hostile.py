@@ -1,4 +1,4 @@
-"""The reference device agent (``python -m gateway.device``, a real process) against a hostile gateway.
+"""The reference device agent (``python -m gateway.agent``, a real process) against a hostile gateway.
 
 The gateway here is a real aiohttp server on an ephemeral port that answers what a broken or
 malicious gateway could: JSON that is not a manifest, nesting 100,000 deep, bodies of megabytes,
@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.device.slots import Slots
+from gateway.agent.slots import Slots
 from tests.conftest import Registry, is_root
 from tests.gw import until
 from tests.peers import ROOT
@@ -97,7 +97,7 @@ async def serving(h: Hostile) -> AsyncIterator[Hostile]:
 def agent(
     h: Hostile, reg: Registry, state: Path, logs: Path, *extra: str
 ) -> Iterator[subprocess.Popen[bytes]]:
-    args = [sys.executable, "-m", "gateway.device", "--service-url", h.url, "--id", "cam-1",
+    args = [sys.executable, "-m", "gateway.agent", "--service-url", h.url, "--id", "cam-1",
             "--public-key", str(reg.public_key), "--state", str(state), "--mqtt", "",
             "--model-id", "detector", "--poll-interval", "1", *extra]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

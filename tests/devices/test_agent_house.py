@@ -12,8 +12,8 @@ from tests.peers import ROOT
 
 PROBE = """
 import sys
-import gateway.device.agent, gateway.device.cli, gateway.device.simulate
-ours = sorted(m for m in sys.modules if m.startswith("gateway.") and not m.startswith("gateway.device"))
+import gateway.agent.agent, gateway.agent.cli, gateway.agent.simulate
+ours = sorted(m for m in sys.modules if m.startswith("gateway.") and not m.startswith("gateway.agent"))
 heavy = sorted(m for m in ("amqtt", "zeroconf", "psutil", "diskcache", "aiofiles") if m in sys.modules)
 print(ours, heavy)
 """

@@ -1,4 +1,4 @@
-"""The agent's reading of a poll answer (``gateway.device.poll``), table by table: ``Retry-After`` in
+"""The agent's reading of a poll answer (``gateway.agent.poll``), table by table: ``Retry-After`` in
 every form a gateway could send, clamped into a sane range; the manifest's shape; the words for a wait."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.device.errors import AgentError
-from gateway.device.poll import MAX_RETRY_S, MIN_RETRY_S, Waiting, check_manifest, retry_after, why_no_update
+from gateway.agent.errors import AgentError
+from gateway.agent.poll import MAX_RETRY_S, MIN_RETRY_S, Waiting, check_manifest, retry_after, why_no_update
 
 NOW = 1_800_000_000.0
 

@@ -24,8 +24,8 @@ import pytest
 from aiohttp import web
 from tuf.api import exceptions as tuf_errors
 
-from gateway.device.agent import DeviceAgent
-from gateway.device.errors import VerifyError
+from gateway.agent.agent import DeviceAgent
+from gateway.agent.errors import VerifyError
 from tests.conftest import Registry
 from tests.registry.tufkit import make_tuf_registry, static_server, updater
 from tests.registry.tufkit import run as run_cli

@@ -13,9 +13,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.access import Credentials, OpenBindings
 from gateway.core.settings import DeviceSettings
-from gateway.service import Gateway
+from gateway.inventory.access import Credentials, OpenBindings
+from gateway.service.wiring import Gateway
 from tests.conftest import Registry
 from tests.gw import base_url, gateway_settings, running
 from tests.peers import need

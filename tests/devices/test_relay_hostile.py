@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 from tests.conftest import Registry
 from tests.gw import base_url, gateway_settings, running
 from tests.peers import free_port, gateway_process, serve_args, stop, wait_port

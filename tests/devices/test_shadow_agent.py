@@ -20,8 +20,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.device.agent import DeviceAgent
-from gateway.device.simulate import Profile, SimulatedInference
+from gateway.agent.agent import DeviceAgent
+from gateway.agent.simulate import Profile, SimulatedInference
 from tests.conftest import Registry
 from tests.devices.test_agent import FAST, HEALTH, gateway, operator
 from tests.gw import until

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
+from gateway.agent.shadow import reports
+from gateway.agent.simulate import CLASSES, HEALTHY, Profile, SimulatedInference
+from gateway.agent.slots import SlotInfo
 from gateway.core.metrics import parse_metrics
-from gateway.device.shadow import reports
-from gateway.device.simulate import CLASSES, HEALTHY, Profile, SimulatedInference
-from gateway.device.slots import SlotInfo
 
 ACTIVE = SlotInfo("a", "detector", "1.0.0", "aa" * 32)
 CAND = SlotInfo("b", "detector", "2.0.0", "bb" * 32)
@@ -88,7 +88,7 @@ def test_reports_send_the_candidate_as_a_shadow_message_beside_the_active() -> N
 @pytest.mark.parametrize("value", ["person,person,0.05", "person,car,0.05", "person,forklift,0.9", "x"])
 def test_the_command_lines_swap_knob_refuses_what_it_cannot_simulate(value: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.device", "--simulate", "--simulate-swap", value],
+        [sys.executable, "-m", "gateway.agent", "--simulate", "--simulate-swap", value],
         capture_output=True,
         text=True,
         timeout=60,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import random
 
+from gateway.agent.simulate import SimulatedInference
+from gateway.agent.slots import SlotInfo
 from gateway.core.drift import psi
 from gateway.core.drift_sketch import parse_drift
-from gateway.device.simulate import SimulatedInference
-from gateway.device.slots import SlotInfo
 
 
 def test_the_knob_moves_the_sketches_from_its_instant_on() -> None:

@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 
 from gateway import registry
 from gateway.broker import wire
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 from tests.conftest import Registry
 from tests.fuzz.profile import FUZZ_SERVER
 from tests.fuzz.strategies import (

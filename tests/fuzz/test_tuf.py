@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from tuf.api.metadata import Metadata
 
 from gateway import registry
+from gateway.agent import statement as device_statement
+from gateway.agent.errors import VerifyError
+from gateway.agent.verify import load_public_key
 from gateway.core import statement as core_statement
 from gateway.core.errors import RemoteDataError
-from gateway.device import statement as device_statement
-from gateway.device.errors import VerifyError
-from gateway.device.verify import load_public_key
 from gateway.trust.tuf import TufSet
 from tests.fuzz.profile import FUZZ
 from tests.fuzz.strategies import junk

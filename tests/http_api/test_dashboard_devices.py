@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from gateway.core.device import DeviceRecord
 from gateway.http.dashboard.devices import MAX_LIMIT, DeviceQuery, device_state, select
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 from tests.conftest import Registry
 from tests.gw import gateway_settings, running
 

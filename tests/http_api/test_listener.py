@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.accept import AcceptBackoff, raise_descriptor_limit
 from gateway.http.listener import HttpLimits, start_http
-from gateway.stats import Stats
+from gateway.runtime.accept import AcceptBackoff, raise_descriptor_limit
+from gateway.runtime.stats import Stats
 from tests.conftest import Registry
 from tests.gw import gateway_settings, running, until
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from gateway import cli
 from gateway.http.operator import refusal
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 from tests.conftest import Registry
 from tests.gw import gateway_settings, running, until
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.core.settings import StoreSettings
-from gateway.diskspace import disk_space, reserve_bytes, space_refusal
+from gateway.runtime.diskspace import disk_space, reserve_bytes, space_refusal
 from tests.conftest import Registry, is_root
 from tests.mirror.test_mirror import open_mirror, settle
 

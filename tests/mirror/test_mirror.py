@@ -14,7 +14,7 @@ import pytest
 from gateway.core import settings as S
 from gateway.mirror.mirror import Mirror
 from gateway.mirror.upstream import upstream_from
-from gateway.stats import Stats
+from gateway.runtime.stats import Stats
 from gateway.store.artifacts import ArtifactStore
 from gateway.store.lookup import Pending, Verified
 from gateway.trust.keys import load_trusted_keys

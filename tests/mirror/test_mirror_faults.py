@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 from tests.conftest import Registry, is_root
 from tests.gw import gateway_settings, running, until
 from tests.mirror.hostile import Fault, Hostile

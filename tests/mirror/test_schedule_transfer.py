@@ -59,7 +59,7 @@ async def test_a_transfer_pauses_then_follows_the_cap_then_runs_free(
     reg: Registry, tmp_path: Path, seed: int
 ) -> None:
     from gateway.core.schedule import parse_schedule
-    from gateway.service import Gateway
+    from gateway.service.wiring import Gateway
 
     reg.publish(MODEL)
     rng = random.Random(seed)

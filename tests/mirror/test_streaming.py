@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDict
 
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 from tests.conftest import Registry
 from tests.gw import base_url, gateway_settings, running, until
 from tests.mirror.chunk_devices import ChunkCheck
@@ -158,7 +158,7 @@ async def test_a_download_landing_while_the_artifact_is_published_is_served_not_
     verified file. The slow fsync is the one fault injected (a real sleep in the real call)."""
     import threading
 
-    from gateway import atomic
+    from gateway.runtime import atomic
 
     moved, release = threading.Event(), threading.Event()
     real_fsync_dir = atomic.fsync_dir

@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 
 from gateway.core.readiness import ReadinessFacts, not_ready
-from gateway.readiness import store_problem
-from gateway.service import Gateway
+from gateway.ops.readiness import store_problem
+from gateway.service.wiring import Gateway
 from tests.conftest import Registry
 from tests.gw import base_url, gateway_settings, running, until
 

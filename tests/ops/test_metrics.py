@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 from tests.conftest import Registry
 from tests.gw import base_url, gateway_settings, running, until
 from tests.mirror.hostile import Fault, Hostile

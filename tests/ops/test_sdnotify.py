@@ -19,7 +19,7 @@ from typing import IO
 
 import pytest
 
-from gateway.sdnotify import Notifier, watchdog_interval_s
+from gateway.runtime.sdnotify import Notifier, watchdog_interval_s
 from tests.peers import ROOT, free_port, gateway_process, stop
 
 WATCHDOG_USEC = 600_000  # pings every 0.3 s

@@ -16,7 +16,7 @@ from gateway.core.errors import ConfigError
 from gateway.core.gates import Action, Control, Stage
 from gateway.core.metrics import Sample
 from gateway.rollout.keeper import GateKeeper
-from gateway.settings import load
+from gateway.service.settings import load
 from tests.rollout.sim import DEFAULT_SETTINGS, manifest
 
 V1, V2 = manifest("1.0.0"), manifest("2.0.0")

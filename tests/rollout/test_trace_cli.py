@@ -17,7 +17,7 @@ import pytest
 
 from gateway.core.aggregate import Aggregator
 from gateway.core.metrics import parse_metrics
-from gateway.stats import Stats
+from gateway.runtime.stats import Stats
 from gateway.telemetry.trace_log import TraceLog
 from tests.peers import ROOT
 

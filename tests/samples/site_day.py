@@ -21,7 +21,7 @@ from aiohttp import web
 
 from gateway.core import settings as S
 from gateway.core.samples.budget import DAY_S, Candidate
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 from tests.core.samples.day import TOP, offers
 from tests.gw import until
 from tests.peers import IngestServer, free_port, ingest_batch

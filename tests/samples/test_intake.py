@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 from tests.broker.conftest import closed_by_peer, raw_connect_packet
 from tests.conftest import Registry
 from tests.gw import base_url, gateway_settings, running, until

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.core.errors import ConfigError
-from gateway.settings import load
+from gateway.service.settings import load
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 
 from gateway.core import settings as S
+from gateway.runtime.stats import Stats
 from gateway.samples.desk import SampleDesk
-from gateway.stats import Stats
 from tests.conftest import Registry
 from tests.gw import base_url, gateway_settings, running, until
 from tests.samples.upload_server import TOKEN, stored, upload_server

@@ -23,7 +23,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 from gateway.store.artifacts import ArtifactStore
 from tests.conftest import Registry
 from tests.gw import base_url, gateway_settings, running, until

@@ -16,7 +16,7 @@ from gateway.core.drift_settings import DriftSettings
 from gateway.core.drift_sketch import DriftSketch
 from gateway.core.errors import FormatError
 from gateway.core.metrics import Sample
-from gateway.stats import Stats
+from gateway.runtime.stats import Stats
 from gateway.telemetry.drift import DriftWatch
 from gateway.uplink.outbox import Outbox
 

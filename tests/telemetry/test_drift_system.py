@@ -1,5 +1,5 @@
 """The drift story end to end, every part a real process: an ``ota-gateway serve`` process, six
-reference agents (``python -m gateway.device --simulate``) that install the model and send their
+reference agents (``python -m gateway.agent --simulate``) that install the model and send their
 metrics with drift sketches over MQTT, the cloud's ingest. At a random instant the simulated input
 of a third of the agents moves (``--drift-shift 3 --drift-shift-at``); out come ``drift`` records
 and one ``drift_alert`` at the ingest, the alert on ``/status`` and the distance on ``/metrics``.
@@ -61,7 +61,7 @@ def _agents(
     out = []
     for i in range(6):
         extra = ["--drift-shift", "3", "--drift-shift-at", f"{shift_in:.2f}"] if i < 2 else []
-        cmd = [sys.executable, "-m", "gateway.device", "--service-url", f"http://127.0.0.1:{http}",
+        cmd = [sys.executable, "-m", "gateway.agent", "--service-url", f"http://127.0.0.1:{http}",
                "--id", f"cam-{i}", "--public-key", str(reg.public_key), "--state", str(tmp_path / f"s{i}"),
                "--mqtt", f"127.0.0.1:{mqtt}", "--model-id", "detector", "--poll-interval", "1",
                "--simulate", "--metrics-interval", "0.5", *extra]  # fmt: skip

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from gateway.core import jsondoc
 from gateway.core.errors import FormatError
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 from tests.conftest import Registry
 from tests.gw import base_url, gateway_settings, running
 from tests.peers import can_mount_tmpfs, fill, free_port, gateway_on_tmpfs, need, stop, wait_port

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gateway.core.settings import TelemetrySettings
 from gateway.inventory.store import Inventory
-from gateway.stats import Stats
+from gateway.runtime.stats import Stats
 from gateway.telemetry.ingest import Telemetry
 from gateway.uplink.outbox import Outbox
 

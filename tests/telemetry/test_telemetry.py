@@ -15,7 +15,7 @@ from gateway.core.aggregate import Aggregator
 from gateway.core.errors import FormatError
 from gateway.core.metrics import parse_metrics
 from gateway.core.sketch import LatencySketch
-from gateway.health import probe
+from gateway.runtime.health import probe
 
 GOOD = {"model_version": "1.0.0", "model_id": "detector", "num_inferences": 100, "num_errors": 2,
         "avg_latency_ms": 40.0, "cpu_percent": 30.0, "ram_percent": 50.0, "temperature_c": 61.5,

@@ -15,7 +15,7 @@ from gateway.core.aggregate import Aggregator
 from gateway.core.gates.levels import observe
 from gateway.core.metrics import parse_metrics
 from gateway.core.window import WindowStats
-from gateway.stats import Stats
+from gateway.runtime.stats import Stats
 from gateway.telemetry.trace_log import SEGMENT_S, TraceLog, read_hours
 
 T0 = 1_800_000_000.0  # an hour boundary

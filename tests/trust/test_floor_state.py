@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway import atomic
 from gateway.core.errors import ExpiredError
 from gateway.core.manifest import parse_time
+from gateway.runtime import atomic
 from gateway.trust.clock import FutureIssuedError
 from gateway.trust.keys import load_trusted_keys
 from gateway.trust.state import TrustState

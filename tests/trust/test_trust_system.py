@@ -15,8 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway import atomic, cli
-from gateway.service import Gateway
+from gateway import cli
+from gateway.runtime import atomic
+from gateway.service.wiring import Gateway
 from tests.conftest import Registry
 from tests.gw import gateway_settings, running
 

@@ -14,7 +14,7 @@ from gateway.core import settings as S
 from gateway.core.errors import ConfigError
 from gateway.registry import tuf_life
 from gateway.registry.tuf_repo import Repo
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 from tests.conftest import Registry
 from tests.gw import gateway_settings, running, until
 from tests.registry.tufkit import make_tuf_registry

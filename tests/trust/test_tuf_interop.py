@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gateway.core import settings as S
 from gateway.registry import tuf_life, tuf_targets
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 from tests.conftest import Registry
 from tests.gw import base_url, gateway_settings, running, until
 from tests.registry.tufkit import TufRegistry, make_tuf_registry, updater

@@ -21,7 +21,7 @@ from tuf.api.metadata import Metadata, MetaFile, TargetFile, Targets
 from gateway.registry import tuf_life as L
 from gateway.registry import tuf_targets as T
 from gateway.registry.tuf_repo import Online, Repo, to_bytes
-from gateway.service import Gateway
+from gateway.service.wiring import Gateway
 from tests.gw import running, until
 from tests.registry.tufkit import TufRegistry, make_tuf_registry
 from tests.trust.test_tuf_interop import tuf_settings

@@ -24,7 +24,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.stats import Stats
+from gateway.runtime.stats import Stats
 from gateway.uplink.forwarder import Forwarder
 from gateway.uplink.outbox import Outbox
 from gateway.uplink.sinks import MqttBridge

@@ -129,7 +129,7 @@ async def test_an_outbox_that_fails_while_running_is_a_storage_error_and_a_statu
     """Damage found at run time (here the records table dropped behind its back) is translated at
     the seam: the uplink gets a StorageError it backs off on, the status page a line, never a 500."""
     from gateway.core.errors import StorageError
-    from gateway.stats import Stats
+    from gateway.runtime.stats import Stats
     from gateway.uplink.forwarder import Forwarder
     from gateway.uplink.sinks import Sink
 

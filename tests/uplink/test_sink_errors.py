@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.stats import Stats
+from gateway.runtime.stats import Stats
 from gateway.uplink.forwarder import Forwarder
 from gateway.uplink.outbox import Outbox, Record
 from gateway.uplink.sinks import HttpSink

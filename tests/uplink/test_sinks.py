@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.stats import Stats
+from gateway.runtime.stats import Stats
 from gateway.uplink.forwarder import Forwarder
 from gateway.uplink.outbox import Outbox
 from gateway.uplink.sinks import HttpSink

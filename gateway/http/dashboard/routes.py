@@ -24,8 +24,8 @@ from gateway.http.dashboard import drift_panel, gate_panel, human, samples_panel
 from gateway.http.dashboard.progress import RateMeter
 from gateway.http.dashboard.svg import Series, line_chart
 from gateway.inventory.store import Inventory
-from gateway.redact import redact_tree
 from gateway.rollout.keeper import GateKeeper
+from gateway.runtime.redact import redact_tree
 from gateway.telemetry.drift import DriftWatch
 from gateway.telemetry.history import Point, WindowHistory
 

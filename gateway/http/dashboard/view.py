@@ -1,4 +1,4 @@
-"""The dashboard's state for people: the status (:mod:`gateway.status_view`) turned into text.
+"""The dashboard's state for people: the status (:mod:`gateway.ops.status`) turned into text.
 
 Pure: the status dict, the mirror's progress and ``now`` in; a JSON-ready dict of strings, lists
 and small counts out, which the page puts on screen as it is. Nothing here is a Python value

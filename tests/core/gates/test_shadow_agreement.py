@@ -185,8 +185,8 @@ def test_false_halts_of_a_sparse_class_at_its_minimum_stay_within_the_rows_rate(
 @pytest.mark.parametrize("key", ["shadow_agreement_min", "shadow_agreement_class_min"])
 @pytest.mark.parametrize("value", ["1.5", "-0.1", '"high"'])
 def test_a_bad_minimum_stops_start_up_with_one_line(tmp_path, key: str, value: str) -> None:  # type: ignore[no-untyped-def]
-    from gateway import settings as loader
     from gateway.core.errors import ConfigError
+    from gateway.service import settings as loader
 
     f = tmp_path / "gateway.toml"
     f.write_text(f"[gates]\n{key} = {value}\n")

@@ -62,7 +62,7 @@ def test_a_verdict_in_words_says_its_estimate_bound_baseline_and_margin() -> Non
 
 
 def test_names_are_unique_and_dry_run_is_checked_against_the_table() -> None:
-    from gateway import settings as loader
+    from gateway.service import settings as loader
 
     names = [c.name for c in CRITERIA]
     assert len(names) == len(set(names))

@@ -1,4 +1,4 @@
-"""``ota-gateway device`` and ``python -m gateway.device``: run the reference agent on a device.
+"""``ota-gateway device`` and ``python -m gateway.agent``: run the reference agent on a device.
 
     ota-gateway device --service-url http://gateway:8080 --id cam-7 --public-key cloud.pem \\
         --state /var/lib/ota-device --attr fw=2.1.0 --attr hw=rev2 --model-id detector
@@ -8,7 +8,7 @@ prints why it waits and when it asks again. A failure it cannot retry (and, with
 failure) is one line on stderr and exit 1, never exit 0. Every option may come
 from the environment instead (``OTA_SERVICE_URL``, ``OTA_DEVICE_ID``, ``OTA_PUBLIC_KEY``,
 ``OTA_DEVICE_TOKEN``, ``OTA_DEVICE_STATE``). Without ``--simulate`` it reports no metrics: a real
-device feeds its inference app's figures through :data:`gateway.device.agent.MetricsSource`.
+device feeds its inference app's figures through :data:`gateway.agent.agent.MetricsSource`.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from gateway.agent.agent import DeviceAgent
+from gateway.agent.errors import AgentError, problem
+from gateway.agent.poll import MAX_RETRY_S, Waiting
+from gateway.agent.simulate import CLASSES, HEALTHY, SimulatedInference
 from gateway.core.errors import GatewayError
-from gateway.device.agent import DeviceAgent
-from gateway.device.errors import AgentError, problem
-from gateway.device.poll import MAX_RETRY_S, Waiting
-from gateway.device.simulate import CLASSES, HEALTHY, SimulatedInference
 
 
 def _attr(pair: str) -> tuple[str, str]:
@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m gateway.device", description="The reference OTA device agent (A/B slots)."
+        prog="python -m gateway.agent", description="The reference OTA device agent (A/B slots)."
     )
     add_arguments(parser)
     args = parser.parse_args(argv)

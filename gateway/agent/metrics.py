@@ -24,9 +24,9 @@ from typing import Any, Protocol
 import aiohttp
 import paho.mqtt.client as paho
 
+from gateway.agent.poll import MAX_ERROR_TEXT
 from gateway.core import jsondoc
 from gateway.core.errors import FormatError
-from gateway.device.poll import MAX_ERROR_TEXT
 
 log = logging.getLogger(__name__)
 

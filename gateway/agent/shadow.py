@@ -2,7 +2,7 @@
 shadow stage the candidate's figures on the same frames with their agreement.
 
 In the shadow stage (a poll answer with ``"shadow": true``) the candidate sits verified in the
-inactive slot and never becomes current (:meth:`gateway.device.agent.DeviceAgent.shadow`); the
+inactive slot and never becomes current (:meth:`gateway.agent.agent.DeviceAgent.shadow`); the
 inference app runs both models on each frame and a :data:`ShadowSource` returns both sets of
 figures, the candidate's with ``agreement`` (:mod:`gateway.core.agreement`): frames compared, top-1
 agreements, per active class, the confusion pairs and the mean confidence difference. The candidate's
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gateway.device.slots import SlotInfo
+from gateway.agent.slots import SlotInfo
 
 # the inference app's figures for the model it runs now (None: nothing to report this time)
 MetricsSource = Callable[[SlotInfo], Mapping[str, Any] | None]

@@ -1,4 +1,4 @@
-"""``python -m gateway.healthcheck``: exit 0 when the gateway of this configuration is ready.
+"""``python -m gateway.service.healthcheck``: exit 0 when the gateway of this configuration is ready.
 
 For a container's ``HEALTHCHECK`` (and any supervisor without systemd): it reads the configuration
 exactly as ``serve`` does (``--config``, else ``$OTA_GATEWAY_CONFIG``, and the ``OTA_GATEWAY_*``
@@ -18,10 +18,10 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway import settings as settings_mod
 from gateway.core.errors import ConfigError
 from gateway.core.setting_rules import parse_hostport
 from gateway.core.settings import Settings
+from gateway.service import settings as settings_mod
 
 WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
@@ -53,7 +53,7 @@ def _context(request: urllib.request.Request) -> ssl.SSLContext | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.healthcheck", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m gateway.service.healthcheck", description=__doc__)
     parser.add_argument("--config", help="TOML config file (default: $OTA_GATEWAY_CONFIG)")
     parser.add_argument("--timeout", type=float, default=4.0, help="seconds (default 4)")
     args = parser.parse_args(argv)

@@ -12,7 +12,7 @@
   abort, an MQTT notice to each connected device that must roll back.
 
 It leaves to others: the decisions (``gateway.core.site`` through the keeper), the poll answer
-(``gateway.polls``), the transport of reports and notices (the uplink, the broker).
+(``gateway.rollout.polls``), the transport of reports and notices (the uplink, the broker).
 """
 
 from __future__ import annotations
@@ -30,18 +30,18 @@ from gateway.core.gates import Action
 from gateway.core.manifest import Deployment
 from gateway.core.settings import Settings
 from gateway.core.site import Effects
-from gateway.health import probe
 from gateway.inventory.store import Inventory
-from gateway.notify import Changes
-from gateway.report import SiteReport
 from gateway.rollout.keeper import GateKeeper
-from gateway.stats import Stats
+from gateway.runtime.health import probe
+from gateway.runtime.notify import Changes
+from gateway.runtime.stats import Stats
+from gateway.runtime.tasks import TaskGroup
 from gateway.store.artifacts import ArtifactStore
-from gateway.tasks import TaskGroup
 from gateway.telemetry.ingest import Telemetry
 from gateway.trust.index import SiteIndex
 from gateway.trust.state import TrustState
 from gateway.uplink.outbox import Outbox
+from gateway.uplink.report import SiteReport
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firmware_compat.matrix import CompatMatrix
-from gateway.access import Credentials
 from gateway.core.settings import Settings
 from gateway.discovery.advertise import cert_fingerprint
+from gateway.inventory.access import Credentials
 from gateway.inventory.store import load_inventory_file
 from gateway.mirror.upstream import Upstream, upstream_from
-from gateway.settings import load_matrix
+from gateway.service.settings import load_matrix
 from gateway.trust.keys import PublicKey, load_trusted_keys
 from gateway.trust.tuf_state import trusted_root
 

@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__, atomic
+from gateway import __version__
 from gateway.core.errors import GatewayError
+from gateway.runtime import atomic
 
 DATA_ID_NAME = "data-id"
 RECORD_NAME = "gateway.json"

@@ -18,7 +18,7 @@ One cycle (:meth:`DeviceAgent.update_once`):
 
 :meth:`DeviceAgent.run` repeats it on the gateway's ``Retry-After`` (clamped to at most
 ``max_poll_interval_s``; or right away after a long poll or an MQTT "poll now"), tells its
-``on_wait`` listeners why it waits and when it asks again (:class:`~gateway.device.poll.Waiting`),
+``on_wait`` listeners why it waits and when it asks again (:class:`~gateway.agent.poll.Waiting`),
 and sends the inference app's metrics every ``metrics_interval_s``. No answer of a gateway stops
 it (:mod:`.poll`); a failure it cannot retry ends :meth:`~DeviceAgent.run` with an
 :class:`AgentError`, never silently.
@@ -37,10 +37,10 @@ from typing import Any
 
 import aiohttp
 
-from gateway.device import statement
-from gateway.device.errors import AgentError, VerifyError, problem
-from gateway.device.metrics import HttpLink, MetricsLink, MqttLink
-from gateway.device.poll import (
+from gateway.agent import statement
+from gateway.agent.errors import AgentError, VerifyError, problem
+from gateway.agent.metrics import HttpLink, MetricsLink, MqttLink
+from gateway.agent.poll import (
     MAX_MANIFEST_BYTES,
     MAX_RETRY_S,
     MAX_SIGNATURE_BYTES,
@@ -52,10 +52,10 @@ from gateway.device.poll import (
     retry_after,
     why_no_update,
 )
-from gateway.device.shadow import MetricsSource, ShadowSource, reports
-from gateway.device.slots import SlotInfo, Slots
-from gateway.device.transfer import Busy, download
-from gateway.device.verify import load_public_key, verify_artifact
+from gateway.agent.shadow import MetricsSource, ShadowSource, reports
+from gateway.agent.slots import SlotInfo, Slots
+from gateway.agent.transfer import Busy, download
+from gateway.agent.verify import load_public_key, verify_artifact
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class DeviceAgent:
     on_wait: Sequence[WaitListener] = ()
     events: list[str] = field(default_factory=list)
     etag: str | None = None  # of the manifest it last handled
-    require_statement: bool = False  # refuse manifests without a signed statement (gateway.device.statement)
+    require_statement: bool = False  # refuse manifests without a signed statement (gateway.agent.statement)
     _slots: Slots | None = field(default=None, init=False, repr=False)
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
     shadowing: SlotInfo | None = field(default=None, init=False)  # the candidate run in shadow
@@ -221,7 +221,7 @@ class DeviceAgent:
         current: SlotInfo | None,
         previous: SlotInfo | None,
     ) -> None:
-        """The signed statement binds this model, version, length and sha256 (gateway.device.statement)."""
+        """The signed statement binds this model, version, length and sha256 (gateway.agent.statement)."""
         key = load_public_key(self.public_key_pem)
         try:
             statement.check(manifest, key, current, previous, required=self.require_statement)

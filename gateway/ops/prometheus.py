@@ -22,12 +22,13 @@ from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from gateway import __version__, prometheus_shadow
+from gateway import __version__
 from gateway.core.gates import Action, Stage
-from gateway.prometheus_drift import drift_metrics
-from gateway.readiness import Readiness
+from gateway.ops import prometheus_shadow
+from gateway.ops.prometheus_drift import drift_metrics
+from gateway.ops.readiness import Readiness
+from gateway.ops.status import StatusView
 from gateway.samples.prometheus import SamplesCollector
-from gateway.status_view import StatusView
 from gateway.uplink.outbox_file import Depth
 
 P = "ota_gateway_"
@@ -94,7 +95,7 @@ class GatewayCollector(Collector):
         yield from drift_metrics(self.view.drift)
 
     def _tasks(self) -> Iterator[Metric]:
-        """The supervised tasks (:mod:`gateway.supervisor`): restarts, and which keep failing."""
+        """The supervised tasks (:mod:`gateway.runtime.supervisor`): restarts, and which keep failing."""
         restarts = CounterMetricFamily(P + "task_restarts", "Restarts of a supervised task", labels=["task"])
         failing = GaugeMetricFamily(
             P + "task_failing", "1 while a supervised task keeps failing (not ready)", labels=["task"]

@@ -21,9 +21,9 @@ from typing import Any
 
 import aiohttp
 
+from gateway.agent.errors import AgentError
 from gateway.core import jsondoc
 from gateway.core.errors import FormatError
-from gateway.device.errors import AgentError
 
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few hundred bytes; a generous bound all the same
 MAX_SIGNATURE_BYTES = 16 << 10  # a DER ECDSA signature is ~72 bytes, Ed25519 64

@@ -15,7 +15,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, utils
 
-from gateway.device.errors import AgentError, VerifyError
+from gateway.agent.errors import AgentError, VerifyError
 
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 

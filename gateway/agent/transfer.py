@@ -25,8 +25,8 @@ from typing import IO
 
 import aiohttp
 
-from gateway.device.errors import AgentError
-from gateway.device.poll import retry_after
+from gateway.agent.errors import AgentError
+from gateway.agent.poll import retry_after
 
 CHUNK_BYTES = 64 << 10
 _CONTENT_RANGE = re.compile(r"^bytes (?:(\d+)-\d+|\*)/(\d+|\*)$")

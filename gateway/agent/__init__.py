@@ -14,5 +14,5 @@ on the server's rooms (``tests/devices/test_agent_house.py`` checks):
 - :mod:`.metrics`: the reference metrics over MQTT (QoS 1) or HTTP, and MQTT update notices;
 - :mod:`.simulate`: made-up inference figures and drift sketches for demos and tests (no model is
   run here; a knob shifts the drift features);
-- :mod:`.cli`: ``ota-gateway device`` and ``python -m gateway.device``.
+- :mod:`.cli`: ``ota-gateway device`` and ``python -m gateway.agent``.
 """

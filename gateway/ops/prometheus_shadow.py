@@ -1,4 +1,4 @@
-"""The shadow stage's agreement for ``/metrics`` (:mod:`gateway.prometheus` yields these): per gate
+"""The shadow stage's agreement for ``/metrics`` (:mod:`gateway.ops.prometheus` yields these): per gate
 with agreement evidence, the candidate's top-1 agreement with the active model on the same frames,
 overall and per judged class, the frames compared, and the commonest confusion pairs (at most
 :data:`TOP_PAIRS` per gate, so the label values stay bounded)."""

@@ -3,38 +3,28 @@
 One process, one event loop: the device HTTP server and the operator server through aiohttp's
 ``AppRunner``/``TCPSite``, the mirror's poll loop, the broker, the site loop, the uplink and mDNS. This
 module only wires: it hands each component the narrow objects and listeners it declares, under the data
-folder's lock (:mod:`gateway.store.lock`). The jobs live elsewhere: the poll answer in :mod:`gateway.polls`,
-the gates in time in :mod:`gateway.site_loop`, the status in :mod:`gateway.status_view`, TLS in
-:mod:`gateway.http.tls`, the MQTT identity check in :mod:`gateway.access`.
+folder's lock (:mod:`gateway.store.lock`). The jobs live elsewhere: the poll answer in :mod:`gateway.rollout.polls`,
+the gates in time in :mod:`gateway.rollout.site_loop`, the status in :mod:`gateway.ops.status`, TLS in
+:mod:`gateway.http.tls`, the MQTT identity check in :mod:`gateway.inventory.access`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
-from aiohttp import web
-
-from gateway import instance
 from gateway.broker.front import MqttFront
 from gateway.broker.mode import mqtt_front
 from gateway.bundle.importer import DEFAULT_TIMEOUT_S, Importer
 from gateway.bundle.source import Shelf
 from gateway.bundle.watch import ImportWatch
-from gateway.config_files import ConfigFiles
-from gateway.core.errors import ConfigError
 from gateway.core.setting_rules import parse_hostport
 from gateway.core.settings import Settings
-from gateway.discovery.advertise import Advertiser
-from gateway.discovery.browse import DeviceBrowser
-from gateway.discovery.net import open_lan
 from gateway.http import listener
 from gateway.http.app import build_device_app
 from gateway.http.metrics_endpoint import add_metrics_route
@@ -45,19 +35,22 @@ from gateway.inventory.store import Inventory
 from gateway.mirror.mirror import Mirror
 from gateway.mirror.store_events import StoreEvents
 from gateway.mirror.upstream import Upstream
-from gateway.notify import Changes
-from gateway.polls import PollAnswers
-from gateway.prometheus import GatewayMetrics
-from gateway.readiness import Readiness, listener_state
+from gateway.ops.prometheus import GatewayMetrics
+from gateway.ops.readiness import Readiness, listener_state
+from gateway.ops.status import StatusView
 from gateway.rollout.keeper import GateKeeper
+from gateway.rollout.polls import PollAnswers
+from gateway.rollout.site_loop import DeviceEvents, SiteLoop
+from gateway.runtime import instance
+from gateway.runtime.notify import Changes
+from gateway.runtime.stats import Stats
+from gateway.runtime.supervisor import Supervisor
+from gateway.runtime.tasks import TaskGroup
 from gateway.samples.desk import SampleDesk
-from gateway.site_loop import DeviceEvents, SiteLoop
-from gateway.stats import Stats
-from gateway.status_view import StatusView
+from gateway.service.config_files import ConfigFiles
+from gateway.service.listeners import serve, start_discovery
 from gateway.store.artifacts import ArtifactStore
 from gateway.store.lock import lock_data_dir
-from gateway.supervisor import Supervisor
-from gateway.tasks import TaskGroup
 from gateway.telemetry.drift import DriftWatch
 from gateway.telemetry.history import WindowHistory
 from gateway.telemetry.ingest import Telemetry
@@ -89,7 +82,9 @@ class Gateway:
         self._stack: AsyncExitStack | None = None  # what start() opened, closed in reverse by stop()
         self.http_addresses: list[Any] = []
         self.operator_addresses: list[Any] = []
-        self.data_id: str | None = None  # the data folder's identity (gateway.instance), read in start()
+        self.data_id: str | None = (
+            None  # the data folder's identity (gateway.runtime.instance), read in start()
+        )
         self.key_dir = self.data / "trusted-keys"
         self.trust: TrustState = make_trust_state(
             settings.trust, self.data / "trust", files.keys, settings.site, self.key_dir, files.tuf_root
@@ -279,7 +274,9 @@ class Gateway:
         )
         add_probe_routes(device_app, self.readiness, self.settings.site)
         host, port = parse_hostport(self.settings.http.listen)
-        self.http_addresses = await self._serve(stack, device_app, host, port, server_tls(self.settings))
+        self.http_addresses = await serve(
+            stack, device_app, host, port, self.settings.http, self.stats, server_tls(self.settings)
+        )
         if self.settings.operator.listen:
             operator_app = build_operator_app(
                 self.settings,
@@ -295,7 +292,9 @@ class Gateway:
             add_probe_routes(operator_app, self.readiness, self.settings.site)
             add_metrics_route(operator_app, self.metrics.exposition)
             host, port = parse_hostport(self.settings.operator.listen)
-            self.operator_addresses = await self._serve(stack, operator_app, host, port, None, "operator")
+            self.operator_addresses = await serve(
+                stack, operator_app, host, port, self.settings.http, self.stats, None, "operator"
+            )
         record = instance.Record.of(
             self.operator_addresses, self.settings.site, self.data_id, self.started_at
         )
@@ -320,7 +319,17 @@ class Gateway:
         """mDNS and the long-lived tasks, under the supervisor (closed first on the way down)."""
         stack.push_async_callback(self.tasks.close)
         if self.settings.discovery.enabled:
-            await self._start_discovery(stack)
+            mqtt = self.broker.addresses.get("tcp") if self.broker else None
+            self.discovery = await start_discovery(
+                stack,
+                self.settings,
+                self.inventory,
+                self.clock,
+                self.supervisor.supervise,
+                http_port=int(self.http_addresses[0][1]) if self.http_addresses else 0,
+                mqtt_port=int(mqtt[1]) if mqtt else None,
+                cert_sha256=self._cert_sha256,
+            )
         stack.push_async_callback(self.trace.close)  # after its task has stopped
         stack.push_async_callback(self.supervisor.close)  # first on the way down: before mDNS stops
         self.supervisor.supervise("mirror-poll", self.mirror.run)
@@ -336,55 +345,6 @@ class Gateway:
             self.supervisor.supervise("uplink", self.forwarder.run)
         if self.settings.samples.enabled:
             self.supervisor.supervise("samples", self.samples.run)
-
-    async def _start_discovery(self, stack: AsyncExitStack) -> None:
-        """Advertise the device API and the broker over mDNS; browse devices into the inventory."""
-        s = self.settings
-        lan = open_lan(s.discovery)
-        stack.push_async_callback(lan.close)
-        mqtt = self.broker.addresses.get("tcp") if self.broker else None
-        advertiser = Advertiser(
-            s.discovery,
-            site=s.site,
-            http_port=int(self.http_addresses[0][1]) if self.http_addresses else 0,
-            tls=bool(s.http.tls_cert),
-            mqtt_port=int(mqtt[1]) if mqtt else None,
-            cert_sha256=self._cert_sha256,
-            lan=lan,
-        )
-        browser = DeviceBrowser(
-            s.discovery, self.inventory, self.clock, lan=lan, supervise=self.supervisor.supervise
-        )
-        await advertiser.start()
-        stack.push_async_callback(advertiser.stop)
-        await browser.start()
-        stack.push_async_callback(browser.stop)
-        self.discovery = {"advertiser": advertiser, "browser": browser}
-
-    async def _serve(
-        self,
-        stack: AsyncExitStack,
-        app: web.Application,
-        host: str,
-        port: int,
-        tls: ssl.SSLContext | None,
-        name: str = "http",
-    ) -> list[Any]:
-        limits = listener.HttpLimits.from_settings(self.settings.http)
-        if name == "operator":  # same timeouts, a smaller cap
-            limits = replace(
-                limits, max_connections=min(limits.max_connections, listener.OPERATOR_MAX_CONNECTIONS)
-            )
-        try:
-            runner, addresses = await listener.start_http(
-                app, host, port, name=name, limits=limits, stats=self.stats, tls=tls
-            )
-        except OSError as exc:
-            raise ConfigError(
-                "configuration", f"listen {host}:{port}", f"a free address ({exc.strerror})"
-            ) from exc
-        stack.push_async_callback(runner.cleanup)
-        return addresses
 
     async def stop(self) -> None:
         """Close what start() opened, in reverse: the tasks, the servers, then the components they

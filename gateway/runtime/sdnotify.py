@@ -8,7 +8,7 @@ The watchdog is fed from the event loop itself (:func:`watchdog_loop`), every ha
 ``$WATCHDOG_USEC`` (``WatchdogSec=`` in the unit): a loop blocked or wedged stops the pings and
 systemd restarts the process, which a thread feeding it would hide. Each ping carries a fresh
 ``STATUS=`` line (ready, or the reasons it is not) for ``systemctl status``. While a supervised
-task keeps failing (:mod:`gateway.supervisor`) the pings stop, so systemd restarts the process. A send that fails is
+task keeps failing (:mod:`gateway.runtime.supervisor`) the pings stop, so systemd restarts the process. A send that fails is
 dropped: systemd's side going away must never take the gateway down.
 """
 

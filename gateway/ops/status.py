@@ -2,7 +2,7 @@
 
 One JSON-ready dict, read from the components as they are now (the trusted clock, the index held,
 each deployment's mirroring, the gates, the store, the box's health, the broker, the uplink, the
-counters). It only reads; redaction of secrets (``gateway.redact``) and presentation are the
+counters). It only reads; redaction of secrets (``gateway.runtime.redact``) and presentation are the
 operator API's, and each figure's meaning is its component's.
 """
 
@@ -16,11 +16,11 @@ from typing import Any
 from gateway import __version__
 from gateway.broker.front import MqttFront
 from gateway.core.settings import Settings
-from gateway.health import probe
 from gateway.inventory.store import Inventory
 from gateway.mirror.mirror import Mirror
 from gateway.rollout.keeper import GateKeeper
-from gateway.stats import Stats
+from gateway.runtime.health import probe
+from gateway.runtime.stats import Stats
 from gateway.store.artifacts import ArtifactStore
 from gateway.telemetry.drift import DriftWatch
 from gateway.trust.state import TrustState
@@ -109,7 +109,7 @@ class StatusView:
                 "site": self.settings.site,
                 "uptime_s": round(self.clock() - self.started_at),
                 "started": self.started_at,
-                # Which data folder this is (gateway.instance): the CLI checks it before it trusts us.
+                # Which data folder this is (gateway.runtime.instance): the CLI checks it before it trusts us.
                 "data_id": self.data_id(),
                 "data_dir": os.path.abspath(self.data),
                 "pid": os.getpid(),

@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.device.errors import AgentError
+from gateway.agent.errors import AgentError
 
 SLOT_NAMES = ("a", "b")
 MODEL = "model.bin"

@@ -24,9 +24,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.agent.slots import SlotInfo
 from gateway.core.agreement import MAX_PAIRS
 from gateway.core.drift_sketch import DriftSketch
-from gateway.device.slots import SlotInfo
 
 CLASSES = {"person": 0.55, "forklift": 0.3, "pallet": 0.15}
 DRIFT_FRAMES = 200  # frames sketched per report at most
@@ -52,7 +52,7 @@ BURNS_CPU = Profile(cpu_percent=72.0, latency_ms=95.0, error_rate=0.004, ram_per
 
 
 class SimulatedInference:
-    """A :data:`gateway.device.agent.MetricsSource`: figures for whatever version the device runs,
+    """A :data:`gateway.agent.agent.MetricsSource`: figures for whatever version the device runs,
     from ``profiles`` by version (``default`` for the others)."""
 
     def __init__(
@@ -86,7 +86,7 @@ class SimulatedInference:
 
     def shadow(self, active: SlotInfo, candidate: SlotInfo) -> tuple[dict[str, Any], dict[str, Any]]:
         """Both models on the same frames: the active model's figures, and the candidate's with
-        its ``agreement`` (a :data:`gateway.device.shadow.ShadowSource`)."""
+        its ``agreement`` (a :data:`gateway.agent.shadow.ShadowSource`)."""
         pa = self.profiles.get(active.version, self.default)
         pc = self.profiles.get(candidate.version, self.default)
         r = self.rng

@@ -18,7 +18,7 @@ T = TypeVar("T")
 LoopFactory = Callable[[], Coroutine[Any, Any, Any]]
 Supervise = Callable[[str, LoopFactory], None]
 """How a component hands a long-lived loop to the gateway's one supervisor
-(:meth:`gateway.supervisor.Supervisor.supervise`): the loop's name and a factory that starts a
+(:meth:`gateway.runtime.supervisor.Supervisor.supervise`): the loop's name and a factory that starts a
 fresh run of it. A component made without one runs its loops in its own :class:`TaskGroup`."""
 
 

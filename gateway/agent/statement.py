@@ -30,10 +30,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from firmware_compat.version import try_version
+from gateway.agent.errors import VerifyError
+from gateway.agent.slots import SlotInfo
+from gateway.agent.verify import PublicKey
 from gateway.core.statement import decode, mismatch
-from gateway.device.errors import VerifyError
-from gateway.device.slots import SlotInfo
-from gateway.device.verify import PublicKey
 
 
 def _verified(envelope: Any, key: PublicKey) -> dict[str, Any]:

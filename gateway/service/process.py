@@ -12,8 +12,8 @@ import logging
 import signal
 from collections.abc import Callable
 
-from gateway.sdnotify import Notifier, watchdog_loop
-from gateway.service import Gateway
+from gateway.runtime.sdnotify import Notifier, watchdog_loop
+from gateway.service.wiring import Gateway
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """``/metrics``' drift families, read from the drift watch at scrape time (see
-:mod:`gateway.prometheus`): each feature's latest site-wide PSI against the site's past and
+:mod:`gateway.ops.prometheus`): each feature's latest site-wide PSI against the site's past and
 against the manifest's reference, whether it is alerting, and the features ignored past the cap."""
 
 from __future__ import annotations

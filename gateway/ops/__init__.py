@@ -1,0 +1,1 @@
+"""What operators read: the status view, Prometheus' families and readiness."""

@@ -1,0 +1,1 @@
+"""Building blocks every room of the running gateway stands on: crash-safe files, disk space, tasks and their supervisor, counters, change signals, accepting connections, sd_notify, redaction, the instance record."""
