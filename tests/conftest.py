@@ -22,13 +22,13 @@ SEEDED = (
     "tests/rollout/test_no_leak.py",
     "tests/rollout/test_gate_invariant_process.py",
     "tests/rollout/test_false_halt_rate.py",
-    "tests/test_crash_points.py",
+    "tests/system/test_crash_points.py",
     "tests/bundle/test_pulled_stick.py",
     "tests/bundle/test_uplink_export.py",
     "tests/broker/test_external.py",
     "tests/mirror/test_streaming_guarantee.py",
     "tests/devices/test_tier_relay.py",
-    "tests/test_chaos.py",
+    "tests/system/test_chaos.py",
 )
 
 

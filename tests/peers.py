@@ -67,6 +67,19 @@ def can_mount_tmpfs() -> bool:
     )
 
 
+@contextmanager
+def small_disk(where: Path, size: str) -> Iterator[Path]:
+    """A real file system of ``size`` ("8m") mounted at ``where`` (tmpfs), so a disk really fills up."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    where.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
 def gateway_on_tmpfs(
     tmp_path: Path, size: str, http_port: int, env: Mapping[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], Path]:

@@ -2,7 +2,7 @@
 
 It knows nothing of the gateway's insides; it speaks only the outside contracts (DESIGN.md,
 "Outside contracts") and so depends on ``aiohttp``, ``cryptography`` and ``paho-mqtt`` alone, never
-on the server's rooms (``tests/devices/test_agent_house.py`` checks):
+on the server's rooms (``tests/agent/test_agent_house.py`` checks):
 
 - :mod:`.slots`: the two A/B slot folders under a state folder and the atomic ``current`` pointer;
 - :mod:`.verify`: sha256 and the cloud's detached signature (ECDSA P-256/SHA-256 DER, Ed25519);

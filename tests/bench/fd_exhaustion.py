@@ -9,7 +9,7 @@ third) and holds them for ``--hold`` seconds after the gateway first reports fai
 closes them all and measures how long until a device poll and an MQTT CONNECT succeed again. It
 prints: connections opened, the accept failures the gateway counted, the log lines written while
 the descriptors were used up and in all, tracebacks, the gateway's CPU use meanwhile, the recovery
-time, and whether the process stayed up. ``tests/test_fd_exhaustion.py`` runs the same scenario, smaller, and asserts the bounds
+time, and whether the process stayed up. ``tests/system/test_fd_exhaustion.py`` runs the same scenario, smaller, and asserts the bounds
 (never a time).
 """
 

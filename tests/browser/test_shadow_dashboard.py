@@ -13,10 +13,10 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from tests.agent.test_agent import HEALTH, gateway
+from tests.agent.test_shadow_agent import SHADOW, SWAPS, agents, baseline_windows, gate
 from tests.browser.test_dashboard import PHONE, REPRS, browser, until
 from tests.conftest import Registry
-from tests.devices.test_agent import HEALTH, gateway
-from tests.devices.test_shadow_agent import SHADOW, SWAPS, agents, baseline_windows, gate
 from tests.gw import until as async_until
 
 pytestmark = pytest.mark.slow  # a long system story: SLOW_TESTS=1 runs it (a .ci/run step)

@@ -14,10 +14,10 @@ from gateway.core.bucket import in_rollout
 from gateway.core.cohort import parse_cohort
 from gateway.core.device import DeviceRecord
 from gateway.core.manifest import parse_deployment
-from tests.agent import DeviceAgent
 from tests.conftest import Registry
 from tests.gw import OPEN_FIRST, base_url, gateway_settings, running, until
 from tests.peers import nginx
+from tests.reference_agent import DeviceAgent
 
 
 async def test_reference_agent_updates_through_the_gateway(reg: Registry, tmp_path: Path) -> None:

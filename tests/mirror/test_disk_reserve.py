@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +14,9 @@ import pytest
 
 from gateway.core.settings import StoreSettings
 from gateway.runtime.diskspace import disk_space, reserve_bytes, space_refusal
-from tests.conftest import Registry, is_root
+from tests.conftest import Registry
 from tests.mirror.test_mirror import open_mirror, settle
+from tests.peers import small_disk
 
 MiB = 1 << 20
 
@@ -43,16 +43,11 @@ def test_space_refusal_names_the_reserve_when_it_is_the_reason() -> None:
     assert why is not None and "reserve" not in why and "disk full" in why
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
+@pytest.fixture(name="small_disk")
+def small_disk_fixture(tmp_path: Path) -> Iterator[Path]:
     """A real 8 MiB file system (tmpfs)."""
-    if not is_root():
-        pytest.skip("mounting a small tmpfs needs root")
-    data = tmp_path / "small"
-    data.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(data)], check=True)
-    yield data
-    subprocess.run(["umount", "-l", str(data)], check=False)
+    with small_disk(tmp_path / "small", "8m") as data:
+        yield data
 
 
 async def test_a_small_disk_takes_models_with_the_default_reserve_and_says_when_it_is_the_reserve(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +18,9 @@ from gateway.store.artifacts import ArtifactStore
 from gateway.store.lookup import Pending, Verified
 from gateway.trust.keys import load_trusted_keys
 from gateway.trust.state import TrustState
-from tests.conftest import Registry, is_root
+from tests.conftest import Registry
 from tests.mirror.hostile import Fault, Hostile
+from tests.peers import small_disk
 
 MODEL = os.urandom(700_000)
 
@@ -224,16 +224,11 @@ async def test_corrupt_blob_on_disk_is_never_served(reg: Registry, tmp_path: Pat
         await m.close()
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
+@pytest.fixture(name="small_disk")
+def small_disk_fixture(tmp_path: Path) -> Iterator[Path]:
     """A real 1 MiB file system (tmpfs), so the disk really fills up."""
-    if not is_root():
-        pytest.skip("mounting a small tmpfs to fill the disk needs root")
-    data = tmp_path / "small"
-    data.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(data)], check=True)
-    yield data
-    subprocess.run(["umount", "-l", str(data)], check=False)
+    with small_disk(tmp_path / "small", "1m") as data:
+        yield data
 
 
 async def test_disk_full_is_a_clear_error_and_old_artifacts_still_served(

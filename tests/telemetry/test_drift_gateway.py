@@ -14,10 +14,10 @@ import pytest
 from aiohttp import web
 
 from gateway.core.drift_sketch import DriftSketch
+from tests.commands.test_commands import run_cli, write_config
 from tests.conftest import Registry
 from tests.gw import OPEN_FIRST, base_url, gateway_settings, running, until
 from tests.peers import IngestServer, ingest_batch
-from tests.test_commands import run_cli, write_config
 
 
 class Ingest(IngestServer):

@@ -1,6 +1,6 @@
 """A model's first version at the site (no baseline): the criteria that need none judge each wave
 (silence, invalid metrics, the manifest's confidence floor and expected classes, the absolute
-limits), and dry run and approval work the same. Ported from tests/rollout/test_site.py."""
+limits), and dry run and approval work the same. Ported from tests/core/test_site.py."""
 
 from __future__ import annotations
 

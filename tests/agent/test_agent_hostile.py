@@ -30,9 +30,9 @@ import pytest
 from aiohttp import web
 
 from gateway.agent.slots import Slots
-from tests.conftest import Registry, is_root
+from tests.conftest import Registry
 from tests.gw import until
-from tests.peers import ROOT
+from tests.peers import ROOT, small_disk
 
 pytestmark = pytest.mark.slow  # a long fault-injection run: SLOW_TESTS=1 runs it (a .ci/run step)
 
@@ -124,19 +124,6 @@ def as_json(doc: Any) -> bytes:
     import json
 
     return json.dumps(doc).encode()
-
-
-@contextmanager
-def small_disk(where: Path, size: str) -> Iterator[Path]:
-    """A real file system of ``size`` (tmpfs) at ``where``: the agent's state disk."""
-    if not is_root():
-        pytest.skip("mounting a small tmpfs needs root")
-    where.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def used(path: Path) -> int:

@@ -229,7 +229,7 @@ async def test_a_halted_first_version_sends_the_device_back_to_its_previous_slot
 
 
 @pytest.mark.parametrize(
-    "command", [["-m", "gateway.agent", "--help"], [str(ROOT / "tests" / "agent.py"), "--help"]]
+    "command", [["-m", "gateway.agent", "--help"], [str(ROOT / "tests" / "reference_agent.py"), "--help"]]
 )
 def test_the_agent_command_lines_answer_help(command: list[str]) -> None:
     done = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=60)

@@ -63,7 +63,7 @@ def test_the_unit_verifies(tmp_path: Path) -> None:
 
 
 def test_the_unit_waits_for_the_clock_notifies_and_leaves_the_data_folder_to_the_config() -> None:
-    """Type=notify with a watchdog (the gateway sends READY=1 and WATCHDOG=1: tests/ops/test_sdnotify.py),
+    """Type=notify with a watchdog (the gateway sends READY=1 and WATCHDOG=1: tests/runtime/test_sdnotify.py),
     ordered after time-sync.target, and no environment that would beat the config's data_dir."""
     assert unit_values("Type") == ["notify"]
     assert int(unit_values("WatchdogSec")[0]) >= 10

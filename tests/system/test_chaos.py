@@ -34,8 +34,8 @@ from aiohttp import web
 from gateway.service.wiring import Gateway
 from tests.conftest import Registry
 from tests.gw import gateway_settings, running, until
-from tests.ops.test_sdnotify import receive_until
 from tests.peers import ROOT, IngestServer, free_port, gateway_process, ingest_batch, stop
+from tests.runtime.test_sdnotify import receive_until
 
 SEEDS = int(os.environ.get("CHAOS_SEEDS", "20"))
 PROCESS_SEEDS = int(os.environ.get("CHAOS_PROCESS_SEEDS", "1"))

@@ -2,7 +2,7 @@
 layout the older tests read (state in ``<workdir>/<id>-state``, the active model also reachable as
 ``<workdir>/<id>-active.bin``).
 
-Run as a script it is the agent's command line (``python tests/agent.py --help``); with no
+Run as a script it is the agent's command line (``python tests/reference_agent.py --help``); with no
 arguments it prints that help.
 """
 

@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.agent.agent import DeviceAgent
 from gateway.agent.simulate import Profile, SimulatedInference
+from tests.agent.test_agent import FAST, HEALTH, gateway, operator
 from tests.conftest import Registry
-from tests.devices.test_agent import FAST, HEALTH, gateway, operator
 from tests.gw import until
 
 pytestmark = pytest.mark.slow  # a long system story: SLOW_TESTS=1 runs it (a .ci/run step)
