@@ -7,7 +7,7 @@ import random
 
 from gateway.agent.simulate import SimulatedInference
 from gateway.agent.slots import SlotInfo
-from gateway.core.drift import psi
+from gateway.core.drift_psi import psi
 from gateway.core.drift_sketch import parse_drift
 
 

@@ -16,7 +16,8 @@ import statistics
 
 import pytest
 
-from gateway.core.drift import SITE, DriftTracker, psi
+from gateway.core.drift import SITE, DriftTracker
+from gateway.core.drift_psi import psi
 from gateway.core.drift_settings import DriftSettings
 from gateway.core.drift_sketch import DriftSketch
 from tests.core.drift_sim import site, window_sketches
