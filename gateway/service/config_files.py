@@ -18,7 +18,8 @@ from gateway.core.settings import Settings
 from gateway.discovery.advertise import cert_fingerprint
 from gateway.inventory.access import Credentials
 from gateway.inventory.store import load_inventory_file
-from gateway.mirror.upstream import Upstream, upstream_from
+from gateway.mirror.open_upstream import upstream_from
+from gateway.mirror.upstream import Upstream
 from gateway.service.settings import load_matrix
 from gateway.trust.keys import PublicKey, load_trusted_keys
 from gateway.trust.tuf_state import trusted_root

@@ -37,8 +37,9 @@ from tuf.api.metadata import Metadata, TargetFile, Targets  # noqa: E402
 
 from gateway import registry  # noqa: E402
 from gateway.core.errors import NotModified  # noqa: E402
+from gateway.mirror.open_upstream import make_upstream  # noqa: E402
 from gateway.mirror.tuf_poll import refresh  # noqa: E402
-from gateway.mirror.upstream import Fetched, make_upstream  # noqa: E402
+from gateway.mirror.upstream import Fetched  # noqa: E402
 from gateway.registry import tuf_life, tuf_targets  # noqa: E402
 from gateway.registry.tuf_repo import DELEGATED_EXPIRES_S, Repo, expiry  # noqa: E402
 from gateway.trust.index import TrustedIndex  # noqa: E402

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from gateway.mirror import upstream as U
+from gateway.mirror import upstream_dir as U
 
 
 async def test_a_reader_cancelled_while_the_file_opens_leaves_it_closed(

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.core import settings as S
 from gateway.mirror.mirror import Mirror
-from gateway.mirror.upstream import upstream_from
+from gateway.mirror.open_upstream import upstream_from
 from gateway.runtime.stats import Stats
 from gateway.store.artifacts import ArtifactStore
 from gateway.store.lookup import Pending, Verified

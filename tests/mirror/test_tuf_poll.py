@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from gateway.core.errors import ExpiredError
+from gateway.mirror.open_upstream import make_upstream
 from gateway.mirror.tuf_poll import refresh
-from gateway.mirror.upstream import make_upstream
 from gateway.registry import tuf_life
 from gateway.registry.tuf_repo import Repo
 from tests.registry.tufkit import make_tuf_registry
