@@ -55,6 +55,11 @@ class ArtifactStore:
         self.evictor = Evictor(
             self.served, self.catalog, quota_bytes=quota_bytes, running=running, stats=self.stats
         )
+        # What many rooms ask, answered by the part that knows: bound once, so the download and
+        # poll hot paths pay no extra call for the facade.
+        self.lookup: Callable[[str, str, str], Verified | Streaming | Pending | None] = self.served.lookup
+        self.broken: Callable[[str, str, str], int] = self.scrubber.broken
+        self.is_verified: Callable[[str], bool] = self.served.is_verified
 
     async def open(self) -> None:
         """Load the catalog and re-verify every blob before it may be served."""
@@ -71,12 +76,3 @@ class ArtifactStore:
     def verified(self) -> dict[str, BlobInfo]:
         """The verified blobs by sha256 (read only: the parts change it)."""
         return self.served.verified
-
-    def is_verified(self, sha256: str) -> bool:
-        return sha256 in self.served.verified
-
-    def lookup(self, model_id: str, version: str, filename: str) -> Verified | Streaming | Pending | None:
-        return self.served.lookup(model_id, version, filename)
-
-    def broken(self, model_id: str, version: str, filename: str) -> int:
-        return self.scrubber.broken(model_id, version, filename)
