@@ -66,7 +66,7 @@ async def import_offline(settings: Settings, bundle: Path, timeout_s: float) -> 
             return await Importer(mirror, shelf).run(bundle, timeout_s=timeout_s)
         finally:
             await mirror.close()
-            await store.flush(force=True)
+            await store.catalog.flush(force=True)
             await store.close()
     finally:
         lock.close()

@@ -92,12 +92,12 @@ async def _offline(settings: Settings, action: str) -> dict[str, Any]:
         if action == "verify":
             return {"checked": len(store.blobs.list_blobs()), "verified": sorted(store.verified)}
         held = _held_deployments(settings)
-        store.learn(held, time.time())
+        store.catalog.learn(held, time.time())
         gates = GateKeeper(settings.gates, settings.data_path / "gates")
         await asyncio.to_thread(gates.load)
         halted = [k for k, g in gates.gates.items() if g.stopped]
-        store.pin_rollback_targets(gates.site.baselines, halted)
-        return {"removed": await store.prune_unprotected()}
+        store.catalog.pin_rollback_targets(gates.site.baselines, halted)
+        return {"removed": await store.evictor.prune_unprotected()}
     finally:
         lock.close()
 

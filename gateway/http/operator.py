@@ -257,7 +257,7 @@ async def devices(request: web.Request) -> web.Response:
 
 async def cache_verify(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    results = {sha: await store.recheck(sha) for sha in list(store.verified)}
+    results = {sha: await store.scrubber.recheck(sha) for sha in list(store.verified)}
     return web.json_response(
         {"checked": len(results), "corrupt_removed": [s for s, ok in results.items() if not ok]}
     )
@@ -266,7 +266,7 @@ async def cache_verify(request: web.Request) -> web.Response:
 async def cache_prune(request: web.Request) -> web.Response:
     store = request.app[STORE]
     before = set(store.verified)
-    await store.prune_unprotected()
+    await store.evictor.prune_unprotected()
     return web.json_response({"removed": sorted(before - set(store.verified))})
 
 

@@ -191,7 +191,7 @@ class Fetcher:
 
     async def _transfer(self, dep: Deployment) -> None:
         store = self.store.blobs
-        if not await self.store.make_room(dep.length):
+        if not await self.store.evictor.make_room(dep.length):
             raise StorageError(
                 f"{dep.key}: {dep.length} bytes do not fit the quota without evicting protected artifacts"
             )
@@ -250,7 +250,7 @@ class Fetcher:
             raise UntrustedError(f"{dep.key}: {exc}") from exc
         self._publishing.add(dep.sha256)
         try:
-            await self.store.publish(dep.sha256, sig)
+            await self.store.served.publish(dep.sha256, sig)
         finally:
             self._publishing.discard(dep.sha256)
         self.progress.pop(dep.sha256, None)

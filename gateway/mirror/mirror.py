@@ -166,7 +166,7 @@ class Mirror:
         """The store learns, and the fetcher fetches, what this site and its child sites name."""
         now = self.trust.clock(self.clock()).now
         live = self._live(index or self.index, now)
-        self.store.learn(live, now)
+        self.store.catalog.learn(live, now)
         wanted = by_sha(live)
         self.fetcher.cancel_except(set(wanted))
         # The newest index decides where an artifact lives: a transfer still on an older URL for
@@ -330,7 +330,7 @@ class Mirror:
                 failures += 1
                 log.warning("index poll failed (%s); next try in %.1fs", exc, delay)
             try:
-                await self.store.flush()  # a failed catalog write is counted there and retried
+                await self.store.catalog.flush()  # a failed catalog write is counted there and retried
             except Exception:  # the loop outlives a bug in it too
                 log.exception("catalog flush failed unexpectedly")
             await asyncio.sleep(delay)

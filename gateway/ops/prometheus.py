@@ -170,7 +170,9 @@ class GatewayCollector(Collector):
         yield _counter("store_evictions", "Blobs evicted for the quota (LRU)", stats["store.evictions"])
         yield _counter("store_evicted_bytes", "Bytes evicted for the quota", stats["store.evicted_bytes"])
         yield _gauge(
-            "store_quarantined_files", "Rotten blobs kept in quarantine/ this run", len(v.store.quarantined)
+            "store_quarantined_files",
+            "Rotten blobs kept in quarantine/ this run",
+            len(v.store.scrubber.quarantined),
         )
 
     def _devices(self) -> Iterator[Metric]:

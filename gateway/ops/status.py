@@ -76,7 +76,7 @@ class StatusView:
         return [
             *self.trust.recovered,
             *self.gates.recovered,
-            *self.store.recovered,
+            *self.store.catalog.recovered,
             *self.inventory.recovered,
             *self.outbox.recovered,
             *(self.drift.recovered if self.drift else ()),
@@ -145,8 +145,8 @@ class StatusView:
                 "verified_blobs": len(self.store.verified),
                 "used_bytes": sum(i.size for i in self.store.verified.values()),
                 "quota_bytes": self.settings.store.quota_bytes,
-                "scrub": self.store.scrub.to_json(),
-                "quarantined": list(self.store.quarantined),
+                "scrub": self.store.scrubber.report.to_json(),
+                "quarantined": list(self.store.scrubber.quarantined),
             },
             "health": probe(self.data),
             "mqtt": {

@@ -205,7 +205,9 @@ class SiteLoop:
     async def _carry_out(self, effects: Effects) -> None:
         """What follows a published transition: rollback pins, long-poll wake-ups, MQTT notices."""
         site = self.gates.site
-        self.store.pin_rollback_targets(site.baselines, [k for k, g in site.gates.items() if g.stopped])
+        self.store.catalog.pin_rollback_targets(
+            site.baselines, [k for k, g in site.gates.items() if g.stopped]
+        )
         if effects.changed:
             self.changes.notify()
         if effects.decisions:

@@ -170,7 +170,7 @@ class Gateway:
             self.trust,
             self.store,
             self.stats,
-            on_index=[self.site_loop.index_accepted, lambda index: self.store.hold(index.commands)],
+            on_index=[self.site_loop.index_accepted, lambda index: self.store.catalog.hold(index.commands)],
             clock=self.clock,
         )
         self.polls = PollAnswers(
@@ -239,7 +239,7 @@ class Gateway:
         await asyncio.to_thread(self.outbox.open)
         stack.push_async_callback(asyncio.to_thread, self.outbox.close)
         stack.push_async_callback(self.forwarder.close)
-        stack.push_async_callback(self.store.flush, force=True)
+        stack.push_async_callback(self.store.catalog.flush, force=True)
         await self.store.open()
         stack.push_async_callback(self.store.close)
         await asyncio.to_thread(self.inventory.load)
@@ -339,7 +339,7 @@ class Gateway:
         self.supervisor.supervise("readiness-log", self.readiness.watch)
         store = self.settings.store
         if store.scrub_bytes_per_s > 0:
-            scrub = lambda: self.store.scrub_forever(store.scrub_bytes_per_s, store.scrub_interval_s)  # noqa: E731
+            scrub = lambda: self.store.scrubber.scrub_forever(store.scrub_bytes_per_s, store.scrub_interval_s)  # noqa: E731
             self.supervisor.supervise("blob-scrub", scrub)
         if self.sinks:
             self.supervisor.supervise("uplink", self.forwarder.run)

@@ -1,10 +1,11 @@
 """The outbox's SQLite file: its tables, opening it with a check, and setting a damaged one aside.
 
-:mod:`gateway.uplink.outbox` keeps the records (its small pieces, a pending record, the seam that
-turns SQLite errors into StorageError, live here too); this module knows what a sound outbox file
-looks like. A file that is not SQLite, has a damaged page (``PRAGMA quick_check``), is truncated, or
-has tables of another shape is a :class:`~gateway.core.errors.DamagedStateError`; the outbox then
-moves it (and its ``-wal``/``-shm``) aside, never deleting it, and starts a fresh one.
+:class:`OutboxFile` is the open file the outbox's parts share (:mod:`gateway.uplink.outbox` builds
+them): one connection, the lock every use of it takes, and the bytes its records hold. Its small
+pieces live here too: a record, a pending record, and the seam that turns SQLite errors into
+StorageError. A file that is not SQLite, has a damaged page (``PRAGMA quick_check``), is truncated,
+or has tables of another shape is a :class:`~gateway.core.errors.DamagedStateError`; the outbox
+file then moves it (and its ``-wal``/``-shm``) aside, never deleting it, and starts a fresh one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import functools
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,6 +53,61 @@ class Depth(NamedTuple):
     bytes: int
     oldest_at: float | None
     dropped: dict[tuple[str, str], int]  # (kind, reason) -> records dropped since start
+
+
+class OutboxFile:
+    """The open outbox file: one connection, used by the writer thread and by readers, always
+    under :attr:`lock`; and :attr:`bytes`, the records' bytes, kept as every part changes them
+    (counted again where a bound depends on it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self.bytes = 0
+        self.recovered: list[dict[str, Any]] = []  # a damaged database found at open (for /status)
+        self._db: sqlite3.Connection | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    def open(self) -> None:
+        """Open (or create) the database, set aside and replaced when damaged; blocking."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                db = connect_checked(self.path)
+            except DamagedStateError as exc:
+                self.recovered.append(set_aside(self.path, exc.problem))
+                db = connect_checked(self.path)
+        except (sqlite3.Error, DamagedStateError, OSError) as exc:
+            raise StorageError(f"cannot open the outbox {self.path}: {exc}", path=str(self.path)) from exc
+        self._db = db
+        self.bytes = self.scalar("SELECT COALESCE(SUM(size), 0) FROM records")
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StorageError("the outbox is not open", path=str(self.path))
+        return self._db
+
+    def scalar(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        with self.lock:
+            return self.scalar_locked(sql, args)
+
+    def scalar_locked(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        return int(self.db.execute(sql, args).fetchone()[0])
+
+    def recount_locked(self) -> int:
+        """The records' bytes counted again (another process, ``uplink export``, may delete some)."""
+        self.bytes = self.scalar_locked("SELECT COALESCE(SUM(size), 0) FROM records")
+        return self.bytes
+
+    def close(self) -> None:
+        with self.lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
 
 def connect_checked(path: Path) -> sqlite3.Connection:

@@ -197,9 +197,9 @@ async def test_the_scrub_keeps_to_its_rate(tmp_path: Path) -> None:
     data = os.urandom(2 * MB)
     sha = hashlib.sha256(data).hexdigest()
     store.blobs.partial_path(sha).write_bytes(data)
-    await store.publish(sha, b"signature")
+    await store.served.publish(sha, b"signature")
     started = time.monotonic()
-    report = await store.scrub_pass(rate_bytes_per_s=4 * MB)
+    report = await store.scrubber.scrub_pass(rate_bytes_per_s=4 * MB)
     assert time.monotonic() - started >= 0.45  # 2 MB at 4 MB/s: never faster than the rate
     assert report.bytes == len(data) and report.mismatches == [] and store.is_verified(sha)
     await store.close()

@@ -1,0 +1,142 @@
+"""The outbox's append path: group commit by one writer thread, and the two appends that commit
+on their own (a relayed batch, all or none; a record with a key, once).
+
+Appends are group-committed by one writer thread: concurrent appends within a few milliseconds
+share one fsync, and each caller's future resolves only after its commit (so an MQTT PUBACK can wait
+for it). What a power cut can lose: nothing whose ``append`` completed. A ``kill -9`` loses nothing
+either (committed is committed); what was in flight in the process at that instant (accepted from a
+device but not yet committed, a few milliseconds' worth) was never acknowledged.
+
+What must go when a commit takes the outbox past its bounds is :mod:`gateway.uplink.bounds`'s; it
+is decided inside the same commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from typing import Any
+
+from gateway.core.errors import StorageError
+from gateway.uplink.bounds import Bounds
+from gateway.uplink.outbox_file import OutboxFile, Pending, insert_once, resolve, seam
+
+GROUP_COMMIT_S = 0.004
+MAX_BATCH = 1000
+_INSERT = "INSERT INTO records(kind, at, body, size) VALUES (?, ?, ?, ?)"
+
+
+class Appender:
+    def __init__(self, file: OutboxFile, bounds: Bounds) -> None:
+        self.file = file
+        self.path = file.path
+        self.bounds = bounds
+        self._pending: list[Pending] = []
+        self._cv = threading.Condition()
+        self._closed = False
+        self._writer = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
+
+    def start(self) -> None:
+        self._writer.start()
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the writer."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        if self._writer.is_alive():
+            self._writer.join(timeout=10)
+
+    def append_nowait(self, kind: str, body: dict[str, Any], now: float) -> asyncio.Future[int]:
+        """Queue a record; the future resolves with its sequence number once it is committed."""
+        text = json.dumps(body, separators=(",", ":"), sort_keys=True)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        with self._cv:
+            if self._closed:
+                raise StorageError("the outbox is closed", path=str(self.path))
+            self._pending.append(Pending(kind, now, text, loop, fut))
+            self._cv.notify()
+        return fut
+
+    @seam
+    def append_bounded(self, kind: str, texts: list[str], now: float, *, key: str, quota_bytes: int) -> int:
+        """Blocking (a worker thread): the JSON ``texts`` as records of ``kind``, all in one commit,
+        or none: :class:`OutboxFullError` when they would take the outbox past ``max_bytes`` or the
+        records of ``kind`` whose body's ``site`` is ``key`` past ``quota_bytes``. Never sheds."""
+        size = sum(len(t) for t in texts)
+        with self.file.lock:
+            held = self.bounds.room_for(kind, key, size, quota_bytes)
+            cur = self.file.db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.executemany(_INSERT, ((kind, now, t, len(t)) for t in texts))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            self.file.bytes += size
+            self.bounds.took(key, held + size)
+        return len(texts)
+
+    @seam
+    def append_once(self, kind: str, body: dict[str, Any], now: float, *, key: str) -> bool:
+        """Blocking: the record with ``key`` in one commit; False (nothing written) when ``key`` is known."""
+        with self.file.lock:
+            size = insert_once(self.file.db, kind, now, body, key)
+            self.file.bytes += size
+        return size > 0
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._pending and not self._closed:
+                    self._cv.wait()
+                if not self._pending and self._closed:
+                    return
+            time.sleep(GROUP_COMMIT_S)  # let concurrent appends join this commit
+            with self._cv:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            # A caller that gave up (cancelled) before its commit: its record is not written.
+            # (Reading another thread's future state is racy only towards writing it anyway.)
+            batch = [p for p in batch if not p.fut.cancelled()]
+            if not batch:
+                continue
+            result: list[int] | BaseException
+            try:
+                result = self._commit(batch)
+            except sqlite3.Error as exc:
+                result = StorageError(f"outbox write failed: {exc}", path=str(self.path))
+            # One hand-off per event loop and commit, not one per record.
+            by_loop: dict[
+                asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], int | BaseException]]
+            ] = {}
+            for i, p in enumerate(batch):
+                outcome = result if isinstance(result, BaseException) else result[i]
+                by_loop.setdefault(p.loop, []).append((p.fut, outcome))
+            for loop, items in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(resolve, items)
+                except RuntimeError:
+                    pass  # that loop is closed: nobody waits any more
+
+    def _commit(self, batch: list[Pending]) -> list[int]:
+        with self.file.lock:
+            cur = self.file.db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                seqs = []
+                for kind, at, text, *_ in batch:
+                    cur.execute(_INSERT, (kind, at, text, len(text)))
+                    seqs.append(int(cur.lastrowid or 0))
+                    self.file.bytes += len(text)
+                self.bounds.enforce(cur)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                self.file.recount_locked()
+                raise
+            return seqs
