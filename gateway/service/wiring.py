@@ -341,6 +341,7 @@ class Gateway:
         if store.scrub_bytes_per_s > 0:
             scrub = lambda: self.store.scrubber.scrub_forever(store.scrub_bytes_per_s, store.scrub_interval_s)  # noqa: E731
             self.supervisor.supervise("blob-scrub", scrub)
+        self.supervisor.supervise("outbox-expiry", lambda: self.outbox.expire_forever(self.clock))
         if self.sinks:
             self.supervisor.supervise("uplink", self.forwarder.run)
         if self.settings.samples.enabled:

@@ -80,31 +80,36 @@ class Bounds:
                 excess -= size
                 self.file.bytes -= size
 
-    def _count_drop(self, cur: sqlite3.Cursor, kind: str, reason: str) -> None:
-        self.dropped[(kind, reason)] += 1
+    def _count_drop(self, cur: sqlite3.Cursor, kind: str, reason: str, n: int = 1) -> None:
+        self.dropped[(kind, reason)] += n
         cur.execute(
-            "INSERT INTO drops(kind, reason, count) VALUES (?, ?, 1) "
-            "ON CONFLICT(kind, reason) DO UPDATE SET count = count + 1",
-            (kind, reason),
+            "INSERT INTO drops(kind, reason, count) VALUES (?, ?, ?) "
+            "ON CONFLICT(kind, reason) DO UPDATE SET count = count + excluded.count",
+            (kind, reason, n),
         )
 
     # -- on their own --------------------------------------------------------------------------------
 
     @seam
     def expire(self, now: float) -> int:
-        """Drop records older than ``max_age_s`` (counted); returns how many."""
+        """Drop records older than ``max_age_s`` (counted); returns how many. Records are appended in
+        time order, so the oldest one answers "anything to do?" from the primary key alone."""
+        cutoff = now - self.max_age_s
         with self.file.lock:
+            oldest = self.file.db.execute("SELECT at FROM records ORDER BY seq LIMIT 1").fetchone()
+            if oldest is None or oldest[0] >= cutoff:
+                return 0
             cur = self.file.db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             rows = cur.execute(
-                "SELECT seq, kind, size FROM records WHERE at < ?", (now - self.max_age_s,)
+                "SELECT kind, COUNT(*), SUM(size) FROM records WHERE at < ? GROUP BY kind", (cutoff,)
             ).fetchall()
-            for seq, kind, size in rows:
-                cur.execute("DELETE FROM records WHERE seq = ?", (seq,))
-                self._count_drop(cur, kind, "older than max_age_s")
+            cur.execute("DELETE FROM records WHERE at < ?", (cutoff,))
+            for kind, n, size in rows:
+                self._count_drop(cur, kind, "older than max_age_s", n)
                 self.file.bytes -= size
             cur.execute("COMMIT")
-        return len(rows)
+        return sum(n for _, n, _ in rows)
 
     @seam
     def count_drop(self, kind: str, reason: str, n: int = 1) -> None:

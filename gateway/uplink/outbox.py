@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,14 @@ class Outbox:
     def expire(self, now: float) -> int:
         """Drop records older than ``max_age_s`` (counted); returns how many."""
         return self.bounds.expire(now)
+
+    async def expire_forever(self, clock: Callable[[], float]) -> None:
+        """The age bound kept as time passes, delivered or not: at start, then every tenth of
+        ``max_age_s`` (1 s to 10 min), in a worker thread."""
+        every = min(max(self.bounds.max_age_s / 10, 1.0), 600.0)
+        while True:
+            await asyncio.to_thread(self.expire, clock())
+            await asyncio.sleep(every)
 
     def count_drop(self, kind: str, reason: str, n: int = 1) -> None:
         """Count records lost outside the outbox's own bounds (e.g. refused by the cloud)."""
