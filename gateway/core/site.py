@@ -72,6 +72,7 @@ __all__ = [
     "admit",
     "admit_on_poll",
     "apply_index",
+    "has_room",
     "on_control",
     "previous_stable",
     "rollback_for",
@@ -198,6 +199,17 @@ def on_control(
     new, decisions = apply_controls(gate, [control], now=now, eligible=eligible, settings=settings)
     after = dataclasses.replace(site, gates={**site.gates, key: new}, version=site.version + 1)
     return settle(site, after, decisions, changed=True, devices=devices)
+
+
+def has_room(site: Site, key: str, device_id: str, site_size: int, settings: GateSettings) -> bool:
+    """Whether ``key``'s open wave may still admit ``device_id`` at a site of ``site_size`` devices
+    (an upper bound of those eligible), from the value alone: the cheap question a poll asks before
+    :func:`admit_on_poll` makes a pass over the site's devices."""
+    gate = site.gates.get(key)
+    if gate is None or not gate.active or gate.held_by is not None or device_id in gate.admitted:
+        return False
+    room = wave_target(settings.waves, gate.wave, site_size, settings.min_devices_per_wave)
+    return room > len(gate.admitted)
 
 
 def admit_on_poll(

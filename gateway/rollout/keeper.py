@@ -30,7 +30,6 @@ from gateway.core.errors import DamagedStateError
 from gateway.core.gates import Action, Control, Event, GateState, InputDrift
 from gateway.core.manifest import Deployment, parse_deployment
 from gateway.core.settings import GateSettings
-from gateway.core.waves import wave_target
 from gateway.core.window import WindowStats
 from gateway.rollout.gate_store import GateStore
 from gateway.runtime import atomic
@@ -195,11 +194,7 @@ class GateKeeper:
         from memory alone (the poll path asks first, before any pass over the site's devices): not
         while the wave is full at ``site_size`` devices (an upper bound of those eligible), nor again
         before the site's state or its size changed since the wave was last found full."""
-        gate = self.site.gates.get(candidate_key)
-        s = self.settings
-        if gate is None or not gate.active or gate.held_by is not None or device_id in gate.admitted:
-            return False
-        if wave_target(s.waves, gate.wave, site_size, s.min_devices_per_wave) <= len(gate.admitted):
+        if not S.has_room(self.site, candidate_key, device_id, site_size, self.settings):
             return False
         return self._full != (self.site.version, site_size, candidate_key)
 

@@ -13,7 +13,7 @@ import pytest
 from gateway.core import policy
 from gateway.core import site as S
 from gateway.core.device import DeviceRecord
-from gateway.core.gates import Control
+from gateway.core.gates import Control, Stage
 from gateway.core.manifest import Deployment, parse_deployment
 from gateway.core.poll_memo import PollMemo, uncached
 from gateway.core.settings import GateSettings
@@ -104,3 +104,20 @@ def test_the_memo_asks_the_published_value_itself_as_the_policy_would(seed: int)
                 verified=lambda _s: True,
                 gates=S.GatesView(site),
             )
+
+
+def test_a_wave_has_room_only_while_open_unheld_and_short_of_its_target() -> None:
+    devs = devices(40)
+    site = gated(devs)
+    gate = site.gates[V2.key]
+    inside = sorted(gate.admitted)[0]
+    outside = next(d.device_id for d in devs if d.device_id not in gate.admitted)
+    assert len(gate.admitted) == 2  # 5 % of 40, at least 2: the first wave is full at 40 devices
+    assert not S.has_room(site, V2.key, outside, 40, SETTINGS)
+    assert S.has_room(site, V2.key, outside, 100, SETTINGS)  # 5 % of 100 is 5
+    assert not S.has_room(site, V2.key, inside, 100, SETTINGS)  # in already
+    assert not S.has_room(site, "detector@9.9.9", outside, 100, SETTINGS)  # no gate: not judged
+    held = dataclasses.replace(site, gates={V2.key: dataclasses.replace(gate, held_by="operator:ana")})
+    assert not S.has_room(held, V2.key, outside, 100, SETTINGS)
+    halted = dataclasses.replace(site, gates={V2.key: dataclasses.replace(gate, stage=Stage.HALTED)})
+    assert not S.has_room(halted, V2.key, outside, 100, SETTINGS)
