@@ -6,8 +6,9 @@ the imports and enforces the rules marked *):
 1. ``gateway.core`` and ``firmware_compat``: the pure decisions and their values. Settings
    dataclasses, manifests and metrics schemas, errors, device records, cohorts, eligibility, the
    poll policy, waves, gates (anytime-valid paired decisions, one table of criteria) and the site's
-   decision state (``core.site``: ``apply_index``,
-   ``on_control``, ``tick``), telemetry windows and aggregation, drift (``drift_sketch``: the devices' feature
+   decision state (``core.site_state``; its transitions in ``core.site``: ``apply_index``,
+   ``on_control``, ``tick``, each returning its effects as values, ``core.site_effects``),
+   telemetry windows and aggregation, drift (``drift_sketch``: the devices' feature
    sketches; ``drift``: PSI against the reference and the site's past, and its alert, which the
    gates read as the ``input_drift`` row), pacing,
    the eviction choice,

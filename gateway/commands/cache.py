@@ -19,6 +19,7 @@ from gateway.commands.serve import add_common, load_settings
 from gateway.core.human import size
 from gateway.core.manifest import parse_deployment
 from gateway.core.settings import Settings
+from gateway.core.site_effects import rollback_pins
 from gateway.inventory.store import Inventory
 from gateway.rollout.keeper import GateKeeper
 from gateway.runtime import atomic
@@ -95,8 +96,8 @@ async def _offline(settings: Settings, action: str) -> dict[str, Any]:
         store.catalog.learn(held, time.time())
         gates = GateKeeper(settings.gates, settings.data_path / "gates")
         await asyncio.to_thread(gates.load)
-        halted = [k for k, g in gates.gates.items() if g.stopped]
-        store.catalog.pin_rollback_targets(gates.site.baselines, halted)
+        pins = rollback_pins(gates.site)  # the site loop's pins after a transition, the same way
+        store.catalog.pin_rollback_targets(pins.baselines, pins.halted)
         return {"removed": await store.evictor.prune_unprotected()}
     finally:
         lock.close()

@@ -27,7 +27,7 @@ from firmware_compat.matrix import CompatMatrix
 from gateway.core.device import DeviceRecord
 from gateway.core.eligibility import decide
 from gateway.core.manifest import Deployment
-from gateway.core.site import Rollback
+from gateway.core.site_state import Rollback
 
 
 @dataclass(frozen=True)

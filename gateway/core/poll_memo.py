@@ -18,8 +18,12 @@ that on every answer):
 
 Equal answers come back as one object, whichever devices they went to, so the caller can keep what
 it derives from an answer (the HTTP reply) by the answer's identity. It leaves the render of the
-manifest, and the matrix (fixed for the life of the process), to the caller. ``gates`` must
-answer from ``site`` alone, as :class:`gateway.core.site.GatesView` does.
+manifest, and the matrix (fixed for the life of the process), to the caller.
+
+The site's gates are asked of ``site`` itself (:class:`gateway.core.site_state.GatesView`): the
+caller hands in the published value and nothing else, no shell object. ``gates`` is the seam a test
+uses to put other answers in their place (the leak test's gate that admits everyone); what it is
+given must answer from ``site`` alone.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any
 from firmware_compat.matrix import CompatMatrix
 from gateway.core import policy
 from gateway.core.device import DeviceRecord
-from gateway.core.site import Site
+from gateway.core.site_state import GatesView, Site
 
 MAX_ENTRIES = 200_000  # above the inventory's default bound: a full site stays in memory
 MAX_ANSWERS = 4096  # distinct answers (a few per deployment and reason)
@@ -82,9 +86,10 @@ def uncached(
     clock_trusted: bool,
     verified: Callable[[str], bool],
     matrix: CompatMatrix | None,
-    gates: policy.SiteGates | None,
+    gates: policy.SiteGates | None = None,
 ) -> policy.PollAnswer:
-    """The policy's answer for the index in effect in ``site``: what every poll would compute."""
+    """The policy's answer for the index in effect in ``site``: what every poll would compute
+    (``gates``: the site's own, :class:`~gateway.core.site_state.GatesView`, unless given)."""
     return policy.answer(
         deployments=[d for d in site.deployments if d.end_time is None or d.end_time > now],
         commands=site.commands,
@@ -93,7 +98,7 @@ def uncached(
         clock_trusted=clock_trusted,
         verified=verified,
         matrix=matrix,
-        gates=gates,
+        gates=GatesView(site) if gates is None else gates,
     )
 
 
@@ -116,8 +121,9 @@ class PollMemo:
         clock_trusted: bool,
         verified: Callable[[str], bool],
         matrix: CompatMatrix | None,
-        gates: policy.SiteGates | None,
+        gates: policy.SiteGates | None = None,
     ) -> policy.PollAnswer:
+        """The answer :func:`uncached` would give now, from memory when its inputs are the same."""
         if site is not self._site:
             inputs = answer_inputs(site)
             if inputs != self._inputs:  # every remembered answer was for another index or gate

@@ -1,11 +1,13 @@
-"""The site's rollout decisions as one value with pure transitions. The rule "nothing is offered
-before it has been judged" lives here, and only here.
+"""The site's rollout decisions: pure transitions of the site's one value. The rule "nothing is
+offered before it has been judged" lives here, and only here.
 
-A :class:`Site` holds the accepted index's deployments *together with* the judgement of each: a
-canary gate (:mod:`gateway.core.gates`), or the decision that it needs none (gates off, or
-``gates.first_version = "open"`` for a model's first version). Transitions take values and ``now``
-and return the new value with its :class:`Effects`; the keeper (:mod:`gateway.rollout.keeper`)
-makes the effects durable, then publishes the new value, then carries out the rest:
+The value, :class:`~gateway.core.site_state.Site`, holds the accepted index's deployments *together
+with* the judgement of each: a canary gate (:mod:`gateway.core.gates`), or the decision that it
+needs none (gates off, or ``gates.first_version = "open"`` for a model's first version); the two
+questions a poll asks of it (``admit``, ``rollback_for``) are in :mod:`gateway.core.site_state`.
+Transitions take values and ``now`` and return the new value with every effect that follows, as
+values (:mod:`gateway.core.site_effects`: persist, journal, publish, pin, wake, notify): the shells
+(:mod:`gateway.rollout.keeper`, :mod:`gateway.rollout.site_loop`) only carry them out, in order.
 
 * :func:`apply_index`: a newly accepted (or, at start-up, re-loaded) index goes into effect, and
   every deployment in it is judged in the same transition, so no poll answer or long-poll wake-up
@@ -13,10 +15,12 @@ makes the effects durable, then publishes the new value, then carries out the re
   ``aborted``) are applied in it too;
 * :func:`on_control`: hold, release, abort, approve, at once, or a :class:`ControlRefused` saying
   why it would do nothing;
+* :func:`admit_on_poll`: a device told ``waiting_for_wave`` asks, and its wave admits it if it has
+  room;
 * :func:`tick`: closed metric windows, device events and the cloud's commands, every few seconds.
 
-And the two questions a poll asks: :func:`admit` (may this device have this candidate now?) and
-:func:`rollback_for`. A deployment with no judgement is answered ``waiting_for_wave``: fail closed.
+The names of :mod:`~gateway.core.site_state` and :class:`~gateway.core.site_effects.Effects` are
+offered here too, so ``site.Site``, ``site.admit`` and the like keep reading as one concept.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from firmware_compat.matrix import CompatMatrix
@@ -50,99 +53,35 @@ from gateway.core.gates import levels as L
 from gateway.core.manifest import Command, Deployment, HealthChecks, parse_deployment
 from gateway.core.reach import Lazy, eligible_for, running
 from gateway.core.settings import GateSettings
+from gateway.core.site_effects import Effects, settle
+from gateway.core.site_state import HALTED, SAFE_MODE, WAITING, GatesView, Rollback, Site, admit, rollback_for
 from gateway.core.waves import wave_target
 from gateway.core.window import WindowStats
 
 log = logging.getLogger(__name__)
 
-WAITING = "waiting_for_wave"
-HALTED = "halted_at_site"
-SAFE_MODE = "safe-mode"  # who holds the gates opened while the gate state could not be read
+__all__ = [
+    "HALTED",
+    "SAFE_MODE",
+    "WAITING",
+    "ControlRefused",
+    "Effects",
+    "GatesView",
+    "Rollback",
+    "Site",
+    "admit",
+    "admit_on_poll",
+    "apply_index",
+    "has_room",
+    "on_control",
+    "previous_stable",
+    "rollback_for",
+    "tick",
+]
 
 
 class ControlRefused(ValueError):
     """A control that would do nothing (e.g. release after an abort); the message says why."""
-
-
-@dataclass(frozen=True)
-class Rollback:
-    """Where a device that ran a halted or aborted candidate goes back to."""
-
-    model_id: str
-    version: str  # the candidate it leaves
-    to: Deployment | None  # the previous stable manifest; None: its previous slot (a first version)
-
-
-@dataclass(frozen=True)
-class Effects:
-    decisions: tuple[Decision, ...] = ()
-    changed: bool = False  # some device's answer may differ: wake the long polls
-
-
-@dataclass(frozen=True)
-class Site:
-    index_version: int | None = None
-    deployments: tuple[Deployment, ...] = ()  # the index in effect: every one of them judged
-    commands: Mapping[str, str] = field(default_factory=dict)
-    gates: Mapping[str, GateState] = field(default_factory=dict)
-    ungated: frozenset[str] = frozenset()  # judged: needs no gate
-    baselines: Mapping[str, Deployment] = field(default_factory=dict)  # candidate -> previous stable
-    known: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # every manifest seen
-    cloud_held: frozenset[str] = frozenset()  # gates held by a signed ``paused``
-    safe_mode: str | None = None  # why new gates open held (the gate state could not be read)
-    # every device's own level on each version in the index (a gate compares with it when it opens)
-    levels: Mapping[str, L.Levels] = field(default_factory=dict)
-    version: int = 0  # bumps with every change that can change an answer
-
-    def judged(self, key: str) -> bool:
-        return key in self.ungated or key in self.gates
-
-
-# -- the questions a poll asks ------------------------------------------------------------------------
-
-
-def admit(site: Site, candidate: Deployment, device: DeviceRecord) -> str | None:
-    """None when the device may have the candidate now; "shadow" in the shadow stage; else why not."""
-    if candidate.key in site.ungated:
-        return None
-    gate = site.gates.get(candidate.key)
-    if gate is None:
-        return WAITING  # not judged yet: fail closed
-    if gate.stage == Stage.DONE:
-        return None
-    if gate.stopped:
-        return HALTED
-    if device.device_id in gate.admitted:
-        return "shadow" if gate.stage == Stage.SHADOW else None
-    return WAITING
-
-
-def rollback_for(site: Site, device: DeviceRecord) -> Rollback | None:
-    """For a device that runs a halted or aborted candidate it was admitted to (or ran)."""
-    for key, gate in site.gates.items():
-        if not gate.stopped or device.model_version != gate.version:
-            continue
-        if device.model_id is not None and device.model_id != gate.model_id:
-            continue
-        if device.device_id in gate.preexisting:
-            continue  # it ran this version before the gate: not this gate's to send back
-        if device.device_id in gate.rollback_set or device.device_id in gate.admitted:
-            return Rollback(gate.model_id, gate.version, site.baselines.get(key))
-    return None
-
-
-@dataclass(frozen=True)
-class GatesView:
-    """The poll policy's two questions (:class:`gateway.core.policy.SiteGates`) asked of one
-    published :class:`Site` value; the keeper asks them of the value it holds."""
-
-    site: Site
-
-    def admit(self, candidate: Deployment, device: DeviceRecord, now: float) -> str | None:
-        return admit(self.site, candidate, device)
-
-    def rollback_for(self, device: DeviceRecord, now: float) -> Rollback | None:
-        return rollback_for(self.site, device)
 
 
 # -- transitions ---------------------------------------------------------------------------------------
@@ -190,6 +129,7 @@ def apply_index(
     """Put an index into effect, judging every deployment in it in the same step."""
     if site.index_version is not None and index_version <= site.index_version:
         return site, Effects()  # in effect already, or older: an older index never replaces a newer one
+    old = site
     live = [d for d in deployments if d.end_time is None or d.end_time > now]
     known = {**site.known, **{d.key: dict(d.raw) for d in deployments}}
     gates, ungated, baselines = dict(site.gates), set(site.ungated), dict(site.baselines)
@@ -236,7 +176,8 @@ def apply_index(
         known=known,
     )
     site, cloud = _cloud_commands(site, now, settings, devices, matrix)
-    return dataclasses.replace(site, version=site.version + 1), Effects((*decisions, *cloud), True)
+    new = dataclasses.replace(site, version=site.version + 1)
+    return settle(old, new, (*decisions, *cloud), changed=True, devices=devices)
 
 
 def on_control(
@@ -256,8 +197,19 @@ def on_control(
         raise ControlRefused(refusal)
     eligible = Lazy(lambda: _eligible(site, key, now, devices, matrix))
     new, decisions = apply_controls(gate, [control], now=now, eligible=eligible, settings=settings)
-    site = dataclasses.replace(site, gates={**site.gates, key: new}, version=site.version + 1)
-    return site, Effects(tuple(decisions), changed=True)
+    after = dataclasses.replace(site, gates={**site.gates, key: new}, version=site.version + 1)
+    return settle(site, after, decisions, changed=True, devices=devices)
+
+
+def has_room(site: Site, key: str, device_id: str, site_size: int, settings: GateSettings) -> bool:
+    """Whether ``key``'s open wave may still admit ``device_id`` at a site of ``site_size`` devices
+    (an upper bound of those eligible), from the value alone: the cheap question a poll asks before
+    :func:`admit_on_poll` makes a pass over the site's devices."""
+    gate = site.gates.get(key)
+    if gate is None or not gate.active or gate.held_by is not None or device_id in gate.admitted:
+        return False
+    room = wave_target(settings.waves, gate.wave, site_size, settings.min_devices_per_wave)
+    return room > len(gate.admitted)
 
 
 def admit_on_poll(
@@ -281,8 +233,8 @@ def admit_on_poll(
     new, decisions = fill_wave(gate, now, _eligible(site, key, now, devices, matrix), settings)
     if new is gate:
         return site, Effects()
-    site = dataclasses.replace(site, gates={**site.gates, key: new}, version=site.version + 1)
-    return site, Effects(tuple(decisions), changed=True)
+    after = dataclasses.replace(site, gates={**site.gates, key: new}, version=site.version + 1)
+    return settle(site, after, decisions, changed=True, devices=devices)
 
 
 def tick(
@@ -298,6 +250,7 @@ def tick(
 ) -> tuple[Site, Effects]:
     """Every few seconds: the cloud's commands, then every gate's step on the new evidence (and the
     drift watch's view of the models' inputs: None without one, as in ``gate replay``)."""
+    old = site
     site, decisions = _cloud_commands(site, now, settings, devices, matrix)
     changed = bool(decisions)
     by_key = {d.key: d for d in site.deployments}
@@ -328,7 +281,7 @@ def tick(
         gates[key] = new
         decisions += made
     site = dataclasses.replace(site, gates=gates, version=site.version + changed)
-    return site, Effects(tuple(decisions), changed=changed)
+    return settle(old, site, decisions, changed=changed, devices=devices)
 
 
 def _noterunning(gate: GateState, devices: Sequence[DeviceRecord]) -> GateState:

@@ -1,14 +1,17 @@
 """The thin shell around the site's pure rollout decisions (:mod:`gateway.core.site`): it feeds
-them, makes every new judgement durable before any poll can see it, and hands the rest of the
-effects back to the supervisor.
+them, carries out the durable part of their effects, publishes, and hands the rest of the effects
+(:mod:`gateway.core.site_effects`) back to the site loop.
 
-* Every transition (a new index, a control, a tick) runs under one lock: compute the new
-  :class:`~gateway.core.site.Site`, write the gate state and audit log, then publish it. Poll
-  answers read the published value, so they only ever see judged, durable state: a crash between
-  the two leaves the old state, and after a restart the same judgement is made again from the
-  same files.
+* Every transition (a new index, a control, a poll's admission, a tick) runs under one lock: the
+  core computes the new :class:`~gateway.core.site_state.Site` and its effects, and the keeper
+  carries them out in their order up to :class:`~gateway.core.site_effects.Publish`: write the gate
+  state and audit log (``Persist``), journal the decisions (``Journal``, through the ``durable``
+  step it is given), then publish. Poll answers read the published value, so they only ever see
+  judged, durable state: a crash between the two leaves the old state, and after a restart the same
+  judgement is made again from the same files.
 * Inputs: closed aggregate windows and device events are buffered and taken by the next tick.
-* What the poll policy asks: :meth:`admit` and :meth:`rollback_for`.
+* The published value (:attr:`site`) is what a poll asks the core about (:mod:`gateway.rollout.polls`);
+  :meth:`admit` and :meth:`rollback_for` ask the same of it, for tests and tools.
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ from typing import Any
 
 from firmware_compat.matrix import CompatMatrix
 from gateway.core import site as S
+from gateway.core import site_effects as E
 from gateway.core.device import DeviceRecord
 from gateway.core.errors import DamagedStateError
 from gateway.core.gates import Action, Control, Event, GateState, InputDrift
 from gateway.core.manifest import Deployment, parse_deployment
 from gateway.core.settings import GateSettings
-from gateway.core.waves import wave_target
 from gateway.core.window import WindowStats
 from gateway.rollout.gate_store import GateStore
 from gateway.runtime import atomic
@@ -112,16 +115,19 @@ class GateKeeper:
     async def _transition(
         self, change: Transition, durable: Callable[[S.Effects], Awaitable[None]] | None = None
     ) -> S.Effects:
-        """Compute, persist (the gate files, then ``durable``), publish: in that order, one at a time."""
+        """Compute, then carry out the effects up to publishing (the gate files, then ``durable``),
+        in the core's order, one transition at a time. The rest is the caller's to carry out."""
         async with self._lock:
-            new, effects = change(self.site)
-            if new is self.site:
-                return effects
-            if effects.decisions or new.gates != self.site.gates or new.ungated != self.site.ungated:
-                await asyncio.to_thread(self.store.save, new.gates, effects.decisions, self._meta(new))
-            if durable is not None and effects.decisions:
-                await durable(effects)
-            self.site = new
+            _new, effects = change(self.site)
+            for step in effects.steps:
+                if isinstance(step, E.Persist):
+                    site = step.site
+                    await asyncio.to_thread(self.store.save, site.gates, step.decisions, self._meta(site))
+                elif isinstance(step, E.Journal) and durable is not None:
+                    await durable(effects)
+                elif isinstance(step, E.Publish):
+                    self.site = step.site
+                    break
         for d in effects.decisions:
             level = logging.WARNING if d.action in ALARMING else logging.INFO
             log.log(level, "gate %s wave %d: %s (%s)", d.deployment, d.wave + 1, d.action, d.reason)
@@ -188,11 +194,7 @@ class GateKeeper:
         from memory alone (the poll path asks first, before any pass over the site's devices): not
         while the wave is full at ``site_size`` devices (an upper bound of those eligible), nor again
         before the site's state or its size changed since the wave was last found full."""
-        gate = self.site.gates.get(candidate_key)
-        s = self.settings
-        if gate is None or not gate.active or gate.held_by is not None or device_id in gate.admitted:
-            return False
-        if wave_target(s.waves, gate.wave, site_size, s.min_devices_per_wave) <= len(gate.admitted):
+        if not S.has_room(self.site, candidate_key, device_id, site_size, self.settings):
             return False
         return self._full != (self.site.version, site_size, candidate_key)
 
@@ -261,13 +263,13 @@ class GateKeeper:
     def on_event(self, device_id: str, event: str, version: str | None) -> None:
         self._events.append(Event(device_id, event, version))
 
-    # -- what the poll policy asks -------------------------------------------------------------------
+    # -- the published value's answers (a poll asks the core of :attr:`site` itself) -----------------
 
     def admit(self, candidate: Deployment, device: DeviceRecord, now: float) -> str | None:
-        return S.GatesView(self.site).admit(candidate, device, now)
+        return S.admit(self.site, candidate, device)
 
     def rollback_for(self, device: DeviceRecord, now: float) -> S.Rollback | None:
-        return S.GatesView(self.site).rollback_for(device, now)
+        return S.rollback_for(self.site, device)
 
     def status(self) -> list[dict[str, Any]]:
         out = []

@@ -4,7 +4,8 @@
 (every deployment in it judged and durable), the device's inventory record, the clock it is given and
 which blobs are verified, and hands them to the pure :func:`gateway.core.policy.answer` through
 :class:`gateway.core.poll_memo.PollMemo`, which gives a device its previous answer again while none
-of those inputs changed. It also renders the answer's manifest and ETag, memoised: the same few
+of those inputs changed. The site's gates are asked of that published value by the core itself
+(:mod:`gateway.core.site_state`): no shell object is handed into the core. It also renders the answer's manifest and ETag, memoised: the same few
 answers go to thousands of devices.
 
 It leaves to others: parsing the request, credentials, long polls and headers (``gateway.http``);
@@ -62,7 +63,7 @@ class PollAnswers:
             return UNKNOWN_DEVICE
         site = self.gates.site  # the index in effect: every deployment in it judged
         now, trusted = self.trust.now(system_now)
-        return self.memo.answer(site, device, now, trusted, self._verified, self.matrix, self.gates)
+        return self.memo.answer(site, device, now, trusted, self._verified, self.matrix)
 
     async def answer_asking(self, device: DeviceRecord | None, system_now: float) -> policy.PollAnswer:
         """:meth:`answer` for a device that asks (its own poll): told ``waiting_for_wave`` while its

@@ -237,9 +237,7 @@ class _Replay:
 
     def poll(self, t: float, device: str) -> None:
         rec = self.recs[device]
-        a = self.memo.answer(
-            self.site, rec, self.now(t), True, lambda sha: True, None, S.GatesView(self.site)
-        )
+        a = self.memo.answer(self.site, rec, self.now(t), True, lambda sha: True, None)
         to: str | None = None
         if a.shadow:  # the candidate beside its own model, never switched to
             self.shadowing.add(device)

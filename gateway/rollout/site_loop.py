@@ -7,29 +7,30 @@
   can see it (see :mod:`gateway.rollout.keeper` and :mod:`gateway.core.site`). If that fails (the
   disk), the next step tries again.
 * An operator's control (:meth:`SiteLoop.control_gate`) is applied at once, the same way.
-* After every published transition (:meth:`SiteLoop._carry_out`): rollback targets pinned in the
-  store, long polls woken, the uplink woken for the decisions journaled, and, for a halt or an
-  abort, an MQTT notice to each connected device that must roll back.
+* After every published transition (:meth:`SiteLoop._carry_out`) it carries out the rest of the
+  effects the core returned (:mod:`gateway.core.site_effects`), in their order: rollback targets
+  pinned in the store, long polls woken, the uplink woken for the decisions journaled, and, after a
+  halt or an abort, each rollback notice (its recipients and JSON decided by the transition)
+  published to those of its recipients the broker has connected.
 
-It leaves to others: the decisions (``gateway.core.site`` through the keeper), the poll answer
-(``gateway.rollout.polls``), the transport of reports and notices (the uplink, the broker).
+It leaves to others: the decisions and who is told what (``gateway.core.site`` through the
+keeper), the poll answer (``gateway.rollout.polls``), the transport of reports and notices (the
+uplink, the broker).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from firmware_compat.matrix import CompatMatrix
 from gateway.core.device import DeviceRecord
-from gateway.core.gates import Action
 from gateway.core.manifest import Deployment
 from gateway.core.settings import Settings
-from gateway.core.site import Effects
+from gateway.core.site_effects import Effects, Notify, PinRollbackTargets, WakePolls, WakeUplink
 from gateway.inventory.store import Inventory
 from gateway.rollout.keeper import GateKeeper
 from gateway.runtime.health import probe
@@ -44,8 +45,6 @@ from gateway.uplink.outbox import Outbox
 from gateway.uplink.report import SiteReport
 
 log = logging.getLogger(__name__)
-
-STOP_ACTIONS = (Action.HALT, Action.ABORT)
 
 
 class Notices(Protocol):
@@ -203,30 +202,20 @@ class SiteLoop:
         await self.outbox.append("decision", {"decisions": decisions}, self.clock())
 
     async def _carry_out(self, effects: Effects) -> None:
-        """What follows a published transition: rollback pins, long-poll wake-ups, MQTT notices."""
-        site = self.gates.site
-        self.store.catalog.pin_rollback_targets(
-            site.baselines, [k for k, g in site.gates.items() if g.stopped]
-        )
-        if effects.changed:
-            self.changes.notify()
-        if effects.decisions:
-            self.uplink_wake.set()
+        """The effects of a published transition after ``Publish`` (the keeper carried out those
+        before it), in order; a notice goes to those of its recipients the broker has connected."""
         notices = self.notices()
-        if notices is None or not any(d.action in STOP_ACTIONS for d in effects.decisions):
-            return
-        for device in self.inventory.live():
-            back = self.gates.rollback_for(device, self.clock())
-            if back is not None and notices.connected(device.device_id):
-                note: dict[str, Any] = {
-                    "rollback": True,
-                    "model_id": back.model_id,
-                    "version": back.to.version if back.to else None,
-                    "poll": True,
-                }
-                if back.to is None:
-                    note["previous_slot"] = True  # a first version halted: go back to the previous slot
-                await notices.publish(f"devices/{device.device_id}/updates", json.dumps(note).encode())
+        for step in effects.steps:
+            if isinstance(step, PinRollbackTargets):
+                self.store.catalog.pin_rollback_targets(step.baselines, step.halted)
+            elif isinstance(step, WakePolls):
+                self.changes.notify()
+            elif isinstance(step, WakeUplink):
+                self.uplink_wake.set()
+            elif isinstance(step, Notify) and notices is not None:
+                for device_id in step.recipients:
+                    if notices.connected(device_id):
+                        await notices.publish(step.topic(device_id), step.payload)
 
     async def report(self, now: float) -> None:
         changes, dropped = self.inventory.drain_changes()
