@@ -6,7 +6,8 @@ inactive slot and never becomes current (:meth:`gateway.agent.agent.DeviceAgent.
 inference app runs both models on each frame and a :data:`ShadowSource` returns both sets of
 figures, the candidate's with ``agreement`` (:mod:`gateway.core.agreement`): frames compared, top-1
 agreements, per active class, the confusion pairs and the mean confidence difference. The candidate's
-message is sent with ``shadow: true`` under its own version, beside the active model's.
+message is sent with ``shadow: true`` under its own version, beside the active model's. Each is a
+:class:`gateway.core.metrics.MetricsMessage` in the one wire form the gateway's trace uses too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway.agent.slots import SlotInfo
+from gateway.core.metrics import MetricsMessage, encode
 
 # the inference app's figures for the model it runs now (None: nothing to report this time)
 MetricsSource = Callable[[SlotInfo], Mapping[str, Any] | None]
@@ -24,16 +26,11 @@ ShadowSource = Callable[[SlotInfo, SlotInfo], tuple[Mapping[str, Any], Mapping[s
 
 
 def _doc(device_id: str, slot: SlotInfo, figures: Mapping[str, Any], shadow: bool) -> dict[str, Any]:
-    doc = {
-        **figures,
-        "device_id": device_id,
-        "timestamp": time.time(),
-        "model_id": slot.model_id,
-        "model_version": slot.version,
-    }
+    """The app's figures as one reference message of this device and slot, in its wire form."""
+    about = {"device_id": device_id, "timestamp": time.time(), "model_id": slot.model_id}
     if shadow:
-        doc["shadow"] = True
-    return doc
+        about["shadow"] = True
+    return encode(MetricsMessage.of(figures, **about, model_version=slot.version))
 
 
 def reports(

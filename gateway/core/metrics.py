@@ -8,10 +8,18 @@ model); ``drift`` (feature -> the window's sketch of it, :mod:`gateway.core.drif
 shadow message ``agreement`` (the two models on the same frames: :mod:`gateway.core.agreement`).
 Unknown fields are ignored. The device's ``timestamp`` is kept for the record but never
 places a sample in a window: the gateway's receive time does (a device clock may be anything).
+
+The message is one value, :class:`MetricsMessage`, with one wire form, :func:`encode` (a JSON
+object, its keys in one order, absent fields left out): the device agent builds and encodes it
+(:mod:`gateway.agent.shadow`), a device's window is turned back into one for the replay trace
+(:meth:`gateway.core.window.DeviceWindow.message`), and :func:`parse_message` reads one back,
+validated. :func:`parse_metrics` reads the same message as a :class:`Sample`: the figures the
+gateway adds into its windows, at its own receive time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +34,60 @@ from gateway.core.manifest import valid_id
 MAX_PAYLOAD_BYTES = 16 << 10
 MAX_CLASSES = 64
 MAX_CLASS_NAME = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricsMessage:
+    """The reference metrics message (the wire value: ``agreement`` and ``drift`` in their JSON
+    form), its fields in the wire form's order. ``extra``: fields of the device's own, passed
+    through as they are."""
+
+    device_id: str | None = None
+    timestamp: float | None = None
+    model_id: str | None = None
+    model_version: str
+    num_inferences: int | None = None
+    num_errors: int | None = None
+    error_rate: float | None = None
+    cpu_percent: float | None = None
+    ram_percent: float | None = None
+    temperature_c: float | None = None
+    mean_confidence: float | None = None
+    unknown_rate: float | None = None
+    avg_latency_ms: float | None = None
+    uptime_seconds: float | None = None
+    class_counts: Mapping[str, int] | None = None
+    drift: Mapping[str, Any] | None = None
+    agreement: Mapping[str, Any] | None = None  # only in a shadow message
+    shadow: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, figures: Mapping[str, Any], **fields: Any) -> MetricsMessage:
+        """A message of an inference app's figures (the reference names; others go to ``extra``)
+        with ``fields`` over them, as they are: the gateway judges them, and counts a message it
+        refuses against the version that sent it."""
+        doc = {**figures, **fields}
+        # a null stays in extra, so it is sent as null (the gateway judges a null count as invalid)
+        known = {k: doc.pop(k) for k in WIRE_ORDER if doc.get(k) is not None}
+        return cls(**known, extra=doc)
+
+
+# the wire form's key order (a window's message in the replay traces has always had it)
+WIRE_ORDER = tuple(f.name for f in dataclasses.fields(MetricsMessage) if f.name != "extra")
+
+
+def encode(message: MetricsMessage) -> dict[str, Any]:
+    """The message as its JSON object: the reference fields in :data:`WIRE_ORDER`, those absent
+    (None, and ``shadow`` when false) left out, then its ``extra`` fields."""
+    out: dict[str, Any] = {}
+    for name in WIRE_ORDER:
+        value = getattr(message, name)
+        if value is not None and value is not False:
+            out[name] = dict(value) if isinstance(value, Mapping) else value
+    for name, value in message.extra.items():
+        out.setdefault(name, value)
+    return out
 
 
 @dataclass(frozen=True)
@@ -47,6 +109,28 @@ class Sample:
     uptime_s: float | None = None
     agreement: Agreement | None = None  # only in a shadow message
     drift: Mapping[str, DriftSketch] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """The sample as the outbox journals it for the cloud (a ``sample`` record): its own field
+        names, which the cloud's ingest reads, so they stay as they are (not the wire form's)."""
+        body: dict[str, Any] = {
+            "device_id": self.device_id,
+            "model_id": self.model_id,
+            "model_version": self.model_version,
+            "inferences": self.inferences,
+            "errors": self.errors,
+            "latency_ms": self.latency_ms,
+            "cpu_percent": self.cpu_percent,
+            "ram_percent": self.ram_percent,
+            "temperature_c": self.temperature_c,
+            "class_counts": dict(self.class_counts),
+            "mean_confidence": self.mean_confidence,
+            "unknown_rate": self.unknown_rate,
+            "shadow": self.shadow,
+        }
+        if self.agreement is not None:  # a shadow message's agreement on the same frames
+            body["agreement"] = self.agreement.to_json()
+        return body
 
 
 def _num(
@@ -80,11 +164,44 @@ def _count(doc: Mapping[str, Any], key: str, where: str) -> int:
     return v
 
 
+def parse_message(
+    device_id: str, payload: bytes | Mapping[str, Any], *, model_id: str | None = None
+) -> MetricsMessage:
+    """One message, validated (its unknown fields left out); :class:`FormatError` names the device
+    and the field."""
+    return MetricsMessage(**_read(device_id, payload, model_id)[0])
+
+
 def parse_metrics(
     device_id: str, payload: bytes | Mapping[str, Any], now: float, *, model_id: str | None = None
 ) -> Sample:
-    """Validate one message; :class:`FormatError` names the device and the field."""
-    where = f"metrics from {device_id}"
+    """One message, validated, as the figures the gateway adds up, received at ``now``
+    (``model_id``: the one the device runs, for a message that names none). The hot path of the
+    ingest: the message's fields go straight into the sample, no message value built between."""
+    m, agreement, drift = _read(device_id, payload, model_id)
+    mid = m["model_id"]
+    return Sample(
+        device_id=device_id,
+        received_at=now,
+        model_id=mid if mid is not None else model_id or "",
+        model_version=m["model_version"],
+        inferences=m["num_inferences"] or 0,
+        errors=m["num_errors"] or 0,
+        latency_ms=m["avg_latency_ms"],
+        cpu_percent=m["cpu_percent"],
+        ram_percent=m["ram_percent"],
+        temperature_c=m["temperature_c"],
+        class_counts=m["class_counts"] or {},
+        mean_confidence=m["mean_confidence"],
+        unknown_rate=m["unknown_rate"],
+        shadow=m["shadow"],
+        uptime_s=m["uptime_seconds"],
+        agreement=agreement,
+        drift=drift,
+    )
+
+
+def _document(where: str, payload: bytes | Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(payload, bytes | bytearray):
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise FormatError(f"{where}: message of {len(payload)} bytes, at most {MAX_PAYLOAD_BYTES}")
@@ -96,6 +213,31 @@ def parse_metrics(
         doc = payload
     if not isinstance(doc, Mapping):
         raise FormatError(f"{where}: expected a JSON object")
+    return doc
+
+
+def _classes(doc: Mapping[str, Any], where: str) -> dict[str, int] | None:
+    given = doc.get("class_counts")
+    classes = given or {}
+    if not isinstance(classes, Mapping) or len(classes) > MAX_CLASSES:
+        raise FormatError(f"{where}: class_counts must be an object of at most {MAX_CLASSES} classes")
+    counts: dict[str, int] = {}
+    for name, n in classes.items():
+        if not isinstance(name, str) or not name or len(name) > MAX_CLASS_NAME:
+            raise FormatError(f"{where}: class_counts has a bad class name {str(name)[:40]!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise FormatError(f"{where}: class_counts.{name} must be a whole number of at least 0")
+        counts[name] = n
+    return counts if given is not None else None
+
+
+def _read(
+    device_id: str, payload: bytes | Mapping[str, Any], model_id: str | None
+) -> tuple[dict[str, Any], Agreement | None, dict[str, DriftSketch]]:
+    """The message's fields (:class:`MetricsMessage`'s), and its agreement and drift sketches read
+    (the sample's)."""
+    where = f"metrics from {device_id}"
+    doc = _document(where, payload)
     claimed = doc.get("device_id")
     if claimed is not None and claimed != device_id:
         raise FormatError(f"{where}: device_id {claimed!r} is not the sender")
@@ -109,39 +251,35 @@ def parse_metrics(
     errors = _count(doc, "num_errors", where)
     if errors > inferences:
         raise FormatError(f"{where}: num_errors ({errors}) exceeds num_inferences ({inferences})")
-    _num(doc, "error_rate", where, lo=0, hi=1)
-    classes = doc.get("class_counts") or {}
-    if not isinstance(classes, Mapping) or len(classes) > MAX_CLASSES:
-        raise FormatError(f"{where}: class_counts must be an object of at most {MAX_CLASSES} classes")
-    counts: dict[str, int] = {}
-    for name, n in classes.items():
-        if not isinstance(name, str) or not name or len(name) > MAX_CLASS_NAME:
-            raise FormatError(f"{where}: class_counts has a bad class name {str(name)[:40]!r}")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise FormatError(f"{where}: class_counts.{name} must be a whole number of at least 0")
-        counts[name] = n
+    error_rate = _num(doc, "error_rate", where, lo=0, hi=1)
+    counts = _classes(doc, where)
     shadow = doc.get("shadow", False)
     if not isinstance(shadow, bool):
         raise FormatError(f"{where}: shadow must be true or false")
     agreement = doc.get("agreement")
     if agreement is not None and not shadow:
         raise FormatError(f"{where}: agreement is reported only in a shadow message (shadow: true)")
-    return Sample(
-        device_id=device_id,
-        received_at=now,
-        model_id=mid,
+    stamp = doc.get("timestamp")  # kept for the record, never judged
+    latency_ms = _num(doc, "avg_latency_ms", where, lo=0, hi=3.6e6)  # the fields checked in this order
+    message = dict(
+        device_id=claimed,
+        timestamp=stamp if isinstance(stamp, int | float) and not isinstance(stamp, bool) else None,
+        model_id=doc.get("model_id"),
         model_version=version,
-        inferences=inferences,
-        errors=errors,
-        latency_ms=_num(doc, "avg_latency_ms", where, lo=0, hi=3.6e6),
+        num_inferences=inferences if "num_inferences" in doc else None,
+        num_errors=errors if "num_errors" in doc else None,
+        error_rate=error_rate,
         cpu_percent=_num(doc, "cpu_percent", where, lo=0, hi=100 * 256),  # per-core sums may pass 100
         ram_percent=_num(doc, "ram_percent", where, lo=0, hi=100),
         temperature_c=_num(doc, "temperature_c", where, lo=-100, hi=250),
-        class_counts=counts,
         mean_confidence=_num(doc, "mean_confidence", where, lo=0, hi=1),
         unknown_rate=_num(doc, "unknown_rate", where, lo=0, hi=1),
+        avg_latency_ms=latency_ms,
+        uptime_seconds=_num(doc, "uptime_seconds", where, lo=0),
+        class_counts=counts,
+        drift=doc.get("drift"),
+        agreement=agreement,
         shadow=shadow,
-        uptime_s=_num(doc, "uptime_seconds", where, lo=0),
-        agreement=None if agreement is None else parse_agreement(agreement, where),
-        drift=parse_drift(doc.get("drift"), where),
     )
+    read = None if agreement is None else parse_agreement(agreement, where)
+    return message, read, parse_drift(doc.get("drift"), where)

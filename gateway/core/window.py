@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.agreement import Agreement, AgreementSums, pooled
+from gateway.core.metrics import MetricsMessage, encode
 
 
 @dataclass(frozen=True)
@@ -89,33 +90,34 @@ class DeviceWindow:
             for name, k in classes.items():
                 mine[name] = mine.get(name, 0) + k
 
-    def as_message(self, model_id: str, model_version: str) -> dict[str, Any]:
+    def message(self, model_id: str, model_version: str) -> MetricsMessage:
         """The window turned back into one metrics message (the reference fields) that gives the
         same figures to the gates: the sums, and the means with their weights (one message of all
         the inferences). A site's recorded trace is made of these (``ota-gateway gate trace``)."""
-        msg: dict[str, Any] = {
-            "model_id": model_id,
-            "model_version": model_version,
-            "num_inferences": self.inferences,
-            "num_errors": self.errors,
-        }
-        for key, total, n, lo, hi in (
-            ("cpu_percent", self.cpu_sum, self.cpu_n, 0.0, 25_600.0),
-            ("ram_percent", self.ram_sum, self.ram_n, 0.0, 100.0),
-            ("temperature_c", self.temp_sum, self.temp_n, -100.0, 250.0),
-            ("mean_confidence", self.conf_sum, self.conf_w, 0.0, 1.0),
-            ("unknown_rate", self.unknown_sum, self.unknown_w, 0.0, 1.0),
-        ):
-            if n:
-                msg[key] = min(hi, max(lo, total / n))
-        if self.lat_w:  # the mean of log latency, as the gates compare it
-            msg["avg_latency_ms"] = min(3.6e6, math.exp(self.lat_sum / self.lat_w))
-        if self.classes:
-            msg["class_counts"] = dict(self.classes)
-        if self.agreement is not None:  # only a shadow message carries it
-            msg["agreement"] = self.agreement.as_message()
-            msg["shadow"] = True
-        return msg
+
+        def mean(total: float, n: float, lo: float, hi: float) -> float | None:
+            return min(hi, max(lo, total / n)) if n else None
+
+        return MetricsMessage(
+            model_id=model_id,
+            model_version=model_version,
+            num_inferences=self.inferences,
+            num_errors=self.errors,
+            cpu_percent=mean(self.cpu_sum, self.cpu_n, 0.0, 25_600.0),
+            ram_percent=mean(self.ram_sum, self.ram_n, 0.0, 100.0),
+            temperature_c=mean(self.temp_sum, self.temp_n, -100.0, 250.0),
+            mean_confidence=mean(self.conf_sum, self.conf_w, 0.0, 1.0),
+            unknown_rate=mean(self.unknown_sum, self.unknown_w, 0.0, 1.0),
+            # the mean of log latency, as the gates compare it
+            avg_latency_ms=min(3.6e6, math.exp(self.lat_sum / self.lat_w)) if self.lat_w else None,
+            class_counts=dict(self.classes) if self.classes else None,
+            agreement=self.agreement.as_message() if self.agreement is not None else None,
+            shadow=self.agreement is not None,  # only a shadow message carries an agreement
+        )
+
+    def as_message(self, model_id: str, model_version: str) -> dict[str, Any]:
+        """:meth:`message` in its wire form (:func:`gateway.core.metrics.encode`)."""
+        return encode(self.message(model_id, model_version))
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
 """Metrics and events in (MQTT hook or HTTP POST), validated, journaled, aggregated.
 
-Each valid metrics message is first made durable in the outbox as a ``sample`` record (so what was
-acknowledged to a device survives a crash and reaches the cloud), then added to the current window
-and to the inventory (current version, last seen). An invalid one is counted and dropped with a log
-line naming the device and the field. Closed windows go to the listeners (the canary gates) and to
-the outbox as ``aggregate`` records. The samples' drift sketches go to the drift watch
-(:mod:`gateway.telemetry.drift`), whose windows close in the same round.
+A metrics message is read by the core (:func:`gateway.core.metrics.parse_metrics`: the one
+message type and wire form the device agent and the replay trace write too). Each valid one is
+first made durable in the outbox as a ``sample`` record (:meth:`gateway.core.metrics.Sample.record`,
+so what was acknowledged to a device survives a crash and reaches the cloud), then added to the
+current window and to the inventory (current version, last seen). An invalid one is counted and
+dropped with a log line naming the device and the field. Closed windows go to the listeners (the
+canary gates) and to the outbox as ``aggregate`` records. The samples' drift sketches go to the
+drift watch (:mod:`gateway.telemetry.drift`), whose windows close in the same round.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ class Telemetry:
             log.warning("dropped %s", exc)
             self._count_invalid(device_id, payload, rec, now)
             raise
-        pending = self._journal(device_id, sample, now) if self.journal else None
+        pending = self._journal(sample, now) if self.journal else None
         self.stats.inc("telemetry.samples")
         unchanged = (
             rec is not None
@@ -128,25 +130,8 @@ class Telemetry:
         if version and model_id:
             self.aggregator.add_invalid(device_id, model_id, version, rec.attrs if rec else {}, now)
 
-    def _journal(self, device_id: str, sample: Sample, now: float) -> asyncio.Future[int]:
-        body = {
-            "device_id": device_id,
-            "model_id": sample.model_id,
-            "model_version": sample.model_version,
-            "inferences": sample.inferences,
-            "errors": sample.errors,
-            "latency_ms": sample.latency_ms,
-            "cpu_percent": sample.cpu_percent,
-            "ram_percent": sample.ram_percent,
-            "temperature_c": sample.temperature_c,
-            "class_counts": dict(sample.class_counts),
-            "mean_confidence": sample.mean_confidence,
-            "unknown_rate": sample.unknown_rate,
-            "shadow": sample.shadow,
-        }
-        if sample.agreement is not None:  # a shadow message's agreement on the same frames
-            body["agreement"] = sample.agreement.to_json()
-        return self.outbox.append_nowait("sample", body, now)
+    def _journal(self, sample: Sample, now: float) -> asyncio.Future[int]:
+        return self.outbox.append_nowait("sample", sample.record(), now)
 
     def mqtt_message(
         self, device_id: str, topic: str, payload: bytes, now: float

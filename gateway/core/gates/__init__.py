@@ -35,7 +35,8 @@ they are, ``release`` resumes a held gate or re-opens a halted one at its wave, 
 ``observe``) but never halt.
 
 The package: ``values`` (stages, actions, limits, verdicts, decisions, a gate's state), ``table``
-(the criteria), ``sequential`` (the tests), ``levels``, ``stream`` and ``paired`` (the evidence),
+(the criteria, one row each), ``table_docs`` (the rows as the README's table and the config's
+margins), ``sequential`` (the tests), ``levels``, ``stream`` and ``paired`` (the evidence),
 ``evidence`` (events and windows into a gate), ``shadow`` (the shadow stage's agreement on the same
 frames), ``criteria`` (:func:`evaluate`), ``words`` (a verdict for people) and ``machine`` (opening,
 controls, :func:`step`); the public names are imported from here.

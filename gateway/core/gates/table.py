@@ -1,9 +1,13 @@
-"""Every gate criterion, once: its name, what it compares, its margin's setting, its unit and its words.
+"""Every gate criterion, once: its name, what it compares, its margin's setting, its unit, its words
+for people, how the dashboard draws it and its weight.
 
-The settings' docs, the dashboard's figures, ``gate status`` and the README's table are derived from
-these rows (``tests/core/gates/test_table.py`` fails when a row lacks any of them, or when the README
-or the config file does not name a row's setting). A new criterion is one row, its setting's default
-and its test.
+Everything else is derived from these rows: the names ``gates.dry_run`` accepts (the settings), the
+gate charts of the dashboard (:mod:`gateway.http.dashboard.gate_panel`), the words of ``gate
+status``, the dashboard and the audit log (:mod:`gateway.core.gates.words`), and the README's table
+of criteria and the margins of ``config/gateway.toml`` (:mod:`gateway.core.gates.table_docs`;
+``tests/core/gates/test_table.py`` fails when a row lacks a part or when either file differs from
+what the rows give, and ``python -m tests.core.gates.test_table`` writes them). A new criterion is
+one row, its setting's default (:class:`gateway.core.settings.GateSettings`) and its test.
 
 Kinds:
 
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.core.gates.values import GateLimits
 
@@ -55,6 +59,21 @@ class Unit(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class Drawing:
+    """How the dashboard's gate charts draw a row: on the chart titled ``chart`` (one of
+    :data:`CHARTS`), the candidate's and the baseline's lines of the window history's ``series``
+    (a field of :class:`gateway.telemetry.history.Point`; named ``label`` after the version, thin
+    when ``faint``), and the row's limit named ``limit``: a horizontal line for an absolute row, a
+    dashed line that follows the baseline for a relative one."""
+
+    chart: str
+    series: str
+    limit: str
+    label: str = ""
+    faint: bool = False
+
+
+@dataclass(frozen=True)
 class Criterion:
     name: str
     kind: Kind
@@ -65,9 +84,12 @@ class Criterion:
     higher_is_worse: bool = True
     form: str = "diff"  # diff or ratio
     time: str = "mult"  # mult or add
-    figure: str = "line"  # how the dashboard draws the evidence: line (estimate and bound) or bar
     weight: float = 1.0  # its share of the false-halt budget, against the other rows that apply
     stage: str = ""  # judged only in this stage ("shadow"); "": in every stage
+    # what it compares, for the README's table and the config file's comment (required: no default)
+    compares: str = field(kw_only=True)
+    # its place on the dashboard's gate charts; None: shown in the gate's verdicts and timeline only
+    draw: Drawing | None = field(kw_only=True)
 
     def margin(self, limits: GateLimits) -> float | None:
         """The margin on the comparison's own scale (None: not judged at this site)."""
@@ -96,6 +118,15 @@ class Criterion:
         return max(abs(margin) * 0.25, 1e-6)
 
 
+# The dashboard's gate charts, in the order it shows them; the rows drawn on each say what it holds.
+LATENCY_CHART, ERRORS_CHART, CPU_CHART, TEMPERATURE_CHART = (
+    "Latency (p95, thin: p50)",
+    "Error rate",
+    "CPU",
+    "Temperature",
+)
+CHARTS = (LATENCY_CHART, ERRORS_CHART, CPU_CHART, TEMPERATURE_CHART)
+
 # The false-halt budget is split over the rows that apply in proportion to their weights (Bonferroni
 # with unequal shares: any split keeps the total). A test's time to find an effect grows with
 # log(1 / its share) over the effect's size squared, so the rows whose regressions are small next to
@@ -112,11 +143,30 @@ RELATIVE = (
         "errors",
         Unit.RATE,
         weight=WEIGHT_SUBTLE,
+        compares="errors per inference, each device against its own past",
+        draw=Drawing(ERRORS_CHART, "error_rate", "rise limit"),
     ),
     Criterion(
-        "latency_ratio", Kind.RELATIVE, "latency", "latency_ratio_max", "latency", Unit.LOG_MS, time="add"
+        "latency_ratio",
+        Kind.RELATIVE,
+        "latency",
+        "latency_ratio_max",
+        "latency",
+        Unit.LOG_MS,
+        time="add",
+        compares="mean log latency",
+        draw=Drawing(LATENCY_CHART, "latency_p50_ms", "p50 limit", " p50", faint=True),
     ),
-    Criterion("cpu_rise_percent", Kind.RELATIVE, "cpu", "cpu_rise_max_percent", "CPU", Unit.PERCENT),
+    Criterion(
+        "cpu_rise_percent",
+        Kind.RELATIVE,
+        "cpu",
+        "cpu_rise_max_percent",
+        "CPU",
+        Unit.PERCENT,
+        compares="CPU percent",
+        draw=Drawing(CPU_CHART, "cpu_percent", "rise limit"),
+    ),
     Criterion(
         "temperature_rise_c",
         Kind.RELATIVE,
@@ -125,6 +175,8 @@ RELATIVE = (
         "temperature",
         Unit.CELSIUS,
         time="add",
+        compares="temperature",
+        draw=Drawing(TEMPERATURE_CHART, "temperature_c", "rise limit"),
     ),
     Criterion(
         "confidence_drop",
@@ -135,6 +187,8 @@ RELATIVE = (
         Unit.SCORE,
         higher_is_worse=False,
         time="add",
+        compares="mean confidence",
+        draw=None,
     ),
     Criterion(
         "class",
@@ -145,19 +199,73 @@ RELATIVE = (
         Unit.RATIO,
         higher_is_worse=False,
         form="ratio",
-        figure="bar",
         weight=WEIGHT_SUBTLE,
+        compares="a class's detections against what the device showed before (classes with at least"
+        " `gates.class_floor` of the baseline's)",
+        draw=None,
     ),
 )
 ABSOLUTE = (
-    Criterion("max_cpu_percent", Kind.ABSOLUTE, "cpu", "limit:max_cpu_percent", "CPU", Unit.PERCENT),
-    Criterion("max_ram_percent", Kind.ABSOLUTE, "ram", "limit:max_ram_percent", "RAM", Unit.PERCENT),
-    Criterion("max_latency_ms", Kind.ABSOLUTE, "latency", "limit:max_latency_ms", "latency", Unit.LOG_MS),
-    Criterion("max_error_rate", Kind.ABSOLUTE, "errors", "limit:max_error_rate", "errors", Unit.RATE),
     Criterion(
-        "max_temperature_c", Kind.ABSOLUTE, "temp", "limit:max_temperature_c", "temperature", Unit.CELSIUS
+        "max_cpu_percent",
+        Kind.ABSOLUTE,
+        "cpu",
+        "limit:max_cpu_percent",
+        "CPU",
+        Unit.PERCENT,
+        compares="CPU percent of the candidate's devices",
+        draw=Drawing(CPU_CHART, "cpu_percent", "limit"),
     ),
-    Criterion("unknown_rate", Kind.ABSOLUTE, "unknown", "unknown_rate_max", "unknown detections", Unit.RATE),
+    Criterion(
+        "max_ram_percent",
+        Kind.ABSOLUTE,
+        "ram",
+        "limit:max_ram_percent",
+        "RAM",
+        Unit.PERCENT,
+        compares="RAM percent of the candidate's devices",
+        draw=None,
+    ),
+    Criterion(
+        "max_latency_ms",
+        Kind.ABSOLUTE,
+        "latency",
+        "limit:max_latency_ms",
+        "latency",
+        Unit.LOG_MS,
+        compares="latency of the candidate's devices",
+        draw=Drawing(LATENCY_CHART, "latency_p95_ms", "p95 limit", " p95"),
+    ),
+    Criterion(
+        "max_error_rate",
+        Kind.ABSOLUTE,
+        "errors",
+        "limit:max_error_rate",
+        "errors",
+        Unit.RATE,
+        compares="errors per inference of the candidate's devices",
+        draw=Drawing(ERRORS_CHART, "error_rate", "limit"),
+    ),
+    Criterion(
+        "max_temperature_c",
+        Kind.ABSOLUTE,
+        "temp",
+        "limit:max_temperature_c",
+        "temperature",
+        Unit.CELSIUS,
+        compares="temperature of the candidate's devices",
+        draw=Drawing(TEMPERATURE_CHART, "temperature_c", "limit"),
+    ),
+    Criterion(
+        "unknown_rate",
+        Kind.ABSOLUTE,
+        "unknown",
+        "unknown_rate_max",
+        "unknown detections",
+        Unit.RATE,
+        compares="unknown detections",
+        draw=None,
+    ),
     Criterion(
         "min_confidence",
         Kind.ABSOLUTE,
@@ -166,6 +274,8 @@ ABSOLUTE = (
         "confidence",
         Unit.SCORE,
         higher_is_worse=False,
+        compares="mean confidence",
+        draw=None,
     ),
     Criterion(
         "expected_class",
@@ -176,7 +286,9 @@ ABSOLUTE = (
         Unit.RATIO,
         higher_is_worse=False,
         form="ratio",
-        figure="bar",
+        compares='the manifest\'s `expected_classes` (`["person"]`, or `{"person": 0.3}`), each at least'
+        " `gates.class_collapse_ratio` of its expected share",
+        draw=None,
     ),
     Criterion(
         "invalid_metrics",
@@ -185,6 +297,8 @@ ABSOLUTE = (
         "invalid_rise_max",
         "metrics refused as invalid",
         Unit.RATE,
+        compares="messages refused as invalid from devices on the candidate, above the baseline's share",
+        draw=None,
     ),
 )
 SHARE = (
@@ -195,9 +309,19 @@ SHARE = (
         "install_failure_max",
         "installs that failed",
         Unit.RATE,
-        figure="bar",
+        compares="devices that failed after downloading, or rolled back",
+        draw=None,
     ),
-    Criterion("silence", Kind.SHARE, "", "silent_max", "devices gone silent", Unit.RATE, figure="bar"),
+    Criterion(
+        "silence",
+        Kind.SHARE,
+        "",
+        "silent_max",
+        "devices gone silent",
+        Unit.RATE,
+        compares="runners not heard for `gates.silence_after_s` (metrics or an event)",
+        draw=None,
+    ),
 )
 SHADOW = (
     Criterion(
@@ -209,6 +333,9 @@ SHADOW = (
         Unit.RATE,
         higher_is_worse=False,
         stage="shadow",
+        compares="the candidate's top-1 agreement with the active model on the same frames (shadow stage"
+        " only)",
+        draw=None,
     ),
     Criterion(
         "shadow_class_agreement",
@@ -218,8 +345,10 @@ SHADOW = (
         "agreement on class",
         Unit.RATE,
         higher_is_worse=False,
-        figure="bar",
         stage="shadow",
+        compares="the same, on the frames whose active label was the class (classes with at least"
+        " `gates.class_floor` of the baseline's)",
+        draw=None,
     ),
 )
 # weight 0: an alert past drift.alert_at for drift.alert_windows windows is a rule of thumb on the
@@ -233,8 +362,11 @@ ALERT = (
         "limit:drift_alert_at",
         "input drift",
         Unit.SCORE,
-        figure="bar",
         weight=0.0,
+        compares="the drift watch's alert on an input feature of the gate's model ([Drift signals]"
+        "(#drift-signals)): worse when raised since the gate opened; left out when the model reports"
+        " no judged feature",
+        draw=None,
     ),
 )
 CRITERIA: tuple[Criterion, ...] = (*RELATIVE, *ABSOLUTE, *SHARE, *SHADOW, *ALERT)

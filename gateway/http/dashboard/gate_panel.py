@@ -11,10 +11,9 @@ and temperature rise) as a dashed line that follows the baseline.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from gateway.core.gates import (
     Action,
@@ -26,7 +25,7 @@ from gateway.core.gates import (
     Verdict,
     control_refusal,
 )
-from gateway.core.gates.table import Kind, Unit, family
+from gateway.core.gates.table import CHARTS, CRITERIA, Criterion, Drawing, Kind, Unit, family
 from gateway.core.gates.words import say, value_text
 from gateway.core.manifest import Deployment, HealthChecks
 from gateway.core.settings import GateSettings
@@ -142,54 +141,60 @@ def _relative(
 
 
 def charts(g: GateState, lim: GateLimits, history: WindowHistory) -> list[dict[str, str]]:
-    """Latency, error rate, CPU and temperature: candidate and baseline, with the gate's limits."""
-    s = lim.site
+    """One chart per title of :data:`~gateway.core.gates.table.CHARTS`, drawn from the rows placed
+    on it: the candidate's and the baseline's lines of each series, each relative row's margin as a
+    dashed line that follows the baseline and each absolute row's limit as a horizontal line."""
     cand = history.series(g.model_id, g.version) or history.series(g.model_id, g.version, shadow=True)
     base = history.series(g.model_id, g.baseline_version) if g.baseline_version else ()
-    c, b = f"{g.version}", f"{g.baseline_version}"
+    out = []
+    for title in CHARTS:
+        drawn = [(row, row.draw) for row in CRITERIA if row.draw is not None and row.draw.chart == title]
+        series: list[Series] = []
+        for d in sorted({d.series: d for _, d in drawn}.values(), key=lambda d: d.faint):
+            series += _pair(g, cand, base, d)
+        limits: list[Limit] = []
+        for row, d in drawn:
+            if row.kind == Kind.RELATIVE and base:
+                series.append(_follows(row, d, base, lim))
+            elif row.kind != Kind.RELATIVE and (v := getattr(lim, row.setting.removeprefix("limit:"))):
+                limits += [Limit(d.limit, v)] if v > 0 else []
+        unit = next(row.unit for row, _ in drawn)
+        out.append(_chart(title, series, limits, CHART_VALUE[unit]))
+    return out
 
-    def pair(value: Callable[[Point], float | None], label: str = "") -> list[Series]:
-        out = [Series(f"{c}{label}", _xs(cand, value))]
-        if base:
-            out.append(Series(f"{b}{label}", _xs(base, value), role="baseline"))
-        return out
 
-    def limits(*pairs: tuple[str, float | None]) -> list[Limit]:
-        return [Limit(name, v) for name, v in pairs if v is not None and v > 0]
+# a chart's numbers in the unit of the rows drawn on it
+CHART_VALUE: dict[Unit, Callable[[float], str]] = {
+    Unit.RATE: human.share,
+    Unit.PERCENT: human.percent,
+    Unit.LOG_MS: lambda v: human.number(v, "ms"),
+    Unit.CELSIUS: lambda v: human.number(v, "°C"),
+    Unit.SCORE: human.number,
+    Unit.RATIO: lambda v: human.number(v, "x"),
+}
 
-    def relative(
-        value: Callable[[Point], float | None], how: Callable[[float], float], label: str
-    ) -> list[Series]:
-        return [Series(label, _relative(base, value, how), role="limit", dashed=True)] if base else []
 
-    ratio = s.latency_ratio_max
-    lat = [
-        *pair(lambda p: p.latency_p95_ms, " p95"),
-        *[dataclasses.replace(x, faint=True) for x in pair(lambda p: p.latency_p50_ms, " p50")],
-        *relative(lambda p: p.latency_p50_ms, lambda v: v * ratio, f"p50 limit ×{ratio:g}"),
-    ]
-    err = pair(lambda p: p.error_rate) + relative(
-        lambda p: p.error_rate, lambda v: v + s.error_rate_rise_max, "rise limit"
-    )
-    cpu = pair(lambda p: p.cpu_percent) + relative(
-        lambda p: p.cpu_percent, lambda v: v + s.cpu_rise_max_percent, "rise limit"
-    )
-    temp = pair(lambda p: p.temperature_c) + relative(
-        lambda p: p.temperature_c, lambda v: v + s.temperature_rise_max_c, "rise limit"
-    )
-    return [
-        _chart(
-            "Latency (p95, thin: p50)",
-            lat,
-            limits(("p95 limit", lim.max_latency_ms)),
-            lambda v: human.number(v, "ms"),
-        ),
-        _chart("Error rate", err, limits(("limit", lim.max_error_rate)), human.share),
-        _chart("CPU", cpu, limits(("limit", lim.max_cpu_percent)), human.percent),
-        _chart(
-            "Temperature", temp, limits(("limit", lim.max_temperature_c)), lambda v: human.number(v, "°C")
-        ),
-    ]
+def _pair(g: GateState, cand: Sequence[Point], base: Sequence[Point], d: Drawing) -> list[Series]:
+    """The candidate's line of a series and, with a baseline, the baseline's."""
+
+    def value(p: Point) -> float | None:
+        return cast(float | None, getattr(p, d.series))
+
+    out = [Series(f"{g.version}{d.label}", _xs(cand, value), faint=d.faint)]
+    if base:
+        out.append(Series(f"{g.baseline_version}{d.label}", _xs(base, value), role="baseline", faint=d.faint))
+    return out
+
+
+def _follows(row: Criterion, d: Drawing, base: Sequence[Point], lim: GateLimits) -> Series:
+    """A relative row's margin over the baseline's line: times a ratio (latency), plus a rise."""
+    margin = float(getattr(lim.site, row.setting))
+    if row.unit == Unit.LOG_MS:
+        how, label = (lambda v: v * margin), f"{d.limit} ×{margin:g}"
+    else:
+        how, label = (lambda v: v + margin), d.limit
+    values = _relative(base, lambda p: cast(float | None, getattr(p, d.series)), how)
+    return Series(label, values, role="limit", dashed=True)
 
 
 def _chart(
