@@ -22,7 +22,6 @@ And the two questions a poll asks: :func:`admit` (may this device have this cand
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 from firmware_compat.matrix import CompatMatrix
 from firmware_compat.version import try_version
 from gateway.core.device import DeviceRecord
+from gateway.core.errors import FormatError
 from gateway.core.gates import (
     Action,
     Control,
@@ -52,8 +52,6 @@ from gateway.core.reach import Lazy, eligible_for, running
 from gateway.core.settings import GateSettings
 from gateway.core.waves import wave_target
 from gateway.core.window import WindowStats
-
-log = logging.getLogger(__name__)
 
 WAITING = "waiting_for_wave"
 HALTED = "halted_at_site"
@@ -162,7 +160,7 @@ def previous_stable(
             continue
         try:
             other = parse_deployment(raw)
-        except Exception:
+        except FormatError:  # a manifest seen once that no longer parses: nobody's baseline
             continue
         v = try_version(other.version)
         if mine is None or v is None or not v < mine or not verified(other.sha256):
@@ -346,7 +344,7 @@ def _health(raw: Mapping[str, Any] | None) -> HealthChecks:
     """The health checks of a deployment no longer in the index (from the manifests seen)."""
     try:
         return parse_deployment(raw).health if raw is not None else HealthChecks()
-    except Exception:
+    except FormatError:
         return HealthChecks()
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from firmware_compat.matrix import CompatMatrix
 from gateway.core import site as S
 from gateway.core.device import DeviceRecord
+from gateway.core.eligibility import parse_ok
 from gateway.core.errors import DamagedStateError
 from gateway.core.gates import Action, Control, Event, GateState, InputDrift
 from gateway.core.manifest import Deployment, parse_deployment
@@ -141,6 +142,10 @@ class GateKeeper:
         matrix: CompatMatrix | None,
         durable: Callable[[S.Effects], Awaitable[None]] | None = None,
     ) -> S.Effects:
+        for d in deployments:  # the core says which can never be offered, and why; the shell says it
+            why = parse_ok(d)
+            if why is not None:
+                log.error("deployment %s does not parse (%s); that deployment is not offered", d.key, why)
         return await self._transition(
             lambda site: S.apply_index(
                 site,
