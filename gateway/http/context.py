@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from gateway.core.events import DeviceEvent
 from gateway.core.settings import GateSettings
 from gateway.inventory.access import ChildCredentials, Credentials
 from gateway.inventory.store import Inventory
@@ -29,9 +30,7 @@ class DeviceIngest(Protocol):
         """Returns once the sample is durable; FormatError: invalid; StorageError: not durable."""
         ...
 
-    def on_event(
-        self, device_id: str, event: str, model_id: str | None, version: str | None, reason: str | None
-    ) -> None: ...
+    def on_event(self, event: DeviceEvent) -> None: ...
 
 
 class RelayJournal(Protocol):

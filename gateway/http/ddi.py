@@ -34,6 +34,7 @@ from aiohttp import web
 
 from gateway.core import ddi
 from gateway.core.errors import FormatError
+from gateway.core.events import DeviceEvent
 from gateway.core.manifest import Deployment
 from gateway.core.pacing import jittered_seconds_table
 from gateway.core.policy import PollAnswer
@@ -226,7 +227,7 @@ class DdiEndpoint:
             self.stats.inc(f"devices.events.{event}")
             # a result's details are its reason; progress lines (suricatta sends its log) are not kept
             reason = fb.reason() if event != "downloaded" else None
-            self.ingest.on_event(device_id, event, d.model_id, d.version, reason)
+            self.ingest.on_event(DeviceEvent(device_id, event, d.model_id, d.version, reason))
         return web.Response(status=200)
 
     async def cancel(self, request: web.Request) -> web.Response:

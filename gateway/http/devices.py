@@ -17,7 +17,7 @@ from aiohttp import web
 
 from gateway.core import jsondoc
 from gateway.core.errors import FormatError, StorageError
-from gateway.core.events import parse_event
+from gateway.core.events import DeviceEvent, parse_event
 from gateway.core.manifest import valid_id
 from gateway.http.context import CHILDREN, CLOCK, CREDENTIALS, INGEST, STATS
 from gateway.inventory.access import Credentials, peer_cn
@@ -152,7 +152,7 @@ async def event(request: web.Request) -> web.Response:
     except FormatError as exc:
         raise bad_request(str(exc)) from None
     request.app[STATS].inc(f"devices.events.{name}")
-    request.app[INGEST].on_event(device_id, name, model_id, version, reason)
+    request.app[INGEST].on_event(DeviceEvent(device_id, name, model_id, version, reason))
     return web.json_response(ACCEPTED)
 
 
