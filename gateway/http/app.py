@@ -32,6 +32,7 @@ from gateway.http.context import (
     RelayJournal,
 )
 from gateway.http.ddi import DdiEndpoint, add_ddi_routes
+from gateway.http.errors import map_errors
 from gateway.http.polling import PollEndpoint
 from gateway.http.relay import add_relay_routes
 from gateway.http.samples import add_sample_routes
@@ -64,7 +65,7 @@ def build_device_app(
     relay: RelayJournal | None = None,
     samples: SampleDesk | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=settings.http.max_body_bytes)
+    app = web.Application(client_max_size=settings.http.max_body_bytes, middlewares=[map_errors])
     app[SITE] = settings.site
     app[CREDENTIALS] = credentials
     app[INVENTORY] = inventory

@@ -40,7 +40,7 @@ from gateway.core.pacing import jittered_seconds_table
 from gateway.core.policy import PollAnswer
 from gateway.core.settings import Settings
 from gateway.http.context import DeviceIngest
-from gateway.http.devices import admit, bad_request, device_id_of, json_body
+from gateway.http.devices import admit, device_id_of, json_body
 from gateway.inventory.access import Credentials
 from gateway.inventory.store import Inventory
 from gateway.rollout.polls import PollAnswers
@@ -131,10 +131,7 @@ class DdiEndpoint:
         return f"{base}/{self.tenant}/controller/v1/{device_id}"
 
     def _action(self, request: web.Request) -> int:
-        try:
-            return ddi.parse_action_id(request.match_info["action"])
-        except FormatError as exc:
-            raise bad_request(str(exc)) from None
+        return ddi.parse_action_id(request.match_info["action"])
 
     def _start(self, device_id: str, action: int) -> None:
         if device_id not in self.in_progress and len(self.in_progress) >= self.max_devices:
@@ -158,9 +155,9 @@ class DdiEndpoint:
         doc = await json_body(request)
         try:
             return ddi.parse_feedback(doc, action)
-        except FormatError as exc:
+        except FormatError:  # counted here; the 400 is the middleware's (gateway.http.errors)
             self.stats.inc("ddi.refused_feedback")
-            raise bad_request(str(exc)) from None
+            raise
 
     # -- handlers ----------------------------------------------------------------------------------
 
@@ -258,10 +255,7 @@ class DdiEndpoint:
         now = self.clock()
         admit(self.credentials, self.stats, now, request, device_id, True)
         doc = await json_body(request)
-        try:
-            attrs = ddi.parse_config_data(doc)
-        except FormatError as exc:
-            raise bad_request(str(exc)) from None
+        attrs = ddi.parse_config_data(doc)
         if self.inventory.polled(device_id, attrs, now) is not None:
             if len(self.described) >= self.max_devices:
                 self.described.clear()
