@@ -16,7 +16,9 @@ the imports and enforces the rules marked *):
    hawkBit DDI's documents, action ids and feedback (``ddi``), samples for retraining
    (``samples``: a device's offer, and which go up within the day's budget).
    No I/O, no clock, no asyncio: values and ``now`` in, decisions out. * It imports only the
-   standard library, ``firmware_compat`` and itself.
+   standard library, ``firmware_compat`` and itself; * it neither logs nor catches every error
+   (``except Exception``): it names the errors it expects and returns what happened as a value,
+   for the shell to log.
 2. ``runtime``: the building blocks every room stands on: ``atomic`` (crash-safe writes),
    ``stats``, ``tasks``, ``supervisor`` (every long-lived task restarted with backoff; the failing
    ones named), ``notify``, ``health``, ``redact``, ``accept``, ``diskspace``, ``sdnotify``,

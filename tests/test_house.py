@@ -8,7 +8,10 @@
   the service; ``runtime`` imports only the core;
 - the two programs beside the house keep to themselves: the device agent imports nothing of the
   gateway but the core, the registry no I/O room (only the core and the pure signature helpers);
-- nothing but the entry points stands loose at the top of ``gateway/``: every module is in a room.
+- nothing but the entry points stands loose at the top of ``gateway/``: every module is in a room;
+- the core (and ``firmware_compat``) neither swallows every error (``except Exception``,
+  ``except BaseException``, a bare ``except``) nor logs (``import logging``): it names the errors
+  it expects and returns what happened as a value, for the shell to log.
 """
 
 from __future__ import annotations
@@ -174,6 +177,49 @@ def test_the_rules_can_fail(tmp_path: Path) -> None:
     probe.write_text("import asyncio\nfrom gateway.mirror import mirror\n")
     found = {t for t, _ in imports(probe)}
     assert "asyncio" in found and "gateway.mirror.mirror" in found
+
+
+CATCH_ALL = {"Exception", "BaseException"}
+
+
+def swallows_and_logs(path: Path) -> list[str]:
+    """Each ``except`` that catches everything (bare, ``Exception``, ``BaseException``, alone or
+    in a tuple) and each import of ``logging`` in ``path``, as ``path:line: what``."""
+    where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ExceptHandler):
+            caught = node.type.elts if isinstance(node.type, ast.Tuple) else [node.type]
+            names = {c.id if isinstance(c, ast.Name) else getattr(c, "attr", None) for c in caught if c}
+            if node.type is None or names & CATCH_ALL:
+                found.append(f"{where}:{node.lineno}: except {ast.unparse(node.type) if node.type else ''}")
+    found += [f"{where}:{line}: import {t}" for t, line in imports(path) if t.split(".")[0] == "logging"]
+    return found
+
+
+def test_the_core_names_the_errors_it_expects_and_does_not_log() -> None:
+    bad = [f for path in sources("gateway/core", "firmware_compat") for f in swallows_and_logs(path)]
+    assert not bad, "the core returns what happened as a value; the shell logs it:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "try:\n    pass\nexcept Exception:\n    pass\n",
+        "try:\n    pass\nexcept:\n    pass\n",
+        "try:\n    pass\nexcept (ValueError, BaseException) as exc:\n    pass\n",
+        "try:\n    pass\nexcept builtins.Exception:\n    pass\n",
+        "import logging\n",
+        "from logging import getLogger\n",
+        "import logging.handlers\n",
+    ],
+)
+def test_the_core_rules_can_fail(tmp_path: Path, code: str) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(code)
+    assert swallows_and_logs(probe), f"not caught: {code!r}"
+    probe.write_text("try:\n    pass\nexcept (ValueError, KeyError):\n    pass\n")
+    assert not swallows_and_logs(probe)
 
 
 MAX_MODULE_LINES = 400  # a module past this is asking to become a package

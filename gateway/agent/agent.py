@@ -56,11 +56,12 @@ from gateway.agent.shadow import MetricsSource, ShadowSource, reports
 from gateway.agent.slots import SlotInfo, Slots
 from gateway.agent.transfer import Busy, download
 from gateway.agent.verify import load_public_key, verify_artifact
+from gateway.core.events import DeviceEvent
 
 log = logging.getLogger(__name__)
 
-# (device id, event, model id, version, reason): what a demo's narrator or a test listens to
-Listener = Callable[[str, str, str, str, str | None], None]
+# each event the agent reports, as it reports it: what a demo's narrator or a test listens to
+Listener = Callable[[DeviceEvent], None]
 HealthCheck = Callable[[Path, SlotInfo], Awaitable[bool]]
 WaitListener = Callable[[Waiting], None]
 DOWNLOAD_ATTEMPTS = 3
@@ -298,7 +299,7 @@ class DeviceAgent:
             body["reason"] = reason
         self.events.append(name)
         for listener in self.listeners:
-            listener(self.device_id, name, body["model_id"], body["version"], reason)
+            listener(DeviceEvent(self.device_id, name, body["model_id"], body["version"], reason))
         url = f"{self.service_url}/devices/{self.device_id}/events"
         try:
             async with s.post(url, json=body, headers=self._headers()) as r:

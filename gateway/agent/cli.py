@@ -32,6 +32,7 @@ from gateway.agent.errors import AgentError, problem
 from gateway.agent.poll import MAX_RETRY_S, Waiting
 from gateway.agent.simulate import CLASSES, HEALTHY, SimulatedInference
 from gateway.core.errors import GatewayError
+from gateway.core.events import DeviceEvent
 
 
 def _attr(pair: str) -> tuple[str, str]:
@@ -181,8 +182,11 @@ def agent_from(args: argparse.Namespace) -> DeviceAgent:
     )
 
 
-def _print_event(device: str, event: str, model_id: str, version: str, reason: str | None) -> None:
-    print(f"{device}: {event} {model_id} {version}" + (f" ({reason})" if reason else ""), flush=True)
+def _print_event(e: DeviceEvent) -> None:
+    print(
+        f"{e.device_id}: {e.event} {e.model_id} {e.version}" + (f" ({e.reason})" if e.reason else ""),
+        flush=True,
+    )
 
 
 def _print_wait(waiting: Waiting) -> None:

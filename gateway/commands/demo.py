@@ -36,6 +36,7 @@ from gateway.agent.simulate import BURNS_CPU, HEALTHY, SimulatedInference
 from gateway.commands.serve import own_command
 from gateway.core import settings as S
 from gateway.core.errors import ConfigError
+from gateway.core.events import DeviceEvent
 from gateway.core.gates import Verdict
 from gateway.core.gates.words import say
 from gateway.core.human import wave
@@ -156,7 +157,8 @@ class Story:
         self.new_runs.clear()
         self.new_back.clear()
 
-    def on_event(self, device: str, event: str, _model: str, version: str, _reason: str | None) -> None:
+    def on_event(self, e: DeviceEvent) -> None:
+        device, event, version = e.device_id, e.event, e.version or ""
         if event == "healthy":
             self.running[device] = version
             if version == V2:

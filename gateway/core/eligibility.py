@@ -3,7 +3,8 @@
 Per deployment, in this order (the first that fails is the reason):
 
 1. ``target_cohort`` matches the device's attributes (:mod:`gateway.core.cohort`); an expression
-   that does not parse rejects that deployment only (logged once), never the whole list;
+   that does not parse rejects that deployment only (``bad_cohort``; :func:`parse_ok` says why, for
+   the shell to log when an index comes into effect), never the whole list;
 2. the model: a device that reports its ``model_id`` only gets deployments of that model;
 3. ``rollout_percentage`` by the deterministic bucket of (deployment, device) (:mod:`.bucket`);
 4. the window ``[start_time, end_time)`` against ``now``: the gateway's trusted time, never the
@@ -19,7 +20,6 @@ version, or on a newer one, is ``up_to_date`` (rollbacks are the gates' business
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,8 +31,6 @@ from gateway.core.bucket import in_rollout
 from gateway.core.cohort import CohortSyntaxError, Expr, parse_cohort
 from gateway.core.device import DeviceRecord
 from gateway.core.manifest import Deployment
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,8 +46,7 @@ class Eligibility:
 def _cohort(text: str) -> Expr | CohortSyntaxError:
     try:
         return parse_cohort(text)
-    except CohortSyntaxError as exc:
-        log.error("target_cohort %r does not parse: %s; that deployment is not offered", text, exc)
+    except CohortSyntaxError as exc:  # a value, not a log line: the shell says it (``parse_ok``)
         return exc
 
 

@@ -66,3 +66,15 @@ def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
         raise FormatError(f"not JSON ({exc})") from None
     except RecursionError:  # not reachable after the depth check; kept as the last line of defence
         raise FormatError(f"JSON nested deeper than {max_depth} levels") from None
+
+
+def load_object(data: bytes | str, expected: str) -> dict[str, Any]:
+    """A JSON object from the network; :class:`FormatError` says ``expected`` (where and what, e.g.
+    ``"body: expected a JSON object"``) and, for what does not parse, why."""
+    try:
+        doc = loads(data)
+    except FormatError as exc:
+        raise FormatError(f"{expected} ({exc})") from None
+    if not isinstance(doc, dict):
+        raise FormatError(expected)
+    return doc

@@ -26,13 +26,13 @@ offered here too, so ``site.Site``, ``site.admit`` and the like keep reading as 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from firmware_compat.matrix import CompatMatrix
 from firmware_compat.version import try_version
 from gateway.core.device import DeviceRecord
+from gateway.core.errors import FormatError
 from gateway.core.gates import (
     Action,
     Control,
@@ -57,8 +57,6 @@ from gateway.core.site_effects import Effects, settle
 from gateway.core.site_state import HALTED, SAFE_MODE, WAITING, GatesView, Rollback, Site, admit, rollback_for
 from gateway.core.waves import wave_target
 from gateway.core.window import WindowStats
-
-log = logging.getLogger(__name__)
 
 __all__ = [
     "HALTED",
@@ -101,7 +99,7 @@ def previous_stable(
             continue
         try:
             other = parse_deployment(raw)
-        except Exception:
+        except FormatError:  # a manifest seen once that no longer parses: nobody's baseline
             continue
         v = try_version(other.version)
         if mine is None or v is None or not v < mine or not verified(other.sha256):
@@ -299,7 +297,7 @@ def _health(raw: Mapping[str, Any] | None) -> HealthChecks:
     """The health checks of a deployment no longer in the index (from the manifests seen)."""
     try:
         return parse_deployment(raw).health if raw is not None else HealthChecks()
-    except Exception:
+    except FormatError:
         return HealthChecks()
 
 

@@ -17,6 +17,7 @@ from gateway.core.settings import Settings
 from gateway.http import devices
 from gateway.http.artifacts import add_artifact_routes
 from gateway.http.context import (
+    CHANGES,
     CHILDREN,
     CLOCK,
     CREDENTIALS,
@@ -26,13 +27,16 @@ from gateway.http.context import (
     HELD_TUF,
     INGEST,
     INVENTORY,
+    POLLS,
     SITE,
     STATS,
+    STORE,
     DeviceIngest,
     RelayJournal,
 )
-from gateway.http.ddi import DdiEndpoint, add_ddi_routes
-from gateway.http.polling import PollEndpoint
+from gateway.http.ddi import add_ddi_routes
+from gateway.http.errors import map_errors
+from gateway.http.polling import POLL_REPLIES, PollReplies, poll
 from gateway.http.relay import add_relay_routes
 from gateway.http.samples import add_sample_routes
 from gateway.http.tiers import add_tier_routes
@@ -64,7 +68,7 @@ def build_device_app(
     relay: RelayJournal | None = None,
     samples: SampleDesk | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=settings.http.max_body_bytes)
+    app = web.Application(client_max_size=settings.http.max_body_bytes, middlewares=[map_errors])
     app[SITE] = settings.site
     app[CREDENTIALS] = credentials
     app[INVENTORY] = inventory
@@ -76,35 +80,19 @@ def build_device_app(
     app[HELD_SITE] = held_site
     app[CHILDREN] = ChildCredentials(settings.mirror.child_sites, settings.mirror.child_tokens)
     app[HELD_TUF] = held_tuf
+    app[POLLS] = polls
+    app[CHANGES] = changes
+    app[STORE] = store
     add_tier_routes(app)
     if relay is not None:  # a parent's uplink relay for its child gateways
         add_relay_routes(app, relay, settings)
-    poll = PollEndpoint(
-        credentials=credentials,
-        inventory=inventory,
-        stats=stats,
-        clock=clock,
-        polls=polls,
-        changes=changes,
-        devices=settings.devices,
-        http=settings.http,
-    )
-    app.router.add_get("/devices/{device_id}/updates", poll.handle)
+    app[POLL_REPLIES] = PollReplies(settings.devices, settings.http)
+    app.router.add_get("/devices/{device_id}/updates", poll)
     app.router.add_post("/devices/{device_id}/events", devices.event)
     app.router.add_post("/devices/{device_id}/metrics", devices.metrics)
     if samples is not None:  # samples for retraining (a 404 with the reason while samples.enabled is off)
         add_sample_routes(app, samples)
-    add_artifact_routes(app, store, devices.authorize_any, stats)
+    add_artifact_routes(app, store)
     if settings.ddi.enabled:  # hawkBit DDI: the same answers, credentials and events as above
-        ddi = DdiEndpoint(
-            settings,
-            credentials=credentials,
-            inventory=inventory,
-            stats=stats,
-            clock=clock,
-            polls=polls,
-            store=store,
-            ingest=ingest,
-        )
-        add_ddi_routes(app, ddi)
+        add_ddi_routes(app, settings)
     return app

@@ -32,7 +32,6 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from typing import IO
 
@@ -40,8 +39,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 from gateway.core.manifest import valid_id
+from gateway.http.context import STATS
+from gateway.http.devices import authorize_any
 from gateway.http.ranges import ByteRange, plan
-from gateway.runtime.stats import Stats
 from gateway.store.fill import Fill
 from gateway.store.lookup import ArtifactLookup, Pending, Streaming, Verified
 
@@ -52,8 +52,6 @@ _HASHED = re.compile(r"^([0-9a-f]{64})\.(.+)$")
 CHUNK = 1 << 20
 STREAM_WAIT_S = 60.0  # a streaming download waits this long at most for the next verified chunk
 PUBLISH_WAIT_S = 10.0  # a fully verified fill is being published: a download waits this long for it
-
-Authorizer = Callable[[web.Request], Awaitable[None]]
 
 
 def _not_found() -> web.HTTPNotFound:
@@ -107,253 +105,248 @@ def _part_head(boundary: str, content_type: str, content_range: str) -> bytes:
     ).encode()
 
 
-class ArtifactHandler:
-    def __init__(
-        self, store: ArtifactLookup, authorize: Authorizer | None = None, stats: Stats | None = None
-    ) -> None:
-        self.store = store
-        self.authorize = authorize
-        self.stats = stats if stats is not None else Stats()  # downloads.bytes, downloads.unavailable
-
-    def _lookup(self, model_id: str, version: str, filename: str) -> Verified | Streaming | Pending | None:
-        """The store's answer; a TUF consistent-snapshot name ``<sha256>.<file>`` (what python-tuf
-        clients download) is the same artifact when its digest is that one."""
-        found = self.store.lookup(model_id, version, filename)
-        hashed = _HASHED.match(filename) if found is None else None
-        if hashed is None:
-            return found
-        found = self.store.lookup(model_id, version, hashed.group(2))
-        if isinstance(found, Verified) and found.sha256 != hashed.group(1):
-            return None
+def _lookup(
+    store: ArtifactLookup, model_id: str, version: str, filename: str
+) -> Verified | Streaming | Pending | None:
+    """The store's answer; a TUF consistent-snapshot name ``<sha256>.<file>`` (what python-tuf
+    clients download) is the same artifact when its digest is that one."""
+    found = store.lookup(model_id, version, filename)
+    hashed = _HASHED.match(filename) if found is None else None
+    if hashed is None:
         return found
+    found = store.lookup(model_id, version, hashed.group(2))
+    if isinstance(found, Verified) and found.sha256 != hashed.group(1):
+        return None
+    return found
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        m = request.match_info
-        model_id, version, filename = m["model_id"], m["version"], m["filename"]
-        if not _valid_parts(model_id, version, filename):
-            raise _not_found()
-        if self.authorize is not None:
-            await self.authorize(request)
-        found = self._lookup(model_id, version, filename)
-        # Every chunk verified: the whole file is being checked and moved into place (its partial
-        # may already be gone). Served as the verified blob once it is published.
-        if (
-            isinstance(found, Streaming)
-            and found.fill.verified >= found.fill.length
-            and await found.fill.settled(PUBLISH_WAIT_S)
-        ):
-            found = self._lookup(model_id, version, filename)
-        if found is None:
-            raise _not_found()
-        if isinstance(found, Pending):
-            self.stats.inc("downloads.unavailable")
-            raise web.HTTPServiceUnavailable(
-                text="artifact is being mirrored and verified; retry later\n",
-                headers={"Retry-After": str(found.retry_after_s)},
-            )
-        if isinstance(found, Streaming):
-            return await self._stream(request, found)
-        f = await asyncio.get_running_loop().run_in_executor(None, _open_verified, found)
-        if f is None:
-            # Gone, short or changed since it was verified: the store stops serving it, hashes it
-            # again and takes it back or fetches it again; the device comes back meanwhile.
-            log.warning("verified blob %s is not the file that was verified: not served", found.path)
-            retry_after_s = self.store.broken(model_id, version, filename)
-            self.stats.inc("downloads.unavailable")
-            raise web.HTTPServiceUnavailable(
-                text="artifact temporarily unavailable\n", headers={"Retry-After": str(retry_after_s)}
-            )
-        try:
-            return await self._answer(request, found, f)
-        finally:
-            f.close()
 
-    async def _answer(self, request: web.Request, found: Verified, f: IO[bytes]) -> web.StreamResponse:
-        boundary = secrets.token_hex(16)
-        decided = plan(
-            request.method,
-            request.headers,
-            size=found.size,
-            etag=found.sha256,
-            last_modified=found.mtime,
-            part_head=len(_part_head(boundary, found.content_type, "")),
+async def download(request: web.Request) -> web.StreamResponse:
+    """``GET``/``HEAD /artifacts/{model_id}/{version}/{filename}``."""
+    store, stats = request.app[ARTIFACTS], request.app[STATS]
+    m = request.match_info
+    model_id, version, filename = m["model_id"], m["version"], m["filename"]
+    if not _valid_parts(model_id, version, filename):
+        raise _not_found()
+    await authorize_any(request)
+    found = _lookup(store, model_id, version, filename)
+    # Every chunk verified: the whole file is being checked and moved into place (its partial
+    # may already be gone). Served as the verified blob once it is published.
+    if (
+        isinstance(found, Streaming)
+        and found.fill.verified >= found.fill.length
+        and await found.fill.settled(PUBLISH_WAIT_S)
+    ):
+        found = _lookup(store, model_id, version, filename)
+    if found is None:
+        raise _not_found()
+    if isinstance(found, Pending):
+        stats.inc("downloads.unavailable")
+        raise web.HTTPServiceUnavailable(
+            text="artifact is being mirrored and verified; retry later\n",
+            headers={"Retry-After": str(found.retry_after_s)},
         )
-        headers = {
-            "ETag": f'"{found.sha256}"',
-            "Last-Modified": formatdate(int(found.mtime), usegmt=True),
-            "Accept-Ranges": "bytes",
-            "Cache-Control": "private, no-transform",
-        }
-        if decided.status in (304, 412):
-            return web.Response(status=decided.status, headers=headers)
-        if decided.status == 416:
-            headers["Content-Range"] = f"bytes */{found.size}"
-            return web.Response(status=416, headers=headers, text="range not satisfiable\n")
-        resp = web.StreamResponse(status=decided.status, headers=headers)
-        if decided.status == 200:
-            resp.content_type = found.content_type
-            resp.content_length = found.size
-            return await self._send(request, resp, f, [(b"", ByteRange(0, found.size - 1))])
-        if len(decided.ranges) == 1:
-            (only,) = decided.ranges
-            resp.content_type = found.content_type
-            resp.headers["Content-Range"] = only.content_range(found.size)
-            resp.content_length = only.length
-            return await self._send(request, resp, f, [(b"", only)])
-        # multipart/byteranges (RFC 9110 14.6): each part is a header block then the bytes.
-        parts = [
-            (_part_head(boundary, found.content_type, r.content_range(found.size)), r) for r in decided.ranges
-        ]
-        closing = f"\r\n--{boundary}--\r\n".encode()
-        resp.content_type = "multipart/byteranges"
-        resp.headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
-        resp.content_length = sum(len(h) + r.length for h, r in parts) + len(closing)
-        return await self._send(request, resp, f, parts, closing)
+    if isinstance(found, Streaming):
+        return await _stream(request, found)
+    f = await asyncio.get_running_loop().run_in_executor(None, _open_verified, found)
+    if f is None:
+        # Gone, short or changed since it was verified: the store stops serving it, hashes it
+        # again and takes it back or fetches it again; the device comes back meanwhile.
+        log.warning("verified blob %s is not the file that was verified: not served", found.path)
+        retry_after_s = store.broken(model_id, version, filename)
+        stats.inc("downloads.unavailable")
+        raise web.HTTPServiceUnavailable(
+            text="artifact temporarily unavailable\n", headers={"Retry-After": str(retry_after_s)}
+        )
+    try:
+        return await _answer(request, found, f)
+    finally:
+        f.close()
 
-    async def _send(
-        self,
-        request: web.Request,
-        resp: web.StreamResponse,
-        f: IO[bytes],
-        parts: list[tuple[bytes, ByteRange]],
-        closing: bytes = b"",
-    ) -> web.StreamResponse:
-        writer = await resp.prepare(request)
-        if request.method == "HEAD" or writer is None:
-            await resp.write_eof()
-            return resp
-        loop = asyncio.get_running_loop()
-        for head, r in parts:
-            if r.length <= 0:
-                continue
-            if head:
-                await resp.write(head)
-            await writer.drain()
-            transport = request.transport
-            if transport is None:
-                raise ConnectionResetError("connection lost")
-            try:
-                sent = await loop.sendfile(transport, f, r.first, r.length)
-            except NotImplementedError:  # a transport without sendfile (e.g. some TLS set-ups)
-                await self._copy(resp, f, r)
-                sent = r.length
-            self.stats.inc("downloads.bytes", sent)
-            if sent < r.length:  # truncated while streaming: cut the connection, never a short 200
-                raise ConnectionResetError("blob shorter than verified")
-        if closing:
-            await resp.write(closing)
+
+async def _answer(request: web.Request, found: Verified, f: IO[bytes]) -> web.StreamResponse:
+    boundary = secrets.token_hex(16)
+    decided = plan(
+        request.method,
+        request.headers,
+        size=found.size,
+        etag=found.sha256,
+        last_modified=found.mtime,
+        part_head=len(_part_head(boundary, found.content_type, "")),
+    )
+    headers = {
+        "ETag": f'"{found.sha256}"',
+        "Last-Modified": formatdate(int(found.mtime), usegmt=True),
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, no-transform",
+    }
+    if decided.status in (304, 412):
+        return web.Response(status=decided.status, headers=headers)
+    if decided.status == 416:
+        headers["Content-Range"] = f"bytes */{found.size}"
+        return web.Response(status=416, headers=headers, text="range not satisfiable\n")
+    resp = web.StreamResponse(status=decided.status, headers=headers)
+    if decided.status == 200:
+        resp.content_type = found.content_type
+        resp.content_length = found.size
+        return await _send(request, resp, f, [(b"", ByteRange(0, found.size - 1))])
+    if len(decided.ranges) == 1:
+        (only,) = decided.ranges
+        resp.content_type = found.content_type
+        resp.headers["Content-Range"] = only.content_range(found.size)
+        resp.content_length = only.length
+        return await _send(request, resp, f, [(b"", only)])
+    # multipart/byteranges (RFC 9110 14.6): each part is a header block then the bytes.
+    parts = [
+        (_part_head(boundary, found.content_type, r.content_range(found.size)), r) for r in decided.ranges
+    ]
+    closing = f"\r\n--{boundary}--\r\n".encode()
+    resp.content_type = "multipart/byteranges"
+    resp.headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
+    resp.content_length = sum(len(h) + r.length for h, r in parts) + len(closing)
+    return await _send(request, resp, f, parts, closing)
+
+
+async def _send(
+    request: web.Request,
+    resp: web.StreamResponse,
+    f: IO[bytes],
+    parts: list[tuple[bytes, ByteRange]],
+    closing: bytes = b"",
+) -> web.StreamResponse:
+    writer = await resp.prepare(request)
+    if request.method == "HEAD" or writer is None:
         await resp.write_eof()
         return resp
-
-    async def _stream(self, request: web.Request, found: Streaming) -> web.StreamResponse:
-        """A download of an artifact still arriving: what is verified now, the rest as it is."""
-        fill = found.fill
-        size = fill.length
-        # No whole-file validator exists yet: If-Range cannot match (RFC 9110 13.1.5: send the
-        # whole representation), and the other preconditions have nothing to compare with.
-        asked = (
-            {"Range": r} if (r := request.headers.get("Range")) and "If-Range" not in request.headers else {}
-        )
-        decided = plan(request.method, asked, size=size, etag='"', last_modified=0.0)
-        headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, no-store, no-transform"}
-        if decided.status == 416:
-            headers["Content-Range"] = f"bytes */{size}"
-            return web.Response(status=416, headers=headers, text="range not satisfiable\n")
-        if len(decided.ranges) > 1:
-            self.stats.inc("downloads.unavailable")
-            raise web.HTTPServiceUnavailable(
-                text="several ranges at once are served once the artifact is verified; retry later\n",
-                headers={"Retry-After": str(found.retry_after_s)},
-            )
-        span = decided.ranges[0] if decided.ranges else ByteRange(0, size - 1)
-        f = await asyncio.get_running_loop().run_in_executor(None, _open_partial, fill)
-        if f is None:
-            self.stats.inc("downloads.unavailable")
-            raise web.HTTPServiceUnavailable(
-                text="artifact is being mirrored and verified; retry later\n",
-                headers={"Retry-After": str(found.retry_after_s)},
-            )
-        try:
-            resp = web.StreamResponse(status=decided.status, headers=headers)
-            resp.content_type = found.content_type
-            resp.content_length = span.length
-            if decided.status == 206:
-                resp.headers["Content-Range"] = span.content_range(size)
-            writer = await resp.prepare(request)
-            if request.method == "HEAD" or writer is None or span.length <= 0:
-                await resp.write_eof()
-                return resp
-            if not await self._stream_span(request, resp, writer, fill, f, span):
-                # Cut off (the mirror failed, or stalled): the device resumes later with Range.
-                if request.transport is not None:
-                    request.transport.close()
-                return resp
-            await resp.write_eof()
-            return resp
-        finally:
-            f.close()
-
-    async def _stream_span(
-        self,
-        request: web.Request,
-        resp: web.StreamResponse,
-        writer: AbstractStreamWriter,
-        fill: Fill,
-        f: IO[bytes],
-        span: ByteRange,
-    ) -> bool:
-        """Send ``span`` as its chunks are verified; False when it has to be cut off."""
-        pos, end = span.first, span.last + 1
-        while pos < end:
-            if fill.verified <= pos and not await fill.wait_past(pos, STREAM_WAIT_S):
-                return False
-            if fill.failed is not None:
-                return False
-            upto = min(end, fill.verified)
-            await self._send_bytes(request, resp, writer, f, ByteRange(pos, upto - 1))
-            pos = upto
-        return True
-
-    async def _send_bytes(
-        self,
-        request: web.Request,
-        resp: web.StreamResponse,
-        writer: AbstractStreamWriter,
-        f: IO[bytes],
-        r: ByteRange,
-    ) -> None:
+    loop = asyncio.get_running_loop()
+    for head, r in parts:
+        if r.length <= 0:
+            continue
+        if head:
+            await resp.write(head)
         await writer.drain()
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("connection lost")
         try:
-            sent = await asyncio.get_running_loop().sendfile(transport, f, r.first, r.length)
-        except NotImplementedError:
-            await self._copy(resp, f, r)
+            sent = await loop.sendfile(transport, f, r.first, r.length)
+        except NotImplementedError:  # a transport without sendfile (e.g. some TLS set-ups)
+            await _copy(resp, f, r)
             sent = r.length
-        self.stats.inc("downloads.bytes", sent)
-        if sent < r.length:
-            raise ConnectionResetError("partial file shorter than its verified chunks")
-
-    @staticmethod
-    async def _copy(resp: web.StreamResponse, f: IO[bytes], r: ByteRange) -> None:
-        loop = asyncio.get_running_loop()
-        offset, left = r.first, r.length
-        while left > 0:
-            chunk = await loop.run_in_executor(None, os.pread, f.fileno(), min(CHUNK, left), offset)
-            if not chunk:
-                raise ConnectionResetError("blob shorter than verified")
-            await resp.write(chunk)
-            offset += len(chunk)
-            left -= len(chunk)
+        request.app[STATS].inc("downloads.bytes", sent)
+        if sent < r.length:  # truncated while streaming: cut the connection, never a short 200
+            raise ConnectionResetError("blob shorter than verified")
+    if closing:
+        await resp.write(closing)
+    await resp.write_eof()
+    return resp
 
 
-def add_artifact_routes(
-    app: web.Application,
-    store: ArtifactLookup,
-    authorize: Authorizer | None = None,
-    stats: Stats | None = None,
+async def _stream(request: web.Request, found: Streaming) -> web.StreamResponse:
+    """A download of an artifact still arriving: what is verified now, the rest as it is."""
+    fill = found.fill
+    size = fill.length
+    # No whole-file validator exists yet: If-Range cannot match (RFC 9110 13.1.5: send the
+    # whole representation), and the other preconditions have nothing to compare with.
+    asked = {"Range": r} if (r := request.headers.get("Range")) and "If-Range" not in request.headers else {}
+    decided = plan(request.method, asked, size=size, etag='"', last_modified=0.0)
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, no-store, no-transform"}
+    if decided.status == 416:
+        headers["Content-Range"] = f"bytes */{size}"
+        return web.Response(status=416, headers=headers, text="range not satisfiable\n")
+    if len(decided.ranges) > 1:
+        request.app[STATS].inc("downloads.unavailable")
+        raise web.HTTPServiceUnavailable(
+            text="several ranges at once are served once the artifact is verified; retry later\n",
+            headers={"Retry-After": str(found.retry_after_s)},
+        )
+    span = decided.ranges[0] if decided.ranges else ByteRange(0, size - 1)
+    f = await asyncio.get_running_loop().run_in_executor(None, _open_partial, fill)
+    if f is None:
+        request.app[STATS].inc("downloads.unavailable")
+        raise web.HTTPServiceUnavailable(
+            text="artifact is being mirrored and verified; retry later\n",
+            headers={"Retry-After": str(found.retry_after_s)},
+        )
+    try:
+        resp = web.StreamResponse(status=decided.status, headers=headers)
+        resp.content_type = found.content_type
+        resp.content_length = span.length
+        if decided.status == 206:
+            resp.headers["Content-Range"] = span.content_range(size)
+        writer = await resp.prepare(request)
+        if request.method == "HEAD" or writer is None or span.length <= 0:
+            await resp.write_eof()
+            return resp
+        if not await _stream_span(request, resp, writer, fill, f, span):
+            # Cut off (the mirror failed, or stalled): the device resumes later with Range.
+            if request.transport is not None:
+                request.transport.close()
+            return resp
+        await resp.write_eof()
+        return resp
+    finally:
+        f.close()
+
+
+async def _stream_span(
+    request: web.Request,
+    resp: web.StreamResponse,
+    writer: AbstractStreamWriter,
+    fill: Fill,
+    f: IO[bytes],
+    span: ByteRange,
+) -> bool:
+    """Send ``span`` as its chunks are verified; False when it has to be cut off."""
+    pos, end = span.first, span.last + 1
+    while pos < end:
+        if fill.verified <= pos and not await fill.wait_past(pos, STREAM_WAIT_S):
+            return False
+        if fill.failed is not None:
+            return False
+        upto = min(end, fill.verified)
+        await _send_bytes(request, resp, writer, f, ByteRange(pos, upto - 1))
+        pos = upto
+    return True
+
+
+async def _send_bytes(
+    request: web.Request,
+    resp: web.StreamResponse,
+    writer: AbstractStreamWriter,
+    f: IO[bytes],
+    r: ByteRange,
 ) -> None:
-    handler = ArtifactHandler(store, authorize, stats)
+    await writer.drain()
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("connection lost")
+    try:
+        sent = await asyncio.get_running_loop().sendfile(transport, f, r.first, r.length)
+    except NotImplementedError:
+        await _copy(resp, f, r)
+        sent = r.length
+    request.app[STATS].inc("downloads.bytes", sent)
+    if sent < r.length:
+        raise ConnectionResetError("partial file shorter than its verified chunks")
+
+
+async def _copy(resp: web.StreamResponse, f: IO[bytes], r: ByteRange) -> None:
+    loop = asyncio.get_running_loop()
+    offset, left = r.first, r.length
+    while left > 0:
+        chunk = await loop.run_in_executor(None, os.pread, f.fileno(), min(CHUNK, left), offset)
+        if not chunk:
+            raise ConnectionResetError("blob shorter than verified")
+        await resp.write(chunk)
+        offset += len(chunk)
+        left -= len(chunk)
+
+
+ARTIFACTS: web.AppKey[ArtifactLookup] = web.AppKey("artifacts")  # the store, as downloads see it
+
+
+def add_artifact_routes(app: web.Application, store: ArtifactLookup) -> None:
+    """Downloads, with the device credentials of :func:`gateway.http.devices.authorize_any`."""
+    app[ARTIFACTS] = store
     # {filename:.+} would let a slash through to our validation; a plain segment never matches one.
-    app.router.add_get("/artifacts/{model_id}/{version}/{filename}", handler.handle)
+    app.router.add_get("/artifacts/{model_id}/{version}/{filename}", download)

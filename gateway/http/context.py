@@ -4,6 +4,11 @@ The service fills these keys when it builds the apps (:func:`gateway.http.app.bu
 :func:`gateway.http.operator.build_operator_app`); a handler reads ``request.app[KEY]``. Where the
 object lives in a room http must not import (the service, the telemetry ingest with its SQLite
 outbox), a small protocol here says what http calls, and the service passes the real object.
+
+Every handler is a function of the request in this one style. An endpoint that keeps something
+between requests (the poll's HTTP caches, DDI's actions, the dashboard's views) keeps it in an
+object made from settings values, under a typed key of its own module (``POLL_REPLIES``, ``DDI``,
+``DASHBOARD``); the services it uses it reads from the keys here, like every other handler.
 """
 
 from __future__ import annotations
@@ -13,10 +18,13 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from gateway.core.events import DeviceEvent
 from gateway.core.settings import GateSettings
 from gateway.inventory.access import ChildCredentials, Credentials
 from gateway.inventory.store import Inventory
 from gateway.rollout.keeper import GateKeeper
+from gateway.rollout.polls import PollAnswers
+from gateway.runtime.notify import Changes
 from gateway.runtime.stats import Stats
 from gateway.store.artifacts import ArtifactStore
 from gateway.trust.index import KeyList, SiteIndex
@@ -29,9 +37,7 @@ class DeviceIngest(Protocol):
         """Returns once the sample is durable; FormatError: invalid; StorageError: not durable."""
         ...
 
-    def on_event(
-        self, device_id: str, event: str, model_id: str | None, version: str | None, reason: str | None
-    ) -> None: ...
+    def on_event(self, event: DeviceEvent) -> None: ...
 
 
 class RelayJournal(Protocol):
@@ -59,6 +65,8 @@ CREDENTIALS: web.AppKey[Credentials] = web.AppKey("credentials", Credentials)
 INVENTORY: web.AppKey[Inventory] = web.AppKey("inventory", Inventory)
 INGEST: web.AppKey[DeviceIngest] = web.AppKey("ingest")
 STORE: web.AppKey[ArtifactStore] = web.AppKey("store", ArtifactStore)
+POLLS: web.AppKey[PollAnswers] = web.AppKey("polls", PollAnswers)  # the poll answers (memo, gates)
+CHANGES: web.AppKey[Changes] = web.AppKey("changes", Changes)  # what long polls wait on
 HELD_INDEX: web.AppKey[Callable[[], SiteIndex | None]] = web.AppKey("held_index")
 HELD_KEYS: web.AppKey[Callable[[], KeyList | None]] = web.AppKey("held_keys")
 HELD_TUF: web.AppKey[Callable[[str], bytes | None]] = web.AppKey("held_tuf")  # TUF metadata by file name

@@ -3,7 +3,8 @@
 Who may speak for a device id (:func:`authorize`, :func:`authorize_any` for downloads), read from
 ``Authorization`` or the TLS client certificate as the site's access mode says; device events and
 metrics over HTTP. The update poll is :mod:`gateway.http.polling`. Bad input gets a 400 naming the
-problem; access failures 401/403 with the reason.
+problem (a :class:`FormatError`, answered by :mod:`gateway.http.errors`); access failures 401/403
+with the reason.
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ from typing import Any
 from aiohttp import web
 
 from gateway.core import jsondoc
-from gateway.core.errors import FormatError, StorageError
-from gateway.core.events import parse_event
+from gateway.core.errors import StorageError
+from gateway.core.events import DeviceEvent, parse_event
 from gateway.core.manifest import valid_id
 from gateway.http.context import CHILDREN, CLOCK, CREDENTIALS, INGEST, STATS
+from gateway.http.errors import storage_unavailable
 from gateway.inventory.access import Credentials, peer_cn
 from gateway.runtime.stats import Stats
 
 log = logging.getLogger(__name__)
 
-STORAGE_RETRY_AFTER_S = 60
 # Metrics and events are answered 200 with a small body, not 204: the reference HTTP emitter
 # counts only a 200 as a successful send.
 ACCEPTED = {"accepted": 1}
@@ -33,19 +34,8 @@ _TOKEN_SCHEMES = ("bearer", "targettoken", "gatewaytoken")
 
 
 def bad_request(reason: str) -> web.HTTPBadRequest:
+    """A handler's own refusal of a path, query or header (what the error tree does not carry)."""
     return web.HTTPBadRequest(text=reason + "\n")
-
-
-def storage_unavailable(
-    request: web.Request, counter: str, what: str, exc: StorageError
-) -> web.HTTPServiceUnavailable:
-    """A write the gateway could not make durable (disk full, read-only): not the device's fault
-    and not a crash; counted, and answered 503 with the time to send it again."""
-    request.app[STATS].error(counter, str(exc))
-    return web.HTTPServiceUnavailable(
-        text=f"cannot {what} now ({exc}); retry later\n",
-        headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)},
-    )
 
 
 def device_id_of(request: web.Request) -> str:
@@ -134,25 +124,16 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise web.HTTPRequestEntityTooLarge(
             max_size=request.app._client_max_size, actual_size=request.content_length, text="body too large\n"
         )
-    try:
-        doc = jsondoc.loads(await request.read())
-    except FormatError as exc:
-        raise bad_request(f"body: expected a JSON object ({exc})") from None
-    if not isinstance(doc, dict):
-        raise bad_request("body: expected a JSON object")
-    return doc
+    return jsondoc.load_object(await request.read(), "body: expected a JSON object")
 
 
 async def event(request: web.Request) -> web.Response:
     device_id = device_id_of(request)
     authorize(request, device_id, write=True)
     doc = await json_body(request)
-    try:
-        name, model_id, version, reason = parse_event(doc)
-    except FormatError as exc:
-        raise bad_request(str(exc)) from None
+    name, model_id, version, reason = parse_event(doc)
     request.app[STATS].inc(f"devices.events.{name}")
-    request.app[INGEST].on_event(device_id, name, model_id, version, reason)
+    request.app[INGEST].on_event(DeviceEvent(device_id, name, model_id, version, reason))
     return web.json_response(ACCEPTED)
 
 
@@ -163,8 +144,6 @@ async def metrics(request: web.Request) -> web.Response:
     doc = await json_body(request)
     try:
         await request.app[INGEST].metrics(device_id, doc, request.app[CLOCK]())
-    except FormatError as exc:
-        raise bad_request(str(exc)) from None
     except StorageError as exc:  # the outbox could not make it durable
         raise storage_unavailable(request, "devices.metrics_unavailable", "store metrics", exc) from None
     return web.json_response(ACCEPTED)

@@ -42,7 +42,6 @@ from aiohttp.typedefs import Middleware
 
 from gateway.core import jsondoc
 from gateway.core.device import still_on
-from gateway.core.errors import FormatError
 from gateway.core.gates import CONTROLS
 from gateway.core.setting_rules import parse_hostport
 from gateway.core.settings import Settings
@@ -58,6 +57,7 @@ from gateway.http.context import (
     STORE,
     GateControls,
 )
+from gateway.http.errors import map_errors
 from gateway.inventory.store import Inventory
 from gateway.rollout.keeper import GateKeeper
 from gateway.runtime.redact import redact_tree
@@ -231,12 +231,8 @@ async def gate_control(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     if action not in CONTROLS:
         raise web.HTTPNotFound(text="action: hold, release, abort or approve\n")
-    try:
-        doc = jsondoc.loads(await request.read()) if request.body_exists else {}
-    except FormatError as exc:
-        raise web.HTTPBadRequest(text=f"body: a JSON object with who and why ({exc})\n") from None
-    if not isinstance(doc, dict):
-        raise web.HTTPBadRequest(text="body: a JSON object with who and why\n")
+    expected = "body: a JSON object with who and why"
+    doc = jsondoc.load_object(await request.read(), expected) if request.body_exists else {}
     who, why = str(doc.get("who") or "operator")[:64], str(doc.get("why") or "")[:512]
     if not why:
         raise web.HTTPBadRequest(text="why: say why (it goes in the audit log)\n")
@@ -287,7 +283,7 @@ def build_operator_app(
     middlewares = [guard_middleware(own_names(op.listen, op.allowed_hosts), csrf_token)]
     if op.token:
         middlewares.append(token_middleware(op.token))
-    app = web.Application(middlewares=middlewares, client_max_size=64 << 10)
+    app = web.Application(middlewares=[*middlewares, map_errors], client_max_size=64 << 10)
     app[STATS] = stats
     app[INVENTORY] = inventory
     app[STORE] = store

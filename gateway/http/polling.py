@@ -6,9 +6,10 @@ why), 304 when ``If-None-Match`` matches. Every answer carries a jittered ``Retr
 that lost power does not come back as one herd. ``?wait=SECONDS`` holds the request until the answer
 for *this* device changes, or the wait ends. No poll ever causes an upstream request.
 
-A site's thousands of devices send the same few questions and get the same few answers, so
-:class:`PollEndpoint` keeps, besides the answers themselves (:class:`gateway.rollout.polls.PollAnswers`),
-what turns them into HTTP: each distinct query string parsed once, each device id checked once
+The handler, :func:`poll`, reads what it uses from the app's typed keys (:mod:`gateway.http.context`),
+as every handler does. A site's thousands of devices send the same few questions and get the same
+few answers, so :class:`PollReplies` (under :data:`POLL_REPLIES`) keeps, besides the answers
+themselves (:class:`gateway.rollout.polls.PollAnswers`), what turns them into HTTP: each distinct query string parsed once, each device id checked once
 (and held as one string object), and each answer's body, ETag and header sets built once per base
 URL (the poll memo gives equal answers as one object, so that is one lookup by identity). What it
 still does on every poll is what must be fresh: the credential check, the inventory's
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from random import getrandbits
 
 from aiohttp import web
@@ -30,11 +31,10 @@ from gateway.core.manifest import valid_id
 from gateway.core.pacing import jittered_seconds_table
 from gateway.core.policy import PollAnswer
 from gateway.core.settings import DeviceSettings, HttpSettings
+from gateway.http.context import CHANGES, CLOCK, CREDENTIALS, INVENTORY, POLLS, STATS
 from gateway.http.devices import admit, bad_request, device_id_of
-from gateway.inventory.access import Credentials
 from gateway.inventory.store import Inventory
 from gateway.rollout.polls import PollAnswers
-from gateway.runtime.notify import Changes
 from gateway.runtime.stats import Stats
 
 MAX_QUERY_PARAMS = 32
@@ -134,27 +134,11 @@ class _Reply:
         self.not_modified = _HeaderSets(answer, "304", self.etag) if rendered else self.fresh
 
 
-class PollEndpoint:
-    """The poll handler with what it reads fixed at construction (no per-request lookups)."""
+class PollReplies:
+    """What turns poll answers into HTTP, remembered (bounded): made from settings values, it holds
+    no service object; the handler passes in what a step needs."""
 
-    def __init__(
-        self,
-        *,
-        credentials: Credentials,
-        inventory: Inventory,
-        stats: Stats,
-        clock: Callable[[], float],
-        polls: PollAnswers,
-        changes: Changes,
-        devices: DeviceSettings,
-        http: HttpSettings,
-    ) -> None:
-        self.credentials = credentials
-        self.inventory = inventory
-        self.stats = stats
-        self.clock = clock
-        self.polls = polls
-        self.changes = changes
+    def __init__(self, devices: DeviceSettings, http: HttpSettings) -> None:
         self.settings = devices
         self.public_url = http.public_url.rstrip("/") if http.public_url else ""
         # The device API is served over TLS exactly when it has a certificate (gateway.service.wiring).
@@ -165,7 +149,7 @@ class PollEndpoint:
         self._bases: dict[str | None, str] = {}
         self._ids: dict[str, str] = {}  # each valid device id seen, to its one string object
 
-    def device_id(self, request: web.Request) -> str:
+    def device_id(self, request: web.Request, inventory: Inventory) -> str:
         """The path's device id, checked once per id, and always the same string object for the
         same id: the one the inventory holds when it has the device. Every table a poll reads is
         keyed by device id (bindings, inventory, poll memo); with one object per id, a lookup that
@@ -173,7 +157,7 @@ class PollEndpoint:
         raw: str = request.match_info["device_id"]
         if (device_id := self._ids.get(raw)) is None:
             device_id_of(request)  # 400 on a bad one
-            rec = self.inventory.devices.get(raw)
+            rec = inventory.devices.get(raw)
             device_id = rec.device_id if rec is not None else raw
             if len(self._ids) >= MAX_IDS:
                 self._ids.clear()
@@ -208,7 +192,7 @@ class PollEndpoint:
             self._queries[raw] = parsed
         return parsed
 
-    def reply(self, answer: PollAnswer, base: str) -> _Reply:
+    def reply(self, polls: PollAnswers, answer: PollAnswer, base: str) -> _Reply:
         """The answer's body, ETag and header sets, built once per answer and base URL (the poll
         memo gives every device with an equal answer the same object)."""
         key = (id(answer), base)
@@ -216,10 +200,10 @@ class PollEndpoint:
             return hit
         if len(self._replies) >= MAX_REPLIES:
             self._replies.clear()
-        reply = self._replies[key] = _Reply(answer, self.polls.render(answer, base))
+        reply = self._replies[key] = _Reply(answer, polls.render(answer, base))
         return reply
 
-    def respond(self, reply: _Reply, if_none_match: str | None) -> web.Response:
+    def respond(self, stats: Stats, reply: _Reply, if_none_match: str | None) -> web.Response:
         """200 with the manifest, 304 when the device has it, 204 when there is none; counted, and
         a ``Retry-After`` drawn from the poll interval's jitter."""
         raw = reply.raw
@@ -227,34 +211,47 @@ class PollEndpoint:
             sets, status = reply.not_modified, 304
         else:
             sets, status = reply.fresh, 200 if raw is not None else 204
-        self.stats.bump(sets.counter)
+        stats.bump(sets.counter)
         headers = sets.with_retry_after(self.retry_s[getrandbits(RETRY_BITS)])
         return web.Response(status=status, body=raw if status == 200 else None, headers=headers)
 
-    async def handle(self, request: web.Request) -> web.Response:
-        inventory, polls = self.inventory, self.polls
-        device_id = self.device_id(request)
-        now = self.clock()
-        owner = admit(self.credentials, self.stats, now, request, device_id, False)
-        attrs, wait_s = self.query(request)
-        # A poll from another address than the id's own (open access) records nothing.
-        record = inventory.polled(device_id, attrs, now) if owner else inventory.devices.get(device_id)
-        if_none_match = request.headers.get("If-None-Match")
-        base = self.base_url(request)
-        answer = await polls.answer_asking(record, now) if owner else polls.answer(record, now)
-        reply = self.reply(answer, base)
-        if wait_s > 0 and (reply.etag is None or etag_matches(if_none_match, reply.etag)):
-            # Long poll: nothing new for this device yet; wait until its answer changes.
-            held = reply.etag
-            deadline = now + wait_s
-            while (remaining := deadline - self.clock()) > 0:
-                await self.changes.wait(remaining)
-                now = self.clock()
-                record = inventory.devices.get(device_id)
-                answer = polls.answer(record, now)
-                reply = self.reply(answer, base)
-                if reply.etag != held:
-                    break
-        if owner:
-            inventory.set_blocked(device_id, answer.blocked_by_firmware, now)
-        return self.respond(reply, if_none_match)
+
+POLL_REPLIES: web.AppKey[PollReplies] = web.AppKey("poll_replies", PollReplies)
+
+
+async def poll(request: web.Request) -> web.Response:
+    """``GET /devices/{device_id}/updates``."""
+    app = request.app
+    replies, inventory, polls, stats, clock = (
+        app[POLL_REPLIES],
+        app[INVENTORY],
+        app[POLLS],
+        app[STATS],
+        app[CLOCK],
+    )
+    device_id = replies.device_id(request, inventory)
+    now = clock()
+    owner = admit(app[CREDENTIALS], stats, now, request, device_id, False)
+    attrs, wait_s = replies.query(request)
+    # A poll from another address than the id's own (open access) records nothing.
+    record = inventory.polled(device_id, attrs, now) if owner else inventory.devices.get(device_id)
+    if_none_match = request.headers.get("If-None-Match")
+    base = replies.base_url(request)
+    answer = await polls.answer_asking(record, now) if owner else polls.answer(record, now)
+    reply = replies.reply(polls, answer, base)
+    if wait_s > 0 and (reply.etag is None or etag_matches(if_none_match, reply.etag)):
+        # Long poll: nothing new for this device yet; wait until its answer changes.
+        held = reply.etag
+        deadline = now + wait_s
+        changes = app[CHANGES]
+        while (remaining := deadline - clock()) > 0:
+            await changes.wait(remaining)
+            now = clock()
+            record = inventory.devices.get(device_id)
+            answer = polls.answer(record, now)
+            reply = replies.reply(polls, answer, base)
+            if reply.etag != held:
+                break
+    if owner:
+        inventory.set_blocked(device_id, answer.blocked_by_firmware, now)
+    return replies.respond(stats, reply, if_none_match)

@@ -52,6 +52,7 @@ from gateway.core.manifest import valid_id
 from gateway.core.settings import Settings
 from gateway.http import devices
 from gateway.http.context import CHILDREN, CLOCK, INVENTORY, RELAY, RELAY_QUOTA, STATS, RelayJournal
+from gateway.http.errors import storage_unavailable
 
 PATH = "/uplink/batches"
 # A child's forwarder sends up to 16 MiB of record bodies per batch (plus a few dozen bytes of
@@ -91,7 +92,7 @@ async def read_body(request: web.Request) -> bytearray:
             if len(raw) % (1 << 20) < len(chunk):  # a buffered body is read without a pause: let others in
                 await asyncio.sleep(0)
     except RequestPayloadError as exc:
-        raise devices.bad_request(f"body: a broken gzip stream ({exc})") from None
+        raise FormatError(f"body: a broken gzip stream ({exc})") from None
     return raw  # not copied on the loop: parsed in a worker thread
 
 
@@ -246,8 +247,6 @@ async def relay_batch(request: web.Request) -> web.Response:
         raise web.HTTPRequestEntityTooLarge(
             max_size=MAX_BYTES, actual_size=len(data), text=f"{exc}\n"
         ) from None
-    except FormatError as exc:
-        raise devices.bad_request(str(exc)) from None
     if claimed != site:
         app[STATS].inc("relay.refused_403")
         raise web.HTTPForbidden(
@@ -266,7 +265,7 @@ async def relay_batch(request: web.Request) -> web.Response:
             headers={"Retry-After": str(FULL_RETRY_AFTER_S)},
         ) from None
     except StorageError as exc:
-        raise devices.storage_unavailable(request, "relay.unavailable", "store the batch", exc) from None
+        raise storage_unavailable(request, "relay.unavailable", "store the batch", exc) from None
     if records:  # the newest seqs, in arrival order; the oldest go past the bound
         remembered = app[LAST_BATCHES].setdefault(site, {})
         remembered.update((r["seq"], r["at"]) for r in records)

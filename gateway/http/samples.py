@@ -14,7 +14,8 @@ from aiohttp import web
 
 from gateway.core.errors import FormatError, StorageError
 from gateway.http.context import CLOCK, STATS
-from gateway.http.devices import authorize, bad_request, device_id_of, json_body, storage_unavailable
+from gateway.http.devices import authorize, device_id_of, json_body
+from gateway.http.errors import storage_unavailable
 from gateway.samples.desk import SampleDesk
 
 SAMPLES: web.AppKey[SampleDesk] = web.AppKey("samples", SampleDesk)
@@ -29,9 +30,9 @@ async def offer(request: web.Request) -> web.Response:
     doc = await json_body(request)
     try:
         kept = await desk.take(device_id, doc, request.app[CLOCK]())
-    except FormatError as exc:
+    except FormatError as exc:  # counted here; the 400 is the middleware's (gateway.http.errors)
         request.app[STATS].inc("samples.refused_400")
-        raise bad_request(f"sample: {exc}") from None
+        raise FormatError(f"sample: {exc}") from None
     except StorageError as exc:
         raise storage_unavailable(request, "samples.unavailable", "keep the sample", exc) from None
     return web.json_response({"accepted": 1, "sha256": kept.sha256, "outcome": kept.outcome})

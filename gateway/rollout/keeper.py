@@ -26,6 +26,7 @@ from firmware_compat.matrix import CompatMatrix
 from gateway.core import site as S
 from gateway.core import site_effects as E
 from gateway.core.device import DeviceRecord
+from gateway.core.eligibility import parse_ok
 from gateway.core.errors import DamagedStateError
 from gateway.core.gates import Action, Control, Event, GateState, InputDrift
 from gateway.core.manifest import Deployment, parse_deployment
@@ -147,6 +148,10 @@ class GateKeeper:
         matrix: CompatMatrix | None,
         durable: Callable[[S.Effects], Awaitable[None]] | None = None,
     ) -> S.Effects:
+        for d in deployments:  # the core says which can never be offered, and why; the shell says it
+            why = parse_ok(d)
+            if why is not None:
+                log.error("deployment %s does not parse (%s); that deployment is not offered", d.key, why)
         return await self._transition(
             lambda site: S.apply_index(
                 site,

@@ -28,6 +28,7 @@ from typing import Protocol
 
 from firmware_compat.matrix import CompatMatrix
 from gateway.core.device import DeviceRecord
+from gateway.core.events import DeviceEvent
 from gateway.core.manifest import Deployment
 from gateway.core.settings import Settings
 from gateway.core.site_effects import Effects, Notify, PinRollbackTargets, WakePolls, WakeUplink
@@ -63,13 +64,11 @@ class DeviceEvents:
         self.gates = gates
         self.clock = clock
 
-    def __call__(
-        self, device_id: str, event: str, model_id: str | None, version: str | None, reason: str | None
-    ) -> None:
-        self.inventory.event(device_id, event, model_id=model_id, version=version, now=self.clock())
-        self.gates.on_event(device_id, event, version)
-        if reason:
-            log.info("device %s: %s %s@%s: %s", device_id, event, model_id, version, reason)
+    def __call__(self, e: DeviceEvent) -> None:
+        self.inventory.event(e.device_id, e.event, model_id=e.model_id, version=e.version, now=self.clock())
+        self.gates.on_event(e.device_id, e.event, e.version)
+        if e.reason:
+            log.info("device %s: %s %s@%s: %s", e.device_id, e.event, e.model_id, e.version, e.reason)
 
 
 class SiteLoop:

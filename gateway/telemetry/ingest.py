@@ -22,7 +22,7 @@ from gateway.core import jsondoc
 from gateway.core.aggregate import Aggregator
 from gateway.core.device import DeviceRecord
 from gateway.core.errors import FormatError
-from gateway.core.events import parse_event
+from gateway.core.events import DeviceEvent, parse_event
 from gateway.core.manifest import valid_id
 from gateway.core.metrics import MAX_PAYLOAD_BYTES, Sample, parse_metrics
 from gateway.core.settings import TelemetrySettings
@@ -38,8 +38,8 @@ MAX_EVENT_BYTES = 8 << 10
 LAST_SEEN_RESOLUTION_S = 5.0
 
 
-EventListener = Callable[[str, str, str | None, str | None, str | None], None]
-"""(device_id, event, model_id, version, reason): a valid device event, over HTTP or MQTT."""
+EventListener = Callable[[DeviceEvent], None]
+"""A valid device event, over HTTP or MQTT."""
 WindowListener = Callable[[list[WindowStats], float], None]
 """(windows, now): metric windows just closed (the canary gates take them)."""
 
@@ -154,15 +154,13 @@ class Telemetry:
             self.stats.error("telemetry.invalid_events", f"{device_id}: {exc}")
             log.warning("dropped an event from %s: %s", device_id, exc)
             return None
-        self.on_event(device_id, name, model_id, version, reason)
+        self.on_event(DeviceEvent(device_id, name, model_id, version, reason))
         return None
 
-    def on_event(
-        self, device_id: str, event: str, model_id: str | None, version: str | None, reason: str | None
-    ) -> None:
+    def on_event(self, event: DeviceEvent) -> None:
         """A valid device event (over MQTT here, or from the HTTP endpoint), to every listener."""
         for listener in self.event_listeners:
-            listener(device_id, event, model_id, version, reason)
+            listener(event)
 
     async def close_windows(self, now: float) -> list[WindowStats]:
         if self.drift is not None:

@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.core.events import DeviceEvent
 from gateway.core.window import WindowStats
 from gateway.runtime.stats import Stats
 
@@ -107,19 +108,17 @@ class TraceLog:
                     self._versions[device] = version
         self._wake.set()
 
-    def on_event(
-        self, device_id: str, event: str, model_id: str | None, version: str | None, reason: str | None
-    ) -> None:
+    def on_event(self, e: DeviceEvent) -> None:
         """A valid device event; one that names no version is put on the device's last one."""
         if not self.enabled:
             return
-        body = {"event": event, "model_id": model_id, "version": version, "reason": reason}
+        body = {"event": e.event, "model_id": e.model_id, "version": e.version, "reason": e.reason}
         self._put(
             {
                 "t": self.clock(),
-                "device": device_id,
-                "model_id": model_id,
-                "version": version or self._versions.get(device_id),
+                "device": e.device_id,
+                "model_id": e.model_id,
+                "version": e.version or self._versions.get(e.device_id),
                 "event": {k: v for k, v in body.items() if v is not None},
             }
         )

@@ -19,7 +19,7 @@ from gateway.core.errors import StorageError, TransportError
 from gateway.core.pacing import backoff_s
 from gateway.runtime.stats import Stats
 from gateway.uplink.outbox import Outbox, Record
-from gateway.uplink.sinks import Rejected, Sink
+from gateway.uplink.sinks import DeliveryError, Rejected, Sink
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +90,12 @@ class Forwarder:
             try:
                 refused = await self._deliver(sink, batch)
             except Exception as exc:  # every sink error is ours to retry, whatever its type
-                done = getattr(exc, "delivered_seq", None)  # a sink that got part of it through
+                typed = exc if isinstance(exc, DeliveryError) else None
+                done = typed.delivered_seq if typed else None  # a sink that got part of it through
                 if done is not None:
                     await asyncio.to_thread(self.outbox.ack, sink.name, done)
                     self.stats.inc(f"uplink.{sink.name}.records", sum(1 for r in batch if r.seq <= done))
-                delay = getattr(exc, "retry_after_s", None) or backoff_s(
+                delay = (typed.retry_after_s if typed else None) or backoff_s(
                     failures, initial_s=self.retry_initial_s, max_s=self.retry_max_s, rand=random.random()
                 )
                 failures += 1

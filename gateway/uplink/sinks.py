@@ -1,11 +1,13 @@
 """Where outbox records go: an HTTP ingest URL (one gzip batch per request) and/or a cloud MQTT broker.
 
 Both deliver at least once; the cloud deduplicates by ``(site, seq)``. A sink raises
-:class:`~gateway.core.errors.TransportError` for anything worth retrying (network, 408, 429, 5xx);
-``retry_after_s`` on the error carries the server's ``Retry-After``. 401/403/404 and the like mean a
-wrong URL or token: retried (nothing is dropped for a configuration mistake) and logged. Any other
-4xx means the cloud refuses the batch's content for good: :class:`Rejected` (the forwarder logs and
-counts it, and moves on so that one bad record cannot block the site's uplink forever).
+:class:`DeliveryError` for anything worth retrying (network, 408, 429, 5xx), its facts as typed
+fields: ``status``, ``retry_after_s`` (the server's ``Retry-After``), ``delivered_seq`` (how far a
+batch got through before the failure). 401/403/404 and the like mean a wrong URL or token: retried
+(nothing is dropped for a configuration mistake) and logged. Any other 4xx means the cloud refuses
+the batch's content for good: :class:`Rejected` (the forwarder splits the batch until the poison
+record stands alone, logs and counts it, and moves on so that one bad record cannot block the
+site's uplink forever).
 """
 
 from __future__ import annotations
@@ -34,8 +36,31 @@ log = logging.getLogger(__name__)
 RETRY_4XX = frozenset({401, 403, 404, 405, 407, 408, 410, 421, 429})
 
 
-class Rejected(Exception):
-    """The cloud refused this batch permanently (a 4xx other than 408/429)."""
+class DeliveryError(TransportError):
+    """A sink did not get (all of) a batch through: the forwarder retries the rest.
+
+    ``retry_after_s``: the server's ``Retry-After`` where it sent one (the forwarder waits that
+    long instead of its own backoff); ``delivered_seq``: the last record of the longest run from
+    the start of the batch the cloud acknowledged (the forwarder moves the cursor that far), or
+    None; ``status``: the HTTP status, where there was one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        delivered_seq: int | None = None,
+    ) -> None:
+        super().__init__(message, status=status, url=url)
+        self.retry_after_s = retry_after_s
+        self.delivered_seq = delivered_seq
+
+
+class Rejected(DeliveryError):
+    """The cloud refused this batch's content for good (a 4xx other than :data:`RETRY_4XX`): a
+    poison record is in it. Never retried as it is: the forwarder splits the batch."""
 
 
 class Sink(Protocol):
@@ -88,15 +113,13 @@ class HttpSink:
                 text = (await r.read())[:200].decode("utf-8", errors="replace")
                 if 200 <= r.status < 300:
                     return
+                message = f"ingest {self.url}: HTTP {r.status} {text}"
                 if r.status in RETRY_4XX or r.status >= 500:
-                    err = TransportError(
-                        f"ingest {self.url}: HTTP {r.status} {text}", status=r.status, url=self.url
-                    )
-                    err.retry_after_s = _retry_after(r.headers.get("Retry-After"))  # type: ignore[attr-defined]
-                    raise err
-                raise Rejected(f"ingest {self.url}: HTTP {r.status} {text}")
+                    retry_after_s = _retry_after(r.headers.get("Retry-After"))
+                    raise DeliveryError(message, url=self.url, status=r.status, retry_after_s=retry_after_s)
+                raise Rejected(message, url=self.url, status=r.status)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TransportError(f"ingest {self.url}: {exc!r}", url=self.url) from exc
+            raise DeliveryError(f"ingest {self.url}: {exc!r}", url=self.url) from exc
 
     async def close(self) -> None:
         if self._session is not None:
@@ -109,7 +132,7 @@ class MqttBridge:
 
     Why a window: one record per round trip is 20 records/s at 50 ms; a site's 20,000-record batch
     would take 1,000 s. The cloud deduplicates by ``(site, seq)``, so records arriving out of order
-    or twice are safe. A failed delivery raises :class:`TransportError` whose ``delivered_seq`` is
+    or twice are safe. A failed delivery raises :class:`DeliveryError` whose ``delivered_seq`` is
     the last record of the longest run from the start of the batch whose PUBACKs all arrived: the
     forwarder moves the outbox cursor that far, never past a record without its PUBACK.
     """
@@ -143,9 +166,7 @@ class MqttBridge:
     def _connected(self, _gen: int, _present: bool, reason: ReasonCode) -> None:
         if self._connack is not None and not self._connack.done():
             if reason.is_failure:
-                self._connack.set_exception(
-                    TransportError(f"cloud broker refused us: {reason}", url=self.url)
-                )
+                self._connack.set_exception(DeliveryError(f"cloud broker refused us: {reason}", url=self.url))
             else:
                 self._connack.set_result(None)
 
@@ -153,7 +174,7 @@ class MqttBridge:
         self._lost = f"connection lost ({reason})"
         self._room.set()
         if self._connack is not None and not self._connack.done():
-            self._connack.set_exception(TransportError(f"cloud broker: {self._lost}", url=self.url))
+            self._connack.set_exception(DeliveryError(f"cloud broker: {self._lost}", url=self.url))
 
     def _published(self, mid: int, reason: int) -> None:
         index = self._flight.pop(mid, None)
@@ -189,12 +210,12 @@ class MqttBridge:
             )
             client.loop_start()
             await asyncio.wait_for(self._connack, self.timeout_s)
-        except TransportError:
+        except DeliveryError:
             await self._stop(client)
             raise
         except (OSError, TimeoutError, ValueError, ssl.SSLError) as exc:
             await self._stop(client)
-            raise TransportError(f"cloud broker {host}: {exc!r}", url=self.url) from exc
+            raise DeliveryError(f"cloud broker {host}: {exc!r}", url=self.url) from exc
         return client
 
     async def deliver(self, records: Sequence[Record]) -> None:
@@ -209,29 +230,31 @@ class MqttBridge:
                 payload = json.dumps({"site": self.site, **r.to_json()}, separators=(",", ":")).encode()
                 info = client.publish(f"sites/{self.site}/{r.kind}", payload, qos=1)
                 if info.rc != paho.MQTT_ERR_SUCCESS:
-                    raise TransportError(f"cloud broker publish: {paho.error_string(info.rc)}", url=self.url)
+                    raise DeliveryError(f"cloud broker publish: {paho.error_string(info.rc)}", url=self.url)
                 self._flight[info.mid] = i
             await self._wait(lambda: not self._flight)
             if not all(self._acked):
-                raise TransportError("cloud broker refused a record (PUBACK reason code)", url=self.url)
-        except Exception as exc:  # any failure: the next delivery starts on a fresh connection
-            if isinstance(exc, TransportError):
-                exc.delivered_seq = self._prefix(records)  # type: ignore[attr-defined]
+                raise DeliveryError("cloud broker refused a record (PUBACK reason code)", url=self.url)
+        except DeliveryError as exc:  # the next delivery starts on a fresh connection
+            done = self._prefix(records)
+            await self._drop()
+            raise DeliveryError(str(exc), url=self.url, delivered_seq=done) from exc
+        except Exception:  # a bug or a library error: a fresh connection too, the error as it is
             await self._drop()
             raise
 
     async def _wait(self, ready: Callable[[], bool]) -> None:
-        """Until ``ready()``; a lost link or no PUBACK within ``timeout_s`` is a TransportError."""
+        """Until ``ready()``; a lost link or no PUBACK within ``timeout_s`` is a DeliveryError."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
         while not ready():
             if self._lost is not None:
-                raise TransportError(f"cloud broker: {self._lost}", url=self.url)
+                raise DeliveryError(f"cloud broker: {self._lost}", url=self.url)
             self._room.clear()
             try:
                 await asyncio.wait_for(self._room.wait(), max(0.0, deadline - loop.time()))
             except TimeoutError:
-                raise TransportError(f"cloud broker: no PUBACK in {self.timeout_s} s", url=self.url) from None
+                raise DeliveryError(f"cloud broker: no PUBACK in {self.timeout_s} s", url=self.url) from None
 
     def _prefix(self, records: Sequence[Record]) -> int | None:
         n = 0

@@ -3,7 +3,8 @@
 shares only pure core values: the error root, the bounded JSON parser, the signed statement's
 format, the drift sketch's wire format, the limits of the shadow agreement message it sends, and the
 metrics message and its one wire form (``gateway.core.metrics``, with the manifest's id rule it
-checks by, and that module's chunk list type)."""
+checks by, and that module's chunk list type), and the device event its listeners are told
+(``gateway.core.events``)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def test_the_device_agent_imports_nothing_of_the_server() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == (
         "['gateway.core', 'gateway.core.agreement', 'gateway.core.chunks', 'gateway.core.drift_sketch',"
-        " 'gateway.core.errors', 'gateway.core.jsondoc', 'gateway.core.manifest', 'gateway.core.metrics',"
+        " 'gateway.core.errors', 'gateway.core.events', 'gateway.core.jsondoc', 'gateway.core.manifest',"
+        " 'gateway.core.metrics',"
         " 'gateway.core.statement'] []"
     )

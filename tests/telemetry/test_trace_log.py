@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.core.aggregate import Aggregator
+from gateway.core.events import DeviceEvent
 from gateway.core.gates.levels import observe
 from gateway.core.metrics import parse_metrics
 from gateway.core.window import WindowStats
@@ -78,8 +79,8 @@ async def test_records_come_back_in_time_order_and_a_cut_member_loses_only_itsel
     log = _log(tmp_path / "traces", now, stats)
     for k in range(3):  # three batches: three gzip members in one segment
         log.on_windows(_windows(rng, T0 + 60 * k))
-        log.on_event("cam-1", "activated", "detector", "2.0.0", None)
-        log.on_event("cam-1", "healthy", None, None, None)  # no version: the device's last one
+        log.on_event(DeviceEvent("cam-1", "activated", "detector", "2.0.0", None))
+        log.on_event(DeviceEvent("cam-1", "healthy", None, None, None))  # no version: the device's last one
         now[0] += 60
         await log.flush()
     (segment,) = (tmp_path / "traces").iterdir()
@@ -98,7 +99,7 @@ async def test_records_come_back_in_time_order_and_a_cut_member_loses_only_itsel
     segment.write_bytes(data[:-7])  # the last batch's member cut short
     assert len([r for h in read_hours(tmp_path / "traces", 0) for r in h]) == 2 * 8
     later = _log(tmp_path / "traces", now, stats)  # a new run never appends after the cut member
-    later.on_event("cam-2", "activated", "detector", "2.0.0", None)
+    later.on_event(DeviceEvent("cam-2", "activated", "detector", "2.0.0", None))
     await later.flush()
     assert len([r for h in read_hours(tmp_path / "traces", 0) for r in h]) == 2 * 8 + 1
     (newest,) = [r for h in read_hours(tmp_path / "traces", now[0]) for r in h]
