@@ -11,6 +11,7 @@ from typing import Any
 from amqtt.adapters import BufferReader
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import ConnackPacket
 from amqtt.mqtt.connect import ConnectPacket
 from amqtt.mqtt.packet import MQTTFixedHeader
 
@@ -156,3 +157,18 @@ async def find_session(
         return session
     core.touch_session(device_id, key)
     return resume(old_session, session)
+
+
+def register(core: Hub, me: Any, session: LeanSession, device_id: str, key: str) -> int:
+    """Connection ``me`` holds ``session`` under ``key`` now; the CONNACK's session-present flag."""
+    session.client_id = key
+    session.connect()
+    core._sessions[key] = (session, me)
+    core.device_conns[device_id] = core.device_conns.get(device_id, 0) + 1
+    core.authenticated += 1
+    core.stats.inc("accepted")
+    return session.parent if not session.clean_session else 0
+
+
+def connack(session_present: int, code: int) -> bytes:
+    return bytes(ConnackPacket.build(session_present, code).to_bytes())
