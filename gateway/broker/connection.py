@@ -306,7 +306,7 @@ class Connection(asyncio.Protocol):
                 core.limits.max_queued_messages,
             )
             self.device_id = await handshake.authenticate(core, session, self.peer)
-            self.key = rules.session_key(self.device_id, session.client_id)
+            self.key = rules.session_key(self.device_id, session.client_id or "")
             session = await handshake.find_session(core, session, self.device_id, self.key, self, self.peer)
         except handshake.Refused as refused:
             if refused.code is not None:

@@ -88,7 +88,6 @@ def new_session(connect: ConnectPacket, peer: str, ssl_object: object, queue_lim
     session.username = connect.username
     session.password = connect.password
     session.keep_alive = max(connect.keep_alive, 0)
-    session.remote_address, _, session.remote_port = peer.rpartition(":")
     session.ssl_object = ssl_object
     return session
 
@@ -97,7 +96,6 @@ def resume(stored: LeanSession, fresh: LeanSession) -> LeanSession:
     """The stored session, resumed with the new connection's parameters [MQTT-3.1.2-4]."""
     for name in RESUMED:
         setattr(stored, name, getattr(fresh, name))
-    stored.remote_address, stored.remote_port = fresh.remote_address, fresh.remote_port
     stored.ssl_object = fresh.ssl_object
     stored.parent = 1
     return stored
@@ -116,7 +114,9 @@ async def authenticate(core: Hub, session: LeanSession, peer: str) -> str:
         )
         raise Refused(CONNACK_BAD_CREDENTIALS if bad else CONNACK_NOT_AUTHORIZED)
     device_id: str = session.attributes[DEVICE_ID]
-    if session.will_flag and not await core._topic_filtering(session, session.will_topic, Action.PUBLISH):
+    if session.will_flag and not await core._topic_filtering(
+        session, session.will_topic or "", Action.PUBLISH
+    ):
         core.stats.inc("refused")
         log.warning(
             "mqtt %s (%s) refused: will topic %r outside its subtree", device_id, peer, session.will_topic
