@@ -225,6 +225,8 @@ class AmqttCore(AmqttBroker):
             self._del_subscription(a_filter, session)
 
     def has_subscribers(self, topic: str) -> bool:
+        if not self.device_filters:  # nobody subscribed to anything (asked once per message)
+            return False
         filters = self.device_filters.get(rules.topic_device(topic) or "")
         return bool(filters) and any(self._matches(topic, f) for f in filters)  # type: ignore[union-attr]
 
