@@ -270,7 +270,7 @@ class Connection(asyncio.Protocol):
             return self._on_publish(flags, body)
         wire.check_flags(ptype, flags)
         if ptype == wire.PUBACK:
-            self.session.inflight_out.pop(wire.parse_packet_id(body), None)
+            self.session.acknowledged(wire.parse_packet_id(body))
         elif ptype == wire.PINGREQ:
             self._write(wire.PINGRESP_BYTES)
         elif ptype == wire.SUBSCRIBE:
@@ -325,7 +325,7 @@ class Connection(asyncio.Protocol):
 
     def _redeliver(self, session: LeanSession) -> None:
         """Unacknowledged messages again with DUP [MQTT-4.4.0-1], then what queued while offline."""
-        for packet_id, message in list(session.inflight_out.items()):
+        for packet_id, message in session.unacknowledged():
             self._write(wire.encode_publish(message.topic, bytes(message.data), 1, packet_id, dup=True))
         outbox = session.retained_messages
         while not outbox.empty():

@@ -114,6 +114,14 @@ class LeanSession(Session):
             self._inflight_out = OrderedDict()
         return self._inflight_out
 
+    def unacknowledged(self) -> list[tuple[int, Any]]:
+        """(packet id, message) sent and not acknowledged, oldest first, without making the table."""
+        return list(self._inflight_out.items()) if self._inflight_out else []
+
+    def acknowledged(self, packet_id: int) -> None:
+        if self._inflight_out:
+            self._inflight_out.pop(packet_id, None)
+
     def _init_states(self) -> None:
         pass  # no transitions.Machine
 

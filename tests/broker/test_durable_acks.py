@@ -12,6 +12,7 @@ future closes that client, with no PUBACK for it or anything after it, and nobod
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from dataclasses import replace
 from typing import Any
@@ -168,3 +169,68 @@ async def test_an_idle_connection_holds_no_task() -> None:
         for writer in writers:
             writer.close()
         await broker.stop()
+
+
+def subscribe(packet_id: int, topic_filter: str) -> bytes:
+    raw = topic_filter.encode()
+    body = packet_id.to_bytes(2, "big") + len(raw).to_bytes(2, "big") + raw + b"\x01"
+    return bytes((0x82, len(body))) + body
+
+
+async def test_a_message_not_acknowledged_is_sent_again_with_dup_on_resume_and_not_after_its_puback() -> None:
+    broker = await start(Hook(immediate=1))
+    try:
+        port = broker.addresses["tcp"][1]
+        for seed in SEEDS:
+            rng = random.Random(seed)
+            client = f"dev{seed}"
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(raw_connect_packet(client, clean=False))
+            assert (await asyncio.wait_for(reader.readexactly(4), 10))[3] == 0
+            writer.write(subscribe(1, f"devices/{client}/updates"))
+            assert await asyncio.wait_for(reader.readexactly(5), 10) == b"\x90\x03\x00\x01\x01"
+            payloads = [b"update %d" % rng.randrange(10**6) for _ in range(rng.randint(1, 5))]
+            for payload in payloads:
+                await broker.publish(f"devices/{client}/updates", payload)
+            first = await read_publishes(reader, len(payloads))
+            assert [(p, dup) for _, p, dup in first] == [(p, False) for p in payloads]
+            acked = rng.randint(0, len(payloads))  # the oldest ones acknowledged, the rest not
+            for packet_id, _, _ in first[:acked]:
+                writer.write(wire.ack(wire.PUBACK, packet_id))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.close()
+            await until(lambda c=client: not broker.connected(c), what="the first connection gone")
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(raw_connect_packet(client, clean=False))
+            assert await asyncio.wait_for(reader.readexactly(4), 10) == b"\x20\x02\x01\x00"  # session present
+            again = await read_publishes(reader, len(payloads) - acked)
+            assert again == [(i, p, True) for i, p, _ in first[acked:]], f"seed {seed}"
+            for packet_id, _, _ in again:
+                writer.write(wire.ack(wire.PUBACK, packet_id))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.close()
+            await until(lambda c=client: not broker.connected(c), what="the second connection gone")
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(raw_connect_packet(client, clean=False))
+            assert await asyncio.wait_for(reader.readexactly(4), 10) == b"\x20\x02\x01\x00"
+            with contextlib.suppress(TimeoutError):
+                extra = await asyncio.wait_for(reader.read(100), 0.3)
+                assert extra == b"", f"seed {seed}: sent again after its PUBACK: {extra!r}"
+            writer.close()
+    finally:
+        await broker.stop()
+
+
+async def read_publishes(reader: asyncio.StreamReader, count: int) -> list[tuple[int, bytes, bool]]:
+    """(packet id, payload, DUP) of ``count`` QoS 1 PUBLISH packets."""
+    out = []
+    for _ in range(count):
+        first, length = await asyncio.wait_for(reader.readexactly(2), 10)
+        assert first & 0xF6 == 0x32 and length < 128, (first, length)
+        body = await reader.readexactly(length)
+        topic_len = int.from_bytes(body[:2], "big")
+        packet_id = int.from_bytes(body[2 + topic_len : 4 + topic_len], "big")
+        out.append((packet_id, body[4 + topic_len :], bool(first & 0x08)))
+    return out
