@@ -79,18 +79,13 @@ class AmqttCore(AmqttBroker):
             raise BrokerError(f"listener type {listener_type} is not supported here")
         if address and address.startswith("["):
             address = address.strip("[]")
-        connected = partial(self.stream_connected, listener_name=listener_name)
-
-        def protocol() -> asyncio.StreamReaderProtocol:  # what asyncio.start_server would make
-            return asyncio.StreamReaderProtocol(asyncio.StreamReader(), connected)
-
         try:
             sockets = bind_sockets(address or "", port, backlog=LISTEN_BACKLOG)
         except OSError as exc:
             raise BrokerError(f"cannot listen on {address}:{port}: {exc.strerror}") from exc
         acceptor = Acceptor(
             sockets,
-            protocol,
+            partial(Connection, self),
             name=f"mqtt {listener_name}",
             admit=self.admit,
             ssl_context=ssl_context,
@@ -156,14 +151,6 @@ class AmqttCore(AmqttBroker):
             context.load_verify_locations(cafile=listener.cafile)
             context.verify_mode = ssl.CERT_OPTIONAL
         return context
-
-    async def stream_connected(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
-    ) -> None:
-        connection = Connection(self, reader, writer)
-        self.live.add(connection)
-        self.pending[connection] = None
-        await connection.run()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -238,6 +225,8 @@ class AmqttCore(AmqttBroker):
             self._del_subscription(a_filter, session)
 
     def has_subscribers(self, topic: str) -> bool:
+        if not self.device_filters:  # nobody subscribed to anything (asked once per message)
+            return False
         filters = self.device_filters.get(rules.topic_device(topic) or "")
         return bool(filters) and any(self._matches(topic, f) for f in filters)  # type: ignore[union-attr]
 

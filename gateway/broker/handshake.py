@@ -11,6 +11,7 @@ from typing import Any
 from amqtt.adapters import BufferReader
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import ConnackPacket
 from amqtt.mqtt.connect import ConnectPacket
 from amqtt.mqtt.packet import MQTTFixedHeader
 
@@ -87,7 +88,6 @@ def new_session(connect: ConnectPacket, peer: str, ssl_object: object, queue_lim
     session.username = connect.username
     session.password = connect.password
     session.keep_alive = max(connect.keep_alive, 0)
-    session.remote_address, _, session.remote_port = peer.rpartition(":")
     session.ssl_object = ssl_object
     return session
 
@@ -96,7 +96,6 @@ def resume(stored: LeanSession, fresh: LeanSession) -> LeanSession:
     """The stored session, resumed with the new connection's parameters [MQTT-3.1.2-4]."""
     for name in RESUMED:
         setattr(stored, name, getattr(fresh, name))
-    stored.remote_address, stored.remote_port = fresh.remote_address, fresh.remote_port
     stored.ssl_object = fresh.ssl_object
     stored.parent = 1
     return stored
@@ -115,7 +114,9 @@ async def authenticate(core: Hub, session: LeanSession, peer: str) -> str:
         )
         raise Refused(CONNACK_BAD_CREDENTIALS if bad else CONNACK_NOT_AUTHORIZED)
     device_id: str = session.attributes[DEVICE_ID]
-    if session.will_flag and not await core._topic_filtering(session, session.will_topic, Action.PUBLISH):
+    if session.will_flag and not await core._topic_filtering(
+        session, session.will_topic or "", Action.PUBLISH
+    ):
         core.stats.inc("refused")
         log.warning(
             "mqtt %s (%s) refused: will topic %r outside its subtree", device_id, peer, session.will_topic
@@ -156,3 +157,18 @@ async def find_session(
         return session
     core.touch_session(device_id, key)
     return resume(old_session, session)
+
+
+def register(core: Hub, me: Any, session: LeanSession, device_id: str, key: str) -> int:
+    """Connection ``me`` holds ``session`` under ``key`` now; the CONNACK's session-present flag."""
+    session.client_id = key
+    session.connect()
+    core._sessions[key] = (session, me)
+    core.device_conns[device_id] = core.device_conns.get(device_id, 0) + 1
+    core.authenticated += 1
+    core.stats.inc("accepted")
+    return session.parent if not session.clean_session else 0
+
+
+def connack(session_present: int, code: int) -> bytes:
+    return bytes(ConnackPacket.build(session_present, code).to_bytes())

@@ -10,8 +10,9 @@ What we keep of amqtt: its listeners, its session table and subscription table, 
 (loaded with our two plugins only, never the anonymous one), its broadcast loop and session-expiry
 monitor, its CONNECT/SUBSCRIBE codecs. What we replace, by subclassing, and why:
 
-- the per-client protocol handler (``Connection``): bounded reads, one coroutine per client instead
-  of six tasks, malformed input closes that client only;
+- the per-client protocol handler (``Connection``): an ``asyncio.Protocol`` that takes whole
+  packets from the bytes the loop read, with no task or stream reader per client (amqtt: six
+  tasks), bounded reads, malformed input closes that client only;
 - ``Session`` (``LeanSession``): no per-session state machine, bounded offline queue;
 - ``_run_broadcast`` and ``_broadcast_message``: amqtt matches every message against every
   subscription in the broker (O(subscriptions) per message). A device may only subscribe inside

@@ -10,14 +10,19 @@ replaces:
   ``is_connected``) with the connect/disconnect timestamps amqtt's expiry monitor reads;
 - ``retained_messages`` (messages kept for an offline persistent session) by ``OfflineQueue``, a bounded
   deque that drops the oldest message when full and counts it;
-- ``delivered_message_queue`` by nothing: our connection hands messages over directly.
+- ``delivered_message_queue`` by nothing: our connection hands messages over directly;
+- the two in-flight tables: ``inflight_out`` is made when a message is first sent to the client,
+  ``inflight_in`` (QoS 2 towards a client) is an empty read-only mapping, as we grant QoS 1 at most;
+  and the attributes amqtt sets that never change here are class attributes.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Mapping
 from math import floor
+from types import MappingProxyType
 from typing import Any
 
 from amqtt.session import Session
@@ -68,13 +73,54 @@ class LeanSession(Session):
     amqtt's session-expiry monitor uses.
     """
 
-    def __init__(self, queue_limit: int) -> None:
+    # What amqtt's ``Session.__init__`` sets and nobody here changes from its default: class
+    # attributes, so a session's own ``__dict__`` holds only what differs (thousands of sessions).
+    remote_address: str | None = None  # not kept: the connection logs its peer itself
+    remote_port: int | None = None
+    publish_retry_delay = 0
+    broker_uri: str | None = None
+    cafile: str | None = None
+    capath: str | None = None
+    cadata: bytes | None = None
+    ssl_object: Any = None
+    is_anonymous = False
+    parent = 0
+    inflight_in: Mapping[int, Any] = MappingProxyType({})  # QoS 2 to a client: we grant at most 1
+
+    def __init__(self, queue_limit: int) -> None:  # amqtt's __init__ not called: see above
         self.state = "new"
         self.last_connect_time: int | None = None
         self.last_disconnect_time: int | None = None
-        super().__init__()
+        self.client_id: str | None = None
+        self.clean_session: bool | None = None
+        self.will_flag = False
+        self.will_message: bytes | bytearray | None = None
+        self.will_qos: int | None = None
+        self.will_retain: bool | None = None
+        self.will_topic: str | None = None
+        self.keep_alive = 0
+        self.username: str | None = None
+        self.password: str | None = None
+        self._packet_id = 0
+        self.attributes: dict[str, Any] = {}
+        self._inflight_out: OrderedDict[int, Any] | None = None  # made when first needed
         self.retained_messages = OfflineQueue(queue_limit)
         self.delivered_message_queue = None  # never used: see module docstring
+
+    @property
+    def inflight_out(self) -> OrderedDict[int, Any]:
+        """QoS 1 messages sent to this client and not acknowledged yet, oldest first."""
+        if self._inflight_out is None:
+            self._inflight_out = OrderedDict()
+        return self._inflight_out
+
+    def unacknowledged(self) -> list[tuple[int, Any]]:
+        """(packet id, message) sent and not acknowledged, oldest first, without making the table."""
+        return list(self._inflight_out.items()) if self._inflight_out else []
+
+    def acknowledged(self, packet_id: int) -> None:
+        if self._inflight_out:
+            self._inflight_out.pop(packet_id, None)
 
     def _init_states(self) -> None:
         pass  # no transitions.Machine

@@ -71,6 +71,29 @@ def remaining_length_step(value: int, multiplier: int, byte: int) -> tuple[int, 
     return value, multiplier * 128, False
 
 
+def fixed_header(data: bytes, pos: int, limit: int) -> tuple[int, int] | None:
+    """The packet starting at ``data[pos]``: (where its body starts, its remaining length), or
+    None while its fixed header is incomplete. :class:`PacketTooLarge` as soon as the length is
+    known to pass ``limit``, before any of the body is buffered [MQTT-2.2.3]."""
+    end = len(data)
+    i = pos + 1
+    value, multiplier = 0, 1
+    while True:
+        if i >= end:
+            return None
+        byte = data[i]
+        i += 1
+        value += (byte & 0x7F) * multiplier
+        if byte < 0x80:
+            break
+        if multiplier >= 128**3:
+            raise MalformedPacket("remaining length longer than 4 bytes")
+        multiplier *= 128
+    if value > limit:
+        raise PacketTooLarge(value, limit)
+    return i, value
+
+
 def decode_remaining_length(data: bytes) -> tuple[int, int]:
     """(remaining length, bytes used) from the bytes after the first header byte; for tests and tools."""
     value, multiplier = 0, 1

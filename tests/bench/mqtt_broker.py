@@ -1,6 +1,10 @@
 """Benchmark: the embedded broker beside bare amqtt and mosquitto, in one run on this machine.
 
-Run: ``python tests/bench/mqtt_broker.py [--messages 20000] [--publishers 4] [--conns 1000,5000]``
+Run: ``python tests/bench/mqtt_broker.py [--messages 20000] [--publishers 4] [--conns 1000,5000]
+[--kinds ...] [--rounds N]``. Issue 27's embedded-broker figures in one command, ours against
+mosquitto from the same run (ingest as the median of three rounds, the two alternating, and KB per
+idle connection at 1,000 and 5,000, with the ratios and the goals):
+``python tests/bench/mqtt_broker.py --kinds ours,mosquitto --rounds 3 --messages 40000``
 
 1. Ingest: QoS 1 messages/s to ``devices/{id}/metrics`` from Debian's ``mosquitto_pub -l`` (one
    process per publisher, one message per stdin line). Ours is the real gateway (``serve``, lab mode),
@@ -26,6 +30,7 @@ import json
 import os
 import resource
 import sqlite3
+import statistics
 import struct
 import subprocess
 import sys
@@ -252,24 +257,28 @@ def main() -> None:
     ap.add_argument("--publishers", type=int, default=4)
     ap.add_argument("--conns", default="1000,5000")
     ap.add_argument("--kinds", default="ours,ours-aggregate-only,ours-external,amqtt,mosquitto")
+    ap.add_argument("--rounds", type=int, default=1, help="ingest rounds, the kinds alternating; medians")
     args = ap.parse_args()
     levels = [int(x) for x in args.conns.split(",")]
     _raise_nofile()
     work = Path(tempfile.mkdtemp(prefix="mqtt-bench-"))
     (work / "registry").mkdir()
-    rates: dict[str, float] = {}
+    runs: dict[str, list[float]] = {}
     mem: dict[str, dict[int, float]] = {}
     kinds = [
         k
         for k in ("ours", "ours-aggregate-only", "ours-external", "amqtt", "mosquitto")
         if k in args.kinds.split(",")
     ]
+    for _ in range(args.rounds):
+        for kind in kinds:
+            with broker(kind, work) as (port, proc):
+                rate = ingest(port, args.messages, args.publishers, work, external=kind == "ours-external")
+                runs.setdefault(kind, []).append(rate)
+                print(
+                    f"{kind}: ingest {rate:.0f} msg/s QoS 1 ({args.messages} messages, {args.publishers} publishers); broker CPU {cpu_seconds([proc]):.1f} s so far"
+                )
     for kind in kinds:
-        with broker(kind, work) as (port, proc):
-            rates[kind] = ingest(port, args.messages, args.publishers, work, external=kind == "ours-external")
-            print(
-                f"{kind}: ingest {rates[kind]:.0f} msg/s QoS 1 ({args.messages} messages, {args.publishers} publishers); broker CPU {cpu_seconds([proc]):.1f} s so far"
-            )
         if kind == "ours-aggregate-only":
             continue
         with broker(kind, work) as (port, proc):
@@ -281,9 +290,10 @@ def main() -> None:
                 )
             )
             print(f"{kind}: {storm}")
+    rates = {k: statistics.median(v) for k, v in runs.items()}
     print()
+    print(f"ingest msg/s (median of {args.rounds}): " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
     base = rates.get("ours")
-    print("ingest msg/s: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
     if base:
         print("ratios to ours (embedded): " + ", ".join(f"{k} {v / base:.2f}" for k, v in rates.items()))
     for lvl in levels:
@@ -291,6 +301,30 @@ def main() -> None:
             f"memory per connection at {lvl}: "
             + ", ".join(f"{k} {m[lvl] / 1024:.1f} KB" for k, m in mem.items() if lvl in m)
         )
+    if "ours" in rates and "mosquitto" in rates:
+        print(versus_mosquitto(runs, mem, levels))
+
+
+def versus_mosquitto(
+    runs: dict[str, list[float]], mem: dict[str, dict[int, float]], levels: list[int]
+) -> str:
+    """The embedded broker against mosquitto from this same run, with issue 27's goals."""
+    ours, theirs = statistics.median(runs["ours"]), statistics.median(runs["mosquitto"])
+    each = ", ".join(f"{a / b:.2f}x" for a, b in zip(runs["ours"], runs["mosquitto"], strict=True))
+    lines = [
+        "",
+        "ours (embedded) vs mosquitto, same run:",
+        f"  QoS 1 ingest: ours {ours:.0f} msg/s, mosquitto {theirs:.0f} msg/s: {ours / theirs:.2f}x"
+        f" (each round: {each}; goal at least 0.5x)",
+    ]
+    for lvl in levels:
+        a, b = mem.get("ours", {}).get(lvl), mem.get("mosquitto", {}).get(lvl)
+        if a is not None and b is not None:
+            lines.append(
+                f"  per idle connection at {lvl}: ours {a / 1024:.1f} KB, mosquitto {b / 1024:.1f} KB:"
+                f" {a / max(b, 1):.1f}x (goal at most 4 KB at 5000)"
+            )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
