@@ -6,8 +6,10 @@ num_errors, error_rate, cpu_percent, ram_percent, uptime_seconds``, optionally `
 ``shadow`` (true when the figures are those of a candidate running in shadow beside the active
 model); ``drift`` (feature -> the window's sketch of it, :mod:`gateway.core.drift_sketch`); and in a
 shadow message ``agreement`` (the two models on the same frames: :mod:`gateway.core.agreement`).
-Unknown fields are ignored. The device's ``timestamp`` is kept for the record but never
-places a sample in a window: the gateway's receive time does (a device clock may be anything).
+Unknown fields are ignored. The device's ``timestamp`` (Unix seconds, or a text such as ISO 8601
+of at most ``MAX_TIMESTAMP_CHARS``) is kept as sent in the journaled sample, for the cloud and for
+measuring a message's way in, but never places a sample in a window: the gateway's receive time
+does (a device clock may be anything).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from gateway.core.manifest import valid_id
 MAX_PAYLOAD_BYTES = 16 << 10
 MAX_CLASSES = 64
 MAX_CLASS_NAME = 64
+MAX_TIMESTAMP_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Sample:
     uptime_s: float | None = None
     agreement: Agreement | None = None  # only in a shadow message
     drift: Mapping[str, DriftSketch] = field(default_factory=dict)
+    device_timestamp: float | str | None = None  # the device's own clock, as sent
 
 
 def _num(
@@ -78,6 +82,17 @@ def _count(doc: Mapping[str, Any], key: str, where: str) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > 10**12:
         raise FormatError(f"{where}: {key} must be a whole number of at least 0, got {v!r}")
     return v
+
+
+def _device_timestamp(doc: Mapping[str, Any], where: str) -> float | str | None:
+    v = doc.get("timestamp")
+    if v is None or (isinstance(v, str) and 0 < len(v) <= MAX_TIMESTAMP_CHARS and v.isprintable()):
+        return v
+    if isinstance(v, int | float) and not isinstance(v, bool) and abs(v) < 1e18 and math.isfinite(v):
+        return v
+    raise FormatError(
+        f"{where}: timestamp must be Unix seconds or a text of at most {MAX_TIMESTAMP_CHARS} characters"
+    )
 
 
 def parse_metrics(
@@ -144,4 +159,5 @@ def parse_metrics(
         uptime_s=_num(doc, "uptime_seconds", where, lo=0),
         agreement=None if agreement is None else parse_agreement(agreement, where),
         drift=parse_drift(doc.get("drift"), where),
+        device_timestamp=_device_timestamp(doc, where),
     )

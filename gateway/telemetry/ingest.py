@@ -144,6 +144,8 @@ class Telemetry:
             "unknown_rate": sample.unknown_rate,
             "shadow": sample.shadow,
         }
+        if sample.device_timestamp is not None:  # the device's clock, as sent (never used for windows)
+            body["timestamp"] = sample.device_timestamp
         if sample.agreement is not None:  # a shadow message's agreement on the same frames
             body["agreement"] = sample.agreement.to_json()
         return self.outbox.append_nowait("sample", body, now)
