@@ -38,18 +38,28 @@ def pct(values: list[float], p: float) -> float:
 
 
 class Mosquitto:
-    """Debian's mosquitto, persistence on, anonymous (the bench's devices are not the point here)."""
+    """Debian's mosquitto, persistence on, anonymous (the bench's devices are not the point here).
+    With ``bridge_to``, a second broker of a small cluster: it holds its own devices and passes
+    their metrics and events on to the gateway's broker over a QoS 1 bridge with a persistent
+    session (and the gateway's notices back), as a site past one broker's descriptors would."""
 
-    def __init__(self, work: Path, port: int) -> None:
+    def __init__(self, work: Path, port: int, bridge_to: int | None = None) -> None:
         self.work, self.port = work, port
         self.proc: subprocess.Popen[bytes] | None = None
         (work / "db").mkdir(parents=True)
-        (work / "mosquitto.conf").write_text(
+        conf = (
             f"listener {port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n"
             f"persistence true\npersistence_location {work / 'db'}/\n"
             "max_queued_messages 1000000\nmax_queued_bytes 0\nmax_connections -1\n"
             f"connection_messages false\nlog_dest file {work / 'mosquitto.log'}\nlog_type error\nlog_type warning\n"
         )
+        if bridge_to is not None:
+            conf += (
+                f"connection to-gateway-broker\naddress 127.0.0.1:{bridge_to}\nclientid bridge-{port}\n"
+                "cleansession false\nbridge_protocol_version mqttv311\nrestart_timeout 1 5\n"
+                "topic devices/+/metrics out 1\ntopic devices/+/events out 1\ntopic devices/+/updates in 1\n"
+            )
+        (work / "mosquitto.conf").write_text(conf)
 
     def start(self) -> None:
         self.proc = subprocess.Popen(["mosquitto", "-c", str(self.work / "mosquitto.conf")],
@@ -171,15 +181,17 @@ class Cpu:
 
 
 class Watch:
-    def __init__(self, gw: Gateway, mosq: Mosquitto) -> None:
-        self.gw, self.mosq = gw, mosq
-        self.cpu = {"gateway": Cpu(), "mosquitto": Cpu()}
-        self.rss_max = {"gateway": 0, "mosquitto": 0}
+    def __init__(self, gw: Gateway, brokers: list[Mosquitto]) -> None:
+        self.gw, self.brokers = gw, brokers
+        self.procs: dict[str, Gateway | Mosquitto] = {"gateway": gw}
+        self.procs.update({f"mosquitto-{i + 1}": b for i, b in enumerate(brokers)})
+        self.cpu = {name: Cpu() for name in self.procs}
+        self.rss_max = dict.fromkeys(self.procs, 0)
         self.seen: dict[Key, tuple[int, float, float]] = {}  # key -> (times, first seen, record's at)
         self.gate_timeline: list[tuple[float, str]] = []
         self.last_gate = ""
         self.mqtt: dict[str, int] = {}  # the gateway's link to the site broker, last seen (/status)
-        self.max_connections = 0  # mosquitto's TCP connections, sampled every 15 s
+        self.max_connections = 0  # the brokers' TCP connections, sampled every 15 s
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._tail, daemon=True),
                          threading.Thread(target=self._sample, daemon=True)]  # fmt: skip
@@ -197,7 +209,8 @@ class Watch:
     def _sample(self) -> None:
         tick = 0
         while not self._stop.wait(1.0):
-            for name, proc in (("gateway", self.gw.proc), ("mosquitto", self.mosq.proc)):
+            for name, holder in self.procs.items():
+                proc = holder.proc
                 self.cpu[name].sample(proc)
                 try:
                     if proc is not None and proc.poll() is None:
@@ -225,8 +238,8 @@ class Watch:
             self.gate_timeline.append((time.time(), line))
 
     def mark(self) -> None:
-        for name, proc in (("gateway", self.gw.proc), ("mosquitto", self.mosq.proc)):
-            self.cpu[name].sample(proc)
+        for name, holder in self.procs.items():
+            self.cpu[name].sample(holder.proc)
             self.cpu[name].mark()
 
     def gate_line(self) -> str:
@@ -266,8 +279,10 @@ class Watch:
             time.sleep(0.5)
 
     def connections(self) -> int:
-        try:
-            proc = psutil.Process(self.mosq.proc.pid) if self.mosq.proc else None
-            return len(proc.net_connections(kind="tcp")) if proc else 0
-        except psutil.Error:
-            return 0
+        n = 0
+        for b in self.brokers:
+            try:
+                n += len(psutil.Process(b.proc.pid).net_connections(kind="tcp")) if b.proc else 0
+            except psutil.Error:
+                pass
+        return n
