@@ -57,7 +57,8 @@ class Mosquitto:
             conf += (
                 f"connection to-gateway-broker\naddress 127.0.0.1:{bridge_to}\nclientid bridge-{port}\n"
                 "cleansession false\nbridge_protocol_version mqttv311\nrestart_timeout 1 5\n"
-                "topic devices/+/metrics out 1\ntopic devices/+/events out 1\ntopic devices/+/updates in 1\n"
+                "topic devices/+/metrics out 1\ntopic devices/+/events out 1\ntopic devices/+/samples out 1\n"
+                "topic devices/+/updates in 1\n"
             )
         (work / "mosquitto.conf").write_text(conf)
 
@@ -189,7 +190,7 @@ class Watch:
         self.rss_max = dict.fromkeys(self.procs, 0)
         self.seen: dict[Key, tuple[int, float, float]] = {}  # key -> (times, first seen, record's at)
         self.gate_timeline: list[tuple[float, str]] = []
-        self.last_gate = ""
+        self.last_gate = self.last_step = ""
         self.mqtt: dict[str, int] = {}  # the gateway's link to the site broker, last seen (/status)
         self.max_connections = 0  # the brokers' TCP connections, sampled every 15 s
         self._stop = threading.Event()
@@ -233,9 +234,11 @@ class Watch:
         self.mqtt = {**self.mqtt, **{k: v for k, v in doc.get("mqtt", {}).items() if isinstance(v, int)}}
         line = "; ".join(f"{g['deployment']}: {g['stage']} wave {g['wave']}, {g['admitted']} admitted, "
                          f"{g['ran']} ran" for g in gates)  # fmt: skip
-        if line and line != self.last_gate:
-            self.last_gate = line
+        step = "; ".join(f"{g['deployment']}: {g['stage']} wave {g['wave']}" for g in gates)
+        if step and step != self.last_step:  # a new stage or wave: the timeline (with who ran then)
+            self.last_step = step
             self.gate_timeline.append((time.time(), line))
+        self.last_gate = line or self.last_gate
 
     def mark(self) -> None:
         for name, holder in self.procs.items():
