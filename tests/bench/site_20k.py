@@ -12,7 +12,7 @@ and a quick smoke run: ``--devices 500 --minutes 2``. Everything is on loopback 
   over more brokers, each bridged to the gateway's one at QoS 1 with a persistent session (the
   README's advice for sites past one broker); ``--brokers N`` forces N;
 - a registry folder with the cloud's key: the baseline ``detector`` 1.0.0 before the start, and
-  2.0.0 published at 10 % of the run, which the gateway holds to its waves (short soak settings in the
+  2.0.0 published at 15 % of the run, which the gateway holds to its waves (short soak settings in the
   gateway's config, :class:`tests.bench.site_watch.Gateway`, so that it can finish within the run);
 - ``ota-gateway serve`` as a real process, ``mqtt.mode = "external"`` on that mosquitto, its data
   folder in the temp folder;
@@ -162,7 +162,7 @@ def schedule(
     at(0.0)
     watch.mark()
     note(f"{args.devices} devices start publishing and polling")
-    at(0.10)
+    at(0.15)
     publish(work, keys, "2.0.0", args.artifact_kb << 10)
     note("detector 2.0.0 published in the registry")
     at(0.45)

@@ -114,7 +114,7 @@ waves = [1.0, 10.0, 50.0, 100.0]
 soak_min_s = 20.0
 min_samples = 3
 warmup_share = 0.1
-reference_wait_s = 30.0
+reference_wait_s = 120.0
 [discovery]
 enabled = false
 """)
