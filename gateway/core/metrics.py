@@ -6,8 +6,10 @@ num_errors, error_rate, cpu_percent, ram_percent, uptime_seconds``, optionally `
 ``shadow`` (true when the figures are those of a candidate running in shadow beside the active
 model); ``drift`` (feature -> the window's sketch of it, :mod:`gateway.core.drift_sketch`); and in a
 shadow message ``agreement`` (the two models on the same frames: :mod:`gateway.core.agreement`).
-Unknown fields are ignored. The device's ``timestamp`` is kept for the record but never
-places a sample in a window: the gateway's receive time does (a device clock may be anything).
+Unknown fields are ignored. The device's ``timestamp`` (Unix seconds, or a text such as ISO 8601
+of at most ``MAX_TIMESTAMP_CHARS``) is kept as sent in the journaled sample, for the cloud and for
+measuring a message's way in, but never places a sample in a window: the gateway's receive time
+does (a device clock may be anything).
 
 The message is one value, :class:`MetricsMessage`, with one wire form, :func:`encode` (a JSON
 object, its keys in one order, absent fields left out): the device agent builds and encodes it
@@ -34,6 +36,7 @@ from gateway.core.manifest import valid_id
 MAX_PAYLOAD_BYTES = 16 << 10
 MAX_CLASSES = 64
 MAX_CLASS_NAME = 64
+MAX_TIMESTAMP_CHARS = 64
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,7 +46,7 @@ class MetricsMessage:
     through as they are."""
 
     device_id: str | None = None
-    timestamp: float | None = None
+    timestamp: float | str | None = None  # the device's clock, as sent
     model_id: str | None = None
     model_version: str
     num_inferences: int | None = None
@@ -109,6 +112,7 @@ class Sample:
     uptime_s: float | None = None
     agreement: Agreement | None = None  # only in a shadow message
     drift: Mapping[str, DriftSketch] = field(default_factory=dict)
+    device_timestamp: float | str | None = None  # the device's own clock, as sent
 
     def record(self) -> dict[str, Any]:
         """The sample as the outbox journals it for the cloud (a ``sample`` record): its own field
@@ -128,6 +132,8 @@ class Sample:
             "unknown_rate": self.unknown_rate,
             "shadow": self.shadow,
         }
+        if self.device_timestamp is not None:  # the device's clock, as sent (never used for windows)
+            body["timestamp"] = self.device_timestamp
         if self.agreement is not None:  # a shadow message's agreement on the same frames
             body["agreement"] = self.agreement.to_json()
         return body
@@ -172,6 +178,17 @@ def parse_message(
     return MetricsMessage(**_read(device_id, payload, model_id)[0])
 
 
+def _device_timestamp(doc: Mapping[str, Any], where: str) -> float | str | None:
+    v = doc.get("timestamp")
+    if v is None or (isinstance(v, str) and 0 < len(v) <= MAX_TIMESTAMP_CHARS and v.isprintable()):
+        return v
+    if isinstance(v, int | float) and not isinstance(v, bool) and abs(v) < 1e18 and math.isfinite(v):
+        return v
+    raise FormatError(
+        f"{where}: timestamp must be Unix seconds or a text of at most {MAX_TIMESTAMP_CHARS} characters"
+    )
+
+
 def parse_metrics(
     device_id: str, payload: bytes | Mapping[str, Any], now: float, *, model_id: str | None = None
 ) -> Sample:
@@ -198,6 +215,7 @@ def parse_metrics(
         uptime_s=m["uptime_seconds"],
         agreement=agreement,
         drift=drift,
+        device_timestamp=m["timestamp"],
     )
 
 
@@ -259,11 +277,10 @@ def _read(
     agreement = doc.get("agreement")
     if agreement is not None and not shadow:
         raise FormatError(f"{where}: agreement is reported only in a shadow message (shadow: true)")
-    stamp = doc.get("timestamp")  # kept for the record, never judged
     latency_ms = _num(doc, "avg_latency_ms", where, lo=0, hi=3.6e6)  # the fields checked in this order
     message = dict(
         device_id=claimed,
-        timestamp=stamp if isinstance(stamp, int | float) and not isinstance(stamp, bool) else None,
+        timestamp=_device_timestamp(doc, where),  # kept for the record, never judged
         model_id=doc.get("model_id"),
         model_version=version,
         num_inferences=inferences if "num_inferences" in doc else None,
