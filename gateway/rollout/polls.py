@@ -5,8 +5,8 @@
 which blobs are verified, and hands them to the pure :func:`gateway.core.policy.answer` through
 :class:`gateway.core.poll_memo.PollMemo`, which gives a device its previous answer again while none
 of those inputs changed. The site's gates are asked of that published value by the core itself
-(:mod:`gateway.core.site_state`): no shell object is handed into the core. It also renders the answer's manifest and ETag, memoised: the same few
-answers go to thousands of devices.
+(:mod:`gateway.core.site_state`): no shell object is handed into the core. It also renders the
+answer's manifest and ETag, memoised: the same few answers go to thousands of devices.
 
 It leaves to others: parsing the request, credentials, long polls and headers (``gateway.http``);
 what is in effect and when (``gateway.rollout`` and the site loop); the decision itself
