@@ -4,8 +4,8 @@ On a plain TCP connection the bytes go from the page cache to the socket with ``
 never through Python. The first call is made at once, from the handler: a 1 MiB range usually fits
 the socket's buffer, so it costs one system call and no trip through the event loop (asyncio's
 ``loop.sendfile`` always waits for one, and pauses and resumes reading and registers and removes a
-writer around it: four ``epoll_ctl`` calls per response). What does not fit is left to
-``loop.sendfile``, which waits for the socket to drain.
+writer around it: four ``epoll_ctl`` calls per response). What does not fit goes out each time the
+socket can take more, from one writer registered for the rest of the range.
 
 :func:`corked` holds the response head in the kernel (``TCP_CORK``, what nginx's ``tcp_nopush``
 does) until the body follows, so head and body leave in full segments instead of a small packet
@@ -75,28 +75,70 @@ async def send_range(
     sock = plain_socket(transport)
     if sock is None:
         return await copy_range(resp, file, offset, count)
-    sent = 0
-    if transport.get_write_buffer_size() == 0:  # nothing queued ahead of the body: straight in
-        try:
-            sent = os.sendfile(sock.fileno(), file.fileno(), offset, count)
-        except BlockingIOError:
-            sent = 0
-        except (BrokenPipeError, ConnectionResetError) as exc:
-            raise ConnectionResetError("connection lost") from exc
-        except OSError:  # the kernel will not send this file into this socket: read it instead
-            return await copy_range(resp, file, offset, count)
-        else:
-            if sent == count or sent == 0:  # all of it, or the file ends at offset (0 is end of file)
-                return sent
-    if transport.is_closing():
-        raise ConnectionResetError("connection lost")
+    if transport.get_write_buffer_size():  # a part head still queued: asyncio sends it first
+        return await _after_queued(transport, resp, file, offset, count)
+    out_fd, in_fd = sock.fileno(), file.fileno()
     try:
-        more = await asyncio.get_running_loop().sendfile(
-            transport, file, offset + sent, count - sent, fallback=False
-        )
+        sent, finished = _push(out_fd, in_fd, offset, count)
+    except (BrokenPipeError, ConnectionResetError) as exc:
+        raise ConnectionResetError("connection lost") from exc
+    except OSError:  # the kernel will not send this file into this socket: read it instead
+        return await copy_range(resp, file, offset, count)
+    if finished:
+        return sent
+    return sent + await _when_writable(out_fd, in_fd, offset + sent, count - sent)
+
+
+def _push(out_fd: int, in_fd: int, offset: int, count: int) -> tuple[int, bool]:
+    """One ``sendfile``: what the socket takes now. Returns the bytes sent and whether the range is
+    finished (all sent, or the file ends: ``sendfile`` returns 0 only at its end)."""
+    try:
+        n = os.sendfile(out_fd, in_fd, offset, count)
+    except BlockingIOError:
+        return 0, False
+    return n, n in (0, count)
+
+
+async def _when_writable(sock_fd: int, in_fd: int, offset: int, count: int) -> int:
+    """The rest of a range larger than the socket's buffer: one ``sendfile`` each time the socket
+    can take more, on one writer registered for the whole range (asyncio's ``loop.sendfile``
+    registers and removes it again around every step). The writer is on a duplicate of the
+    socket's descriptor, which the transport does not own."""
+    loop = asyncio.get_running_loop()
+    fd = os.dup(sock_fd)
+    finished = loop.create_future()
+    sent = 0
+
+    def on_writable() -> None:
+        nonlocal sent
+        if finished.done():
+            return
+        try:
+            n, done = _push(fd, in_fd, offset + sent, count - sent)
+        except OSError as exc:
+            finished.set_exception(ConnectionResetError(f"connection lost ({exc})"))
+            return
+        sent += n
+        if done:
+            finished.set_result(None)
+
+    try:
+        loop.add_writer(fd, on_writable)
+        await finished
+    finally:
+        loop.remove_writer(fd)
+        os.close(fd)
+    return sent
+
+
+async def _after_queued(
+    transport: asyncio.Transport, resp: web.StreamResponse, file: IO[bytes], offset: int, count: int
+) -> int:
+    """asyncio's ``loop.sendfile`` waits for the transport's queue to empty before it sends."""
+    try:
+        return await asyncio.get_running_loop().sendfile(transport, file, offset, count, fallback=False)
     except (asyncio.SendfileNotAvailableError, NotImplementedError):
-        more = await copy_range(resp, file, offset + sent, count - sent)
-    return sent + more
+        return await copy_range(resp, file, offset, count)
 
 
 async def copy_range(resp: web.StreamResponse, file: IO[bytes], offset: int, count: int) -> int:
