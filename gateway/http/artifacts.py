@@ -43,7 +43,7 @@ from aiohttp.abc import AbstractStreamWriter
 from gateway.core.manifest import valid_id
 from gateway.http.open_blobs import BOUNDARY_LEN, OpenBlob, OpenBlobs, part_head
 from gateway.http.ranges import ByteRange, plan
-from gateway.http.sendfile import copy_range, corked, plain_socket, send_range
+from gateway.http.sendfile import copy_range, cork, plain_socket, send_range
 from gateway.stats import Stats
 from gateway.store.fill import Fill
 from gateway.store.lookup import ArtifactLookup, Pending, Streaming, Verified
@@ -194,7 +194,10 @@ class ArtifactHandler:
         closing: bytes = b"",
     ) -> web.StreamResponse:
         """The head, then each part's bytes with sendfile (the head held back to leave with them)."""
-        with corked(plain_socket(request.transport)):
+        transport = request.transport
+        sock = plain_socket(transport)
+        cork(sock, True)
+        try:
             writer = await resp.prepare(request)
             if request.method == "HEAD" or writer is None:
                 await resp.write_eof()
@@ -204,13 +207,15 @@ class ArtifactHandler:
                     continue
                 if head:
                     await resp.write(head)
-                sent = await send_range(request, resp, blob.file, r.first, r.length)
+                sent = await send_range(transport, sock, resp, blob.file, r.first, r.length)
                 self.stats.inc("downloads.bytes", sent)
                 if sent < r.length:  # truncated while streaming: cut the connection, never a short 200
                     raise ConnectionResetError("blob shorter than verified")
             if closing:
                 await resp.write(closing)
             await resp.write_eof()
+        finally:
+            cork(sock, False)
         return resp
 
     async def _stream(self, request: web.Request, found: Streaming) -> web.StreamResponse:

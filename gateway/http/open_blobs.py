@@ -75,6 +75,13 @@ def open_verified(found: Verified) -> IO[bytes] | None:
     return f
 
 
+def _key(found: Verified) -> tuple[object, ...]:
+    """What names a held blob: its content (blobs are content-addressed: one sha256, one set of
+    bytes, whichever file holds them), and what its headers and checks are made of. Cheaper to hash
+    than the ``Verified`` with its path, built anew by every lookup."""
+    return (found.sha256, found.size, found.ctime_ns, found.mtime, found.content_type)
+
+
 @dataclass(eq=False)
 class OpenBlob:
     """One verified blob held open, and what every response for it says the same way."""
@@ -109,7 +116,7 @@ class OpenBlobs:
     def __init__(self, hold_s: float = HOLD_S, max_open: int = MAX_OPEN) -> None:
         self.hold_s = hold_s
         self.max_open = max_open
-        self._held: dict[Verified, OpenBlob] = {}
+        self._held: dict[tuple[object, ...], OpenBlob] = {}
         self._closed = False
 
     def __len__(self) -> int:
@@ -118,7 +125,7 @@ class OpenBlobs:
     async def acquire(self, found: Verified) -> OpenBlob | None:
         """The open blob for ``found``, counted as in use until :meth:`release`; None when the file
         on disk is not the one that was verified (gone, short, not a regular file, changed)."""
-        blob = self._held.get(found)
+        blob = self._held.get(_key(found))
         if blob is not None and not blob.intact():
             self._let_go(blob)
             blob = None
@@ -140,11 +147,12 @@ class OpenBlobs:
             blob.file.close()
 
     def _hold(self, blob: OpenBlob) -> None:
-        if (old := self._held.get(blob.found)) is not None:  # opened twice at once: the newer stays
+        key = _key(blob.found)
+        if (old := self._held.get(key)) is not None:  # opened twice at once: the newer stays
             self._let_go(old)
         while len(self._held) >= self.max_open:
             self._let_go(next(iter(self._held.values())))  # the oldest open
-        self._held[blob.found] = blob
+        self._held[key] = blob
         blob.timer = asyncio.get_running_loop().call_later(self.hold_s, self._let_go, blob)
 
     def _let_go(self, blob: OpenBlob) -> None:
@@ -152,8 +160,9 @@ class OpenBlobs:
         if blob.expired:
             return
         blob.expired = True
-        if self._held.get(blob.found) is blob:
-            del self._held[blob.found]
+        key = _key(blob.found)
+        if self._held.get(key) is blob:
+            del self._held[key]
         if blob.timer is not None:
             blob.timer.cancel()
             blob.timer = None

@@ -7,7 +7,7 @@ the socket's buffer, so it costs one system call and no trip through the event l
 writer around it: four ``epoll_ctl`` calls per response). What does not fit goes out each time the
 socket can take more, from one writer registered for the rest of the range.
 
-:func:`corked` holds the response head in the kernel (``TCP_CORK``, what nginx's ``tcp_nopush``
+:func:`cork` holds the response head in the kernel (``TCP_CORK``, what nginx's ``tcp_nopush``
 does) until the body follows, so head and body leave in full segments instead of a small packet
 for the head first.
 
@@ -24,55 +24,44 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import IO
 
 from aiohttp import web
 
 CHUNK = 1 << 20  # bytes read per step where the bytes pass through Python (TLS)
+_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)  # Linux
 
 
 def plain_socket(transport: asyncio.BaseTransport | None) -> socket.socket | None:
-    """The connection's socket when the kernel can send a file into it (TCP without TLS)."""
+    """The connection's socket when the kernel can send a file into it (no TLS)."""
     if transport is None or transport.get_extra_info("ssl_object") is not None:
         return None
-    sock = transport.get_extra_info("socket")
-    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return None
-    return sock
+    return transport.get_extra_info("socket")
 
 
-@contextmanager
-def corked(sock: socket.socket | None) -> Iterator[None]:
-    """Hold partial segments while the head and body are written; push them out after."""
-    if sock is None or not hasattr(socket, "TCP_CORK"):
-        yield
-        return
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-    except OSError:  # the connection is gone: the writes that follow say so
-        yield
-        return
-    try:
-        yield
-    finally:
+def cork(sock: socket.socket | None, on: bool) -> None:
+    """``TCP_CORK`` on (hold partial segments while the head and body are written) or off (push
+    them out). A connection that is gone is left to the writes to report."""
+    if sock is not None and _TCP_CORK is not None:
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, on)
         except OSError:
             pass
 
 
 async def send_range(
-    request: web.Request, resp: web.StreamResponse, file: IO[bytes], offset: int, count: int
+    transport: asyncio.Transport | None,
+    sock: socket.socket | None,
+    resp: web.StreamResponse,
+    file: IO[bytes],
+    offset: int,
+    count: int,
 ) -> int:
-    """Send ``count`` bytes of ``file`` from ``offset`` after what ``resp`` has written; returns the
-    bytes sent (fewer only when the file is shorter). Raises ConnectionResetError when the
-    connection is gone."""
-    transport = request.transport
+    """Send ``count`` bytes of ``file`` from ``offset`` after what ``resp`` has written, into
+    ``sock`` (:func:`plain_socket`) or, when None, through ``resp``; returns the bytes sent (fewer
+    only when the file is shorter). Raises ConnectionResetError when the connection is gone."""
     if transport is None or transport.is_closing():
         raise ConnectionResetError("connection lost")
-    sock = plain_socket(transport)
     if sock is None:
         return await copy_range(resp, file, offset, count)
     if transport.get_write_buffer_size():  # a part head still queued: asyncio sends it first
