@@ -117,6 +117,8 @@ async def _when_writable(sock_fd: int, in_fd: int, offset: int, count: int) -> i
     finally:
         loop.remove_writer(fd)
         os.close(fd)
+        if finished.done() and not finished.cancelled():
+            finished.exception()  # cancelled just after the socket failed: the failure is known
     return sent
 
 
