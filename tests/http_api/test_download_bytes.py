@@ -15,14 +15,13 @@ import hashlib
 import os
 import random
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from email import message_from_bytes
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from gateway.service import Gateway
 from tests.conftest import Registry
 from tests.gw import gateway_settings, running, until
 from tests.peers import need
@@ -34,11 +33,12 @@ PATH = "/artifacts/detector/1.0.0/detector-1.0.0.bin"
 
 
 class Site:
-    def __init__(self, gw: Gateway, scheme: str, ca: str | None) -> None:
-        host, port = gw.http_addresses[0][:2]
-        self.gw = gw
-        self.url = f"{scheme}://{host}:{port}{PATH}"
+    """One gateway's artifact URL, the CA its certificate is checked with, and its counters."""
+
+    def __init__(self, url: str, ca: str | None, counters: Callable[[], dict[str, int]]) -> None:
+        self.url = url
         self.ca = ca
+        self.counters = counters
 
     def session(self) -> aiohttp.ClientSession:
         ssl_ctx: object = True
@@ -64,7 +64,8 @@ async def site(request: pytest.FixtureRequest, reg: Registry, tmp_path: Path) ->
         ca = pki.ca.pair[0]
     async with running(gateway_settings(reg, tmp_path / "data", http=http)) as gw:
         await until(lambda: gw.store.is_verified(SHA), what="artifact mirrored")
-        yield Site(gw, request.param, ca)
+        host, port = gw.http_addresses[0][:2]
+        yield Site(f"{request.param}://{host}:{port}{PATH}", ca, gw.stats.snapshot)
 
 
 def random_range(rng: random.Random) -> tuple[str, int, int]:
@@ -151,7 +152,7 @@ async def test_ranges_and_whole_files_are_exact_over_http_and_tls(site: Site, se
             kinds = [rng.choice(KINDS) for _ in range(8)]
             await asyncio.gather(*(kind(site, s, random.Random(rng.random())) for kind in kinds))
         await curl_whole_file(site, s, rng)
-    assert site.gw.stats.snapshot().get("downloads.unavailable", 0) == 0
+    assert site.counters().get("downloads.unavailable", 0) == 0
 
 
 def socket_descriptors() -> int:
