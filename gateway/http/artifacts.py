@@ -41,9 +41,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 from gateway.core.manifest import valid_id
+from gateway.http import sendfile
 from gateway.http.open_blobs import BOUNDARY_LEN, OpenBlob, OpenBlobs, part_head
 from gateway.http.ranges import ByteRange, plan
-from gateway.http.sendfile import copy_range, cork, plain_socket, send_range
 from gateway.stats import Stats
 from gateway.store.fill import Fill
 from gateway.store.lookup import ArtifactLookup, Pending, Streaming, Verified
@@ -195,8 +195,8 @@ class ArtifactHandler:
     ) -> web.StreamResponse:
         """The head, then each part's bytes with sendfile (the head held back to leave with them)."""
         transport = request.transport
-        sock = plain_socket(transport)
-        cork(sock, True)
+        sock = sendfile.plain_socket(transport)
+        sendfile.cork(sock, True)
         try:
             writer = await resp.prepare(request)
             if request.method == "HEAD" or writer is None:
@@ -207,7 +207,7 @@ class ArtifactHandler:
                     continue
                 if head:
                     await resp.write(head)
-                sent = await send_range(transport, sock, resp, blob.file, r.first, r.length)
+                sent = await sendfile.send_range(transport, sock, resp, blob.file, r.first, r.length)
                 self.stats.inc("downloads.bytes", sent)
                 if sent < r.length:  # truncated while streaming: cut the connection, never a short 200
                     raise ConnectionResetError("blob shorter than verified")
@@ -215,7 +215,7 @@ class ArtifactHandler:
                 await resp.write(closing)
             await resp.write_eof()
         finally:
-            cork(sock, False)
+            sendfile.cork(sock, False)
         return resp
 
     async def _stream(self, request: web.Request, found: Streaming) -> web.StreamResponse:
@@ -302,7 +302,7 @@ class ArtifactHandler:
         try:
             sent = await asyncio.get_running_loop().sendfile(transport, f, r.first, r.length)
         except NotImplementedError:
-            sent = await copy_range(resp, f, r.first, r.length)
+            sent = await sendfile.copy_range(resp, f, r.first, r.length)
         self.stats.inc("downloads.bytes", sent)
         if sent < r.length:
             raise ConnectionResetError("partial file shorter than its verified chunks")
