@@ -5,10 +5,12 @@ The URL never becomes a file path: any part that is not a plain id or file name 
 nothing more, so ``..``, ``%2e%2e``, absolute paths, odd encodings and symlinks reach no file.
 Blobs are opened with ``O_NOFOLLOW`` and checked to be regular files of the verified size.
 
-Conditional and range logic is :mod:`gateway.http.ranges` (pure); this shell only opens the file
-(one executor call), writes headers, and hands the bytes to ``loop.sendfile``. aiohttp's own
-``FileResponse`` is not used: it answers 206 to an ``If-Range`` whose tag no longer matches and
-416 to an unknown range unit.
+Conditional and range logic is :mod:`gateway.http.ranges` (pure); this shell takes the blob held
+open with its headers built once (:mod:`gateway.http.open_blobs`: checked against what was
+verified before every use), writes the head and hands the bytes to ``sendfile(2)``
+(:mod:`gateway.http.sendfile`; through Python only over TLS). aiohttp's own ``FileResponse`` is
+not used: it answers 206 to an ``If-Range`` whose tag no longer matches and 416 to an unknown range
+unit, and opens the file for every request.
 
 While an artifact of a deployment in effect is still arriving and has a signed chunk list, a
 download is answered at once (200 or 206, ``Content-Length`` from the manifest): the bytes inside
@@ -32,15 +34,16 @@ import os
 import re
 import secrets
 import stat
-from email.utils import formatdate
 from typing import IO
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 from gateway.core.manifest import valid_id
+from gateway.http import sendfile
 from gateway.http.context import STATS
 from gateway.http.devices import authorize_any
+from gateway.http.open_blobs import BOUNDARY_LEN, OpenBlob, OpenBlobs, part_head
 from gateway.http.ranges import ByteRange, plan
 from gateway.store.fill import Fill
 from gateway.store.lookup import ArtifactLookup, Pending, Streaming, Verified
@@ -49,7 +52,6 @@ log = logging.getLogger(__name__)
 
 _FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$")
 _HASHED = re.compile(r"^([0-9a-f]{64})\.(.+)$")
-CHUNK = 1 << 20
 STREAM_WAIT_S = 60.0  # a streaming download waits this long at most for the next verified chunk
 PUBLISH_WAIT_S = 10.0  # a fully verified fill is being published: a download waits this long for it
 
@@ -67,25 +69,6 @@ def _valid_parts(model_id: str, version: str, filename: str) -> bool:
     )
 
 
-def _open_verified(found: Verified) -> IO[bytes] | None:
-    """Open the blob without following links; None unless it is a regular file of the right size
-    that nobody wrote, truncated or chmod-ed since it was verified (its ctime is unchanged)."""
-    try:
-        fd = os.open(found.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    f = os.fdopen(fd, "rb")
-    st = os.fstat(fd)
-    if (
-        not stat.S_ISREG(st.st_mode)
-        or st.st_size != found.size
-        or (found.ctime_ns and st.st_ctime_ns != found.ctime_ns)
-    ):
-        f.close()
-        return None
-    return f
-
-
 def _open_partial(fill: Fill) -> IO[bytes] | None:
     """Open the partial file being filled (not following links); None unless a regular file."""
     try:
@@ -97,12 +80,6 @@ def _open_partial(fill: Fill) -> IO[bytes] | None:
         f.close()
         return None
     return f
-
-
-def _part_head(boundary: str, content_type: str, content_range: str) -> bytes:
-    return (
-        f"\r\n--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: {content_range}\r\n\r\n"
-    ).encode()
 
 
 def _lookup(
@@ -147,8 +124,9 @@ async def download(request: web.Request) -> web.StreamResponse:
         )
     if isinstance(found, Streaming):
         return await _stream(request, found)
-    f = await asyncio.get_running_loop().run_in_executor(None, _open_verified, found)
-    if f is None:
+    blobs = request.app[BLOBS]
+    blob = await blobs.acquire(found)
+    if blob is None:
         # Gone, short or changed since it was verified: the store stops serving it, hashes it
         # again and takes it back or fetches it again; the device comes back meanwhile.
         log.warning("verified blob %s is not the file that was verified: not served", found.path)
@@ -158,86 +136,81 @@ async def download(request: web.Request) -> web.StreamResponse:
             text="artifact temporarily unavailable\n", headers={"Retry-After": str(retry_after_s)}
         )
     try:
-        return await _answer(request, found, f)
+        return await _answer(request, blob)
     finally:
-        f.close()
+        blobs.release(blob)
 
 
-async def _answer(request: web.Request, found: Verified, f: IO[bytes]) -> web.StreamResponse:
-    boundary = secrets.token_hex(16)
+async def _answer(request: web.Request, blob: OpenBlob) -> web.StreamResponse:
+    found = blob.found
     decided = plan(
         request.method,
         request.headers,
         size=found.size,
         etag=found.sha256,
         last_modified=found.mtime,
-        part_head=len(_part_head(boundary, found.content_type, "")),
+        part_head=blob.part_head_len,
     )
-    headers = {
-        "ETag": f'"{found.sha256}"',
-        "Last-Modified": formatdate(int(found.mtime), usegmt=True),
-        "Accept-Ranges": "bytes",
-        "Cache-Control": "private, no-transform",
-    }
+    headers = dict(blob.headers)  # built once per blob (open_blobs)
     if decided.status in (304, 412):
+        del headers["Content-Type"]
         return web.Response(status=decided.status, headers=headers)
     if decided.status == 416:
+        del headers["Content-Type"]
         headers["Content-Range"] = f"bytes */{found.size}"
         return web.Response(status=416, headers=headers, text="range not satisfiable\n")
-    resp = web.StreamResponse(status=decided.status, headers=headers)
     if decided.status == 200:
-        resp.content_type = found.content_type
-        resp.content_length = found.size
-        return await _send(request, resp, f, [(b"", ByteRange(0, found.size - 1))])
+        headers["Content-Length"] = str(found.size)
+        resp = web.StreamResponse(status=200, headers=headers)
+        return await _send(request, resp, blob, [(b"", ByteRange(0, found.size - 1))])
     if len(decided.ranges) == 1:
         (only,) = decided.ranges
-        resp.content_type = found.content_type
-        resp.headers["Content-Range"] = only.content_range(found.size)
-        resp.content_length = only.length
-        return await _send(request, resp, f, [(b"", only)])
+        headers["Content-Range"] = only.content_range(found.size)
+        headers["Content-Length"] = str(only.length)
+        resp = web.StreamResponse(status=206, headers=headers)
+        return await _send(request, resp, blob, [(b"", only)])
     # multipart/byteranges (RFC 9110 14.6): each part is a header block then the bytes.
+    boundary = secrets.token_hex(BOUNDARY_LEN // 2)
     parts = [
-        (_part_head(boundary, found.content_type, r.content_range(found.size)), r) for r in decided.ranges
+        (part_head(boundary, found.content_type, r.content_range(found.size)), r) for r in decided.ranges
     ]
     closing = f"\r\n--{boundary}--\r\n".encode()
-    resp.content_type = "multipart/byteranges"
-    resp.headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
-    resp.content_length = sum(len(h) + r.length for h, r in parts) + len(closing)
-    return await _send(request, resp, f, parts, closing)
+    headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
+    headers["Content-Length"] = str(sum(len(h) + r.length for h, r in parts) + len(closing))
+    resp = web.StreamResponse(status=206, headers=headers)
+    return await _send(request, resp, blob, parts, closing)
 
 
 async def _send(
     request: web.Request,
     resp: web.StreamResponse,
-    f: IO[bytes],
+    blob: OpenBlob,
     parts: list[tuple[bytes, ByteRange]],
     closing: bytes = b"",
 ) -> web.StreamResponse:
-    writer = await resp.prepare(request)
-    if request.method == "HEAD" or writer is None:
+    """The head, then each part's bytes with sendfile (the head held back to leave with them)."""
+    transport = request.transport
+    sock = sendfile.plain_socket(transport)
+    sendfile.cork(sock, True)
+    try:
+        writer = await resp.prepare(request)
+        if request.method == "HEAD" or writer is None:
+            await resp.write_eof()
+            return resp
+        for head, r in parts:
+            if r.length <= 0:
+                continue
+            if head:
+                await resp.write(head)
+            sent = await sendfile.send_range(transport, sock, resp, blob.file, r.first, r.length)
+            request.app[STATS].inc("downloads.bytes", sent)
+            if sent < r.length:  # truncated while streaming: cut the connection, never a short 200
+                raise ConnectionResetError("blob shorter than verified")
+        if closing:
+            await resp.write(closing)
         await resp.write_eof()
-        return resp
-    loop = asyncio.get_running_loop()
-    for head, r in parts:
-        if r.length <= 0:
-            continue
-        if head:
-            await resp.write(head)
-        await writer.drain()
-        transport = request.transport
-        if transport is None:
-            raise ConnectionResetError("connection lost")
-        try:
-            sent = await loop.sendfile(transport, f, r.first, r.length)
-        except NotImplementedError:  # a transport without sendfile (e.g. some TLS set-ups)
-            await _copy(resp, f, r)
-            sent = r.length
-        request.app[STATS].inc("downloads.bytes", sent)
-        if sent < r.length:  # truncated while streaming: cut the connection, never a short 200
-            raise ConnectionResetError("blob shorter than verified")
-    if closing:
-        await resp.write(closing)
-    await resp.write_eof()
+    finally:
+        sendfile.cork(sock, False)
     return resp
 
 
@@ -323,30 +296,24 @@ async def _send_bytes(
     try:
         sent = await asyncio.get_running_loop().sendfile(transport, f, r.first, r.length)
     except NotImplementedError:
-        await _copy(resp, f, r)
-        sent = r.length
+        sent = await sendfile.copy_range(resp, f, r.first, r.length)
     request.app[STATS].inc("downloads.bytes", sent)
     if sent < r.length:
         raise ConnectionResetError("partial file shorter than its verified chunks")
 
 
-async def _copy(resp: web.StreamResponse, f: IO[bytes], r: ByteRange) -> None:
-    loop = asyncio.get_running_loop()
-    offset, left = r.first, r.length
-    while left > 0:
-        chunk = await loop.run_in_executor(None, os.pread, f.fileno(), min(CHUNK, left), offset)
-        if not chunk:
-            raise ConnectionResetError("blob shorter than verified")
-        await resp.write(chunk)
-        offset += len(chunk)
-        left -= len(chunk)
-
-
 ARTIFACTS: web.AppKey[ArtifactLookup] = web.AppKey("artifacts")  # the store, as downloads see it
+BLOBS: web.AppKey[OpenBlobs] = web.AppKey("open_blobs", OpenBlobs)  # verified blobs held open
+
+
+async def _close_blobs(app: web.Application) -> None:
+    await app[BLOBS].aclose()
 
 
 def add_artifact_routes(app: web.Application, store: ArtifactLookup) -> None:
     """Downloads, with the device credentials of :func:`gateway.http.devices.authorize_any`."""
     app[ARTIFACTS] = store
+    app[BLOBS] = OpenBlobs()
+    app.on_cleanup.append(_close_blobs)
     # {filename:.+} would let a slash through to our validation; a plain segment never matches one.
     app.router.add_get("/artifacts/{model_id}/{version}/{filename}", download)

@@ -8,7 +8,7 @@ outbox), a small protocol here says what http calls, and the service passes the 
 Every handler is a function of the request in this one style. An endpoint that keeps something
 between requests (the poll's HTTP caches, DDI's actions, the dashboard's views) keeps it in an
 object made from settings values, under a typed key of its own module (``POLL_REPLIES``, ``DDI``,
-``DASHBOARD``); the services it uses it reads from the keys here, like every other handler.
+``DASHBOARD``, the downloads' held-open blobs ``BLOBS``); the services it uses it reads from the keys here, like every other handler.
 """
 
 from __future__ import annotations

@@ -80,6 +80,32 @@ def _number(text: str) -> int | None:
     return int(text)
 
 
+def _range_spec(part: str, size: int) -> ByteRange | str | None:
+    """One range-spec: its satisfiable range, None when it is valid but not satisfiable, or a
+    string saying why the whole ``Range`` is ignored."""
+    first_s, dash, last_s = part.strip(" \t").partition("-")
+    if not dash:
+        return "range without '-'"
+    if first_s == "":
+        suffix = _number(last_s)
+        if suffix is None:
+            return "bad suffix length"
+        return ByteRange(max(0, size - suffix), size - 1) if suffix > 0 and size > 0 else None
+    first = _number(first_s)
+    if first is None:
+        return "bad first-pos"
+    if last_s.strip(" \t") == "":
+        last = size - 1
+    else:
+        parsed = _number(last_s)
+        if parsed is None:
+            return "bad last-pos"
+        if parsed < first:
+            return "last-pos before first-pos"
+        last = min(parsed, size - 1)
+    return ByteRange(first, last) if first < size else None
+
+
 def parse_byte_ranges(value: str, size: int) -> list[ByteRange] | str:
     """The satisfiable ranges of a ``Range`` value, or a string saying why it is ignored.
 
@@ -88,6 +114,11 @@ def parse_byte_ranges(value: str, size: int) -> list[ByteRange] | str:
     unit, sep, spec = value.partition("=")
     if not sep or unit.strip(" \t").lower() != "bytes":
         return "not a bytes range"
+    if "," not in spec:  # one range-spec (what resuming clients send): nothing to sort or merge
+        if not spec.strip(" \t"):
+            return "empty ranges-specifier"
+        one = _range_spec(spec, size)
+        return one if isinstance(one, str) else [] if one is None else [one]
     parts = [p for p in spec.split(",") if p.strip(" \t")]  # empty list elements are allowed (5.6.1)
     if not parts:
         return "empty ranges-specifier"
@@ -95,30 +126,11 @@ def parse_byte_ranges(value: str, size: int) -> list[ByteRange] | str:
         return f"more than {MAX_RANGES} ranges"
     wanted: list[ByteRange] = []
     for part in parts:
-        first_s, dash, last_s = part.strip(" \t").partition("-")
-        if not dash:
-            return "range without '-'"
-        if first_s == "":
-            suffix = _number(last_s)
-            if suffix is None:
-                return "bad suffix length"
-            if suffix > 0 and size > 0:
-                wanted.append(ByteRange(max(0, size - suffix), size - 1))
-            continue
-        first = _number(first_s)
-        if first is None:
-            return "bad first-pos"
-        if last_s.strip(" \t") == "":
-            last = size - 1
-        else:
-            parsed = _number(last_s)
-            if parsed is None:
-                return "bad last-pos"
-            if parsed < first:
-                return "last-pos before first-pos"
-            last = min(parsed, size - 1)
-        if first < size:
-            wanted.append(ByteRange(first, last))
+        r = _range_spec(part, size)
+        if isinstance(r, str):
+            return r
+        if r is not None:
+            wanted.append(r)
     wanted.sort(key=lambda r: r.first)
     overlaps, reach = 0, -1
     for r in wanted:  # a range overlaps when it starts before everything earlier has ended
@@ -214,6 +226,6 @@ def plan(
         return Plan(200, why=f"Range ignored: {ranges}")
     if not ranges:
         return Plan(416, why="no satisfiable range")
-    if body_bytes(ranges, size, part_head) > MAX_BODY_FACTOR * size:
+    if len(ranges) > 1 and body_bytes(ranges, size, part_head) > MAX_BODY_FACTOR * size:  # one: <= size
         return Plan(200, why=f"Range ignored: a 206 body over {MAX_BODY_FACTOR}x the file")
     return Plan(206, tuple(ranges), why="Range")

@@ -93,16 +93,23 @@ def bench_work(prefix: str) -> Work:
 
 @contextmanager
 def gateway(
-    work: Work, upstream: str, env: Mapping[str, str] | None = None, port: int | None = None
+    work: Work,
+    upstream: str,
+    env: Mapping[str, str] | None = None,
+    port: int | None = None,
+    checkout: Path | None = None,
 ) -> Iterator[tuple[str, psutil.Process]]:
-    """``ota-gateway serve`` of this checkout for site ``bench``, its output dropped; yields its
-    base URL and process once its HTTP port answers, and stops it after."""
+    """``ota-gateway serve`` of this checkout (or of ``checkout``, for a before/after) for site
+    ``bench``, its output dropped; yields its base URL and process once its HTTP port answers, and
+    stops it after."""
     port = port or free_port()
+    where = {} if checkout is None else {"PYTHONPATH": str(checkout)}
     proc = gateway_process(
         serve_args(work.root / "data", upstream, port, site="bench", trusted_key=work.public_key),
-        env={"OTA_GATEWAY_LOG_LEVEL": "warning", **(env or {})},
+        env={"OTA_GATEWAY_LOG_LEVEL": "warning", **where, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        **({} if checkout is None else {"cwd": str(checkout)}),
     )
     try:
         wait_port(port, 30)

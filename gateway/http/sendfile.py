@@ -1,0 +1,146 @@
+"""Sending a byte range of an open file to an HTTP client: ``sendfile(2)`` where the kernel can.
+
+On a plain TCP connection the bytes go from the page cache to the socket with ``os.sendfile``,
+never through Python. The first call is made at once, from the handler: a 1 MiB range usually fits
+the socket's buffer, so it costs one system call and no trip through the event loop (asyncio's
+``loop.sendfile`` always waits for one, and pauses and resumes reading and registers and removes a
+writer around it: four ``epoll_ctl`` calls per response). What does not fit goes out each time the
+socket can take more, from one writer registered for the rest of the range.
+
+:func:`cork` holds the response head in the kernel (``TCP_CORK``, what nginx's ``tcp_nopush``
+does) until the body follows, so head and body leave in full segments instead of a small packet
+for the head first.
+
+TLS cannot use ``sendfile`` (the bytes are encrypted in user space): there, and wherever the kernel
+refuses, the range is read with ``os.pread`` off the loop, 1 MiB at a time, and written through
+the response. Every read names its offset, so many downloads can share one open file.
+
+What it leaves to others: which bytes may be sent (the caller sends only verified ones), the
+response head (aiohttp), counting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import IO
+
+from aiohttp import web
+
+CHUNK = 1 << 20  # bytes read per step where the bytes pass through Python (TLS)
+_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)  # Linux
+
+
+def plain_socket(transport: asyncio.BaseTransport | None) -> socket.socket | None:
+    """The connection's socket when the kernel can send a file into it (no TLS)."""
+    if transport is None or transport.get_extra_info("ssl_object") is not None:
+        return None
+    return transport.get_extra_info("socket")
+
+
+def cork(sock: socket.socket | None, on: bool) -> None:
+    """``TCP_CORK`` on (hold partial segments while the head and body are written) or off (push
+    them out). A connection that is gone is left to the writes to report."""
+    if sock is not None and _TCP_CORK is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, on)
+        except OSError:
+            pass
+
+
+async def send_range(
+    transport: asyncio.Transport | None,
+    sock: socket.socket | None,
+    resp: web.StreamResponse,
+    file: IO[bytes],
+    offset: int,
+    count: int,
+) -> int:
+    """Send ``count`` bytes of ``file`` from ``offset`` after what ``resp`` has written, into
+    ``sock`` (:func:`plain_socket`) or, when None, through ``resp``; returns the bytes sent (fewer
+    only when the file is shorter). Raises ConnectionResetError when the connection is gone."""
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("connection lost")
+    if sock is None:
+        return await copy_range(resp, file, offset, count)
+    if transport.get_write_buffer_size():  # a part head still queued: asyncio sends it first
+        return await _after_queued(transport, resp, file, offset, count)
+    out_fd, in_fd = sock.fileno(), file.fileno()
+    try:
+        sent, finished = _push(out_fd, in_fd, offset, count)
+    except (BrokenPipeError, ConnectionResetError) as exc:
+        raise ConnectionResetError("connection lost") from exc
+    except OSError:  # the kernel will not send this file into this socket: read it instead
+        return await copy_range(resp, file, offset, count)
+    if finished:
+        return sent
+    return sent + await _when_writable(out_fd, in_fd, offset + sent, count - sent)
+
+
+def _push(out_fd: int, in_fd: int, offset: int, count: int) -> tuple[int, bool]:
+    """One ``sendfile``: what the socket takes now. Returns the bytes sent and whether the range is
+    finished (all sent, or the file ends: ``sendfile`` returns 0 only at its end)."""
+    try:
+        n = os.sendfile(out_fd, in_fd, offset, count)
+    except BlockingIOError:
+        return 0, False
+    return n, n in (0, count)
+
+
+async def _when_writable(sock_fd: int, in_fd: int, offset: int, count: int) -> int:
+    """The rest of a range larger than the socket's buffer: one ``sendfile`` each time the socket
+    can take more, on one writer registered for the whole range (asyncio's ``loop.sendfile``
+    registers and removes it again around every step). The writer is on a duplicate of the
+    socket's descriptor, which the transport does not own."""
+    loop = asyncio.get_running_loop()
+    fd = os.dup(sock_fd)
+    finished = loop.create_future()
+    sent = 0
+
+    def on_writable() -> None:
+        nonlocal sent
+        if finished.done():
+            return
+        try:
+            n, done = _push(fd, in_fd, offset + sent, count - sent)
+        except OSError as exc:
+            finished.set_exception(ConnectionResetError(f"connection lost ({exc})"))
+            return
+        sent += n
+        if done:
+            finished.set_result(None)
+
+    try:
+        loop.add_writer(fd, on_writable)
+        await finished
+    finally:
+        loop.remove_writer(fd)
+        os.close(fd)
+        if finished.done() and not finished.cancelled():
+            finished.exception()  # cancelled just after the socket failed: the failure is known
+    return sent
+
+
+async def _after_queued(
+    transport: asyncio.Transport, resp: web.StreamResponse, file: IO[bytes], offset: int, count: int
+) -> int:
+    """asyncio's ``loop.sendfile`` waits for the transport's queue to empty before it sends."""
+    try:
+        return await asyncio.get_running_loop().sendfile(transport, file, offset, count, fallback=False)
+    except (asyncio.SendfileNotAvailableError, NotImplementedError):
+        return await copy_range(resp, file, offset, count)
+
+
+async def copy_range(resp: web.StreamResponse, file: IO[bytes], offset: int, count: int) -> int:
+    """The range through Python: positioned reads off the loop, written through the response."""
+    loop = asyncio.get_running_loop()
+    left = count
+    while left > 0:
+        chunk = await loop.run_in_executor(None, os.pread, file.fileno(), min(CHUNK, left), offset)
+        if not chunk:
+            break
+        await resp.write(chunk)
+        offset += len(chunk)
+        left -= len(chunk)
+    return count - left
