@@ -39,11 +39,11 @@ import aiohttp
 
 from gateway.agent import statement
 from gateway.agent.errors import AgentError, VerifyError, problem
+from gateway.agent.fetch import fetch_into_slot
 from gateway.agent.metrics import HttpLink, MetricsLink, MqttLink
 from gateway.agent.poll import (
     MAX_MANIFEST_BYTES,
     MAX_RETRY_S,
-    MAX_SIGNATURE_BYTES,
     Waiting,
     check_manifest,
     error_text,
@@ -54,8 +54,8 @@ from gateway.agent.poll import (
 )
 from gateway.agent.shadow import MetricsSource, ShadowSource, reports
 from gateway.agent.slots import SlotInfo, Slots
-from gateway.agent.transfer import Busy, download
-from gateway.agent.verify import load_public_key, verify_artifact
+from gateway.agent.transfer import Busy
+from gateway.agent.verify import load_public_key
 from gateway.core.events import DeviceEvent
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,6 @@ log = logging.getLogger(__name__)
 Listener = Callable[[DeviceEvent], None]
 HealthCheck = Callable[[Path, SlotInfo], Awaitable[bool]]
 WaitListener = Callable[[Waiting], None]
-DOWNLOAD_ATTEMPTS = 3
 
 
 async def file_is_there(path: Path, _slot: SlotInfo) -> bool:
@@ -233,50 +232,16 @@ class DeviceAgent:
     async def _fetch(
         self, s: aiohttp.ClientSession, slots: Slots, manifest: dict[str, Any], interrupt_after: int | None
     ) -> None:
-        """Into the inactive slot: download (resumed), verify, commit; ``failed`` when refused."""
-        sha256 = str(manifest["sha256"])
-        partial, etag = await asyncio.to_thread(slots.prepare, sha256)
-        got_etag = etag
-
-        async def remember(value: str) -> None:
-            nonlocal got_etag
-            got_etag = value
-            await asyncio.to_thread(slots.remember_etag, sha256, value)
-
-        complete = False
-        for attempt in range(DOWNLOAD_ATTEMPTS):
-            stop_after = interrupt_after if attempt == 0 else None
-            try:
-                complete = await download(
-                    s,
-                    manifest["artifact_url"],
-                    partial,
-                    length=int(manifest["length"]),
-                    etag=got_etag,
-                    headers=self._headers(),
-                    on_etag=remember,
-                    stop_after=stop_after,
-                )
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                log.info("%s: download interrupted (%s); resuming", self.device_id, exc)
-            if complete:
-                break
-        if not complete:
-            raise AgentError(f"download of {manifest['artifact_url']} did not complete")
-        await self.event(s, "downloaded", manifest)
-        async with s.get(manifest["signature_url"], headers=self._headers()) as r:
-            if r.status != 200:
-                raise AgentError(f"signature {manifest['signature_url']}: HTTP {r.status}")
-            signature = await read_bounded(r, MAX_SIGNATURE_BYTES, "signature")
-        key = load_public_key(self.public_key_pem)
-        try:
-            await asyncio.to_thread(verify_artifact, key, partial, signature, sha256)
-        except VerifyError as exc:
-            await asyncio.to_thread(slots.discard_partial)
-            await self.event(s, "failed", manifest, str(exc))
-            raise
-        await self.event(s, "verified", manifest)
-        await asyncio.to_thread(slots.commit, manifest["model_id"], manifest["version"], sha256)
+        await fetch_into_slot(
+            s,
+            slots,
+            manifest,
+            headers=self._headers(),
+            public_key_pem=self.public_key_pem,
+            device_id=self.device_id,
+            report=lambda name, reason=None: self.event(s, name, manifest, reason),
+            interrupt_after=interrupt_after,
+        )
 
     async def _back_to_previous_slot(self, s: aiohttp.ClientSession) -> bool:
         slots = await self.slots()
