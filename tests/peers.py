@@ -235,8 +235,8 @@ def nginx(
 
 
 class IngestServer:
-    """The cloud's HTTP ingest (``POST /ingest``) on 127.0.0.1:``port``; a subclass's ``handle``
-    says what it keeps of each batch (:func:`ingest_batch` reads one)."""
+    """The cloud's HTTP ingest (``POST /ingest``) on 127.0.0.1:``port`` (0: a free one, read back at
+    start); a subclass's ``handle`` says what it keeps of each batch (:func:`ingest_batch` reads one)."""
 
     def __init__(self, port: int) -> None:
         self.port = port
@@ -251,6 +251,7 @@ class IngestServer:
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        self.port = self.runner.addresses[0][1]
 
     async def stop(self) -> None:
         if self.runner is not None:

@@ -29,11 +29,6 @@ class Ingest(IngestServer):
         self.records.extend((await ingest_batch(request))["records"])
         return web.Response(status=204)
 
-    async def start(self) -> None:
-        await super().start()
-        assert self.runner is not None
-        self.port = self.runner.addresses[0][1]
-
     def kind(self, kind: str) -> list[dict[str, Any]]:
         return [r["body"] for r in self.records if r["kind"] == kind]
 
