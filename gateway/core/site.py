@@ -68,8 +68,10 @@ __all__ = [
     "Rollback",
     "Site",
     "admit",
+    "admit_counted",
     "admit_on_poll",
     "apply_index",
+    "could_fill",
     "has_room",
     "on_control",
     "previous_stable",
@@ -222,17 +224,50 @@ def admit_on_poll(
 ) -> tuple[Site, Effects]:
     """A device told ``waiting_for_wave`` asks: if the open wave of ``key`` has a free place at the
     site's size now, the wave admits (in rank order) in this step, before the device is answered."""
+    new, effects, _seen = admit_counted(
+        site, key, device, now=now, settings=settings, devices=devices, matrix=matrix
+    )
+    return new, effects
+
+
+def admit_counted(
+    site: Site,
+    key: str,
+    device: DeviceRecord,
+    *,
+    now: float,
+    settings: GateSettings,
+    devices: Sequence[DeviceRecord],
+    matrix: CompatMatrix | None,
+) -> tuple[Site, Effects, tuple[int, int] | None]:
+    """:func:`admit_on_poll`, and what its pass over the site's devices found once it is done:
+    (eligible devices, of those admitted), or None when it made no pass."""
     gate = site.gates.get(key)
     if gate is None or device.device_id in gate.admitted or not gate.active:
-        return site, Effects()
+        return site, Effects(), None
     room = wave_target(settings.waves, gate.wave, len(devices), settings.min_devices_per_wave)
     if room <= len(gate.admitted):
-        return site, Effects()  # full even if every device were eligible: no eligibility pass
-    new, decisions = fill_wave(gate, now, _eligible(site, key, now, devices, matrix), settings)
+        return site, Effects(), None  # full even if every device were eligible: no eligibility pass
+    eligible = _eligible(site, key, now, devices, matrix)
+    new, decisions = fill_wave(gate, now, eligible, settings)
+    seen = (len(eligible), sum(1 for d in new.admitted if d in eligible))
     if new is gate:
-        return site, Effects()
+        return site, Effects(), seen
     after = dataclasses.replace(site, gates={**site.gates, key: new}, version=site.version + 1)
-    return settle(site, after, decisions, changed=True, devices=devices)
+    return (*settle(site, after, decisions, changed=True, devices=devices), seen)
+
+
+def could_fill(
+    site: Site, key: str, eligible_at_most: int, admitted_eligible: int, settings: GateSettings
+) -> bool:
+    """Whether ``key``'s open wave could have a free place with at most ``eligible_at_most``
+    eligible devices of which ``admitted_eligible`` (at least) are admitted: the wave's target
+    grows with the eligible count only, so a poll need not pass over the devices when this says no."""
+    gate = site.gates.get(key)
+    if gate is None:
+        return False
+    target = wave_target(settings.waves, gate.wave, eligible_at_most, settings.min_devices_per_wave)
+    return target > admitted_eligible
 
 
 def tick(

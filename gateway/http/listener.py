@@ -297,9 +297,11 @@ async def start_http(
     stats: Stats,
     tls: ssl.SSLContext | None = None,
     shutdown_timeout_s: float = 2.0,
+    guard: Guard | None = None,
 ) -> tuple[web.AppRunner, list[Any]]:
-    """Start ``app`` on ``host:port`` behind the guards; returns the runner (for cleanup) and the
-    bound addresses. Raises OSError when the address cannot be bound."""
+    """Start ``app`` on ``host:port`` behind the guards (``guard``, whose ``live`` count the caller
+    may read, or a new one); returns the runner (for cleanup) and the bound addresses. Raises
+    OSError when the address cannot be bound."""
     quiet_malformed(stats)
     runner = web.AppRunner(
         app,
@@ -309,7 +311,7 @@ async def start_http(
         keepalive_timeout=limits.idle_timeout_s,
     )
     await runner.setup()
-    site = GuardedSite(runner, host, port, Guard(name, limits, stats), ssl_context=tls)
+    site = GuardedSite(runner, host, port, guard or Guard(name, limits, stats), ssl_context=tls)
     try:
         await site.start()
     except BaseException:

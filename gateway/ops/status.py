@@ -51,6 +51,7 @@ class StatusView:
         tasks: Callable[[], list[dict[str, Any]]] = list,
         drift: DriftWatch | None = None,
         samples: Callable[[], dict[str, Any]] = dict,
+        connections: Callable[[], int] = lambda: 0,
     ) -> None:
         self.settings = settings
         self.trust = trust
@@ -70,6 +71,7 @@ class StatusView:
         self.tasks = tasks  # the supervisor's snapshot of the long-lived tasks
         self.drift = drift
         self.samples = samples  # samples for retraining: kept, sent, dropped, by reason
+        self.connections = connections  # open HTTP connections, from the listeners' own counts
 
     def recovered(self) -> list[dict[str, Any]]:
         """Every damaged state file this run found, what it was and what was done about it."""
@@ -87,7 +89,7 @@ class StatusView:
         """What ``ota-gateway status`` and the dashboard show."""
         reading = self.trust.clock(self.clock())
         index = self.mirror.index
-        broker = self.broker()
+        mqtt = broker.stats() if (broker := self.broker()) else {}
         deployments = []
         for d in index.deployments if index else ():
             deployments.append(
@@ -148,10 +150,10 @@ class StatusView:
                 "scrub": self.store.scrubber.report.to_json(),
                 "quarantined": list(self.store.scrubber.quarantined),
             },
-            "health": probe(self.data),
+            "health": probe(self.data, connections=self.connections() + int(mqtt.get("connections", 0))),
             "mqtt": {
                 "listen": {name: f"{h}:{p}" for name, (h, p) in broker.addresses.items()} if broker else {},
-                **(broker.stats() if broker else {}),
+                **mqtt,
             },
             "uplink": {
                 "sinks": {s.name: {"up": self.forwarder.link_up.get(s.name)} for s in self.sinks},

@@ -52,7 +52,11 @@ class GateKeeper:
         self._windows: list[WindowStats] = []
         self._lock = asyncio.Lock()
         self.recovered: list[dict[str, Any]] = []  # damaged gate files found at load (for /status)
-        self._full: tuple[int, int, str] | None = None  # no free place in that state (admit_on_poll)
+        # the last pass over the devices for a poll: (site version, deployment, site size, eligible,
+        # of those admitted); a later poll passes again only if the wave could then have room
+        self._seen: tuple[int, str, int, int, int] | None = None
+        self.passes = 0  # passes over the site's devices made for polls, and the records examined
+        self.examined = 0
 
     @property
     def gates(self) -> Mapping[str, GateState]:
@@ -197,11 +201,18 @@ class GateKeeper:
     def may_admit(self, device_id: str, candidate_key: str, site_size: int) -> bool:
         """Whether a poll of ``device_id``, waiting for ``candidate_key``'s wave, may be admitted now,
         from memory alone (the poll path asks first, before any pass over the site's devices): not
-        while the wave is full at ``site_size`` devices (an upper bound of those eligible), nor again
-        before the site's state or its size changed since the wave was last found full."""
+        while the wave is full at ``site_size`` devices (an upper bound of those eligible), nor
+        while, since the last pass in the same state, too few devices joined to give the wave a place
+        (each joiner adds at most one eligible device; the wave's target grows with that count only)."""
         if not S.has_room(self.site, candidate_key, device_id, site_size, self.settings):
             return False
-        return self._full != (self.site.version, site_size, candidate_key)
+        seen = self._seen
+        if seen is None or seen[:2] != (self.site.version, candidate_key) or site_size < seen[2]:
+            return True
+        _v, _k, size, eligible, admitted = seen
+        if site_size == size:
+            return False
+        return S.could_fill(self.site, candidate_key, eligible + site_size - size, admitted, self.settings)
 
     async def admit_on_poll(
         self,
@@ -219,14 +230,20 @@ class GateKeeper:
         s = self.settings
         if not self.may_admit(device.device_id, candidate.key, site_size):
             return S.Effects()
-        effects = await self._transition(
-            lambda site: S.admit_on_poll(
+        found: list[tuple[int, int] | None] = []
+
+        def change(site: S.Site) -> tuple[S.Site, S.Effects]:
+            new, effects, seen = S.admit_counted(
                 site, candidate.key, device, now=now, settings=s, devices=devices, matrix=matrix
-            ),
-            durable,
-        )
-        if device.device_id not in self.site.gates[candidate.key].admitted:
-            self._full = (self.site.version, site_size, candidate.key)
+            )
+            found.append(seen)
+            return new, effects
+
+        effects = await self._transition(change, durable)
+        if found and found[-1] is not None:
+            self.passes += 1
+            self.examined += len(devices)
+            self._seen = (self.site.version, candidate.key, site_size, *found[-1])
         return effects
 
     async def tick(

@@ -1,4 +1,4 @@
-"""The gateway's own health (psutil): CPU, RAM, disk free on the data folder, temperature, connections.
+"""The gateway's own health (psutil): CPU, RAM, disk free on the data folder, temperature; the connections the caller counted.
 
 Thin and forgiving: a sensor the board does not have, or cannot read just now (out of file
 descriptors: psutil reads ``/proc``), is ``None``, never an exception.
@@ -27,18 +27,18 @@ def _temperature_c() -> float | None:
         return None
 
 
-def probe(data_dir: Path, process: psutil.Process | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def probe(
+    data_dir: Path, process: psutil.Process | None = None, *, connections: int | None = None
+) -> dict[str, Any]:
+    """``connections`` is the caller's count of its own (its listeners count them): asking psutil
+    for them reads the box's whole TCP table, 6 % of the gateway's CPU at 20,000 connections."""
+    out: dict[str, Any] = {"connections": connections}
     try:
         proc = process or psutil.Process(os.getpid())
         with proc.oneshot():
             out["process_cpu_percent"] = proc.cpu_percent(None)
             out["process_rss_bytes"] = proc.memory_info().rss
             out["open_files"] = proc.num_fds() if hasattr(proc, "num_fds") else None
-            try:
-                out["connections"] = len(proc.net_connections(kind="inet"))
-            except (psutil.AccessDenied, OSError):
-                out["connections"] = None
     except (psutil.Error, OSError):
         pass
     try:

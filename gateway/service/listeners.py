@@ -31,22 +31,27 @@ async def serve(
     stats: Stats,
     tls: ssl.SSLContext | None,
     name: str = "http",
+    guards: list[listener.Guard] | None = None,
 ) -> list[Any]:
-    """Listen with ``app`` on ``host:port``; an address in use is a configuration error."""
+    """Listen with ``app`` on ``host:port``; an address in use is a configuration error. The
+    listener's guard (its live connection count) is added to ``guards``."""
     limits = listener.HttpLimits.from_settings(http)
     if name == "operator":  # same timeouts, a smaller cap
         limits = replace(
             limits, max_connections=min(limits.max_connections, listener.OPERATOR_MAX_CONNECTIONS)
         )
+    guard = listener.Guard(name, limits, stats)
     try:
         runner, addresses = await listener.start_http(
-            app, host, port, name=name, limits=limits, stats=stats, tls=tls
+            app, host, port, name=name, limits=limits, stats=stats, tls=tls, guard=guard
         )
     except OSError as exc:
         raise ConfigError(
             "configuration", f"listen {host}:{port}", f"a free address ({exc.strerror})"
         ) from exc
     stack.push_async_callback(runner.cleanup)
+    if guards is not None:
+        guards.append(guard)
     return addresses
 
 

@@ -82,6 +82,7 @@ class Gateway:
         self._stack: AsyncExitStack | None = None  # what start() opened, closed in reverse by stop()
         self.http_addresses: list[Any] = []
         self.operator_addresses: list[Any] = []
+        self.http_guards: list[listener.Guard] = []  # the HTTP listeners, counting their connections
         self.data_id: str | None = (
             None  # the data folder's identity (gateway.runtime.instance), read in start()
         )
@@ -200,6 +201,7 @@ class Gateway:
             tasks=self.supervisor.snapshot,
             drift=self.telemetry.drift,
             samples=self.samples.status,
+            connections=lambda: sum(g.live for g in self.http_guards),
         )
         self.readiness = Readiness(
             trust=self.trust,
@@ -275,7 +277,14 @@ class Gateway:
         add_probe_routes(device_app, self.readiness, self.settings.site)
         host, port = parse_hostport(self.settings.http.listen)
         self.http_addresses = await serve(
-            stack, device_app, host, port, self.settings.http, self.stats, server_tls(self.settings)
+            stack,
+            device_app,
+            host,
+            port,
+            self.settings.http,
+            self.stats,
+            server_tls(self.settings),
+            guards=self.http_guards,
         )
         if self.settings.operator.listen:
             operator_app = build_operator_app(
@@ -293,7 +302,15 @@ class Gateway:
             add_metrics_route(operator_app, self.metrics.exposition)
             host, port = parse_hostport(self.settings.operator.listen)
             self.operator_addresses = await serve(
-                stack, operator_app, host, port, self.settings.http, self.stats, None, "operator"
+                stack,
+                operator_app,
+                host,
+                port,
+                self.settings.http,
+                self.stats,
+                None,
+                "operator",
+                guards=self.http_guards,
             )
         record = instance.Record.of(
             self.operator_addresses, self.settings.site, self.data_id, self.started_at
