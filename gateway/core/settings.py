@@ -223,6 +223,10 @@ class GateSettings:
     dry_run: tuple[str, ...] = ("input_drift",)
     waves: tuple[float, ...] = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0)
     min_devices_per_wave: int = field(default=2, metadata=POSITIVE)
+    # the first wave grows (in rank order, to at most twice its count) until its devices' pooled
+    # error rate on the baseline is at least this many times error_rate_rise_max: a wave of quiet
+    # cameras cannot show their errors rising past the margin (0: the count alone)
+    first_wave_error_level: float = field(default=1.0, metadata=NON_NEGATIVE)
     # a wave advances when every criterion says "no worse" and soak_min_s has passed; still
     # undecided at soak_max_s, it waits for a person (`ota-gateway gate approve`)
     soak_min_s: float = field(default=300.0, metadata=NON_NEGATIVE)

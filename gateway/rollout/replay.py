@@ -129,6 +129,7 @@ class ReplayResult:
     full_at_s: float | None  # when the last wave was admitted
     published_at_s: float
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    first_wave: int = 0  # devices the first wave admitted
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -329,4 +330,6 @@ def replay_trace(
     elif gate is not None and gate.stage == Stage.DONE:
         r.result.outcome = "done"
     r.result.exposed = len(r.exposed)
+    if gate is not None:
+        r.result.first_wave = sum(1 for w in gate.admitted.values() if w == 0)
     return r.result

@@ -75,7 +75,7 @@ for line in sys.stdin:
     s = GateSettings()
     r = replay_trace(trace, s, name=job["story"], seed=job["seed"]).to_json()
     r.pop("decisions", None)
-    r["first_wave"] = wave_target(s.waves, 0, job["devices"], s.min_devices_per_wave)
+    r["first_wave"] = r.get("first_wave") or wave_target(s.waves, 0, job["devices"], s.min_devices_per_wave)
     r["bad_camera"] = trace[0]["sim"]["bad_camera"]
     print(json.dumps(r), flush=True)
 """
@@ -140,7 +140,9 @@ class _Worker:
             cam = bool(trace[0]["sim"]["bad_camera"])
             if "new" in mine:
                 got = replay_trace(trace, s, name=story, seed=seed).to_json()
-                got["first_wave"] = wave_target(s.waves, 0, devices, s.min_devices_per_wave)
+                got["first_wave"] = got["first_wave"] or wave_target(
+                    s.waves, 0, devices, s.min_devices_per_wave
+                )
                 out["new"] = _outcome(got)
             if "mw" in mine:
                 out["mw"] = _outcome(mann_whitney(trace, Plan.margins_of(s), seed, RATE))

@@ -12,7 +12,8 @@ seconds.
 
 The invariant is checked on every answer that offers the candidate, from what a device sees and the
 wave plan alone: the distinct devices ever offered it never exceed what the open wave admits
-(:func:`gateway.core.waves.wave_target` for the gate's current wave at the whole site's size), no
+(:func:`gateway.core.waves.wave_target` for the gate's current wave at the whole site's size, or
+the most a first wave sized by its devices' errors admits, :func:`gateway.core.waves.first_wave_most`), no
 device is offered a halted or aborted version, and after a halt no new device gets it until a person
 releases it.
 """
@@ -39,7 +40,7 @@ from gateway.core.manifest import Deployment, parse_deployment
 from gateway.core.metrics import Sample
 from gateway.core.poll_memo import PollMemo, uncached
 from gateway.core.settings import GateSettings
-from gateway.core.waves import wave_target
+from gateway.core.waves import first_wave_most, wave_target
 from gateway.rollout.keeper import GateKeeper
 
 
@@ -473,6 +474,8 @@ class SiteSim:
         self.exposed.add(device_id)
         s = self.settings
         bound = wave_target(s.waves, gate.wave, len(self.devices), s.min_devices_per_wave)
+        # the first wave may grow by its devices' errors, to this at most (and nobody leaves a wave)
+        bound = max(bound, first_wave_most(s.waves, len(self.devices), s.min_devices_per_wave))
         if gate.stage != Stage.DONE and len(self.exposed) > bound:
             v.append(
                 f"t={t:.0f}: {len(self.exposed)} devices offered the candidate, wave {gate.wave} admits {bound}"

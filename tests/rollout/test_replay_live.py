@@ -187,4 +187,6 @@ async def test_replay_of_the_sites_own_trace_decides_as_the_live_gateway(
         live_halt = next(d for d in live if d["action"] == "halt")
         replay_halt = next(d for d in result["decisions"] if d["action"] == "halt")
         assert "cpu" in live_halt["reason"] and "cpu" in replay_halt["reason"]
-        assert result["exposed"] == 2  # wave 1 (10 % of 10, at least min_devices_per_wave) and no more
+        # wave 1 and no more: 10 % of 10, at least min_devices_per_wave, grown by its devices' errors
+        # (0.5 %, under the 1 point margin) to at most twice that
+        assert result["exposed"] == result["first_wave"] and 2 <= result["first_wave"] <= 4, result

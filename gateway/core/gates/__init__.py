@@ -23,7 +23,9 @@ Every version is gated, a model's first too (``gates.first_version = "waves"``):
 the absolute rows, install failures and silence judge each wave. A gate with a baseline whose
 devices report metrics but have no level yet waits for them before wave 1 (``reference_wait_s`` at
 most). A wave with a free place admits the next eligible device when it asks
-(:func:`fill_wave`): the first device at a new site gets its first model on its first poll.
+(:func:`fill_wave`): the first device at a new site gets its first model on its first poll. Wave 1
+grows by the evidence it can give (``first_wave_error_level``): the next devices in rank order, to
+twice its count, until their pooled error rate on the baseline could show a rise past the margin.
 
 Installation: a device counts as failed when its last event for the candidate is ``rolled_back``, or
 ``failed`` after it had downloaded the artifact. Silence: a device that ran the candidate and has not

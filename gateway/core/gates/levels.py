@@ -58,6 +58,17 @@ def value(level: Level) -> float | None:
     return o / d if d > 0 and level[5] >= MIN_WINDOWS else None
 
 
+def pooled(levels: Levels, devices: Iterable[str], metric: str) -> float | None:
+    """The devices' levels of ``metric`` pooled (a ratio of their sums: errors over inferences, so
+    the busier device counts for more, as in the gate's estimate); None when none has a level."""
+    d = o = 0.0
+    for dev in devices:
+        level = levels.get(dev, {}).get(metric)
+        if level is not None and value(level) is not None:
+            d, o = d + level[0], o + level[1]
+    return o / d if d > 0 else None
+
+
 def variance(level: Level) -> float:
     """The variance of :func:`value` as an estimate (the sandwich over the device's windows)."""
     d, o, oo, od, dd, n = level[:6]

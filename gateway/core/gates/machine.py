@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from gateway.core.figures import Figures
 from gateway.core.gates.criteria import evaluate
 from gateway.core.gates.evidence import take_evidence
-from gateway.core.gates.levels import MIN_WINDOWS
+from gateway.core.gates.levels import MIN_WINDOWS, pooled
 from gateway.core.gates.paired import judged_classes
 from gateway.core.gates.table import Kind, family
 from gateway.core.gates.values import (
@@ -28,7 +28,7 @@ from gateway.core.gates.values import (
 )
 from gateway.core.gates.words import name, say_short
 from gateway.core.settings import GateSettings
-from gateway.core.waves import admit
+from gateway.core.waves import admit, first_wave
 from gateway.core.window import WindowStats
 
 
@@ -50,15 +50,14 @@ class _Log:
 def _open_wave(
     state: GateState, wave: int, now: float, eligible: Mapping[str, Mapping[str, str]], settings: GateSettings
 ) -> GateState:
-    fresh = admit(
-        state.deployment,
-        eligible,
-        state.admitted,
-        settings.waves,
-        wave,
-        min_devices=settings.min_devices_per_wave,
-        order_attr=settings.wave_order,
-    )
+    m, order, plan = settings.min_devices_per_wave, settings.wave_order, settings.waves
+    if wave == 0:
+        enough = _enough(state, settings)
+        fresh = first_wave(
+            state.deployment, eligible, state.admitted, plan, min_devices=m, order_attr=order, enough=enough
+        )
+    else:
+        fresh = admit(state.deployment, eligible, state.admitted, plan, wave, min_devices=m, order_attr=order)
     return dataclasses.replace(
         state,
         wave=wave,
@@ -69,6 +68,21 @@ def _open_wave(
         awaiting_approval=False,
         observed=frozenset(),
     )
+
+
+def _enough(state: GateState, s: GateSettings) -> Callable[[Sequence[str]], bool]:
+    """Whether a first wave's devices make errors enough on the baseline (pooled, from their own
+    levels) for a rise in them past ``error_rate_rise_max`` to show: at least
+    ``first_wave_error_level`` times it (a wave of quiet cameras cannot tell x3 from the margin)."""
+    need = s.first_wave_error_level * s.error_rate_rise_max
+    if state.baseline_version is None or need <= 0:
+        return lambda _wave: True
+
+    def enough(wave: Sequence[str]) -> bool:
+        level = pooled(state.reference, wave, "errors")
+        return level is None or level >= need
+
+    return enough
 
 
 def open_gate(
