@@ -9,8 +9,8 @@ the imports and enforces the rules marked *):
    decision state (``core.site_state``; its transitions in ``core.site``: ``apply_index``,
    ``on_control``, ``tick``, each returning its effects as values, ``core.site_effects``),
    telemetry windows and aggregation, drift (``drift_sketch``: the devices' feature
-   sketches; ``drift``: PSI against the reference and the site's past, and its alert, which the
-   gates read as the ``input_drift`` row), pacing,
+   sketches; ``drift_psi``: the distance; ``drift``: the windows against the reference and the
+   site's past, and the alert, which the gates read as the ``input_drift`` row), pacing,
    the eviction choice,
    figures for people (``human``, ``progress``), the limit on repeated log lines (``repeats``),
    hawkBit DDI's documents, action ids and feedback (``ddi``), samples for retraining
@@ -26,9 +26,11 @@ the imports and enforces the rules marked *):
    folder, and where its operator API listens). * It imports only the core.
 3. The I/O rooms, each with one job: ``trust`` (verify the signed index and keys, or a TUF
    repository with python-tuf's ``TrustedMetadataSet`` (``trust.tuf``, ``trust.tuf_state``); the
-   clock floor), ``store`` (verified blobs on disk) *never importing network code*, ``inventory``
+   clock floor), ``store`` (verified blobs on disk: the catalog, the served set, the scrub and the
+   evictor behind one ``ArtifactStore``) *never importing network code*, ``inventory``
    (the devices, and ``inventory.access``: who a device is and whether it may talk to us),
-   ``uplink`` (the disk outbox, its sinks and the site report), ``broker`` (embedded MQTT, or the
+   ``uplink`` (the disk outbox: its file, appends, bounds and delivery; its sinks and the site
+   report), ``broker`` (embedded MQTT, or the
    site's own broker through ``broker.external``: gmqtt on the loop), ``discovery`` (mDNS),
    ``telemetry`` (ingest, drift signals (``telemetry.drift``), the dashboard's history, the site's
    trace), ``rollout`` (the gate keeper shell, gate files, ``rollout.polls`` (the poll answer and
