@@ -5,7 +5,6 @@ does with the value's own gates. Pure: values in, answers out."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import random
 
 import pytest
@@ -14,27 +13,11 @@ from gateway.core import policy
 from gateway.core import site as S
 from gateway.core.device import DeviceRecord
 from gateway.core.gates import Control, Stage
-from gateway.core.manifest import Deployment, parse_deployment
 from gateway.core.poll_memo import PollMemo, uncached
 from gateway.core.settings import GateSettings
+from tests.core.test_site_effects import V1, V2  # the same two deployments
 
 SETTINGS = GateSettings(waves=(5.0, 25.0, 100.0), min_devices_per_wave=2, soak_min_s=300.0)
-
-
-def manifest(version: str) -> Deployment:
-    return parse_deployment(
-        {
-            "model_id": "detector",
-            "version": version,
-            "artifact_url": f"artifacts/detector/{version}/model.bin",
-            "signature_url": f"artifacts/detector/{version}/model.bin.sig",
-            "sha256": hashlib.sha256(version.encode()).hexdigest(),
-            "length": 1000,
-        }
-    )
-
-
-V1, V2 = manifest("1.0.0"), manifest("2.0.0")
 
 
 def devices(n: int) -> list[DeviceRecord]:
