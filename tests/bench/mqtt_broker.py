@@ -10,7 +10,9 @@ idle connection at 1,000 and 5,000, with the ratios and the goals):
    process per publisher, one message per stdin line). Ours is the real gateway (``serve``, lab mode),
    so every message is validated, journaled durably in the outbox before its PUBACK, and aggregated;
    "ours-aggregate-only" is the same with ``uplink.forward_samples = false`` (validated and aggregated).
-   Bare amqtt is amqtt 0.12 with its default configuration; mosquitto is Debian's.
+   Bare amqtt is amqtt 0.12 with its default configuration; mosquitto is Debian's. "python-floor"
+   (``mqtt_floor.py``) is the least a CPython broker can do and still commit each message before
+   its PUBACK: framing, ``json.loads`` and one SQLite row per message, PUBACKs per commit.
 2. Memory per idle connection at each ``--conns`` level: RSS of the broker process after that many
    clients have connected (raw CONNECT packets from one asyncio process), minus its RSS before.
    "ours-external" is the gateway with ``mqtt.mode = "external"`` on a Debian mosquitto (persistence
@@ -99,6 +101,8 @@ def broker(kind: str, work: Path) -> Iterator[tuple[int, psutil.Process]]:
         cmd = [sys.executable, "-m", "gateway", "serve", *args]
     elif kind == "amqtt":
         cmd = [sys.executable, "-c", BARE_AMQTT, str(port)]
+    elif kind == "python-floor":
+        cmd = [sys.executable, str(ROOT / "tests" / "bench" / "mqtt_floor.py"), str(port), str(work)]
     else:
         conf = work / f"mosquitto-{port}.conf"
         conf.write_text(
@@ -267,7 +271,7 @@ def main() -> None:
     mem: dict[str, dict[int, float]] = {}
     kinds = [
         k
-        for k in ("ours", "ours-aggregate-only", "ours-external", "amqtt", "mosquitto")
+        for k in ("ours", "ours-aggregate-only", "ours-external", "python-floor", "amqtt", "mosquitto")
         if k in args.kinds.split(",")
     ]
     for _ in range(args.rounds):
@@ -279,7 +283,7 @@ def main() -> None:
                     f"{kind}: ingest {rate:.0f} msg/s QoS 1 ({args.messages} messages, {args.publishers} publishers); broker CPU {cpu_seconds([proc]):.1f} s so far"
                 )
     for kind in kinds:
-        if kind == "ours-aggregate-only":
+        if kind in ("ours-aggregate-only", "python-floor"):
             continue
         with broker(kind, work) as (port, proc):
             mem[kind], storm = asyncio.run(memory(port, proc, levels))
@@ -317,6 +321,12 @@ def versus_mosquitto(
         f"  QoS 1 ingest: ours {ours:.0f} msg/s, mosquitto {theirs:.0f} msg/s: {ours / theirs:.2f}x"
         f" (each round: {each}; goal at least 0.5x)",
     ]
+    if "python-floor" in runs:
+        floor = statistics.median(runs["python-floor"])
+        lines.append(
+            f"  the CPython floor (mqtt_floor.py: framing, json.loads, one durable row): {floor:.0f} msg/s,"
+            f" {floor / theirs:.2f}x mosquitto; ours is {ours / floor:.2f}x the floor"
+        )
     for lvl in levels:
         a, b = mem.get("ours", {}).get(lvl), mem.get("mosquitto", {}).get(lvl)
         if a is not None and b is not None:
