@@ -73,6 +73,8 @@ def evaluate(state: GateState, lim: GateLimits, now: float | None = None) -> lis
         keys = _keys(c, state, lim)
         for key, margin, metric in keys:
             stream = state.streams.get(key)
+            if stream is not None and not stream.windows:
+                stream = None  # only what changed for everyone is kept so far (paired._carried)
             if stream is None and seen >= s.min_samples and c.metric != "class:":
                 continue  # the candidate's devices do not report it
             v = _mean(c, key, metric, margin, stream, state, lim, alpha / len(keys))

@@ -5,7 +5,9 @@ For a relative criterion and a window, each device on the candidate gives what i
 over ``den``: errors over inferences, a class over the detections, mean log latency over 1) and what
 it would have shown on the baseline: its own level from before the gate opened
 (:mod:`gateway.core.gates.levels`) moved by what moved every device still on the baseline in the
-same window (difference in differences). With multiplicative time (``mult``: a busy night doubles
+same window (difference in differences; when none of those reported in it, as when devices report
+less often than a window and in step with each other, the last such change within
+:data:`SHARED_MAX_AGE_S` stands in). With multiplicative time (``mult``: a busy night doubles
 traffic and errors everywhere) the devices still on the baseline give
 ``g = sum(obs) / sum(level * den)``, and the counterfactual is ``level * g * den``; with additive
 time (``add``: log latency, temperature, confidence) ``g = sum(obs - level * den) / sum(den)`` and
@@ -21,6 +23,7 @@ streams is :mod:`gateway.core.gates.criteria`; the tests, :mod:`gateway.core.gat
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
 from gateway.core.gates import levels as L
@@ -30,6 +33,7 @@ from gateway.core.gates.table import ABSOLUTE, RELATIVE, Criterion
 from gateway.core.window import DeviceWindow, WindowStats
 
 Streams = Mapping[str, Stream]
+SHARED_MAX_AGE_S = 900.0  # how long what changed for everyone, last seen, stands for a window without it
 
 
 def _merge(windows: Iterable[WindowStats]) -> dict[str, DeviceWindow]:
@@ -46,32 +50,42 @@ def _metrics(c: Criterion, classes: Sequence[str]) -> list[tuple[str, str]]:
     return [(c.name, c.metric)]
 
 
+def shared_change(
+    c: Criterion,
+    metric: str,
+    cand: Mapping[str, Mapping[str, tuple[float, float]]],
+    base: Mapping[str, Mapping[str, tuple[float, float]]],
+    reference: L.Levels,
+) -> float | None:
+    """What moved every device still on the baseline in one window (``g``), or None when no such
+    device with a level reported in it."""
+    mult = c.time == "mult"
+    top = bottom = 0.0
+    for dev, obs in base.items():
+        if dev in cand or metric not in obs:
+            continue
+        level = reference.get(dev, {}).get(metric)
+        lv = L.value(level) if level is not None else None
+        if lv is None:
+            continue
+        o, d = obs[metric]
+        top += o if mult else o - lv * d
+        bottom += lv * d if mult else d
+    return top / bottom if bottom > 0 else None
+
+
 def _relative_window(
     c: Criterion,
     metric: str,
     cand: Mapping[str, Mapping[str, tuple[float, float]]],
     base: Mapping[str, Mapping[str, tuple[float, float]]],
     reference: L.Levels,
-    shadow: bool,
+    g: float | None,
 ) -> tuple[float, float, float, dict[str, float]] | None:
-    """One window of a relative criterion: (num, den, counterfactual, lever) or None."""
+    """One window of a relative criterion: (num, den, counterfactual, lever) or None. ``g`` is what
+    changed for everyone (None in the shadow stage, where each device's own active model is its
+    counterfactual)."""
     mult = c.time == "mult"
-    g = 1.0 if mult else 0.0
-    if not shadow:
-        top = bottom = 0.0
-        for dev, obs in base.items():
-            if dev in cand or metric not in obs:
-                continue
-            level = reference.get(dev, {}).get(metric)
-            lv = L.value(level) if level is not None else None
-            if lv is None:
-                continue
-            o, d = obs[metric]
-            top += o if mult else o - lv * d
-            bottom += lv * d if mult else d
-        if bottom <= 0:
-            return None  # no device left on the baseline to say what changed for everyone
-        g = top / bottom
     num = den = cf_sum = 0.0
     lever: dict[str, float] = {}
     for dev, obs in cand.items():
@@ -81,18 +95,18 @@ def _relative_window(
             o, d = 0.0, total  # none of this class among the device's detections
         else:
             continue
-        if shadow:
+        if g is None:
             own = base.get(dev, {}).get(metric)
             if own is None or own[1] <= 0:
                 continue
-            lv, slope = own[0] / own[1], 0.0
+            lv, slope, g_ = own[0] / own[1], 0.0, 1.0 if mult else 0.0
         else:
             level = reference.get(dev, {}).get(metric)
             value = L.value(level) if level is not None else None
             if value is None:
                 continue
-            lv, slope = value, (g * d if mult else d)
-        cf = lv * g * d if mult else (lv + g) * d
+            lv, slope, g_ = value, (g * d if mult else d), g
+        cf = lv * g_ * d if mult else (lv + g_) * d
         if c.form == "ratio":
             num, den = num + o, den + cf
         else:
@@ -103,6 +117,21 @@ def _relative_window(
     if den <= 0:
         return None
     return num, den, cf_sum, lever
+
+
+def _carried(out: dict[str, Stream], key: str, start: float, g: float | None) -> float | None:
+    """This window's ``g``, kept on the stream for the windows after it; or, when no device still
+    on the baseline reported in this window, the last one seen within :data:`SHARED_MAX_AGE_S`
+    (devices that report less often than a window, in step with each other, can leave a window
+    with the candidate's devices alone: a first wave that is exactly one such group would
+    otherwise never be compared at all)."""
+    prior = out.get(key)
+    if g is not None:
+        out[key] = dataclasses.replace(prior or Stream(), shared=g, shared_at=start)
+        return g
+    if prior is not None and prior.shared is not None and 0 <= start - prior.shared_at <= SHARED_MAX_AGE_S:
+        return prior.shared
+    return None
 
 
 def take_windows(
@@ -131,19 +160,14 @@ def take_windows(
     out = dict(streams)
     for start in sorted(by_start):
         cw, bw = by_start[start]
-        if not cw:
-            continue
         cand_dw = _merge(cw)
         cand = {dev: L.observe(dw) for dev, dw in cand_dw.items()}
         inferences = sum(dw.inferences for dw in cand_dw.values())
         if baseline is not None and reference:
             base = {dev: L.observe(dw) for dev, dw in _merge(bw).items()}
-            for c in RELATIVE:
-                for key, metric in _metrics(c, classes):
-                    got = _relative_window(c, metric, cand, base, reference, shadow)
-                    if got is not None:
-                        num, den, cf, lever = got
-                        out[key] = out.get(key, Stream()).add(num, den, cf, inferences, lever)
+            _relative(out, start, cand, base, reference, classes, shadow, inferences)
+        if not cw:
+            continue
         _absolute(out, cand, inferences, expected)
         if shadow:
             take_agreement(out, cand_dw, inferences, classes)
@@ -154,6 +178,29 @@ def take_windows(
                 float(invalid), float(messages), 0.0, inferences, {}
             )
     return out
+
+
+def _relative(
+    out: dict[str, Stream],
+    start: float,
+    cand: Mapping[str, Mapping[str, tuple[float, float]]],
+    base: Mapping[str, Mapping[str, tuple[float, float]]],
+    reference: L.Levels,
+    classes: Sequence[str],
+    shadow: bool,
+    inferences: int,
+) -> None:
+    """One window of every relative criterion, each device against its own level (or, in the
+    shadow stage, against its own active model in the same window)."""
+    for c in RELATIVE:
+        for key, metric in _metrics(c, classes):
+            g = None if shadow else _carried(out, key, start, shared_change(c, metric, cand, base, reference))
+            if not cand or (g is None and not shadow):
+                continue  # no candidate device in it; or nothing says what changed for everyone
+            got = _relative_window(c, metric, cand, base, reference, g)
+            if got is not None:
+                num, den, cf, lever = got
+                out[key] = out.get(key, Stream()).add(num, den, cf, inferences, lever)
 
 
 def _absolute(

@@ -23,6 +23,10 @@ class Stream:
     windows: int = 0
     inferences: int = 0
     lever: Mapping[str, float] = field(default_factory=dict)
+    # what changed for every device still on the baseline in the last window that had one, and
+    # that window's start (:func:`gateway.core.gates.paired.take_windows`)
+    shared: float | None = None
+    shared_at: float = 0.0
 
     def add(self, num: float, den: float, cf: float, inferences: int, lever: Mapping[str, float]) -> Stream:
         merged = dict(self.lever)
@@ -38,6 +42,8 @@ class Stream:
             self.windows + 1,
             self.inferences + inferences,
             merged,
+            self.shared,
+            self.shared_at,
         )
 
     @property
