@@ -50,7 +50,7 @@ def test_state_and_audit_survive_a_restart(tmp_path: Path) -> None:
     assert state.heard
     assert state.candidate.inferences > 0 and len(state.baseline.devices) == 12 - len(state.admitted)
     assert state.reference and state.classes and state.streams
-    assert all(s.lever for k, s in state.streams.items() if k == "error_rate_rise")
+    assert all(s.lever and s.shared for k, s in state.streams.items() if k == "error_rate_rise")
     assert len(state.decisions) >= 2
     store.save({state.deployment: state}, [*state.decisions])
     loaded = GateStore(tmp_path).load()
