@@ -33,6 +33,7 @@ from gateway.core.gates.table import ABSOLUTE, RELATIVE, Criterion
 from gateway.core.window import DeviceWindow, WindowStats
 
 Streams = Mapping[str, Stream]
+Observed = Mapping[str, Mapping[str, tuple[float, float]]]  # device -> metric -> (obs, den) of a window
 SHARED_MAX_AGE_S = 900.0  # how long what changed for everyone, last seen, stands for a window without it
 
 
@@ -50,11 +51,11 @@ def _metrics(c: Criterion, classes: Sequence[str]) -> list[tuple[str, str]]:
     return [(c.name, c.metric)]
 
 
-def shared_change(
+def _shared_change(
     c: Criterion,
     metric: str,
-    cand: Mapping[str, Mapping[str, tuple[float, float]]],
-    base: Mapping[str, Mapping[str, tuple[float, float]]],
+    cand: Observed,
+    base: Observed,
     reference: L.Levels,
 ) -> float | None:
     """What moved every device still on the baseline in one window (``g``), or None when no such
@@ -77,8 +78,8 @@ def shared_change(
 def _relative_window(
     c: Criterion,
     metric: str,
-    cand: Mapping[str, Mapping[str, tuple[float, float]]],
-    base: Mapping[str, Mapping[str, tuple[float, float]]],
+    cand: Observed,
+    base: Observed,
     reference: L.Levels,
     g: float | None,
 ) -> tuple[float, float, float, dict[str, float]] | None:
@@ -183,8 +184,8 @@ def take_windows(
 def _relative(
     out: dict[str, Stream],
     start: float,
-    cand: Mapping[str, Mapping[str, tuple[float, float]]],
-    base: Mapping[str, Mapping[str, tuple[float, float]]],
+    cand: Observed,
+    base: Observed,
     reference: L.Levels,
     classes: Sequence[str],
     shadow: bool,
@@ -194,7 +195,11 @@ def _relative(
     shadow stage, against its own active model in the same window)."""
     for c in RELATIVE:
         for key, metric in _metrics(c, classes):
-            g = None if shadow else _carried(out, key, start, shared_change(c, metric, cand, base, reference))
+            g = (
+                None
+                if shadow
+                else _carried(out, key, start, _shared_change(c, metric, cand, base, reference))
+            )
             if not cand or (g is None and not shadow):
                 continue  # no candidate device in it; or nothing says what changed for everyone
             got = _relative_window(c, metric, cand, base, reference, g)
@@ -205,7 +210,7 @@ def _relative(
 
 def _absolute(
     out: dict[str, Stream],
-    cand: Mapping[str, Mapping[str, tuple[float, float]]],
+    cand: Observed,
     inferences: int,
     expected: Sequence[tuple[str, float]],
 ) -> None:
