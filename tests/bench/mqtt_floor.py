@@ -2,11 +2,12 @@
 rule (a QoS 1 message is committed to disk before its PUBACK), with nothing else.
 
 Run by ``mqtt_broker.py --kinds python-floor`` (``python tests/bench/mqtt_floor.py PORT DIR``). One
-``asyncio.Protocol`` per connection; CONNECT gets its CONNACK; each QoS 1 PUBLISH is framed, its
-payload parsed with ``json.loads`` and its topic, payload and receive time appended to a batch; one
-worker thread commits each batch to SQLite (WAL, ``synchronous=FULL``, as the outbox) and the
-PUBACKs of that batch go out in one write per connection. No validation, aggregation, sessions,
-subscriptions, limits or error handling: a figure for what the interpreter, the event loop and one
+``asyncio.Protocol`` per connection; CONNECT gets its CONNACK; each QoS 1 PUBLISH is framed and
+decoded by the broker's own :mod:`gateway.broker.wire`, its payload parsed with ``json.loads``, and
+its topic, payload and receive time appended to a batch; one worker thread commits each batch to
+SQLite (WAL, ``synchronous=FULL``, as the outbox) and the PUBACKs of that batch go out in one write
+per connection (a batch whose commit fails gets none). No validation, aggregation, sessions,
+subscriptions or limits: a figure for what the interpreter, the event loop and one
 durable row cost per message, which bounds how close any Python broker that journals first can come
 to mosquitto (issue 27, item 2).
 """
@@ -21,7 +22,21 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-CONNACK = b"\x20\x02\x00\x00"
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from gateway.broker.wire import (
+    CONNECT,
+    DISCONNECT,
+    PINGREQ,
+    PUBACK,
+    PUBLISH,
+    ack,
+    fixed_header,
+    parse_publish,
+)
+
+CONNACK_OK = b"\x20\x02\x00\x00"
+LIMIT = 1 << 20
 
 
 class Journal:
@@ -48,7 +63,7 @@ class Journal:
         rows, acks = self.rows, self.acks
         self.rows, self.acks = [], {}
         asyncio.get_running_loop().run_in_executor(self.pool, self.commit, rows).add_done_callback(
-            lambda _f: self.done(acks)
+            lambda f: self.done(acks, f.exception() is None)
         )
 
     def commit(self, rows: list[tuple[str, str, float]]) -> None:
@@ -56,9 +71,13 @@ class Journal:
         self.db.executemany("INSERT INTO records VALUES (?, ?, ?)", rows)
         self.db.execute("COMMIT")
 
-    def done(self, acks: dict[asyncio.Transport, list[bytes]]) -> None:
+    def done(self, acks: dict[asyncio.Transport, list[bytes]], committed: bool) -> None:
+        """PUBACKs for a committed batch; for one that failed, none (its senders are dropped and
+        send again)."""
         for transport, packets in acks.items():
-            if not transport.is_closing():
+            if not committed:
+                transport.abort()
+            elif not transport.is_closing():
                 transport.write(b"".join(packets))
         if self.rows:
             self.flush()
@@ -76,42 +95,31 @@ class Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        """Whole packets, framed by the broker's own :func:`gateway.broker.wire.fixed_header`."""
         buf = self.buf + data if self.buf else data
-        pos, end = 0, len(buf)
-        while end - pos >= 2:
-            length, shift, i = 0, 0, pos + 1
-            while True:  # the remaining length: up to four bytes
-                if i >= end:
-                    self.buf = buf[pos:]
-                    return
-                byte = buf[i]
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                i += 1
-                if not byte & 0x80:
-                    break
-            if end - i < length:
+        pos = 0
+        while (head := fixed_header(buf, pos, LIMIT)) is not None:
+            start, length = head
+            if len(buf) - start < length:
                 break
-            self.packet(buf[pos], buf[i : i + length])
-            pos = i + length
+            self.packet(buf[pos], buf[start : start + length])
+            pos = start + length
         self.buf = buf[pos:]
 
     def packet(self, head: int, body: bytes) -> None:
-        kind = head >> 4
         assert self.transport is not None
-        if kind == 1:
-            self.transport.write(CONNACK)
-        elif kind == 3:
-            n = int.from_bytes(body[:2], "big")
-            topic = body[2 : 2 + n].decode()
-            if (head >> 1) & 3:
-                pid = body[2 + n : 4 + n]
-                payload = body[4 + n :].decode()
+        kind = head >> 4
+        if kind == CONNECT:
+            self.transport.write(CONNACK_OK)
+        elif kind == PUBLISH:
+            p = parse_publish(head & 0x0F, body)
+            if p.packet_id is not None:
+                payload = p.payload.decode()
                 json.loads(payload)
-                self.journal.add(self.transport, (topic, payload, time.time()), b"\x40\x02" + pid)
-        elif kind == 12:
+                self.journal.add(self.transport, (p.topic, payload, time.time()), ack(PUBACK, p.packet_id))
+        elif kind == PINGREQ:
             self.transport.write(b"\xd0\x00")
-        elif kind == 14:
+        elif kind == DISCONNECT:
             self.transport.close()
 
 
