@@ -100,14 +100,14 @@ def _relative_window(
             own = base.get(dev, {}).get(metric)
             if own is None or own[1] <= 0:
                 continue
-            lv, slope, g_ = own[0] / own[1], 0.0, 1.0 if mult else 0.0
+            lv, slope, shift = own[0] / own[1], 0.0, 1.0 if mult else 0.0
         else:
             level = reference.get(dev, {}).get(metric)
             value = L.value(level) if level is not None else None
             if value is None:
                 continue
-            lv, slope, g_ = value, (g * d if mult else d), g
-        cf = lv * g_ * d if mult else (lv + g_) * d
+            lv, slope, shift = value, (g * d if mult else d), g
+        cf = lv * shift * d if mult else (lv + shift) * d
         if c.form == "ratio":
             num, den = num + o, den + cf
         else:
