@@ -1,9 +1,10 @@
 """The outbox's append path: group commit by one writer thread, and the two appends that commit
 on their own (a relayed batch, all or none; a record with a key, once).
 
-Appends are group-committed by one writer thread: concurrent appends within a few milliseconds
-share one fsync, and each caller's future resolves only after its commit (so an MQTT PUBACK can wait
-for it). What a power cut can lose: nothing whose ``append`` completed. A ``kill -9`` loses nothing
+Appends are group-committed by one writer thread: every append that arrives while a commit is in
+flight joins the next one (one fsync for all of them; the writer never sleeps to gather more, so an
+append waits at most one commit behind the current one), and each caller's future resolves only
+after its commit (so an MQTT PUBACK can wait for it). What a power cut can lose: nothing whose ``append`` completed. A ``kill -9`` loses nothing
 either (committed is committed); what was in flight in the process at that instant (accepted from a
 device but not yet committed, a few milliseconds' worth) was never acknowledged.
 
@@ -17,14 +18,12 @@ import asyncio
 import json
 import sqlite3
 import threading
-import time
 from typing import Any
 
 from gateway.core.errors import StorageError
 from gateway.uplink.bounds import Bounds
 from gateway.uplink.outbox_file import OutboxFile, Pending, insert_once, resolve, seam
 
-GROUP_COMMIT_S = 0.004
 MAX_BATCH = 1000
 _INSERT = "INSERT INTO records(kind, at, body, size) VALUES (?, ?, ?, ?)"
 
@@ -97,8 +96,6 @@ class Appender:
                     self._cv.wait()
                 if not self._pending and self._closed:
                     return
-            time.sleep(GROUP_COMMIT_S)  # let concurrent appends join this commit
-            with self._cv:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             # A caller that gave up (cancelled) before its commit: its record is not written.
             # (Reading another thread's future state is racy only towards writing it anyway.)
