@@ -15,12 +15,12 @@ is decided inside the same commit.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import threading
 from typing import Any
 
 from gateway.core.errors import StorageError
+from gateway.runtime import jsonfast
 from gateway.uplink.bounds import Bounds
 from gateway.uplink.outbox_file import OutboxFile, Pending, insert_once, resolve, seam
 
@@ -51,7 +51,7 @@ class Appender:
 
     def append_nowait(self, kind: str, body: dict[str, Any], now: float) -> asyncio.Future[int]:
         """Queue a record; the future resolves with its sequence number once it is committed."""
-        text = json.dumps(body, separators=(",", ":"), sort_keys=True)
+        text = jsonfast.encode_sorted(body)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
         with self._cv:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import sqlite3
 import threading
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from gateway.core.errors import DamagedStateError, StorageError
-from gateway.runtime import atomic
+from gateway.runtime import atomic, jsonfast
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -225,7 +224,7 @@ def resolve(items: list[tuple[asyncio.Future[int], int | BaseException]]) -> Non
 def insert_once(db: sqlite3.Connection, kind: str, at: float, body: dict[str, Any], key: str) -> int:
     """One commit: the record and its ``key`` (keys older than ONCE_KEEP_S forgotten first); the
     bytes written, 0 (nothing written) when the key is known."""
-    text = json.dumps(body, separators=(",", ":"), sort_keys=True)  # as Outbox.append_nowait writes it
+    text = jsonfast.encode_sorted(body)  # as Outbox.append_nowait writes it
     cur = db.cursor()
     cur.execute("BEGIN IMMEDIATE")
     try:
