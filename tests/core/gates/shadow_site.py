@@ -10,7 +10,6 @@ makes any two models disagree more for a while), so frames are not independent t
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 from collections.abc import Iterable, Mapping
@@ -135,7 +134,7 @@ class ShadowFleet(Fleet):
             cand[b] = cand.get(b, 0) + v
         pairs = {f"{a}->{b}": v for (a, b), v in moved.items() if v}
         agreement = Agreement(total, total - sum(moved.values()), classes, pairs, 0.0)
-        return dataclasses.replace(s, class_counts=cand, agreement=agreement)
+        return s._replace(class_counts=cand, agreement=agreement)
 
 
 def _share(s: Sample, name: str) -> float:
