@@ -9,14 +9,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.core.agreement import Agreement, AgreementSums, pooled
 from gateway.core.metrics import MetricsMessage, encode
 
 
-@dataclass(frozen=True)
-class GroupKey:
+class GroupKey(NamedTuple):
+    """What a window's figures are of. A named tuple: one is made and hashed for every message
+    (a frozen dataclass hashes and compares in Python)."""
+
     model_id: str
     model_version: str
     cohort: str  # value of the cohort attribute (e.g. hw=rev2), "" when unknown
