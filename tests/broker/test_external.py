@@ -28,6 +28,7 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
 
 from gateway.broker.external import ExternalBroker
 from gateway.core.settings import MqttSettings
@@ -220,6 +221,38 @@ async def test_the_acl_pattern_keeps_each_device_to_its_own_topics(
         await until(lambda: ("devices/cam-2/updates", b'{"poll": true}') in cam2.received, what="cam-2's")
         # cam-2 read only its own subtree: its own metrics and notice, nothing of cam-1's
         assert sorted(t for t, _ in cam2.received) == ["devices/cam-2/metrics", "devices/cam-2/updates"]
+    finally:
+        await ext.stop()
+
+
+async def test_messages_with_and_without_mqtt5_properties_arrive_alike(
+    mosquitto: Mosquitto, devices: Callable[..., Device]
+) -> None:
+    """The external path reads a plain QoS 1 PUBLISH itself (no properties: nearly every message)
+    and leaves the rest to gmqtt: both must hand the hook the same topic and bytes, and QoS 1 ones
+    be acknowledged once the hook's future is done."""
+    got: list[tuple[str, str, bytes]] = []
+    ext = ExternalBroker(settings(mosquitto), "ota-gateway-test", lambda d, t, p: got.append((d, t, p)))
+    await ext.start()
+    try:
+        await until(ext.ready.is_set, what="the gateway subscribed")
+        cam = devices("cam-1", mosquitto.port)
+        await until(lambda: cam.connack, what="the device connected")
+        with_props = paho.Properties(PacketTypes.PUBLISH)
+        with_props.UserProperty = [("site", "depot-7")]
+        with_props.MessageExpiryInterval = 3600
+        with_props.ContentType = "application/json"
+        sent = []
+        for i in range(40):
+            body = json.dumps({**metrics(float(i)), "note": "é" * (i * 7)}).encode()  # lengths vary
+            props = with_props if i % 3 == 0 else None
+            cam.client.publish("devices/cam-1/metrics", body, qos=0 if i % 5 == 4 else 1, properties=props)
+            sent.append(("cam-1", "devices/cam-1/metrics", body))
+        await until(lambda: len(got) >= len(sent), what="every message at the hook")
+        assert sorted(got) == sorted(sent)  # the same bytes (MQTT orders within a QoS level only)
+        qos1 = sum(1 for i in range(40) if i % 5 != 4)  # acknowledged by the gateway to the broker
+        await until(lambda: ext.stats()["acked"] == qos1, what="every QoS 1 message acknowledged")
+        assert ext.stats()["unacknowledged"] == 0
     finally:
         await ext.stop()
 
