@@ -77,7 +77,7 @@ class Appender:
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
-            self.file.bytes += size
+            self.file.count(kind, len(texts), size)
             self.bounds.took(key, held + size)
         return len(texts)
 
@@ -86,7 +86,8 @@ class Appender:
         """Blocking: the record with ``key`` in one commit; False (nothing written) when ``key`` is known."""
         with self.file.lock:
             size = insert_once(self.file.db, kind, now, body, key)
-            self.file.bytes += size
+            if size:
+                self.file.count(kind, 1, size)
         return size > 0
 
     def _write_loop(self) -> None:
@@ -129,7 +130,7 @@ class Appender:
                 for kind, at, text, *_ in batch:
                     cur.execute(_INSERT, (kind, at, text, len(text)))
                     seqs.append(int(cur.lastrowid or 0))
-                    self.file.bytes += len(text)
+                    self.file.count(kind, 1, len(text))
                 self.bounds.enforce(cur)
                 cur.execute("COMMIT")
             except BaseException:

@@ -78,7 +78,7 @@ class Bounds:
                 cur.execute("DELETE FROM records WHERE seq = ?", (seq,))
                 self._count_drop(cur, k, reason)
                 excess -= size
-                self.file.bytes -= size
+                self.file.count(k, -1, -size)
 
     def _count_drop(self, cur: sqlite3.Cursor, kind: str, reason: str, n: int = 1) -> None:
         self.dropped[(kind, reason)] += n
@@ -107,7 +107,7 @@ class Bounds:
             cur.execute("DELETE FROM records WHERE at < ?", (cutoff,))
             for kind, n, size in rows:
                 self._count_drop(cur, kind, "older than max_age_s", n)
-                self.file.bytes -= size
+                self.file.count(kind, -n, -size)
             cur.execute("COMMIT")
         return sum(n for _, n, _ in rows)
 

@@ -68,11 +68,12 @@ class Delivery:
             )
             floor = min((cur.execute(_ACKED, (s,)).fetchone()[0] for s in self.sinks), default=up_to_seq)
             freed = cur.execute(
-                "SELECT COALESCE(SUM(size), 0) FROM records WHERE seq <= ?", (floor,)
-            ).fetchone()[0]
+                "SELECT kind, COUNT(*), SUM(size) FROM records WHERE seq <= ? GROUP BY kind", (floor,)
+            ).fetchall()
             cur.execute("DELETE FROM records WHERE seq <= ?", (floor,))
             cur.execute("COMMIT")
-            self.file.bytes -= int(freed)
+            for kind, n, size in freed:
+                self.file.count(kind, -n, -size)
 
     def cursors(self) -> dict[str, int]:
         """Each sink in use's cursor (for the status page)."""

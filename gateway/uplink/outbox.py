@@ -143,7 +143,7 @@ class Outbox:
     def depth(self) -> Depth:
         """Records waiting, their bytes, the oldest one's time, and this run's drops (for /metrics)."""
         with self.file.lock:
-            return read_depth(self.file.db, dict(self.bounds.dropped))
+            return read_depth(self.file, dict(self.bounds.dropped))
 
     def stats(self) -> dict[str, Any]:
         """For the status page: never raises (a damaged outbox is shown as such)."""
@@ -154,11 +154,10 @@ class Outbox:
 
     def _stats(self) -> dict[str, Any]:
         with self.file.lock:
-            db = self.file.db
-            pending = db.execute("SELECT kind, COUNT(*), SUM(size) FROM records GROUP BY kind").fetchall()
-            drops = db.execute("SELECT kind, reason, count FROM drops").fetchall()
+            pending = self.file.pending_locked()
+            drops = self.file.db.execute("SELECT kind, reason, count FROM drops").fetchall()
         return {
-            "pending": {k: {"records": n, "bytes": b} for k, n, b in pending},
+            "pending": {k: {"records": n, "bytes": b} for k, (n, b) in sorted(pending.items())},
             "pending_bytes": self.file.bytes,
             "drops_unreported": {f"{k}:{r}": c for k, r, c in drops},
             "acked": self.delivery.cursors(),

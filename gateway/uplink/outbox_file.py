@@ -56,13 +56,18 @@ class Depth(NamedTuple):
 
 class OutboxFile:
     """The open outbox file: one connection, used by the writer thread and by readers, always
-    under :attr:`lock`; and :attr:`bytes`, the records' bytes, kept as every part changes them
-    (counted again where a bound depends on it)."""
+    under :attr:`lock`; and :attr:`bytes` and :attr:`kinds`, the records' bytes in all and their
+    count and bytes by kind, kept as every part changes them (:meth:`count`), so that /status and
+    /metrics never scan the records (a backlog of millions took seconds, on the event loop and under
+    the lock every commit waits for). Counted again where a bound depends on it, and whenever
+    another process (``uplink export``) has written to the file since (``PRAGMA data_version``)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lock = threading.Lock()
         self.bytes = 0
+        self.kinds: dict[str, list[int]] = {}  # kind -> [records, bytes]
+        self._version: int | None = None  # data_version when last counted
         self.recovered: list[dict[str, Any]] = []  # a damaged database found at open (for /status)
         self._db: sqlite3.Connection | None = None
 
@@ -82,7 +87,8 @@ class OutboxFile:
         except (sqlite3.Error, DamagedStateError, OSError) as exc:
             raise StorageError(f"cannot open the outbox {self.path}: {exc}", path=str(self.path)) from exc
         self._db = db
-        self.bytes = self.scalar("SELECT COALESCE(SUM(size), 0) FROM records")
+        with self.lock:
+            self.recount_locked()
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -97,10 +103,30 @@ class OutboxFile:
     def scalar_locked(self, sql: str, args: tuple[Any, ...] = ()) -> int:
         return int(self.db.execute(sql, args).fetchone()[0])
 
+    def count(self, kind: str, records: int, size: int) -> None:
+        """``records`` of ``kind`` holding ``size`` bytes were added (or, negative, removed) in a
+        commit under the lock."""
+        tally = self.kinds.get(kind)
+        if tally is None:
+            tally = self.kinds[kind] = [0, 0]
+        tally[0] += records
+        tally[1] += size
+        self.bytes += size
+
     def recount_locked(self) -> int:
-        """The records' bytes counted again (another process, ``uplink export``, may delete some)."""
-        self.bytes = self.scalar_locked("SELECT COALESCE(SUM(size), 0) FROM records")
+        """The records counted again (another process, ``uplink export``, may delete some): one
+        scan. Returns their bytes."""
+        rows = self.db.execute("SELECT kind, COUNT(*), SUM(size) FROM records GROUP BY kind").fetchall()
+        self.kinds = {kind: [int(n), int(size)] for kind, n, size in rows}
+        self.bytes = sum(size for _, size in self.kinds.values())
+        self._version = self.scalar_locked("PRAGMA data_version")
         return self.bytes
+
+    def pending_locked(self) -> dict[str, tuple[int, int]]:
+        """Records and bytes by kind, without a scan unless another process wrote since."""
+        if self.scalar_locked("PRAGMA data_version") != self._version:
+            self.recount_locked()
+        return {kind: (n, size) for kind, (n, size) in self.kinds.items() if n}
 
     def close(self) -> None:
         with self.lock:
@@ -256,6 +282,10 @@ def drain_drops(db: sqlite3.Connection) -> dict[str, dict[str, int]]:
     return out
 
 
-def read_depth(db: sqlite3.Connection, dropped: dict[tuple[str, str], int]) -> Depth:
-    n, size, oldest = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(at) FROM records").fetchone()
-    return Depth(int(n), int(size), oldest, dropped)
+def read_depth(file: OutboxFile, dropped: dict[tuple[str, str], int]) -> Depth:
+    """Under the lock: the tallies, and the oldest record's time from the primary key (records are
+    appended in time order), never a scan."""
+    pending = file.pending_locked()
+    oldest = file.db.execute("SELECT at FROM records ORDER BY seq LIMIT 1").fetchone()
+    n, size = sum(n for n, _ in pending.values()), sum(s for _, s in pending.values())
+    return Depth(n, size, oldest[0] if oldest else None, dropped)

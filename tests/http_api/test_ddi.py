@@ -108,6 +108,16 @@ HOSTILE_FEEDBACK: list[bytes] = [
 ]
 
 
+async def offered(device: DdiDevice, timeout_s: float = 20.0) -> dict[str, Any]:
+    """The device's poll links once they offer a deployment: a verified blob is offered only once
+    the index that names it is applied, a moment later (under load, after the next poll or two)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while "deploymentBase" not in (links := (await device.poll()).get("_links", {})):
+        assert asyncio.get_running_loop().time() < deadline, f"no deployment offered: {links}"
+        await asyncio.sleep(0.05)  # the next poll, as a device's would come
+    return dict(links)
+
+
 @pytest.mark.parametrize("allow_unknown", [True, False])
 async def test_hostile_bodies_and_other_voices_change_nothing(
     reg: Registry, tmp_path: Path, allow_unknown: bool
@@ -128,8 +138,7 @@ async def test_hostile_bodies_and_other_voices_change_nothing(
         a = DdiDevice(http, base, "cam-a", tokens["cam-a"], attrs={"hw": "rev2"})
         b = DdiDevice(http, base, "cam-b", tokens["cam-b"], attrs={"hw": "rev1"})  # outside the cohort
         await until(lambda: gw.store.verified, timeout_s=20, what="the artifact mirrored")
-        await a.poll()
-        links = (await a.poll())["_links"]
+        links = await offered(a)
         status, doc = await a.get_json(links["deploymentBase"]["href"])
         assert status == 200
         action, feedback = doc["id"], links["deploymentBase"]["href"] + "/feedback"
