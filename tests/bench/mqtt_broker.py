@@ -4,7 +4,9 @@ Run: ``python tests/bench/mqtt_broker.py [--messages 20000] [--publishers 4] [--
 [--kinds ...] [--rounds N]``. Issue 27's embedded-broker figures in one command, ours against
 mosquitto from the same run (ingest as the median of three rounds, the two alternating, and KB per
 idle connection at 1,000 and 5,000, with the ratios and the goals):
-``python tests/bench/mqtt_broker.py --kinds ours,mosquitto --rounds 3 --messages 40000``
+``python tests/bench/mqtt_broker.py --kinds ours,mosquitto --rounds 3 --messages 40000``.
+``--before DIR --kinds before,ours,...`` adds the embedded broker of another checkout (e.g.
+``git archive <rev> | tar -x -C DIR``) to every round, for a before/after from one run.
 
 1. Ingest: QoS 1 messages/s to ``devices/{id}/metrics`` from Debian's ``mosquitto_pub -l`` (one
    process per publisher, one message per stdin line). Ours is the real gateway (``serve``, lab mode),
@@ -68,9 +70,15 @@ PAYLOAD = json.dumps(
 
 
 @contextmanager
-def broker(kind: str, work: Path) -> Iterator[tuple[int, psutil.Process]]:
+def broker(kind: str, work: Path, before: Path | None = None) -> Iterator[tuple[int, psutil.Process]]:
+    """``before``: the checkout the "before" kind runs (the embedded broker of that code)."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if kind == "before":
+        assert before is not None, "--before DIR"
+        env["PYTHONPATH"] = str(before)
+        kind = "ours"
+    cwd: str | None = None
     if kind == "ours-external":
         with _mosquitto(work, port) as mproc:
             env.update(
@@ -99,6 +107,7 @@ def broker(kind: str, work: Path) -> Iterator[tuple[int, psutil.Process]]:
         )
         args = serve_args(work / f"data-{port}", str(work / "registry"), free_port(), mqtt_port=port)
         cmd = [sys.executable, "-m", "gateway", "serve", *args]
+        cwd = env["PYTHONPATH"]
     elif kind == "amqtt":
         cmd = [sys.executable, "-c", BARE_AMQTT, str(port)]
     elif kind == "python-floor":
@@ -110,7 +119,7 @@ def broker(kind: str, work: Path) -> Iterator[tuple[int, psutil.Process]]:
         )
         cmd = ["mosquitto", "-c", str(conf)]
     proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_raise_nofile
+        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_raise_nofile
     )
     try:
         wait_port(port, 30)
@@ -262,6 +271,9 @@ def main() -> None:
     ap.add_argument("--conns", default="1000,5000")
     ap.add_argument("--kinds", default="ours,ours-aggregate-only,ours-external,amqtt,mosquitto")
     ap.add_argument("--rounds", type=int, default=1, help="ingest rounds, the kinds alternating; medians")
+    ap.add_argument(
+        "--before", type=Path, default=None, help="another checkout: kind 'before' runs its gateway"
+    )
     args = ap.parse_args()
     levels = [int(x) for x in args.conns.split(",")]
     _raise_nofile()
@@ -271,12 +283,20 @@ def main() -> None:
     mem: dict[str, dict[int, float]] = {}
     kinds = [
         k
-        for k in ("ours", "ours-aggregate-only", "ours-external", "python-floor", "amqtt", "mosquitto")
+        for k in (
+            "ours",
+            "before",
+            "ours-aggregate-only",
+            "ours-external",
+            "python-floor",
+            "amqtt",
+            "mosquitto",
+        )
         if k in args.kinds.split(",")
     ]
     for _ in range(args.rounds):
         for kind in kinds:
-            with broker(kind, work) as (port, proc):
+            with broker(kind, work, args.before) as (port, proc):
                 rate = ingest(port, args.messages, args.publishers, work, external=kind == "ours-external")
                 runs.setdefault(kind, []).append(rate)
                 print(
@@ -285,7 +305,7 @@ def main() -> None:
     for kind in kinds:
         if kind in ("ours-aggregate-only", "python-floor"):
             continue
-        with broker(kind, work) as (port, proc):
+        with broker(kind, work, args.before) as (port, proc):
             mem[kind], storm = asyncio.run(memory(port, proc, levels))
             print(
                 f"{kind}: "
