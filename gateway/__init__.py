@@ -22,8 +22,9 @@ the imports and enforces the rules marked *):
 2. ``runtime``: the building blocks every room stands on: ``atomic`` (crash-safe writes),
    ``stats``, ``tasks``, ``supervisor`` (every long-lived task restarted with backoff; the failing
    ones named), ``notify``, ``health``, ``redact``, ``accept``, ``diskspace``, ``sdnotify``,
-   ``mqtt_link`` (a client of someone else's broker), ``instance`` (which gateway owns a data
-   folder, and where its operator API listens). * It imports only the core.
+   ``mqtt_link`` (a client of someone else's broker), ``jsonfast`` (the ingest's JSON, by
+   msgspec, stepping aside for the core where it would read otherwise), ``instance`` (which
+   gateway owns a data folder, and where its operator API listens). * It imports only the core.
 3. The I/O rooms, each with one job: ``trust`` (verify the signed index and keys, or a TUF
    repository with python-tuf's ``TrustedMetadataSet`` (``trust.tuf``, ``trust.tuf_state``); the
    clock floor), ``store`` (verified blobs on disk: the catalog, the served set, the scrub and the
