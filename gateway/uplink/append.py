@@ -33,7 +33,8 @@ class Appender:
         self.file = file
         self.path = file.path
         self.bounds = bounds
-        self._pending: list[Pending] = []
+        self._pending: list[Pending] = []  # handed over, for the writer's next commit
+        self._batches: dict[asyncio.AbstractEventLoop, list[Pending]] = {}  # this loop turn's
         self._cv = threading.Condition()
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
@@ -42,24 +43,48 @@ class Appender:
         self._writer.start()
 
     def close(self) -> None:
-        """Commit what is queued, then stop the writer."""
+        """Commit what is queued (handed over or not yet), then stop the writer."""
         with self._cv:
+            for loop in list(self._batches):
+                self._pending.extend(self._batches.pop(loop, ()))
             self._closed = True
             self._cv.notify()
         if self._writer.is_alive():
             self._writer.join(timeout=10)
 
     def append_nowait(self, kind: str, body: dict[str, Any], now: float) -> asyncio.Future[int]:
-        """Queue a record; the future resolves with its sequence number once it is committed."""
+        """Queue a record; the future resolves with its sequence number once it is committed.
+
+        The appends of one event-loop turn reach the writer together, at the end of the turn
+        (:meth:`_hand_over`): one lock and one wake-up of the writer for all of them. Taken per
+        append, the lock and its ``notify`` were a tenth of the ingest's time."""
         text = jsonfast.encode_sorted(body)
         loop = asyncio.get_running_loop()
+        if self._closed:
+            raise StorageError("the outbox is closed", path=str(self.path))
         fut: asyncio.Future[int] = loop.create_future()
-        with self._cv:
-            if self._closed:
-                raise StorageError("the outbox is closed", path=str(self.path))
-            self._pending.append(Pending(kind, now, text, loop, fut))
-            self._cv.notify()
+        batch = self._batches.get(loop)
+        if batch is None:
+            batch = self._batches[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        batch.append(Pending(kind, now, text, loop, fut))
         return fut
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """This loop turn's appends, to the writer (on the loop's own thread: each loop's list is
+        touched by that thread only)."""
+        batch = self._batches.pop(loop, None)
+        if not batch:
+            return
+        with self._cv:
+            if not self._closed:
+                self._pending.extend(batch)
+                self._cv.notify()
+                return
+        closed = StorageError("the outbox is closed", path=str(self.path))
+        for p in batch:
+            if not p.fut.done():
+                p.fut.set_exception(closed)
 
     @seam
     def append_bounded(self, kind: str, texts: list[str], now: float, *, key: str, quota_bytes: int) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.core.errors import StorageError
 from gateway.uplink.outbox import Outbox
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,3 +171,20 @@ async def test_each_append_of_a_grouped_commit_gets_its_own_records_number(tmp_p
             box.ack("http", max(seqs))
     finally:
         box.close()
+
+
+async def test_appends_of_this_loop_turn_are_committed_at_close(tmp_path: Path) -> None:
+    """Appends reach the writer at the end of the loop's turn; a close in the same turn still
+    commits them (and their futures say so), and an append after it is refused."""
+    box = Outbox(tmp_path / "o.sqlite", max_bytes=1 << 20, max_age_s=3600, sinks=["http"])
+    futs = [box.append_nowait("sample", {"i": i}, 1.0) for i in range(10)]
+    box.close()  # no await since: none of them handed over yet
+    seqs = [await f for f in futs]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 10
+    with pytest.raises(StorageError):
+        box.append_nowait("sample", {"i": 10}, 1.0)
+    again = Outbox(tmp_path / "o.sqlite", max_bytes=1 << 20, max_age_s=3600, sinks=["http"])
+    try:
+        assert [r.body["i"] for r in again.peek("http")] == list(range(10))
+    finally:
+        again.close()
