@@ -218,9 +218,8 @@ class ExternalBroker:
         """gmqtt's PUBLISH step, taken for what nearly every message is: QoS 1, MQTT 5, no
         properties (a property length of 0), a UTF-8 topic. Its two fields are read here and the
         message goes straight to :meth:`_qos1`; anything else (QoS 0 or 2, properties such as a
-        topic alias, an odd topic) goes to gmqtt's own step. gmqtt's step builds three struct
-        formats, a properties dict and a debug line for every message: a fifth of the external
-        path's work at full ingest."""
+        topic alias, an odd topic) goes to gmqtt's own step, which builds three struct formats, a
+        properties dict and a debug line for every message (taking it: external ingest +15 %)."""
         if cmd & 0x06 == 0x02 and self._handler._connection_state.protocol_version == MQTTv50:
             end = 2 + int.from_bytes(raw[:2], "big")  # the topic's end; then the packet id
             if end > 2 and len(raw) > end + 2 and raw[end + 2] == 0:
@@ -266,9 +265,9 @@ class ExternalBroker:
         durable now and came on the current connection; then watch the oldest still waiting.
 
         Only the oldest waiting message's future has a callback (one loop callback per grouped
-        commit, where one per message was a sixth of the external path's work): by the time it
-        runs, the commit that resolved it has resolved every other future of the batch too. A
-        stale call (its message dropped at a reconnect) only acknowledges what is durable now."""
+        commit, not one per message): by the time it runs, the commit that resolved it has
+        resolved every other future of the batch too. A stale call (its message dropped at a
+        reconnect) only acknowledges what is durable now."""
         current = self._handler.current_connection if self._handler is not None and self._up else None
         acks: list[bytes] = []
         while self._held:

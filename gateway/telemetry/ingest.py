@@ -88,7 +88,7 @@ class Telemetry:
         rec = self.inventory.get(device_id)
         doc = payload
         if isinstance(payload, bytes | bytearray) and len(payload) <= MAX_PAYLOAD_BYTES:
-            decoded = jsonfast.decode_object(payload)  # None: the core reads the bytes, with its own answer
+            decoded = jsonfast.decode_object(payload)  # None: the core reads the bytes and answers
             doc = payload if decoded is None else decoded
         try:
             sample = parse_metrics(device_id, doc, now, model_id=rec.model_id if rec else None)

@@ -4,9 +4,10 @@ on their own (a relayed batch, all or none; a record with a key, once).
 Appends are group-committed by one writer thread: every append that arrives while a commit is in
 flight joins the next one (one fsync for all of them; the writer never sleeps to gather more, so an
 append waits at most one commit behind the current one), and each caller's future resolves only
-after its commit (so an MQTT PUBACK can wait for it). What a power cut can lose: nothing whose ``append`` completed. A ``kill -9`` loses nothing
-either (committed is committed); what was in flight in the process at that instant (accepted from a
-device but not yet committed, a few milliseconds' worth) was never acknowledged.
+after its commit (so an MQTT PUBACK can wait for it). What a power cut can lose: nothing whose
+``append`` completed. A ``kill -9`` loses nothing either (committed is committed); what was in
+flight in the process at that instant (accepted from a device but not yet committed, a few
+milliseconds' worth) was never acknowledged.
 
 What must go when a commit takes the outbox past its bounds is :mod:`gateway.uplink.bounds`'s; it
 is decided inside the same commit.
