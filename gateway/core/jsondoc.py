@@ -54,11 +54,16 @@ def depth(data: bytes) -> int:
     return deepest
 
 
+def too_deep(raw: bytes, max_depth: int = MAX_DEPTH) -> bool:
+    """Whether ``raw`` nests deeper than ``max_depth``. Cheap first: a document with few brackets
+    cannot be deep (nearly every real message)."""
+    return raw.count(b"[") + raw.count(b"{") > max_depth and depth(raw) > max_depth
+
+
 def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     """Parse JSON from the network; :class:`FormatError` for anything malformed or too deep."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
-    # Cheap first: a document with few brackets cannot be deep (nearly every real message).
-    if raw.count(b"[") + raw.count(b"{") > max_depth and depth(raw) > max_depth:
+    if too_deep(raw, max_depth):
         raise FormatError(f"JSON nested deeper than {max_depth} levels")
     try:
         return json.loads(raw)

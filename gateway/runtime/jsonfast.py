@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.core.jsondoc import MAX_DEPTH, depth
+from gateway.core.jsondoc import too_deep
 
 _DECODER = msgspec.json.Decoder()
 _ENCODER = msgspec.json.Encoder(order="sorted")
@@ -29,7 +29,7 @@ _ENCODER = msgspec.json.Encoder(order="sorted")
 
 def decode_object(data: bytes | bytearray) -> dict[str, Any] | None:
     """The JSON object in ``data``, or None: let the core read ``data`` and answer."""
-    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and depth(bytes(data)) > MAX_DEPTH:
+    if too_deep(bytes(data)):
         return None
     try:
         doc = _DECODER.decode(data)

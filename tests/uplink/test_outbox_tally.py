@@ -83,7 +83,10 @@ async def test_the_tallies_equal_the_records_after_any_mix_of_changes(tmp_path: 
         box.close()
 
 
-async def test_a_failed_commit_leaves_the_tallies_true(tmp_path: Path) -> None:
+async def test_a_refused_commit_leaves_the_tallies_true(tmp_path: Path) -> None:
+    """A commit the file refuses (another connection holds the write lock: it fails before any
+    row is written) counts nothing, and the tallies stay true for the next one. (A commit that
+    fails after its rows are counted is counted again in full; this test does not reach that.)"""
     path = tmp_path / "o.sqlite"
     box = Outbox(path, max_bytes=1 << 20, max_age_s=3600, sinks=["http"])
     try:
