@@ -6,7 +6,8 @@ mosquitto from the same run (ingest as the median of three rounds, the two alter
 idle connection at 1,000 and 5,000, with the ratios and the goals):
 ``python tests/bench/mqtt_broker.py --kinds ours,mosquitto --rounds 3 --messages 40000``.
 ``--before DIR --kinds before,ours,...`` adds the embedded broker of another checkout (e.g.
-``git archive <rev> | tar -x -C DIR``) to every round, for a before/after from one run.
+``git archive <rev> | tar -x -C DIR``) to every round, for a before/after from one run; kind
+``before-external`` is that checkout's external mode.
 
 1. Ingest: QoS 1 messages/s to ``devices/{id}/metrics`` from Debian's ``mosquitto_pub -l`` (one
    process per publisher, one message per stdin line). Ours is the real gateway (``serve``, lab mode),
@@ -71,13 +72,13 @@ PAYLOAD = json.dumps(
 
 @contextmanager
 def broker(kind: str, work: Path, before: Path | None = None) -> Iterator[tuple[int, psutil.Process]]:
-    """``before``: the checkout the "before" kind runs (the embedded broker of that code)."""
+    """``before``: the checkout the "before" kinds run."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if kind == "before":
+    if kind in ("before", "before-external"):
         assert before is not None, "--before DIR"
         env["PYTHONPATH"] = str(before)
-        kind = "ours"
+        kind = "ours" if kind == "before" else "ours-external"
     cwd: str | None = None
     if kind == "ours-external":
         with _mosquitto(work, port) as mproc:
@@ -89,7 +90,7 @@ def broker(kind: str, work: Path, before: Path | None = None) -> Iterator[tuple[
             )
             data = work / f"data-{port}"
             args = serve_args(data, str(work / "registry"), free_port())
-            gw = subprocess.Popen([sys.executable, "-m", "gateway", "serve", *args], env=env,
+            gw = subprocess.Popen([sys.executable, "-m", "gateway", "serve", *args], env=env, cwd=env["PYTHONPATH"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
             try:
                 _wait_subscribed(port)
@@ -297,6 +298,7 @@ def main() -> None:
             "before",
             "ours-aggregate-only",
             "ours-external",
+            "before-external",
             "python-floor",
             "amqtt",
             "mosquitto",
@@ -306,13 +308,13 @@ def main() -> None:
     for _ in range(args.rounds):
         for kind in kinds:
             with broker(kind, work, args.before) as (port, proc):
-                rate = ingest(port, args.messages, args.publishers, work, external=kind == "ours-external")
+                rate = ingest(port, args.messages, args.publishers, work, external=kind.endswith("-external"))
                 runs.setdefault(kind, []).append(rate)
                 print(
                     f"{kind}: ingest {rate:.0f} msg/s QoS 1 ({args.messages} messages, {args.publishers} publishers); broker CPU {cpu_seconds([proc]):.1f} s so far"
                 )
     for kind in kinds:
-        if kind in ("ours-aggregate-only", "python-floor"):
+        if kind in ("ours-aggregate-only", "python-floor", "before-external"):
             continue
         with broker(kind, work, args.before) as (port, proc):
             mem[kind], storm = asyncio.run(memory(port, proc, levels))

@@ -326,6 +326,44 @@ async def test_a_message_is_acknowledged_only_once_durable(
         await ext.stop()
 
 
+async def test_a_broker_that_overruns_our_window_is_read_no_further_until_commits_free_it(
+    mosquitto: Mosquitto, devices: Callable[..., Device]
+) -> None:
+    """Debian's mosquitto (2.0.11) sends past our Receive Maximum once acknowledgements flow: with
+    a window of 10 and commits every 50 ms it had 1,000 messages out to us at once here (77,000 in
+    the ingest benchmark, with a window of 1,000), each held in the gateway's memory until its
+    commit. The gateway stops reading its socket while its window is full and reads on once
+    commits have freed half of it, so what it holds is the window plus what reads had already
+    brought (4 KB messages here: a read is at most 256 KB, and gmqtt's reader buffers up to 128 KB)."""
+    loop = asyncio.get_running_loop()
+    pending: list[asyncio.Future[int]] = []
+    window, sent = 10, 1500
+
+    def hook(_d: str, _t: str, _payload: bytes) -> asyncio.Future[int]:
+        pending.append(loop.create_future())
+        return pending[-1]
+
+    ext = ExternalBroker(settings(mosquitto, external_receive_max=window), "ota-gateway-test", hook)
+    await ext.start()
+    cam = devices("cam-1", mosquitto.port)
+    try:
+        await until(ext.ready.is_set, what="subscribed")
+        await until(lambda: cam.connack, what="the device connected")
+        most = 0
+        for i in range(sent):
+            cam.publish("devices/cam-1/metrics", {**metrics(float(i)), "note": "x" * 4000})
+        while ext.stats()["acked"] < sent:  # commits come every 50 ms, each for all taken so far
+            await asyncio.sleep(0.05)
+            most = max(most, ext.stats()["unacknowledged"])
+            for f in pending:
+                if not f.done():
+                    f.set_result(1)
+        assert most <= window + (256 + 128) // 4 + 1
+        assert len(pending) == sent and ext.stats()["unacknowledged"] == 0
+    finally:
+        await ext.stop()
+
+
 # -- the whole story: the real gateway process, a broker restart, a kill -9 ------------------------
 
 
