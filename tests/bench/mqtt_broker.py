@@ -16,6 +16,8 @@ idle connection at 1,000 and 5,000, with the ratios and the goals):
    Bare amqtt is amqtt 0.12 with its default configuration; mosquitto is Debian's. "python-floor"
    (``mqtt_floor.py``) is the least a CPython broker can do and still commit each message before
    its PUBACK: framing, ``json.loads`` and one SQLite row per message, PUBACKs per commit.
+   For our kinds it also prints the gateway process's CPU per message (in external mode the
+   site broker's own work is not in it: that is the figure for the gateway alone).
 2. Memory per idle connection at each ``--conns`` level: RSS of the broker process after that many
    clients have connected (raw CONNECT packets from one asyncio process), minus its RSS before.
    "ours-external" is the gateway with ``mqtt.mode = "external"`` on a Debian mosquitto (persistence
@@ -71,8 +73,11 @@ PAYLOAD = json.dumps(
 
 
 @contextmanager
-def broker(kind: str, work: Path, before: Path | None = None) -> Iterator[tuple[int, psutil.Process]]:
-    """``before``: the checkout the "before" kinds run."""
+def broker(
+    kind: str, work: Path, before: Path | None = None
+) -> Iterator[tuple[int, psutil.Process, psutil.Process | None]]:
+    """(port, the broker's process, the gateway's process for our kinds); ``before``: the
+    checkout the "before" kinds run."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if kind in ("before", "before-external"):
@@ -94,7 +99,7 @@ def broker(kind: str, work: Path, before: Path | None = None) -> Iterator[tuple[
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
             try:
                 _wait_subscribed(port)
-                yield port, psutil.Process(mproc.pid)
+                yield port, psutil.Process(mproc.pid), psutil.Process(gw.pid)
             finally:
                 stop(gw)
         return
@@ -124,7 +129,8 @@ def broker(kind: str, work: Path, before: Path | None = None) -> Iterator[tuple[
     )
     try:
         wait_port(port, 30)
-        yield port, psutil.Process(proc.pid)
+        ours = psutil.Process(proc.pid)
+        yield port, ours, ours if kind.startswith("ours") else None
     finally:
         stop(proc)
 
@@ -290,6 +296,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mqtt-bench-"))
     (work / "registry").mkdir()
     runs: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}  # the gateway's CPU-us per message
     mem: dict[str, dict[int, float]] = {}
     kinds = [
         k
@@ -307,16 +314,21 @@ def main() -> None:
     ]
     for _ in range(args.rounds):
         for kind in kinds:
-            with broker(kind, work, args.before) as (port, proc):
+            with broker(kind, work, args.before) as (port, proc, gateway):
+                spent = cpu_seconds([gateway]) if gateway else 0.0
                 rate = ingest(port, args.messages, args.publishers, work, external=kind.endswith("-external"))
                 runs.setdefault(kind, []).append(rate)
+                per = ""
+                if gateway:
+                    cpu.setdefault(kind, []).append((cpu_seconds([gateway]) - spent) / args.messages * 1e6)
+                    per = f"; gateway {cpu[kind][-1]:.1f} CPU-us per message"
                 print(
-                    f"{kind}: ingest {rate:.0f} msg/s QoS 1 ({args.messages} messages, {args.publishers} publishers); broker CPU {cpu_seconds([proc]):.1f} s so far"
+                    f"{kind}: ingest {rate:.0f} msg/s QoS 1 ({args.messages} messages, {args.publishers} publishers); broker CPU {cpu_seconds([proc]):.1f} s so far{per}"
                 )
     for kind in kinds:
         if kind in ("ours-aggregate-only", "python-floor", "before-external"):
             continue
-        with broker(kind, work, args.before) as (port, proc):
+        with broker(kind, work, args.before) as (port, proc, _gateway):
             mem[kind], storm = asyncio.run(memory(port, proc, levels))
             print(
                 f"{kind}: "
@@ -328,6 +340,11 @@ def main() -> None:
     rates = {k: statistics.median(v) for k, v in runs.items()}
     print()
     print(f"ingest msg/s (median of {args.rounds}): " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
+    if cpu:
+        print(
+            "gateway CPU-us per message (median): "
+            + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in cpu.items())
+        )
     base = rates.get("ours")
     if base:
         print("ratios to ours (embedded): " + ", ".join(f"{k} {v / base:.2f}" for k, v in rates.items()))
