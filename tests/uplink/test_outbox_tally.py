@@ -85,8 +85,7 @@ async def test_the_tallies_equal_the_records_after_any_mix_of_changes(tmp_path: 
 
 async def test_a_refused_commit_leaves_the_tallies_true(tmp_path: Path) -> None:
     """A commit the file refuses (another connection holds the write lock: it fails before any
-    row is written) counts nothing, and the tallies stay true for the next one. (A commit that
-    fails after its rows are counted is counted again in full; this test does not reach that.)"""
+    row is written) counts nothing, and the tallies stay true for the next one."""
     path = tmp_path / "o.sqlite"
     box = Outbox(path, max_bytes=1 << 20, max_age_s=3600, sinks=["http"])
     try:
@@ -99,6 +98,31 @@ async def test_a_refused_commit_leaves_the_tallies_true(tmp_path: Path) -> None:
         db.rollback()
         db.close()
         check(box, path)
+        await box.append("health", {"a": 3}, 3.0)
+        check(box, path)
+    finally:
+        box.close()
+
+
+async def test_a_commit_that_fails_after_its_rows_are_counted_is_counted_again(tmp_path: Path) -> None:
+    """The grouped commit counts its records once they are inserted, then sheds what is past
+    ``max_bytes`` in the same transaction. When the file refuses that (a trigger another
+    connection put on the drops table: a write that fails mid-commit), the commit rolls back, and
+    the tallies that counted its records are counted again from the file."""
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path, max_bytes=2000, max_age_s=3600, sinks=["http"])
+    try:
+        await asyncio.gather(*(box.append("sample", {"pad": "x" * 100}, 1.0) for _ in range(10)))
+        check(box, path)
+        db = sqlite3.connect(path)
+        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON drops BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        db.commit()
+        with pytest.raises(StorageError):  # past max_bytes: the commit must shed, and cannot
+            await asyncio.gather(*(box.append("health", {"pad": "y" * 100}, 2.0) for _ in range(10)))
+        check(box, path)
+        db.execute("DROP TRIGGER refuse")
+        db.commit()
+        db.close()
         await box.append("health", {"a": 3}, 3.0)
         check(box, path)
     finally:
