@@ -256,6 +256,8 @@ class ExternalBroker:
         if len(held) >= self._window and connection is not None:
             # The broker should stop here (our Receive Maximum), but Debian's mosquitto 2.0.11
             # does not once acknowledgements flow: read no more until commits free half of it.
+            if self._paused is None:
+                self._stats.inc("window_full")
             self._paused = connection._transport
             self._paused.pause_reading()
 
@@ -348,6 +350,7 @@ class ExternalBroker:
                 "delivered",
                 "undelivered",
                 "dropped_on_reconnect",
+                "window_full",
             )
         }
         out.update(self._stats.snapshot())
