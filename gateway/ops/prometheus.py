@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -209,6 +210,29 @@ class GatewayCollector(Collector):
         for key, reason in MQTT_DROPS.items():
             drops.add_metric([reason], figures.get(key, 0))
         yield drops
+        if figures.get("mode") == "external":
+            yield from self._external(figures)
+
+    @staticmethod
+    def _external(figures: dict[str, Any]) -> Iterator[Metric]:
+        """The link to the site broker (``mqtt.mode = "external"``)."""
+        yield _gauge("mqtt_external_connected", "1 while connected to the site broker", figures["connected"])
+        yield _gauge(
+            "mqtt_external_unacknowledged",
+            "Messages taken from the site broker, waiting for their outbox commit",
+            figures["unacknowledged"],
+        )
+        yield _counter("mqtt_external_acked", "Messages acknowledged to the site broker", figures["acked"])
+        yield _counter(
+            "mqtt_external_dropped_on_reconnect",
+            "Messages of a lost connection, never acknowledged (the broker sends them again)",
+            figures["dropped_on_reconnect"],
+        )
+        yield _counter(
+            "mqtt_external_window_full",
+            "Times reading stopped with mqtt.external_receive_max messages waiting for their commit",
+            figures["window_full"],
+        )
 
     def _outbox(self) -> Iterator[Metric]:
         depth = self.slow.depth

@@ -35,6 +35,7 @@ from gateway.core.settings import MqttSettings
 from tests.broker.conftest import until
 from tests.conftest import Registry
 from tests.gw import gateway_settings, running
+from tests.ops.test_metrics import families, one, scrape
 from tests.peers import free_port, gateway_process, need, stop, wait_port
 
 pytestmark = pytest.mark.peer
@@ -273,6 +274,33 @@ async def test_samples_come_through_the_site_broker(
         cam.publish("devices/cam-1/samples", {**body, "embedding": [1.0]})
         await until(lambda: gw.samples.status()["counts"].get("kept") == {"error": 2}, what="the second")
         assert gw.samples.status()["counts"].get("duplicate") is None
+
+
+async def test_metrics_show_the_link_to_the_site_broker(
+    mosquitto: Mosquitto, devices: Callable[..., Device], reg: Registry, tmp_path: Path
+) -> None:
+    """``/metrics`` in external mode: connected, what waits for its commit, what was acknowledged
+    (the device's messages, counted once each), and the window's stops (none at this rate)."""
+    token = "operator-token"
+    s = gateway_settings(
+        reg, tmp_path / "data", mqtt=settings(mosquitto), operator={"listen": "127.0.0.1:0", "token": token}
+    )
+    async with running(s) as gw:
+        cam = devices("cam-1", mosquitto.port)
+        await until(lambda: cam.connack, what="the device connected")
+        await until(lambda: gw.broker is not None and gw.broker.stats()["connected"] == 1, what="subscribed")
+        mids = [cam.publish("devices/cam-1/metrics", metrics(float(i))) for i in range(3)]
+        await until(lambda: all(cam.acked.get(m) == 0 for m in mids), what="the PUBACKs")
+        await until(lambda: gw.broker is not None and gw.broker.stats()["acked"] == 3, what="acknowledged")
+        status, _, text = await scrape(gw, token)
+        assert status == 200
+        fams = families(text)
+        assert one(fams, "ota_gateway_mqtt_external_connected") == 1
+        assert one(fams, "ota_gateway_mqtt_external_unacknowledged") == 0
+        assert one(fams, "ota_gateway_mqtt_external_acked") == 3
+        assert one(fams, "ota_gateway_mqtt_external_dropped_on_reconnect") == 0
+        assert one(fams, "ota_gateway_mqtt_external_window_full") == 0
+        assert one(fams, "ota_gateway_mqtt_messages", direction="received") == 3
 
 
 async def test_a_message_is_acknowledged_only_once_durable(
