@@ -193,4 +193,6 @@ def _insert(cur: sqlite3.Cursor, batch: list[Pending], file: OutboxFile) -> int:
         i += run
     for kind, (count, size) in counted.items():
         file.count(kind, count, size)
-    return int(cur.lastrowid)
+    if cur.lastrowid is None:  # never after an INSERT of one record or more
+        raise sqlite3.DatabaseError("no record number after the INSERT")
+    return cur.lastrowid
