@@ -35,7 +35,7 @@ from gateway.core.settings import MqttSettings
 from tests.broker.conftest import until
 from tests.conftest import Registry
 from tests.gw import gateway_settings, running
-from tests.ops.test_metrics import families, one, scrape
+from tests.ops.test_metrics import EXTERNAL_ONLY, dashboard_names, exposed_names, families, one, scrape
 from tests.peers import free_port, gateway_process, need, stop, wait_port
 
 pytestmark = pytest.mark.peer
@@ -301,6 +301,9 @@ async def test_metrics_show_the_link_to_the_site_broker(
         assert one(fams, "ota_gateway_mqtt_external_dropped_on_reconnect") == 0
         assert one(fams, "ota_gateway_mqtt_external_window_full") == 0
         assert one(fams, "ota_gateway_mqtt_messages", direction="received") == 3
+        # the Grafana dashboard's external-mode panel queries only names exposed here
+        external = {n for n in dashboard_names() if n.startswith(EXTERNAL_ONLY)}
+        assert external and external <= exposed_names(text), external - exposed_names(text)
 
 
 async def test_a_message_is_acknowledged_only_once_durable(

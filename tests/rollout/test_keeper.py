@@ -265,7 +265,11 @@ class Counted(list[DeviceRecord]):
         return super().__iter__()
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+# seeds 2 and 3 in .ci/run's slow step: each takes about 8 s (the reference, the core's pass at
+# every poll, is quadratic in the joiners), and the README's test command has a 10-minute budget
+@pytest.mark.parametrize(
+    "seed", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)]
+)
 async def test_joiners_polling_an_open_wave_cost_no_pass_each(tmp_path: Path, seed: int) -> None:
     """Devices join one by one while 2.0.0's first wave is open, and every waiting device polls
     after each join: the keeper passes over the site's devices only when a join can give the wave a
