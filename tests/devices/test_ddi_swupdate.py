@@ -172,6 +172,8 @@ async def test_swupdate_suricatta_updates_through_the_gateway_with_a_cut_and_a_r
     operator = f"http://127.0.0.1:{operator_port}"
     try:
         await asyncio.to_thread(wait_port, http_port, 30)
+        # the operator port may listen a moment after the HTTP port
+        await asyncio.to_thread(wait_port, operator_port, 30)
         url = f"http://127.0.0.1:{await proxy.start()}"
         with swupdate(tmp_path, "dev2", "rev1", signer.cert, url) as dev2_log:
             with swupdate(tmp_path, "dev1", "rev2", signer.cert, url) as dev1_log:

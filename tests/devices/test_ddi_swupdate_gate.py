@@ -66,6 +66,8 @@ async def test_a_failing_swupdate_install_halts_the_candidate_at_its_first_wave(
     async with aiohttp.ClientSession() as http:
         try:
             await asyncio.to_thread(wait_port, http_port, 30)
+            # the operator port may listen a moment after the HTTP port
+            await asyncio.to_thread(wait_port, operator_port, 30)
             with swupdate(tmp_path, "dev1", "rev2", signer.cert, f"http://127.0.0.1:{http_port}") as log:
 
                 async def described() -> bool:
