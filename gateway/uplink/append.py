@@ -26,7 +26,6 @@ from gateway.uplink.bounds import Bounds
 from gateway.uplink.outbox_file import OutboxFile, Pending, insert_once, resolve, seam
 
 MAX_BATCH = 1000
-_INSERT = "INSERT INTO records(kind, at, body, size) VALUES (?, ?, ?, ?)"
 # The writer's INSERTs, by records per statement: powers of two up to 128 (512 parameters, under
 # the 999 of SQLite before 3.32), so a few statement texts serve every batch from the statement cache.
 _INSERT_RUNS = {
@@ -105,7 +104,7 @@ class Appender:
             cur = self.file.db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                cur.executemany(_INSERT, ((kind, now, t, len(t)) for t in texts))
+                _insert(cur, [(kind, now, t) for t in texts])
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -159,7 +158,16 @@ class Appender:
             cur = self.file.db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                last = _insert(cur, batch, self.file)
+                last = _insert(cur, [(p.kind, p.at, p.text) for p in batch])
+                if last is None:  # never after an INSERT of one record or more
+                    raise sqlite3.DatabaseError("no record number after the INSERT")
+                counted: dict[str, list[int]] = {}
+                for p in batch:
+                    c = counted.setdefault(p.kind, [0, 0])
+                    c[0] += 1
+                    c[1] += len(p.text)
+                for kind, (count, size) in counted.items():
+                    self.file.count(kind, count, size)
                 self.bounds.enforce(cur)
                 cur.execute("COMMIT")
             except BaseException:
@@ -169,30 +177,21 @@ class Appender:
             return list(range(last - len(batch) + 1, last + 1))
 
 
-def _insert(cur: sqlite3.Cursor, batch: list[Pending], file: OutboxFile) -> int:
-    """The batch's records, counted in ``file``'s tallies; returns the last one's number (records
-    inserted together under the write lock take consecutive numbers: AUTOINCREMENT).
+def _insert(cur: sqlite3.Cursor, rows: list[tuple[str, float, str]]) -> int | None:
+    """The records ``(kind, at, text)``; returns the last one's number (records inserted together
+    under the write lock take consecutive numbers: AUTOINCREMENT), None for no records.
 
     A few multi-row INSERTs, not one per record (``executemany``): sqlite3 lets go of the GIL for
     every statement step and must take it back after, and while the event loop is busy (a site
     broker sending faster than we commit) each take waits up to the switch interval, 5 ms. Per
     record, a commit of 1,000 took 28 ms on average and up to 500 ms; in runs of up to 128, 21 ms
-    and up to 104 ms."""
+    and up to 104 ms. The group commit and a relayed batch (a worker thread) both insert here."""
     params: list[Any] = []
-    counted: dict[str, list[int]] = {}
-    for p in batch:
-        size = len(p.text)
-        params += (p.kind, p.at, p.text, size)
-        c = counted.setdefault(p.kind, [0, 0])
-        c[0] += 1
-        c[1] += size
-    i, n = 0, len(batch)
+    for kind, at, text in rows:
+        params += (kind, at, text, len(text))
+    i, n = 0, len(rows)
     while i < n:
         run = min(_LONGEST_RUN, 1 << ((n - i).bit_length() - 1))
         cur.execute(_INSERT_RUNS[run], params[4 * i : 4 * (i + run)])
         i += run
-    for kind, (count, size) in counted.items():
-        file.count(kind, count, size)
-    if cur.lastrowid is None:  # never after an INSERT of one record or more
-        raise sqlite3.DatabaseError("no record number after the INSERT")
-    return cur.lastrowid
+    return cur.lastrowid if n else None
