@@ -60,7 +60,7 @@ def _not_found() -> web.HTTPNotFound:
     return web.HTTPNotFound(text="no such artifact\n")
 
 
-def _valid_parts(model_id: str, version: str, filename: str) -> bool:
+def valid_parts(model_id: str, version: str, filename: str) -> bool:
     return (
         valid_id(model_id)
         and valid_id(version)
@@ -82,7 +82,7 @@ def _open_partial(fill: Fill) -> IO[bytes] | None:
     return f
 
 
-def _lookup(
+def lookup_artifact(
     store: ArtifactLookup, model_id: str, version: str, filename: str
 ) -> Verified | Streaming | Pending | None:
     """The store's answer; a TUF consistent-snapshot name ``<sha256>.<file>`` (what python-tuf
@@ -102,10 +102,10 @@ async def download(request: web.Request) -> web.StreamResponse:
     store, stats = request.app[ARTIFACTS], request.app[STATS]
     m = request.match_info
     model_id, version, filename = m["model_id"], m["version"], m["filename"]
-    if not _valid_parts(model_id, version, filename):
+    if not valid_parts(model_id, version, filename):
         raise _not_found()
     await authorize_any(request)
-    found = _lookup(store, model_id, version, filename)
+    found = lookup_artifact(store, model_id, version, filename)
     # Every chunk verified: the whole file is being checked and moved into place (its partial
     # may already be gone). Served as the verified blob once it is published.
     if (
@@ -113,7 +113,7 @@ async def download(request: web.Request) -> web.StreamResponse:
         and found.fill.verified >= found.fill.length
         and await found.fill.settled(PUBLISH_WAIT_S)
     ):
-        found = _lookup(store, model_id, version, filename)
+        found = lookup_artifact(store, model_id, version, filename)
     if found is None:
         raise _not_found()
     if isinstance(found, Pending):

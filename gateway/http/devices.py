@@ -103,7 +103,12 @@ def bearer_of(request: web.Request) -> str | None:
     """The device token: ``Authorization: Bearer <token>``, or the password of HTTP Basic (what an
     HTTP client sends for a ``http://user:token@host/`` URL, e.g. a child gateway's upstream), or
     hawkBit DDI's ``TargetToken``/``GatewayToken`` (the device's own token, the site token)."""
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return bearer_from(request.headers.get("Authorization", ""))
+
+
+def bearer_from(authorization: str) -> str | None:
+    """:func:`bearer_of` for an ``Authorization`` value (the fast download path parses its own heads)."""
+    scheme, _, value = authorization.partition(" ")
     value = value.strip()
     if scheme.lower() == "basic" and value:
         try:

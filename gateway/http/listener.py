@@ -23,6 +23,13 @@ The header timer reads three attributes of aiohttp's ``RequestHandler`` (``_requ
 ``_request_in_progress``, ``_messages``), as aiohttp exposes no hook for "a request head was
 parsed"; the slowloris test in ``tests/http_api/test_listener.py`` fails if they change meaning.
 
+On plain HTTP, simple verified-blob downloads are answered before aiohttp sees them
+(:mod:`gateway.http.fast_downloads`, a ``FastLane`` per connection) until a connection asks for
+anything else, and from then on aiohttp has it. While the lane has it, aiohttp's keep-alive timer
+(``_keepalive_handle``, armed from the accept) is cancelled: the lane closes idle connections
+itself; ``tests/http_api/test_fast_downloads.py`` fails if a download outlives the idle timeout
+and gets cut, or an idle connection stays open.
+
 What it leaves to others: the routes (``gateway.http.app``, ``gateway.http.operator``), TLS
 settings (``gateway.http.tls``).
 """
@@ -41,6 +48,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.core.settings import HttpSettings, Settings
+from gateway.http.fast_downloads import FastDownloads, FastLane
 from gateway.runtime.accept import Acceptor, bind_sockets, raise_descriptor_limit
 from gateway.runtime.stats import Stats
 
@@ -94,10 +102,13 @@ class HttpLimits:
 class Guard:
     """One listener's live connections and limits; makes the per-connection protocol wrappers."""
 
-    def __init__(self, name: str, limits: HttpLimits, stats: Stats) -> None:
+    def __init__(
+        self, name: str, limits: HttpLimits, stats: Stats, fast: FastDownloads | None = None
+    ) -> None:
         self.name = name
         self.limits = limits
         self.stats = stats
+        self.fast = fast  # verified-blob downloads answered beside aiohttp (plain HTTP only)
         self.live = 0
 
     def admit(self) -> bool:
@@ -125,7 +136,7 @@ class GuardedProtocol(asyncio.Protocol):
     one's own deadline.
     """
 
-    __slots__ = ("_counted", "_guard", "_head_at", "_heads", "_timer", "_transport", "inner")
+    __slots__ = ("_counted", "_guard", "_head_at", "_heads", "_lane", "_timer", "_transport", "inner")
 
     def __init__(self, inner: RequestHandler, guard: Guard) -> None:
         self.inner = inner
@@ -135,6 +146,7 @@ class GuardedProtocol(asyncio.Protocol):
         self._head_at: float | None = None  # when the head being waited for began
         self._heads = 0
         self._transport: asyncio.Transport | None = None
+        self._lane: FastLane | None = None  # until the connection asks for more than a download
 
     def release(self) -> None:
         if self._counted:
@@ -177,8 +189,25 @@ class GuardedProtocol(asyncio.Protocol):
         self._transport = transport
         self.inner.connection_made(transport)
         self._head_started()
+        fast = self._guard.fast
+        if fast is not None and transport.get_extra_info("ssl_object") is None:
+            self._lane = FastLane(fast, transport, self._to_aiohttp, self._guard.limits.idle_timeout_s)
+            # aiohttp's keep-alive timer, armed from the accept, would cut a download the lane is
+            # sending (to aiohttp the connection looks idle): the lane's own idle timer stands in,
+            # and aiohttp arms its timer again after the first request it answers.
+            if (keepalive := self.inner._keepalive_handle) is not None:
+                keepalive.cancel()
+                self.inner._keepalive_handle = None
 
     def data_received(self, data: bytes) -> None:
+        if self._lane is not None:
+            self._head_at = None  # the lane answers whole heads; what it hands over is timed below
+            self._lane.data(data)
+        else:
+            self._to_aiohttp(data)
+
+    def _to_aiohttp(self, data: bytes) -> None:
+        self._lane = None
         inner = self.inner
         heads = inner._request_count
         inner.data_received(data)
@@ -194,6 +223,9 @@ class GuardedProtocol(asyncio.Protocol):
         self._disarm()
         self.release()
         self._transport = None
+        if self._lane is not None:
+            self._lane.lost()
+            self._lane = None
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:

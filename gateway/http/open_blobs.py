@@ -125,10 +125,7 @@ class OpenBlobs:
     async def acquire(self, found: Verified) -> OpenBlob | None:
         """The open blob for ``found``, counted as in use until :meth:`release`; None when the file
         on disk is not the one that was verified (gone, short, not a regular file, changed)."""
-        blob = self._held.get(_key(found))
-        if blob is not None and not blob.intact():
-            self._let_go(blob)
-            blob = None
+        blob = self.held(found)
         if blob is None:
             f = await asyncio.get_running_loop().run_in_executor(None, open_verified, found)
             if f is None:
@@ -138,8 +135,22 @@ class OpenBlobs:
                 blob.expired = True
             else:
                 self._hold(blob)
-        blob.users += 1
+        self.use(blob)
         return blob
+
+    def held(self, found: Verified) -> OpenBlob | None:
+        """The blob for ``found`` if it is held open and intact now, not yet counted in use (the
+        fast download path, which cannot wait for an open: it leaves the download to
+        :meth:`acquire` then)."""
+        blob = self._held.get(_key(found))
+        if blob is not None and not blob.intact():
+            self._let_go(blob)
+            return None
+        return blob
+
+    def use(self, blob: OpenBlob) -> None:
+        """Count ``blob`` in use until :meth:`release`."""
+        blob.users += 1
 
     def release(self, blob: OpenBlob) -> None:
         blob.users -= 1

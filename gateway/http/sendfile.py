@@ -68,17 +68,17 @@ async def send_range(
         return await _after_queued(transport, resp, file, offset, count)
     out_fd, in_fd = sock.fileno(), file.fileno()
     try:
-        sent, finished = _push(out_fd, in_fd, offset, count)
+        sent, finished = push(out_fd, in_fd, offset, count)
     except (BrokenPipeError, ConnectionResetError) as exc:
         raise ConnectionResetError("connection lost") from exc
     except OSError:  # the kernel will not send this file into this socket: read it instead
         return await copy_range(resp, file, offset, count)
     if finished:
         return sent
-    return sent + await _when_writable(out_fd, in_fd, offset + sent, count - sent)
+    return sent + await when_writable(out_fd, in_fd, offset + sent, count - sent)
 
 
-def _push(out_fd: int, in_fd: int, offset: int, count: int) -> tuple[int, bool]:
+def push(out_fd: int, in_fd: int, offset: int, count: int) -> tuple[int, bool]:
     """One ``sendfile``: what the socket takes now. Returns the bytes sent and whether the range is
     finished (all sent, or the file ends: ``sendfile`` returns 0 only at its end)."""
     try:
@@ -88,7 +88,7 @@ def _push(out_fd: int, in_fd: int, offset: int, count: int) -> tuple[int, bool]:
     return n, n in (0, count)
 
 
-async def _when_writable(sock_fd: int, in_fd: int, offset: int, count: int) -> int:
+async def when_writable(sock_fd: int, in_fd: int, offset: int, count: int) -> int:
     """The rest of a range larger than the socket's buffer: one ``sendfile`` each time the socket
     can take more, on one writer registered for the whole range (asyncio's ``loop.sendfile``
     registers and removes it again around every step). The writer is on a duplicate of the
@@ -103,7 +103,7 @@ async def _when_writable(sock_fd: int, in_fd: int, offset: int, count: int) -> i
         if finished.done():
             return
         try:
-            n, done = _push(fd, in_fd, offset + sent, count - sent)
+            n, done = push(fd, in_fd, offset + sent, count - sent)
         except OSError as exc:
             finished.set_exception(ConnectionResetError(f"connection lost ({exc})"))
             return

@@ -186,6 +186,9 @@ class GatewayCollector(Collector):
         yield polls
         yield _counter("download_bytes", "Artifact bytes sent to devices", stats["downloads.bytes"])
         yield _counter(
+            "download_fast", "Downloads answered by the short path beside aiohttp", stats["downloads.fast"]
+        )
+        yield _counter(
             "download_unavailable", "Downloads answered 503 (still mirroring)", stats["downloads.unavailable"]
         )
         yield _gauge("devices_known", "Devices in the inventory", len(self.view.inventory.devices))

@@ -18,6 +18,7 @@ from gateway.discovery.advertise import Advertiser
 from gateway.discovery.browse import DeviceBrowser
 from gateway.discovery.net import open_lan
 from gateway.http import listener
+from gateway.http.fast_downloads import FastDownloads
 from gateway.inventory.store import Inventory
 from gateway.runtime.stats import Stats
 
@@ -32,15 +33,17 @@ async def serve(
     tls: ssl.SSLContext | None,
     name: str = "http",
     guards: list[listener.Guard] | None = None,
+    fast: FastDownloads | None = None,
 ) -> list[Any]:
     """Listen with ``app`` on ``host:port``; an address in use is a configuration error. The
-    listener's guard (its live connection count) is added to ``guards``."""
+    listener's guard (its live connection count) is added to ``guards``; ``fast`` answers the
+    simple verified-blob downloads beside aiohttp (:mod:`gateway.http.fast_downloads`)."""
     limits = listener.HttpLimits.from_settings(http)
     if name == "operator":  # same timeouts, a smaller cap
         limits = replace(
             limits, max_connections=min(limits.max_connections, listener.OPERATOR_MAX_CONNECTIONS)
         )
-    guard = listener.Guard(name, limits, stats)
+    guard = listener.Guard(name, limits, stats, fast)
     try:
         runner, addresses = await listener.start_http(
             app, host, port, name=name, limits=limits, stats=stats, tls=tls, guard=guard

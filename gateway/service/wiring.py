@@ -27,6 +27,7 @@ from gateway.core.setting_rules import parse_hostport
 from gateway.core.settings import Settings
 from gateway.http import listener
 from gateway.http.app import build_device_app
+from gateway.http.fast_downloads import FastDownloads
 from gateway.http.metrics_endpoint import add_metrics_route
 from gateway.http.operator import build_operator_app
 from gateway.http.probes import add_probe_routes
@@ -285,6 +286,7 @@ class Gateway:
             self.stats,
             server_tls(self.settings),
             guards=self.http_guards,
+            fast=FastDownloads.of(device_app),
         )
         if self.settings.operator.listen:
             operator_app = build_operator_app(

@@ -137,6 +137,8 @@ async def test_every_family_is_there_with_sane_values_after_traffic(gw: Gateway)
         for _ in range(8):
             async with s.post(f"{base_url(gw)}/devices/cam-1/metrics", json=METRICS) as r:
                 assert r.status == 200
+    async with aiohttp.ClientSession(headers=AUTH) as s, s.get(artifact) as r:  # a fresh connection
+        assert r.status == 200 and await r.read() == MODEL  # the short path's (download_fast)
     assert await mosquitto_pub(gw, "cam-2", DEVICE_TOKENS["cam-2"], json.dumps(METRICS)) == 0
     assert await mosquitto_pub(gw, "cam-2", "not-the-token", json.dumps(METRICS)) != 0
 
@@ -164,6 +166,7 @@ async def test_every_family_is_there_with_sane_values_after_traffic(gw: Gateway)
     assert all(dict(k)["answer"] in ("200", "204", "304") and dict(k)["reason"] for k in polls)
     assert one(f, "ota_gateway_download_bytes") >= 1000
     assert one(f, "ota_gateway_download_unavailable") == 1
+    assert one(f, "ota_gateway_download_fast") >= 1
     # broker: a connection came and went, one message in, one refusal for the wrong password
     assert one(f, "ota_gateway_mqtt_messages", direction="received") == 1
     assert one(f, "ota_gateway_mqtt_refusals", reason="credentials") == 1
