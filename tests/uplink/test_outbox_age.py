@@ -25,7 +25,9 @@ PASS_S = 1.0  # an expiry pass every tenth of max_age_s, at least every second
 SLACK_S = 1.5  # a loaded box: the pass's thread and the scrape themselves take time
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(
+    "seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)]
+)
 async def test_no_record_waits_past_the_age_bound_and_the_dropped_ones_are_counted(
     reg: Registry, tmp_path: Path, seed: int
 ) -> None:
