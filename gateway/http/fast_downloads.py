@@ -13,9 +13,10 @@ Anything else is aiohttp's, and from then on the whole connection is: a head spl
 several heads in one read, HEAD, HTTP/1.0, a missing or odd ``Host``, a percent sign or a query in
 the target, a body, an ``Expect`` or ``Upgrade``, a header named twice that the answer reads, any
 byte outside printable ASCII, a refused credential, a blob not verified (arriving, or not the file
-that was verified), and any answer but 200 or a single-range 206. So the fast path never answers a request aiohttp would refuse, and what it does
-answer is what the aiohttp handler (:mod:`gateway.http.artifacts`) would say: the test
-``tests/http_api/test_fast_downloads.py`` sends the same requests both ways and compares.
+that was verified), and any answer but 200 or a single-range 206. So the fast path never answers
+a request aiohttp would refuse, and what it does answer is what the aiohttp handler
+(:mod:`gateway.http.artifacts`) would say: ``tests/http_api/test_fast_downloads.py`` sends the
+same requests both ways and compares.
 
 :class:`FastLane` is one connection's side: one answer at a time (what arrives meanwhile waits,
 reading paused past :data:`HOLD_BYTES`), an idle keep-alive connection closed after the listener's

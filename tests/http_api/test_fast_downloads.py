@@ -15,6 +15,7 @@ an idle keep-alive connection closed after ``http.idle_timeout_s``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -94,9 +95,7 @@ def random_request(rng: random.Random, last_modified: str) -> bytes:
     elif auth == "bad":
         headers.append("Authorization: Bearer nope")
     elif auth == "basic":
-        headers.append(
-            "Authorization: Basic " + __import__("base64").b64encode(f"cam-1:{TOKEN}".encode()).decode()
-        )
+        headers.append("Authorization: Basic " + base64.b64encode(f"cam-1:{TOKEN}".encode()).decode())
     a, b = sorted(rng.randrange(size) for _ in range(2))
     ranges = [
         f"bytes={a}-{b}", f"bytes={a}-{b}", f"bytes={a}-", f"bytes=-{rng.randint(1, size)}",
