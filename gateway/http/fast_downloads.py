@@ -28,8 +28,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 
@@ -206,12 +207,13 @@ class FastLane:
         self,
         downloads: FastDownloads,
         transport: asyncio.Transport,
+        sock: socket.socket,
         hand_over: Callable[[bytes], None],
         idle_timeout_s: float,
     ) -> None:
         self.downloads = downloads
         self.transport = transport
-        self.sock = sendfile.plain_socket(transport)
+        self.sock = sock  # the connection's socket (plain TCP: sendfile can write into it)
         self.hand_over = hand_over
         self.idle_timeout_s = idle_timeout_s
         self.loop = asyncio.get_running_loop()
@@ -232,7 +234,7 @@ class FastLane:
             return
         self.idle_since = None
         asked = None
-        if self.sock is not None and data.endswith(b"\r\n\r\n") and data.count(b"\r\n\r\n") == 1:
+        if data.endswith(b"\r\n\r\n") and data.count(b"\r\n\r\n") == 1:
             asked = self.downloads.ask(data)
         if asked is None:
             self._give_up(data)
@@ -271,62 +273,45 @@ class FastLane:
 
     def lost(self) -> None:
         """The connection is gone: stop the answer going out (its blob is let go) and the timer."""
-        self.open = False
         if self.sending is not None:
             self.sending.cancel()
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        self._close_lane()
 
     def _give_up(self, data: bytes) -> None:
+        self._close_lane()
+        self.hand_over(data)
+
+    def _close_lane(self) -> None:
         self.open = False
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
-        self.hand_over(data)
 
     def _send(self, reply: Reply) -> None:
-        assert self.sock is not None
-        blob, span = reply.blob, reply.span
+        file, span = reply.blob.file, reply.span
         sendfile.cork(self.sock, True)
         self.transport.write(reply.head)
-        if self.transport.get_write_buffer_size():  # the head is queued: asyncio sends it first
-            self._later(reply, self._after_queued(reply))
-            return
-        out_fd, in_fd = self.sock.fileno(), blob.file.fileno()
         try:
-            sent, finished = sendfile.push(out_fd, in_fd, span.first, span.length)
+            sent, finished = sendfile.first_push(self.transport, self.sock, file, span.first, span.length)
         except OSError as exc:
             self._failed(reply, exc)
             return
         if finished:
             self._done(reply, sent)
-        else:
-            self._later(reply, self._rest(reply, out_fd, in_fd, sent))
+            return
 
-    def _later(self, reply: Reply, rest: Coroutine[object, object, int]) -> None:
-        async def run() -> None:
+        async def the_rest() -> None:
             try:
-                sent = await rest
-            except (OSError, asyncio.SendfileNotAvailableError) as exc:
+                total = await sendfile.rest(self.transport, self.sock, file, span.first, span.length, sent)
+            except (OSError, asyncio.SendfileNotAvailableError, NotImplementedError) as exc:
                 self._failed(reply, exc)
             except asyncio.CancelledError:
                 self.downloads.blobs.release(reply.blob)
                 raise
             else:
-                self._done(reply, sent)
+                self._done(reply, total)
 
-        self.sending = self.loop.create_task(run())
-
-    async def _rest(self, reply: Reply, out_fd: int, in_fd: int, sent: int) -> int:
-        span = reply.span
-        return sent + await sendfile.when_writable(out_fd, in_fd, span.first + sent, span.length - sent)
-
-    async def _after_queued(self, reply: Reply) -> int:
-        span = reply.span
-        return await self.loop.sendfile(
-            self.transport, reply.blob.file, span.first, span.length, fallback=False
-        )
+        self.sending = self.loop.create_task(the_rest())
 
     def _failed(self, reply: Reply, exc: BaseException) -> None:
         """A lost connection, or a kernel that will not send this file (then aiohttp's path, which

@@ -49,6 +49,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from gateway.core.settings import HttpSettings, Settings
 from gateway.http.fast_downloads import FastDownloads, FastLane
+from gateway.http.sendfile import plain_socket
 from gateway.runtime.accept import Acceptor, bind_sockets, raise_descriptor_limit
 from gateway.runtime.stats import Stats
 
@@ -189,9 +190,9 @@ class GuardedProtocol(asyncio.Protocol):
         self._transport = transport
         self.inner.connection_made(transport)
         self._head_started()
-        fast = self._guard.fast
-        if fast is not None and transport.get_extra_info("ssl_object") is None:
-            self._lane = FastLane(fast, transport, self._to_aiohttp, self._guard.limits.idle_timeout_s)
+        fast, sock = self._guard.fast, plain_socket(transport)
+        if fast is not None and sock is not None:
+            self._lane = FastLane(fast, transport, sock, self._to_aiohttp, self._guard.limits.idle_timeout_s)
             # aiohttp's keep-alive timer, armed from the accept, would cut a download the lane is
             # sending (to aiohttp the connection looks idle): the lane's own idle timer stands in,
             # and aiohttp arms its timer again after the first request it answers.

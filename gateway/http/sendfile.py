@@ -49,6 +49,11 @@ def cork(sock: socket.socket | None, on: bool) -> None:
             pass
 
 
+class KernelRefused(OSError):
+    """The kernel will not send this file into this socket (``sendfile`` failed, not for a lost
+    connection): the bytes must be read instead."""
+
+
 async def send_range(
     transport: asyncio.Transport | None,
     sock: socket.socket | None,
@@ -64,21 +69,45 @@ async def send_range(
         raise ConnectionResetError("connection lost")
     if sock is None:
         return await copy_range(resp, file, offset, count)
-    if transport.get_write_buffer_size():  # a part head still queued: asyncio sends it first
-        return await _after_queued(transport, resp, file, offset, count)
-    out_fd, in_fd = sock.fileno(), file.fileno()
     try:
-        sent, finished = push(out_fd, in_fd, offset, count)
+        sent, finished = first_push(transport, sock, file, offset, count)
+        return sent if finished else await rest(transport, sock, file, offset, count, sent)
+    except (KernelRefused, asyncio.SendfileNotAvailableError, NotImplementedError):
+        return await copy_range(resp, file, offset, count)  # nothing was sent: read it instead
+
+
+def first_push(
+    transport: asyncio.Transport, sock: socket.socket, file: IO[bytes], offset: int, count: int
+) -> tuple[int, bool]:
+    """The range's first ``sendfile``, made at once by the caller: (bytes sent, finished). Nothing
+    is tried while the transport still holds queued bytes (a head it could not send yet: they go
+    first, see :func:`rest`). Raises ConnectionResetError when the connection is gone and
+    :class:`KernelRefused` when the kernel will not send this file."""
+    if transport.get_write_buffer_size():
+        return 0, False
+    try:
+        return _push(sock.fileno(), file.fileno(), offset, count)
     except (BrokenPipeError, ConnectionResetError) as exc:
         raise ConnectionResetError("connection lost") from exc
-    except OSError:  # the kernel will not send this file into this socket: read it instead
-        return await copy_range(resp, file, offset, count)
-    if finished:
-        return sent
-    return sent + await when_writable(out_fd, in_fd, offset + sent, count - sent)
+    except OSError as exc:
+        raise KernelRefused(exc.errno, f"sendfile refused: {exc.strerror}") from exc
 
 
-def push(out_fd: int, in_fd: int, offset: int, count: int) -> tuple[int, bool]:
+async def rest(
+    transport: asyncio.Transport, sock: socket.socket, file: IO[bytes], offset: int, count: int, sent: int
+) -> int:
+    """The rest of a range :func:`first_push` did not finish; returns the bytes sent in all. With
+    bytes still queued in the transport, asyncio's ``loop.sendfile`` (which waits for its queue to
+    empty) sends the whole range; otherwise one writer sends the rest as the socket drains. Raises
+    ConnectionResetError when the connection is gone, and ``SendfileNotAvailableError`` or
+    ``NotImplementedError`` when asyncio cannot send the file (then nothing was sent)."""
+    if sent == 0 and transport.get_write_buffer_size():
+        loop = asyncio.get_running_loop()
+        return await loop.sendfile(transport, file, offset, count, fallback=False)
+    return sent + await _when_writable(sock.fileno(), file.fileno(), offset + sent, count - sent)
+
+
+def _push(out_fd: int, in_fd: int, offset: int, count: int) -> tuple[int, bool]:
     """One ``sendfile``: what the socket takes now. Returns the bytes sent and whether the range is
     finished (all sent, or the file ends: ``sendfile`` returns 0 only at its end)."""
     try:
@@ -88,7 +117,7 @@ def push(out_fd: int, in_fd: int, offset: int, count: int) -> tuple[int, bool]:
     return n, n in (0, count)
 
 
-async def when_writable(sock_fd: int, in_fd: int, offset: int, count: int) -> int:
+async def _when_writable(sock_fd: int, in_fd: int, offset: int, count: int) -> int:
     """The rest of a range larger than the socket's buffer: one ``sendfile`` each time the socket
     can take more, on one writer registered for the whole range (asyncio's ``loop.sendfile``
     registers and removes it again around every step). The writer is on a duplicate of the
@@ -103,7 +132,7 @@ async def when_writable(sock_fd: int, in_fd: int, offset: int, count: int) -> in
         if finished.done():
             return
         try:
-            n, done = push(fd, in_fd, offset + sent, count - sent)
+            n, done = _push(fd, in_fd, offset + sent, count - sent)
         except OSError as exc:
             finished.set_exception(ConnectionResetError(f"connection lost ({exc})"))
             return
@@ -120,16 +149,6 @@ async def when_writable(sock_fd: int, in_fd: int, offset: int, count: int) -> in
         if finished.done() and not finished.cancelled():
             finished.exception()  # cancelled just after the socket failed: the failure is known
     return sent
-
-
-async def _after_queued(
-    transport: asyncio.Transport, resp: web.StreamResponse, file: IO[bytes], offset: int, count: int
-) -> int:
-    """asyncio's ``loop.sendfile`` waits for the transport's queue to empty before it sends."""
-    try:
-        return await asyncio.get_running_loop().sendfile(transport, file, offset, count, fallback=False)
-    except (asyncio.SendfileNotAvailableError, NotImplementedError):
-        return await copy_range(resp, file, offset, count)
 
 
 async def copy_range(resp: web.StreamResponse, file: IO[bytes], offset: int, count: int) -> int:
