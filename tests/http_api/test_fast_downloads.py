@@ -144,8 +144,9 @@ async def test_the_fast_path_answers_what_the_handler_answers(gw: Gateway, seed:
     fast_before = gw.stats["downloads.fast"]
     for _ in range(80):
         request = random_request(rng, last_modified)
-        slow = await ask(gw, request, split=True)
         fast_then = gw.stats["downloads.fast"]
+        slow = await ask(gw, request, split=True)
+        assert gw.stats["downloads.fast"] == fast_then, "the split head went to aiohttp"
         quick = await ask(gw, request, split=False)
         assert comparable(quick) == comparable(slow), request
         code, content_type = quick[0].split()[1], dict(quick[1]).get("Content-Type", "")
@@ -204,19 +205,52 @@ def open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-async def test_clients_gone_mid_range_leave_nothing_open(gw: Gateway) -> None:
-    request = f"GET {PATH} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
-    await ask(gw, request, split=False)  # the blob held open
+async def publish_big(gw: Gateway, reg: Registry) -> tuple[bytes, bytes]:
+    """A 16 MB artifact (more than the kernel buffers on both sides of a loopback connection, so
+    its sends wait for the reader) and a whole-file request for it."""
+    big = os.urandom(16 << 20)
+    reg.publish(big, model_id="big")
+    await until(lambda: gw.store.is_verified(hashlib.sha256(big).hexdigest()), what="big mirrored")
+    path = "/artifacts/big/1.0.0/big-1.0.0.bin"
+    return big, f"GET {path} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+
+
+async def small_window_connection(gw: Gateway) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection whose receive buffer is small from the start, so the gateway's sends must wait."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, address(gw))
+    return await asyncio.open_connection(sock=sock, limit=1 << 16)
+
+
+@pytest.mark.parametrize("seed", range(2))
+async def test_clients_gone_mid_download_leave_nothing_open(gw: Gateway, reg: Registry, seed: int) -> None:
+    """Devices that vanish at random points of a download (the gateway waiting for their socket
+    to drain), resetting or half-closing their connection, leave no descriptor open: neither their sockets nor the blob, which closes once its
+    hold is up and no download uses it."""
+    rng = random.Random(seed)
+    big, request = await publish_big(gw, reg)
     before = open_descriptors()
-    for _ in range(20):
-        reader, writer = await asyncio.open_connection(*address(gw))
-        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    for _ in range(10):
+        reader, writer = await small_window_connection(gw)
         writer.write(request)
-        await reader.readexactly(100)
-        writer.transport.abort()
-    status, _, body = await ask(gw, request, split=False)
-    assert status.split()[1] == "200" and body == MODEL
-    await until(lambda: open_descriptors() <= before, what="the aborted connections' descriptors closed")
+        await reader.readexactly(rng.randint(1, 4 << 20))
+        await asyncio.sleep(rng.uniform(0, 0.05))
+        if rng.random() < 0.5:
+            writer.transport.abort()  # a reset: the gateway's next send fails
+        else:
+            writer.write_eof()  # a half-close: the gateway closes the connection while it waits
+            await asyncio.sleep(rng.uniform(0, 0.05))
+            writer.transport.abort()
+    reader, writer = await asyncio.open_connection(*address(gw))
+    writer.write(request)
+    status, _, body = await read_response(reader)
+    writer.close()
+    assert status.split()[1] == "200" and body == big
+    await until(
+        lambda: open_descriptors() <= before, what="the connections' and the blob's descriptors closed"
+    )
 
 
 async def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(gw: Gateway) -> None:
@@ -239,17 +273,9 @@ async def test_a_slow_download_outlives_the_idle_timeout(gw: Gateway, reg: Regis
     """A device reading slowly keeps its connection however long the download takes: the idle
     timeout counts from the last answer, and aiohttp's own timer (which thinks the connection
     idle) is not left to cut it. The file is bigger than what the kernel buffers on both sides."""
-    big = os.urandom(16 << 20)
-    reg.publish(big, model_id="big")
-    await until(lambda: gw.store.is_verified(hashlib.sha256(big).hexdigest()), what="big mirrored")
-    path = "/artifacts/big/1.0.0/big-1.0.0.bin"
-    request = f"GET {path} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # the gateway's sends must wait
-    sock.setblocking(False)
+    big, request = await publish_big(gw, reg)
     loop = asyncio.get_running_loop()
-    await loop.sock_connect(sock, address(gw))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 16)
+    reader, writer = await small_window_connection(gw)
     try:
         t0 = loop.time()
         writer.write(request)
