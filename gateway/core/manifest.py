@@ -28,7 +28,8 @@ from gateway.core.chunks import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 from gateway.core.errors import FormatError
 
 # \Z, not $: "$" also matches before a final newline, so "v1\n" would pass as an id.
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}\Z")
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}\Z"  # and no ".." (valid_id)
+_ID = re.compile(ID_PATTERN)
 _SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 _FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}\Z")
 

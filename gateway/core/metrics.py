@@ -201,8 +201,8 @@ def parse_message(
     return MetricsMessage(**_read(device_id, payload, model_id)[0])
 
 
-def _device_timestamp(doc: Mapping[str, Any], where: str) -> float | str | None:
-    v = doc.get("timestamp")
+def device_timestamp(v: Any, where: str) -> float | str | None:
+    """The message's ``timestamp`` as kept: None, Unix seconds, or a short printable text."""
     if v is None or (isinstance(v, str) and 0 < len(v) <= MAX_TIMESTAMP_CHARS and v.isprintable()):
         return v
     if isinstance(v, int | float) and not isinstance(v, bool) and abs(v) < 1e18 and math.isfinite(v):
@@ -303,7 +303,7 @@ def _read(
     latency_ms = _number(doc, "avg_latency_ms", where, 0, 3.6e6)  # the fields checked in this order
     message = dict(
         device_id=claimed,
-        timestamp=_device_timestamp(doc, where),  # kept for the record, never judged
+        timestamp=device_timestamp(doc.get("timestamp"), where),  # kept for the record, never judged
         model_id=doc.get("model_id"),
         model_version=version,
         num_inferences=inferences if "num_inferences" in doc else None,

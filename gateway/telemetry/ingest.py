@@ -1,9 +1,9 @@
 """Metrics and events in (MQTT hook or HTTP POST), validated, journaled, aggregated.
 
 A metrics message is read by the core (:func:`gateway.core.metrics.parse_metrics`: the one
-message type and wire form the device agent and the replay trace write too), its JSON decoded
-first by :mod:`gateway.runtime.jsonfast` (the hot path's decoder). Each valid one is
-first made durable in the outbox as a ``sample`` record (:meth:`gateway.core.metrics.Sample.record`,
+message type and wire form the device agent and the replay trace write too), the common one to the
+same sample in one typed step by :mod:`gateway.telemetry.fast_metrics`. Each valid one is first
+made durable in the outbox as a ``sample`` record (:meth:`gateway.core.metrics.Sample.record`,
 so what was acknowledged to a device survives a crash and reaches the cloud), then added to the
 current window and to the inventory (current version, last seen). An invalid one is counted and
 dropped with a log line naming the device and the field. Closed windows go to the listeners (the
@@ -31,6 +31,7 @@ from gateway.core.window import WindowStats
 from gateway.inventory.store import Inventory
 from gateway.runtime import jsonfast
 from gateway.runtime.stats import Stats
+from gateway.telemetry import fast_metrics
 from gateway.telemetry.drift import DriftWatch
 from gateway.uplink.outbox import Outbox
 
@@ -86,17 +87,23 @@ class Telemetry:
     ) -> asyncio.Future[int] | None:
         """Validate, journal (the future resolves when durable), aggregate, update the inventory."""
         rec = self.inventory.get(device_id)
+        model_id = rec.model_id if rec else None
+        sample = None
         doc = payload
         if isinstance(payload, bytes | bytearray) and len(payload) <= MAX_PAYLOAD_BYTES:
-            decoded = jsonfast.decode_object(payload)  # None: the core reads the bytes and answers
-            doc = payload if decoded is None else decoded
-        try:
-            sample = parse_metrics(device_id, doc, now, model_id=rec.model_id if rec else None)
-        except FormatError as exc:
-            self.stats.error("telemetry.invalid", str(exc))
-            log.warning("dropped %s", exc)
-            self._count_invalid(device_id, payload, rec, now)
-            raise
+            # the common message in one typed step; None: the core reads it and answers
+            sample = fast_metrics.read_sample(device_id, bytes(payload), now, model_id)
+            if sample is None:
+                decoded = jsonfast.decode_object(payload)
+                doc = payload if decoded is None else decoded
+        if sample is None:
+            try:
+                sample = parse_metrics(device_id, doc, now, model_id=model_id)
+            except FormatError as exc:
+                self.stats.error("telemetry.invalid", str(exc))
+                log.warning("dropped %s", exc)
+                self._count_invalid(device_id, payload, rec, now)
+                raise
         pending = self._journal(sample, now) if self.journal else None
         self.stats.inc("telemetry.samples")
         unchanged = (
