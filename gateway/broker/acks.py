@@ -37,6 +37,9 @@ class Acks:
                 self._send(ack)
                 return
             queue = self._queue = deque()
+        elif queue[-1][0] is durable:  # the same commit as the one before (a grouped append)
+            queue[-1] = (durable, queue[-1][1] + ack)
+            return
         queue.append((durable, ack))
         if len(queue) == 1:
             durable.add_done_callback(self._ready)  # type: ignore[union-attr]

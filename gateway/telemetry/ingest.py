@@ -80,7 +80,7 @@ class Telemetry:
         sample is durable (when samples are journaled)."""
         pending = self.take_metrics(device_id, payload, now)
         if pending is not None:
-            await pending
+            await asyncio.shield(pending)  # shared by the loop turn's samples: never cancel it
 
     def take_metrics(
         self, device_id: str, payload: bytes | Mapping[str, Any], now: float
@@ -144,7 +144,7 @@ class Telemetry:
             self.aggregator.add_invalid(device_id, model_id, version, rec.attrs if rec else {}, now)
 
     def _journal(self, sample: Sample, now: float) -> asyncio.Future[int]:
-        return self.outbox.append_nowait("sample", sample.record(), now)
+        return self.outbox.append_grouped("sample", sample.record(), now)
 
     def mqtt_message(
         self, device_id: str, topic: str, payload: bytes, now: float

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections import deque
 from typing import Any
 
 from gateway.core.errors import StorageError
@@ -25,7 +26,7 @@ from gateway.runtime import jsonfast
 from gateway.uplink.bounds import Bounds
 from gateway.uplink.outbox_file import OutboxFile, Pending, insert_once, resolve, seam
 
-MAX_BATCH = 1000
+MAX_BATCH = 1000  # records per commit, give or take one loop turn's (a turn's are committed together)
 # The writer's INSERTs, by records per statement: powers of two up to 128 (512 parameters, under
 # the 999 of SQLite before 3.32), so a few statement texts serve every batch from the statement cache.
 _INSERT_RUNS = {
@@ -40,8 +41,9 @@ class Appender:
         self.file = file
         self.path = file.path
         self.bounds = bounds
-        self._pending: list[Pending] = []  # handed over, for the writer's next commit
+        self._pending: deque[list[Pending]] = deque()  # loop turns' appends, for the writer
         self._batches: dict[asyncio.AbstractEventLoop, list[Pending]] = {}  # this loop turn's
+        self._groups: dict[asyncio.AbstractEventLoop, asyncio.Future[int]] = {}  # its shared future
         self._cv = threading.Condition()
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
@@ -53,7 +55,8 @@ class Appender:
         """Commit what is queued (handed over or not yet), then stop the writer."""
         with self._cv:
             for loop in list(self._batches):
-                self._pending.extend(self._batches.pop(loop, ()))
+                self._pending.append(self._batches.pop(loop))
+                self._groups.pop(loop, None)
             self._closed = True
             self._cv.notify()
         if self._writer.is_alive():
@@ -65,27 +68,45 @@ class Appender:
         The appends of one event-loop turn reach the writer together, at the end of the turn
         (:meth:`_hand_over`): one lock and one wake-up of the writer for all of them. Taken per
         append, the lock and its ``notify`` were a tenth of the ingest's time."""
-        text = jsonfast.encode_sorted(body)
         loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        self._batch(loop).append(Pending(kind, now, jsonfast.encode_sorted(body), loop, fut))
+        return fut
+
+    def append_grouped(self, kind: str, body: dict[str, Any], now: float) -> asyncio.Future[int]:
+        """:meth:`append_nowait` for a caller that only waits for durability (the ingest): every
+        grouped append of one loop turn shares one future, resolved once all of them are committed
+        (they always go in the same commit). One future per loop turn, not per record, and an MQTT
+        connection's acknowledgements behind it go out together (:mod:`gateway.broker.acks`).
+        Never cancel the future (await it through ``asyncio.shield``): it is everyone's."""
+        loop = asyncio.get_running_loop()
+        batch = self._batch(loop)
+        fut = self._groups.get(loop)
+        if fut is None:
+            fut = self._groups[loop] = loop.create_future()
+        batch.append(Pending(kind, now, jsonfast.encode_sorted(body), loop, fut))
+        return fut
+
+    def _batch(self, loop: asyncio.AbstractEventLoop) -> list[Pending]:
+        """This loop turn's appends so far (handed over at the end of the turn)."""
         if self._closed:
             raise StorageError("the outbox is closed", path=str(self.path))
-        fut: asyncio.Future[int] = loop.create_future()
         batch = self._batches.get(loop)
         if batch is None:
             batch = self._batches[loop] = []
             loop.call_soon(self._hand_over, loop)
-        batch.append(Pending(kind, now, text, loop, fut))
-        return fut
+        return batch
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
         """This loop turn's appends, to the writer (on the loop's own thread: each loop's list is
         touched by that thread only)."""
         batch = self._batches.pop(loop, None)
+        self._groups.pop(loop, None)
         if not batch:
             return
         with self._cv:
             if not self._closed:
-                self._pending.extend(batch)
+                self._pending.append(batch)
                 self._cv.notify()
                 return
         closed = StorageError("the outbox is closed", path=str(self.path))
@@ -129,7 +150,9 @@ class Appender:
                     self._cv.wait()
                 if not self._pending and self._closed:
                     return
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                batch = self._pending.popleft()
+                while self._pending and len(batch) + len(self._pending[0]) <= MAX_BATCH:
+                    batch += self._pending.popleft()
             # A caller that gave up (cancelled) before its commit: its record is not written.
             # (Reading another thread's future state is racy only towards writing it anyway.)
             batch = [p for p in batch if not p.fut.cancelled()]
@@ -140,11 +163,16 @@ class Appender:
                 result = self._commit(batch)
             except sqlite3.Error as exc:
                 result = StorageError(f"outbox write failed: {exc}", path=str(self.path))
-            # One hand-off per event loop and commit, not one per record.
+            # One hand-off per event loop and commit, not one per record; one entry per future
+            # (a group's records follow each other in a turn's appends, or nearly).
             by_loop: dict[
                 asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], int | BaseException]]
             ] = {}
+            last = None
             for i, p in enumerate(batch):
+                if p.fut is last:
+                    continue
+                last = p.fut
                 outcome = result if isinstance(result, BaseException) else result[i]
                 by_loop.setdefault(p.loop, []).append((p.fut, outcome))
             for loop, items in by_loop.items():

@@ -88,6 +88,11 @@ class Outbox:
         """Queue a record; the future resolves with its sequence number once it is committed."""
         return self.appender.append_nowait(kind, body, now)
 
+    def append_grouped(self, kind: str, body: dict[str, Any], now: float) -> asyncio.Future[int]:
+        """Queue a record; the future, shared by this loop turn's grouped appends, resolves once
+        they are committed (:meth:`Appender.append_grouped`: await it through ``asyncio.shield``)."""
+        return self.appender.append_grouped(kind, body, now)
+
     async def append(self, kind: str, body: dict[str, Any], now: float) -> int:
         """Durable when it returns: the record's sequence number, after its commit."""
         return await self.appender.append_nowait(kind, body, now)

@@ -192,3 +192,34 @@ async def test_appends_of_this_loop_turn_are_committed_at_close(tmp_path: Path) 
         assert [r.body["i"] for r in again.peek("http")] == list(range(10))
     finally:
         again.close()
+
+
+async def test_grouped_appends_of_a_loop_turn_share_one_future_and_one_commit(tmp_path: Path) -> None:
+    """A turn's grouped appends (the ingest's samples) share one future, resolved only once every
+    one of them is committed, even when the turn holds more records than one commit takes."""
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path, max_bytes=1 << 30, max_age_s=3600, sinks=["http"])
+
+    def samples() -> int:  # from another connection
+        db = sqlite3.connect(path)
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM records WHERE kind = 'sample'").fetchone()[0])
+        finally:
+            db.close()
+
+    try:
+        for n in (1, 999, 1000, 2500):
+            before = samples()
+            group = [box.append_grouped("sample", {"i": i}, 1.0) for i in range(n)]
+            plain = box.append_nowait("health", {"between": True}, 1.0)
+            group.append(box.append_grouped("sample", {"i": n}, 1.0))
+            assert all(f is group[0] for f in group) and plain is not group[0]
+            seen: list[int] = []
+            group[0].add_done_callback(lambda _f, seen=seen: seen.append(samples()))  # as it resolves
+            await asyncio.shield(group[0])
+            await plain
+            assert seen == [before + n + 1], n
+        await asyncio.sleep(0)
+        assert box.append_grouped("sample", {"i": -1}, 1.0) is not group[0]  # a new turn's
+    finally:
+        box.close()
