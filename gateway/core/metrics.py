@@ -39,6 +39,20 @@ MAX_PAYLOAD_BYTES = 16 << 10
 MAX_CLASSES = 64
 MAX_CLASS_NAME = 64
 MAX_TIMESTAMP_CHARS = 64
+MAX_COUNT = 10**12  # num_inferences and num_errors
+# The figures' ranges, bounds included (also the fast read's: gateway.telemetry.fast_metrics).
+RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
+    {
+        "error_rate": (0, 1),
+        "cpu_percent": (0, 100 * 256),  # per-core sums may pass 100
+        "ram_percent": (0, 100),
+        "temperature_c": (-100, 250),
+        "mean_confidence": (0, 1),
+        "unknown_rate": (0, 1),
+        "avg_latency_ms": (0, 3.6e6),
+        "uptime_seconds": (0, sys.float_info.max),
+    }
+)
 NONE: Mapping[str, Any] = MappingProxyType({})  # an empty mapping nobody can add to
 
 
@@ -186,9 +200,9 @@ def _number(
 
 def _count(doc: Mapping[str, Any], key: str, where: str) -> int:
     v = doc.get(key, 0)
-    if type(v) is int and 0 <= v <= 10**12:
+    if type(v) is int and 0 <= v <= MAX_COUNT:
         return v
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > 10**12:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > MAX_COUNT:
         raise FormatError(f"{where}: {key} must be a whole number of at least 0, got {v!r}")
     return v
 
@@ -292,7 +306,7 @@ def _read(
     errors = _count(doc, "num_errors", where)
     if errors > inferences:
         raise FormatError(f"{where}: num_errors ({errors}) exceeds num_inferences ({inferences})")
-    error_rate = _number(doc, "error_rate", where, 0, 1)
+    error_rate = _number(doc, "error_rate", where, *RANGES["error_rate"])
     counts = _classes(doc, where)
     shadow = doc.get("shadow", False)
     if not isinstance(shadow, bool):
@@ -300,7 +314,7 @@ def _read(
     agreement = doc.get("agreement")
     if agreement is not None and not shadow:
         raise FormatError(f"{where}: agreement is reported only in a shadow message (shadow: true)")
-    latency_ms = _number(doc, "avg_latency_ms", where, 0, 3.6e6)  # the fields checked in this order
+    latency_ms = _number(doc, "avg_latency_ms", where, *RANGES["avg_latency_ms"])  # checked in this order
     message = dict(
         device_id=claimed,
         timestamp=device_timestamp(doc.get("timestamp"), where),  # kept for the record, never judged
@@ -309,13 +323,13 @@ def _read(
         num_inferences=inferences if "num_inferences" in doc else None,
         num_errors=errors if "num_errors" in doc else None,
         error_rate=error_rate,
-        cpu_percent=_number(doc, "cpu_percent", where, 0, 100 * 256),  # per-core sums may pass 100
-        ram_percent=_number(doc, "ram_percent", where, 0, 100),
-        temperature_c=_number(doc, "temperature_c", where, -100, 250),
-        mean_confidence=_number(doc, "mean_confidence", where, 0, 1),
-        unknown_rate=_number(doc, "unknown_rate", where, 0, 1),
+        cpu_percent=_number(doc, "cpu_percent", where, *RANGES["cpu_percent"]),
+        ram_percent=_number(doc, "ram_percent", where, *RANGES["ram_percent"]),
+        temperature_c=_number(doc, "temperature_c", where, *RANGES["temperature_c"]),
+        mean_confidence=_number(doc, "mean_confidence", where, *RANGES["mean_confidence"]),
+        unknown_rate=_number(doc, "unknown_rate", where, *RANGES["unknown_rate"]),
         avg_latency_ms=latency_ms,
-        uptime_seconds=_number(doc, "uptime_seconds", where, 0),
+        uptime_seconds=_number(doc, "uptime_seconds", where, *RANGES["uptime_seconds"]),
         class_counts=counts,
         drift=doc.get("drift"),
         agreement=agreement,

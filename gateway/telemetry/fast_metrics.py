@@ -19,7 +19,6 @@ count past what msgspec holds in an int (the core takes any), and the core's len
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Any
 
 import msgspec
@@ -30,18 +29,26 @@ from gateway.core.drift_sketch import parse_drift
 from gateway.core.errors import FormatError
 from gateway.core.jsondoc import too_deep
 from gateway.core.manifest import ID_PATTERN, valid_id
-from gateway.core.metrics import MAX_CLASS_NAME, MAX_CLASSES, NONE, Sample, device_timestamp
+from gateway.core.metrics import (
+    MAX_CLASS_NAME,
+    MAX_CLASSES,
+    MAX_COUNT,
+    NONE,
+    RANGES,
+    Sample,
+    device_timestamp,
+)
 
-# The core's ranges (gateway.core.metrics._read), bounds included as there.
+
+def _within(field: str) -> Meta:
+    """The core's range of a figure (:data:`gateway.core.metrics.RANGES`), bounds included."""
+    lo, hi = RANGES[field]
+    return Meta(ge=lo, le=hi)
+
+
 Id = Annotated[str, Meta(pattern=ID_PATTERN)]  # and no "..": checked after
 IdOrEmpty = Annotated[str, Meta(pattern=rf"\A\Z|{ID_PATTERN}")]  # "": the message names no model
-Count = Annotated[int, Meta(ge=0, le=10**12)]
-Fraction = Annotated[float, Meta(ge=0, le=1)] | None
-CpuPercent = Annotated[float, Meta(ge=0, le=100 * 256)] | None  # per-core sums may pass 100
-Percent = Annotated[float, Meta(ge=0, le=100)] | None
-Celsius = Annotated[float, Meta(ge=-100, le=250)] | None
-Millis = Annotated[float, Meta(ge=0, le=3.6e6)] | None
-Seconds = Annotated[float, Meta(ge=0, le=sys.float_info.max)] | None  # a float, not infinity
+Count = Annotated[int, Meta(ge=0, le=MAX_COUNT)]
 ClassName = Annotated[str, Meta(min_length=1, max_length=MAX_CLASS_NAME)]
 Classes = Annotated[dict[ClassName, Annotated[int, Meta(ge=0)]], Meta(max_length=MAX_CLASSES)] | None
 
@@ -55,14 +62,14 @@ class _Report(msgspec.Struct):
     model_id: IdOrEmpty | UnsetType = UNSET  # absent (the device's current model) is not "" (none)
     num_inferences: Count = 0
     num_errors: Count = 0
-    error_rate: Fraction = None
-    cpu_percent: CpuPercent = None
-    ram_percent: Percent = None
-    temperature_c: Celsius = None
-    mean_confidence: Fraction = None
-    unknown_rate: Fraction = None
-    avg_latency_ms: Millis = None
-    uptime_seconds: Seconds = None
+    error_rate: Annotated[float, _within("error_rate")] | None = None
+    cpu_percent: Annotated[float, _within("cpu_percent")] | None = None
+    ram_percent: Annotated[float, _within("ram_percent")] | None = None
+    temperature_c: Annotated[float, _within("temperature_c")] | None = None
+    mean_confidence: Annotated[float, _within("mean_confidence")] | None = None
+    unknown_rate: Annotated[float, _within("unknown_rate")] | None = None
+    avg_latency_ms: Annotated[float, _within("avg_latency_ms")] | None = None
+    uptime_seconds: Annotated[float, _within("uptime_seconds")] | None = None
     class_counts: Classes = None
     shadow: bool = False
     timestamp: Any = None
