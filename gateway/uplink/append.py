@@ -19,6 +19,7 @@ import asyncio
 import sqlite3
 import threading
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.errors import StorageError
@@ -26,7 +27,7 @@ from gateway.runtime import jsonfast
 from gateway.uplink.bounds import Bounds
 from gateway.uplink.outbox_file import OutboxFile, Pending, insert_once, resolve, seam
 
-MAX_BATCH = 1000  # records per commit, give or take one loop turn's (a turn's are committed together)
+MAX_BATCH = 1000  # records per commit at most
 # The writer's INSERTs, by records per statement: powers of two up to 128 (512 parameters, under
 # the 999 of SQLite before 3.32), so a few statement texts serve every batch from the statement cache.
 _INSERT_RUNS = {
@@ -36,14 +37,21 @@ _INSERT_RUNS = {
 _LONGEST_RUN = max(_INSERT_RUNS)
 
 
+@dataclass(slots=True)
+class _Turn:
+    """One loop turn's appends not handed to the writer yet, and the future its grouped ones share."""
+
+    records: list[Pending] = field(default_factory=list)
+    shared: asyncio.Future[int] | None = None
+
+
 class Appender:
     def __init__(self, file: OutboxFile, bounds: Bounds) -> None:
         self.file = file
         self.path = file.path
         self.bounds = bounds
-        self._pending: deque[list[Pending]] = deque()  # loop turns' appends, for the writer
-        self._batches: dict[asyncio.AbstractEventLoop, list[Pending]] = {}  # this loop turn's
-        self._groups: dict[asyncio.AbstractEventLoop, asyncio.Future[int]] = {}  # its shared future
+        self._pending: deque[list[Pending]] = deque()  # handed over, for the writer's next commit
+        self._turns: dict[asyncio.AbstractEventLoop, _Turn] = {}  # each loop's, not handed over yet
         self._cv = threading.Condition()
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
@@ -54,9 +62,8 @@ class Appender:
     def close(self) -> None:
         """Commit what is queued (handed over or not yet), then stop the writer."""
         with self._cv:
-            for loop in list(self._batches):
-                self._pending.append(self._batches.pop(loop))
-                self._groups.pop(loop, None)
+            for loop in list(self._turns):
+                self._pending.append(self._turns.pop(loop).records)
             self._closed = True
             self._cv.notify()
         if self._writer.is_alive():
@@ -66,54 +73,52 @@ class Appender:
         """Queue a record; the future resolves with its sequence number once it is committed.
 
         The appends of one event-loop turn reach the writer together, at the end of the turn
-        (:meth:`_hand_over`): one lock and one wake-up of the writer for all of them. Taken per
-        append, the lock and its ``notify`` were a tenth of the ingest's time."""
-        text = jsonfast.encode_sorted(body)  # first: a body that is not JSON leaves nothing behind
-        loop = asyncio.get_running_loop()
-        batch = self._batch(loop)
-        fut: asyncio.Future[int] = loop.create_future()
-        batch.append(Pending(kind, now, text, loop, fut))
-        return fut
+        (:meth:`_hand_over`), or as soon as ``MAX_BATCH`` of them wait: one lock and one wake-up of
+        the writer for all of them. Taken per append, the lock and its ``notify`` were a tenth of
+        the ingest's time."""
+        return self._append(kind, body, now, grouped=False)
 
     def append_grouped(self, kind: str, body: dict[str, Any], now: float) -> asyncio.Future[int]:
-        """:meth:`append_nowait` for a caller that only waits for durability (the ingest): every
-        grouped append of one loop turn shares one future, resolved once all of them are committed
-        (they always go in the same commit). One future per loop turn, not per record, and an MQTT
+        """:meth:`append_nowait` for a caller that only waits for durability (the ingest): the
+        grouped appends of one loop turn share one future, resolved once all of them are committed
+        (they reach the writer together, and it never splits what it is handed). One future per
+        loop turn (or per ``MAX_BATCH`` records of a busy one), not per record, and an MQTT
         connection's acknowledgements behind it go out together (:mod:`gateway.broker.acks`).
         Never cancel the future (await it through ``asyncio.shield``): it is everyone's."""
-        text = jsonfast.encode_sorted(body)
-        loop = asyncio.get_running_loop()
-        batch = self._batch(loop)
-        fut = self._groups.get(loop)
-        if fut is None:
-            fut = self._groups[loop] = loop.create_future()
-        batch.append(Pending(kind, now, text, loop, fut))
-        return fut
+        return self._append(kind, body, now, grouped=True)
 
-    def _batch(self, loop: asyncio.AbstractEventLoop) -> list[Pending]:
-        """This loop turn's appends so far (handed over at the end of the turn)."""
+    def _append(self, kind: str, body: dict[str, Any], now: float, *, grouped: bool) -> asyncio.Future[int]:
+        text = jsonfast.encode_sorted(body)  # first: a body that is not JSON leaves nothing behind
+        loop = asyncio.get_running_loop()
         if self._closed:
             raise StorageError("the outbox is closed", path=str(self.path))
-        batch = self._batches.get(loop)
-        if batch is None:
-            batch = self._batches[loop] = []
+        turn = self._turns.get(loop)
+        if turn is None:
+            turn = self._turns[loop] = _Turn()
             loop.call_soon(self._hand_over, loop)
-        return batch
+        fut = turn.shared if grouped else None
+        if fut is None:
+            fut = loop.create_future()
+            if grouped:
+                turn.shared = fut
+        turn.records.append(Pending(kind, now, text, loop, fut))
+        if len(turn.records) >= MAX_BATCH:
+            self._hand_over(loop)  # a whole commit's worth: the next appends start a new turn
+        return fut
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
-        """This loop turn's appends, to the writer (on the loop's own thread: each loop's list is
+        """This loop turn's appends, to the writer (on the loop's own thread: each loop's turn is
         touched by that thread only)."""
-        batch = self._batches.pop(loop, None)
-        self._groups.pop(loop, None)
-        if not batch:
+        turn = self._turns.pop(loop, None)
+        if turn is None:
             return
         with self._cv:
             if not self._closed:
-                self._pending.append(batch)
+                self._pending.append(turn.records)
                 self._cv.notify()
                 return
         closed = StorageError("the outbox is closed", path=str(self.path))
-        for p in batch:
+        for p in turn.records:
             if not p.fut.done():
                 p.fut.set_exception(closed)
 
@@ -167,7 +172,8 @@ class Appender:
             except sqlite3.Error as exc:
                 result = StorageError(f"outbox write failed: {exc}", path=str(self.path))
             # One hand-off per event loop and commit, not one per record; one entry per future
-            # (a group's records follow each other in a turn's appends, or nearly).
+            # (a group's records follow each other in a turn's appends, or nearly; a group is
+            # handed over whole, in at most MAX_BATCH records, so its commit is this one).
             by_loop: dict[
                 asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], int | BaseException]]
             ] = {}

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.core.errors import StorageError
+from gateway.uplink.append import MAX_BATCH
 from gateway.uplink.outbox import Outbox
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,31 +196,42 @@ async def test_appends_of_this_loop_turn_are_committed_at_close(tmp_path: Path) 
 
 
 async def test_grouped_appends_of_a_loop_turn_share_one_future_and_one_commit(tmp_path: Path) -> None:
-    """A turn's grouped appends (the ingest's samples) share one future, resolved only once every
-    one of them is committed, even when the turn holds more records than one commit takes."""
+    """A turn's grouped appends (the ingest's samples) share one future, one per ``MAX_BATCH``
+    records of a busy turn, and each resolves only once every record appended with it is on disk."""
     path = tmp_path / "o.sqlite"
     box = Outbox(path, max_bytes=1 << 30, max_age_s=3600, sinks=["http"])
 
-    def samples() -> int:  # from another connection
+    def on_disk(n: int) -> set[int]:  # from another connection
         db = sqlite3.connect(path)
         try:
-            return int(db.execute("SELECT COUNT(*) FROM records WHERE kind = 'sample'").fetchone()[0])
+            rows = db.execute(
+                "SELECT json_extract(body, '$.i') FROM records WHERE kind = 'sample'"
+                " AND json_extract(body, '$.n') = ?",
+                (n,),
+            ).fetchall()
+            return {int(i) for (i,) in rows}
         finally:
             db.close()
 
     try:
         for n in (1, 999, 1000, 2500):
-            before = samples()
-            group = [box.append_grouped("sample", {"i": i}, 1.0) for i in range(n)]
-            plain = box.append_nowait("health", {"between": True}, 1.0)
-            group.append(box.append_grouped("sample", {"i": n}, 1.0))
-            assert all(f is group[0] for f in group) and plain is not group[0]
-            seen: list[int] = []
-            group[0].add_done_callback(lambda _f, seen=seen: seen.append(samples()))  # as it resolves
-            await asyncio.shield(group[0])
-            await plain
-            assert seen == [before + n + 1], n
+            futs = [box.append_grouped("sample", {"n": n, "i": i}, 1.0) for i in range(n)]
+            plain = box.append_nowait("health", {"n": n}, 1.0)
+            futs.append(box.append_grouped("sample", {"n": n, "i": n}, 1.0))
+            assert all(f is not plain for f in futs)
+            groups: dict[int, list[int]] = {}  # a shared future's id: the records appended with it
+            for i, f in enumerate(futs):
+                groups.setdefault(id(f), []).append(i)
+            # the turn's records (the grouped ones and the plain one) go over in runs of MAX_BATCH
+            assert len(groups) == 1 + (n + 1) // MAX_BATCH, n
+            seen: list[bool] = []
+            for records in groups.values():
+                futs[records[0]].add_done_callback(
+                    lambda _f, records=records, n=n, seen=seen: seen.append(set(records) <= on_disk(n))
+                )  # checked as it resolves
+            await asyncio.gather(*(asyncio.shield(futs[r[0]]) for r in groups.values()), plain)
+            assert seen == [True] * len(groups), n
         await asyncio.sleep(0)
-        assert box.append_grouped("sample", {"i": -1}, 1.0) is not group[0]  # a new turn's
+        assert box.append_grouped("sample", {"i": -1}, 1.0) is not futs[-1]  # a new turn's
     finally:
         box.close()
