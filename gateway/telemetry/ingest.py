@@ -47,6 +47,19 @@ WindowListener = Callable[[list[WindowStats], float], None]
 """(windows, now): metric windows just closed (the canary gates take them)."""
 
 
+def _read(device_id: str, payload: bytes | Mapping[str, Any], now: float, model_id: str | None) -> Sample:
+    """The common message in one typed step; any other decoded for the core, which reads it or
+    refuses it in its words (:class:`FormatError`)."""
+    if isinstance(payload, bytes | bytearray) and len(payload) <= MAX_PAYLOAD_BYTES:
+        sample = fast_metrics.read_sample(device_id, bytes(payload), now, model_id)
+        if sample is not None:
+            return sample
+        decoded = jsonfast.decode_object(payload)  # None: the core reads the bytes and answers
+        if decoded is not None:
+            return parse_metrics(device_id, decoded, now, model_id=model_id)
+    return parse_metrics(device_id, payload, now, model_id=model_id)
+
+
 class Telemetry:
     """Its events, declared and given at construction: ``on_event`` for each valid device event
     (the listeners in order), ``on_windows`` for each batch of closed windows."""
@@ -87,23 +100,13 @@ class Telemetry:
     ) -> asyncio.Future[int] | None:
         """Validate, journal (the future resolves when durable), aggregate, update the inventory."""
         rec = self.inventory.get(device_id)
-        model_id = rec.model_id if rec else None
-        sample = None
-        doc = payload
-        if isinstance(payload, bytes | bytearray) and len(payload) <= MAX_PAYLOAD_BYTES:
-            # the common message in one typed step; None: the core reads it and answers
-            sample = fast_metrics.read_sample(device_id, bytes(payload), now, model_id)
-            if sample is None:
-                decoded = jsonfast.decode_object(payload)
-                doc = payload if decoded is None else decoded
-        if sample is None:
-            try:
-                sample = parse_metrics(device_id, doc, now, model_id=model_id)
-            except FormatError as exc:
-                self.stats.error("telemetry.invalid", str(exc))
-                log.warning("dropped %s", exc)
-                self._count_invalid(device_id, payload, rec, now)
-                raise
+        try:
+            sample = _read(device_id, payload, now, rec.model_id if rec else None)
+        except FormatError as exc:
+            self.stats.error("telemetry.invalid", str(exc))
+            log.warning("dropped %s", exc)
+            self._count_invalid(device_id, payload, rec, now)
+            raise
         pending = self._journal(sample, now) if self.journal else None
         self.stats.inc("telemetry.samples")
         unchanged = (
