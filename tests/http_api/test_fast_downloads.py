@@ -227,8 +227,8 @@ async def small_window_connection(gw: Gateway) -> tuple[asyncio.StreamReader, as
 @pytest.mark.parametrize("seed", range(2))
 async def test_clients_gone_mid_download_leave_nothing_open(gw: Gateway, reg: Registry, seed: int) -> None:
     """Devices that vanish at random points of a download (the gateway waiting for their socket
-    to drain), resetting or half-closing their connection, leave no descriptor open: neither their sockets nor the blob, which closes once its
-    hold is up and no download uses it."""
+    to drain), resetting or half-closing their connection, leave no descriptor open: neither
+    their sockets nor the blob, which closes once its hold is up and no download uses it."""
     rng = random.Random(seed)
     big, request = await publish_big(gw, reg)
     before = open_descriptors()
