@@ -289,8 +289,10 @@ class FastLane:
 
     def _send(self, reply: Reply) -> None:
         file, span = reply.blob.file, reply.span
-        sendfile.cork(self.sock, True)
-        self.transport.write(reply.head)
+        if span.length:
+            sendfile.send_head(self.transport, self.sock, reply.head)
+        else:  # no body follows to push a held head
+            self.transport.write(reply.head)
         try:
             sent, finished = sendfile.first_push(self.transport, self.sock, file, span.first, span.length)
         except OSError as exc:
@@ -331,7 +333,6 @@ class FastLane:
         stats = self.downloads.stats
         stats.inc("downloads.bytes", sent)
         stats.inc("downloads.fast")
-        sendfile.cork(self.sock, False)
         if sent < reply.span.length:  # never a short answer: cut, and the device resumes
             self.open = False
             self.transport.abort()

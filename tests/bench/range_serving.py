@@ -3,9 +3,18 @@
 Run: ``python tests/bench/range_serving.py [--rounds 3] [--seconds 8] [--before DIR]``
 
 Two workloads with ``wrk`` (Debian) at 64 connections: random 1 MiB ranges (a Lua script sets a
-random ``Range`` per request) and whole-file downloads. For each server: requests/s, GB served, and
-CPU-seconds of the server process(es) per GB served (psutil, before/after). wrk runs on the same two
-cores (``-t 2``), so both servers share the machine with it alike.
+random ``Range`` per request) and whole-file downloads. For each server: requests/s, GB served,
+CPU-seconds of the server process(es) per GB served (psutil, before/after), and the whole box's
+busy CPU-seconds per GB (``/proc/stat``: the server, wrk, and the kernel's packet work, which on
+loopback is charged to whichever process or softirq runs it). wrk runs on the same two cores
+(``-t 2``), so the servers share the machine with it alike.
+
+Two nginx configurations, both with ``sendfile on`` and one worker: ``nginx`` with ``tcp_nopush
+on`` (the usual advice for sendfile, and the issue's peer), and ``ng-np`` with it off. They spend
+their CPU differently: ``tcp_nopush`` corks the socket around the response, which costs the process
+about twice the system time per range; without it the head leaves as a packet of its own, the
+process's CPU drops and the box's rises (more packets for the kernel and wrk). A server's own
+CPU-s/GB alone would flatter ``ng-np``; the box's column shows where the work went.
 
 The servers take turns within each round (ours, nginx, ours, ...), so a box that others load
 slows them alike; the ratios are taken within each round and their median printed. ``--before
@@ -50,12 +59,18 @@ GOALS = {"rps": 0.95, "cpu_per_gb": 1.1}  # ours / nginx: at least, at most
 Figures = dict[str, float]
 
 
+def box_busy_seconds() -> float:
+    """CPU-seconds the whole box has spent busy so far (all but idle and I/O wait)."""
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
+
+
 def measure(url: str, procs: list[psutil.Process], seconds: int, conns: int, lua: Path | None) -> Figures:
-    c0 = cpu_seconds(procs)
+    c0, b0 = cpu_seconds(procs), box_busy_seconds()
     run = wrk(url, seconds=seconds, connections=conns, lua=lua, timeout_s=30)
-    cpu = cpu_seconds(procs) - c0
-    gb = run.bytes_read / 1e9
-    return {"rps": run.rps, "gb": gb, "cpu": cpu, "cpu_per_gb": cpu / gb if gb else float("nan")}
+    cpu, box = cpu_seconds(procs) - c0, box_busy_seconds() - b0
+    gb = run.bytes_read / 1e9 or float("nan")
+    return {"rps": run.rps, "gb": gb, "cpu": cpu, "cpu_per_gb": cpu / gb, "box_per_gb": box / gb}
 
 
 def first_download(base: str, path: str, sha256: str) -> None:
@@ -87,6 +102,8 @@ def servers(stack: ExitStack, work: Work, path: str, sha256: str, before: Path |
         out["before"] = (base, [proc])
     ng = stack.enter_context(nginx(work.registry, workers=1))
     out["nginx"] = (ng.url, [psutil.Process(ng.proc.pid), *psutil.Process(ng.proc.pid).children()])
+    ng = stack.enter_context(nginx(server=f"location / {{ root {work.registry}; tcp_nopush off; }}"))
+    out["ng-np"] = (ng.url, [psutil.Process(ng.proc.pid), *psutil.Process(ng.proc.pid).children()])
     return out
 
 
@@ -97,23 +114,33 @@ def bench_work_for(work: Work, name: str) -> Work:
     return Work(root, work.keys, work.registry)
 
 
+PEERS = ("nginx", "ng-np")
+KEYS = ("rps", "cpu_per_gb", "box_per_gb")
+
+
 def report(rounds: list[dict[tuple[str, str], Figures]], names: list[str]) -> None:
-    print(f"\n{'workload':14} {'server':7} {'req/s':>9} {'CPU-s/GB':>9}   (median of {len(rounds)} rounds)")
+    print(f"\n{'workload':14} {'server':11} {'req/s':>9} {'CPU-s/GB':>9} {'box CPU-s/GB':>13}"
+          f"   (medians of {len(rounds)} rounds; ratios: median of the rounds' ratios)")  # fmt: skip
     for workload in WORKLOADS:
         for server in names:
-            rps = statistics.median(r[(server, workload)]["rps"] for r in rounds)
-            per_gb = statistics.median(r[(server, workload)]["cpu_per_gb"] for r in rounds)
-            print(f"{workload:14} {server:7} {rps:>9.0f} {per_gb:>9.3f}")
-        for server in (n for n in names if n != "nginx"):
-            ratio = {
-                k: statistics.median(r[(server, workload)][k] / r[("nginx", workload)][k] for r in rounds)
-                for k in GOALS
-            }
+            m = {k: statistics.median(r[(server, workload)][k] for r in rounds) for k in KEYS}
             print(
-                f"{workload:14} {server + '/ng':7} {ratio['rps']:>8.2f}x {ratio['cpu_per_gb']:>8.2f}x"
-                f"   (median of the rounds' ratios; goal: req/s >= {GOALS['rps']}x"
-                f"{' for ranges' if workload == WORKLOADS[1] else ''}, CPU-s/GB <= {GOALS['cpu_per_gb']}x)"
+                f"{workload:14} {server:11} {m['rps']:>9.0f} {m['cpu_per_gb']:>9.3f} {m['box_per_gb']:>13.3f}"
             )
+        for server in (n for n in names if n not in PEERS):
+            for peer in PEERS:
+                ratio = {
+                    k: statistics.median(r[(server, workload)][k] / r[(peer, workload)][k] for r in rounds)
+                    for k in KEYS
+                }
+                print(
+                    f"{workload:14} {f'{server}/{peer}':11} {ratio['rps']:>8.2f}x {ratio['cpu_per_gb']:>8.2f}x"
+                    f" {ratio['box_per_gb']:>12.2f}x"
+                )
+    print(
+        f"goal (issue 27, against nginx with tcp_nopush on): req/s >= {GOALS['rps']}x for ranges, "
+        f"CPU-s/GB <= {GOALS['cpu_per_gb']}x for both"
+    )
 
 
 def main() -> None:
@@ -136,9 +163,11 @@ def main() -> None:
     lua.write_text(RANGES_LUA % (size, path))
     print(
         f"{size >> 20} MB artifact, wrk -t 2 -c {args.connections} -d {args.seconds}s on the same 2 cores; "
-        f"nginx 1 worker, sendfile on; servers take turns, {args.rounds} rounds"
+        f"nginx 1 worker, sendfile on, tcp_nopush on (nginx) and off (ng-np); servers take turns, {args.rounds} rounds"
     )
-    print(f"{'round':5} {'workload':14} {'server':7} {'req/s':>9} {'GB':>7} {'CPU-s':>7} {'CPU-s/GB':>9}")
+    print(
+        f"{'round':5} {'workload':14} {'server':7} {'req/s':>9} {'GB':>7} {'CPU-s':>7} {'CPU-s/GB':>9} {'box/GB':>7}"
+    )
     rounds: list[dict[tuple[str, str], Figures]] = []
     with ExitStack() as stack:
         running = servers(stack, work, path, manifest["sha256"], args.before)
@@ -151,7 +180,8 @@ def main() -> None:
                     r = measure(base + path, procs, args.seconds, args.connections, script)
                     figures[(server, workload)] = r
                     print(
-                        f"{n:<5} {workload:14} {server:7} {r['rps']:>9.0f} {r['gb']:>7.1f} {r['cpu']:>7.2f} {r['cpu_per_gb']:>9.3f}",
+                        f"{n:<5} {workload:14} {server:7} {r['rps']:>9.0f} {r['gb']:>7.1f} {r['cpu']:>7.2f}"
+                        f" {r['cpu_per_gb']:>9.3f} {r['box_per_gb']:>7.3f}",
                         flush=True,
                     )
             rounds.append(figures)
