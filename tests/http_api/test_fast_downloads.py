@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -291,3 +292,32 @@ async def test_a_slow_download_outlives_the_idle_timeout(gw: Gateway, reg: Regis
         assert loop.time() - t0 > IDLE_S * 2
     finally:
         writer.close()
+
+
+async def test_a_kernel_that_refuses_sendfile_leaves_downloads_to_the_read_path(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the kernel will not ``sendfile`` a blob (a file system without it), the download the
+    fast path had started is cut (its head may be out: the device resumes with ``Range``) and
+    every download after it, on any connection, is read and written through aiohttp's path, whole
+    and right. Mocked: no file system this test can use refuses ``sendfile``, so ``os.sendfile``
+    raising EINVAL, as the kernel does there, stands in for it."""
+
+    def refuse(*_args: object) -> int:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(os, "sendfile", refuse)
+    auth = f"Host: gw\r\nAuthorization: Bearer {TOKEN}\r\n"
+    first = f"GET {PATH} HTTP/1.1\r\n{auth}Range: bytes=0-99999\r\n\r\n".encode()
+    fast_before = gw.stats["downloads.fast"]
+    with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
+        await ask(gw, first, split=False)  # cut: never a short answer
+    for request, want in [
+        (f"GET {PATH} HTTP/1.1\r\n{auth}\r\n".encode(), ("200", MODEL)),
+        (first, ("206", MODEL[:100_000])),
+        (f"GET {PATH} HTTP/1.1\r\n{auth}Range: bytes=2000000-\r\n\r\n".encode(), ("206", MODEL[2_000_000:])),
+    ]:
+        for split in (False, True):
+            status, _, body = await ask(gw, request, split=split)
+            assert (status.split()[1], body) == want
+    assert gw.stats["downloads.fast"] == fast_before
