@@ -125,7 +125,54 @@ def stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout_s: float
             proc.wait()
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _port_plan() -> tuple[range, int]:
+    """This process's ports for :func:`free_port`: its xdist worker's slice of the ports below the
+    kernel's ephemeral range, and a start in it drawn from the pid (two pytest runs side by side,
+    as in .ci/run, have workers of the same name)."""
+    low = _ephemeral_low()
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    span = (low - FREE_PORTS_FROM) // workers
+    if span < 500:  # an unusual ephemeral range: let the kernel pick (and race)
+        return range(0), 0
+    index = int(worker) % workers if worker.isdigit() else 0
+    first = FREE_PORTS_FROM + index * span
+    return range(first, first + span), os.getpid() * 7919 % span
+
+
+FREE_PORTS_FROM = 10_000
+_plan: tuple[range, int] | None = None
+_handed_out = 0
+
+
 def free_port() -> int:
+    """A free port for a peer that cannot bind port 0 and say which port it got (nginx, mosquitto,
+    a gateway started with ``--listen``). Picking a port the kernel gave to a throwaway socket
+    races: before the peer binds it, any outgoing connection or port-0 bind on the machine may be
+    given it too. So these come from below the kernel's ephemeral range, which the kernel never
+    hands out by itself; each xdist worker takes its own slice and hands its ports out in turn,
+    never one twice in a row (a port whose peer has stopped lingers in TIME_WAIT), and a port
+    some other program holds is skipped (checked with a bind)."""
+    global _plan, _handed_out
+    if _plan is None:
+        _plan = _port_plan()
+    ports, start = _plan
+    for _ in range(min(len(ports), 1000)):
+        port = ports[(start + _handed_out) % len(ports)]
+        _handed_out += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
