@@ -70,7 +70,7 @@ async def exchange(
         await server.wait_closed()
 
 
-@pytest.mark.parametrize("head_len", [1, 300, 100_000, 4 << 20])
+@pytest.mark.parametrize("head_len", [1, 300, 100_000, 1 << 20])
 @pytest.mark.parametrize("pause_s", [0.0, 0.3])
 @pytest.mark.parametrize("raw", [True, False])
 async def test_head_then_body_arrive_whole_and_in_order(
