@@ -68,6 +68,7 @@ _READ = {
 _HOST = re.compile(rb"([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 _REFUSED = frozenset((b"transfer-encoding", b"content-length", b"expect", b"upgrade"))
 _REASONS = {200: "OK", 206: "Partial Content"}
+_CLOSE = "Connection: close\r\n"
 
 
 @dataclass
@@ -182,20 +183,19 @@ class FastDownloads:
             span = decided.ranges[0]
         else:
             return None
-        lines = [f"HTTP/1.1 {decided.status} {_REASONS[decided.status]}"]
-        lines += [f"{k}: {v}" for k, v in blob.headers.items()]
-        if decided.status == 206:
-            lines.append(f"Content-Range: {span.content_range(found.size)}")
-        lines += [f"Content-Length: {span.length}", f"Date: {self._now()}", f"Server: {SERVER_SOFTWARE}"]
-        if asked.close:
-            lines.append("Connection: close")
-        return Reply(("\r\n".join(lines) + "\r\n\r\n").encode(), blob, span, asked.close)
+        ranged = f"Content-Range: {span.content_range(found.size)}\r\n" if decided.status == 206 else ""
+        head = (
+            f"HTTP/1.1 {decided.status} {_REASONS[decided.status]}\r\n{blob.head_fields}{ranged}"
+            f"Content-Length: {span.length}\r\n{self._date_and_server()}"
+            f"{_CLOSE if asked.close else ''}\r\n"
+        )
+        return Reply(head.encode(), blob, span, asked.close)
 
-    def _now(self) -> str:
-        """The ``Date`` value, made once a second."""
+    def _date_and_server(self) -> str:
+        """The ``Date`` and ``Server`` lines, made once a second."""
         second = int(time.time())
         if self._date[0] != second:
-            self._date = (second, formatdate(second, usegmt=True))
+            self._date = (second, f"Date: {formatdate(second, usegmt=True)}\r\nServer: {SERVER_SOFTWARE}\r\n")
         return self._date[1]
 
 

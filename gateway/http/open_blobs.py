@@ -90,6 +90,7 @@ class OpenBlob:
     file: IO[bytes]
     headers: dict[str, str]  # ETag, Last-Modified, Accept-Ranges, Cache-Control, Content-Type
     part_head_len: int  # a multipart part header's bytes beside its Content-Range value
+    head_fields: str  # ``headers`` as response head lines, for the fast path's heads
     users: int = 0
     expired: bool = False
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
@@ -104,7 +105,7 @@ class OpenBlob:
             "Content-Type": found.content_type,
         }
         head_len = len(part_head("0" * BOUNDARY_LEN, found.content_type, ""))
-        return cls(found, file, headers, head_len)
+        return cls(found, file, headers, head_len, "".join(f"{k}: {v}\r\n" for k, v in headers.items()))
 
     def intact(self) -> bool:
         return _intact(self.file.fileno(), self.found)
