@@ -157,9 +157,9 @@ def free_port() -> int:
     a gateway started with ``--listen``). Picking a port the kernel gave to a throwaway socket
     races: before the peer binds it, any outgoing connection or port-0 bind on the machine may be
     given it too. So these come from below the kernel's ephemeral range, which the kernel never
-    hands out by itself; each xdist worker takes its own slice and hands its ports out in turn,
-    never one twice in a row (a port whose peer has stopped lingers in TIME_WAIT), and a port
-    some other program holds is skipped (checked with a bind)."""
+    hands out by itself. Each xdist worker takes its own slice and hands its ports out in turn, so
+    none comes round again before the whole slice has (a port whose peer has stopped may linger in
+    TIME_WAIT), and a port some other program holds is skipped (checked with a bind)."""
     global _plan, _handed_out
     if _plan is None:
         _plan = _port_plan()

@@ -11,9 +11,9 @@ socket can take more, from one writer registered for the rest of the range.
 ``sendfile`` follows and pushes both, so head and body leave in full segments instead of a small
 packet for the head first. :func:`cork` does the same for a whole response (``TCP_CORK``, what
 nginx's ``tcp_nopush`` does), for heads we do not write ourselves (aiohttp's) and multipart
-bodies; it costs more: on loopback, 1 MiB ranges sent corked took about 1.6 times the system time
-per request of the same ranges sent after a ``MSG_MORE`` head, box-wide 740 to 770 beside 550 to 570 us (a bare
-asyncio server, quiet box, 7 December 2026).
+bodies. It costs more: on loopback, 1 MiB ranges sent corked took about 1.6 times the system time
+per request of the same ranges sent after a ``MSG_MORE`` head, and the box 740 to 770 us per
+request beside 550 to 570 (a bare asyncio server, quiet box, 7 December 2026).
 
 TLS cannot use ``sendfile`` (the bytes are encrypted in user space): there, and wherever the kernel
 refuses, the range is read with ``os.pread`` off the loop, 1 MiB at a time, and written through
