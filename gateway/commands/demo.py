@@ -122,7 +122,8 @@ def _verdict(v: dict[str, Any]) -> str:
 
 def _sizes(verdicts: list[dict[str, Any]]) -> str:
     n = next((v.get("samples") for v in verdicts if v.get("samples")), None) or {}
-    return f"{n.get('devices', '?')} devices, {n.get('windows', '?')} windows"
+    devices, windows = n.get("devices", "?"), n.get("windows", "?")
+    return f"{devices} device{'' if devices == 1 else 's'}, {windows} window{'' if windows == 1 else 's'}"
 
 
 @dataclass

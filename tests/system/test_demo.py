@@ -88,13 +88,18 @@ def test_the_demo_halts_a_bad_candidate_and_rolls_it_back_then_stops_on_ctrl_c(t
     told = out.read_text()
     assert f"dashboard: http://{operator}/" in told
     # the first wave: its count, grown by its errors up to twice that (gates.first_wave_error_level)
-    halted = re.search(r"HALTED at wave 1 \((\d+) devices, ", told)
-    assert halted and "rolled back to 1.0.0" in told, told
+    admitted = re.search(r"wave 1: (\d+) device\(s\) admitted", told)
     fewest, most = (
         GATES.min_devices_per_wave,
         first_wave_most(GATES.waves, DEVICES, GATES.min_devices_per_wave),
     )
-    assert fewest <= int(halted[1]) <= most, told
+    assert admitted and fewest <= int(admitted[1]) <= most, told
+    # halted on the evidence of some of them: one device's windows can decide (shared/STATS.md),
+    # and which devices have reported when the evidence is enough is the devices' timing (.ci/run
+    # once halted on one device of four, where this read the evidence's count as the wave's)
+    halted = re.search(r"HALTED at wave 1 \((\d+) devices?, ", told)
+    assert halted and "rolled back to 1.0.0" in told, told
+    assert 1 <= int(halted[1]) <= int(admitted[1]), told
     # the criterion that halted it, in the gate's words, with its evidence
     assert re.search(r"CPU \d+ % \(at least \d+ %\).*: worse", told), told
     assert (data / "gateway" / "gates").is_dir()  # --data keeps it all
