@@ -95,7 +95,7 @@ class Appender:
         turn = self._turns.get(loop)
         if turn is None:
             turn = self._turns[loop] = _Turn()
-            loop.call_soon(self._hand_over, loop)
+            loop.call_soon(self._hand_over, loop, turn)
         fut = turn.shared if grouped else None
         if fut is None:
             fut = loop.create_future()
@@ -103,15 +103,17 @@ class Appender:
                 turn.shared = fut
         turn.records.append(Pending(kind, now, text, loop, fut))
         if len(turn.records) >= MAX_BATCH:
-            self._hand_over(loop)  # a whole commit's worth: the next appends start a new turn
+            self._hand_over(loop, turn)  # a whole commit's worth: the next appends start a new turn
         return fut
 
-    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
-        """This loop turn's appends, to the writer (on the loop's own thread: each loop's turn is
-        touched by that thread only)."""
-        turn = self._turns.pop(loop, None)
-        if turn is None:
+    def _hand_over(self, loop: asyncio.AbstractEventLoop, turn: _Turn) -> None:
+        """``turn``'s appends, to the writer, unless they went already (``MAX_BATCH`` of them, or
+        the outbox closed): on the loop's own thread, as each loop's turn is touched by that thread
+        only. Its own turn only: the end-of-turn call of a turn cut at ``MAX_BATCH`` must not hand
+        over the next turn's first appends early."""
+        if self._turns.get(loop) is not turn:
             return
+        del self._turns[loop]
         with self._cv:
             if not self._closed:
                 self._pending.append(turn.records)

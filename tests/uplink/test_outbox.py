@@ -235,3 +235,23 @@ async def test_grouped_appends_of_a_loop_turn_share_one_future_and_one_commit(tm
         assert box.append_grouped("sample", {"i": -1}, 1.0) is not futs[-1]  # a new turn's
     finally:
         box.close()
+
+
+async def test_a_turn_cut_at_max_batch_leaves_the_next_turn_whole(tmp_path: Path) -> None:
+    """A turn handed over at ``MAX_BATCH`` records still has its end-of-turn call queued; that call
+    must not hand over the next turn's first appends, which would cut the next turn in two (two
+    futures and two commits where one would do)."""
+    box = Outbox(tmp_path / "o.sqlite", max_bytes=1 << 30, max_age_s=3600, sinks=["http"])
+    loop = asyncio.get_running_loop()
+    later: list[asyncio.Future[int]] = []
+    try:
+        cut = [box.append_grouped("sample", {"i": i}, 1.0) for i in range(MAX_BATCH)]  # handed over
+        # queued after the cut turn's end-of-turn call, before the next turn's
+        loop.call_soon(lambda: later.append(box.append_grouped("sample", {"i": -2}, 1.0)))
+        nxt = box.append_grouped("sample", {"i": -1}, 1.0)  # the next turn begins
+        assert nxt is not cut[0]
+        await asyncio.sleep(0)
+        assert later == [nxt]  # one turn: one future, one commit
+        await asyncio.gather(asyncio.shield(cut[0]), asyncio.shield(nxt))
+    finally:
+        box.close()
