@@ -65,6 +65,13 @@ def cpu_seconds(procs: Iterable[psutil.Process]) -> float:
     return total
 
 
+def box_busy_seconds() -> float:
+    """CPU-seconds the whole box has spent busy so far (all but idle and I/O wait): what a server's
+    own figure leaves out, such as the kernel's packet work charged to softirq or to the client."""
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
+
+
 @dataclass(frozen=True)
 class Work:
     """A fresh work folder (readable by nginx's workers) with the cloud's keys and a registry."""

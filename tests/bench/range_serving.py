@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from gateway import registry  # noqa: E402
-from tests.bench.common import Work, bench_work, cpu_seconds, gateway, wrk  # noqa: E402
+from tests.bench.common import Work, bench_work, box_busy_seconds, cpu_seconds, gateway, wrk  # noqa: E402
 from tests.peers import nginx  # noqa: E402
 
 RANGES_LUA = """
@@ -57,12 +57,6 @@ WORKLOADS = ("1 MiB ranges", "whole file")
 GOALS = {"rps": 0.95, "cpu_per_gb": 1.1}  # ours / nginx: at least, at most
 
 Figures = dict[str, float]
-
-
-def box_busy_seconds() -> float:
-    """CPU-seconds the whole box has spent busy so far (all but idle and I/O wait)."""
-    t = psutil.cpu_times()
-    return t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
 
 
 def measure(url: str, procs: list[psutil.Process], seconds: int, conns: int, lua: Path | None) -> Figures:
@@ -102,7 +96,9 @@ def servers(stack: ExitStack, work: Work, path: str, sha256: str, before: Path |
         out["before"] = (base, [proc])
     ng = stack.enter_context(nginx(work.registry, workers=1))
     out["nginx"] = (ng.url, [psutil.Process(ng.proc.pid), *psutil.Process(ng.proc.pid).children()])
-    ng = stack.enter_context(nginx(server=f"location / {{ root {work.registry}; tcp_nopush off; }}"))
+    ng = stack.enter_context(
+        nginx(server=f"location / {{ root {work.registry}; tcp_nopush off; }}", workers=1)
+    )
     out["ng-np"] = (ng.url, [psutil.Process(ng.proc.pid), *psutil.Process(ng.proc.pid).children()])
     return out
 
