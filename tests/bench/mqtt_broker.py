@@ -23,7 +23,11 @@ idle connection at 1,000 and 5,000, with the ratios and the goals):
    "ours-external" is the gateway with ``mqtt.mode = "external"`` on a Debian mosquitto (persistence
    on, a persistent session): the devices publish to mosquitto, and the rate is counted until the
    last message is durable in the gateway's outbox (not at mosquitto's PUBACK); its connection
-   figures are mosquitto's, which holds the devices there.
+   figures are mosquitto's, which holds the devices there. "mosquitto-sub" is the same mosquitto with
+   Debian's ``mosquitto_sub`` in the gateway's place (QoS 1, a persistent session, each message
+   written to a file and nothing else): what a C client that keeps nothing takes through the same
+   broker on the same cores, the reference for ours-external beside the embedded broker. It
+   acknowledges each message on its own, we all of a commit's in one write.
 3. Reconnect storm: the last level's clients all drop and reconnect within 10 s; how many were
    accepted, and the broker's RSS afterwards compared with before the storm.
 """
@@ -43,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -85,6 +89,10 @@ def broker(
         env["PYTHONPATH"] = str(before)
         kind = "ours" if kind == "before" else "ours-external"
     cwd: str | None = None
+    if kind == "mosquitto-sub":
+        with _mosquitto(work, port) as mproc, _subscriber(work, port) as sub:
+            yield port, psutil.Process(mproc.pid), psutil.Process(sub.pid)
+        return
     if kind == "ours-external":
         with _mosquitto(work, port) as mproc:
             env.update(
@@ -152,6 +160,44 @@ def _mosquitto(work: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
         stop(proc)
 
 
+@contextmanager
+def _subscriber(work: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """``mosquitto_sub`` as the gateway subscribes: QoS 1, MQTT 5, clean start off, a session that
+    outlives a disconnect; each message one line of ``sub-{port}.txt`` (flushed per message)."""
+    with (work / f"sub-{port}.txt").open("wb") as out:
+        proc = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "5", "-q", "1", "-c",
+                                 "-x", "3600", "-i", f"sub-{port}", "-t", "devices/+/metrics"],
+                                stdout=out, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        _wait_subscribed(port)
+        yield proc
+    finally:
+        stop(proc)
+
+
+def arrivals(kind: str, work: Path, port: int) -> Callable[[], int] | None:
+    """For the kinds that count a message where it ends up, not at the PUBACK the publisher gets:
+    a count of the messages that arrived there since this call (ours-external: durable in the
+    gateway's outbox; mosquitto-sub: written by the subscriber). None for the others."""
+    if kind.endswith("-external"):
+        last = outbox_samples(work, port)[1]
+        total = 0
+
+        def durable() -> int:
+            nonlocal last, total
+            n, last = outbox_samples(work, port, last)
+            total += n
+            return total
+
+        return durable
+    if kind == "mosquitto-sub":
+        lines = work / f"sub-{port}.txt"
+        line = len(PAYLOAD) + 1
+        start = lines.stat().st_size // line  # the probe's, from _wait_subscribed
+        return lambda: lines.stat().st_size // line - start
+    return None
+
+
 def _wait_subscribed(port: int, timeout_s: float = 30) -> None:
     """Until an MQTT 5 probe's PUBACK says a subscriber exists (reason 0, not 0x10)."""
     deadline = time.monotonic() + timeout_s
@@ -195,9 +241,12 @@ def publisher(port: int, k: int) -> list[str]:
             "-u", f"dev-{k}", "-t", f"devices/dev-{k}/metrics", "-M", "100"]  # fmt: skip
 
 
-def ingest(port: int, messages: int, publishers: int, work: Path, external: bool = False) -> float:
+def ingest(
+    port: int, messages: int, publishers: int, work: Path, arrived: Callable[[], int] | None = None
+) -> float:
+    """Messages/s from the first publisher's start until the last PUBACK, or with ``arrived``
+    (:func:`arrivals`) until every message has arrived where it counts."""
     per = messages // publishers
-    last = outbox_samples(work, port)[1] if external else 0
     lines = work / "lines.txt"
     lines.write_text((PAYLOAD + "\n") * per)
     t0 = time.perf_counter()
@@ -210,12 +259,9 @@ def ingest(port: int, messages: int, publishers: int, work: Path, external: bool
                 )
             )
     codes = [p.wait(600) for p in procs]
-    if external:  # counted when durable in the gateway's outbox, not at mosquitto's PUBACK
+    if arrived is not None:  # not at mosquitto's PUBACK: where the message ends up
         deadline = time.monotonic() + 600
-        durable = 0
-        while durable < per * publishers and time.monotonic() < deadline:
-            n, last = outbox_samples(work, port, last)
-            durable += n
+        while arrived() < per * publishers and time.monotonic() < deadline:
             time.sleep(0.05)
     took = time.perf_counter() - t0
     if any(codes):
@@ -288,7 +334,7 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=20_000)
     ap.add_argument("--publishers", type=int, default=4)
     ap.add_argument("--conns", default="1000,5000")
-    ap.add_argument("--kinds", default="ours,ours-aggregate-only,ours-external,amqtt,mosquitto")
+    ap.add_argument("--kinds", default="ours,ours-aggregate-only,ours-external,mosquitto-sub,amqtt,mosquitto")
     ap.add_argument("--rounds", type=int, default=1, help="ingest rounds, the kinds alternating; medians")
     ap.add_argument(
         "--before", type=Path, default=None, help="another checkout: kind 'before' runs its gateway"
@@ -315,6 +361,7 @@ def main() -> None:
             "ours-aggregate-only",
             "ours-external",
             "before-external",
+            "mosquitto-sub",
             "python-floor",
             "amqtt",
             "mosquitto",
@@ -325,17 +372,18 @@ def main() -> None:
         for kind in kinds:
             with broker(kind, work, args.before) as (port, proc, gateway):
                 spent = cpu_seconds([gateway]) if gateway else 0.0
-                rate = ingest(port, args.messages, args.publishers, work, external=kind.endswith("-external"))
+                rate = ingest(port, args.messages, args.publishers, work, arrivals(kind, work, port))
                 runs.setdefault(kind, []).append(rate)
                 per = ""
                 if gateway:
                     cpu.setdefault(kind, []).append((cpu_seconds([gateway]) - spent) / args.messages * 1e6)
-                    per = f"; gateway {cpu[kind][-1]:.1f} CPU-us per message"
+                    who = "subscriber" if kind == "mosquitto-sub" else "gateway"
+                    per = f"; {who} {cpu[kind][-1]:.1f} CPU-us per message"
                 print(
                     f"{kind}: ingest {rate:.0f} msg/s QoS 1 ({args.messages} messages, {args.publishers} publishers); broker CPU {cpu_seconds([proc]):.1f} s so far{per}"
                 )
     for kind in kinds:
-        if kind in ("ours-aggregate-only", "python-floor", "before-external"):
+        if kind in ("ours-aggregate-only", "python-floor", "before-external", "mosquitto-sub"):
             continue
         with broker(kind, work, args.before) as (port, proc, _gateway):
             mem[kind], storm = asyncio.run(memory(port, proc, levels))
@@ -351,7 +399,7 @@ def main() -> None:
     print(f"ingest msg/s (median of {args.rounds}): " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
     if cpu:
         print(
-            "gateway CPU-us per message (median): "
+            "gateway (mosquitto-sub: subscriber) CPU-us per message (median): "
             + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in cpu.items())
         )
     base = rates.get("ours")
@@ -364,6 +412,8 @@ def main() -> None:
         )
     if "ours" in rates and "mosquitto" in rates:
         print(versus_mosquitto(runs, mem, levels))
+    if "ours-external" in rates and "mosquitto-sub" in rates:
+        print(versus_subscriber(runs))
 
 
 def versus_mosquitto(
@@ -391,6 +441,27 @@ def versus_mosquitto(
                 f"  per idle connection at {lvl}: ours {a / 1024:.1f} KB, mosquitto {b / 1024:.1f} KB:"
                 f" {a / max(b, 1):.1f}x (goal at most 4 KB at 5000)"
             )
+    return "\n".join(lines)
+
+
+def versus_subscriber(runs: dict[str, list[float]]) -> str:
+    """External mode beside a C subscriber that keeps nothing, through the same broker on the same
+    cores, and beside the embedded broker (issue 27's goal); each round's ratio from its own runs."""
+    ext, sub = statistics.median(runs["ours-external"]), statistics.median(runs["mosquitto-sub"])
+    each = ", ".join(
+        f"{a / b:.2f}x" for a, b in zip(runs["ours-external"], runs["mosquitto-sub"], strict=True)
+    )
+    lines = [
+        "",
+        "ours-external vs mosquitto-sub (a C subscriber that keeps nothing), same run:",
+        f"  ours-external {ext:.0f} msg/s durable, mosquitto-sub {sub:.0f} msg/s: {ext / sub:.2f}x (each round: {each})",
+    ]
+    if "ours" in runs:
+        emb = statistics.median(runs["ours"])
+        lines.append(
+            f"  the embedded broker {emb:.0f} msg/s durable: ours-external {ext / emb:.2f}x of it (goal at"
+            f" least 1.0x), mosquitto-sub {sub / emb:.2f}x"
+        )
     return "\n".join(lines)
 
 
