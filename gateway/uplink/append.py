@@ -129,13 +129,14 @@ class Appender:
         """Blocking (a worker thread): the JSON ``texts`` as records of ``kind``, all in one commit,
         or none: :class:`OutboxFullError` when they would take the outbox past ``max_bytes`` or the
         records of ``kind`` whose body's ``site`` is ``key`` past ``quota_bytes``. Never sheds."""
-        size = sum(len(t) for t in texts)
+        rows = [(kind, now, t, len(t)) for t in texts]
+        size = sum(r[3] for r in rows)
         with self.file.lock:
             held = self.bounds.room_for(kind, key, size, quota_bytes)
             cur = self.file.db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                _insert(cur, [(kind, now, t) for t in texts])
+                _insert(cur, rows)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -197,14 +198,15 @@ class Appender:
             cur = self.file.db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                last = _insert(cur, [(p.kind, p.at, p.text) for p in batch])
+                rows = [(p.kind, p.at, p.text, len(p.text)) for p in batch]
+                last = _insert(cur, rows)
                 if last is None:  # never after an INSERT of one record or more
                     raise sqlite3.DatabaseError("no record number after the INSERT")
                 counted: dict[str, list[int]] = {}
-                for p in batch:
-                    c = counted.setdefault(p.kind, [0, 0])
+                for kind, _at, _text, size in rows:
+                    c = counted.setdefault(kind, [0, 0])
                     c[0] += 1
-                    c[1] += len(p.text)
+                    c[1] += size
                 for kind, (count, size) in counted.items():
                     self.file.count(kind, count, size)
                 self.bounds.enforce(cur)
@@ -216,8 +218,8 @@ class Appender:
             return list(range(last - len(batch) + 1, last + 1))
 
 
-def _insert(cur: sqlite3.Cursor, rows: list[tuple[str, float, str]]) -> int | None:
-    """The records ``(kind, at, text)``; returns the last one's number (records inserted together
+def _insert(cur: sqlite3.Cursor, rows: list[tuple[str, float, str, int]]) -> int | None:
+    """The records ``(kind, at, text, len(text))``; returns the last one's number (records inserted together
     under the write lock take consecutive numbers: AUTOINCREMENT), None for no records.
 
     A few multi-row INSERTs, not one per record (``executemany``): sqlite3 lets go of the GIL for
@@ -225,9 +227,7 @@ def _insert(cur: sqlite3.Cursor, rows: list[tuple[str, float, str]]) -> int | No
     broker sending faster than we commit) each take waits up to the switch interval, 5 ms. Per
     record, a commit of 1,000 took 28 ms on average and up to 500 ms; in runs of up to 128, 21 ms
     and up to 104 ms. The group commit and a relayed batch (a worker thread) both insert here."""
-    params: list[Any] = []
-    for kind, at, text in rows:
-        params += (kind, at, text, len(text))
+    params: list[Any] = [field for row in rows for field in row]
     i, n = 0, len(rows)
     while i < n:
         run = min(_LONGEST_RUN, 1 << ((n - i).bit_length() - 1))
