@@ -7,8 +7,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from firmware_compat.matrix import CompatMatrix
 from gateway.core.device import DeviceRecord
-from gateway.core.eligibility import decide
+from gateway.core.eligibility_memo import EligibilityMemo
 from gateway.core.manifest import Deployment
+
+MEMO = EligibilityMemo()
+"""One for the process: what it gives is what :func:`~gateway.core.eligibility.decide` would (see
+:mod:`gateway.core.eligibility_memo`), so sites, replays and tests in one process may share it."""
 
 
 class Lazy(Mapping[str, Mapping[str, str]]):
@@ -41,10 +45,17 @@ def eligible_for(
     now: float,
     matrix: CompatMatrix | None,
 ) -> dict[str, Mapping[str, str]]:
-    """The site's devices the cloud's rules give ``d`` (or that already run its version)."""
+    """The site's devices the cloud's rules give ``d`` (or that already run its version). Each
+    device's decision comes from :data:`MEMO` while nothing it was read from has changed."""
     out: dict[str, Mapping[str, str]] = {}
+    key = MEMO.pass_key(deployments, now)
+    chosen = MEMO.chosen
     for rec in devices:
-        if rec.model_version == d.version or decide(deployments, rec, now, matrix).deployment == d:
+        if rec.model_version == d.version:
+            out[rec.device_id] = rec.attrs
+            continue
+        got = chosen(key, rec, now, matrix)
+        if got is d or (got is not None and got == d):
             out[rec.device_id] = rec.attrs
     return out
 
