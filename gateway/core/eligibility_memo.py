@@ -46,19 +46,19 @@ class _Decided:
 class EligibilityMemo:
     def __init__(self) -> None:
         self._decided: dict[str, _Decided] = {}
-        self._deployments: tuple[Deployment, ...] = ()
-        self._edges: tuple[float, ...] = ()
+        # The deployments as one tuple while they are the same objects, and their window edges:
+        # replaced together, so a pass in another thread never reads one's edges with the other.
+        self._pass: tuple[tuple[Deployment, ...], tuple[float, ...]] = ((), ())
 
     def pass_key(self, deployments: Sequence[Deployment], now: float) -> tuple[tuple[Deployment, ...], int]:
         """(the deployments as the memo's one tuple while they are the same objects, the slot of
         ``now`` among their window edges): once per pass, not per device."""
-        held = self._deployments
+        held, edges = self._pass
         if len(held) != len(deployments) or any(a is not b for a, b in zip(held, deployments, strict=True)):
-            held = self._deployments = tuple(deployments)
-            self._edges = tuple(
-                sorted({t for d in held for t in (d.start_time, d.end_time) if t is not None})
-            )
-        return held, bisect_right(self._edges, now)
+            held = tuple(deployments)
+            edges = tuple(sorted({t for d in held for t in (d.start_time, d.end_time) if t is not None}))
+            self._pass = held, edges
+        return held, bisect_right(edges, now)
 
     def chosen(
         self,

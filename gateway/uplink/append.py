@@ -219,8 +219,8 @@ class Appender:
 
 
 def _insert(cur: sqlite3.Cursor, rows: list[tuple[str, float, str, int]]) -> int | None:
-    """The records ``(kind, at, text, len(text))``; returns the last one's number (records inserted together
-    under the write lock take consecutive numbers: AUTOINCREMENT), None for no records.
+    """The records ``(kind, at, text, len(text))``; returns the last one's number (records inserted
+    together under the write lock take consecutive numbers: AUTOINCREMENT), None for no records.
 
     A few multi-row INSERTs, not one per record (``executemany``): sqlite3 lets go of the GIL for
     every statement step and must take it back after, and while the event loop is busy (a site
