@@ -416,12 +416,17 @@ def main() -> None:
         print(versus_subscriber(runs))
 
 
+def paired(runs: dict[str, list[float]], a: str, b: str) -> tuple[float, float, str]:
+    """(median of kind ``a``, median of ``b``, each round's ratio a/b): the rounds alternate the kinds."""
+    each = ", ".join(f"{x / y:.2f}x" for x, y in zip(runs[a], runs[b], strict=True))
+    return statistics.median(runs[a]), statistics.median(runs[b]), each
+
+
 def versus_mosquitto(
     runs: dict[str, list[float]], mem: dict[str, dict[int, float]], levels: list[int]
 ) -> str:
     """The embedded broker against mosquitto from this same run, with issue 27's goals."""
-    ours, theirs = statistics.median(runs["ours"]), statistics.median(runs["mosquitto"])
-    each = ", ".join(f"{a / b:.2f}x" for a, b in zip(runs["ours"], runs["mosquitto"], strict=True))
+    ours, theirs, each = paired(runs, "ours", "mosquitto")
     lines = [
         "",
         "ours (embedded) vs mosquitto, same run:",
@@ -447,10 +452,7 @@ def versus_mosquitto(
 def versus_subscriber(runs: dict[str, list[float]]) -> str:
     """External mode beside a C subscriber that keeps nothing, through the same broker on the same
     cores, and beside the embedded broker (issue 27's goal); each round's ratio from its own runs."""
-    ext, sub = statistics.median(runs["ours-external"]), statistics.median(runs["mosquitto-sub"])
-    each = ", ".join(
-        f"{a / b:.2f}x" for a, b in zip(runs["ours-external"], runs["mosquitto-sub"], strict=True)
-    )
+    ext, sub, each = paired(runs, "ours-external", "mosquitto-sub")
     lines = [
         "",
         "ours-external vs mosquitto-sub (a C subscriber that keeps nothing), same run:",
