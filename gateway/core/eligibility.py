@@ -20,7 +20,7 @@ version, or on a newer one, is ``up_to_date`` (rollbacks are the gates' business
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from firmware_compat.choose import Offer, choose
@@ -65,6 +65,12 @@ def parse_ok(d: Deployment) -> str | None:
         return f"target_cohort: {c}"
     r = _ranges(d.min_firmware, d.max_firmware, d.version)
     return f"version or firmware range: {r}" if isinstance(r, str) else None
+
+
+def window_edges(deployments: Iterable[Deployment]) -> tuple[float, ...]:
+    """Every instant at which a comparison of ``now`` with a deployment's window can change (the
+    memos' slots: between two edges :func:`decide` reads ``now`` the same way)."""
+    return tuple(sorted({t for d in deployments for t in (d.start_time, d.end_time) if t is not None}))
 
 
 def _rule_out(d: Deployment, device: DeviceRecord, now: float) -> tuple[str, str] | None:

@@ -12,8 +12,8 @@ is the same as when it was made:
   effect is new objects: every decision is made again);
 * the device's ``attrs`` (equal; usually the same mapping object), ``model_id`` and
   ``model_version``, and its id (the memo's key: the rollout bucket and cohorts read it);
-* where ``now`` lies between the deployments' window edges (``start_time``/``end_time``: between
-  two edges every comparison with ``now`` comes out the same), as :mod:`gateway.core.poll_memo`;
+* where ``now`` lies between the deployments' window edges
+  (:func:`~gateway.core.eligibility.window_edges`), as in :mod:`gateway.core.poll_memo`;
 * the compatibility matrix, as the same object.
 
 A cache, not state: what it returns is what ``decide`` would return now
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from firmware_compat.matrix import CompatMatrix
 from gateway.core.device import DeviceRecord
-from gateway.core.eligibility import decide
+from gateway.core.eligibility import decide, window_edges
 from gateway.core.manifest import Deployment
 
 MAX_ENTRIES = 200_000  # above the inventory's default bound: a full site stays in memory
@@ -56,7 +56,7 @@ class EligibilityMemo:
         held, edges = self._pass
         if len(held) != len(deployments) or any(a is not b for a, b in zip(held, deployments, strict=True)):
             held = tuple(deployments)
-            edges = tuple(sorted({t for d in held for t in (d.start_time, d.end_time) if t is not None}))
+            edges = window_edges(held)
             self._pass = held, edges
         return held, bisect_right(edges, now)
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from firmware_compat.matrix import CompatMatrix
-from gateway.core import policy
+from gateway.core import eligibility, policy
 from gateway.core.device import DeviceRecord
 from gateway.core.site_state import GatesView, Site
 
@@ -74,8 +74,7 @@ def answer_inputs(site: Site) -> tuple[Any, ...]:
 
 def window_edges(site: Site) -> tuple[float, ...]:
     """Every instant at which a comparison of ``now`` with a deployment's window can change."""
-    edges = {t for d in site.deployments for t in (d.start_time, d.end_time) if t is not None}
-    return tuple(sorted(edges))
+    return eligibility.window_edges(site.deployments)
 
 
 def uncached(
