@@ -220,8 +220,8 @@ def summary(
           f"max {pct(to_at, 100):.0f} ms")  # fmt: skip
     print(f"device publish -> seen committed in outbox.sqlite (0.1 s reader): p50 {pct(to_seen, 50):.0f} ms, "
           f"p99 {pct(to_seen, 99):.0f} ms, max {pct(to_seen, 100):.0f} ms")  # fmt: skip
-    # The faults' own share of the tail: a message published while the gateway is down waits in
-    # mosquitto for its return, and 7 s of a 10-minute run is 1.2 % of its messages, past the p99.
+    # To tell the faults' tail from the rest: a message published while the gateway is down waits
+    # in mosquitto for its return, and 7 s of a 10-minute run is 1.2 % of its messages, past the p99.
     killed = next((t for t, what in events if "killed" in what), run_s)
     calm = sorted((seen[k][1] - k[1]) * 1000 for k in acked if k in seen and k[1] - start_at < killed)
     print(f"  of those published before the kill (t < {killed:.0f} s, {len(calm)} messages): p50 "
