@@ -28,6 +28,12 @@ idle connection at 1,000 and 5,000, with the ratios and the goals):
    written to a file and nothing else): what a C client that keeps nothing takes through the same
    broker on the same cores, the reference for ours-external beside the embedded broker. It
    acknowledges each message on its own, we all of a commit's in one write.
+   "ours-external-backlog" and "mosquitto-sub-backlog" take the same messages as a backlog: the
+   subscriber (the gateway, or ``mosquitto_sub``) is stopped (SIGSTOP) while the publishers put
+   them all into mosquitto, which queues them in its session; the rate is then counted from
+   SIGCONT until the last has arrived. That is how fast a gateway back from a restart catches up,
+   and what its external path takes when the publishers and mosquitto's intake do not share the
+   two cores with it: the figure for the gateway's own side of item 1.
 3. Reconnect storm: the last level's clients all drop and reconnect within 10 s; how many were
    accepted, and the broker's RSS afterwards compared with before the storm.
 """
@@ -89,6 +95,7 @@ def broker(
         env["PYTHONPATH"] = str(before)
         kind = "ours" if kind == "before" else "ours-external"
     cwd: str | None = None
+    kind = kind.removesuffix("-backlog")  # the same peers; ingest() times them differently
     if kind == "mosquitto-sub":
         with _mosquitto(work, port) as mproc, _subscriber(work, port) as sub:
             yield port, psutil.Process(mproc.pid), psutil.Process(sub.pid)
@@ -179,6 +186,7 @@ def arrivals(kind: str, work: Path, port: int) -> Callable[[], int] | None:
     """For the kinds that count a message where it ends up, not at the PUBACK the publisher gets:
     a count of the messages that arrived there since this call (ours-external: durable in the
     gateway's outbox; mosquitto-sub: written by the subscriber). None for the others."""
+    kind = kind.removesuffix("-backlog")
     if kind.endswith("-external"):
         last = outbox_samples(work, port)[1]
         total = 0
@@ -242,13 +250,22 @@ def publisher(port: int, k: int) -> list[str]:
 
 
 def ingest(
-    port: int, messages: int, publishers: int, work: Path, arrived: Callable[[], int] | None = None
+    port: int,
+    messages: int,
+    publishers: int,
+    work: Path,
+    arrived: Callable[[], int] | None = None,
+    backlog: psutil.Process | None = None,
 ) -> float:
     """Messages/s from the first publisher's start until the last PUBACK, or with ``arrived``
-    (:func:`arrivals`) until every message has arrived where it counts."""
+    (:func:`arrivals`) until every message has arrived where it counts. With ``backlog`` (the
+    subscriber), that process is stopped until the publishers are done and the clock starts when
+    it goes on."""
     per = messages // publishers
     lines = work / "lines.txt"
     lines.write_text((PAYLOAD + "\n") * per)
+    if backlog is not None:
+        backlog.suspend()
     t0 = time.perf_counter()
     procs = []
     for k in range(publishers):
@@ -259,6 +276,9 @@ def ingest(
                 )
             )
     codes = [p.wait(600) for p in procs]
+    if backlog is not None:
+        t0 = time.perf_counter()
+        backlog.resume()
     if arrived is not None:  # not at mosquitto's PUBACK: where the message ends up
         deadline = time.monotonic() + 600
         while arrived() < per * publishers and time.monotonic() < deadline:
@@ -362,6 +382,8 @@ def main() -> None:
             "ours-external",
             "before-external",
             "mosquitto-sub",
+            "ours-external-backlog",
+            "mosquitto-sub-backlog",
             "python-floor",
             "amqtt",
             "mosquitto",
@@ -372,19 +394,24 @@ def main() -> None:
         for kind in kinds:
             with broker(kind, work, args.before) as (port, proc, gateway):
                 spent = cpu_seconds([gateway]) if gateway else 0.0
-                rate = ingest(port, args.messages, args.publishers, work, arrivals(kind, work, port))
+                stopped = gateway if kind.endswith("-backlog") else None
+                rate = ingest(port, args.messages, args.publishers, work, arrivals(kind, work, port), stopped)
                 runs.setdefault(kind, []).append(rate)
                 per = ""
                 if gateway:
                     cpu.setdefault(kind, []).append((cpu_seconds([gateway]) - spent) / args.messages * 1e6)
-                    who = "subscriber" if kind == "mosquitto-sub" else "gateway"
+                    who = "subscriber" if kind.startswith("mosquitto-sub") else "gateway"
                     per = f"; {who} {cpu[kind][-1]:.1f} CPU-us per message"
                 print(
                     f"{kind}: ingest {rate:.0f} msg/s QoS 1 ({args.messages} messages, {args.publishers} publishers); broker CPU {cpu_seconds([proc]):.1f} s so far{per}"
                 )
     for kind in kinds:
-        if kind in ("ours-aggregate-only", "python-floor", "before-external", "mosquitto-sub"):
-            continue
+        if (
+            kind in ("ours-aggregate-only", "python-floor", "before-external")
+            or "-sub" in kind
+            or "-backlog" in kind
+        ):
+            continue  # the same broker as a kind measured here, or as ours-external (mosquitto)
         with broker(kind, work, args.before) as (port, proc, _gateway):
             mem[kind], storm = asyncio.run(memory(port, proc, levels))
             print(
@@ -414,6 +441,8 @@ def main() -> None:
         print(versus_mosquitto(runs, mem, levels))
     if "ours-external" in rates and "mosquitto-sub" in rates:
         print(versus_subscriber(runs))
+    if "ours-external-backlog" in rates:
+        print(backlog_versus(runs))
 
 
 def paired(runs: dict[str, list[float]], a: str, b: str) -> tuple[float, float, str]:
@@ -464,6 +493,20 @@ def versus_subscriber(runs: dict[str, list[float]]) -> str:
             f"  the embedded broker {emb:.0f} msg/s durable: ours-external {ext / emb:.2f}x of it (goal at"
             f" least 1.0x), mosquitto-sub {sub / emb:.2f}x"
         )
+    return "\n".join(lines)
+
+
+def backlog_versus(runs: dict[str, list[float]]) -> str:
+    """The gateway's external path draining a backlog (the publishers done, mosquitto only sending)
+    beside the embedded broker's live ingest and the C subscriber's drain, each round's ratio from
+    its own runs."""
+    lines = ["", "ours-external-backlog (the gateway's side alone: a queued backlog drained), same run:"]
+    for peer in ("ours", "mosquitto-sub-backlog"):
+        if peer in runs:
+            ext, other, each = paired(runs, "ours-external-backlog", peer)
+            lines.append(
+                f"  {ext:.0f} msg/s durable beside {peer} {other:.0f} msg/s: {ext / other:.2f}x (each round: {each})"
+            )
     return "\n".join(lines)
 
 
