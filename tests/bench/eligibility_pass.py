@@ -4,7 +4,8 @@ Run: ``python tests/bench/eligibility_pass.py [--devices 20000] [--rounds 3]``. 
 filled by a pass of :func:`gateway.core.reach.eligible_for` over every device, again after each
 change of the site (about once a second at 20,000 devices while the first wave waits for levels:
 README, "A site of 20,000 devices"). In process, no I/O: two deployments (the baseline and the
-candidate), devices of two hardware kinds on one firmware. Each round, taking turns:
+candidate), devices of two hardware kinds on one firmware. Each round, in this order (the memo's
+second pass needs its first; each round builds its devices and memo afresh):
 
 - "without": the pass as it was, ``decide()`` for every device (the peer);
 - "memo, first": the first pass with the memo (each device decided once and kept);
